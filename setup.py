@@ -1,0 +1,26 @@
+"""Packaging for uascall (build-system and tool settings live in pyproject.toml)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="uascall",
+    version="0.1.0",
+    description=("A blocking, thread-per-call telephony channel API in the style of Aculab "
+                 "UAS over DAHDI boards (FXO/FXS, ISDN PRI via libpri), SIP/RTP and a "
+                 "simulated DAHDI kernel"),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="GPL-2.0-or-later",
+    python_requires=">=3.11",
+    packages=find_packages(include=["uascall", "uascall.*"]),
+    install_requires=["pyserial>=3.5"],
+    extras_require={"test": ["pytest>=7.4", "ruff>=0.4"]},
+    entry_points={
+        "console_scripts": ["uascall = uascall.cli:main"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Operating System :: POSIX :: Linux",
+        "Topic :: Communications :: Telephony",
+    ],
+)
