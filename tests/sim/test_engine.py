@@ -1,0 +1,195 @@
+"""The engine thread: epoll with EPOLLPRI, timers, submission, virtual time, shutdown."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from uascall.engine import EPOLLIN, EPOLLPRI, Engine, VirtualClock
+from uascall.errors import Error
+
+
+def open_fds() -> set[int]:
+    return {int(n) for n in os.listdir("/proc/self/fd")}
+
+
+def test_submit_runs_on_engine_thread_and_returns_result():
+    with Engine() as engine:
+        name = engine.run(lambda: threading.current_thread().name)
+        assert name == "uascall-engine"
+        assert engine.submit(lambda a, b: a * b, 6, 7).result(5) == 42
+
+
+def test_exception_in_submitted_work_reaches_the_caller_and_engine_goes_on():
+    with Engine() as engine:
+        with pytest.raises(ZeroDivisionError):
+            engine.run(lambda: 1 / 0)
+        assert engine.run(lambda: "still alive") == "still alive"
+
+
+def test_failing_timer_and_fd_handler_are_logged_not_fatal(caplog):
+    errors: list[BaseException] = []
+    a, b = socket.socketpair()
+    try:
+        with Engine() as engine:
+            def bad_handler(_revents: int) -> None:
+                engine.remove_fd(a.fileno())
+                raise RuntimeError("malformed input")
+
+            engine.run(engine.add_fd, a.fileno(), EPOLLIN, bad_handler, on_error=errors.append)
+            engine.run(engine.call_later, 0, lambda: 1 / 0)
+            b.send(b"x")
+            assert engine.wait_until(lambda: bool(errors), timeout=5)
+            assert engine.run(lambda: 2 + 2) == 4
+    finally:
+        a.close()
+        b.close()
+    assert isinstance(errors[0], RuntimeError)
+    assert "handler for fd" in caplog.text
+    assert "ZeroDivisionError" in caplog.text
+
+
+def test_timers_run_in_order_and_cancel():
+    order: list[str] = []
+    done = threading.Event()
+    with Engine() as engine:
+        def schedule() -> None:
+            engine.call_later(0.03, order.append, "c")
+            engine.call_later(0.01, order.append, "a")
+            engine.call_later(0.02, order.append, "b")
+            engine.call_later(0.015, order.append, "cancelled").cancel()
+            engine.call_later(0.04, done.set)
+
+        engine.run(schedule)
+        assert done.wait(5)
+    assert order == ["a", "b", "c"]
+
+
+def test_epollpri_is_delivered_with_its_own_bit():
+    """DAHDI signals queued events as POLLPRI; a TCP urgent byte raises the same bit."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    seen: list[int] = []
+    try:
+        with Engine() as engine:
+            def on_ready(revents: int) -> None:
+                seen.append(revents)
+                if revents & EPOLLPRI:
+                    server.recv(1, socket.MSG_OOB)
+
+            engine.run(engine.add_fd, server.fileno(), EPOLLIN | EPOLLPRI, on_ready)
+            client.send(b"!", socket.MSG_OOB)
+            assert engine.wait_until(lambda: any(r & EPOLLPRI for r in seen), timeout=5)
+            engine.run(engine.remove_fd, server.fileno())
+    finally:
+        for s in (listener, client, server):
+            s.close()
+
+
+def test_stop_leaves_no_thread_and_no_fd_and_runs_shutdown_callbacks():
+    before_fds = open_fds()
+    before_threads = threading.active_count()
+    closed: list[str] = []
+    engine = Engine().start()
+    engine.run(engine.add_shutdown_callback, lambda: closed.append("first added"))
+    engine.run(engine.add_shutdown_callback, lambda: closed.append("last added"))
+    engine.stop()
+    assert closed == ["last added", "first added"]
+    assert threading.active_count() == before_threads
+    assert open_fds() == before_fds
+    with pytest.raises(Error, match="not running"):
+        engine.submit(lambda: None)
+    engine.stop()  # twice is fine
+
+
+def test_stop_wakes_threads_waiting_in_virtual_time():
+    engine = Engine(VirtualClock()).start()
+    woke = threading.Event()
+
+    def sleeper() -> None:
+        with engine.actor():
+            engine.sleep(3600)
+        woke.set()
+
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    time.sleep(0.05)
+    engine.stop()
+    thread.join(5)
+    assert woke.is_set()
+
+
+def test_virtual_time_jumps_when_idle_and_actors_wait():
+    clock = VirtualClock()
+    with Engine(clock) as engine, engine.actor():
+        start = time.monotonic()
+        t0 = engine.time()
+        engine.sleep(3600.0)
+        assert engine.time() - t0 == pytest.approx(3600.0)
+        assert time.monotonic() - start < 5
+
+
+def test_virtual_time_runs_every_tick_in_order():
+    clock = VirtualClock()
+    ticks: list[float] = []
+    with Engine(clock) as engine, engine.actor():
+        def tick() -> None:
+            ticks.append(engine.time())
+            if len(ticks) < 500:
+                engine.call_later(0.02, tick)
+
+        engine.run(tick)
+        engine.sleep(20.0)
+    assert len(ticks) == 500
+    steps = {round(b - a, 9) for a, b in itertools.pairwise(ticks)}
+    assert steps == {0.02}
+
+
+def test_virtual_time_holds_while_an_actor_runs():
+    clock = VirtualClock()
+    fired = threading.Event()
+    with Engine(clock) as engine, engine.actor():
+        engine.run(engine.call_later, 1.0, fired.set)
+        time.sleep(0.2)  # real time passes while this actor works: virtual time must not
+        assert not fired.is_set()
+        assert engine.time() == 0.0
+        engine.sleep(1.0)
+        assert fired.is_set()
+
+
+def test_real_timers_stay_real_in_virtual_mode():
+    """libpri's deadlines are wall-clock; they must not fire early when virtual time jumps."""
+    clock = VirtualClock()
+    fired_at: list[float] = []
+    with Engine(clock) as engine, engine.actor():
+        start = time.monotonic()
+        engine.run(engine.call_later_real, 0.2, lambda: fired_at.append(time.monotonic()))
+        engine.sleep(100.0)  # virtual
+        assert not fired_at
+        assert engine.wait_until(lambda: bool(fired_at), timeout=None)
+    assert fired_at[0] - start >= 0.19
+
+
+def test_wait_timeout_in_engine_time():
+    clock = VirtualClock()
+    with Engine(clock) as engine, engine.actor():
+        never = engine.submit(lambda: None)
+        never.result(5)
+        import concurrent.futures
+        pending: concurrent.futures.Future = concurrent.futures.Future()
+        t0 = engine.time()
+        with pytest.raises(TimeoutError):
+            engine.wait(pending, 7.5)
+        assert engine.time() - t0 == pytest.approx(7.5)
+
+
+def test_wait_on_engine_thread_is_refused():
+    with Engine() as engine:
+        with pytest.raises(Error, match="deadlock"):
+            engine.run(lambda: engine.wait(engine.submit(lambda: None)))

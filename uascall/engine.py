@@ -1,0 +1,588 @@
+"""The engine: the one I/O thread that owns every fd and timer of the process.
+
+Theory of operation
+-------------------
+All protocol code (libpri, the simulated kernel, SIP later) runs on this thread, so none
+of it needs locks, and libpri, which is not thread-safe, is only ever called from here.
+Application threads never touch an fd: they post work with :meth:`Engine.submit` (a
+``concurrent.futures.Future`` comes back) or :meth:`Engine.run` (post and wait), and
+they wait with :meth:`Engine.wait` / :meth:`Engine.sleep`, which know about virtual time.
+
+The loop is ``epoll`` plus a timer heap. Descriptors are registered with their own event
+masks: DAHDI channels ask for ``EPOLLPRI`` as well as ``EPOLLIN``, because the kernel
+reports a queued signalling event as POLLPRI (and as errno 500, ELAST, from read and
+write). An ``eventfd`` wakes the loop when another thread posts work.
+
+Clocks
+------
+Every timer is set on the engine's :class:`Clock`. With :class:`MonotonicClock` that is
+real time. With :class:`VirtualClock` (the simulator's), time stands still while there is
+work to do and jumps to the next timer when the engine is idle **and** no *actor* thread
+is running. An actor is an application or test thread that declared itself with
+``with engine.actor():``; it counts as running except while it waits in
+:meth:`Engine.wait`, :meth:`Engine.sleep` or :meth:`Engine.run`. So a test thread that
+calls ``ring(seconds_ringtime=10)`` blocks, the engine finds nothing else to do, and ten
+virtual seconds pass in a few milliseconds, with every 20 ms media tick in between run
+in order. Threads that are not actors do not hold virtual time back.
+
+Some timers belong to the outside world and cannot be virtual: libpri reads the wall
+clock itself (``gettimeofday``), so its deadlines are kept with :meth:`Engine.call_later_real`
+on the real monotonic clock in either mode.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from uascall.errors import Error
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+FdCallback = Callable[[int], None]
+ErrorCallback = Callable[[BaseException], None]
+
+EPOLLIN = select.EPOLLIN
+EPOLLOUT = select.EPOLLOUT
+EPOLLPRI = select.EPOLLPRI
+EPOLLERR = select.EPOLLERR
+EPOLLHUP = select.EPOLLHUP
+
+
+class Clock:
+    """The engine's notion of now, in seconds on a monotonic scale."""
+
+    virtual = False
+
+    def now(self) -> float:
+        raise NotImplementedError
+
+
+class MonotonicClock(Clock):
+    """Real time: ``time.monotonic()``."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+
+class VirtualClock(Clock):
+    """Simulated time that only the engine moves forward (see the module docstring)."""
+
+    virtual = True
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+
+    def now(self) -> float:
+        return self._now
+
+    def advance_to(self, when: float) -> None:
+        if when > self._now:
+            self._now = when
+
+
+class TimerHandle:
+    """A scheduled callback; :meth:`cancel` it to stop it from running."""
+
+    __slots__ = ("_args", "_callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callable[..., Any], args: tuple) -> None:
+        self.when = when
+        self._callback = callback
+        self._args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self._callback = _noop
+        self._args = ()
+
+    def __repr__(self) -> str:
+        state = " cancelled" if self.cancelled else ""
+        return f"<TimerHandle when={self.when:.6f}{state} {self._callback!r}>"
+
+
+def _noop(*_args: Any) -> None:
+    pass
+
+
+class _Waiter:
+    """One application thread blocked in Engine.wait()."""
+
+    __slots__ = ("actor", "done", "event", "timer")
+
+    def __init__(self, actor: bool) -> None:
+        self.actor = actor
+        self.event = threading.Event()
+        self.done = False
+        self.timer: TimerHandle | None = None
+
+
+class _Timers:
+    """A heap of TimerHandles with lazy deletion of cancelled ones."""
+
+    __slots__ = ("_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, TimerHandle]] = []
+        self._seq = itertools.count()
+
+    def push(self, handle: TimerHandle) -> None:
+        heapq.heappush(self._heap, (handle.when, next(self._seq), handle))
+
+    def next_when(self) -> float | None:
+        heap = self._heap
+        while heap and heap[0][2].cancelled:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def pop_due(self, now: float) -> list[TimerHandle]:
+        due = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            handle = heapq.heappop(heap)[2]
+            if not handle.cancelled:
+                due.append(handle)
+        return due
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+
+class Engine:
+    """One I/O thread with epoll, timers and thread-safe submission.
+
+    Use it as a context manager, or call :meth:`start` and :meth:`stop`. Methods marked
+    *engine thread* must only be called from callbacks running on the engine; the others
+    are safe from any thread.
+    """
+
+    def __init__(self, clock: Clock | None = None, *, name: str = "uascall-engine") -> None:
+        self.clock = clock or MonotonicClock()
+        self.name = name
+        self._real_clock = MonotonicClock()
+        self._epoll: select.epoll | None = None
+        self._wakeup_fd = -1
+        self._thread: threading.Thread | None = None
+        self._fds: dict[int, tuple[FdCallback, ErrorCallback | None]] = {}
+        self._timers = _Timers()
+        # In virtual mode wall-clock-bound timers (libpri) live on their own real-time heap.
+        self._real_timers = _Timers() if self.clock.virtual else self._timers
+        self._ready: collections.deque[tuple[Callable[..., Any], tuple]] = collections.deque()
+        self._posted: collections.deque[tuple[Callable[..., Any], tuple]] = collections.deque()
+        self._watchers: list[tuple[Callable[[], bool], concurrent.futures.Future]] = []
+        self._shutdown_callbacks: list[Callable[[], None]] = []
+        self._stopping = False
+        self._stopped = threading.Event()
+        self._post_lock = threading.Lock()
+        self._accepting = False
+        self._waiters: set[_Waiter] = set()
+        self._runnable_actors = 0
+        self._actor_lock = threading.Lock()
+        self._local = threading.local()
+        self._sleeping = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> Engine:
+        if self._thread is not None:
+            raise Error(f"engine {self.name!r} was already started; expected a new Engine")
+        self._epoll = select.epoll()
+        self._wakeup_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll.register(self._wakeup_fd, EPOLLIN)
+        self._accepting = True
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Run the shutdown callbacks on the engine thread, then end the thread and close
+        the engine's own descriptors. Safe to call twice and from any thread but the engine."""
+        thread = self._thread
+        if thread is None or self._stopped.is_set():
+            return
+        if threading.current_thread() is thread:
+            raise Error("Engine.stop() called on the engine thread; expected another thread")
+        self.call_soon_threadsafe(self._begin_stop)
+        thread.join(timeout)
+        if thread.is_alive():
+            raise Error(f"engine {self.name!r} did not stop within {timeout} s")
+
+    def __enter__(self) -> Engine:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and not self._stopped.is_set()
+
+    @property
+    def in_engine_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def add_shutdown_callback(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the engine thread when the engine stops (last added, first run)."""
+        self._shutdown_callbacks.append(callback)
+
+    def remove_shutdown_callback(self, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._shutdown_callbacks.remove(callback)
+
+    # ------------------------------------------------------------------ time
+    def time(self) -> float:
+        """Now on the engine's clock."""
+        return self.clock.now()
+
+    def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
+        """*Engine thread*: run ``callback(*args)`` on the next loop iteration."""
+        self._ready.append((callback, args))
+
+    def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
+        """*Engine thread*: run ``callback(*args)`` at ``when`` on the engine clock."""
+        handle = TimerHandle(when, callback, args)
+        self._timers.push(handle)
+        return handle
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
+        """*Engine thread*: run ``callback(*args)`` after ``delay`` seconds of engine time."""
+        return self.call_at(self.clock.now() + delay, callback, *args)
+
+    def call_later_real(self, delay: float, callback: Callable[..., Any],
+                        *args: Any) -> TimerHandle:
+        """*Engine thread*: like :meth:`call_later`, but always in real time.
+
+        For deadlines that an outside party keeps on the wall clock (libpri's Q.921/Q.931
+        timers); in real mode it is the same as :meth:`call_later`.
+        """
+        handle = TimerHandle(self._real_clock.now() + delay, callback, args)
+        self._real_timers.push(handle)
+        return handle
+
+    # ------------------------------------------------------------------ descriptors
+    def add_fd(self, fd: int, events: int, callback: Callable[[int], None], *,
+               on_error: Callable[[BaseException], None] | None = None) -> None:
+        """*Engine thread*: call ``callback(revents)`` whenever ``fd`` is ready for ``events``.
+
+        If the callback raises, the exception is logged and passed to ``on_error`` (which
+        should clear whatever the descriptor belongs to); the engine goes on.
+        """
+        if fd in self._fds:
+            raise Error(f"fd {fd} is already registered with the engine; expected a new fd")
+        assert self._epoll is not None, "engine not started"
+        self._epoll.register(fd, events)
+        self._fds[fd] = (callback, on_error)
+
+    def modify_fd(self, fd: int, events: int) -> None:
+        """*Engine thread*: change the events ``fd`` is watched for."""
+        assert self._epoll is not None
+        self._epoll.modify(fd, events)
+
+    def remove_fd(self, fd: int) -> None:
+        """*Engine thread*: stop watching ``fd`` (before closing it). Unknown fds are ignored."""
+        if self._fds.pop(fd, None) is not None and self._epoll is not None:
+            try:
+                self._epoll.unregister(fd)
+            except OSError as exc:  # already closed by its owner: epoll forgot it then
+                log.debug("epoll unregister of fd %d: %s", fd, exc)
+
+    # ------------------------------------------------------------------ any thread
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Run ``callback(*args)`` on the engine thread soon; safe from any thread.
+
+        Raises :class:`~uascall.errors.Error` once the engine has stopped, so that work is
+        never accepted and then silently dropped.
+        """
+        with self._post_lock:
+            if not self._accepting:
+                raise Error(f"engine {self.name!r} is not running; expected a started engine")
+            self._posted.append((callback, args))
+        if not self.in_engine_thread:
+            self._wake()
+
+    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+        """Run ``fn(*args, **kwargs)`` on the engine thread; the Future gets its result."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # delivered to the waiting thread, not lost
+                future.set_exception(exc)
+
+        self.call_soon_threadsafe(run)
+        return future
+
+    def run(self, fn: Callable[..., T], *args: Any, timeout: float | None = None,
+            **kwargs: Any) -> T:
+        """Run ``fn`` on the engine thread and return its result (re-raising its exception).
+
+        Called on the engine thread itself, ``fn`` runs at once.
+        """
+        if self.in_engine_thread:
+            return fn(*args, **kwargs)
+        return self.wait(self.submit(fn, *args, **kwargs), timeout)
+
+    def wait(self, future: concurrent.futures.Future, timeout: float | None = None) -> Any:
+        """Wait for ``future`` for at most ``timeout`` seconds of engine time.
+
+        Raises ``TimeoutError`` when the time runs out; re-raises the future's exception.
+        """
+        if self.in_engine_thread:
+            raise Error("Engine.wait() called on the engine thread, which would deadlock; "
+                        "expected an application thread")
+        if not self.clock.virtual:
+            try:
+                return future.result(timeout)
+            except concurrent.futures.TimeoutError:
+                raise TimeoutError(f"no result within {timeout} s") from None
+        if future.done():
+            return future.result()
+        waiter = _Waiter(actor=self._is_actor())
+        self.call_soon_threadsafe(self._arm_waiter, waiter, timeout)
+        self._park_actor(waiter)
+        future.add_done_callback(lambda _f: self._post_wake(waiter))
+        waiter.event.wait()
+        if future.done():
+            return future.result()
+        raise TimeoutError(f"no result within {timeout} s of engine time")
+
+    def sleep(self, seconds: float) -> None:
+        """Block the calling thread for ``seconds`` of engine time (virtual or real)."""
+        if not self.clock.virtual:
+            time.sleep(max(0.0, seconds))
+            return
+        with contextlib.suppress(TimeoutError):
+            self.wait(concurrent.futures.Future(), seconds)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Block until ``predicate()`` is true, evaluated on the engine thread after each
+        loop iteration; return False if ``timeout`` seconds of engine time pass first."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self.call_soon_threadsafe(self._add_watcher, predicate, future)
+        try:
+            self.wait(future, timeout)
+            return True
+        except TimeoutError:
+            self.call_soon_threadsafe(self._remove_watcher, future)
+            return False
+
+    @contextlib.contextmanager
+    def actor(self) -> Iterator[None]:
+        """Declare the calling thread an actor: virtual time waits for it (module docstring)."""
+        if self._is_actor():
+            yield
+            return
+        self._local.actor = True
+        with self._actor_lock:
+            self._runnable_actors += 1
+        try:
+            yield
+        finally:
+            self._local.actor = False
+            with self._actor_lock:
+                self._runnable_actors -= 1
+            self._wake()
+
+    # ------------------------------------------------------------------ internals
+    def _is_actor(self) -> bool:
+        return getattr(self._local, "actor", False)
+
+    def _park_actor(self, waiter: _Waiter) -> None:
+        if waiter.actor:
+            with self._actor_lock:
+                self._runnable_actors -= 1
+            self._wake()
+
+    def _post_wake(self, waiter: _Waiter) -> None:
+        with contextlib.suppress(Error):  # engine gone: _close() has woken every waiter
+            self.call_soon_threadsafe(self._wake_waiter, waiter)
+
+    def _wake_waiter(self, waiter: _Waiter) -> None:
+        # Runs on the engine thread: the actor counts as running again before the engine
+        # can look at the clock, so no virtual time passes between its wake-up and its
+        # next request.
+        if waiter.done:
+            return
+        waiter.done = True
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+        self._waiters.discard(waiter)
+        if waiter.actor:
+            with self._actor_lock:
+                self._runnable_actors += 1
+        waiter.event.set()
+
+    def _arm_waiter(self, waiter: _Waiter, timeout: float | None) -> None:
+        if waiter.done:
+            return
+        self._waiters.add(waiter)
+        if timeout is not None:
+            waiter.timer = self.call_later(timeout, self._wake_waiter, waiter)
+
+    def _add_watcher(self, predicate: Callable[[], bool],
+                     future: concurrent.futures.Future) -> None:
+        if self._check_watcher(predicate, future):
+            return
+        self._watchers.append((predicate, future))
+
+    def _remove_watcher(self, future: concurrent.futures.Future) -> None:
+        self._watchers = [w for w in self._watchers if w[1] is not future]
+
+    def _check_watcher(self, predicate: Callable[[], bool],
+                       future: concurrent.futures.Future) -> bool:
+        try:
+            if not predicate():
+                return False
+            future.set_result(True)
+        except Exception as exc:
+            future.set_exception(exc)
+        return True
+
+    def _wake(self) -> None:
+        if self._wakeup_fd >= 0:
+            try:
+                os.eventfd_write(self._wakeup_fd, 1)
+            except OSError:  # closed during shutdown, or the counter is saturated
+                pass
+
+    def _begin_stop(self) -> None:
+        self._stopping = True
+
+    def _run(self) -> None:
+        log.debug("engine %s started (%s clock)", self.name, type(self.clock).__name__)
+        try:
+            while not self._stopping:
+                try:
+                    self._iterate()
+                except Exception:
+                    # The loop machinery itself must survive anything a callback left behind.
+                    log.exception("engine %s: unexpected error in the loop; going on", self.name)
+            self._run_shutdown_callbacks()
+        finally:
+            self._close()
+
+    def _iterate(self) -> None:
+        ready = self._ready
+        posted = self._posted
+        while posted:
+            ready.append(posted.popleft())
+        # Only what is ready now: a callback that schedules itself again waits for the next
+        # iteration, so it cannot starve the descriptors and timers.
+        for _ in range(len(ready)):
+            callback, args = ready.popleft()
+            self._guard(callback, args)
+            if self._stopping:
+                return
+        may_advance = False
+        timeout: float | None
+        if ready or posted:
+            timeout = 0.0
+        elif self.clock.virtual:
+            next_virtual = self._timers.next_when()
+            if next_virtual is not None and next_virtual <= self.clock.now():
+                timeout = 0.0
+            elif next_virtual is not None and self._runnable_actors <= 0:
+                may_advance = True
+                timeout = 0.0
+            else:
+                timeout = self._real_timeout()
+        else:
+            next_when = self._timers.next_when()
+            timeout = None if next_when is None else max(0.0, next_when - self.clock.now())
+        assert self._epoll is not None
+        events = self._epoll.poll(-1 if timeout is None else timeout)
+        if events:
+            self._dispatch(events)
+        elif may_advance and not self._posted and self._runnable_actors <= 0:
+            when = self._timers.next_when()
+            if when is not None:
+                self.clock.advance_to(when)
+        self._run_timers()
+        if self._watchers:
+            self._watchers = [w for w in self._watchers if not self._check_watcher(*w)]
+
+    def _real_timeout(self) -> float | None:
+        when = self._real_timers.next_when()
+        if when is None:
+            return None
+        return max(0.0, when - self._real_clock.now())
+
+    def _dispatch(self, events: list[tuple[int, int]]) -> None:
+        fds = self._fds
+        for fd, revents in events:
+            if fd == self._wakeup_fd:
+                try:
+                    os.eventfd_read(self._wakeup_fd)
+                except BlockingIOError:
+                    pass
+                continue
+            entry = fds.get(fd)
+            if entry is None:  # removed by an earlier callback in this batch
+                continue
+            callback, on_error = entry
+            try:
+                callback(revents)
+            except Exception as exc:
+                log.exception("engine %s: handler for fd %d failed", self.name, fd)
+                if on_error is not None:
+                    self._guard(on_error, (exc,))
+
+    def _run_timers(self) -> None:
+        for handle in self._timers.pop_due(self.clock.now()):
+            self._guard(handle._callback, handle._args)
+        if self._real_timers is not self._timers:
+            for handle in self._real_timers.pop_due(self._real_clock.now()):
+                self._guard(handle._callback, handle._args)
+
+    def _guard(self, callback: Callable[..., Any], args: tuple) -> None:
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("engine %s: callback %r failed", self.name, callback)
+
+    def _run_shutdown_callbacks(self) -> None:
+        while self._shutdown_callbacks:
+            self._guard(self._shutdown_callbacks.pop(), ())
+        # From here on nothing new is accepted (submit() raises); what was posted before
+        # still runs, so that no submitted work is lost without a word.
+        with self._post_lock:
+            self._accepting = False
+        while self._posted or self._ready:
+            while self._posted:
+                self._ready.append(self._posted.popleft())
+            callback, args = self._ready.popleft()
+            self._guard(callback, args)
+        for _predicate, future in self._watchers:
+            future.cancel()
+        self._watchers.clear()
+
+    def _close(self) -> None:
+        with self._post_lock:
+            self._accepting = False
+        for waiter in list(self._waiters):  # nobody is left to time them out
+            self._wake_waiter(waiter)
+        if self._fds:
+            log.warning("engine %s stopped with fds still registered: %s (their owners did "
+                        "not close them)", self.name, sorted(self._fds))
+            self._fds.clear()
+        if self._epoll is not None:
+            self._epoll.close()
+        if self._wakeup_fd >= 0:
+            os.close(self._wakeup_fd)
+            self._wakeup_fd = -1
+        self._stopped.set()
+        log.debug("engine %s stopped", self.name)
