@@ -247,6 +247,19 @@ DAHDI_EVENT_PULSEDIGIT = 1 << 16
 DAHDI_EVENT_DTMFDOWN = 1 << 17
 DAHDI_EVENT_DTMFUP = 1 << 18
 
+# --- span line configuration (dahdi_spaninfo.lineconfig: span= framing and coding) ---------
+
+DAHDI_CONFIG_D4 = 1 << 4  # T1 superframe
+DAHDI_CONFIG_ESF = 1 << 5
+DAHDI_CONFIG_AMI = 1 << 6
+DAHDI_CONFIG_B8ZS = 1 << 7
+DAHDI_CONFIG_CCS = 1 << 8  # E1 common channel signalling (ISDN) rather than CAS
+DAHDI_CONFIG_HDB3 = 1 << 9
+DAHDI_CONFIG_CRC4 = 1 << 10
+DAHDI_CONFIG_NTTE = 1 << 11  # BRI: NT rather than TE
+DAHDI_CONFIG_TERM = 1 << 12
+DAHDI_CONFIG_NOTOPEN = 1 << 16
+
 # --- alarm bits (dahdi_spaninfo.alarms, dahdi_params.chan_alarms) --------------------------
 
 DAHDI_ALARM_NONE = 0

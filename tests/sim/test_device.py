@@ -1,0 +1,199 @@
+"""uascall.dahdi.device on the simulated kernel: opening, errors, data, events, readiness."""
+
+from __future__ import annotations
+
+import errno
+import struct
+
+import pytest
+
+from uascall.dahdi import abi
+from uascall.dahdi.device import Channel, ControlDevice
+from uascall.engine import EPOLLIN, EPOLLPRI, Engine, VirtualClock
+from uascall.errors import DeviceError
+from uascall.sim import hdlc
+from uascall.sim.kernel import SimKernel
+
+E1_LOOP_CONF = """
+span=1,1,0,ccs,hdb3,crc4
+span=2,0,0,ccs,hdb3,crc4
+bchan=1-15,17-31
+dchan=16
+bchan=32-46,48-62
+dchan=47
+loadzone=nl
+defaultzone=nl
+"""
+
+
+@pytest.fixture
+def rig():
+    """A virtual-time engine with a simulated E1 loop (spans 1 and 2) configured for PRI."""
+    with Engine(VirtualClock()) as engine, engine.actor():
+        kernel = SimKernel(engine)
+        engine.run(kernel.add_loop, "E1")
+        engine.run(kernel.configure, E1_LOOP_CONF)
+        yield engine, kernel
+
+
+def open_channel(engine, kernel, channo, **kw):
+    return engine.run(Channel.open, channo, io=kernel, **kw)
+
+
+def test_open_errors_name_the_channel_and_the_cause(rig):
+    engine, kernel = rig
+    with pytest.raises(DeviceError) as info:
+        open_channel(engine, kernel, 99)
+    assert info.value.errno == errno.ENXIO
+    assert "channel 99" in str(info.value) and "system.conf" in str(info.value)
+    chan = open_channel(engine, kernel, 1)
+    with pytest.raises(DeviceError) as info:
+        open_channel(engine, kernel, 1)
+    assert info.value.errno == errno.EBUSY and "already open" in str(info.value)
+    engine.run(chan.close)
+    engine.run(chan.close)  # closing twice is harmless
+    with pytest.raises(DeviceError) as info:
+        engine.run(Channel.open, 1, io=kernel, dev_dir="/dev/nodahdi")
+    assert info.value.errno == errno.ENOENT and "not loaded" in str(info.value)
+
+
+def test_unconfigured_channel_is_enxio():
+    with Engine(VirtualClock()) as engine:
+        kernel = SimKernel(engine)
+        engine.run(kernel.add_loop, "T1")
+        engine.run(kernel.configure, "bchan=1-23\ndchan=24\n")
+        with pytest.raises(DeviceError) as info:
+            engine.run(Channel.open, 25, io=kernel)
+        assert info.value.errno == errno.ENXIO
+
+
+def test_open_by_span_and_position_and_params(rig):
+    engine, kernel = rig
+    chan = engine.run(Channel.open, span=2, chanpos=16, io=kernel)
+    params = engine.run(chan.params)
+    assert (chan.channo, params.spanno, params.chanpos) == (47, 2, 16)
+    assert params.sigtype == abi.DAHDI_SIG_HDLCFCS
+    assert params.curlaw == abi.DAHDI_LAW_ALAW  # E1 spans default to A-law
+    status = engine.run(chan.span_status)
+    assert status.spanno == 2 and status.totalchans == 31 and status.alarms == 0
+    engine.run(chan.close)
+    ctl = engine.run(ControlDevice.open, io=kernel)
+    assert engine.run(ctl.span_status, 1).numchans == 31
+    engine.run(ctl.close)
+
+
+def test_bchannel_bytes_cross_byte_exact_at_8000_bytes_per_second(rig):
+    engine, kernel = rig
+    a, b = open_channel(engine, kernel, 1), open_channel(engine, kernel, 32)
+    for chan in (a, b):
+        engine.run(chan.set_blocksize, 160)
+        engine.run(chan.set_buffers, numbufs=8)
+        engine.run(chan.set_audio_mode, True)
+    pattern = bytes((i * 7 + 3) % 256 for i in range(160 * 5))
+    frames = [pattern[i:i + 160] for i in range(0, len(pattern), 160)]
+    received = bytearray()
+    t0 = engine.time()
+
+    def write_all():
+        for frame in frames:
+            assert a.write_frame(frame) == 160
+
+    engine.run(write_all)
+
+    def collect() -> bool:
+        while (data := b.read_frame()) is not None:
+            received.extend(data)
+        return pattern in received
+
+    assert engine.wait_until(collect, timeout=2)
+    elapsed = engine.time() - t0
+    # 800 bytes take 0.1 s at 8000 bytes/s, plus at most one tick of latency
+    assert 0.1 <= elapsed <= 0.1 + kernel.tick + 1e-9
+    silence = bytes([0xD5]) * 160  # A-law silence before the data arrived
+    assert received[: received.index(pattern)].replace(silence, b"") == b""
+
+
+def test_write_refused_when_every_buffer_is_full(rig):
+    engine, kernel = rig
+    a = open_channel(engine, kernel, 2)
+    engine.run(a.set_blocksize, 160)
+    engine.run(a.set_buffers, numbufs=2, tx_policy=abi.DAHDI_POLICY_WHEN_FULL)
+    assert engine.run(a.write_frame, b"\x01" * 160) == 160
+    assert engine.run(a.write_frame, b"\x02" * 160) == 160
+    assert engine.run(a.write_frame, b"\x03" * 160) == 0  # EAGAIN: no free buffer
+
+
+def test_linear_mode_converts_with_the_channel_law(rig):
+    engine, kernel = rig
+    a, b = open_channel(engine, kernel, 3), open_channel(engine, kernel, 34)
+    for chan in (a, b):
+        engine.run(chan.set_blocksize, 160)
+        engine.run(chan.set_audio_mode, True)
+    engine.run(a.set_linear, True)
+    samples = [((i * 977) % 20000) - 10000 for i in range(160)]
+    engine.run(a.write_frame, struct.pack("<160h", *samples))
+    got = []
+
+    def collect() -> bool:
+        while (data := b.read_frame()) is not None:
+            if data != bytes([0xD5]) * 160:
+                got.append(data)
+        return bool(got)
+
+    assert engine.wait_until(collect, timeout=1)
+    from uascall.media import g711
+    assert got[0] == g711.ALAW.encode(samples)
+
+
+def test_hdlc_frame_gets_its_fcs_and_bad_fcs_becomes_an_event(rig):
+    engine, kernel = rig
+    d1, d2 = open_channel(engine, kernel, 16), open_channel(engine, kernel, 47)
+    frame = b"\x00\x01\x7f\x7e\x7d hello hdlc"
+    assert engine.run(d1.write_frame, frame + b"\0\0") == len(frame) + 2
+    got: list[bytes] = []
+    assert engine.wait_until(lambda: got.append(d2.read_frame()) or got[-1] is not None, 1)
+    assert got[-1] == frame + hdlc.fcs(frame)
+    assert hdlc.check(got[-1])
+    events: list[int] = []
+    d2.on_event = events.append
+    engine.run(kernel.corrupt_next_frame, 16)
+    engine.run(d1.write_frame, frame + b"\0\0")
+    assert engine.wait_until(lambda: d2.read_frame() is None and bool(events), 1)
+    assert events == [abi.DAHDI_EVENT_BADFCS]
+
+
+def test_events_raise_pollpri_and_elast_until_drained(rig):
+    engine, kernel = rig
+    chan = open_channel(engine, kernel, 5)
+    seen: list[int] = []
+    events: list[int] = []
+    chan.on_event = events.append
+    engine.run(engine.add_fd, chan.fileno(), EPOLLIN | EPOLLPRI, seen.append)
+    engine.run(kernel.set_alarm, 1, abi.DAHDI_ALARM_RED)
+    assert engine.wait_until(lambda: any(r & EPOLLPRI for r in seen), 1)
+    with pytest.raises(OSError) as info:
+        engine.run(kernel.write, chan.fileno(), b"x" * 160)
+    assert info.value.errno == abi.ELAST
+    assert engine.run(chan.write_frame, b"x" * 160) == 160  # drains, then writes
+    assert events == [abi.DAHDI_EVENT_ALARM]
+    assert engine.run(chan.span_status).alarms == abi.DAHDI_ALARM_RED
+    engine.run(kernel.set_alarm, 1, 0)
+    engine.run(chan.drain_events)
+    assert events == [abi.DAHDI_EVENT_ALARM, abi.DAHDI_EVENT_NOALARM]
+    engine.run(engine.remove_fd, chan.fileno())
+
+
+def test_ioctl_validation_matches_the_kernel(rig):
+    engine, kernel = rig
+    chan = open_channel(engine, kernel, 16)
+    with pytest.raises(DeviceError) as info:
+        engine.run(chan.set_blocksize, 8)
+    assert info.value.errno == errno.EINVAL and "DAHDI_SET_BLOCKSIZE" in str(info.value)
+    with pytest.raises(DeviceError) as info:
+        engine.run(chan.set_audio_mode, True)  # a D-channel is not CLEAR
+    assert info.value.errno == errno.EINVAL
+    with pytest.raises(DeviceError) as info:
+        engine.run(chan.set_buffers, numbufs=32, bufsize=2048)
+    assert info.value.errno == errno.EINVAL
+    engine.run(chan.set_buffers, numbufs=64, bufsize=256)  # numbufs is clamped to 32
+    assert engine.run(chan.buffer_info).numbufs == 32
