@@ -1,0 +1,493 @@
+"""uascall.dahdi.libpri driving two real libpri instances, NETWORK and CPE, back to back.
+
+The "wire" is an AF_UNIX SOCK_SEQPACKET socketpair carrying bare LAPD frames: the write
+callbacks strip the 2 spare FCS bytes libpri appends and the read callbacks append 2 dummy
+ones, which is what a DAHDI HDLCFCS channel does in hardware. A small select() loop runs
+pri_check_event / pri_schedule_run like a span driver would.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import dataclasses
+import logging
+import select
+import socket
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from uascall.dahdi import libpri
+from uascall.dahdi.libpri import (
+    Answer,
+    ConfigError,
+    ConnectAck,
+    DchanDown,
+    DchanUp,
+    Debug,
+    Event,
+    Hangup,
+    HangupAck,
+    HangupReq,
+    InfoReceived,
+    LibpriError,
+    Node,
+    Plan,
+    Pri,
+    Proceeding,
+    Progress,
+    Restart,
+    RestartAck,
+    Ring,
+    Ringing,
+    SetupAck,
+    Switch,
+    Timer,
+    UnknownEvent,
+    b_channel,
+)
+from uascall.errors import ArgumentError
+
+LOGGER = "uascall.dahdi.libpri"
+E = TypeVar("E", bound=Event)
+INBAND = libpri.PRI_PROG_INBAND_AVAILABLE
+
+
+class End:
+    """One D-channel end: a Pri on one socket of the pair."""
+
+    def __init__(self, label: str, sock: socket.socket, node: Node, switch: Switch) -> None:
+        self.label, self.sock = label, sock
+        self.cut = False  # drop every frame in both directions, as if the cable were pulled
+        self.events: collections.deque[tuple[float, Event]] = collections.deque()
+        self.last_arrival = 0.0  # time.monotonic() when the last expected event arrived
+        self.read_hook: Callable[[], bytes | None] | None = None
+        self.write_hook: Callable[[bytes], None] | None = None
+        self.pri = Pri(node, switch, read=self.read, write=self.write, fd=sock.fileno(),
+                       name=label)
+
+    def read(self) -> bytes | None:
+        if self.read_hook is not None:
+            hook, self.read_hook = self.read_hook, None
+            return hook()
+        try:
+            frame = self.sock.recv(1024)
+        except BlockingIOError:
+            return None
+        return None if self.cut else frame + b"\0\0"
+
+    def write(self, data: bytes) -> None:
+        if self.write_hook is not None:
+            hook, self.write_hook = self.write_hook, None
+            hook(data)
+        assert len(data) >= 5, "libpri always adds 2 spare FCS bytes"
+        if not self.cut:
+            self.sock.send(data[:-2])
+
+
+class Rig:
+    def __init__(self, switch: Switch = Switch.EUROISDN_E1,
+                 timers: dict[Timer, int] | None = None) -> None:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        a.setblocking(False)
+        b.setblocking(False)
+        self.net = End("NET", a, Node.NETWORK, switch)
+        self.cpe = End("CPE", b, Node.CPE, switch)
+        for end in self.ends:
+            for timer, ms in (timers or {}).items():
+                end.pri.set_timer(timer, ms)
+
+    @property
+    def ends(self) -> tuple[End, End]:
+        return self.net, self.cpe
+
+    def pump(self, max_wait: float = 0.01) -> None:
+        now = time.time()  # libpri deadlines are wall-clock
+        deadlines = [d for d in (e.pri.schedule_next() for e in self.ends) if d is not None]
+        wait = max(0.0, min([max_wait, *(d - now for d in deadlines)]))
+        readable, _, _ = select.select([e.sock for e in self.ends], [], [], wait)
+        for end in self.ends:
+            if end.sock in readable:
+                while True:
+                    event = end.pri.check_event()
+                    if event is not None:
+                        end.events.append((time.monotonic(), event))
+                    elif end.pri.drained:
+                        break
+            while (event := end.pri.schedule_run()) is not None:
+                end.events.append((time.monotonic(), event))
+
+    def expect(self, end: End, cls: type[E], timeout: float = 1.0, **fields: object) -> E:
+        deadline = time.monotonic() + timeout
+        while not end.events:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{end.label}: no event in {timeout} s, "
+                                     f"expected {cls.__name__}")
+            self.pump()
+        end.last_arrival, event = end.events.popleft()
+        assert isinstance(event, cls) and type(event) is cls, (
+            f"{end.label}: expected {cls.__name__}, got {event}")
+        for name, value in fields.items():
+            assert getattr(event, name) == value, f"{end.label}: {name} in {event}"
+        return event
+
+    def quiet(self, seconds: float = 0.05) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.pump()
+        left = [(end.label, event) for end in self.ends for _, event in end.events]
+        assert not left, f"unexpected events: {left}"
+
+    def up(self) -> Rig:
+        self.expect(self.net, DchanUp)
+        self.expect(self.cpe, DchanUp)
+        return self
+
+    def call(self, **setup: Any) -> tuple[int, Ring]:
+        """NET places a call; returns NET's call and CPE's Ring."""
+        args: dict[str, Any] = {"called": "100", "channel": 1, "exclusive": True,
+                                   "layer1": libpri.PRI_LAYER_1_ALAW}
+        args.update(setup)
+        call = self.net.pri.new_call()
+        self.net.pri.setup(call, **args)
+        ring = self.expect(self.cpe, Ring)
+        assert ring.call
+        return call, ring
+
+    def clear(self, first: End, first_call: int, second: End, second_call: int,
+              cause: int) -> None:
+        """The whole clearing rule, with the cause checked on each step."""
+        first.pri.hangup(first_call, cause)                                   # DISCONNECT
+        self.expect(second, HangupReq, call=second_call, cause=cause)
+        second.pri.hangup(second_call, cause)                                 # RELEASE
+        self.expect(first, Hangup, call=first_call, cause=cause)
+        first.pri.hangup(first_call, cause)                                   # REL COMPLETE
+        self.expect(second, HangupAck, call=second_call, cause=cause)
+
+
+@pytest.fixture
+def rig() -> Rig:
+    return Rig().up()
+
+
+def _same_cref(a: int, b: int) -> bool:
+    return a & 0x7FFF == b & 0x7FFF  # the originating side sees the flag bit set
+
+
+def test_link_up_and_wall_clock_deadline(rig: Rig) -> None:
+    for end in rig.ends:
+        deadline = end.pri.schedule_next()
+        assert deadline is not None  # T203 keepalive (10 s) runs while idle
+        assert time.time() < deadline <= time.time() + 10.5
+        assert end.pri.get_timer(Timer.T203) == 10000
+    rig.quiet()
+
+
+def test_euroisdn_call_early_media_answer_and_clearing(rig: Rig, caplog) -> None:
+    call, ring = rig.call(called="5551001", calling="5552000", calling_name="Lab Caller",
+                          channel=1, exclusive=True, layer1=libpri.PRI_LAYER_1_ALAW,
+                          called_plan=Plan.NATIONAL, calling_plan=Plan.NATIONAL)
+    assert (ring.called_number, ring.called_plan) == ("5551001", libpri.PRI_NATIONAL_ISDN)
+    assert (ring.calling_number, ring.calling_name) == ("5552000", "Lab Caller")
+    assert (ring.calling_plan, ring.calling_pres) == (libpri.PRI_NATIONAL_ISDN,
+                                                      libpri.PRES_ALLOWED_USER_NUMBER_NOT_SCREENED)
+    assert (ring.layer1, ring.ctype) == (libpri.PRI_LAYER_1_ALAW, libpri.PRI_TRANS_CAP_SPEECH)
+    assert ring.complete and not ring.flexible  # EuroISDN sends Sending Complete
+    assert b_channel(ring.channel) == 1 and ring.progress_mask == 0
+    cpe = rig.cpe.pri
+
+    cpe.proceeding(ring.call, ring.channel, inband=False)
+    ev = rig.expect(rig.net, Proceeding, call=call, progress=-1, progress_mask=0)
+    assert b_channel(ev.channel) == 1 and _same_cref(ev.cref, ring.cref)
+    cpe.progress(ring.call, ring.channel, inband=True)
+    rig.expect(rig.net, Progress, call=call, progress=8, progress_mask=INBAND, cause=None)
+    cpe.acknowledge(ring.call, ring.channel, inband=True)
+    rig.expect(rig.net, Ringing, call=call, progress_mask=INBAND)
+    cpe.answer(ring.call, ring.channel)
+    rig.expect(rig.net, Answer, call=call)
+    rig.quiet()  # CONNECT ACK is automatic and not reported by default
+
+    rig.clear(rig.net, call, rig.cpe, ring.call, libpri.PRI_CAUSE_NORMAL_CLEARING)
+    rig.quiet()
+
+    # After HANGUP_ACK the call is freed: libpri refuses it (and gripes), we raise.
+    caplog.clear()
+    with pytest.raises(LibpriError) as info:
+        cpe.hangup(ring.call, 16)
+    assert info.value.function == "pri_hangup"
+    assert str(info.value).startswith("CPE: pri_hangup() returned -1")
+    assert any(r.getMessage().startswith("CPE: !! pri_hangup() line:")
+               and "invalid call ptr" in r.getMessage()
+               for r in caplog.records if r.name == LOGGER)
+
+
+def test_progress_with_cause_and_alerting_without_inband(rig: Rig) -> None:
+    call, ring = rig.call()
+    rig.cpe.pri.progress(ring.call, ring.channel, inband=True, cause=libpri.PRI_CAUSE_USER_BUSY)
+    rig.expect(rig.net, Progress, call=call, progress_mask=INBAND, cause=17)
+
+    call2, ring2 = rig.call(channel=2)
+    rig.cpe.pri.acknowledge(ring2.call, ring2.channel, inband=False)
+    rig.expect(rig.net, Proceeding, call=call2)  # libpri sends CALL PROCEEDING first
+    ev = rig.expect(rig.net, Ringing, call=call2)
+    assert not ev.progress_mask & INBAND
+    rig.quiet()
+
+
+def test_cpe_rejects_with_cause_21_after_proceeding(rig: Rig) -> None:
+    call, ring = rig.call()
+    rig.cpe.pri.proceeding(ring.call, ring.channel, inband=False)
+    rig.expect(rig.net, Proceeding, call=call)
+    rig.clear(rig.cpe, ring.call, rig.net, call, libpri.PRI_CAUSE_CALL_REJECTED)
+    rig.quiet()
+
+
+def test_rejecting_a_setup_before_any_response() -> None:
+    rig = Rig(timers={Timer.T303: 150}).up()
+    # Congestion-class causes (1, 34, 44, 82, 88) send RELEASE COMPLETE at once: the caller
+    # gets Hangup, never HangupReq, and the called side's record is gone.
+    call, ring = rig.call()
+    rig.cpe.pri.hangup(ring.call, libpri.PRI_CAUSE_NORMAL_CIRCUIT_CONGESTION)
+    rig.expect(rig.net, Hangup, call=call, cause=34)
+    rig.net.pri.hangup(call, 34)
+    with pytest.raises(LibpriError):
+        rig.cpe.pri.hangup(ring.call, 34)
+    rig.quiet()
+    # A DISCONNECT-class cause (16, 17, 21...) before any response sends nothing at all
+    # (libpri's call is not "alive" yet): the caller only learns from T303 (cause 18).
+    call, ring = rig.call(channel=2)
+    rig.cpe.pri.hangup(ring.call, libpri.PRI_CAUSE_CALL_REJECTED)
+    rig.quiet(0.1)
+    rig.expect(rig.net, Hangup, call=call, cause=libpri.PRI_CAUSE_NO_USER_RESPONSE)
+    rig.net.pri.hangup(call, 18)
+    rig.cpe.pri.destroy_call(ring.call)
+    rig.quiet()
+
+
+def test_ni2_mulaw_call_cleared_by_net_with_busy() -> None:
+    rig = Rig(Switch.NI2).up()
+    call, ring = rig.call(called="2125551212", calling="2015550100", calling_name="Bob",
+                          channel=7, exclusive=False, layer1=libpri.PRI_LAYER_1_ULAW,
+                          called_plan=Plan.NATIONAL)
+    assert (ring.called_number, ring.calling_number, ring.calling_name) == (
+        "2125551212", "2015550100", "Bob")
+    assert ring.layer1 == libpri.PRI_LAYER_1_ULAW
+    assert not ring.complete  # NI2 never sends Sending Complete, even for a full number
+    assert ring.flexible and b_channel(ring.channel) == 7  # preferred, not exclusive
+    rig.cpe.pri.acknowledge(ring.call, ring.channel, inband=False)
+    rig.expect(rig.net, Proceeding, call=call)
+    rig.expect(rig.net, Ringing, call=call, progress_mask=0)
+    rig.clear(rig.net, call, rig.cpe, ring.call, libpri.PRI_CAUSE_USER_BUSY)
+    rig.quiet()
+
+
+def test_overlap_dialling_setup_ack_and_digits(rig: Rig) -> None:
+    rig.net.pri.set_overlap_dial(True)
+    call, ring = rig.call(called="55", channel=None, exclusive=False, complete=False)
+    assert (ring.called_number, ring.complete, ring.flexible, ring.channel) == (
+        "55", False, True, -1)
+    rig.cpe.pri.setup_ack(ring.call, 5, inband=True)  # we chose B5 and play dial tone
+    ev = rig.expect(rig.net, SetupAck, call=call, progress_mask=INBAND)
+    assert b_channel(ev.channel) == 5
+    rig.net.pri.information(call, "12")
+    rig.expect(rig.cpe, InfoReceived, call=ring.call, digits="1", complete=False)
+    rig.expect(rig.cpe, InfoReceived, call=ring.call, digits="2", complete=False)
+    rig.cpe.pri.proceeding(ring.call, 5, inband=False)
+    rig.expect(rig.net, Proceeding, call=call)
+    rig.quiet()
+
+
+def test_restart_both_directions(rig: Rig) -> None:
+    rig.net.pri.restart(3)
+    assert b_channel(rig.expect(rig.cpe, Restart).channel) == 3
+    assert b_channel(rig.expect(rig.net, RestartAck).channel) == 3
+    rig.cpe.pri.restart(3 | libpri.CHANNEL_EXPLICIT)
+    rig.expect(rig.net, Restart, channel=0x10003)
+    rig.expect(rig.cpe, RestartAck, channel=0x10003)
+    with pytest.raises(ArgumentError):
+        rig.net.pri.restart(0)
+    rig.quiet()
+
+
+def test_connect_ack_when_enabled(rig: Rig) -> None:
+    for end in rig.ends:
+        end.pri.connect_ack_enable(True)
+    call, ring = rig.call()
+    rig.cpe.pri.answer(ring.call, ring.channel)
+    ev = rig.expect(rig.net, Answer, call=call)
+    rig.quiet()  # nothing acknowledged yet
+    rig.net.pri.connect_ack(call, ev.channel)
+    ev = rig.expect(rig.cpe, ConnectAck, call=ring.call)
+    assert b_channel(ev.channel) == 1
+    rig.quiet()
+
+
+def test_dchan_loss_clears_calls_then_link_recovers() -> None:
+    rig = Rig(timers={Timer.T200: 100, Timer.T203: 200, Timer.T309: 300}).up()
+    active, active_ring = rig.call(channel=1)
+    rig.cpe.pri.answer(active_ring.call, active_ring.channel)
+    rig.expect(rig.net, Answer)
+    alerting, alerting_ring = rig.call(channel=2)
+    rig.cpe.pri.acknowledge(alerting_ring.call, alerting_ring.channel, inband=True)
+    rig.expect(rig.net, Proceeding)
+    rig.expect(rig.net, Ringing)
+    rig.quiet()  # CPE's call is "active" only once the CONNECT ACK is in
+
+    rig.net.cut = rig.cpe.cut = True
+    start = time.monotonic()
+    calls = {rig.net: (active, alerting), rig.cpe: (active_ring.call, alerting_ring.call)}
+    for end in rig.ends:
+        # Q.921 gives up after T203 + (N200+1) x T200 and reports DCHAN_DOWN; Q.931 learns
+        # of it only when re-establishment fails too: unanswered calls are then cleared
+        # with cause 27, answered ones T309 later.
+        rig.expect(end, DchanDown, timeout=2.0)
+        down = end.last_arrival
+        rig.expect(end, Hangup, timeout=2.0, call=calls[end][1], cause=27)
+        released = end.last_arrival
+        assert released - down >= 0.3  # (N200+1) x T200 of failed SABMEs
+        rig.expect(end, Hangup, timeout=2.0, call=calls[end][0], cause=27)
+        assert end.last_arrival - released >= 0.25  # T309
+        for call in calls[end]:
+            end.pri.hangup(call, 27)  # the final hangup frees the call
+    assert time.monotonic() - start < 3.0
+
+    rig.net.cut = rig.cpe.cut = False
+    rig.up()
+    rig.call(channel=3)
+    rig.quiet()
+
+
+def test_answered_call_survives_short_dchan_outage() -> None:
+    rig = Rig(timers={Timer.T200: 100, Timer.T203: 200, Timer.T309: 3000}).up()
+    call, ring = rig.call()
+    rig.cpe.pri.answer(ring.call, ring.channel)
+    rig.expect(rig.net, Answer)
+    rig.quiet()
+    rig.net.cut = rig.cpe.cut = True
+    rig.expect(rig.net, DchanDown, timeout=2.0)
+    rig.expect(rig.cpe, DchanDown, timeout=2.0)
+    rig.quiet(0.5)  # re-establishment fails: T309 starts, no Hangup yet
+    rig.net.cut = rig.cpe.cut = False
+    rig.up()
+    rig.quiet(0.1)
+    rig.clear(rig.cpe, ring.call, rig.net, call, libpri.PRI_CAUSE_NORMAL_CLEARING)
+
+
+def test_exception_in_read_callback_is_logged_not_raised(rig: Rig, caplog) -> None:
+    def boom() -> bytes:
+        raise RuntimeError("boom")
+
+    rig.net.read_hook = boom
+    caplog.clear()
+    assert rig.net.pri.check_event() is None
+    assert rig.net.pri.drained
+    [record] = [r for r in caplog.records if r.name == LOGGER and r.levelno >= logging.ERROR]
+    assert record.getMessage() == "NET: read callback raised; libpri sees no frame"
+    assert record.exc_info and str(record.exc_info[1]) == "boom"
+    rig.call()  # still works
+
+
+def test_exception_in_write_callback_is_logged_and_frame_retransmitted(caplog) -> None:
+    rig = Rig(timers={Timer.T200: 100}).up()
+
+    def broken(data: bytes) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    rig.net.write_hook = broken
+    caplog.clear()
+    call = rig.net.pri.new_call()
+    rig.net.pri.setup(call, called="100", channel=1, exclusive=True,
+                      layer1=libpri.PRI_LAYER_1_ALAW)  # the SETUP write fails
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == LOGGER]
+    assert (logging.ERROR, "NET: write callback raised; libpri sees a failed write") in messages
+    assert any(level == logging.WARNING and text.startswith("NET: Short write: -1/")
+               for level, text in messages)
+    rig.expect(rig.cpe, Ring, timeout=1.0)  # Q.921 retransmits the I-frame after T200
+
+
+def test_keyboard_interrupt_in_callback_is_reraised(rig: Rig) -> None:
+    def interrupt() -> bytes:
+        raise KeyboardInterrupt
+
+    rig.cpe.read_hook = interrupt
+    with pytest.raises(KeyboardInterrupt):
+        rig.cpe.pri.check_event()
+    assert rig.cpe.pri.check_event() is None  # and the instance carries on
+
+
+def test_bad_frames_are_dropped_with_a_reason(rig: Rig, caplog) -> None:
+    for frame, reason in ((b"\x02\x01\x7f", "at least 3 bytes plus the 2 FCS bytes"),
+                          (bytes(2000), "libpri reads at most 1024")):
+        rig.cpe.read_hook = lambda frame=frame: frame
+        caplog.clear()
+        assert rig.cpe.pri.check_event() is None
+        assert any(reason in r.getMessage() and r.levelno == logging.WARNING
+                   for r in caplog.records if r.name == LOGGER)
+    rig.quiet()
+
+
+def test_libpri_messages_are_logged_by_instance(rig: Rig, caplog) -> None:
+    rig.net.pri.set_debug(Debug.Q931_STATE)
+    caplog.clear()
+    rig.call()
+    lines = [r.getMessage() for r in caplog.records
+             if r.name == LOGGER and r.levelno == logging.DEBUG and "<<" not in r.getMessage()]
+    assert lines and all(line.startswith("NET: ") and line == line.strip() for line in lines)
+    assert any("Call Initiated" in line for line in lines)
+
+
+def test_events_are_copied_and_unknown_codes_never_raise() -> None:
+    ev = libpri.PriEvent()
+    ev.e = libpri.PRI_EVENT_HOLD
+    assert libpri._event_from_c(ev) == UnknownEvent(21, "HOLD")
+    ev.e = 99
+    assert libpri._event_from_c(ev) == UnknownEvent(99, "UNKNOWN(99)")
+    ev.e = libpri.PRI_EVENT_PROCEEDING
+    ev.proceeding.cause = 22005  # stale: libpri fills .cause for PROGRESS only
+    assert not hasattr(libpri._event_from_c(ev), "cause")
+    ev.e, ev.proceeding.cause = libpri.PRI_EVENT_PROGRESS, -1
+    assert libpri._event_from_c(ev).cause is None
+    ev.e = libpri.PRI_EVENT_CONFIG_ERR
+    ev.err.err = b"bad switch\n"
+    config = libpri._event_from_c(ev)
+    assert config == ConfigError("bad switch")
+    ev.err.err = b"overwritten"  # the copy does not follow libpri's buffer
+    assert config.message == "bad switch"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.message = "x"  # type: ignore[misc]
+    assert not hasattr(config, "__dict__")
+    assert ctypes.sizeof(ev) == 2976
+
+
+def test_argument_errors(rig: Rig) -> None:
+    def nothing() -> None:
+        return None
+
+    with pytest.raises(ArgumentError, match=r"neither Node\.NETWORK"):
+        Pri(3, Switch.NI2, read=nothing, write=lambda data: None)
+    with pytest.raises(ArgumentError, match="switch type 8"):  # GR-303 is not supported
+        Pri(Node.CPE, 8, read=nothing, write=lambda data: None)
+    pri = rig.net.pri
+    with pytest.raises(ArgumentError, match="called number is empty"):
+        pri.setup(pri.new_call(), called="", channel=1, exclusive=True,
+                  layer1=libpri.PRI_LAYER_1_ALAW)
+    with pytest.raises(ArgumentError, match="not ASCII"):
+        pri.setup(pri.new_call(), called="١٢٣", channel=1, exclusive=True,
+                  layer1=libpri.PRI_LAYER_1_ALAW)
+    with pytest.raises(ArgumentError):
+        pri.hangup(pri.new_call(), 0)
+    with pytest.raises(ArgumentError):
+        pri.set_timer(Timer.T200, -5)
+    rig.quiet()
+
+
+def test_helpers() -> None:
+    assert libpri.progress_mask_text(0) == "none"
+    assert libpri.progress_mask_text(INBAND | 1) == "CALL_NOT_E2E_ISDN|INBAND_AVAILABLE"
+    assert libpri.progress_mask_text(1 << 12) == "0x1000"
+    assert (b_channel(-1), b_channel(0xFF), b_channel(0x10103)) == (None, None, 3)
+    assert libpri.cause_text(21) == "Call Rejected"
+    assert libpri.cause_text(1000) == "Unknown"

@@ -1,0 +1,1181 @@
+"""ctypes binding to libpri 1.6 (Debian ``libpri1.4``): ISDN PRI Q.921/Q.931 signalling.
+
+Importing this module loads nothing; :func:`load` (called by :class:`Pri` and
+:func:`cause_text`) loads ``libpri.so.1.4`` on first use, maps every function once under
+its C prototype and refuses any version but those in :data:`SUPPORTED_VERSIONS`, because
+the ``pri_event`` union layout below is hard-coded for libpri 1.6.0's ``libpri.h``
+(``tests/sim/test_libpri_layout.py`` compiles a probe against that header and compares
+every offset, size and constant).
+
+How libpri is driven (theory of operation):
+
+* One :class:`Pri` per D-channel. libpri does no I/O of its own here: it calls ``read`` to
+  fetch one HDLC frame and ``write`` to send one, frames *with* the 2 FCS bytes, which is
+  what a DAHDI channel in HDLCFCS mode reads and expects (see :class:`Pri`).
+* :meth:`Pri.check_event` reads exactly one frame and returns at most one event. To drain
+  a readable descriptor, call it until :attr:`Pri.drained` is true.
+* libpri's timers (Q.921 T200/T203 retransmission and keepalive, Q.931 T303, T305, T308,
+  T309...) only fire when :meth:`Pri.schedule_run` is called. :meth:`Pri.schedule_next`
+  gives the earliest deadline as *wall-clock* epoch seconds (libpri uses gettimeofday), so
+  compare it with ``time.time()``, never ``time.monotonic()``. ``schedule_run`` returns one
+  event per call: call it until it returns None.
+* Events live in a static buffer inside ``struct pri`` that the next libpri call
+  overwrites, and fields an event does not use hold stale data. Each event is therefore
+  copied at once into a frozen dataclass holding only the fields that event fills.
+* Clearing: the side that clears calls :meth:`Pri.hangup` (DISCONNECT); the peer gets
+  :class:`HangupReq` and calls ``hangup`` (RELEASE); the first side gets :class:`Hangup`
+  and must call ``hangup`` once more (RELEASE COMPLETE, call freed); the peer then gets
+  :class:`HangupAck`, after which the call value is dead. Every :class:`Hangup` needs
+  that final ``hangup``, also when it comes from a timer (T303: cause 18; D-channel loss:
+  cause 27). To refuse an incoming SETUP before answering it at all, use a cause libpri
+  sends as RELEASE COMPLETE (1, 34, 44, 82, 88); any other cause sends nothing until
+  proceeding()/acknowledge() has been sent (see :meth:`Pri.hangup`).
+* D-channel loss: :class:`DchanDown` comes when Q.921 gives up (T203 + (N200+1) x T200
+  after the peer went silent). Q.931 is told only when re-establishment fails too, another
+  (N200+1) x T200 later: unanswered calls then get :class:`Hangup` cause 27, answered calls
+  get it after T309 (6 s) unless the link comes back first, in which case they survive.
+* libpri is not thread-safe and ``struct pri`` cannot be freed. Make one :class:`Pri` per
+  span for the life of the process and make every call on it from one thread (uascall's
+  engine thread). The read/write callbacks run inside those calls, on that thread.
+* libpri's message and error output is process-global; the loader routes it to this
+  module's logger (errors at WARNING, messages at DEBUG) with the instance name.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum, IntFlag
+from typing import Any
+
+from uascall.errors import ArgumentError, LibpriUnavailable, UascallError
+
+log = logging.getLogger(__name__)
+
+SONAME = "libpri.so.1.4"
+SUPPORTED_VERSIONS = {"1.6.0"}
+ENV_LIBRARY = "UASCALL_LIBPRI"
+_INSTALL_HINT = "apt-get install libpri1.4"
+
+
+class LibpriError(UascallError):
+    """A libpri call failed (it returned -1 or NULL); ``function`` names it."""
+
+    def __init__(self, message: str, *, function: str = "") -> None:
+        super().__init__(message)
+        self.function = function
+
+
+# --- constants (C names from libpri.h; checked by tests/sim/test_libpri_layout.py) ----------
+
+PRI_NETWORK = 1
+PRI_CPE = 2
+
+PRI_SWITCH_NI2 = 1
+PRI_SWITCH_DMS100 = 2
+PRI_SWITCH_LUCENT5E = 3
+PRI_SWITCH_ATT4ESS = 4
+PRI_SWITCH_EUROISDN_E1 = 5
+PRI_SWITCH_EUROISDN_T1 = 6
+PRI_SWITCH_NI1 = 7
+PRI_SWITCH_QSIG = 10
+
+PRI_DEBUG_Q921_RAW = 1 << 0
+PRI_DEBUG_Q921_DUMP = 1 << 1
+PRI_DEBUG_Q921_STATE = 1 << 2
+PRI_DEBUG_CONFIG = 1 << 3
+PRI_DEBUG_Q931_DUMP = 1 << 5
+PRI_DEBUG_Q931_STATE = 1 << 6
+PRI_DEBUG_Q931_ANOMALY = 1 << 7
+PRI_DEBUG_APDU = 1 << 8
+PRI_DEBUG_AOC = 1 << 9
+PRI_DEBUG_CC = 1 << 10
+PRI_DEBUG_ALL = 0xFFFF
+
+PRI_EVENT_DCHAN_UP = 1
+PRI_EVENT_DCHAN_DOWN = 2
+PRI_EVENT_RESTART = 3
+PRI_EVENT_CONFIG_ERR = 4
+PRI_EVENT_RING = 5
+PRI_EVENT_HANGUP = 6
+PRI_EVENT_RINGING = 7
+PRI_EVENT_ANSWER = 8
+PRI_EVENT_HANGUP_ACK = 9
+PRI_EVENT_RESTART_ACK = 10
+PRI_EVENT_FACILITY = 11
+PRI_EVENT_INFO_RECEIVED = 12
+PRI_EVENT_PROCEEDING = 13
+PRI_EVENT_SETUP_ACK = 14
+PRI_EVENT_HANGUP_REQ = 15
+PRI_EVENT_NOTIFY = 16
+PRI_EVENT_PROGRESS = 17
+PRI_EVENT_KEYPAD_DIGIT = 18
+PRI_EVENT_SERVICE = 19
+PRI_EVENT_SERVICE_ACK = 20
+PRI_EVENT_HOLD = 21
+PRI_EVENT_HOLD_ACK = 22
+PRI_EVENT_HOLD_REJ = 23
+PRI_EVENT_RETRIEVE = 24
+PRI_EVENT_RETRIEVE_ACK = 25
+PRI_EVENT_RETRIEVE_REJ = 26
+PRI_EVENT_CONNECT_ACK = 27
+
+# Progress indicator mask bits (libpri's, not the Q.931 description values).
+PRI_PROG_CALL_NOT_E2E_ISDN = 1 << 0                # PI #1
+PRI_PROG_CALLED_NOT_ISDN = 1 << 1                  # PI #2
+PRI_PROG_CALLER_NOT_ISDN = 1 << 2                  # PI #3
+PRI_PROG_INBAND_AVAILABLE = 1 << 3                 # PI #8
+PRI_PROG_DELAY_AT_INTERF = 1 << 4                  # PI #10
+PRI_PROG_INTERWORKING_WITH_PUBLIC = 1 << 5
+PRI_PROG_INTERWORKING_NO_RELEASE = 1 << 6
+PRI_PROG_INTERWORKING_NO_RELEASE_PRE_ANSWER = 1 << 7
+PRI_PROG_INTERWORKING_NO_RELEASE_POST_ANSWER = 1 << 8
+PRI_PROG_CALLER_RETURNED_TO_ISDN = 1 << 9          # PI #4
+
+# Numbering plan and type of number, as pri_sr_set_called/_caller take them.
+PRI_UNKNOWN = 0x00
+PRI_INTERNATIONAL_ISDN = 0x11
+PRI_NATIONAL_ISDN = 0x21
+PRI_LOCAL_ISDN = 0x41
+PRI_PRIVATE = 0x49
+
+PRES_ALLOWED_USER_NUMBER_NOT_SCREENED = 0x00
+PRES_ALLOWED_USER_NUMBER_PASSED_SCREEN = 0x01
+PRES_ALLOWED_USER_NUMBER_FAILED_SCREEN = 0x02
+PRES_ALLOWED_NETWORK_NUMBER = 0x03
+PRES_PROHIB_USER_NUMBER_NOT_SCREENED = 0x20
+PRES_PROHIB_USER_NUMBER_PASSED_SCREEN = 0x21
+PRES_PROHIB_USER_NUMBER_FAILED_SCREEN = 0x22
+PRES_PROHIB_NETWORK_NUMBER = 0x23
+PRES_NUMBER_NOT_AVAILABLE = 0x43
+
+PRI_TRANS_CAP_SPEECH = 0x00
+PRI_TRANS_CAP_DIGITAL = 0x08
+PRI_TRANS_CAP_RESTRICTED_DIGITAL = 0x09
+PRI_TRANS_CAP_3_1K_AUDIO = 0x10
+PRI_LAYER_1_ULAW = 0x22
+PRI_LAYER_1_ALAW = 0x23
+
+PRI_CAUSE_UNALLOCATED = 1
+PRI_CAUSE_NO_ROUTE_DESTINATION = 3
+PRI_CAUSE_CHANNEL_UNACCEPTABLE = 6
+PRI_CAUSE_NORMAL_CLEARING = 16
+PRI_CAUSE_USER_BUSY = 17
+PRI_CAUSE_NO_USER_RESPONSE = 18
+PRI_CAUSE_NO_ANSWER = 19
+PRI_CAUSE_CALL_REJECTED = 21
+PRI_CAUSE_NUMBER_CHANGED = 22
+PRI_CAUSE_DESTINATION_OUT_OF_ORDER = 27
+PRI_CAUSE_INVALID_NUMBER_FORMAT = 28
+PRI_CAUSE_NORMAL_UNSPECIFIED = 31
+PRI_CAUSE_NORMAL_CIRCUIT_CONGESTION = 34
+PRI_CAUSE_NETWORK_OUT_OF_ORDER = 38
+PRI_CAUSE_NORMAL_TEMPORARY_FAILURE = 41
+PRI_CAUSE_SWITCH_CONGESTION = 42
+PRI_CAUSE_REQUESTED_CHAN_UNAVAIL = 44
+PRI_CAUSE_BEARERCAPABILITY_NOTAVAIL = 58
+PRI_CAUSE_BEARERCAPABILITY_NOTIMPL = 65
+PRI_CAUSE_INVALID_CALL_REFERENCE = 81
+PRI_CAUSE_INCOMPATIBLE_DESTINATION = 88
+PRI_CAUSE_RECOVERY_ON_TIMER_EXPIRE = 102
+PRI_CAUSE_PROTOCOL_ERROR = 111
+PRI_CAUSE_INTERWORKING = 127
+
+# enum PRI_TIMERS_AND_COUNTERS: indices for pri_set_timer (values in ms, counters as counts).
+PRI_TIMER_N200 = 0
+PRI_TIMER_K = 3
+PRI_TIMER_T200 = 4
+PRI_TIMER_T203 = 7
+PRI_TIMER_T303 = 11
+PRI_TIMER_T305 = 13
+PRI_TIMER_T308 = 16
+PRI_TIMER_T309 = 17
+PRI_TIMER_T310 = 18
+PRI_TIMER_T313 = 19
+PRI_TIMER_T316 = 21
+PRI_TIMER_N316 = 53
+
+
+class Node(IntEnum):
+    """Which end of the D-channel we are (``nodetype``)."""
+
+    NETWORK = PRI_NETWORK
+    CPE = PRI_CPE
+
+
+class Switch(IntEnum):
+    """Switch (protocol variant) types; the member name follows ``PRI_SWITCH_``."""
+
+    NI2 = PRI_SWITCH_NI2
+    DMS100 = PRI_SWITCH_DMS100
+    LUCENT5E = PRI_SWITCH_LUCENT5E
+    ATT4ESS = PRI_SWITCH_ATT4ESS
+    EUROISDN_E1 = PRI_SWITCH_EUROISDN_E1
+    EUROISDN_T1 = PRI_SWITCH_EUROISDN_T1
+    NI1 = PRI_SWITCH_NI1
+    QSIG = PRI_SWITCH_QSIG
+
+
+class Debug(IntFlag):
+    """``pri_set_debug`` flags; the member name follows ``PRI_DEBUG_``."""
+
+    Q921_RAW = PRI_DEBUG_Q921_RAW
+    Q921_DUMP = PRI_DEBUG_Q921_DUMP
+    Q921_STATE = PRI_DEBUG_Q921_STATE
+    CONFIG = PRI_DEBUG_CONFIG
+    Q931_DUMP = PRI_DEBUG_Q931_DUMP
+    Q931_STATE = PRI_DEBUG_Q931_STATE
+    Q931_ANOMALY = PRI_DEBUG_Q931_ANOMALY
+    APDU = PRI_DEBUG_APDU
+    AOC = PRI_DEBUG_AOC
+    CC = PRI_DEBUG_CC
+    ALL = PRI_DEBUG_ALL
+
+
+class Timer(IntEnum):
+    """Timer and counter indices for :meth:`Pri.set_timer`; the name follows ``PRI_TIMER_``.
+
+    Defaults (PRI): N200 3, K 7, T200 1 s, T203 10 s, T303 4 s, T305 30 s, T308 4 s,
+    T309 6 s, T313 4 s; T310 and T316 are off (-1), N316 2.
+    """
+
+    N200 = PRI_TIMER_N200
+    K = PRI_TIMER_K
+    T200 = PRI_TIMER_T200
+    T203 = PRI_TIMER_T203
+    T303 = PRI_TIMER_T303
+    T305 = PRI_TIMER_T305
+    T308 = PRI_TIMER_T308
+    T309 = PRI_TIMER_T309
+    T310 = PRI_TIMER_T310
+    T313 = PRI_TIMER_T313
+    T316 = PRI_TIMER_T316
+    N316 = PRI_TIMER_N316
+
+
+class Plan(IntEnum):
+    """Numbering plan and type of number of a called or calling number."""
+
+    UNKNOWN = PRI_UNKNOWN
+    INTERNATIONAL = PRI_INTERNATIONAL_ISDN
+    NATIONAL = PRI_NATIONAL_ISDN
+    LOCAL = PRI_LOCAL_ISDN
+    PRIVATE = PRI_PRIVATE
+
+
+def _names(prefix: str) -> dict[int, str]:
+    return {value: name[len(prefix):] for name, value in globals().items()
+            if name.startswith(prefix) and isinstance(value, int)}
+
+
+# PRI_EVENT_FACILITY is defined after its deprecated alias FACNAME in C; ours has no alias.
+EVENT_NAMES: dict[int, str] = _names("PRI_EVENT_")
+PROGRESS_NAMES: dict[int, str] = _names("PRI_PROG_")
+
+# Bit 16 of a channel value: the span/DS1 byte (bits 8-15) is explicit. Bits 0-7 are the
+# B-channel; -1 (or 0xff in bits 0-7) means "any channel".
+CHANNEL_EXPLICIT = 1 << 16
+
+
+def event_name(code: int) -> str:
+    """``PRI_EVENT_RING`` -> "RING"; unknown codes -> "UNKNOWN(n)"."""
+    return EVENT_NAMES.get(code, f"UNKNOWN({code})")
+
+
+def progress_mask_text(mask: int) -> str:
+    """Render a progress mask: ``8`` -> "INBAND_AVAILABLE", ``0`` -> "none"."""
+    names = [name for bit, name in sorted(PROGRESS_NAMES.items()) if mask & bit]
+    rest = mask & ~sum(PROGRESS_NAMES)
+    if rest:
+        names.append(f"{rest:#x}")
+    return "|".join(names) or "none"
+
+
+def b_channel(channel: int) -> int | None:
+    """The B-channel number (bits 0-7) of an event's channel value; None for "any"."""
+    number = channel & 0xFF
+    return None if channel == -1 or number == 0xFF else number
+
+
+# --- the pri_event union (x86_64 layout of libpri 1.6.0's libpri.h) ------------------------
+#
+# Class names are ours; ``_c_name_`` is the C type and field names are the C members, so the
+# layout test can generate offsetof()/sizeof() probes from them. Nested structs we never read
+# (struct pri_party_id, struct pri_party_subaddress) are opaque byte arrays of their size.
+
+_c_int, _c_long, _ptr = ctypes.c_int, ctypes.c_long, ctypes.c_void_p
+
+
+def _chars(n: int) -> type[ctypes.Array[ctypes.c_char]]:
+    return ctypes.c_char * n
+
+
+class Timeval(ctypes.Structure):
+    _c_name_ = "struct timeval"
+    _fields_ = [("tv_sec", _c_long), ("tv_usec", _c_long)]
+
+
+class PriEventGeneric(ctypes.Structure):
+    _c_name_ = "pri_event_generic"
+    _fields_ = [("e", _c_int)]
+
+
+class PriEventError(ctypes.Structure):
+    _c_name_ = "pri_event_error"
+    _fields_ = [("e", _c_int), ("err", _chars(256))]
+
+
+class PriEventRestart(ctypes.Structure):
+    _c_name_ = "pri_event_restart"
+    _fields_ = [("e", _c_int), ("channel", _c_int)]
+
+
+class PriEventRestartAck(ctypes.Structure):
+    _c_name_ = "pri_event_restart_ack"
+    _fields_ = [("e", _c_int), ("channel", _c_int)]
+
+
+class PriEventRing(ctypes.Structure):
+    _c_name_ = "pri_event_ring"
+    _fields_ = [
+        ("e", _c_int), ("channel", _c_int), ("callingpres", _c_int),
+        ("callingplanani", _c_int), ("callingplan", _c_int), ("callingani", _chars(256)),
+        ("callingnum", _chars(256)), ("callingname", _chars(256)), ("calledplan", _c_int),
+        ("ani2", _c_int), ("callednum", _chars(256)), ("redirectingnum", _chars(256)),
+        ("redirectingname", _chars(256)), ("redirectingreason", _c_int),
+        ("callingplanrdnis", _c_int), ("useruserinfo", _chars(260)), ("flexible", _c_int),
+        ("cref", _c_int), ("ctype", _c_int), ("layer1", _c_int), ("complete", _c_int),
+        ("call", _ptr), ("callingsubaddr", _chars(256)), ("progress", _c_int),
+        ("progressmask", _c_int), ("origcalledname", _chars(256)),
+        ("origcallednum", _chars(256)), ("callingplanorigcalled", _c_int),
+        ("origredirectingreason", _c_int), ("reversecharge", _c_int), ("subcmds", _ptr),
+        ("calling", ctypes.c_ubyte * 200),           # struct pri_party_id
+        ("called_subaddress", ctypes.c_ubyte * 48),  # struct pri_party_subaddress
+        ("keypad_digits", _chars(64)),
+    ]
+
+
+class PriEventHangup(ctypes.Structure):  # HANGUP, HANGUP_REQ, HANGUP_ACK
+    _c_name_ = "pri_event_hangup"
+    _fields_ = [
+        ("e", _c_int), ("channel", _c_int), ("cause", _c_int), ("cref", _c_int),
+        ("call", _ptr), ("aoc_units", _c_long), ("useruserinfo", _chars(260)),
+        ("subcmds", _ptr), ("call_held", _ptr), ("call_active", _ptr),
+    ]
+
+
+_RINGING_FIELDS = [
+    ("e", _c_int), ("channel", _c_int), ("cref", _c_int), ("progress", _c_int),
+    ("progressmask", _c_int), ("call", _ptr), ("useruserinfo", _chars(260)), ("subcmds", _ptr),
+]
+
+
+class PriEventRinging(ctypes.Structure):
+    _c_name_ = "pri_event_ringing"
+    _fields_ = _RINGING_FIELDS
+
+
+class PriEventAnswer(ctypes.Structure):
+    _c_name_ = "pri_event_answer"
+    _fields_ = _RINGING_FIELDS
+
+
+class PriEventProceeding(ctypes.Structure):  # PROCEEDING and PROGRESS
+    _c_name_ = "pri_event_proceeding"
+    _fields_ = [
+        ("e", _c_int), ("channel", _c_int), ("cref", _c_int), ("progress", _c_int),
+        ("progressmask", _c_int), ("cause", _c_int), ("call", _ptr), ("subcmds", _ptr),
+    ]
+
+
+class PriEventSetupAck(ctypes.Structure):
+    _c_name_ = "pri_event_setup_ack"
+    _fields_ = [("e", _c_int), ("channel", _c_int), ("call", _ptr), ("subcmds", _ptr),
+                ("progressmask", _c_int)]
+
+
+class PriEventNotify(ctypes.Structure):
+    _c_name_ = "pri_event_notify"
+    _fields_ = [("e", _c_int), ("channel", _c_int), ("info", _c_int), ("subcmds", _ptr),
+                ("call", _ptr)]
+
+
+class PriEventKeypadDigit(ctypes.Structure):
+    _c_name_ = "pri_event_keypad_digit"
+    _fields_ = [("e", _c_int), ("channel", _c_int), ("call", _ptr), ("digits", _chars(64)),
+                ("subcmds", _ptr)]
+
+
+class PriEventConnectAck(ctypes.Structure):
+    _c_name_ = "struct pri_event_connect_ack"
+    _fields_ = [("e", _c_int), ("channel", _c_int), ("call", _ptr), ("subcmds", _ptr)]
+
+
+class PriEvent(ctypes.Union):
+    """``pri_event``: only the views we read; ``ring`` is the largest member in C too."""
+
+    _c_name_ = "pri_event"
+    _fields_ = [
+        ("e", _c_int), ("gen", PriEventGeneric), ("restart", PriEventRestart),
+        ("err", PriEventError), ("ring", PriEventRing), ("hangup", PriEventHangup),
+        ("ringing", PriEventRinging), ("answer", PriEventAnswer),
+        ("restartack", PriEventRestartAck), ("proceeding", PriEventProceeding),
+        ("setup_ack", PriEventSetupAck), ("notify", PriEventNotify),
+        ("digit", PriEventKeypadDigit), ("connect_ack", PriEventConnectAck),
+    ]
+
+
+EVENT_STRUCTS: tuple[type[ctypes.Structure | ctypes.Union], ...] = (
+    PriEventGeneric, PriEventError, PriEventRestart, PriEventRestartAck, PriEventRing,
+    PriEventHangup, PriEventRinging, PriEventAnswer, PriEventProceeding, PriEventSetupAck,
+    PriEventNotify, PriEventKeypadDigit, PriEventConnectAck, PriEvent, Timeval,
+)
+
+
+# --- events, copied out of libpri's buffer ------------------------------------------------
+#
+# ``call`` is libpri's q931_call pointer as an int (0 for NULL): pass it back unchanged.
+# ``channel`` is libpri's encoded channel (see b_channel), -1 for "none/any".
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base class of everything :meth:`Pri.check_event`/:meth:`Pri.schedule_run` return."""
+
+
+@dataclass(frozen=True, slots=True)
+class DchanUp(Event):
+    """Q.921 multiple-frame operation established: the D-channel carries calls."""
+
+
+@dataclass(frozen=True, slots=True)
+class DchanDown(Event):
+    """Q.921 link lost. Calls not yet answered get :class:`Hangup` cause 27 at once, answered
+    calls after T309; libpri keeps trying to re-establish the link by itself."""
+
+
+@dataclass(frozen=True, slots=True)
+class Restart(Event):
+    """The peer restarted ``channel`` (RESTART); libpri has already acknowledged it."""
+
+    channel: int
+
+
+@dataclass(frozen=True, slots=True)
+class RestartAck(Event):
+    """Our :meth:`Pri.restart` of ``channel`` was acknowledged."""
+
+    channel: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigError(Event):
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ring(Event):
+    """Incoming SETUP. ``complete`` is true when Sending Complete came (EuroISDN always
+    sends it; NI2 and others never do, even for a full number); ``flexible`` when the
+    channel is only preferred, so we may pick another (or ``channel`` is -1)."""
+
+    call: int
+    channel: int
+    cref: int
+    called_number: str
+    called_plan: int
+    calling_number: str
+    calling_name: str
+    calling_plan: int
+    calling_pres: int
+    complete: bool
+    flexible: bool
+    layer1: int
+    ctype: int
+    progress_mask: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Clearing(Event):
+    call: int
+    channel: int
+    cref: int
+    cause: int
+
+
+@dataclass(frozen=True, slots=True)
+class HangupReq(_Clearing):
+    """DISCONNECT received: answer with :meth:`Pri.hangup` (sends RELEASE)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup(_Clearing):
+    """RELEASE received, or the call cleared internally (timer, link loss): call
+    :meth:`Pri.hangup` once more to send RELEASE COMPLETE and free the call."""
+
+
+@dataclass(frozen=True, slots=True)
+class HangupAck(_Clearing):
+    """Clearing finished; libpri has freed the call, so ``call`` must not be used again."""
+
+
+@dataclass(frozen=True, slots=True)
+class _CallProgress(Event):
+    call: int
+    channel: int
+    cref: int
+    progress: int   # the last progress description received, -1 if none
+    progress_mask: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ringing(_CallProgress):
+    """ALERTING received; in-band ringback is on the B-channel if the mask has
+    PRI_PROG_INBAND_AVAILABLE, else the caller should generate ringback."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer(_CallProgress):
+    """CONNECT received (libpri sends CONNECT ACK unless connect_ack_enable(True))."""
+
+
+@dataclass(frozen=True, slots=True)
+class Proceeding(_CallProgress):
+    """CALL PROCEEDING received."""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress(_CallProgress):
+    """PROGRESS received (or a DISCONNECT with in-band tones when in-band disconnect is on);
+    ``cause`` is None when the message carried none."""
+
+    cause: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SetupAck(Event):
+    """SETUP ACKNOWLEDGE received: overlap sending, send more digits with information()."""
+
+    call: int
+    channel: int
+    progress_mask: int
+
+
+@dataclass(frozen=True, slots=True)
+class InfoReceived(Event):
+    """INFORMATION with called-number digits (overlap receiving)."""
+
+    call: int
+    channel: int
+    digits: str
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class KeypadDigit(Event):
+    call: int
+    channel: int
+    digits: str
+
+
+@dataclass(frozen=True, slots=True)
+class Notify(Event):
+    call: int
+    channel: int
+    info: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectAck(Event):
+    """CONNECT ACKNOWLEDGE received; only reported after connect_ack_enable(True)."""
+
+    call: int
+    channel: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownEvent(Event):
+    """An event this binding does not decode (FACILITY, HOLD, SERVICE...)."""
+
+    code: int
+    name: str
+
+
+def _text(raw: bytes) -> str:
+    # libpri sends names as ISO 8859-1 (PRI_CHAR_SET_ISO8859_1); digits are ASCII.
+    return raw.decode("latin-1")
+
+
+def _event_from_c(ev: PriEvent) -> Event:
+    """Copy the fields the event's type fills; never raises on an unknown code."""
+    e = ev.e
+    if e in (PRI_EVENT_HANGUP, PRI_EVENT_HANGUP_REQ, PRI_EVENT_HANGUP_ACK):
+        h = ev.hangup
+        cls = {PRI_EVENT_HANGUP: Hangup, PRI_EVENT_HANGUP_REQ: HangupReq}.get(e, HangupAck)
+        return cls(h.call or 0, h.channel, h.cref, h.cause)
+    if e == PRI_EVENT_RINGING:
+        r = ev.ringing
+        return Ringing(r.call or 0, r.channel, r.cref, r.progress, r.progressmask)
+    if e == PRI_EVENT_ANSWER:
+        a = ev.answer
+        return Answer(a.call or 0, a.channel, a.cref, a.progress, a.progressmask)
+    if e == PRI_EVENT_PROCEEDING:  # .cause is stale here: libpri sets it for PROGRESS only
+        p = ev.proceeding
+        return Proceeding(p.call or 0, p.channel, p.cref, p.progress, p.progressmask)
+    if e == PRI_EVENT_PROGRESS:
+        p = ev.proceeding
+        return Progress(p.call or 0, p.channel, p.cref, p.progress, p.progressmask,
+                        None if p.cause < 0 else p.cause)
+    if e == PRI_EVENT_RING:
+        r = ev.ring
+        return Ring(call=r.call or 0, channel=r.channel, cref=r.cref,
+                    called_number=_text(r.callednum), called_plan=r.calledplan,
+                    calling_number=_text(r.callingnum), calling_name=_text(r.callingname),
+                    calling_plan=r.callingplan, calling_pres=r.callingpres,
+                    complete=bool(r.complete), flexible=bool(r.flexible), layer1=r.layer1,
+                    ctype=r.ctype, progress_mask=r.progressmask)
+    if e == PRI_EVENT_DCHAN_UP:
+        return DchanUp()
+    if e == PRI_EVENT_DCHAN_DOWN:
+        return DchanDown()
+    if e == PRI_EVENT_SETUP_ACK:
+        s = ev.setup_ack
+        return SetupAck(s.call or 0, s.channel, s.progressmask)
+    if e == PRI_EVENT_CONNECT_ACK:
+        return ConnectAck(ev.connect_ack.call or 0, ev.connect_ack.channel)
+    if e == PRI_EVENT_RESTART:
+        return Restart(ev.restart.channel)
+    if e == PRI_EVENT_RESTART_ACK:
+        return RestartAck(ev.restartack.channel)
+    if e == PRI_EVENT_INFO_RECEIVED:  # uses the ring view, but fills only these members
+        r = ev.ring
+        return InfoReceived(r.call or 0, r.channel, _text(r.callednum), bool(r.complete))
+    if e == PRI_EVENT_KEYPAD_DIGIT:
+        d = ev.digit
+        return KeypadDigit(d.call or 0, d.channel, _text(d.digits))
+    if e == PRI_EVENT_NOTIFY:
+        n = ev.notify
+        return Notify(n.call or 0, n.channel, n.info)
+    if e == PRI_EVENT_CONFIG_ERR:
+        return ConfigError(_text(ev.err.err).strip())
+    return UnknownEvent(e, event_name(e))
+
+
+# --- the loader ---------------------------------------------------------------------------
+
+# int (*pri_io_cb)(struct pri *pri, void *buf, int buflen);
+IO_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
+# void (*func)(struct pri *pri, char *stuff);  -- pri_set_message / pri_set_error
+MESSAGE_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p)
+
+
+def _status(result: int, func: Any, _args: tuple[Any, ...]) -> int:
+    # libpri's int calls return 0 on success and -1 on failure (never an errno).
+    if result == -1:
+        raise LibpriError(f"{func.__name__}() returned -1", function=func.__name__)
+    return result
+
+
+class _Library:
+    """libpri loaded once: every function used is mapped here, once, under its prototype."""
+
+    def __init__(self, cdll: ctypes.CDLL, path: str) -> None:
+        self.path = path
+        self._cdll = cdll
+        v, i, p, s = None, ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p
+        m = self._map
+        # const char *pri_get_version(void);
+        self.pri_get_version = m("pri_get_version", s, [])
+        self.version = (self.pri_get_version() or b"").decode("ascii", "replace")
+        if self.version not in SUPPORTED_VERSIONS:
+            raise LibpriUnavailable(
+                f"libpri {self.version} found at {path}, but uascall supports only "
+                f"{', '.join(sorted(SUPPORTED_VERSIONS))}: its pri_event struct layout is "
+                "hard-coded and was checked against that version's libpri.h by "
+                f"tests/sim/test_libpri_layout.py; install libpri {min(SUPPORTED_VERSIONS)} "
+                f"({_INSTALL_HINT}) or point {ENV_LIBRARY} at it")
+        # struct pri *pri_new_cb(int fd, int nodetype, int switchtype,
+        #                        pri_io_cb io_read, pri_io_cb io_write, void *userdata);
+        self.pri_new_cb = m("pri_new_cb", p, [i, i, i, IO_CALLBACK, IO_CALLBACK, p])
+        # void pri_set_message(void (*func)(struct pri *pri, char *stuff));
+        self.pri_set_message = m("pri_set_message", v, [MESSAGE_CALLBACK])
+        # void pri_set_error(void (*func)(struct pri *pri, char *stuff));
+        self.pri_set_error = m("pri_set_error", v, [MESSAGE_CALLBACK])
+        # void pri_set_debug(struct pri *pri, int debug);
+        self.pri_set_debug = m("pri_set_debug", v, [p, i])
+        # int pri_set_timer(struct pri *pri, int timer, int value);
+        self.pri_set_timer = m("pri_set_timer", i, [p, i, i], _status)
+        # int pri_get_timer(struct pri *pri, int timer);
+        self.pri_get_timer = m("pri_get_timer", i, [p, i])
+        # void pri_set_overlapdial(struct pri *pri, int state);
+        self.pri_set_overlapdial = m("pri_set_overlapdial", v, [p, i])
+        # void pri_connect_ack_enable(struct pri *ctrl, int enable);
+        self.pri_connect_ack_enable = m("pri_connect_ack_enable", v, [p, i])
+        # pri_event *pri_check_event(struct pri *pri);
+        self.pri_check_event = m("pri_check_event", ctypes.POINTER(PriEvent), [p])
+        # struct timeval *pri_schedule_next(struct pri *pri);
+        self.pri_schedule_next = m("pri_schedule_next", ctypes.POINTER(Timeval), [p])
+        # pri_event *pri_schedule_run(struct pri *pri);
+        self.pri_schedule_run = m("pri_schedule_run", ctypes.POINTER(PriEvent), [p])
+        # char *pri_cause2str(int cause);
+        self.pri_cause2str = m("pri_cause2str", s, [i])
+        # q931_call *pri_new_call(struct pri *pri);
+        self.pri_new_call = m("pri_new_call", p, [p])
+        # void pri_destroycall(struct pri *pri, q931_call *call);
+        self.pri_destroycall = m("pri_destroycall", v, [p, p])
+        # struct pri_sr *pri_sr_new(void);
+        self.pri_sr_new = m("pri_sr_new", p, [])
+        # void pri_sr_free(struct pri_sr *sr);
+        self.pri_sr_free = m("pri_sr_free", v, [p])
+        # int pri_sr_set_channel(struct pri_sr *sr, int channel, int exclusive, int nonisdn);
+        self.pri_sr_set_channel = m("pri_sr_set_channel", i, [p, i, i, i], _status)
+        # int pri_sr_set_bearer(struct pri_sr *sr, int transmode, int userl1);
+        self.pri_sr_set_bearer = m("pri_sr_set_bearer", i, [p, i, i], _status)
+        # int pri_sr_set_called(struct pri_sr *sr, char *called, int calledplan, int complete);
+        self.pri_sr_set_called = m("pri_sr_set_called", i, [p, s, i, i], _status)
+        # int pri_sr_set_caller(struct pri_sr *sr, char *caller, char *callername,
+        #                       int callerplan, int callerpres);
+        self.pri_sr_set_caller = m("pri_sr_set_caller", i, [p, s, s, i, i], _status)
+        # int pri_setup(struct pri *pri, q931_call *call, struct pri_sr *req);
+        self.pri_setup = m("pri_setup", i, [p, p, p], _status)
+        # int pri_proceeding(struct pri *pri, q931_call *call, int channel, int info);
+        self.pri_proceeding = m("pri_proceeding", i, [p, p, i, i], _status)
+        # int pri_progress(struct pri *pri, q931_call *call, int channel, int info);
+        self.pri_progress = m("pri_progress", i, [p, p, i, i], _status)
+        # int pri_progress_with_cause(struct pri *pri, q931_call *call, int channel,
+        #                             int info, int cause);
+        self.pri_progress_with_cause = m("pri_progress_with_cause", i, [p, p, i, i, i], _status)
+        # int pri_acknowledge(struct pri *pri, q931_call *call, int channel, int info);
+        self.pri_acknowledge = m("pri_acknowledge", i, [p, p, i, i], _status)
+        # int pri_setup_ack(struct pri *ctrl, q931_call *call, int channel, int nonisdn,
+        #                   int inband);
+        self.pri_setup_ack = m("pri_setup_ack", i, [p, p, i, i, i], _status)
+        # int pri_information(struct pri *pri, q931_call *call, char digit);
+        self.pri_information = m("pri_information", i, [p, p, ctypes.c_char], _status)
+        # int pri_answer(struct pri *pri, q931_call *call, int channel, int nonisdn);
+        self.pri_answer = m("pri_answer", i, [p, p, i, i], _status)
+        # int pri_connect_ack(struct pri *ctrl, q931_call *call, int channel);
+        self.pri_connect_ack = m("pri_connect_ack", i, [p, p, i], _status)
+        # int pri_hangup(struct pri *pri, q931_call *call, int cause);
+        self.pri_hangup = m("pri_hangup", i, [p, p, i], _status)
+        # int pri_reset(struct pri *pri, int channel);
+        self.pri_reset = m("pri_reset", i, [p, i], _status)
+
+    def _map(self, name: str, restype: Any, argtypes: list[Any],
+             errcheck: Callable[..., Any] | None = None) -> Any:
+        try:
+            func = getattr(self._cdll, name)
+        except AttributeError:
+            raise LibpriUnavailable(f"{self.path} has no function {name}(); "
+                                    f"it is not libpri 1.6 ({_INSTALL_HINT})") from None
+        func.restype, func.argtypes = restype, argtypes
+        if errcheck is not None:
+            func.errcheck = errcheck
+        return func
+
+
+_library: _Library | None = None
+_load_lock = threading.Lock()
+# Created once and never freed: libpri keeps the pointers in globals for the process's life.
+_message_callbacks: tuple[Any, Any] | None = None
+_instances: weakref.WeakValueDictionary[int, Pri] = weakref.WeakValueDictionary()
+_partial_lines: dict[int, str] = {}
+
+
+def _candidates() -> list[str]:
+    explicit = os.environ.get(ENV_LIBRARY)
+    if explicit:  # an explicit choice is not silently replaced by another copy
+        return [explicit]
+    return [SONAME, f"/usr/lib/{SONAME}", f"/usr/lib/x86_64-linux-gnu/{SONAME}"]
+
+
+def _loaded_path(cdll: ctypes.CDLL, fallback: str) -> str:
+    class DlInfo(ctypes.Structure):
+        _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                    ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+    try:
+        dladdr = ctypes.CDLL(None).dladdr
+        dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(DlInfo)]
+        info = DlInfo()
+        if dladdr(ctypes.cast(cdll.pri_get_version, ctypes.c_void_p), ctypes.byref(info)):
+            return (info.dli_fname or fallback.encode()).decode(errors="replace")
+    except (AttributeError, OSError):
+        pass
+    return fallback
+
+
+def load() -> _Library:
+    """Load and check libpri once (later calls return the same object).
+
+    Raises LibpriUnavailable if the library cannot be loaded, lacks a function, or is not a
+    version in SUPPORTED_VERSIONS.
+    """
+    global _library
+    with _load_lock:
+        if _library is not None:
+            return _library
+        tried = []
+        for name in _candidates():
+            try:
+                cdll = ctypes.CDLL(name)
+            except OSError as exc:
+                tried.append(f"{name}: {exc}")
+                continue
+            lib = _Library(cdll, _loaded_path(cdll, name))
+            _install_message_callbacks(lib)
+            log.debug("loaded libpri %s from %s", lib.version, lib.path)
+            _library = lib
+            return lib
+        raise LibpriUnavailable(
+            "libpri cannot be loaded (tried " + "; ".join(tried) + f"); {_INSTALL_HINT}, "
+            f"or set {ENV_LIBRARY} to the path of {SONAME}")
+
+
+def _install_message_callbacks(lib: _Library) -> None:
+    global _message_callbacks
+    if _message_callbacks is None:
+        _message_callbacks = (MESSAGE_CALLBACK(lambda pri, text: _on_message(pri, text, False)),
+                              MESSAGE_CALLBACK(lambda pri, text: _on_message(pri, text, True)))
+    lib.pri_set_message(_message_callbacks[0])
+    lib.pri_set_error(_message_callbacks[1])
+
+
+def _on_message(pri: int | None, text: bytes | None, error: bool) -> None:
+    # Runs inside libpri: must never raise. pri_error() passes one whole message per call;
+    # pri_message() text may come in fragments (libpri line-buffers only per struct pri),
+    # so messages are logged by whole lines.
+    try:
+        key = pri or 0
+        joined = _text(text or b"")
+        if error:
+            lines = joined.split("\n")
+        else:
+            *lines, rest = (_partial_lines.pop(key, "") + joined).split("\n")
+            if rest:
+                _partial_lines[key] = rest
+        owner = _instances.get(pri or 0)
+        name = owner.name if owner is not None else "libpri"
+        for line in lines:
+            line = line.strip()
+            if line:
+                log.log(logging.WARNING if error else logging.DEBUG, "%s: %s", name, line)
+    except Exception:  # an exception here would only be printed by ctypes
+        pass
+
+
+def cause_text(cause: int) -> str:
+    """Q.850 cause as libpri words it (``pri_cause2str``): 17 -> "User busy"."""
+    return (load().pri_cause2str(cause) or b"Unknown").decode("latin-1")
+
+
+# --- an instance: one D-channel -----------------------------------------------------------
+
+_HINT_INVALID = ("libpri returns -1 when the call is not a live call of this instance "
+                 "(freed after HANGUP_ACK or the final hangup(), or from another span) "
+                 "or when the message cannot be sent")
+
+
+class Pri:
+    """One libpri D-channel instance (``pri_new_cb``), PRI point-to-point, TEI 0.
+
+    Callback contract (what a DAHDI channel in HDLCFCS mode does by itself):
+
+    * ``read()`` returns ONE received HDLC frame INCLUDING its 2 trailing FCS bytes (libpri
+      drops the last 2 bytes), or None when nothing is waiting (EAGAIN; also DAHDI's ELAST
+      while an event is queued). It must not block. libpri has no error code for reads:
+      None and an exception both mean "no frame".
+    * ``write(data)`` receives the frame PLUS 2 spare bytes where the driver puts the FCS,
+      and must send all of it (raise if it cannot). The wrapper returns the full length
+      to libpri, which otherwise logs "Short write" and fails the Q.921 transmission.
+
+    An exception raised in a callback is logged with the instance name and reported to
+    libpri as an empty read or a failed write; KeyboardInterrupt and SystemExit are
+    re-raised once the libpri call returns. ``fd`` is only stored (libpri's ``pri_fd``).
+
+    libpri is not thread-safe: make every call on an instance from one thread (uascall's
+    engine thread). ``struct pri`` has no destructor, so an instance lives as long as the
+    process; create one per span.
+
+    Raises ArgumentError for an unknown node or switch type, LibpriUnavailable if libpri
+    cannot be loaded, LibpriError if ``pri_new_cb`` fails.
+    """
+
+    def __init__(self, node: int, switch: int, *, read: Callable[[], bytes | None],
+                 write: Callable[[bytes], None], fd: int = -1, name: str = "") -> None:
+        try:
+            self.node = Node(node)
+        except ValueError:
+            raise ArgumentError(f"node {node!r} is neither Node.NETWORK (1) nor Node.CPE (2)"
+                                ) from None
+        try:
+            self.switch = Switch(switch)
+        except ValueError:
+            known = ", ".join(f"{s.name} ({s.value})" for s in Switch)
+            raise ArgumentError(f"switch type {switch!r} is not one of {known}") from None
+        if not (callable(read) and callable(write)):
+            raise ArgumentError("read and write must be callables")
+        self._lib = load()
+        self._read, self._write = read, write
+        self._interrupt: BaseException | None = None
+        self._drained = True
+        # Named before pri_new_cb: libpri already writes (SABME) from inside it.
+        self._name = name or f"pri-{self.node.name.lower()}"
+        # Kept referenced for the instance's life: libpri calls them through raw pointers.
+        self._read_cb, self._write_cb = IO_CALLBACK(self._on_read), IO_CALLBACK(self._on_write)
+        self._pri: int = self._lib.pri_new_cb(fd, node, switch, self._read_cb,
+                                              self._write_cb, None) or 0
+        if not name:
+            self._name += f"-{self._pri:x}"
+        if not self._pri:
+            raise LibpriError(f"{self._name}: pri_new_cb() returned NULL (out of memory?)",
+                              function="pri_new_cb")
+        _instances[self._pri] = self
+        if self._interrupt is not None:
+            raise self._interrupt
+
+    def __repr__(self) -> str:
+        return f"<Pri {self._name} {self.node.name} {self.switch.name}>"
+
+    @property
+    def name(self) -> str:
+        """The name log lines and errors use for this instance (settable)."""
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = str(value)
+
+    @property
+    def drained(self) -> bool:
+        """True when the last check_event() found no frame (read() gave None or raised)."""
+        return self._drained
+
+    # -- callbacks (run inside libpri calls) --
+
+    def _on_read(self, _pri: int, buf: int, buflen: int) -> int:
+        try:
+            data = self._read()
+        except Exception:
+            log.exception("%s: read callback raised; libpri sees no frame", self._name)
+            data = None
+        except BaseException as exc:  # re-raised after the libpri call returns
+            self._interrupt, data = exc, None
+        if not data:
+            self._drained = True
+            return 0
+        self._drained = False
+        size = len(data)
+        if size > buflen:
+            log.warning("%s: dropped a %d-byte frame: libpri reads at most %d", self._name,
+                        size, buflen)
+            return 0
+        if size < 5:  # libpri would parse header bytes it was not given
+            log.warning("%s: dropped a %d-byte frame: a LAPD frame is at least 3 bytes plus "
+                        "the 2 FCS bytes read() must include", self._name, size)
+            return 0
+        ctypes.memmove(buf, bytes(data), size)
+        return size
+
+    def _on_write(self, _pri: int, buf: int, buflen: int) -> int:
+        try:
+            self._write(ctypes.string_at(buf, buflen))
+        except Exception:
+            log.exception("%s: write callback raised; libpri sees a failed write", self._name)
+            return -1
+        except BaseException as exc:  # re-raised after the libpri call returns
+            self._interrupt = exc
+            return -1
+        return buflen
+
+    # -- plumbing --
+
+    def _invoke(self, func: Any, *args: Any) -> Any:
+        try:
+            return func(self._pri, *args)
+        except LibpriError as exc:
+            raise LibpriError(f"{self._name}: {exc}; {_HINT_INVALID}",
+                              function=exc.function) from None
+        finally:
+            if self._interrupt is not None:
+                exc, self._interrupt = self._interrupt, None
+                raise exc
+
+    def _event(self, ptr: Any) -> Event | None:
+        if not ptr:
+            return None
+        event = _event_from_c(ptr.contents)
+        log.debug("%s: << %s", self._name, event)
+        return event
+
+    # -- driving --
+
+    def check_event(self) -> Event | None:
+        """Read one frame through ``read()`` and process it (``pri_check_event``).
+
+        Returns the event it produced, or None when no frame was waiting or the frame
+        produced no event; :attr:`drained` tells the two apart.
+        """
+        return self._event(self._invoke(self._lib.pri_check_event))
+
+    def schedule_next(self) -> float | None:
+        """Deadline of the earliest libpri timer as ``time.time()`` epoch seconds, or None.
+
+        libpri's timers are wall-clock (gettimeofday): compare with ``time.time()``.
+        """
+        tv = self._invoke(self._lib.pri_schedule_next)
+        return tv.contents.tv_sec + tv.contents.tv_usec / 1e6 if tv else None
+
+    def schedule_run(self) -> Event | None:
+        """Run expired timers until one produces an event, and return it; None when all
+        expired timers have run. Call it until it returns None."""
+        return self._event(self._invoke(self._lib.pri_schedule_run))
+
+    # -- configuration --
+
+    def set_debug(self, mask: int) -> None:
+        """Enable libpri's debug output (:class:`Debug` flags), logged at DEBUG level."""
+        self._invoke(self._lib.pri_set_debug, int(mask))
+
+    def set_timer(self, index: int, ms: int) -> None:
+        """Set a timer (milliseconds) or counter (:class:`Timer` index); affects timers
+        started afterwards. Raises ArgumentError for a bad index or negative value."""
+        if not 0 <= index < 64 or ms < 0:
+            raise ArgumentError(f"set_timer({index}, {ms}): expected a Timer index and ms >= 0")
+        self._invoke(self._lib.pri_set_timer, int(index), int(ms))
+
+    def get_timer(self, index: int) -> int:
+        """Current value of a timer or counter; -1 when disabled or not used."""
+        return int(self._invoke(self._lib.pri_get_timer, int(index)))
+
+    def set_overlap_dial(self, enabled: bool) -> None:
+        """Overlap dialling (``pri_set_overlapdial``): Sending Complete then follows
+        setup(complete=...) instead of the switch type's default."""
+        self._invoke(self._lib.pri_set_overlapdial, int(enabled))
+
+    def connect_ack_enable(self, enabled: bool) -> None:
+        """With True, a received CONNECT is not acknowledged automatically (call
+        :meth:`connect_ack`), and a received CONNECT ACK is reported as ConnectAck."""
+        self._invoke(self._lib.pri_connect_ack_enable, int(enabled))
+
+    # -- call control (each raises LibpriError when libpri returns -1) --
+
+    def new_call(self) -> int:
+        """A new call record for :meth:`setup`."""
+        call = self._invoke(self._lib.pri_new_call)
+        if not call:
+            raise LibpriError(f"{self._name}: pri_new_call() returned NULL "
+                              "(no call reference free?)", function="pri_new_call")
+        return int(call)
+
+    def setup(self, call: int, *, called: str, calling: str = "", calling_name: str = "",
+              channel: int | None, exclusive: bool, layer1: int,
+              transfer_capability: int = PRI_TRANS_CAP_SPEECH,
+              called_plan: int = Plan.UNKNOWN, calling_plan: int = Plan.UNKNOWN,
+              calling_pres: int = PRES_ALLOWED_USER_NUMBER_NOT_SCREENED,
+              complete: bool = True, nonisdn: bool = False) -> None:
+        """Send SETUP for ``call`` (from :meth:`new_call`); ``channel`` None means any.
+
+        ``calling`` "" sends no Calling Party Number (and then no name). ``complete``
+        only matters after set_overlap_dial(True). Raises ArgumentError for an empty or
+        non-ASCII number, LibpriError if libpri refuses.
+        """
+        if not called:
+            raise ArgumentError("setup(): called number is empty; libpri needs one")
+        numbers = []
+        for what, value in (("called", called), ("calling", calling)):
+            try:
+                numbers.append(value.encode("ascii"))
+            except UnicodeEncodeError:
+                raise ArgumentError(f"setup(): {what} number {value!r} is not ASCII") from None
+        lib = self._lib
+        sr = lib.pri_sr_new()
+        if not sr:
+            raise LibpriError(f"{self._name}: pri_sr_new() returned NULL", function="pri_sr_new")
+        try:
+            lib.pri_sr_set_channel(sr, -1 if channel is None else channel, int(exclusive),
+                                   int(nonisdn))
+            lib.pri_sr_set_bearer(sr, transfer_capability, layer1)
+            lib.pri_sr_set_called(sr, numbers[0], called_plan, int(complete))
+            if calling or calling_name:
+                lib.pri_sr_set_caller(sr, numbers[1],
+                                      calling_name.encode("latin-1", "replace") or None,
+                                      calling_plan, calling_pres)
+            self._invoke(lib.pri_setup, call, sr)
+        finally:
+            lib.pri_sr_free(sr)
+
+    def proceeding(self, call: int, channel: int, inband: bool) -> None:
+        """CALL PROCEEDING (sent at most once per call); PI #8 if ``inband``."""
+        self._invoke(self._lib.pri_proceeding, call, channel, int(inband))
+
+    def progress(self, call: int, channel: int, inband: bool = True,
+                 cause: int | None = None) -> None:
+        """PROGRESS with PI #8, and a Cause IE when ``cause`` is given (e.g. 17 with busy
+        tone in band). The PI is mandatory: with inband=False libpri logs an error."""
+        if cause is None:
+            self._invoke(self._lib.pri_progress, call, channel, int(inband))
+        else:
+            self._invoke(self._lib.pri_progress_with_cause, call, channel, int(inband), cause)
+
+    def acknowledge(self, call: int, channel: int, inband: bool) -> None:
+        """ALERTING, with PI #8 if ``inband`` (we play ringback on the B-channel). libpri
+        sends CALL PROCEEDING first if none was sent."""
+        self._invoke(self._lib.pri_acknowledge, call, channel, int(inband))
+
+    def setup_ack(self, call: int, channel: int, *, inband: bool = False,
+                  nonisdn: bool = False) -> None:
+        """SETUP ACKNOWLEDGE (overlap receiving), PI #8 if we play dial tone in band."""
+        self._invoke(self._lib.pri_setup_ack, call, channel, int(nonisdn), int(inband))
+
+    def information(self, call: int, digits: str) -> None:
+        """Send more called-number digits (overlap sending), one INFORMATION per digit."""
+        for digit in digits:
+            self._invoke(self._lib.pri_information, call, digit.encode("ascii"))
+
+    def answer(self, call: int, channel: int, nonisdn: bool = False) -> None:
+        """CONNECT."""
+        self._invoke(self._lib.pri_answer, call, channel, int(nonisdn))
+
+    def connect_ack(self, call: int, channel: int) -> None:
+        """CONNECT ACKNOWLEDGE, when connect_ack_enable(True) made it ours to send."""
+        self._invoke(self._lib.pri_connect_ack, call, channel)
+
+    def hangup(self, call: int, cause: int) -> None:
+        """Clear or continue clearing (see the module docstring for the sequence).
+
+        libpri picks the message from the cause and state: 1, 34, 44, 81, 82 send RELEASE
+        COMPLETE until the call is active (88 before any response), 6, 7, 26 send RELEASE,
+        the rest send DISCONNECT, which libpri suppresses for an incoming call we have not
+        yet answered with proceeding()/acknowledge()/setup_ack(): nothing goes out and the
+        caller times out on T303. Raises ArgumentError for a cause outside 1-127, LibpriError for a
+        call that is not live.
+        """
+        if not 1 <= cause <= 127:
+            raise ArgumentError(f"hangup(): cause {cause} is not a Q.850 cause (1-127)")
+        self._invoke(self._lib.pri_hangup, call, cause)
+
+    def destroy_call(self, call: int) -> None:
+        """Free a call record without signalling (e.g. to ignore a SETUP)."""
+        self._invoke(self._lib.pri_destroycall, call)
+
+    def restart(self, channel: int) -> None:
+        """Send RESTART for one B-channel (``pri_reset``); RestartAck follows."""
+        if channel <= 0:
+            raise ArgumentError(f"restart(): channel {channel} is not a B-channel")
+        self._invoke(self._lib.pri_reset, channel)
+
+
+__all__ = [
+    "CHANNEL_EXPLICIT", "ENV_LIBRARY", "EVENT_NAMES", "EVENT_STRUCTS", "PROGRESS_NAMES",
+    "SONAME", "SUPPORTED_VERSIONS", "Answer", "ConfigError", "ConnectAck", "DchanDown",
+    "DchanUp", "Debug", "Event", "Hangup", "HangupAck", "HangupReq", "InfoReceived",
+    "KeypadDigit", "LibpriError", "Node", "Notify", "Plan", "Pri", "Proceeding", "Progress",
+    "Restart", "RestartAck", "Ring", "Ringing", "SetupAck", "Switch", "Timer", "UnknownEvent",
+    "b_channel", "cause_text", "event_name", "load", "progress_mask_text",
+]
