@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import os
 import struct
 
 import pytest
@@ -44,8 +46,8 @@ def test_open_errors_name_the_channel_and_the_cause(rig):
     engine, kernel = rig
     with pytest.raises(DeviceError) as info:
         open_channel(engine, kernel, 99)
-    assert info.value.errno == errno.ENXIO
-    assert "channel 99" in str(info.value) and "system.conf" in str(info.value)
+    assert info.value.errno == errno.EINVAL
+    assert "channel 99 does not exist" in str(info.value)
     chan = open_channel(engine, kernel, 1)
     with pytest.raises(DeviceError) as info:
         open_channel(engine, kernel, 1)
@@ -65,6 +67,8 @@ def test_unconfigured_channel_is_enxio():
         with pytest.raises(DeviceError) as info:
             engine.run(Channel.open, 25, io=kernel)
         assert info.value.errno == errno.ENXIO
+        assert "channel 25 is not configured" in str(info.value)
+        assert "system.conf" in str(info.value)
 
 
 def test_open_by_span_and_position_and_params(rig):
@@ -197,3 +201,26 @@ def test_ioctl_validation_matches_the_kernel(rig):
     assert info.value.errno == errno.EINVAL
     engine.run(chan.set_buffers, numbufs=64, bufsize=256)  # numbufs is clamped to 32
     assert engine.run(chan.buffer_info).numbufs == 32
+
+
+def test_fd_kinds_have_the_kernels_ioctl_tables(rig):
+    engine, kernel = rig
+    fd = engine.run(kernel.open, "/dev/dahdi/channel", os.O_RDWR | os.O_NONBLOCK)
+
+    def errno_of(fn, *args):
+        with pytest.raises(OSError) as info:
+            engine.run(fn, *args)
+        return info.value.errno
+
+    assert errno_of(kernel.ioctl, fd, abi.DAHDI_GET_BLOCKSIZE, ctypes.c_int()) == errno.ENOSYS
+    assert errno_of(kernel.read, fd, 160) == errno.ENOSYS
+    engine.run(kernel.ioctl, fd, abi.DAHDI_SPECIFY, ctypes.c_int(1))
+    assert errno_of(kernel.ioctl, fd, abi.DAHDI_SPECIFY, ctypes.c_int(1)) == errno.ENOTTY
+    assert errno_of(kernel.ioctl, fd, abi.DAHDI_GETVERSION, abi.DahdiVersionInfo()) == errno.ENOTTY
+    # A clear channel is not in audio mode after open: linear mode needs it first.
+    assert errno_of(kernel.ioctl, fd, abi.DAHDI_SETLINEAR, ctypes.c_int(1)) == errno.EINVAL
+    engine.run(kernel.close, fd)
+    ctl = engine.run(ControlDevice.open, io=kernel)
+    version, _echo = engine.run(ctl.version)
+    assert "simulator" in version
+    engine.run(ctl.close)

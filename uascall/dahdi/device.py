@@ -104,6 +104,9 @@ def _hint(err: int, operation: str, channo: int | None, path: str) -> str:
         return f"no device node {path}: is the span assigned and configured with dahdi_cfg?"
     if err in (errno.EACCES, errno.EPERM):
         return UDEV_HINT
+    if err == errno.EINVAL and operation == "DAHDI_SPECIFY":
+        return (f"{chan} does not exist: no span provides it (is the card's driver loaded "
+                "and its spans assigned?)")
     if err == errno.ENXIO:
         return (f"{chan} is not configured: add it to /etc/dahdi/system.conf "
                 "(bchan=, dchan=, fxoks=, fxsks=...) and run dahdi_cfg")
@@ -119,7 +122,7 @@ def _hint(err: int, operation: str, channo: int | None, path: str) -> str:
     return ""
 
 
-def _raise(exc: OSError, device: str, operation: str, channo: int | None,
+def _device_error(exc: OSError, device: str, operation: str, channo: int | None,
            path: str) -> DeviceError:
     err = exc.errno or errno.EIO
     return DeviceError(err, device, operation, _hint(err, operation, channo, path))
@@ -188,7 +191,7 @@ class _Device:
             if exc.errno in ok:
                 return 0
             name = abi.IOCTL_NAMES.get(request, f"ioctl {request:#x}")
-            raise _raise(exc, self.label, name, self.channo, self.path) from None
+            raise _device_error(exc, self.label, name, self.channo, self.path) from None
 
     def _ioctl_int(self, request: int, value: int = 0, **kw: tuple[int, ...]) -> int:
         arg = ctypes.c_int(value)
@@ -223,7 +226,7 @@ class ControlDevice(_Device):
         try:
             fd = io.open(path, os.O_RDWR)
         except OSError as exc:
-            raise _raise(exc, path, "open", None, path) from None
+            raise _device_error(exc, path, "open", None, path) from None
         return cls(io, fd, path, path)
 
     def version(self) -> tuple[str, str]:
@@ -277,19 +280,19 @@ class Channel(_Device):
         try:
             fd = io.open(path, flags)
         except OSError as exc:
-            raise _raise(exc, label, "open", channo, path) from None
+            raise _device_error(exc, label, "open", channo, path) from None
         try:
             if channo is not None and span is None:
                 try:
                     io.ioctl(fd, abi.DAHDI_SPECIFY, ctypes.c_int(channo))
                 except OSError as exc:
-                    raise _raise(exc, label, "DAHDI_SPECIFY", channo, path) from None
+                    raise _device_error(exc, label, "DAHDI_SPECIFY", channo, path) from None
             else:
                 number = ctypes.c_int(0)
                 try:
                     io.ioctl(fd, abi.DAHDI_CHANNO, number)
                 except OSError as exc:
-                    raise _raise(exc, label, "DAHDI_CHANNO", None, path) from None
+                    raise _device_error(exc, label, "DAHDI_CHANNO", None, path) from None
                 channo = number.value
                 label = f"channel {channo} (span {span} position {chanpos})"
         except BaseException:
@@ -394,7 +397,7 @@ class Channel(_Device):
                 return None
             except OSError as exc:
                 if exc.errno != abi.ELAST:
-                    raise _raise(exc, self.label, "read", self.channo, self.path) from None
+                    raise _device_error(exc, self.label, "read", self.channo, self.path) from None
                 self.drain_events()
                 if self.closed:
                     return None
@@ -412,7 +415,7 @@ class Channel(_Device):
                 return 0
             except OSError as exc:
                 if exc.errno != abi.ELAST:
-                    raise _raise(exc, self.label, "write", self.channo, self.path) from None
+                    raise _device_error(exc, self.label, "write", self.channo, self.path) from None
                 self.drain_events()
                 if self.closed:
                     return 0

@@ -134,6 +134,7 @@ class _Chan:
     rx_partial: bytearray = field(default_factory=bytearray)
     events: deque[int] = field(default_factory=deque)
     gains: bytes = b""
+    chan_alarms: int = 0
     stats: ChannelStats = field(default_factory=ChannelStats)
 
     @property
@@ -155,7 +156,6 @@ class _Chan:
         self.blocksize = abi.DAHDI_DEFAULT_BLOCKSIZE
         self.numbufs = abi.DAHDI_DEFAULT_NUM_BUFS
         self.txpolicy = abi.DAHDI_POLICY_IMMEDIATE
-        self.buffer_events = False
         self.txdisable = False
         self.underrun_flag = False
         self.flowing = False
@@ -300,9 +300,11 @@ class SimKernel(DeviceIO):
             return
         event = abi.DAHDI_EVENT_ALARM if alarms else abi.DAHDI_EVENT_NOALARM
         log.info("span %d: alarms %s", span.spanno, abi.alarm_names(alarms) or "cleared")
+        # dahdi_alarm_notify: only a change of "in alarm or not" reaches the channels, all of
+        # them; a closed channel's event is lost when it is next opened (open empties the queue).
         for chan in span.channels:
-            if chan.file is not None:
-                self._queue_event(chan, event)
+            chan.chan_alarms = alarms
+            self._queue_event(chan, event)
 
     def cut_dchannel(self, spanno: int, cut: bool = True) -> None:
         """Lose every D-channel frame between a span and its peer (layer 2 only)."""
@@ -382,8 +384,10 @@ class SimKernel(DeviceIO):
         chan = file.chan
         if chan is not None:
             chan.file = None
-            chan.flush(read=True, write=True)
+            chan.flush(read=True, write=True)  # unsent data is lost, as in close_channel
             chan.events.clear()
+            chan.linear = False
+            chan.law = chan.deflaw or chan.span.deflaw
             if chan in self._open_clear:
                 self._open_clear.remove(chan)
         file.readiness.close()
@@ -426,9 +430,19 @@ class SimKernel(DeviceIO):
         file = self._files.get(fd)
         if file is None:
             raise _oserror(errno.EBADF, f"fd {fd}")
+        name = abi.IOCTL_NAMES.get(request, hex(request))
+        # Each kind of open file has its own ioctl table in dahdi-base.c.
+        if file.kind == "unspecified":
+            if request != abi.DAHDI_SPECIFY:
+                raise _oserror(errno.ENOSYS, f"{name} before DAHDI_SPECIFY")
+        elif file.kind == "ctl":
+            if request not in _CTL_IOCTLS:
+                raise _oserror(errno.ENOTTY, f"{name} on /dev/dahdi/ctl")
+        elif request in _CTL_ONLY_IOCTLS:
+            raise _oserror(errno.ENOTTY, f"{name} on a channel")
         handler = _IOCTLS.get(request)
         if handler is None:
-            raise _oserror(errno.ENOTTY, abi.IOCTL_NAMES.get(request, hex(request)))
+            raise _oserror(errno.ENOTTY, name)
         return handler(self, file, arg)
 
     def _channel_of(self, fd: int, operation: str) -> _Chan:
@@ -436,7 +450,7 @@ class SimKernel(DeviceIO):
         if file is None:
             raise _oserror(errno.EBADF, f"fd {fd}")
         if file.chan is None:
-            raise _oserror(errno.EINVAL, f"{operation} on {file.kind} fd {fd}")
+            raise _oserror(errno.ENOSYS, f"{operation} on {file.kind} fd {fd}")
         return file.chan
 
     # ================================================================== events, readiness
@@ -466,10 +480,10 @@ class SimKernel(DeviceIO):
         for chan in self._open_clear:
             peer = self._peer_chan(chan)
             if peer is None or not chan.span.line_up():
-                data = b"\xff" * nbytes  # AIS: an unframed all-ones signal
-            elif peer in sent:
+                continue  # a span in RED receives nothing at all
+            if peer in sent:
                 data = sent[peer]
-            else:
+            else:  # a closed transmitter still sends its idle pattern
                 data = bytes([peer.idle_byte()]) * nbytes if peer.sig else b"\xff" * nbytes
             self._receive_bytes(chan, data)
         self._start_ticking()
@@ -538,10 +552,11 @@ class SimKernel(DeviceIO):
 
     # ================================================================== D-channels
     def _transmit_frame(self, chan: _Chan, data: bytes) -> None:
-        if len(data) < 2:
-            return  # the kernel would send an empty frame that no receiver keeps
-        frame = data[:-2]
-        fcs = hdlc.fcs(frame)
+        if len(data) < 2:  # calc_fcs skips it: the byte goes out raw and fails the check
+            frame, fcs = b"", data
+        else:
+            frame = data[:-2]
+            fcs = hdlc.fcs(frame)
         if chan.channo in self._corrupt_next:
             self._corrupt_next.discard(chan.channo)
             fcs = bytes(b ^ 0xFF for b in fcs)
@@ -569,13 +584,15 @@ class SimKernel(DeviceIO):
     def _receive_frame(self, chan: _Chan, frame: bytes) -> None:
         if chan.file is None:
             return  # nobody has the D-channel open: the kernel keeps nothing for later
+        error = None
         if not hdlc.check(frame):
+            error = abi.DAHDI_EVENT_BADFCS
+        elif len(frame) > chan.blocksize or len(chan.rx) >= chan.numbufs:
+            error = abi.DAHDI_EVENT_OVERRUN
+        if error is not None:
             chan.stats.frames_dropped += 1
-            self._queue_event(chan, abi.DAHDI_EVENT_BADFCS)
-            return
-        if len(chan.rx) >= chan.numbufs:
-            chan.stats.frames_dropped += 1
-            self._queue_event(chan, abi.DAHDI_EVENT_OVERRUN)
+            if not chan.span.alarms:  # the kernel keeps quiet about bad frames in alarm
+                self._queue_event(chan, error)
             return
         chan.stats.frames_received += 1
         chan.rx.append(frame[: chan.blocksize])
@@ -583,12 +600,10 @@ class SimKernel(DeviceIO):
 
     # ================================================================== ioctls
     def _ioctl_specify(self, file: _File, arg: IoctlArg) -> int:
-        if file.kind != "unspecified":
-            raise _oserror(errno.EINVAL, "DAHDI_SPECIFY on an fd that has a channel")
         channo = _int_in(arg)
         chan = self.channels.get(channo)
         if chan is None:
-            raise _oserror(errno.ENXIO, f"channel {channo}")
+            raise _oserror(errno.EINVAL, f"channel {channo} does not exist")
         self._open_channel(file, chan)
         return 0
 
@@ -618,7 +633,7 @@ class SimKernel(DeviceIO):
                          | abi.DAHDI_SIG_FXOKS | abi.DAHDI_SIG_FXSKS)
         params.curlaw = chan.law or chan.deflaw or chan.span.deflaw
         params.name = chan.name.encode()[:39]
-        params.chan_alarms = chan.span.alarms
+        params.chan_alarms = chan.chan_alarms
         return 0
 
     def _ioctl_spanstat(self, file: _File, arg: IoctlArg) -> int:
@@ -698,8 +713,14 @@ class SimKernel(DeviceIO):
         return 0
 
     def _ioctl_setlinear(self, file: _File, arg: IoctlArg) -> int:
-        self._need_chan(file).linear = bool(_int_in(arg))
+        self._need_audio(file).linear = bool(_int_in(arg))
         return 0
+
+    def _need_audio(self, file: _File) -> _Chan:
+        chan = self._need_chan(file)
+        if not chan.audio:
+            raise _oserror(errno.EINVAL, f"{chan.name}: needs DAHDI_AUDIOMODE first")
+        return chan
 
     def _ioctl_audiomode(self, file: _File, arg: IoctlArg) -> int:
         chan = self._need_chan(file)
@@ -735,14 +756,26 @@ class SimKernel(DeviceIO):
         raise _oserror(errno.EINVAL, f"{chan.name}: DAHDI_HOOK on a {abi.sig_name(chan.sig)} "
                        "channel (analog signalling is not simulated yet)")
 
+    def _ioctl_sendtone(self, file: _File, arg: IoctlArg) -> int:
+        self._need_chan(file)
+        if _int_in(arg) == abi.DAHDI_TONE_STOP:
+            return 0
+        return self._ioctl_needs_zone(file, arg)
+
     def _ioctl_needs_zone(self, file: _File, arg: IoctlArg) -> int:
         chan = self._need_chan(file)
         if not self.zones:
             raise _oserror(errno.ENODATA, f"{chan.name}: no tone zone loaded")
         return 0
 
+    def _ioctl_echocancel_params(self, file: _File, arg: IoctlArg) -> int:
+        self._need_audio(file)
+        if _struct(arg, abi.DahdiEchoCanParams).param_count > abi.DAHDI_MAX_ECHOCANPARAMS:
+            raise _oserror(errno.E2BIG, "echo canceller parameters")
+        return 0  # no echocanceller= module attached: the kernel accepts and does nothing
+
     def _ioctl_getgains(self, file: _File, arg: IoctlArg) -> int:
-        self._need_chan(file)
+        self._need_audio(file)
         gains = _struct(arg, abi.DahdiGains)
         for i in range(256):
             gains.rxgain[i] = i
@@ -750,7 +783,7 @@ class SimKernel(DeviceIO):
         return 0
 
     def _ioctl_setgains(self, file: _File, arg: IoctlArg) -> int:
-        chan = self._need_chan(file)
+        chan = self._need_audio(file)
         chan.gains = bytes(_struct(arg, abi.DahdiGains))
         return 0
 
@@ -808,9 +841,12 @@ _IOCTLS: dict[int, Callable[[SimKernel, _File, IoctlArg], int]] = {
     abi.DAHDI_GETEVENT: SimKernel._ioctl_getevent,
     abi.DAHDI_BUFFER_EVENTS: SimKernel._ioctl_buffer_events,
     abi.DAHDI_HOOK: SimKernel._ioctl_hook,
-    abi.DAHDI_SENDTONE: SimKernel._ioctl_needs_zone,
+    abi.DAHDI_SENDTONE: SimKernel._ioctl_sendtone,
+    abi.DAHDI_ECHOCANCEL_PARAMS: SimKernel._ioctl_echocancel_params,
     abi.DAHDI_DIAL: SimKernel._ioctl_needs_zone,
     abi.DAHDI_GETGAINS: SimKernel._ioctl_getgains,
     abi.DAHDI_SETGAINS: SimKernel._ioctl_setgains,
     abi.DAHDI_GETVERSION: SimKernel._ioctl_getversion,
 }
+_CTL_IOCTLS = frozenset({abi.DAHDI_GET_PARAMS, abi.DAHDI_SPANSTAT, abi.DAHDI_GETVERSION})
+_CTL_ONLY_IOCTLS = frozenset({abi.DAHDI_GETVERSION, abi.DAHDI_SPECIFY})
