@@ -493,13 +493,13 @@ class Engine:
             timeout = 0.0
         elif self.clock.virtual:
             next_virtual = self._timers.next_when()
-            if next_virtual is not None and next_virtual <= self.clock.now():
-                timeout = 0.0
+            timeout = self._real_timeout()
+            if timeout == 0.0 or (next_virtual is not None
+                                  and next_virtual <= self.clock.now()):
+                timeout = 0.0  # something is due now: run it before time moves on
             elif next_virtual is not None and self._runnable_actors <= 0:
                 may_advance = True
                 timeout = 0.0
-            else:
-                timeout = self._real_timeout()
         else:
             next_when = self._timers.next_when()
             timeout = None if next_when is None else max(0.0, next_when - self.clock.now())

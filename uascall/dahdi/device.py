@@ -229,6 +229,13 @@ class ControlDevice(_Device):
             raise _device_error(exc, path, "open", None, path) from None
         return cls(io, fd, path, path)
 
+    def channel_params(self, channo: int) -> abi.DahdiParams:
+        """DAHDI_GET_PARAMS of any channel by number, without opening it."""
+        params = abi.DahdiParams()
+        params.channo = channo
+        self._ioctl(abi.DAHDI_GET_PARAMS, params)
+        return params
+
     def version(self) -> tuple[str, str]:
         """(driver version, echo canceller) from DAHDI_GETVERSION."""
         info = abi.DahdiVersionInfo()

@@ -1,0 +1,428 @@
+"""The PRI span driver against a real libpri instance in NETWORK mode on the simulated loop.
+
+``loop.cpe`` is the span under test (user side); ``loop.net`` is the exchange. What crossed
+the D-channel is checked on the wire too, decoded independently of libpri by
+uascall.dahdi.q931 from the simulated kernel's frame tap.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from uascall.dahdi import abi, libpri, q931
+from uascall.dahdi.config import ConfigError, SpanLayout
+from uascall.dahdi.pri import (
+    CallAlerting,
+    CallCleared,
+    CallConnected,
+    CallProceeding,
+    CallProgress,
+    CallState,
+    PriSpan,
+)
+from uascall.engine import Engine, MonotonicClock, VirtualClock
+from uascall.errors import Error, LocalProtocolError
+from uascall.sim.farend import PriLoop
+
+T = 5.0  # seconds to wait for anything that should happen at once
+
+
+class Wire:
+    """Q.931 messages that crossed the loop, as (sender, message), decoded from the tap."""
+
+    def __init__(self, loop: PriLoop) -> None:
+        self.loop = loop
+        self.records = []
+        loop.kernel.frame_taps.append(self.records.append)
+
+    def messages(self) -> list[tuple[str, q931.Message]]:
+        cpe_dchannel = self.loop.cpe.layout.dchannel
+        out = []
+        for record in list(self.records):
+            message = q931.LapdFrame.parse(record.frame).q931()
+            if message is not None and record.delivered:
+                out.append(("cpe" if record.from_channel == cpe_dchannel else "net", message))
+        return out
+
+    def names(self, sender: str | None = None) -> list[str]:
+        return [m.name for who, m in self.messages() if sender in (None, who)]
+
+    def find(self, sender: str, name: str) -> q931.Message:
+        found = [m for who, m in self.messages() if who == sender and m.name == name]
+        assert found, f"no {name} from {sender} on the wire; saw {self.names()}"
+        return found[-1]
+
+
+class Events:
+    """Call events per call, recorded on the engine thread."""
+
+    def __init__(self) -> None:
+        self.by_call: dict[object, list] = {}
+
+    def __call__(self, call, event) -> None:
+        self.by_call.setdefault(call, []).append(event)
+
+    def of(self, call) -> list:
+        return list(self.by_call.get(call, []))
+
+    def has(self, call, kind) -> bool:
+        return any(isinstance(e, kind) for e in self.of(call))
+
+
+@pytest.fixture(params=["E1", "T1"])
+def kind(request):
+    return request.param
+
+
+def make_loop(engine, kind="E1", **kwargs):
+    loop = PriLoop.create(engine, kind, **kwargs)
+    assert engine.wait_until(lambda: loop.up, T), "D-channels did not come up"
+    return loop
+
+
+@pytest.fixture
+def engine():
+    with Engine(MonotonicClock()) as engine:
+        yield engine
+
+
+@pytest.fixture
+def rig(engine, kind):
+    loop = make_loop(engine, kind)
+    events = Events()
+    incoming = []
+
+    def on_incoming(call):
+        call.listeners.append(events)
+        incoming.append(call)
+
+    loop.cpe.on_incoming = on_incoming
+    return engine, loop, events, incoming, Wire(loop)
+
+
+def dial(engine, loop, events, called="5551000", calling="5552000", name="Lab Caller"):
+    def place():
+        call = loop.net.call(called, calling=calling, calling_name=name)
+        call.listeners.append(events)
+        return call
+    return engine.run(place)
+
+
+def test_dchannels_come_up_and_link_is_established(rig):
+    _engine, loop, _events, _incoming, _wire = rig
+    assert loop.cpe.up and loop.net.up
+    assert repr(loop.cpe).endswith("up calls=0>")
+
+
+def test_incoming_call_proceeding_alerting_pi8_connect_and_far_end_clears(rig, kind):
+    engine, loop, events, incoming, wire = rig
+    far = dial(engine, loop, events)
+    assert engine.wait_until(lambda: incoming and events.has(far, CallProceeding), T)
+    ours = incoming[0]
+    assert (ours.called, ours.calling, ours.calling_name) == ("5551000", "5552000",
+                                                              "Lab Caller" if kind == "E1"
+                                                              else ours.calling_name)
+    assert ours.law == ("alaw" if kind == "E1" else "ulaw")
+    assert ours.state is CallState.PROCEEDING and ours.chanpos == far.chanpos
+
+    engine.run(ours.alerting, True)
+    assert engine.wait_until(lambda: events.has(far, CallAlerting), T)
+    assert [e for e in events.of(far) if isinstance(e, CallAlerting)] == [CallAlerting(True)]
+    alerting = wire.find("cpe", "ALERTING")
+    assert alerting.progress_descriptions == [8]
+
+    engine.run(ours.answer)
+    assert engine.wait_until(lambda: events.has(far, CallConnected)
+                             and events.has(ours, CallConnected), T)
+    assert ours.state is CallState.CONNECTED and far.state is CallState.CONNECTED
+
+    engine.run(far.hangup, libpri.PRI_CAUSE_NORMAL_CLEARING)
+    assert engine.wait_until(lambda: events.has(ours, CallCleared)
+                             and not loop.cpe.calls and not loop.net.calls, T)
+    assert events.of(ours)[-1] == CallCleared(16, "remote")
+    assert events.of(far)[-1] == CallCleared(16, "local")
+    assert wire.names() == ["SETUP", "CALL PROCEEDING", "ALERTING", "CONNECT",
+                            "CONNECT ACKNOWLEDGE", "DISCONNECT", "RELEASE", "RELEASE COMPLETE"]
+    setup = wire.find("net", "SETUP")
+    assert setup.layer1_law == ours.law
+    assert setup.called_number == "5551000" and setup.calling_number == "5552000"
+    assert wire.find("net", "DISCONNECT").cause == 16
+
+
+def test_alerting_without_early_media_has_no_progress_indicator(rig):
+    engine, loop, events, incoming, wire = rig
+    far = dial(engine, loop, events)
+    assert engine.wait_until(lambda: bool(incoming), T)
+    engine.run(incoming[0].alerting, False)
+    assert engine.wait_until(lambda: events.has(far, CallAlerting), T)
+    assert CallAlerting(False) in events.of(far)
+    assert wire.find("cpe", "ALERTING").progress_descriptions == []
+    assert not far.inband
+
+
+def test_progress_carries_pi8_and_the_cause(rig):
+    engine, loop, events, incoming, wire = rig
+    far = dial(engine, loop, events)
+    assert engine.wait_until(lambda: bool(incoming), T)
+    engine.run(incoming[0].progress)
+    engine.run(incoming[0].alerting, True)
+    assert engine.wait_until(lambda: events.has(far, CallAlerting), T)
+    assert CallProgress(True, None) in events.of(far)
+    assert wire.find("cpe", "PROGRESS").progress_descriptions == [8]
+    assert wire.names("cpe") == ["CALL PROCEEDING", "PROGRESS", "ALERTING"]
+
+
+@pytest.mark.parametrize("cause", [17, 21, 16])
+def test_clearing_from_our_side_carries_the_cause(rig, cause):
+    engine, loop, events, incoming, wire = rig
+    far = dial(engine, loop, events)
+    assert engine.wait_until(lambda: bool(incoming), T)
+    ours = incoming[0]
+    engine.run(ours.alerting, True)
+    engine.run(ours.hangup, cause)
+    assert ours.state in (CallState.CLEARING, CallState.CLEARED)
+    assert engine.wait_until(lambda: events.has(far, CallCleared) and ours.cleared
+                             and not loop.cpe.calls and not loop.net.calls, T)
+    assert events.of(far)[-1] == CallCleared(cause, "remote")
+    assert events.of(ours)[-1] == CallCleared(cause, "local")
+    assert wire.find("cpe", "DISCONNECT").cause == cause
+
+
+def test_outgoing_call_the_other_way(rig):
+    engine, loop, events, _incoming, wire = rig
+    theirs = []
+
+    def on_far_incoming(call):
+        call.listeners.append(events)
+        theirs.append(call)
+
+    loop.net.on_incoming = on_far_incoming
+
+    def place():
+        call = loop.cpe.call("112", calling="5551000")
+        call.listeners.append(events)
+        return call
+
+    ours = engine.run(place)
+    assert engine.wait_until(lambda: theirs and events.has(ours, CallProceeding), T)
+    far = theirs[0]
+    assert far.called == "112" and far.calling == "5551000" and far.chanpos == ours.chanpos
+    engine.run(far.alerting, True)
+    assert engine.wait_until(lambda: events.has(ours, CallAlerting), T)
+    assert ours.inband and ours.state is CallState.ALERTING
+    engine.run(far.answer)
+    assert engine.wait_until(lambda: ours.state is CallState.CONNECTED
+                             and far.state is CallState.CONNECTED, T)
+    engine.run(ours.hangup, 16)
+    assert engine.wait_until(lambda: far.cleared and ours.cleared and not loop.cpe.calls, T)
+    assert events.of(far)[-1] == CallCleared(16, "remote")
+    assert wire.find("cpe", "SETUP").channel == ours.chanpos
+
+
+def test_bchannel_bytes_cross_byte_exact_both_ways(rig):
+    engine, loop, events, incoming, _wire = rig
+    far = dial(engine, loop, events)
+    assert engine.wait_until(lambda: bool(incoming), T)
+    ours = incoming[0]
+    engine.run(ours.answer)
+    assert engine.wait_until(lambda: ours.state is CallState.CONNECTED, T)
+    heard = {"far": bytearray(), "ours": bytearray()}
+    engine.run(lambda: (ours.open_media(), far.open_media()))
+    engine.run(ours.on_media, heard["ours"].extend)
+    engine.run(far.on_media, heard["far"].extend)
+    to_far = bytes((i * 7 + 3) % 256 for i in range(160 * 4))
+    to_us = bytes((i * 11 + 5) % 256 for i in range(160 * 4))
+
+    def send():
+        for i in range(0, len(to_far), 160):
+            assert ours.media.write_frame(to_far[i:i + 160]) == 160
+            assert far.media.write_frame(to_us[i:i + 160]) == 160
+
+    engine.run(send)
+    assert engine.wait_until(lambda: to_far in heard["far"] and to_us in heard["ours"], T)
+
+
+def test_operations_in_the_wrong_state_are_refused_and_change_nothing(rig):
+    engine, loop, events, incoming, _wire = rig
+    dial(engine, loop, events)
+    assert engine.wait_until(lambda: bool(incoming), T)
+    ours = incoming[0]
+
+    def answer_then_alert():
+        ours.answer()
+        try:
+            ours.alerting(True)
+        finally:
+            assert ours.state is CallState.CONNECTING  # unchanged by the refused step
+
+    with pytest.raises(LocalProtocolError, match=r"alerting\(\) .* CONNECTING; expected "
+                                                 r"OFFERED or PROCEEDING"):
+        engine.run(answer_then_alert)
+    engine.run(ours.hangup, 16)
+    engine.run(ours.hangup, 16)  # once clearing, hanging up again does nothing
+
+
+def test_red_alarm_clears_the_spans_calls_with_a_cause(rig):
+    engine, loop, events, incoming, _wire = rig
+    far = dial(engine, loop, events)
+    assert engine.wait_until(lambda: bool(incoming), T)
+    ours = incoming[0]
+    engine.run(ours.answer)
+    engine.run(ours.open_media)
+    assert engine.wait_until(lambda: ours.state is CallState.CONNECTED, T)
+    span_events = []
+    loop.cpe.listeners.append(span_events.append)
+    engine.run(loop.kernel.set_alarm, 1, abi.DAHDI_ALARM_RED)
+    assert engine.wait_until(lambda: ours.cleared, T)
+    assert events.of(ours)[-1] == CallCleared(libpri.PRI_CAUSE_NETWORK_OUT_OF_ORDER, "span")
+    assert ours.media is None and not loop.cpe.calls
+    assert span_events[0].kind == "alarm" and span_events[0].alarms & abi.DAHDI_ALARM_RED
+    assert loop.net.alarms == abi.DAHDI_ALARM_YELLOW  # the far end sees a remote alarm
+    with pytest.raises(Error, match="D-channel is down"):
+        engine.run(loop.cpe.call, "123")
+    engine.run(loop.kernel.set_alarm, 1, 0)
+    assert engine.wait_until(lambda: loop.cpe.alarms == 0 and loop.up, 10)
+    del far
+
+
+def test_dchannel_loss_clears_calls_with_a_cause_and_the_link_recovers(engine):
+    timers = {"T200": 100, "T203": 300, "N200": 2, "T309": 300}
+    loop = make_loop(engine, "E1", timers=timers)
+    events = Events()
+    incoming = []
+    loop.cpe.on_incoming = lambda call: (call.listeners.append(events), incoming.append(call))
+    answered = dial(engine, loop, events)
+    ringing = dial(engine, loop, events, called="5551001")
+    assert engine.wait_until(lambda: len(incoming) == 2, T)
+    engine.run(incoming[0].answer)
+    engine.run(incoming[1].alerting, True)
+    assert engine.wait_until(lambda: incoming[0].state is CallState.CONNECTED, T)
+    engine.run(loop.kernel.cut_dchannel, 1)
+    assert engine.wait_until(lambda: all(c.cleared for c in incoming), 10)
+    for call in incoming:
+        assert events.of(call)[-1] == CallCleared(libpri.PRI_CAUSE_DESTINATION_OUT_OF_ORDER,
+                                                  "span")
+    assert answered.cleared and ringing.cleared
+    engine.run(loop.kernel.cut_dchannel, 1, False)
+    assert engine.wait_until(lambda: loop.up, 10)
+    again = dial(engine, loop, events)
+    assert engine.wait_until(lambda: len(incoming) == 3 and events.has(again, CallProceeding),
+                             T)
+
+
+def test_restart_from_the_far_end_clears_the_call_on_that_channel(rig):
+    engine, loop, events, incoming, _wire = rig
+    far = dial(engine, loop, events)
+    assert engine.wait_until(lambda: bool(incoming), T)
+    engine.run(loop.net.restart, far.chanpos)
+    assert engine.wait_until(lambda: incoming[0].cleared, T)
+    assert events.of(incoming[0])[-1] == CallCleared(41, "span")
+    assert far.cleared and not loop.cpe.calls and not loop.net.calls
+
+
+def ui_frame(message: q931.Message | bytes) -> bytes:
+    """A Q.931 message in an unnumbered frame: it reaches Q.931 without Q.921 sequencing."""
+    info = message if isinstance(message, bytes) else message.serialize()
+    return q931.LapdFrame(kind="UI", sapi=0, tei=0, cr=1, info=info).serialize()
+
+
+def test_malformed_q931_is_handled_and_the_rest_goes_on(rig, caplog):
+    engine, loop, events, incoming, _wire = rig
+    first = dial(engine, loop, events)
+    second = dial(engine, loop, events, called="5551001")
+    assert engine.wait_until(lambda: len(incoming) == 2, T)
+    dchannel = loop.cpe.layout.dchannel
+    for message in (
+        q931.Message(0x7E, call_reference=77),                      # unknown message type
+        q931.Message(q931.MessageType.SETUP, call_reference=78),    # mandatory IEs missing
+        bytes.fromhex("08020079050403"),                           # truncated bearer IE
+    ):
+        engine.run(loop.kernel.inject_frame, dchannel, ui_frame(message))
+    assert "Unknown Message Type" in caplog.text and "Missing mandatory IE" in caplog.text
+    # A DISCONNECT for the second call without its mandatory cause: that call, and only
+    # that call, is cleared, with cause 96 (mandatory information element is missing).
+    broken = q931.Message(q931.MessageType.DISCONNECT, call_reference=incoming[1].cref)
+    engine.run(loop.kernel.inject_frame, dchannel, ui_frame(broken))
+    assert engine.wait_until(lambda: incoming[1].cleared, T)
+    assert events.of(incoming[1])[-1] == CallCleared(96, "remote")
+    engine.run(incoming[0].alerting, True)
+    assert engine.wait_until(lambda: events.has(first, CallAlerting), T)
+    assert incoming[0].state is CallState.ALERTING and not first.cleared
+    del second
+
+
+def test_damaged_frames_and_application_errors_never_kill_the_engine(rig, caplog):
+    engine, loop, events, incoming, _wire = rig
+    first = dial(engine, loop, events)
+    assert engine.wait_until(lambda: bool(incoming), T)
+    dchannel = loop.cpe.layout.dchannel
+    for frame in (b"", b"\x00", b"\x02\x01\x00\x00", bytes(range(40))):
+        engine.run(loop.kernel.inject_frame, dchannel, frame)  # Q.921 garbage: L2 recovers
+    engine.run(loop.kernel.corrupt_next_frame, loop.net.layout.dchannel)
+    engine.run(incoming[0].alerting, True)  # the far end's next frame arrives damaged...
+    assert engine.wait_until(lambda: events.has(first, CallAlerting), T)  # ...and is resent
+    assert engine.wait_until(lambda: "D-channel event BADFCS" in caplog.text, T)
+
+    def broken_handler(call):
+        raise RuntimeError("application bug")
+
+    loop.cpe.on_incoming = broken_handler
+    second = dial(engine, loop, events, called="5551002")
+    assert engine.wait_until(lambda: events.has(second, CallCleared), T)
+    assert events.of(second)[-1] == CallCleared(41, "remote")
+    assert "application bug" in caplog.text
+    assert first.state is CallState.ALERTING  # the other call never noticed
+    assert engine.run(lambda: threading.current_thread().name) == "uascall-engine"
+
+
+def test_refusals_when_the_far_end_asks_for_a_channel_we_do_not_have(engine):
+    loop = make_loop(engine, "E1")
+    events = Events()
+    layout = loop.cpe.layout
+
+    def narrow():
+        loop.cpe.stop()
+        small = SpanLayout(layout.spanno, layout.dchannel, layout.bchannels[10:], "E1",
+                           "alaw")
+        span = PriSpan(engine, small, node=libpri.Node.CPE, io=loop.kernel, name="narrow")
+        span.start()
+        span.on_incoming = lambda call: None
+        return span
+
+    span = engine.run(narrow)
+    assert engine.wait_until(lambda: span.up and loop.net.up, T)
+    far = dial(engine, loop, events)  # the exchange hunts from B1, which we left out
+    assert engine.wait_until(lambda: far.cleared, T)
+    assert events.of(far)[-1] == CallCleared(libpri.PRI_CAUSE_IDENTIFIED_CHANNEL_NOTEXIST,
+                                             "remote")
+
+
+def test_a_layout_that_does_not_match_the_kernel_is_refused(engine):
+    loop = make_loop(engine, "E1")
+    wrong = SpanLayout(1, 15, (1, 2, 3), "E1", "alaw")
+    with pytest.raises(ConfigError, match="channel 15 is CLEAR, expected a D-channel"):
+        engine.run(PriSpan(engine, wrong, io=loop.kernel).start)
+    elsewhere = SpanLayout(1, 16, (1, 2, 40), "E1", "alaw")
+    engine.run(loop.cpe.stop)
+    with pytest.raises(ConfigError, match="B-channel 40 is CLEAR on span 2"):
+        engine.run(PriSpan(engine, elsewhere, io=loop.kernel).start)
+
+
+def test_the_stack_also_runs_in_virtual_time():
+    with Engine(VirtualClock()) as engine, engine.actor():
+        loop = make_loop(engine, "E1")
+        events = Events()
+        incoming = []
+        loop.cpe.on_incoming = lambda call: (call.listeners.append(events),
+                                             incoming.append(call))
+        far = dial(engine, loop, events)
+        assert engine.wait_until(lambda: bool(incoming), T)
+        engine.run(incoming[0].alerting, True)
+        engine.run(incoming[0].answer)
+        assert engine.wait_until(lambda: events.has(far, CallConnected), T)
+        engine.sleep(3600)  # an hour of virtual time on an idle, established call
+        assert far.state is CallState.CONNECTED and loop.up
+        engine.run(far.hangup, 16)
+        assert engine.wait_until(lambda: incoming[0].cleared, T)

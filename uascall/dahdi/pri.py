@@ -1,0 +1,812 @@
+"""A PRI span on the engine: its D-channel driven by libpri, its B-channels opened on demand.
+
+Theory of operation
+-------------------
+:class:`PriSpan` owns one D-channel device and one :class:`~uascall.dahdi.libpri.Pri`.
+The engine watches the D-channel for ``EPOLLIN | EPOLLPRI``: queued DAHDI events (alarms)
+are drained first, then libpri reads frames through our callbacks, one frame and at most
+one event per ``check_event``. libpri's timers are wall-clock deadlines, kept with the
+engine's real-time timers in every clock mode, and run until they yield no more events.
+
+Each call is a :class:`PriCall`, keyed by libpri's call pointer while libpri holds it.
+Its state machine is the table :data:`TRANSITIONS`: local actions (``alerting()``,
+``answer()``, ...) and libpri events each name the states they are valid in; a local step
+that is not valid raises :class:`~uascall.errors.LocalProtocolError` and changes nothing,
+a remote one that is not valid is logged and clears the call with cause 111.
+
+Rules learnt from libpri 1.6 (see its notes in ``reference/``) that shape this module:
+
+- An incoming SETUP is answered with CALL PROCEEDING at once, on an explicit B-channel:
+  until we have responded libpri sends nothing for most clearing causes, and a caller that
+  gives up can vanish without an event.
+- ALERTING and PROGRESS carry progress indicator #8 when early media is in band;
+  ``PROGRESS`` always does (without it the far end's libpri refuses the message).
+- We enable CONNECT ACKNOWLEDGE reporting: the answering side learns when the call is
+  really connected, and the calling side sends CONNECT ACK itself on ANSWER.
+- Clearing: after the far end's DISCONNECT we release (HANGUP_REQ → ``hangup``); every
+  HANGUP needs one more ``hangup`` to free the call; after HANGUP_ACK the pointer is dead.
+- A span in RED (or BLUE, LOS) carries nothing: its calls are cleared at once with cause 38
+  (network out of order) and their libpri records dropped. D-channel loss alone is left to
+  libpri: unanswered calls end with cause 27 when layer 2 cannot be re-established, answered
+  ones after T309, so a short outage does not drop conversations (a negative T309 clears
+  them at once, as Asterisk does).
+- An incoming RESTART is acknowledged by libpri, which does not clear the calls on the
+  restarted channels: we drop them with cause 41.
+
+Everything here runs on the engine thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from uascall.dahdi import abi, libpri
+from uascall.dahdi.config import ConfigError, SpanLayout
+from uascall.dahdi.device import DEV_DIR, Channel, ControlDevice, DeviceIO
+from uascall.engine import EPOLLIN, EPOLLPRI, Engine, TimerHandle
+from uascall.errors import DeviceError, Error, LocalProtocolError
+
+log = logging.getLogger(__name__)
+
+CAUSE_NORMAL = libpri.PRI_CAUSE_NORMAL_CLEARING
+LINE_DOWN_ALARMS = abi.DAHDI_ALARM_RED | abi.DAHDI_ALARM_BLUE | abi.DAHDI_ALARM_LOS
+_HDLC_SIGNALLING = (abi.DAHDI_SIG_HDLCFCS, abi.DAHDI_SIG_HARDHDLC)
+_MAX_FRAMES_PER_WAKEUP = 64  # fairness towards the other descriptors
+
+
+class CallState(Enum):
+    DIALING = "dialing"          # outgoing: SETUP sent
+    OFFERED = "offered"          # incoming: SETUP received
+    PROCEEDING = "proceeding"    # CALL PROCEEDING sent (incoming) or received (outgoing)
+    ALERTING = "alerting"        # ALERTING sent or received
+    CONNECTING = "connecting"    # incoming: CONNECT sent, CONNECT ACKNOWLEDGE awaited
+    CONNECTED = "connected"
+    CLEARING = "clearing"        # we sent DISCONNECT; the far end's RELEASE is awaited
+    CLEARED = "cleared"
+
+
+_LIVE = frozenset(CallState) - {CallState.CLEARING, CallState.CLEARED}
+_S = CallState
+
+#: step → {state it is valid in: state it leads to}. Local steps are methods of PriCall;
+#: remote steps are named after the libpri event.
+TRANSITIONS: dict[str, dict[CallState, CallState]] = {
+    "proceeding": {_S.OFFERED: _S.PROCEEDING},
+    "progress": {_S.PROCEEDING: _S.PROCEEDING, _S.ALERTING: _S.ALERTING},
+    "alerting": {_S.OFFERED: _S.ALERTING, _S.PROCEEDING: _S.ALERTING},
+    "answer": {_S.OFFERED: _S.CONNECTING, _S.PROCEEDING: _S.CONNECTING,
+               _S.ALERTING: _S.CONNECTING},
+    "hangup": {state: _S.CLEARING for state in _LIVE},
+    "Proceeding": {_S.DIALING: _S.PROCEEDING},
+    "SetupAck": {_S.DIALING: _S.PROCEEDING},
+    "Ringing": {_S.DIALING: _S.ALERTING, _S.PROCEEDING: _S.ALERTING},
+    "Progress": {_S.DIALING: _S.DIALING, _S.PROCEEDING: _S.PROCEEDING,
+                 _S.ALERTING: _S.ALERTING},
+    "Answer": {_S.DIALING: _S.CONNECTED, _S.PROCEEDING: _S.CONNECTED,
+               _S.ALERTING: _S.CONNECTED},
+    "ConnectAck": {_S.CONNECTING: _S.CONNECTED},
+}
+
+
+# --------------------------------------------------------------------------- call events
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    """Something that happened to a call; delivered to its listeners."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallProceeding(CallEvent):
+    inband: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CallAlerting(CallEvent):
+    #: progress indicator #1 or #8: the far end plays ringback or an announcement in band
+    inband: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CallProgress(CallEvent):
+    inband: bool
+    cause: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallConnected(CallEvent):
+    """Outgoing: the far end answered. Incoming: our CONNECT was acknowledged."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallCleared(CallEvent):
+    cause: int
+    #: "remote" (the far end), "local" (we hung up) or "span" (alarm, D-channel, restart)
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpanEvent:
+    """Something that happened to the span: D-channel up/down or an alarm change."""
+
+    kind: str  # "dchannel-up", "dchannel-down", "alarm", "config-error"
+    alarms: int = 0
+    detail: str = ""
+
+
+CallListener = Callable[["PriCall", CallEvent], None]
+
+
+class PriCall:
+    """One call on a PRI span, incoming or outgoing (engine thread only)."""
+
+    def __init__(self, span: PriSpan, ref: int, *, incoming: bool, chanpos: int, law: str,
+                 called: str, calling: str, calling_name: str = "",
+                 cref: int | None = None) -> None:
+        self.span = span
+        self._ref = ref
+        #: the Q.931 call reference value (without the flag bit), for traces
+        self.cref = cref
+        self.incoming = incoming
+        self.chanpos = chanpos
+        self.law = law
+        self.called = called
+        self.calling = calling
+        self.calling_name = calling_name
+        self.state = CallState.OFFERED if incoming else CallState.DIALING
+        self.cause: int | None = None
+        self.cleared_by: str | None = None
+        #: progress indicators the far end sent (libpri PRI_PROG_* bits), accumulated
+        self.progress_mask = 0
+        self.media: Channel | None = None
+        self.listeners: list[CallListener] = []
+        self._on_media: Callable[[bytes], None] | None = None
+        self._media_events = 0
+
+    def __repr__(self) -> str:
+        way = "in" if self.incoming else "out"
+        return (f"<PriCall span {self.span.layout.spanno} B{self.chanpos} {way} "
+                f"{self.calling or '?'}->{self.called} {self.state.value}>")
+
+    @property
+    def channo(self) -> int:
+        """The B-channel's global DAHDI channel number."""
+        return self.span.channo_of(self.chanpos)
+
+    @property
+    def cleared(self) -> bool:
+        return self.state is CallState.CLEARED
+
+    @property
+    def inband(self) -> bool:
+        """Whether the far end said in-band information is available (PI #1 or #8)."""
+        return bool(self.progress_mask & (libpri.PRI_PROG_INBAND_AVAILABLE
+                                          | libpri.PRI_PROG_CALL_NOT_E2E_ISDN))
+
+    # ------------------------------------------------------------------ local steps
+    def _step(self, step: str) -> CallState:
+        table = TRANSITIONS[step]
+        if self.state not in table:
+            expected = " or ".join(s.name for s in table) or "none"
+            raise LocalProtocolError(f"{step}() on {self!r}: the call is {self.state.name}; "
+                                     f"expected {expected}", state=self.state, event=step)
+        return table[self.state]
+
+    def proceeding(self) -> None:
+        """CALL PROCEEDING (sent by the span as soon as a SETUP is accepted)."""
+        new = self._step("proceeding")
+        self.span._pri_call(self, "proceeding", self._ref, self.chanpos, False)
+        self.state = new
+
+    def alerting(self, inband: bool) -> None:
+        """ALERTING; with ``inband`` it carries progress indicator #8 (early media)."""
+        new = self._step("alerting")
+        self.span._pri_call(self, "acknowledge", self._ref, self.chanpos, inband)
+        self.state = new
+
+    def progress(self, cause: int | None = None) -> None:
+        """PROGRESS with progress indicator #8: in-band audio is on the B-channel now."""
+        new = self._step("progress")
+        self.span._pri_call(self, "progress", self._ref, self.chanpos, True, cause)
+        self.state = new
+
+    def answer(self) -> None:
+        """CONNECT. The call is CONNECTED when the far end's CONNECT ACKNOWLEDGE comes."""
+        new = self._step("answer")
+        self.span._pri_call(self, "answer", self._ref, self.chanpos)
+        self.state = new
+
+    def hangup(self, cause: int = CAUSE_NORMAL) -> None:
+        """Clear the call with a Q.850 cause (DISCONNECT). Harmless once it is clearing."""
+        if self.state not in _LIVE:
+            return
+        new = self._step("hangup")
+        self.cause, self.cleared_by = cause, "local"
+        self.close_media()
+        self.state = new
+        self.span._pri_call(self, "hangup", self._ref, cause)
+
+    # ------------------------------------------------------------------ media
+    def open_media(self, *, numbufs: int = 4) -> Channel:
+        """Open the B-channel for voice: 160-byte (20 ms) blocks in the call's law."""
+        if self.media is None:
+            if self.state in (CallState.CLEARING, CallState.CLEARED):
+                raise LocalProtocolError(f"open_media() on {self!r}: the call is "
+                                         f"{self.state.name}; expected a live call",
+                                         state=self.state, event="open_media")
+            self.media = self.span._open_bchannel(self, numbufs)
+        return self.media
+
+    def on_media(self, callback: Callable[[bytes], None] | None) -> None:
+        """Deliver every block read from the B-channel to ``callback`` (None stops it)."""
+        self._on_media = callback
+        if self.media is not None:
+            self.span._watch_media(self)
+
+    def close_media(self) -> None:
+        media, self.media = self.media, None
+        if media is not None:
+            self.span.engine.remove_fd(media.fileno())
+            media.close()
+
+    # ------------------------------------------------------------------ from the span
+    def _emit(self, event: CallEvent) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(self, event)
+            except Exception:
+                log.exception("%r: listener failed on %s", self, event)
+
+    def _clear(self, cause: int, by: str) -> None:
+        """The call is over for its users (the libpri record may live a little longer).
+
+        Whoever cleared first keeps the credit: after our DISCONNECT, the far end's RELEASE
+        does not turn a local clearing into a remote one.
+        """
+        if self.state is CallState.CLEARED:
+            return
+        if self.cleared_by is None:
+            self.cause, self.cleared_by = cause, by
+        self.close_media()
+        self.state = CallState.CLEARED
+        log.info("%r cleared by %s, cause %d (%s)", self, self.cleared_by, self.cause,
+                 libpri.cause_text(self.cause))
+        self._emit(CallCleared(self.cause, self.cleared_by))
+
+
+class PriSpan:
+    """One ISDN PRI span: D-channel signalling through libpri, calls and their B-channels.
+
+    Create it, then call :meth:`start` on the engine thread. ``on_incoming`` is called with
+    each new incoming :class:`PriCall` (already answered with CALL PROCEEDING); without it,
+    incoming calls are refused with cause 21. ``timers`` maps libpri timer names ("T309",
+    "T200", ...) to milliseconds.
+    """
+
+    def __init__(self, engine: Engine, layout: SpanLayout, *,
+                 node: libpri.Node = libpri.Node.CPE,
+                 switch: libpri.Switch = libpri.Switch.EUROISDN_E1,
+                 io: DeviceIO | None = None, dev_dir: str = DEV_DIR, law: str | None = None,
+                 timers: Mapping[str, int] | None = None, name: str | None = None) -> None:
+        self.engine = engine
+        self.layout = layout
+        self.node = libpri.Node(node)
+        self.switch = libpri.Switch(switch)
+        self.law = law or layout.law
+        self.name = name or f"span{layout.spanno}-{self.node.name.lower()}"
+        self._io = io
+        self._dev_dir = dev_dir
+        self._timers = {libpri.Timer[k.upper()]: v for k, v in (timers or {}).items()}
+        self.on_incoming: Callable[[PriCall], None] | None = None
+        self.listeners: list[Callable[[SpanEvent], None]] = []
+        #: called with ("tx" or "rx", frame without FCS) for every D-channel frame
+        self.frame_listeners: list[Callable[[str, bytes], None]] = []
+        self.up = False
+        self.alarms = 0
+        self._dchan: Channel | None = None
+        self._pri: libpri.Pri | None = None
+        self._base = 0  # global number of the span's first channel
+        self._chanpos: tuple[int, ...] = ()
+        self._calls: dict[int, PriCall] = {}    # libpri pointer → call, while libpri has it
+        self._busy: dict[int, PriCall] = {}     # chanpos → call using it
+        self._timer: TimerHandle | None = None
+        self._timer_deadline: float | None = None
+
+    def __repr__(self) -> str:
+        state = "up" if self.up else "down"
+        return f"<PriSpan {self.name} {self.switch.name} {state} calls={len(self.calls)}>"
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Open the D-channel, check the layout against the kernel, start libpri."""
+        dchan = Channel.open(self.layout.dchannel, io=self._io, dev_dir=self._dev_dir)
+        try:
+            self._check_layout(dchan)
+            dchan.set_buffers(numbufs=32, bufsize=1024)
+            dchan.on_event = self._on_dchannel_event
+            self.alarms = dchan.span_status().alarms
+            self._dchan = dchan
+            self._pri = libpri.Pri(self.node, self.switch, read=self._read_frame,
+                                   write=self._write_frame, fd=dchan.fileno(), name=self.name)
+            self._pri.connect_ack_enable(True)
+            for timer, value in self._timers.items():
+                self._pri.set_timer(timer, value)
+            self.engine.add_fd(dchan.fileno(), EPOLLIN | EPOLLPRI, self._on_dchannel_ready)
+            self.engine.add_shutdown_callback(self.stop)
+        except BaseException:
+            self._dchan = None
+            dchan.close()
+            raise
+        self._reschedule()
+        log.info("%s: started on D-channel %d (%s, %s, %d B-channels, %s)", self.name,
+                 self.layout.dchannel, self.node.name, self.switch.name, len(self._chanpos),
+                 self.law)
+
+    def stop(self) -> None:
+        """Drop every call without signalling and close the span's devices."""
+        if self._dchan is None:
+            return
+        for call in list(self._busy.values()):
+            self._forget(call, destroy=True)
+            call._clear(libpri.PRI_CAUSE_NORMAL_TEMPORARY_FAILURE, "span")
+        if self._timer is not None:
+            self._timer.cancel()
+        dchan, self._dchan = self._dchan, None
+        self.engine.remove_fd(dchan.fileno())
+        self.engine.remove_shutdown_callback(self.stop)
+        dchan.close()
+        self.up = False
+
+    def _check_layout(self, dchan: Channel) -> None:
+        params = dchan.params()
+        if params.sigtype not in _HDLC_SIGNALLING:
+            raise ConfigError(f"{self.name}: channel {self.layout.dchannel} is "
+                              f"{abi.sig_name(params.sigtype)}, expected a D-channel "
+                              f"(dchan={self.layout.dchannel} in system.conf)")
+        self._base = params.channo - params.chanpos + 1
+        ctl = ControlDevice.open(io=self._io, dev_dir=self._dev_dir)
+        try:
+            positions = []
+            for channo in self.layout.bchannels:
+                bparams = ctl.channel_params(channo)
+                if bparams.spanno != params.spanno or bparams.sigtype != abi.DAHDI_SIG_CLEAR:
+                    raise ConfigError(
+                        f"{self.name}: B-channel {channo} is {abi.sig_name(bparams.sigtype)} "
+                        f"on span {bparams.spanno}; expected a bchan= channel on span "
+                        f"{params.spanno}, the D-channel's")
+                positions.append(bparams.chanpos)
+        finally:
+            ctl.close()
+        self._chanpos = tuple(positions)
+
+    def channo_of(self, chanpos: int) -> int:
+        return self._base + chanpos - 1
+
+    @property
+    def calls(self) -> list[PriCall]:
+        return list(self._busy.values())
+
+    # ------------------------------------------------------------------ outgoing calls
+    def call(self, called: str, *, calling: str = "", calling_name: str = "",
+             chanpos: int | None = None, law: str | None = None) -> PriCall:
+        """Place a call (SETUP). Raises Error when the span cannot carry one now."""
+        if self._pri is None:
+            raise Error(f"{self.name}: call() before start(); expected a started span")
+        if not self.up or self.alarms & LINE_DOWN_ALARMS:
+            raise Error(f"{self.name}: the D-channel is down; expected an established link")
+        if chanpos is None:
+            chanpos = self._free_channel()
+            if chanpos is None:
+                raise Error(f"{self.name}: all {len(self._chanpos)} B-channels are busy")
+        elif chanpos not in self._chanpos or chanpos in self._busy:
+            raise Error(f"{self.name}: B-channel {chanpos} is busy or not on this span")
+        law = law or self.law
+        ref = self._pri.new_call()
+        layer1 = libpri.PRI_LAYER_1_ALAW if law == "alaw" else libpri.PRI_LAYER_1_ULAW
+        try:
+            self._pri.setup(ref, called=called, calling=calling, calling_name=calling_name,
+                            channel=chanpos, exclusive=self.node is libpri.Node.NETWORK,
+                            layer1=layer1)
+        except BaseException:
+            self._pri.destroy_call(ref)
+            raise
+        call = PriCall(self, ref, incoming=False, chanpos=chanpos, law=law, called=called,
+                       calling=calling, calling_name=calling_name)
+        self._calls[ref] = call
+        self._busy[chanpos] = call
+        self._reschedule()
+        log.info("%s: SETUP %r", self.name, call)
+        return call
+
+    def restart(self, chanpos: int) -> None:
+        """Send RESTART for one B-channel, dropping our own call on it first (cause 41)."""
+        if self._pri is None or chanpos not in self._chanpos:
+            raise Error(f"{self.name}: restart({chanpos}): not a B-channel of a started span")
+        victim = self._busy.get(chanpos)
+        if victim is not None:
+            self._forget(victim, destroy=True)
+            victim._clear(libpri.PRI_CAUSE_NORMAL_TEMPORARY_FAILURE, "span")
+        self._pri.restart(chanpos)
+        self._reschedule()
+
+    def _free_channel(self, preferred: int | None = None) -> int | None:
+        if preferred in self._chanpos and preferred not in self._busy:
+            return preferred
+        # The network hunts upwards and the user side downwards, so that both ends rarely
+        # pick the same channel at the same moment (glare).
+        order = self._chanpos if self.node is libpri.Node.NETWORK else self._chanpos[::-1]
+        return next((pos for pos in order if pos not in self._busy), None)
+
+    # ------------------------------------------------------------------ libpri I/O
+    def _read_frame(self) -> bytes | None:
+        dchan = self._dchan
+        if dchan is None:
+            return None
+        frame = dchan.read_frame()
+        if frame is not None and self.frame_listeners:
+            self._tap("rx", frame[:-2])
+        return frame
+
+    def _write_frame(self, data: bytes) -> None:
+        dchan = self._dchan
+        if dchan is None:
+            raise DeviceError(errno.EBADF, self.name, "write", "the span was stopped")
+        if self.frame_listeners:
+            self._tap("tx", data[:-2])
+        if dchan.write_frame(data) != len(data):
+            raise DeviceError(errno.EAGAIN, dchan.label, "write",
+                              "every D-channel transmit buffer is full")
+
+    def _tap(self, direction: str, frame: bytes) -> None:
+        for listener in self.frame_listeners:
+            try:
+                listener(direction, frame)
+            except Exception:
+                log.exception("%s: frame listener failed", self.name)
+
+    def _on_dchannel_ready(self, revents: int) -> None:
+        dchan, pri = self._dchan, self._pri
+        assert dchan is not None and pri is not None
+        if revents & EPOLLPRI:
+            dchan.drain_events()
+        for _ in range(_MAX_FRAMES_PER_WAKEUP):
+            if self._dchan is None:
+                return
+            self._handle(pri.check_event())
+            if pri.drained:
+                break
+        self._run_timers()
+
+    def _pri_call(self, call: PriCall, operation: str, *args: object) -> None:
+        """Run a libpri call operation; a refusal clears the call instead of raising on."""
+        assert self._pri is not None
+        try:
+            getattr(self._pri, operation)(*args)
+        except libpri.LibpriError as exc:
+            log.error("%s: %s on %r failed: %s", self.name, operation, call, exc)
+            self._forget(call, destroy=True)
+            call._clear(libpri.PRI_CAUSE_NORMAL_TEMPORARY_FAILURE, "span")
+        finally:
+            self._reschedule()
+
+    # ------------------------------------------------------------------ timers
+    def _reschedule(self) -> None:
+        if self._pri is None or self._dchan is None:
+            return
+        deadline = self._pri.schedule_next()
+        if deadline == self._timer_deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_deadline = deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - time.time())
+            self._timer = self.engine.call_later_real(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_deadline = None
+        self._run_timers()
+
+    def _run_timers(self) -> None:
+        pri = self._pri
+        while pri is not None and self._dchan is not None:
+            event = pri.schedule_run()
+            if event is None:
+                break
+            self._handle(event)
+        self._reschedule()
+
+    # ------------------------------------------------------------------ events
+    def _handle(self, event: libpri.Event | None) -> None:
+        if event is None:
+            return
+        handler = _EVENT_HANDLERS.get(type(event))
+        call = self._calls.get(getattr(event, "call", 0) or 0)
+        try:
+            if handler is None:
+                log.info("%s: %s ignored", self.name, event)
+            elif call is None and hasattr(event, "call") and not isinstance(event,
+                                                                            libpri.Ring):
+                log.debug("%s: %s for a call we no longer have", self.name, event)
+            elif (call is not None and call.state not in _LIVE
+                  and not isinstance(event, _CLEARING_EVENTS)):
+                log.debug("%s: %s for %r, which is already clearing", self.name, event, call)
+            else:
+                handler(self, event, call)
+        except Exception:
+            log.exception("%s: handling %s failed", self.name, event)
+            if call is not None and not call.cleared:
+                self._fail(call, libpri.PRI_CAUSE_NORMAL_TEMPORARY_FAILURE)
+
+    def _transition(self, call: PriCall, step: str) -> bool:
+        table = TRANSITIONS[step]
+        if call.state not in table:
+            log.warning("%s: %s in state %s for %r; clearing with cause 111", self.name,
+                        step, call.state.name, call)
+            self._fail(call, libpri.PRI_CAUSE_PROTOCOL_ERROR)
+            return False
+        call.state = table[call.state]
+        return True
+
+    def _fail(self, call: PriCall, cause: int) -> None:
+        """Clear a call that went wrong on our side or the wire, telling the far end."""
+        if self._pri is not None and call._ref in self._calls:
+            try:
+                self._pri.hangup(call._ref, cause)
+            except libpri.LibpriError:
+                self._forget(call, destroy=True)
+        call._clear(cause, "span")
+
+    def _forget(self, call: PriCall, *, destroy: bool = False) -> None:
+        """libpri no longer has the call (or must drop it now): free its B-channel."""
+        if self._calls.pop(call._ref, None) is not None and destroy and self._pri is not None:
+            try:
+                self._pri.destroy_call(call._ref)
+            except libpri.LibpriError:
+                pass
+        if self._busy.get(call.chanpos) is call:
+            del self._busy[call.chanpos]
+
+    def _emit_span(self, event: SpanEvent) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("%s: span listener failed on %s", self.name, event)
+
+    def _on_dchannel_event(self, event: int) -> None:
+        if event in (abi.DAHDI_EVENT_ALARM, abi.DAHDI_EVENT_NOALARM):
+            assert self._dchan is not None
+            self.alarms = self._dchan.span_status().alarms
+            log.warning("%s: span alarms %s", self.name,
+                        abi.alarm_names(self.alarms) or "cleared")
+            if self.alarms & LINE_DOWN_ALARMS:
+                self._clear_all(libpri.PRI_CAUSE_NETWORK_OUT_OF_ORDER)
+            self._emit_span(SpanEvent("alarm", self.alarms))
+        else:
+            log.info("%s: D-channel event %s", self.name, abi.event_name(event))
+
+    def _clear_all(self, cause: int) -> None:
+        for call in list(self._busy.values()):
+            self._forget(call, destroy=True)
+            call._clear(cause, "span")
+
+    def _on_dchan_up(self, event: libpri.DchanUp, call: None) -> None:
+        self.up = True
+        log.info("%s: D-channel up", self.name)
+        self._emit_span(SpanEvent("dchannel-up", self.alarms))
+
+    def _on_dchan_down(self, event: libpri.DchanDown, call: None) -> None:
+        self.up = False
+        log.warning("%s: D-channel down", self.name)
+        assert self._pri is not None
+        if self._pri.get_timer(libpri.Timer.T309) < 0:
+            self._clear_all(libpri.PRI_CAUSE_NETWORK_OUT_OF_ORDER)
+        self._emit_span(SpanEvent("dchannel-down", self.alarms))
+
+    def _on_ring(self, event: libpri.Ring, _call: None) -> None:
+        assert self._pri is not None
+        requested = libpri.b_channel(event.channel)
+        refuse = None
+        if event.ctype not in (libpri.PRI_TRANS_CAP_SPEECH, libpri.PRI_TRANS_CAP_3_1K_AUDIO):
+            refuse = (libpri.PRI_CAUSE_INCOMPATIBLE_DESTINATION, "not a voice call")
+            chanpos = None
+        elif requested is not None and requested not in self._chanpos:
+            refuse = (libpri.PRI_CAUSE_IDENTIFIED_CHANNEL_NOTEXIST, "no such B-channel")
+            chanpos = None
+        elif requested is not None and not event.flexible:
+            chanpos = requested if requested not in self._busy else None
+            if chanpos is None:
+                refuse = (libpri.PRI_CAUSE_REQUESTED_CHAN_UNAVAIL, "B-channel busy")
+        else:
+            chanpos = self._free_channel(requested)
+            if chanpos is None:
+                refuse = (libpri.PRI_CAUSE_NORMAL_CIRCUIT_CONGESTION, "no free B-channel")
+        if refuse is not None:
+            # These causes make libpri answer RELEASE COMPLETE before any other response.
+            log.warning("%s: refusing SETUP %s <- %s: %s (cause %d)", self.name,
+                        event.called_number, event.calling_number, refuse[1], refuse[0])
+            self._pri.hangup(event.call, refuse[0])
+            return
+        assert chanpos is not None
+        law = {libpri.PRI_LAYER_1_ALAW: "alaw", libpri.PRI_LAYER_1_ULAW: "ulaw"}.get(
+            event.layer1, self.law)
+        call = PriCall(self, event.call, incoming=True, chanpos=chanpos, law=law,
+                       called=event.called_number, calling=event.calling_number,
+                       calling_name=event.calling_name, cref=event.cref & 0x7FFF)
+        call.progress_mask = event.progress_mask
+        self._calls[event.call] = call
+        self._busy[chanpos] = call
+        log.info("%s: incoming %r", self.name, call)
+        call.proceeding()
+        if call.cleared:
+            return
+        if self.on_incoming is None:
+            log.warning("%s: no handler for incoming calls; refusing %r", self.name, call)
+            call.hangup(libpri.PRI_CAUSE_CALL_REJECTED)
+            return
+        try:
+            self.on_incoming(call)
+        except Exception:
+            log.exception("%s: incoming-call handler failed on %r", self.name, call)
+            if not call.cleared:
+                self._fail(call, libpri.PRI_CAUSE_NORMAL_TEMPORARY_FAILURE)
+
+    def _follow_channel(self, call: PriCall, channel: int) -> None:
+        """The network may put our outgoing call on another B-channel than we asked for."""
+        chanpos = libpri.b_channel(channel)
+        if chanpos is None or chanpos == call.chanpos:
+            return
+        if chanpos not in self._chanpos or chanpos in self._busy:
+            log.warning("%s: network moved %r to unusable B-channel %d", self.name, call,
+                        chanpos)
+            self._fail(call, libpri.PRI_CAUSE_REQUESTED_CHAN_UNAVAIL)
+            return
+        del self._busy[call.chanpos]
+        call.chanpos = chanpos
+        self._busy[chanpos] = call
+
+    def _on_proceeding(self, event: libpri.Proceeding | libpri.SetupAck,
+                       call: PriCall) -> None:
+        if isinstance(event, libpri.Proceeding):
+            call.cref = event.cref & 0x7FFF
+        if self._transition(call, type(event).__name__):
+            self._follow_channel(call, event.channel)
+            call.progress_mask |= event.progress_mask
+            if not call.cleared:
+                call._emit(CallProceeding(call.inband))
+
+    def _on_ringing(self, event: libpri.Ringing, call: PriCall) -> None:
+        if self._transition(call, "Ringing"):
+            self._follow_channel(call, event.channel)
+            call.progress_mask |= event.progress_mask
+            if not call.cleared:
+                call._emit(CallAlerting(bool(event.progress_mask & (
+                    libpri.PRI_PROG_INBAND_AVAILABLE | libpri.PRI_PROG_CALL_NOT_E2E_ISDN))))
+
+    def _on_progress(self, event: libpri.Progress, call: PriCall) -> None:
+        if self._transition(call, "Progress"):
+            call.progress_mask |= event.progress_mask
+            call._emit(CallProgress(bool(event.progress_mask & libpri.PRI_PROG_INBAND_AVAILABLE),
+                                    event.cause))
+
+    def _on_answer(self, event: libpri.Answer, call: PriCall) -> None:
+        if self._transition(call, "Answer"):
+            self._follow_channel(call, event.channel)
+            assert self._pri is not None
+            self._pri.connect_ack(call._ref, call.chanpos)
+            if not call.cleared:
+                call._emit(CallConnected())
+
+    def _on_connect_ack(self, event: libpri.ConnectAck, call: PriCall) -> None:
+        if self._transition(call, "ConnectAck"):
+            call._emit(CallConnected())
+
+    def _on_hangup_req(self, event: libpri.HangupReq, call: PriCall) -> None:
+        # The far end sent DISCONNECT: release (RELEASE); HANGUP_ACK frees the record.
+        assert self._pri is not None
+        call._clear(event.cause, "remote")
+        self._pri.hangup(call._ref, event.cause)
+
+    def _on_hangup(self, event: libpri.Hangup, call: PriCall) -> None:
+        # RELEASE (or a timer, or layer 2 gone for good): one more hangup frees the record.
+        assert self._pri is not None
+        self._forget(call)
+        lost = event.cause == libpri.PRI_CAUSE_DESTINATION_OUT_OF_ORDER and not self.up
+        call._clear(event.cause, "span" if lost else "remote")
+        self._pri.hangup(call._ref, event.cause)
+
+    def _on_hangup_ack(self, event: libpri.HangupAck, call: PriCall) -> None:
+        self._forget(call)
+        call._clear(event.cause, "remote")
+
+    def _on_restart(self, event: libpri.Restart, call: None) -> None:
+        chanpos = libpri.b_channel(event.channel)
+        log.warning("%s: far end restarted %s", self.name,
+                    "every B-channel" if chanpos is None else f"B-channel {chanpos}")
+        for victim in list(self._busy.values()):
+            if chanpos is None or victim.chanpos == chanpos:
+                self._forget(victim, destroy=True)
+                victim._clear(libpri.PRI_CAUSE_NORMAL_TEMPORARY_FAILURE, "span")
+
+    def _on_config_error(self, event: libpri.ConfigError, call: None) -> None:
+        log.error("%s: libpri configuration error: %s", self.name, event.message)
+        self._emit_span(SpanEvent("config-error", self.alarms, event.message))
+
+    def _on_informational(self, event: libpri.Event, call: PriCall | None) -> None:
+        log.debug("%s: %s", self.name, event)
+
+    # ------------------------------------------------------------------ B-channels
+    def _open_bchannel(self, call: PriCall, numbufs: int) -> Channel:
+        media = Channel.open(call.channo, io=self._io, dev_dir=self._dev_dir)
+        try:
+            media.set_blocksize(Channel.FRAME)
+            media.set_buffers(numbufs=numbufs)
+            # Audio mode first: the law and linear ioctls are refused on a raw clear channel.
+            media.set_audio_mode(True)
+            media.set_law(abi.DAHDI_LAW_ALAW if call.law == "alaw" else abi.DAHDI_LAW_MULAW)
+            media.on_event = lambda event: self._on_media_event(call, event)
+        except BaseException:
+            media.close()
+            raise
+        call.media = media
+        self.engine.add_fd(media.fileno(), EPOLLPRI,
+                           lambda revents: self._on_media_ready(call, revents),
+                           on_error=lambda _exc: self._on_media_failed(call))
+        self._watch_media(call)
+        return media
+
+    def _on_media_failed(self, call: PriCall) -> None:
+        if not call.cleared:
+            self._fail(call, libpri.PRI_CAUSE_NORMAL_TEMPORARY_FAILURE)
+
+    def _watch_media(self, call: PriCall) -> None:
+        if call.media is not None:
+            mask = EPOLLPRI | (EPOLLIN if call._on_media is not None else 0)
+            self.engine.modify_fd(call.media.fileno(), mask)
+
+    def _on_media_ready(self, call: PriCall, revents: int) -> None:
+        media = call.media
+        if media is None:
+            return
+        if revents & EPOLLPRI:
+            media.drain_events()
+        if call._on_media is None:
+            return
+        for _ in range(8):
+            block = media.read_frame()
+            if block is None or call.media is None:
+                break
+            call._on_media(block)
+
+    def _on_media_event(self, call: PriCall, event: int) -> None:
+        # Span alarms are handled on the D-channel; B-channel events are only logged.
+        log.debug("%r: B-channel event %s", call, abi.event_name(event))
+
+
+_CLEARING_EVENTS = (libpri.HangupReq, libpri.Hangup, libpri.HangupAck)
+_EVENT_HANDLERS: dict[type, Callable[[PriSpan, libpri.Event, PriCall | None], None]] = {
+    libpri.DchanUp: PriSpan._on_dchan_up,
+    libpri.DchanDown: PriSpan._on_dchan_down,
+    libpri.Ring: PriSpan._on_ring,
+    libpri.Proceeding: PriSpan._on_proceeding,
+    libpri.SetupAck: PriSpan._on_proceeding,
+    libpri.Ringing: PriSpan._on_ringing,
+    libpri.Progress: PriSpan._on_progress,
+    libpri.Answer: PriSpan._on_answer,
+    libpri.ConnectAck: PriSpan._on_connect_ack,
+    libpri.HangupReq: PriSpan._on_hangup_req,
+    libpri.Hangup: PriSpan._on_hangup,
+    libpri.HangupAck: PriSpan._on_hangup_ack,
+    libpri.Restart: PriSpan._on_restart,
+    libpri.RestartAck: PriSpan._on_informational,
+    libpri.ConfigError: PriSpan._on_config_error,
+    libpri.InfoReceived: PriSpan._on_informational,
+    libpri.KeypadDigit: PriSpan._on_informational,
+    libpri.Notify: PriSpan._on_informational,
+}
