@@ -190,6 +190,26 @@ def test_clearing_from_our_side_carries_the_cause(rig, cause):
     assert wire.find("cpe", "DISCONNECT").cause == cause
 
 
+def test_next_call_placed_from_a_cleared_listener_reuses_the_channel(rig):
+    """Our RELEASE COMPLETE must reach the far end before a SETUP placed in reaction to it."""
+    engine, loop, events, incoming, _wire = rig
+    loop.cpe.on_incoming = lambda call: (call.listeners.append(events), incoming.append(call),
+                                         call.answer())
+    follow_up = []
+
+    def redial(call, event):
+        if isinstance(event, CallCleared) and not follow_up:
+            follow_up.append(loop.net.call("5551000", calling="5552000"))
+            follow_up[0].listeners.append(events)
+
+    first = dial(engine, loop, events)
+    assert engine.wait_until(lambda: first.state is CallState.CONNECTED, T)
+    first.listeners.append(redial)
+    engine.run(first.hangup, 16)
+    assert engine.wait_until(lambda: follow_up and events.has(follow_up[0], CallConnected), T)
+    assert follow_up[0].chanpos == first.chanpos
+
+
 def test_outgoing_call_the_other_way(rig):
     engine, loop, events, _incoming, wire = rig
     theirs = []

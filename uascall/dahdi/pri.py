@@ -707,19 +707,23 @@ class PriSpan:
         if self._transition(call, "ConnectAck"):
             call._emit(CallConnected())
 
+    # In the clearing handlers libpri acts first and listeners hear of it after: a listener
+    # may place the next call at once, and its SETUP must not overtake our RELEASE or
+    # RELEASE COMPLETE on the wire, or the far end would still see the B-channel busy.
+
     def _on_hangup_req(self, event: libpri.HangupReq, call: PriCall) -> None:
         # The far end sent DISCONNECT: release (RELEASE); HANGUP_ACK frees the record.
         assert self._pri is not None
-        call._clear(event.cause, "remote")
         self._pri.hangup(call._ref, event.cause)
+        call._clear(event.cause, "remote")
 
     def _on_hangup(self, event: libpri.Hangup, call: PriCall) -> None:
         # RELEASE (or a timer, or layer 2 gone for good): one more hangup frees the record.
         assert self._pri is not None
+        self._pri.hangup(call._ref, event.cause)
         self._forget(call)
         lost = event.cause == libpri.PRI_CAUSE_DESTINATION_OUT_OF_ORDER and not self.up
         call._clear(event.cause, "span" if lost else "remote")
-        self._pri.hangup(call._ref, event.cause)
 
     def _on_hangup_ack(self, event: libpri.HangupAck, call: PriCall) -> None:
         self._forget(call)
