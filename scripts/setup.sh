@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Set up everything uascall needs on Debian 12, then run the demo or the test suite.
+#
+#   bash scripts/setup.sh demo [uascall demo options]   # the main job: a simulated PRI call
+#   bash scripts/setup.sh test [pytest options]         # lint and the whole test suite
+#
+# Installs only what is missing: Debian packages (as root, or through sudo), a virtual
+# environment in .venv with uascall installed in editable mode. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+action=${1:-demo}
+shift || true
+
+# Debian packages the library and its tests use (the system python, not a pyenv one, so
+# that the VM rig's guest, which chroots into this machine's root, finds the same files).
+packages=(
+  python3 python3-venv gcc libc6-dev     # the venv; the ABI tests compile C probes
+  libpri1.4 libpri-dev                   # libpri for PRI; its header for the layout test
+  dahdi-source                           # dahdi/user.h for the ABI test
+)
+
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  as_root=()
+  [ "$(id -u)" = 0 ] || as_root=(sudo)
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+venv=.venv
+stamp=$venv/.uascall-installed
+if [ ! -x "$venv/bin/python" ]; then
+  echo "setup: creating $venv"
+  /usr/bin/python3 -m venv "$venv"
+fi
+if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing uascall and its test tools into $venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -q -e '.[test]'
+  touch "$stamp"
+fi
+
+case $action in
+  demo)
+    exec "$venv/bin/uascall" demo "$@"
+    ;;
+  test)
+    "$venv/bin/ruff" check uascall tests bench
+    exec "$venv/bin/python" -m pytest "$@"
+    ;;
+  *)
+    echo "usage: bash scripts/setup.sh demo|test [options]" >&2
+    exit 2
+    ;;
+esac
