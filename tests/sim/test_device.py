@@ -224,3 +224,43 @@ def test_fd_kinds_have_the_kernels_ioctl_tables(rig):
     version, _echo = engine.run(ctl.version)
     assert "simulator" in version
     engine.run(ctl.close)
+
+
+class _KernelAs(SimKernel):
+    """The simulator, answering some operations as a board's kernel would."""
+
+    def __init__(self, engine, *, deny_open: bool = False, ring_in_progress: bool = False):
+        super().__init__(engine)
+        self.deny_open = deny_open
+        self.ring_in_progress = ring_in_progress
+
+    def open(self, path, flags):
+        if self.deny_open:
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return super().open(path, flags)
+
+    def ioctl(self, fd, request, arg=0):
+        if self.ring_in_progress and request == abi.DAHDI_HOOK:
+            raise OSError(errno.EINPROGRESS, "Operation now in progress")
+        return super().ioctl(fd, request, arg)
+
+
+def test_permission_errors_point_at_the_udev_rules():
+    with Engine(VirtualClock()) as engine:
+        kernel = _KernelAs(engine, deny_open=True)
+        engine.run(kernel.add_loop, "E1")
+        engine.run(kernel.configure, E1_LOOP_CONF)
+        with pytest.raises(DeviceError) as info:
+            engine.run(Channel.open, 1, io=kernel)
+    assert info.value.errno == errno.EACCES
+    assert "udev" in str(info.value) and "0660" in str(info.value)
+
+
+def test_a_ring_that_the_kernel_starts_in_the_background_is_success():
+    with Engine(VirtualClock()) as engine:
+        kernel = _KernelAs(engine, ring_in_progress=True)
+        engine.run(kernel.add_loop, "E1")
+        engine.run(kernel.configure, E1_LOOP_CONF)
+        chan = engine.run(Channel.open, 1, io=kernel)
+        engine.run(chan.hook, abi.DAHDI_RING)  # EINPROGRESS: no exception
+        engine.run(chan.close)

@@ -446,3 +446,57 @@ def test_the_stack_also_runs_in_virtual_time():
         assert far.state is CallState.CONNECTED and loop.up
         engine.run(far.hangup, 16)
         assert engine.wait_until(lambda: incoming[0].cleared, T)
+
+
+@pytest.mark.parametrize("kind, switch", [
+    ("T1", libpri.Switch.DMS100), ("T1", libpri.Switch.LUCENT5E),
+    ("T1", libpri.Switch.ATT4ESS), ("T1", libpri.Switch.NI1),
+    ("E1", libpri.Switch.QSIG), ("T1", libpri.Switch.EUROISDN_T1),
+])
+def test_a_call_completes_with_every_switch_type(engine, kind, switch):
+    loop = make_loop(engine, kind, switch=switch)
+    events = Events()
+    incoming = []
+    loop.cpe.on_incoming = lambda call: (call.listeners.append(events), incoming.append(call))
+    far = dial(engine, loop, events)
+    assert engine.wait_until(lambda: bool(incoming), T)
+    engine.run(incoming[0].alerting, True)
+    assert engine.wait_until(lambda: events.has(far, CallAlerting), T)
+    assert far.inband
+    engine.run(incoming[0].answer)
+    assert engine.wait_until(lambda: far.state is CallState.CONNECTED
+                             and incoming[0].state is CallState.CONNECTED, T)
+    engine.run(incoming[0].hangup, 17)
+    assert engine.wait_until(lambda: far.cleared and not loop.net.calls, T)
+    assert events.of(far)[-1] == CallCleared(17, "remote")
+
+
+def test_media_opens_in_audio_mode_with_the_bearers_law(rig, kind):
+    engine, loop, events, incoming, _wire = rig
+    dial(engine, loop, events)
+    assert engine.wait_until(lambda: bool(incoming), T)
+    media = engine.run(incoming[0].open_media)
+    params = engine.run(media.params)
+    assert params.curlaw == (abi.DAHDI_LAW_ALAW if kind == "E1" else abi.DAHDI_LAW_MULAW)
+    assert params.channo == incoming[0].channo and media.blocksize == 160
+    engine.run(media.set_linear, True)  # refused unless the channel is in audio mode
+    assert engine.run(media.buffer_info).numbufs == 4
+
+
+def test_unknown_events_are_logged_and_a_step_out_of_order_clears_only_its_call(rig, caplog):
+    engine, loop, events, incoming, _wire = rig
+    first = dial(engine, loop, events)
+    second = dial(engine, loop, events, called="5551001")
+    assert engine.wait_until(lambda: len(incoming) == 2, T)
+    engine.run(loop.cpe._handle, libpri.UnknownEvent(99, "FUTURE_EVENT"))
+    assert "FUTURE_EVENT" in caplog.text
+    # libpri telling us the far end is ringing on a call the far end placed cannot happen;
+    # if it does, that call is cleared with cause 111 (protocol error) and no other.
+    victim = incoming[1]
+    bogus = libpri.Ringing(call=victim._ref, channel=victim.chanpos, cref=0, progress=-1,
+                           progress_mask=0)
+    engine.run(loop.cpe._handle, bogus)
+    assert victim.cleared and events.of(victim)[-1] == CallCleared(111, "span")
+    assert engine.wait_until(lambda: events.has(second, CallCleared), T)
+    assert events.of(second)[-1].cause == 111
+    assert not incoming[0].cleared and not first.cleared

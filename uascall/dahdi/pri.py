@@ -9,10 +9,11 @@ one event per ``check_event``. libpri's timers are wall-clock deadlines, kept wi
 engine's real-time timers in every clock mode, and run until they yield no more events.
 
 Each call is a :class:`PriCall`, keyed by libpri's call pointer while libpri holds it.
-Its state machine is the table :data:`TRANSITIONS`: local actions (``alerting()``,
-``answer()``, ...) and libpri events each name the states they are valid in; a local step
-that is not valid raises :class:`~uascall.errors.LocalProtocolError` and changes nothing,
-a remote one that is not valid is logged and clears the call with cause 111.
+Its state machine is the table :data:`TRANSITIONS`, one per direction: local actions
+(``alerting()``, ``answer()``, ...) and libpri events each name the states they are valid
+in; a local step that is not valid raises :class:`~uascall.errors.LocalProtocolError`
+and changes nothing, a remote one that is not valid is logged and clears the call with
+cause 111.
 
 Rules learnt from libpri 1.6 (see its notes in ``reference/``) that shape this module:
 
@@ -73,23 +74,31 @@ class CallState(Enum):
 _LIVE = frozenset(CallState) - {CallState.CLEARING, CallState.CLEARED}
 _S = CallState
 
-#: step → {state it is valid in: state it leads to}. Local steps are methods of PriCall;
-#: remote steps are named after the libpri event.
-TRANSITIONS: dict[str, dict[CallState, CallState]] = {
-    "proceeding": {_S.OFFERED: _S.PROCEEDING},
-    "progress": {_S.PROCEEDING: _S.PROCEEDING, _S.ALERTING: _S.ALERTING},
-    "alerting": {_S.OFFERED: _S.ALERTING, _S.PROCEEDING: _S.ALERTING},
-    "answer": {_S.OFFERED: _S.CONNECTING, _S.PROCEEDING: _S.CONNECTING,
-               _S.ALERTING: _S.CONNECTING},
-    "hangup": {state: _S.CLEARING for state in _LIVE},
-    "Proceeding": {_S.DIALING: _S.PROCEEDING},
-    "SetupAck": {_S.DIALING: _S.PROCEEDING},
-    "Ringing": {_S.DIALING: _S.ALERTING, _S.PROCEEDING: _S.ALERTING},
-    "Progress": {_S.DIALING: _S.DIALING, _S.PROCEEDING: _S.PROCEEDING,
-                 _S.ALERTING: _S.ALERTING},
-    "Answer": {_S.DIALING: _S.CONNECTED, _S.PROCEEDING: _S.CONNECTED,
-               _S.ALERTING: _S.CONNECTED},
-    "ConnectAck": {_S.CONNECTING: _S.CONNECTED},
+_LIVE_TO_CLEARING = {state: _S.CLEARING for state in _LIVE}
+
+#: direction → step → {state it is valid in: state it leads to}. Local steps are methods
+#: of PriCall (lower case); remote steps are named after the libpri event. A step missing
+#: from a direction's table is never valid for such a call.
+TRANSITIONS: dict[str, dict[str, dict[CallState, CallState]]] = {
+    "incoming": {
+        "proceeding": {_S.OFFERED: _S.PROCEEDING},
+        "progress": {_S.PROCEEDING: _S.PROCEEDING, _S.ALERTING: _S.ALERTING},
+        "alerting": {_S.OFFERED: _S.ALERTING, _S.PROCEEDING: _S.ALERTING},
+        "answer": {_S.OFFERED: _S.CONNECTING, _S.PROCEEDING: _S.CONNECTING,
+                   _S.ALERTING: _S.CONNECTING},
+        "ConnectAck": {_S.CONNECTING: _S.CONNECTED},
+        "hangup": _LIVE_TO_CLEARING,
+    },
+    "outgoing": {
+        "Proceeding": {_S.DIALING: _S.PROCEEDING},
+        "SetupAck": {_S.DIALING: _S.PROCEEDING},
+        "Ringing": {_S.DIALING: _S.ALERTING, _S.PROCEEDING: _S.ALERTING},
+        "Progress": {_S.DIALING: _S.DIALING, _S.PROCEEDING: _S.PROCEEDING,
+                     _S.ALERTING: _S.ALERTING},
+        "Answer": {_S.DIALING: _S.CONNECTED, _S.PROCEEDING: _S.CONNECTED,
+                   _S.ALERTING: _S.CONNECTED},
+        "hangup": _LIVE_TO_CLEARING,
+    },
 }
 
 
@@ -187,10 +196,17 @@ class PriCall:
                                           | libpri.PRI_PROG_CALL_NOT_E2E_ISDN))
 
     # ------------------------------------------------------------------ local steps
+    @property
+    def direction(self) -> str:
+        return "incoming" if self.incoming else "outgoing"
+
     def _step(self, step: str) -> CallState:
-        table = TRANSITIONS[step]
+        table = TRANSITIONS[self.direction].get(step)
+        if table is None:
+            raise LocalProtocolError(f"{step}() on {self!r}: only for incoming calls",
+                                     state=self.state, event=step)
         if self.state not in table:
-            expected = " or ".join(s.name for s in table) or "none"
+            expected = " or ".join(s.name for s in table)
             raise LocalProtocolError(f"{step}() on {self!r}: the call is {self.state.name}; "
                                      f"expected {expected}", state=self.state, event=step)
         return table[self.state]
@@ -544,10 +560,10 @@ class PriSpan:
                 self._fail(call, libpri.PRI_CAUSE_NORMAL_TEMPORARY_FAILURE)
 
     def _transition(self, call: PriCall, step: str) -> bool:
-        table = TRANSITIONS[step]
+        table = TRANSITIONS[call.direction].get(step, {})
         if call.state not in table:
-            log.warning("%s: %s in state %s for %r; clearing with cause 111", self.name,
-                        step, call.state.name, call)
+            log.warning("%s: %s for %s %r; clearing with cause 111", self.name, step,
+                        call.direction, call)
             self._fail(call, libpri.PRI_CAUSE_PROTOCOL_ERROR)
             return False
         call.state = table[call.state]
