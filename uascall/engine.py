@@ -352,9 +352,11 @@ class Engine:
         if future.done():
             return future.result()
         waiter = _Waiter(actor=self._is_actor())
+        # Every way of waking up must be in place before the actor is parked: from then on
+        # virtual time may run, and a future completed in that window would wake nobody.
+        future.add_done_callback(lambda _f: self._post_wake(waiter))
         self.call_soon_threadsafe(self._arm_waiter, waiter, timeout)
         self._park_actor(waiter)
-        future.add_done_callback(lambda _f: self._post_wake(waiter))
         waiter.event.wait()
         if future.done():
             return future.result()

@@ -193,3 +193,27 @@ def test_wait_on_engine_thread_is_refused():
     with Engine() as engine:
         with pytest.raises(Error, match="deadlock"):
             engine.run(lambda: engine.wait(engine.submit(lambda: None)))
+
+
+def test_wakeups_are_never_lost_while_virtual_time_runs():
+    """A result that arrives just as the waiting actor parks must still wake it at once.
+
+    Regression: the done-callback used to be registered after parking, so virtual time
+    could run past the result and the actor slept until its timeout.
+    """
+    clock = VirtualClock()
+    late = 0
+    with Engine(clock) as engine, engine.actor():
+        ticks = []
+
+        def tick() -> None:
+            ticks.append(engine.time())
+            engine.call_later(0.02, tick)
+
+        engine.run(tick)
+        for _ in range(200):
+            target = len(ticks) + 3
+            t0 = engine.time()
+            assert engine.wait_until(lambda target=target: len(ticks) >= target, timeout=10)
+            late += engine.time() - t0 > 0.1
+    assert late == 0
