@@ -500,3 +500,9 @@ def test_unknown_events_are_logged_and_a_step_out_of_order_clears_only_its_call(
     assert engine.wait_until(lambda: events.has(second, CallCleared), T)
     assert events.of(second)[-1].cause == 111
     assert not incoming[0].cleared and not first.cleared
+
+
+def test_unknown_timer_names_are_refused(engine):
+    layout = SpanLayout(1, 16, (1, 2), "E1", "alaw")
+    with pytest.raises(ConfigError, match="unknown libpri timer 'T999'; expected one of N200"):
+        PriSpan(engine, layout, timers={"T999": 100})

@@ -173,7 +173,6 @@ class PriCall:
         self.media: Channel | None = None
         self.listeners: list[CallListener] = []
         self._on_media: Callable[[bytes], None] | None = None
-        self._media_events = 0
 
     def __repr__(self) -> str:
         way = "in" if self.incoming else "out"
@@ -211,29 +210,26 @@ class PriCall:
                                      f"expected {expected}", state=self.state, event=step)
         return table[self.state]
 
+    def _local(self, step: str, operation: str, *args: object) -> None:
+        new = self._step(step)
+        if self.span._pri_call(self, operation, self._ref, self.chanpos, *args):
+            self.state = new
+
     def proceeding(self) -> None:
         """CALL PROCEEDING (sent by the span as soon as a SETUP is accepted)."""
-        new = self._step("proceeding")
-        self.span._pri_call(self, "proceeding", self._ref, self.chanpos, False)
-        self.state = new
+        self._local("proceeding", "proceeding", False)
 
     def alerting(self, inband: bool) -> None:
         """ALERTING; with ``inband`` it carries progress indicator #8 (early media)."""
-        new = self._step("alerting")
-        self.span._pri_call(self, "acknowledge", self._ref, self.chanpos, inband)
-        self.state = new
+        self._local("alerting", "acknowledge", inband)
 
     def progress(self, cause: int | None = None) -> None:
         """PROGRESS with progress indicator #8: in-band audio is on the B-channel now."""
-        new = self._step("progress")
-        self.span._pri_call(self, "progress", self._ref, self.chanpos, True, cause)
-        self.state = new
+        self._local("progress", "progress", True, cause)
 
     def answer(self) -> None:
         """CONNECT. The call is CONNECTED when the far end's CONNECT ACKNOWLEDGE comes."""
-        new = self._step("answer")
-        self.span._pri_call(self, "answer", self._ref, self.chanpos)
-        self.state = new
+        self._local("answer", "answer")
 
     def hangup(self, cause: int = CAUSE_NORMAL) -> None:
         """Clear the call with a Q.850 cause (DISCONNECT). Harmless once it is clearing."""
@@ -293,6 +289,18 @@ class PriCall:
         self._emit(CallCleared(self.cause, self.cleared_by))
 
 
+def _timer_settings(timers: Mapping[str, int]) -> dict[libpri.Timer, int]:
+    settings = {}
+    for name, value in timers.items():
+        try:
+            settings[libpri.Timer[name.upper()]] = value
+        except KeyError:
+            known = ", ".join(timer.name for timer in libpri.Timer)
+            raise ConfigError(f"unknown libpri timer {name!r}; expected one of {known}"
+                              ) from None
+    return settings
+
+
 class PriSpan:
     """One ISDN PRI span: D-channel signalling through libpri, calls and their B-channels.
 
@@ -315,7 +323,7 @@ class PriSpan:
         self.name = name or f"span{layout.spanno}-{self.node.name.lower()}"
         self._io = io
         self._dev_dir = dev_dir
-        self._timers = {libpri.Timer[k.upper()]: v for k, v in (timers or {}).items()}
+        self._timers = _timer_settings(timers or {})
         self.on_incoming: Callable[[PriCall], None] | None = None
         self.listeners: list[Callable[[SpanEvent], None]] = []
         #: called with ("tx" or "rx", frame without FCS) for every D-channel frame
@@ -496,15 +504,17 @@ class PriSpan:
                 break
         self._run_timers()
 
-    def _pri_call(self, call: PriCall, operation: str, *args: object) -> None:
-        """Run a libpri call operation; a refusal clears the call instead of raising on."""
+    def _pri_call(self, call: PriCall, operation: str, *args: object) -> bool:
+        """Run a libpri call operation; a refusal clears the call (cause 41) and says False."""
         assert self._pri is not None
         try:
             getattr(self._pri, operation)(*args)
+            return True
         except libpri.LibpriError as exc:
             log.error("%s: %s on %r failed: %s", self.name, operation, call, exc)
             self._forget(call, destroy=True)
             call._clear(libpri.PRI_CAUSE_NORMAL_TEMPORARY_FAILURE, "span")
+            return False
         finally:
             self._reschedule()
 
