@@ -213,7 +213,8 @@ class Engine:
             return
         if threading.current_thread() is thread:
             raise Error("Engine.stop() called on the engine thread; expected another thread")
-        self.call_soon_threadsafe(self._begin_stop)
+        with contextlib.suppress(Error):  # already stopping: joining is all that is left
+            self.call_soon_threadsafe(self._begin_stop)
         thread.join(timeout)
         if thread.is_alive():
             raise Error(f"engine {self.name!r} did not stop within {timeout} s")
@@ -308,8 +309,9 @@ class Engine:
             if not self._accepting:
                 raise Error(f"engine {self.name!r} is not running; expected a started engine")
             self._posted.append((callback, args))
-        if not self.in_engine_thread:
-            self._wake()
+            if self._wakeup_fd >= 0 and not self.in_engine_thread:
+                with contextlib.suppress(BlockingIOError):  # the counter is saturated
+                    os.eventfd_write(self._wakeup_fd, 1)
 
     def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> concurrent.futures.Future:
         """Run ``fn(*args, **kwargs)`` on the engine thread; the Future gets its result."""
@@ -357,7 +359,11 @@ class Engine:
         future.add_done_callback(lambda _f: self._post_wake(waiter))
         self.call_soon_threadsafe(self._arm_waiter, waiter, timeout)
         self._park_actor(waiter)
-        waiter.event.wait()
+        try:
+            waiter.event.wait()
+        except BaseException:
+            self._unpark(waiter)  # e.g. KeyboardInterrupt: the actor runs again, now
+            raise
         if future.done():
             return future.result()
         raise TimeoutError(f"no result within {timeout} s of engine time")
@@ -378,8 +384,11 @@ class Engine:
         try:
             self.wait(future, timeout)
             return True
+        except concurrent.futures.CancelledError:  # the engine stopped first
+            return False
         except TimeoutError:
-            self.call_soon_threadsafe(self._remove_watcher, future)
+            with contextlib.suppress(Error):
+                self.call_soon_threadsafe(self._remove_watcher, future)
             return False
 
     @contextlib.contextmanager
@@ -417,16 +426,21 @@ class Engine:
         # Runs on the engine thread: the actor counts as running again before the engine
         # can look at the clock, so no virtual time passes between its wake-up and its
         # next request.
-        if waiter.done:
-            return
-        waiter.done = True
+        self._waiters.discard(waiter)
         if waiter.timer is not None:
             waiter.timer.cancel()
-        self._waiters.discard(waiter)
-        if waiter.actor:
-            with self._actor_lock:
+        if self._unpark(waiter):
+            waiter.event.set()
+
+    def _unpark(self, waiter: _Waiter) -> bool:
+        """Count a parked actor as running again; False if that was done already."""
+        with self._actor_lock:
+            if waiter.done:
+                return False
+            waiter.done = True
+            if waiter.actor:
                 self._runnable_actors += 1
-        waiter.event.set()
+        return True
 
     def _arm_waiter(self, waiter: _Waiter, timeout: float | None) -> None:
         if waiter.done:
@@ -455,11 +469,12 @@ class Engine:
         return True
 
     def _wake(self) -> None:
-        if self._wakeup_fd >= 0:
-            try:
-                os.eventfd_write(self._wakeup_fd, 1)
-            except OSError:  # closed during shutdown, or the counter is saturated
-                pass
+        # Under the lock, so that _close() cannot close the eventfd (and the number be
+        # reused by someone else's open) between the check and the write.
+        with self._post_lock:
+            if self._wakeup_fd >= 0:
+                with contextlib.suppress(BlockingIOError):  # the counter is saturated
+                    os.eventfd_write(self._wakeup_fd, 1)
 
     def _begin_stop(self) -> None:
         self._stopping = True
@@ -538,7 +553,7 @@ class Engine:
             callback, on_error = entry
             try:
                 callback(revents)
-            except Exception as exc:
+            except BaseException as exc:  # nothing may end the I/O thread
                 log.exception("engine %s: handler for fd %d failed", self.name, fd)
                 if on_error is not None:
                     self._guard(on_error, (exc,))
@@ -553,7 +568,7 @@ class Engine:
     def _guard(self, callback: Callable[..., Any], args: tuple) -> None:
         try:
             callback(*args)
-        except Exception:
+        except BaseException:  # a SystemExit in a callback would strand every waiter
             log.exception("engine %s: callback %r failed", self.name, callback)
 
     def _run_shutdown_callbacks(self) -> None:
@@ -583,8 +598,9 @@ class Engine:
             self._fds.clear()
         if self._epoll is not None:
             self._epoll.close()
-        if self._wakeup_fd >= 0:
-            os.close(self._wakeup_fd)
-            self._wakeup_fd = -1
+        with self._post_lock:
+            if self._wakeup_fd >= 0:
+                os.close(self._wakeup_fd)
+                self._wakeup_fd = -1
         self._stopped.set()
         log.debug("engine %s stopped", self.name)

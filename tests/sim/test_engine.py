@@ -217,3 +217,26 @@ def test_wakeups_are_never_lost_while_virtual_time_runs():
             assert engine.wait_until(lambda target=target: len(ticks) >= target, timeout=10)
             late += engine.time() - t0 > 0.1
     assert late == 0
+
+
+def test_an_interrupted_wait_leaves_the_actor_counted_as_running():
+    import concurrent.futures
+    import signal
+
+    fired = threading.Event()
+    with Engine(VirtualClock()) as engine, engine.actor():
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+        with pytest.raises(KeyboardInterrupt):
+            engine.wait(concurrent.futures.Future())  # no timeout: only the interrupt ends it
+        engine.run(engine.call_later, 1.0, fired.set)
+        time.sleep(0.2)  # this actor is running: virtual time must stand still
+        assert not fired.is_set()
+
+
+def test_system_exit_in_a_callback_does_not_end_the_engine(caplog):
+    import sys
+
+    with Engine() as engine:
+        engine.run(engine.call_soon, sys.exit, 3)
+        assert engine.run(lambda: "alive") == "alive"
+    assert "SystemExit" in caplog.text
