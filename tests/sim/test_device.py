@@ -264,3 +264,76 @@ def test_a_ring_that_the_kernel_starts_in_the_background_is_success():
         chan = engine.run(Channel.open, 1, io=kernel)
         engine.run(chan.hook, abi.DAHDI_RING)  # EINPROGRESS: no exception
         engine.run(chan.close)
+
+
+def test_block_size_is_the_kernels_after_open(rig):
+    engine, kernel = rig
+    chan = open_channel(engine, kernel, 1)
+    assert chan.blocksize == abi.DAHDI_DEFAULT_BLOCKSIZE == 1024
+
+
+def test_read_overrun_is_silent_without_buffer_events_and_once_per_episode_with_them(rig):
+    engine, kernel = rig
+    a, b = open_channel(engine, kernel, 6), open_channel(engine, kernel, 37)
+    for chan in (a, b):
+        engine.run(chan.set_blocksize, 160)
+        engine.run(chan.set_buffers, numbufs=2)
+    events = []
+    b.on_event = events.append
+    engine.sleep(0.2)  # nobody reads: both buffers fill, then blocks are lost
+    assert kernel.stats(37).rx_overruns >= 5
+    engine.run(b.drain_events)
+    assert events == []
+    engine.run(kernel.ioctl, b.fileno(), abi.DAHDI_BUFFER_EVENTS, ctypes.c_int(1))
+    engine.run(lambda: [b.read_frame() for _ in range(2)])  # room again: the episode ends
+    engine.sleep(0.2)
+    engine.run(b.drain_events)
+    assert events == [abi.DAHDI_EVENT_READ_OVERRUN]
+
+
+def test_hdlc_frame_as_long_as_the_receivers_block_is_an_overrun(rig):
+    engine, kernel = rig
+    d1, d2 = open_channel(engine, kernel, 16), open_channel(engine, kernel, 47)
+    for chan in (d1, d2):
+        engine.run(chan.set_buffers, numbufs=4, bufsize=64)
+    events = []
+    d2.on_event = events.append
+    engine.run(d1.write_frame, bytes(62) + b"\0\0")  # 62 + FCS = 64 bytes: too long
+    engine.run(d1.write_frame, bytes(61) + b"\0\0")  # 63 bytes: fits
+    got = []
+    assert engine.wait_until(lambda: got.append(d2.read_frame()) or got[-1] is not None, 1)
+    assert len(got[-1]) == 63 and events == [abi.DAHDI_EVENT_OVERRUN]
+
+
+def test_yellow_follows_the_peers_red_whichever_clears_first(rig):
+    engine, kernel = rig
+    spans = {n: kernel.spans[n - 1] for n in (1, 2)}
+    engine.run(kernel.set_alarm, 1, abi.DAHDI_ALARM_RED)
+    engine.run(kernel.set_alarm, 2, abi.DAHDI_ALARM_RED)
+    assert spans[1].alarms == spans[2].alarms == abi.DAHDI_ALARM_RED | abi.DAHDI_ALARM_YELLOW
+    engine.run(kernel.set_alarm, 1, 0)
+    assert spans[1].alarms == abi.DAHDI_ALARM_YELLOW  # its peer is still down
+    assert spans[2].alarms == abi.DAHDI_ALARM_RED
+    engine.run(kernel.set_alarm, 2, 0)
+    assert spans[1].alarms == spans[2].alarms == 0
+
+
+def test_a_failing_frame_tap_loses_no_frame(rig):
+    engine, kernel = rig
+    d1, d2 = open_channel(engine, kernel, 16), open_channel(engine, kernel, 47)
+
+    def broken_tap(record):
+        raise RuntimeError("tap bug")
+
+    kernel.frame_taps.append(broken_tap)
+    engine.run(d2.set_buffers, numbufs=8, bufsize=1024)
+    for n in range(3):
+        engine.run(d1.write_frame, bytes([2, 1, 3, n]) + b"\0\0")
+    got = []
+
+    def collect():
+        while (frame := d2.read_frame()) is not None:
+            got.append(frame)
+        return len(got) == 3
+
+    assert engine.wait_until(collect, 1)

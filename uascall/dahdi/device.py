@@ -123,7 +123,7 @@ def _hint(err: int, operation: str, channo: int | None, path: str) -> str:
 
 
 def _device_error(exc: OSError, device: str, operation: str, channo: int | None,
-           path: str) -> DeviceError:
+                  path: str) -> DeviceError:
     err = exc.errno or errno.EIO
     return DeviceError(err, device, operation, _hint(err, operation, channo, path))
 
@@ -259,7 +259,7 @@ class Channel(_Device):
         self.channo = channo
         self.on_event: Callable[[int], None] | None = None
         self.pending_events: deque[int] = deque()
-        self._blocksize = self.FRAME
+        self._blocksize = abi.DAHDI_DEFAULT_BLOCKSIZE
         self._linear = False
 
     @classmethod
@@ -307,6 +307,12 @@ class Channel(_Device):
             raise
         assert channo is not None
         channel = cls(io, fd, path, label, channo)
+        try:
+            # The kernel resets the block size on open (to 1024): ask rather than assume.
+            channel._blocksize = channel._ioctl_int(abi.DAHDI_GET_BLOCKSIZE)
+        except BaseException:
+            channel.close()
+            raise
         log.debug("%s: opened via %s on %s", label, path, io.describe())
         return channel
 

@@ -22,27 +22,35 @@ What it models
   become readable block by block. Buffer counts and sizes, the IMMEDIATE / WHEN_FULL /
   HALF_FULL transmit policies, underruns (silence goes out in audio mode, 0xFF
   otherwise, and WRITE_UNDERRUN is queued with DAHDI_BUFFER_EVENTS), overruns (a block
-  that finds every read buffer full is dropped), linear mode (s16 converted with the
-  channel's law) are as in the kernel.
+  that finds every read buffer full is dropped; READ_OVERRUN once per episode with
+  DAHDI_BUFFER_EVENTS), linear mode (s16 converted with the channel's law, in audio mode
+  only) are as in the kernel.
 - D-channels (HDLCFCS): a write is one frame whose last two bytes the kernel overwrites
-  with the FCS; the peer reads frame + FCS. A frame with a bad FCS is not delivered and
-  BADFCS is queued instead. Frames reach the peer on the next engine iteration.
+  with the FCS; the peer reads frame + FCS. A frame with a bad FCS, or as long as the
+  receiver's block size, is not delivered and BADFCS or OVERRUN is queued instead (not in
+  alarm); a frame that finds every read buffer full is lost without a word. Frames reach
+  the peer on the next engine iteration.
 - Events: a queue of at most 63 per channel (newer ones are dropped when it is full),
   read and write fail with ELAST while any are queued, POLLPRI is raised.
 - Alarms: :meth:`set_alarm` puts a span in alarm; nothing crosses the line while either
-  side of a pair is in RED, its peer shows YELLOW, and every open channel of both gets
-  ALARM (NOALARM when it clears). :meth:`cut_dchannel` loses the D-channel frames of a
-  pair without an alarm (layer 2 breaks, layer 1 stays up).
+  side of a pair is in RED, its peer shows YELLOW, and every channel of both gets ALARM
+  (NOALARM when it clears), as dahdi_alarm_notify does. :meth:`cut_dchannel` loses the
+  D-channel frames of a pair without an alarm (layer 2 breaks, layer 1 stays up).
 
 What it does not model
 ----------------------
 Kernel-generated tones and dialling (SENDTONE/DIAL need a tone zone: ENODATA without one,
 and with one they are accepted but produce no audio), conferencing, echo cancellers
-(ECHOCANCEL_PARAMS answers ENOTTY like a kernel without an echo canceller module), gains
-(stored, not applied), the D-channel's 64 kbit/s rate, blocking reads and writes (they
-fail with EAGAIN as if O_NONBLOCK were set: the simulator must never block the engine),
-and POLLOUT (a write that finds no free buffer fails with EAGAIN, as on the kernel).
-Analog hook signalling arrives with the analog backend.
+(ECHOCANCEL_PARAMS is accepted and does nothing, like a kernel without an echocanceller=
+module), gains (stored, not applied), the D-channel's 64 kbit/s rate, blocking reads and
+writes (they fail with EAGAIN as if O_NONBLOCK were set: the simulator must never block
+the engine), and POLLOUT (a write that finds no free buffer fails with EAGAIN, as on the
+kernel). Analog hook signalling arrives with the analog backend.
+
+Test hooks beyond the kernel: :meth:`SimKernel.set_alarm`, :meth:`SimKernel.cut_dchannel`,
+:meth:`SimKernel.corrupt_next_frame`, :meth:`SimKernel.inject_frame`,
+:attr:`SimKernel.frame_filter` (rewrite or lose frames on the wire), ``frame_taps`` and
+per-channel :class:`ChannelStats`.
 """
 
 from __future__ import annotations
@@ -127,6 +135,7 @@ class _Chan:
     buffer_events: bool = False
     txdisable: bool = False
     underrun_flag: bool = False
+    overrun_flag: bool = False
     flowing: bool = False
     tx: deque[bytes] = field(default_factory=deque)
     tx_offset: int = 0
@@ -158,6 +167,7 @@ class _Chan:
         self.txpolicy = abi.DAHDI_POLICY_IMMEDIATE
         self.txdisable = False
         self.underrun_flag = False
+        self.overrun_flag = False
         self.flowing = False
         self.flush(read=True, write=True)
         self.events.clear()
@@ -186,7 +196,10 @@ class _Span:
     lineconfig: int
     channels: list[_Chan] = field(default_factory=list)
     peer: _Span | None = None
+    #: what the span reports: its own alarms, plus YELLOW while its peer's line is down
     alarms: int = 0
+    #: the alarms a test raised on this span itself
+    raised: int = 0
     dchannel_cut: bool = False
 
     def line_up(self) -> bool:
@@ -221,6 +234,9 @@ class SimKernel(DeviceIO):
         self.channels: dict[int, _Chan] = {}
         self.zones: list[str] = []
         self.frame_taps: list[Callable[[FrameRecord], None]] = []
+        #: ``filter(channo, frame) -> frame or None``: rewrites (or with None, loses) each
+        #: D-channel frame written on ``channo`` before the kernel adds its FCS
+        self.frame_filter: Callable[[int, bytes], bytes | None] | None = None
         self._files: dict[int, _File] = {}
         self._open_clear: list[_Chan] = []
         self._tick_timer: TimerHandle | None = None
@@ -286,13 +302,18 @@ class SimKernel(DeviceIO):
 
     # ================================================================== test controls
     def set_alarm(self, spanno: int, alarms: int) -> None:
-        """Put a span in alarm (``abi.DAHDI_ALARM_RED``...), or clear it with 0."""
+        """Put a span in alarm (``abi.DAHDI_ALARM_RED``...), or clear it with 0.
+
+        A span whose peer's line is down (RED, BLUE, LOS) shows YELLOW, the remote alarm a
+        framer reports when the far end signals it has lost us.
+        """
         span = self._span(spanno)
-        self._set_span_alarms(span, alarms)
-        peer = span.peer
-        if peer is not None:
-            far = abi.DAHDI_ALARM_YELLOW if alarms & LINE_DOWN else 0
-            self._set_span_alarms(peer, (peer.alarms & ~abi.DAHDI_ALARM_YELLOW) | far)
+        span.raised = alarms
+        for side in (span, span.peer):
+            if side is not None:
+                peer_down = side.peer is not None and side.peer.raised & LINE_DOWN
+                self._set_span_alarms(side, side.raised | (abi.DAHDI_ALARM_YELLOW
+                                                           if peer_down else 0))
 
     def _set_span_alarms(self, span: _Span, alarms: int) -> None:
         before, span.alarms = span.alarms, alarms
@@ -541,10 +562,14 @@ class SimKernel(DeviceIO):
             block = bytes(partial[:blocksize])
             del partial[:blocksize]
             if len(chan.rx) >= chan.numbufs:
+                # Every read buffer is full: the new block is lost, once noted per episode.
                 chan.stats.rx_overruns += 1
-                if chan.buffer_events:
-                    self._queue_event(chan, abi.DAHDI_EVENT_READ_OVERRUN)
+                if not chan.overrun_flag:
+                    chan.overrun_flag = True
+                    if chan.buffer_events:
+                        self._queue_event(chan, abi.DAHDI_EVENT_READ_OVERRUN)
                 continue
+            chan.overrun_flag = False
             chan.rx.append(block)
             got_block = True
         if got_block:
@@ -556,6 +581,12 @@ class SimKernel(DeviceIO):
             frame, fcs = b"", data
         else:
             frame = data[:-2]
+            if self.frame_filter is not None:
+                filtered = self.frame_filter(chan.channo, frame)
+                if filtered is None:
+                    chan.stats.frames_dropped += 1
+                    return
+                frame = filtered
             fcs = hdlc.fcs(frame)
         if chan.channo in self._corrupt_next:
             self._corrupt_next.discard(chan.channo)
@@ -576,7 +607,10 @@ class SimKernel(DeviceIO):
             record = FrameRecord(self.engine.time(), chan.channo,
                                  peer.channo if peer is not None else 0, frame[:-2], delivered)
             for tap in self.frame_taps:
-                tap(record)
+                try:
+                    tap(record)
+                except Exception:
+                    log.exception("frame tap %r failed", tap)
             if delivered:
                 assert peer is not None
                 self._receive_frame(peer, frame)
@@ -584,10 +618,13 @@ class SimKernel(DeviceIO):
     def _receive_frame(self, chan: _Chan, frame: bytes) -> None:
         if chan.file is None:
             return  # nobody has the D-channel open: the kernel keeps nothing for later
+        if len(chan.rx) >= chan.numbufs:  # the ring is full: the bytes are not even decoded
+            chan.stats.frames_dropped += 1
+            return
         error = None
         if not hdlc.check(frame):
             error = abi.DAHDI_EVENT_BADFCS
-        elif len(frame) > chan.blocksize or len(chan.rx) >= chan.numbufs:
+        elif len(frame) >= chan.blocksize:  # the receiver ran out of buffer mid-frame
             error = abi.DAHDI_EVENT_OVERRUN
         if error is not None:
             chan.stats.frames_dropped += 1
