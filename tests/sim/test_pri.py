@@ -7,6 +7,8 @@ uascall.dahdi.q931 from the simulated kernel's frame tap.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import threading
 
 import pytest
@@ -23,7 +25,7 @@ from uascall.dahdi.pri import (
     PriSpan,
 )
 from uascall.engine import Engine, MonotonicClock, VirtualClock
-from uascall.errors import Error, LocalProtocolError
+from uascall.errors import ArgumentError, Error, LocalProtocolError
 from uascall.sim.farend import PriLoop
 
 T = 5.0  # seconds to wait for anything that should happen at once
@@ -496,7 +498,8 @@ def test_unknown_events_are_logged_and_a_step_out_of_order_clears_only_its_call(
     bogus = libpri.Ringing(call=victim._ref, channel=victim.chanpos, cref=0, progress=-1,
                            progress_mask=0)
     engine.run(loop.cpe._handle, bogus)
-    assert victim.cleared and events.of(victim)[-1] == CallCleared(111, "span")
+    assert engine.wait_until(lambda: victim.cleared, T)
+    assert events.of(victim)[-1] == CallCleared(111, "span")
     assert engine.wait_until(lambda: events.has(second, CallCleared), T)
     assert events.of(second)[-1].cause == 111
     assert not incoming[0].cleared and not first.cleared
@@ -506,3 +509,133 @@ def test_unknown_timer_names_are_refused(engine):
     layout = SpanLayout(1, 16, (1, 2), "E1", "alaw")
     with pytest.raises(ConfigError, match="unknown libpri timer 'T999'; expected one of N200"):
         PriSpan(engine, layout, timers={"T999": 100})
+
+
+@pytest.mark.parametrize("cause", [1, 34, 44, 82])
+def test_causes_that_once_meant_release_complete_free_the_channel(rig, cause):
+    engine, loop, events, incoming, wire = rig
+    far = dial(engine, loop, events)
+    assert engine.wait_until(lambda: bool(incoming), T)
+    engine.run(incoming[0].alerting, True)
+    engine.run(incoming[0].hangup, cause)
+    assert engine.wait_until(lambda: far.cleared and incoming[0].cleared
+                             and not loop.cpe.calls and not loop.net.calls, T)
+    assert events.of(far)[-1] == CallCleared(cause, "remote")
+    assert wire.find("cpe", "DISCONNECT").cause == cause  # Q.931 5.3.2: after ALERTING
+    again = dial(engine, loop, events)  # the exchange asks for the same B-channel again
+    assert engine.wait_until(lambda: events.has(again, CallProceeding), T)
+    assert again.chanpos == far.chanpos
+
+
+def test_hanging_up_our_setup_before_any_answer_is_release_complete(rig):
+    engine, loop, events, _incoming, wire = rig
+    loop.net.on_incoming = lambda call: None
+
+    def dial_and_give_up():
+        call = loop.cpe.call("5559999")
+        call.listeners.append(events)
+        call.hangup(34)
+        return call
+
+    ours = engine.run(dial_and_give_up)
+    assert ours.cleared and events.of(ours) == [CallCleared(34, "local")]
+    assert not loop.cpe.calls  # no event will come for it: the channel is free at once
+    assert engine.wait_until(lambda: "RELEASE COMPLETE" in wire.names("cpe"), T)
+
+
+def strip_cause_from(message_name: str):
+    """A frame filter that removes the Cause IE from one kind of message, as a switch that
+    omits it (legal for RELEASE after DISCONNECT, Q.931 5.3.4) would send it."""
+    def rewrite(channo: int, frame: bytes) -> bytes:
+        try:
+            lapd = q931.LapdFrame.parse(frame)
+            message = lapd.q931()
+        except q931.Q931DecodeError:
+            return frame
+        if message is None or message.name != message_name:
+            return frame
+        kept = tuple(ie for ie in message.ies if ie.identifier != q931.IE.CAUSE)
+        info = dataclasses.replace(message, ies=kept).serialize()
+        return dataclasses.replace(lapd, info=info).serialize()
+    return rewrite
+
+
+def test_release_without_a_cause_still_frees_the_channel(rig):
+    engine, loop, events, incoming, wire = rig
+    loop.kernel.frame_filter = strip_cause_from("RELEASE")
+    far = dial(engine, loop, events)
+    assert engine.wait_until(lambda: bool(incoming), T)
+    engine.run(incoming[0].answer)
+    assert engine.wait_until(lambda: incoming[0].state is CallState.CONNECTED, T)
+    engine.run(incoming[0].hangup, 16)
+    assert engine.wait_until(lambda: incoming[0].cleared and far.cleared
+                             and not loop.cpe.calls and not loop.net.calls, T)
+    assert wire.find("net", "RELEASE").cause is None
+    assert events.of(incoming[0])[-1] == CallCleared(16, "local")
+
+
+def test_a_media_listener_that_hangs_up_clears_the_call_cleanly(rig, caplog):
+    engine, loop, events, incoming, wire = rig
+    far = dial(engine, loop, events)
+    assert engine.wait_until(lambda: bool(incoming), T)
+    ours = incoming[0]
+    engine.run(ours.answer)
+    engine.run(ours.open_media)
+    engine.run(far.open_media)
+    engine.run(ours.on_media, lambda block: ours.hangup(16))
+    engine.run(far.media.write_frame, bytes(160))
+    assert engine.wait_until(lambda: far.cleared and not loop.cpe.calls
+                             and not loop.net.calls, T)
+    assert wire.names()[-3:] == ["DISCONNECT", "RELEASE", "RELEASE COMPLETE"]
+    assert "failed" not in caplog.text
+
+
+def test_a_bad_cause_is_refused_before_anything_changes(rig):
+    engine, loop, events, incoming, _wire = rig
+    dial(engine, loop, events)
+    assert engine.wait_until(lambda: bool(incoming), T)
+    for cause in (-1, 0, 128):
+        with pytest.raises(ArgumentError, match=r"not a Q\.850 cause"):
+            engine.run(incoming[0].hangup, cause)
+    assert incoming[0].state is CallState.PROCEEDING and incoming[0].media is None
+
+
+def test_listeners_cannot_dial_on_a_span_that_is_stopping(rig):
+    engine, loop, events, incoming, _wire = rig
+    dial(engine, loop, events)
+    assert engine.wait_until(lambda: bool(incoming), T)
+    attempts = []
+
+    def redial(call, event):
+        try:
+            loop.cpe.call("5551234")
+        except Error as exc:
+            attempts.append(str(exc))
+
+    incoming[0].listeners.append(redial)
+    engine.run(loop.cpe.stop)
+    assert incoming[0].cleared and not loop.cpe.calls
+    assert attempts and "not started" in attempts[0]
+
+
+def test_an_alarm_drained_inside_libpris_read_is_handled_outside_it(rig):
+    """A RED alarm that lands while libpri is reading a frame must not re-enter libpri."""
+    engine, loop, events, incoming, _wire = rig
+    far = dial(engine, loop, events)
+    assert engine.wait_until(lambda: bool(incoming), T)
+
+    def alarm_on_alerting(channo: int, frame: bytes) -> bytes:
+        message = None
+        with contextlib.suppress(q931.Q931DecodeError):
+            message = q931.LapdFrame.parse(frame).q931()
+        if message is not None and message.name == "CONNECT":
+            loop.kernel.set_alarm(1, abi.DAHDI_ALARM_RED)  # queued before the frame lands
+        return frame
+
+    loop.kernel.frame_filter = alarm_on_alerting
+    engine.run(incoming[0].answer)
+    assert engine.wait_until(lambda: incoming[0].cleared, T)
+    assert events.of(incoming[0])[-1] == CallCleared(libpri.PRI_CAUSE_NETWORK_OUT_OF_ORDER,
+                                                     "span")
+    assert not loop.cpe.calls
+    del far

@@ -717,6 +717,8 @@ class _Library:
         self.pri_set_overlapdial = m("pri_set_overlapdial", v, [p, i])
         # void pri_connect_ack_enable(struct pri *ctrl, int enable);
         self.pri_connect_ack_enable = m("pri_connect_ack_enable", v, [p, i])
+        # void pri_hangup_fix_enable(struct pri *ctrl, int enable);
+        self.pri_hangup_fix_enable = m("pri_hangup_fix_enable", v, [p, i])
         # pri_event *pri_check_event(struct pri *pri);
         self.pri_check_event = m("pri_check_event", ctypes.POINTER(PriEvent), [p])
         # struct timeval *pri_schedule_next(struct pri *pri);
@@ -1063,6 +1065,12 @@ class Pri:
         """With True, a received CONNECT is not acknowledged automatically (call
         :meth:`connect_ack`), and a received CONNECT ACK is reported as ConnectAck."""
         self._invoke(self._lib.pri_connect_ack_enable, int(enabled))
+
+    def hangup_fix_enable(self, enabled: bool) -> None:
+        """With True, causes 1, 34, 44 and 82 clear as Q.931 5.3.2 says (RELEASE COMPLETE
+        only before any other message was sent, DISCONNECT after) instead of always with
+        RELEASE COMPLETE, which frees the call at once without any event."""
+        self._invoke(self._lib.pri_hangup_fix_enable, int(enabled))
 
     # -- call control (each raises LibpriError when libpri returns -1) --
 

@@ -7,30 +7,29 @@ The engine watches the D-channel for ``EPOLLIN | EPOLLPRI``: queued DAHDI events
 are drained first, then libpri reads frames through our callbacks, one frame and at most
 one event per ``check_event``. libpri's timers are wall-clock deadlines, kept with the
 engine's real-time timers in every clock mode, and run until they yield no more events.
+Calls are :class:`~uascall.dahdi.pri_call.PriCall` objects, keyed by libpri's call
+pointer while libpri holds them; their state table lives in :mod:`uascall.dahdi.pri_call`.
 
-Each call is a :class:`PriCall`, keyed by libpri's call pointer while libpri holds it.
-Its state machine is the table :data:`TRANSITIONS`, one per direction: local actions
-(``alerting()``, ``answer()``, ...) and libpri events each name the states they are valid
-in; a local step that is not valid raises :class:`~uascall.errors.LocalProtocolError`
-and changes nothing, a remote one that is not valid is logged and clears the call with
-cause 111.
-
-Rules learnt from libpri 1.6 (see its notes in ``reference/``) that shape this module:
+Rules learnt from libpri 1.6 that shape this module:
 
 - An incoming SETUP is answered with CALL PROCEEDING at once, on an explicit B-channel:
   until we have responded libpri sends nothing for most clearing causes, and a caller that
   gives up can vanish without an event.
 - ALERTING and PROGRESS carry progress indicator #8 when early media is in band;
   ``PROGRESS`` always does (without it the far end's libpri refuses the message).
-- We enable CONNECT ACKNOWLEDGE reporting: the answering side learns when the call is
-  really connected, and the calling side sends CONNECT ACK itself on ANSWER.
+- CONNECT ACKNOWLEDGE is reported (the answering side learns when the call is really
+  connected; the calling side sends it itself on ANSWER), and clearing follows Q.931
+  5.3.2 (libpri's "hangup fix"): RELEASE COMPLETE only before any other message.
 - Clearing: after the far end's DISCONNECT we release (HANGUP_REQ → ``hangup``); every
   HANGUP needs one more ``hangup`` to free the call; after HANGUP_ACK the pointer is dead.
+  libpri acts first and listeners hear of it after, so that a call placed from a listener
+  cannot overtake our RELEASE on the wire.
+- libpri must not be re-entered from its own callbacks: DAHDI events drained while libpri
+  reads a frame (alarms) are handled on the next engine iteration.
 - A span in RED (or BLUE, LOS) carries nothing: its calls are cleared at once with cause 38
   (network out of order) and their libpri records dropped. D-channel loss alone is left to
   libpri: unanswered calls end with cause 27 when layer 2 cannot be re-established, answered
-  ones after T309, so a short outage does not drop conversations (a negative T309 clears
-  them at once, as Asterisk does).
+  ones after T309, so a short outage does not drop conversations.
 - An incoming RESTART is acknowledged by libpri, which does not clear the calls on the
   restarted channels: we drop them with cause 41.
 
@@ -44,97 +43,39 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import Enum
 
 from uascall.dahdi import abi, libpri
 from uascall.dahdi.config import ConfigError, SpanLayout
 from uascall.dahdi.device import DEV_DIR, Channel, ControlDevice, DeviceIO
+from uascall.dahdi.pri_call import (
+    TRANSITIONS,
+    CallAlerting,
+    CallCleared,
+    CallConnected,
+    CallEvent,
+    CallProceeding,
+    CallProgress,
+    CallState,
+    PriCall,
+)
 from uascall.engine import EPOLLIN, EPOLLPRI, Engine, TimerHandle
-from uascall.errors import DeviceError, Error, LocalProtocolError
+from uascall.errors import DeviceError, Error
+
+__all__ = [
+    "CallAlerting", "CallCleared", "CallConnected", "CallEvent", "CallProceeding",
+    "CallProgress", "CallState", "PriCall", "PriSpan", "SpanEvent",
+]
 
 log = logging.getLogger(__name__)
 
-CAUSE_NORMAL = libpri.PRI_CAUSE_NORMAL_CLEARING
 LINE_DOWN_ALARMS = abi.DAHDI_ALARM_RED | abi.DAHDI_ALARM_BLUE | abi.DAHDI_ALARM_LOS
 _HDLC_SIGNALLING = (abi.DAHDI_SIG_HDLCFCS, abi.DAHDI_SIG_HARDHDLC)
 _MAX_FRAMES_PER_WAKEUP = 64  # fairness towards the other descriptors
-
-
-class CallState(Enum):
-    DIALING = "dialing"          # outgoing: SETUP sent
-    OFFERED = "offered"          # incoming: SETUP received
-    PROCEEDING = "proceeding"    # CALL PROCEEDING sent (incoming) or received (outgoing)
-    ALERTING = "alerting"        # ALERTING sent or received
-    CONNECTING = "connecting"    # incoming: CONNECT sent, CONNECT ACKNOWLEDGE awaited
-    CONNECTED = "connected"
-    CLEARING = "clearing"        # we sent DISCONNECT; the far end's RELEASE is awaited
-    CLEARED = "cleared"
-
-
-_LIVE = frozenset(CallState) - {CallState.CLEARING, CallState.CLEARED}
-_S = CallState
-
-_LIVE_TO_CLEARING = {state: _S.CLEARING for state in _LIVE}
-
-#: direction → step → {state it is valid in: state it leads to}. Local steps are methods
-#: of PriCall (lower case); remote steps are named after the libpri event. A step missing
-#: from a direction's table is never valid for such a call.
-TRANSITIONS: dict[str, dict[str, dict[CallState, CallState]]] = {
-    "incoming": {
-        "proceeding": {_S.OFFERED: _S.PROCEEDING},
-        "progress": {_S.PROCEEDING: _S.PROCEEDING, _S.ALERTING: _S.ALERTING},
-        "alerting": {_S.OFFERED: _S.ALERTING, _S.PROCEEDING: _S.ALERTING},
-        "answer": {_S.OFFERED: _S.CONNECTING, _S.PROCEEDING: _S.CONNECTING,
-                   _S.ALERTING: _S.CONNECTING},
-        "ConnectAck": {_S.CONNECTING: _S.CONNECTED},
-        "hangup": _LIVE_TO_CLEARING,
-    },
-    "outgoing": {
-        "Proceeding": {_S.DIALING: _S.PROCEEDING},
-        "SetupAck": {_S.DIALING: _S.PROCEEDING},
-        "Ringing": {_S.DIALING: _S.ALERTING, _S.PROCEEDING: _S.ALERTING},
-        "Progress": {_S.DIALING: _S.DIALING, _S.PROCEEDING: _S.PROCEEDING,
-                     _S.ALERTING: _S.ALERTING},
-        "Answer": {_S.DIALING: _S.CONNECTED, _S.PROCEEDING: _S.CONNECTED,
-                   _S.ALERTING: _S.CONNECTED},
-        "hangup": _LIVE_TO_CLEARING,
-    },
-}
-
-
-# --------------------------------------------------------------------------- call events
-@dataclass(frozen=True, slots=True)
-class CallEvent:
-    """Something that happened to a call; delivered to its listeners."""
-
-
-@dataclass(frozen=True, slots=True)
-class CallProceeding(CallEvent):
-    inband: bool
-
-
-@dataclass(frozen=True, slots=True)
-class CallAlerting(CallEvent):
-    #: progress indicator #1 or #8: the far end plays ringback or an announcement in band
-    inband: bool
-
-
-@dataclass(frozen=True, slots=True)
-class CallProgress(CallEvent):
-    inband: bool
-    cause: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class CallConnected(CallEvent):
-    """Outgoing: the far end answered. Incoming: our CONNECT was acknowledged."""
-
-
-@dataclass(frozen=True, slots=True)
-class CallCleared(CallEvent):
-    cause: int
-    #: "remote" (the far end), "local" (we hung up) or "span" (alarm, D-channel, restart)
-    by: str
+_INBAND = libpri.PRI_PROG_INBAND_AVAILABLE | libpri.PRI_PROG_CALL_NOT_E2E_ISDN
+#: causes libpri clears with RELEASE COMPLETE (freeing the call at once, with no event)
+#: when nothing else was sent for the call yet (Q.931 5.3.2 a)
+_RELEASE_COMPLETE_CAUSES = frozenset({1, 34, 44, 81, 82, 88})
+_TEMPORARY_FAILURE = libpri.PRI_CAUSE_NORMAL_TEMPORARY_FAILURE
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,149 +85,6 @@ class SpanEvent:
     kind: str  # "dchannel-up", "dchannel-down", "alarm", "config-error"
     alarms: int = 0
     detail: str = ""
-
-
-CallListener = Callable[["PriCall", CallEvent], None]
-
-
-class PriCall:
-    """One call on a PRI span, incoming or outgoing (engine thread only)."""
-
-    def __init__(self, span: PriSpan, ref: int, *, incoming: bool, chanpos: int, law: str,
-                 called: str, calling: str, calling_name: str = "",
-                 cref: int | None = None) -> None:
-        self.span = span
-        self._ref = ref
-        #: the Q.931 call reference value (without the flag bit), for traces
-        self.cref = cref
-        self.incoming = incoming
-        self.chanpos = chanpos
-        self.law = law
-        self.called = called
-        self.calling = calling
-        self.calling_name = calling_name
-        self.state = CallState.OFFERED if incoming else CallState.DIALING
-        self.cause: int | None = None
-        self.cleared_by: str | None = None
-        #: progress indicators the far end sent (libpri PRI_PROG_* bits), accumulated
-        self.progress_mask = 0
-        self.media: Channel | None = None
-        self.listeners: list[CallListener] = []
-        self._on_media: Callable[[bytes], None] | None = None
-
-    def __repr__(self) -> str:
-        way = "in" if self.incoming else "out"
-        return (f"<PriCall span {self.span.layout.spanno} B{self.chanpos} {way} "
-                f"{self.calling or '?'}->{self.called} {self.state.value}>")
-
-    @property
-    def channo(self) -> int:
-        """The B-channel's global DAHDI channel number."""
-        return self.span.channo_of(self.chanpos)
-
-    @property
-    def cleared(self) -> bool:
-        return self.state is CallState.CLEARED
-
-    @property
-    def inband(self) -> bool:
-        """Whether the far end said in-band information is available (PI #1 or #8)."""
-        return bool(self.progress_mask & (libpri.PRI_PROG_INBAND_AVAILABLE
-                                          | libpri.PRI_PROG_CALL_NOT_E2E_ISDN))
-
-    # ------------------------------------------------------------------ local steps
-    @property
-    def direction(self) -> str:
-        return "incoming" if self.incoming else "outgoing"
-
-    def _step(self, step: str) -> CallState:
-        table = TRANSITIONS[self.direction].get(step)
-        if table is None:
-            raise LocalProtocolError(f"{step}() on {self!r}: only for incoming calls",
-                                     state=self.state, event=step)
-        if self.state not in table:
-            expected = " or ".join(s.name for s in table)
-            raise LocalProtocolError(f"{step}() on {self!r}: the call is {self.state.name}; "
-                                     f"expected {expected}", state=self.state, event=step)
-        return table[self.state]
-
-    def _local(self, step: str, operation: str, *args: object) -> None:
-        new = self._step(step)
-        if self.span._pri_call(self, operation, self._ref, self.chanpos, *args):
-            self.state = new
-
-    def proceeding(self) -> None:
-        """CALL PROCEEDING (sent by the span as soon as a SETUP is accepted)."""
-        self._local("proceeding", "proceeding", False)
-
-    def alerting(self, inband: bool) -> None:
-        """ALERTING; with ``inband`` it carries progress indicator #8 (early media)."""
-        self._local("alerting", "acknowledge", inband)
-
-    def progress(self, cause: int | None = None) -> None:
-        """PROGRESS with progress indicator #8: in-band audio is on the B-channel now."""
-        self._local("progress", "progress", True, cause)
-
-    def answer(self) -> None:
-        """CONNECT. The call is CONNECTED when the far end's CONNECT ACKNOWLEDGE comes."""
-        self._local("answer", "answer")
-
-    def hangup(self, cause: int = CAUSE_NORMAL) -> None:
-        """Clear the call with a Q.850 cause (DISCONNECT). Harmless once it is clearing."""
-        if self.state not in _LIVE:
-            return
-        new = self._step("hangup")
-        self.cause, self.cleared_by = cause, "local"
-        self.close_media()
-        self.state = new
-        self.span._pri_call(self, "hangup", self._ref, cause)
-
-    # ------------------------------------------------------------------ media
-    def open_media(self, *, numbufs: int = 4) -> Channel:
-        """Open the B-channel for voice: 160-byte (20 ms) blocks in the call's law."""
-        if self.media is None:
-            if self.state in (CallState.CLEARING, CallState.CLEARED):
-                raise LocalProtocolError(f"open_media() on {self!r}: the call is "
-                                         f"{self.state.name}; expected a live call",
-                                         state=self.state, event="open_media")
-            self.media = self.span._open_bchannel(self, numbufs)
-        return self.media
-
-    def on_media(self, callback: Callable[[bytes], None] | None) -> None:
-        """Deliver every block read from the B-channel to ``callback`` (None stops it)."""
-        self._on_media = callback
-        if self.media is not None:
-            self.span._watch_media(self)
-
-    def close_media(self) -> None:
-        media, self.media = self.media, None
-        if media is not None:
-            self.span.engine.remove_fd(media.fileno())
-            media.close()
-
-    # ------------------------------------------------------------------ from the span
-    def _emit(self, event: CallEvent) -> None:
-        for listener in list(self.listeners):
-            try:
-                listener(self, event)
-            except Exception:
-                log.exception("%r: listener failed on %s", self, event)
-
-    def _clear(self, cause: int, by: str) -> None:
-        """The call is over for its users (the libpri record may live a little longer).
-
-        Whoever cleared first keeps the credit: after our DISCONNECT, the far end's RELEASE
-        does not turn a local clearing into a remote one.
-        """
-        if self.state is CallState.CLEARED:
-            return
-        if self.cleared_by is None:
-            self.cause, self.cleared_by = cause, by
-        self.close_media()
-        self.state = CallState.CLEARED
-        log.info("%r cleared by %s, cause %d (%s)", self, self.cleared_by, self.cause,
-                 libpri.cause_text(self.cause))
-        self._emit(CallCleared(self.cause, self.cleared_by))
 
 
 def _timer_settings(timers: Mapping[str, int]) -> dict[libpri.Timer, int]:
@@ -299,6 +97,11 @@ def _timer_settings(timers: Mapping[str, int]) -> dict[libpri.Timer, int]:
             raise ConfigError(f"unknown libpri timer {name!r}; expected one of {known}"
                               ) from None
     return settings
+
+
+def _cause_or(cause: int, default: int) -> int:
+    """libpri reports -1 when a message carried no cause."""
+    return cause if 1 <= cause <= 127 else default
 
 
 class PriSpan:
@@ -338,6 +141,7 @@ class PriSpan:
         self._busy: dict[int, PriCall] = {}     # chanpos → call using it
         self._timer: TimerHandle | None = None
         self._timer_deadline: float | None = None
+        self._alarm_check_pending = False
 
     def __repr__(self) -> str:
         state = "up" if self.up else "down"
@@ -356,6 +160,7 @@ class PriSpan:
             self._pri = libpri.Pri(self.node, self.switch, read=self._read_frame,
                                    write=self._write_frame, fd=dchan.fileno(), name=self.name)
             self._pri.connect_ack_enable(True)
+            self._pri.hangup_fix_enable(True)
             for timer, value in self._timers.items():
                 self._pri.set_timer(timer, value)
             self.engine.add_fd(dchan.fileno(), EPOLLIN | EPOLLPRI, self._on_dchannel_ready)
@@ -370,19 +175,21 @@ class PriSpan:
                  self.law)
 
     def stop(self) -> None:
-        """Drop every call without signalling and close the span's devices."""
-        if self._dchan is None:
+        """Drop every call without signalling (cause 41) and close the span's devices."""
+        dchan = self._dchan
+        if dchan is None:
             return
+        # Down first: listeners told of the dropped calls must not be able to dial again.
+        self.up = False
+        self._dchan = None
         for call in list(self._busy.values()):
-            self._forget(call, destroy=True)
-            call._clear(libpri.PRI_CAUSE_NORMAL_TEMPORARY_FAILURE, "span")
+            self._drop(call, _TEMPORARY_FAILURE)
         if self._timer is not None:
             self._timer.cancel()
-        dchan, self._dchan = self._dchan, None
+            self._timer = None
         self.engine.remove_fd(dchan.fileno())
         self.engine.remove_shutdown_callback(self.stop)
         dchan.close()
-        self.up = False
 
     def _check_layout(self, dchan: Channel) -> None:
         params = dchan.params()
@@ -411,14 +218,15 @@ class PriSpan:
 
     @property
     def calls(self) -> list[PriCall]:
+        """Calls holding a B-channel, cleared ones included until RELEASE COMPLETE."""
         return list(self._busy.values())
 
-    # ------------------------------------------------------------------ outgoing calls
+    # ------------------------------------------------------------------ operations
     def call(self, called: str, *, calling: str = "", calling_name: str = "",
              chanpos: int | None = None, law: str | None = None) -> PriCall:
         """Place a call (SETUP). Raises Error when the span cannot carry one now."""
-        if self._pri is None:
-            raise Error(f"{self.name}: call() before start(); expected a started span")
+        if self._pri is None or self._dchan is None:
+            raise Error(f"{self.name}: call() on a span that is not started; expected start()")
         if not self.up or self.alarms & LINE_DOWN_ALARMS:
             raise Error(f"{self.name}: the D-channel is down; expected an established link")
         if chanpos is None:
@@ -447,14 +255,15 @@ class PriSpan:
 
     def restart(self, chanpos: int) -> None:
         """Send RESTART for one B-channel, dropping our own call on it first (cause 41)."""
-        if self._pri is None or chanpos not in self._chanpos:
+        if self._pri is None or self._dchan is None or chanpos not in self._chanpos:
             raise Error(f"{self.name}: restart({chanpos}): not a B-channel of a started span")
         victim = self._busy.get(chanpos)
         if victim is not None:
             self._forget(victim, destroy=True)
-            victim._clear(libpri.PRI_CAUSE_NORMAL_TEMPORARY_FAILURE, "span")
         self._pri.restart(chanpos)
         self._reschedule()
+        if victim is not None:  # told only now: a call placed from a listener comes after
+            victim._clear(_TEMPORARY_FAILURE, "span")
 
     def _free_channel(self, preferred: int | None = None) -> int | None:
         if preferred in self._chanpos and preferred not in self._busy:
@@ -504,16 +313,16 @@ class PriSpan:
                 break
         self._run_timers()
 
-    def _pri_call(self, call: PriCall, operation: str, *args: object) -> bool:
-        """Run a libpri call operation; a refusal clears the call (cause 41) and says False."""
+    def _pri_call(self, call: PriCall, operation: Callable[..., None], *args: object) -> bool:
+        """``operation(pri, call, *args)``; if libpri refuses, the call is dropped (cause
+        41) and the answer is False."""
         assert self._pri is not None
         try:
-            getattr(self._pri, operation)(*args)
+            operation(self._pri, call._ref, *args)
             return True
         except libpri.LibpriError as exc:
-            log.error("%s: %s on %r failed: %s", self.name, operation, call, exc)
-            self._forget(call, destroy=True)
-            call._clear(libpri.PRI_CAUSE_NORMAL_TEMPORARY_FAILURE, "span")
+            log.error("%s: %s on %r failed: %s", self.name, operation.__name__, call, exc)
+            self._drop(call, _TEMPORARY_FAILURE)
             return False
         finally:
             self._reschedule()
@@ -547,45 +356,29 @@ class PriSpan:
             self._handle(event)
         self._reschedule()
 
-    # ------------------------------------------------------------------ events
-    def _handle(self, event: libpri.Event | None) -> None:
-        if event is None:
-            return
-        handler = _EVENT_HANDLERS.get(type(event))
-        call = self._calls.get(getattr(event, "call", 0) or 0)
-        try:
-            if handler is None:
-                log.info("%s: %s ignored", self.name, event)
-            elif call is None and hasattr(event, "call") and not isinstance(event,
-                                                                            libpri.Ring):
-                log.debug("%s: %s for a call we no longer have", self.name, event)
-            elif (call is not None and call.state not in _LIVE
-                  and not isinstance(event, _CLEARING_EVENTS)):
-                log.debug("%s: %s for %r, which is already clearing", self.name, event, call)
-            else:
-                handler(self, event, call)
-        except Exception:
-            log.exception("%s: handling %s failed", self.name, event)
-            if call is not None and not call.cleared:
-                self._fail(call, libpri.PRI_CAUSE_NORMAL_TEMPORARY_FAILURE)
-
-    def _transition(self, call: PriCall, step: str) -> bool:
-        table = TRANSITIONS[call.direction].get(step, {})
-        if call.state not in table:
-            log.warning("%s: %s for %s %r; clearing with cause 111", self.name, step,
-                        call.direction, call)
-            self._fail(call, libpri.PRI_CAUSE_PROTOCOL_ERROR)
-            return False
-        call.state = table[call.state]
-        return True
+    # ------------------------------------------------------------------ clearing
+    def _hang_up(self, call: PriCall, cause: int, by: str) -> None:
+        """Start clearing a live call: DISCONNECT, or RELEASE COMPLETE where Q.931 says."""
+        at_once = cause in _RELEASE_COMPLETE_CAUSES and call.state in (CallState.OFFERED,
+                                                                        CallState.DIALING)
+        if cause == libpri.PRI_CAUSE_INVALID_CALL_REFERENCE:
+            at_once = True
+        call.cause, call.cleared_by = cause, by
+        call.close_media()
+        call.state = CallState.CLEARING
+        if self._pri_call(call, libpri.Pri.hangup, cause) and at_once:
+            # RELEASE COMPLETE went out and libpri freed the call: no event will follow.
+            self._forget(call)
+            call._clear(cause, by)
 
     def _fail(self, call: PriCall, cause: int) -> None:
-        """Clear a call that went wrong on our side or the wire, telling the far end."""
-        if self._pri is not None and call._ref in self._calls:
-            try:
-                self._pri.hangup(call._ref, cause)
-            except libpri.LibpriError:
-                self._forget(call, destroy=True)
+        """Clear a call that went wrong on our side or on the wire, telling the far end."""
+        if call.live:
+            self._hang_up(call, cause, "span")
+
+    def _drop(self, call: PriCall, cause: int) -> None:
+        """Drop a call without signalling: free its libpri record and B-channel now."""
+        self._forget(call, destroy=True)
         call._clear(cause, "span")
 
     def _forget(self, call: PriCall, *, destroy: bool = False) -> None:
@@ -598,6 +391,42 @@ class PriSpan:
         if self._busy.get(call.chanpos) is call:
             del self._busy[call.chanpos]
 
+    def _clear_all(self, cause: int) -> None:
+        for call in list(self._busy.values()):
+            self._drop(call, cause)
+
+    # ------------------------------------------------------------------ events
+    def _handle(self, event: libpri.Event | None) -> None:
+        if event is None:
+            return
+        handler = _EVENT_HANDLERS.get(type(event))
+        call = self._calls.get(getattr(event, "call", 0) or 0)
+        try:
+            if handler is None:
+                log.info("%s: %s ignored", self.name, event)
+            elif call is None and hasattr(event, "call") and not isinstance(event,
+                                                                            libpri.Ring):
+                log.debug("%s: %s for a call we no longer have", self.name, event)
+            elif (call is not None and not call.live
+                  and not isinstance(event, _CLEARING_EVENTS)):
+                log.debug("%s: %s for %r, which is already clearing", self.name, event, call)
+            else:
+                handler(self, event, call)
+        except Exception:
+            log.exception("%s: handling %s failed", self.name, event)
+            if call is not None:
+                self._fail(call, _TEMPORARY_FAILURE)
+
+    def _transition(self, call: PriCall, step: str) -> bool:
+        table = TRANSITIONS[call.direction].get(step, {})
+        if call.state not in table:
+            log.warning("%s: %s for %s %r; clearing with cause 111", self.name, step,
+                        call.direction, call)
+            self._fail(call, libpri.PRI_CAUSE_PROTOCOL_ERROR)
+            return False
+        call.state = table[call.state]
+        return True
+
     def _emit_span(self, event: SpanEvent) -> None:
         for listener in list(self.listeners):
             try:
@@ -606,21 +435,26 @@ class PriSpan:
                 log.exception("%s: span listener failed on %s", self.name, event)
 
     def _on_dchannel_event(self, event: int) -> None:
+        # Called from drain_events(), possibly inside libpri's read callback: only note it.
         if event in (abi.DAHDI_EVENT_ALARM, abi.DAHDI_EVENT_NOALARM):
-            assert self._dchan is not None
-            self.alarms = self._dchan.span_status().alarms
-            log.warning("%s: span alarms %s", self.name,
-                        abi.alarm_names(self.alarms) or "cleared")
-            if self.alarms & LINE_DOWN_ALARMS:
-                self._clear_all(libpri.PRI_CAUSE_NETWORK_OUT_OF_ORDER)
-            self._emit_span(SpanEvent("alarm", self.alarms))
+            if not self._alarm_check_pending:
+                self._alarm_check_pending = True
+                self.engine.call_soon(self._check_alarms)
         else:
             log.info("%s: D-channel event %s", self.name, abi.event_name(event))
 
-    def _clear_all(self, cause: int) -> None:
-        for call in list(self._busy.values()):
-            self._forget(call, destroy=True)
-            call._clear(cause, "span")
+    def _check_alarms(self) -> None:
+        self._alarm_check_pending = False
+        if self._dchan is None:
+            return
+        alarms = self._dchan.span_status().alarms
+        if alarms == self.alarms:
+            return
+        self.alarms = alarms
+        log.warning("%s: span alarms %s", self.name, abi.alarm_names(alarms) or "cleared")
+        if alarms & LINE_DOWN_ALARMS:
+            self._clear_all(libpri.PRI_CAUSE_NETWORK_OUT_OF_ORDER)
+        self._emit_span(SpanEvent("alarm", alarms))
 
     def _on_dchan_up(self, event: libpri.DchanUp, call: None) -> None:
         self.up = True
@@ -628,23 +462,21 @@ class PriSpan:
         self._emit_span(SpanEvent("dchannel-up", self.alarms))
 
     def _on_dchan_down(self, event: libpri.DchanDown, call: None) -> None:
+        # Calls are libpri's to clear: cause 27 when layer 2 stays down, after T309 for
+        # answered ones.
         self.up = False
         log.warning("%s: D-channel down", self.name)
-        assert self._pri is not None
-        if self._pri.get_timer(libpri.Timer.T309) < 0:
-            self._clear_all(libpri.PRI_CAUSE_NETWORK_OUT_OF_ORDER)
         self._emit_span(SpanEvent("dchannel-down", self.alarms))
 
     def _on_ring(self, event: libpri.Ring, _call: None) -> None:
         assert self._pri is not None
         requested = libpri.b_channel(event.channel)
+        chanpos: int | None = None
         refuse = None
         if event.ctype not in (libpri.PRI_TRANS_CAP_SPEECH, libpri.PRI_TRANS_CAP_3_1K_AUDIO):
             refuse = (libpri.PRI_CAUSE_INCOMPATIBLE_DESTINATION, "not a voice call")
-            chanpos = None
         elif requested is not None and requested not in self._chanpos:
             refuse = (libpri.PRI_CAUSE_IDENTIFIED_CHANNEL_NOTEXIST, "no such B-channel")
-            chanpos = None
         elif requested is not None and not event.flexible:
             chanpos = requested if requested not in self._busy else None
             if chanpos is None:
@@ -653,13 +485,13 @@ class PriSpan:
             chanpos = self._free_channel(requested)
             if chanpos is None:
                 refuse = (libpri.PRI_CAUSE_NORMAL_CIRCUIT_CONGESTION, "no free B-channel")
-        if refuse is not None:
-            # These causes make libpri answer RELEASE COMPLETE before any other response.
+        if refuse is not None or chanpos is None:
+            cause, why = refuse or (libpri.PRI_CAUSE_NORMAL_CIRCUIT_CONGESTION, "no channel")
+            # Before any response these causes go out as RELEASE COMPLETE and free the call.
             log.warning("%s: refusing SETUP %s <- %s: %s (cause %d)", self.name,
-                        event.called_number, event.calling_number, refuse[1], refuse[0])
-            self._pri.hangup(event.call, refuse[0])
+                        event.called_number, event.calling_number, why, cause)
+            self._pri.hangup(event.call, cause)
             return
-        assert chanpos is not None
         law = {libpri.PRI_LAYER_1_ALAW: "alaw", libpri.PRI_LAYER_1_ULAW: "ulaw"}.get(
             event.layer1, self.law)
         call = PriCall(self, event.call, incoming=True, chanpos=chanpos, law=law,
@@ -670,7 +502,7 @@ class PriSpan:
         self._busy[chanpos] = call
         log.info("%s: incoming %r", self.name, call)
         call.proceeding()
-        if call.cleared:
+        if not call.live:
             return
         if self.on_incoming is None:
             log.warning("%s: no handler for incoming calls; refusing %r", self.name, call)
@@ -680,40 +512,37 @@ class PriSpan:
             self.on_incoming(call)
         except Exception:
             log.exception("%s: incoming-call handler failed on %r", self.name, call)
-            if not call.cleared:
-                self._fail(call, libpri.PRI_CAUSE_NORMAL_TEMPORARY_FAILURE)
+            self._fail(call, _TEMPORARY_FAILURE)
 
-    def _follow_channel(self, call: PriCall, channel: int) -> None:
-        """The network may put our outgoing call on another B-channel than we asked for."""
+    def _follow_channel(self, call: PriCall, channel: int) -> bool:
+        """The network may put our outgoing call on another B-channel than we asked for;
+        False when it chose one we cannot use (the call is then being cleared)."""
         chanpos = libpri.b_channel(channel)
         if chanpos is None or chanpos == call.chanpos:
-            return
+            return True
         if chanpos not in self._chanpos or chanpos in self._busy:
             log.warning("%s: network moved %r to unusable B-channel %d", self.name, call,
                         chanpos)
             self._fail(call, libpri.PRI_CAUSE_REQUESTED_CHAN_UNAVAIL)
-            return
+            return False
         del self._busy[call.chanpos]
         call.chanpos = chanpos
         self._busy[chanpos] = call
+        return True
 
     def _on_proceeding(self, event: libpri.Proceeding | libpri.SetupAck,
                        call: PriCall) -> None:
         if isinstance(event, libpri.Proceeding):
             call.cref = event.cref & 0x7FFF
-        if self._transition(call, type(event).__name__):
-            self._follow_channel(call, event.channel)
+        if self._transition(call, type(event).__name__) and self._follow_channel(
+                call, event.channel):
             call.progress_mask |= event.progress_mask
-            if not call.cleared:
-                call._emit(CallProceeding(call.inband))
+            call._emit(CallProceeding(bool(event.progress_mask & _INBAND)))
 
     def _on_ringing(self, event: libpri.Ringing, call: PriCall) -> None:
-        if self._transition(call, "Ringing"):
-            self._follow_channel(call, event.channel)
+        if self._transition(call, "Ringing") and self._follow_channel(call, event.channel):
             call.progress_mask |= event.progress_mask
-            if not call.cleared:
-                call._emit(CallAlerting(bool(event.progress_mask & (
-                    libpri.PRI_PROG_INBAND_AVAILABLE | libpri.PRI_PROG_CALL_NOT_E2E_ISDN))))
+            call._emit(CallAlerting(bool(event.progress_mask & _INBAND)))
 
     def _on_progress(self, event: libpri.Progress, call: PriCall) -> None:
         if self._transition(call, "Progress"):
@@ -722,38 +551,32 @@ class PriSpan:
                                     event.cause))
 
     def _on_answer(self, event: libpri.Answer, call: PriCall) -> None:
-        if self._transition(call, "Answer"):
-            self._follow_channel(call, event.channel)
-            assert self._pri is not None
-            self._pri.connect_ack(call._ref, call.chanpos)
-            if not call.cleared:
+        if self._transition(call, "Answer") and self._follow_channel(call, event.channel):
+            if self._pri_call(call, libpri.Pri.connect_ack, call.chanpos):
                 call._emit(CallConnected())
 
     def _on_connect_ack(self, event: libpri.ConnectAck, call: PriCall) -> None:
         if self._transition(call, "ConnectAck"):
             call._emit(CallConnected())
 
-    # In the clearing handlers libpri acts first and listeners hear of it after: a listener
-    # may place the next call at once, and its SETUP must not overtake our RELEASE or
-    # RELEASE COMPLETE on the wire, or the far end would still see the B-channel busy.
-
     def _on_hangup_req(self, event: libpri.HangupReq, call: PriCall) -> None:
         # The far end sent DISCONNECT: release (RELEASE); HANGUP_ACK frees the record.
-        assert self._pri is not None
-        self._pri.hangup(call._ref, event.cause)
-        call._clear(event.cause, "remote")
+        cause = _cause_or(event.cause, libpri.PRI_CAUSE_NORMAL_UNSPECIFIED)
+        if self._pri_call(call, libpri.Pri.hangup, cause):
+            call._clear(cause, "remote")
 
     def _on_hangup(self, event: libpri.Hangup, call: PriCall) -> None:
         # RELEASE (or a timer, or layer 2 gone for good): one more hangup frees the record.
-        assert self._pri is not None
-        self._pri.hangup(call._ref, event.cause)
+        cause = _cause_or(event.cause, libpri.PRI_CAUSE_NORMAL_UNSPECIFIED)
+        if not self._pri_call(call, libpri.Pri.hangup, cause):
+            return
         self._forget(call)
-        lost = event.cause == libpri.PRI_CAUSE_DESTINATION_OUT_OF_ORDER and not self.up
-        call._clear(event.cause, "span" if lost else "remote")
+        lost = cause == libpri.PRI_CAUSE_DESTINATION_OUT_OF_ORDER and not self.up
+        call._clear(cause, "span" if lost else "remote")
 
     def _on_hangup_ack(self, event: libpri.HangupAck, call: PriCall) -> None:
         self._forget(call)
-        call._clear(event.cause, "remote")
+        call._clear(_cause_or(event.cause, libpri.PRI_CAUSE_NORMAL_UNSPECIFIED), "remote")
 
     def _on_restart(self, event: libpri.Restart, call: None) -> None:
         chanpos = libpri.b_channel(event.channel)
@@ -761,8 +584,7 @@ class PriSpan:
                     "every B-channel" if chanpos is None else f"B-channel {chanpos}")
         for victim in list(self._busy.values()):
             if chanpos is None or victim.chanpos == chanpos:
-                self._forget(victim, destroy=True)
-                victim._clear(libpri.PRI_CAUSE_NORMAL_TEMPORARY_FAILURE, "span")
+                self._drop(victim, _TEMPORARY_FAILURE)
 
     def _on_config_error(self, event: libpri.ConfigError, call: None) -> None:
         log.error("%s: libpri configuration error: %s", self.name, event.message)
@@ -780,43 +602,35 @@ class PriSpan:
             # Audio mode first: the law and linear ioctls are refused on a raw clear channel.
             media.set_audio_mode(True)
             media.set_law(abi.DAHDI_LAW_ALAW if call.law == "alaw" else abi.DAHDI_LAW_MULAW)
-            media.on_event = lambda event: self._on_media_event(call, event)
+            media.on_event = lambda event: log.debug("%r: B-channel event %s", call,
+                                                     abi.event_name(event))
         except BaseException:
             media.close()
             raise
         call.media = media
         self.engine.add_fd(media.fileno(), EPOLLPRI,
-                           lambda revents: self._on_media_ready(call, revents),
-                           on_error=lambda _exc: self._on_media_failed(call))
+                           lambda revents: self._on_media_ready(call, media, revents),
+                           on_error=lambda _exc: self._fail(call, _TEMPORARY_FAILURE))
         self._watch_media(call)
         return media
-
-    def _on_media_failed(self, call: PriCall) -> None:
-        if not call.cleared:
-            self._fail(call, libpri.PRI_CAUSE_NORMAL_TEMPORARY_FAILURE)
 
     def _watch_media(self, call: PriCall) -> None:
         if call.media is not None:
             mask = EPOLLPRI | (EPOLLIN if call._on_media is not None else 0)
             self.engine.modify_fd(call.media.fileno(), mask)
 
-    def _on_media_ready(self, call: PriCall, revents: int) -> None:
-        media = call.media
-        if media is None:
-            return
+    def _on_media_ready(self, call: PriCall, media: Channel, revents: int) -> None:
+        # Span alarms are handled on the D-channel; B-channel events are only logged.
         if revents & EPOLLPRI:
             media.drain_events()
-        if call._on_media is None:
-            return
         for _ in range(8):
+            # The callback may hang up or close the media: stop as soon as it is not ours.
+            if call.media is not media or call._on_media is None:
+                break
             block = media.read_frame()
-            if block is None or call.media is None:
+            if block is None:
                 break
             call._on_media(block)
-
-    def _on_media_event(self, call: PriCall, event: int) -> None:
-        # Span alarms are handled on the D-channel; B-channel events are only logged.
-        log.debug("%r: B-channel event %s", call, abi.event_name(event))
 
 
 _CLEARING_EVENTS = (libpri.HangupReq, libpri.Hangup, libpri.HangupAck)
