@@ -442,17 +442,17 @@ def test_libpri_messages_are_logged_by_instance(rig: Rig, caplog) -> None:
 def test_events_are_copied_and_unknown_codes_never_raise() -> None:
     ev = libpri.PriEvent()
     ev.e = libpri.PRI_EVENT_HOLD
-    assert libpri._event_from_c(ev) == UnknownEvent(21, "HOLD")
+    assert libpri.copy_event(ev) == UnknownEvent(21, "HOLD")
     ev.e = 99
-    assert libpri._event_from_c(ev) == UnknownEvent(99, "UNKNOWN(99)")
+    assert libpri.copy_event(ev) == UnknownEvent(99, "UNKNOWN(99)")
     ev.e = libpri.PRI_EVENT_PROCEEDING
     ev.proceeding.cause = 22005  # stale: libpri fills .cause for PROGRESS only
-    assert not hasattr(libpri._event_from_c(ev), "cause")
+    assert not hasattr(libpri.copy_event(ev), "cause")
     ev.e, ev.proceeding.cause = libpri.PRI_EVENT_PROGRESS, -1
-    assert libpri._event_from_c(ev).cause is None
+    assert libpri.copy_event(ev).cause is None
     ev.e = libpri.PRI_EVENT_CONFIG_ERR
     ev.err.err = b"bad switch\n"
-    config = libpri._event_from_c(ev)
+    config = libpri.copy_event(ev)
     assert config == ConfigError("bad switch")
     ev.err.err = b"overwritten"  # the copy does not follow libpri's buffer
     assert config.message == "bad switch"

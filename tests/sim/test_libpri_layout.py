@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests import cprobe
-from uascall.dahdi import libpri
+from uascall.dahdi import libpri, libpri_abi
 from uascall.errors import LibpriUnavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,11 +24,11 @@ _C_NAME = re.compile(r"^(PRI|PRES)_[A-Z0-9_]+$")
 
 
 def _constants() -> dict[str, int]:
-    found = {name: value for name, value in vars(libpri).items()
+    found = {name: value for name, value in vars(libpri_abi).items()
              if _C_NAME.match(name) and type(value) is int}
     # The enums must agree with the C names they shadow.
-    for enum, prefix in ((libpri.Node, "PRI_"), (libpri.Switch, "PRI_SWITCH_"),
-                         (libpri.Debug, "PRI_DEBUG_"), (libpri.Timer, "PRI_TIMER_")):
+    for enum, prefix in ((libpri_abi.Node, "PRI_"), (libpri_abi.Switch, "PRI_SWITCH_"),
+                         (libpri_abi.Debug, "PRI_DEBUG_"), (libpri_abi.Timer, "PRI_TIMER_")):
         for member in enum:
             found[prefix + member.name] = int(member)
     return found
@@ -37,7 +37,7 @@ def _constants() -> dict[str, int]:
 def _probe_source() -> str:
     lines = ["#include <stdio.h>", "#include <stddef.h>", "#include <sys/time.h>",
              "#include <libpri.h>", "", "int main(void)", "{"]
-    for struct in libpri.EVENT_STRUCTS:
+    for struct in libpri_abi.EVENT_STRUCTS:
         c = struct._c_name_
         lines.append(f'\tprintf("S\\t{c}\\t%zu\\t%zu\\n", sizeof({c}), _Alignof({c}));')
         for field, _ in struct._fields_:
