@@ -1,0 +1,166 @@
+"""The simulated kernel's state: spans, channels and open files, as dahdi-base keeps them.
+
+Plain data with the few rules that belong to one channel (what an open resets, its idle
+pattern, its codec); :mod:`uascall.sim.kernel` moves the data and :mod:`uascall.sim.ioctls`
+answers the ioctls.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass, field
+
+from uascall.dahdi import abi
+from uascall.media import g711
+from uascall.sim.readiness import ReadinessFd
+
+SAMPLE_RATE = 8000
+MAX_QUEUED_EVENTS = abi.DAHDI_MAX_EVENTSIZE - 1  # one slot stays empty in the ring
+SIGNALLING = {
+    "bchan": abi.DAHDI_SIG_CLEAR, "inclear": abi.DAHDI_SIG_CLEAR,
+    "clear": abi.DAHDI_SIG_CLEAR, "dchan": abi.DAHDI_SIG_HDLCFCS,
+    "fcshdlc": abi.DAHDI_SIG_HDLCFCS, "hardhdlc": abi.DAHDI_SIG_HARDHDLC,
+    "fxoks": abi.DAHDI_SIG_FXOKS, "fxsks": abi.DAHDI_SIG_FXSKS,
+    "fxols": abi.DAHDI_SIG_FXOLS, "fxsls": abi.DAHDI_SIG_FXSLS,
+    "unused": 0,
+}
+SPAN_KINDS = {
+    # kind: (channels, default law, line configuration, description)
+    "E1": (31, abi.DAHDI_LAW_ALAW,
+           abi.DAHDI_CONFIG_CCS | abi.DAHDI_CONFIG_HDB3 | abi.DAHDI_CONFIG_CRC4, "E1"),
+    "T1": (24, abi.DAHDI_LAW_MULAW, abi.DAHDI_CONFIG_ESF | abi.DAHDI_CONFIG_B8ZS, "T1"),
+}
+LINE_DOWN = abi.DAHDI_ALARM_RED | abi.DAHDI_ALARM_BLUE | abi.DAHDI_ALARM_LOS
+
+
+@dataclass
+class ChannelStats:
+    """Counters a test or benchmark can read (the kernel keeps none of these for users)."""
+
+    tx_bytes: int = 0
+    rx_bytes: int = 0
+    tx_underruns: int = 0
+    rx_overruns: int = 0
+    frames_sent: int = 0
+    frames_received: int = 0
+    frames_dropped: int = 0
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """One HDLC frame crossing a looped pair, for taps (the FCS is not included)."""
+
+    time: float
+    from_channel: int
+    to_channel: int
+    frame: bytes
+    delivered: bool
+
+
+@dataclass(eq=False)
+class SimChannel:
+    channo: int
+    span: SimSpan
+    chanpos: int
+    sig: int = 0
+    deflaw: int = 0
+    file: OpenFile | None = None
+    # what an open resets (initialize_channel)
+    law: int = 0
+    linear: bool = False
+    audio: bool = False
+    blocksize: int = abi.DAHDI_DEFAULT_BLOCKSIZE
+    numbufs: int = abi.DAHDI_DEFAULT_NUM_BUFS
+    txpolicy: int = abi.DAHDI_POLICY_IMMEDIATE
+    buffer_events: bool = False
+    txdisable: bool = False
+    underrun_flag: bool = False
+    overrun_flag: bool = False
+    flowing: bool = False
+    tx: deque[bytes] = field(default_factory=deque)
+    tx_offset: int = 0
+    rx: deque[bytes] = field(default_factory=deque)
+    rx_partial: bytearray = field(default_factory=bytearray)
+    events: deque[int] = field(default_factory=deque)
+    gains: bytes = b""
+    chan_alarms: int = 0
+    stats: ChannelStats = field(default_factory=ChannelStats)
+
+    @property
+    def name(self) -> str:
+        return f"{self.span.name}/{self.chanpos}"
+
+    @property
+    def is_clear(self) -> bool:
+        return self.sig == abi.DAHDI_SIG_CLEAR
+
+    @property
+    def is_hdlc(self) -> bool:
+        return self.sig in (abi.DAHDI_SIG_HDLCFCS, abi.DAHDI_SIG_HARDHDLC)
+
+    def reset(self) -> None:
+        self.law = self.deflaw or self.span.deflaw
+        self.linear = False
+        self.audio = False
+        self.blocksize = abi.DAHDI_DEFAULT_BLOCKSIZE
+        self.numbufs = abi.DAHDI_DEFAULT_NUM_BUFS
+        self.txpolicy = abi.DAHDI_POLICY_IMMEDIATE
+        self.txdisable = False
+        self.underrun_flag = False
+        self.overrun_flag = False
+        self.flowing = False
+        self.flush(read=True, write=True)
+        self.events.clear()
+
+    def flush(self, *, read: bool, write: bool) -> None:
+        if read:
+            self.rx.clear()
+            self.rx_partial.clear()
+        if write:
+            self.tx.clear()
+            self.tx_offset = 0
+
+    def codec(self) -> g711.Codec:
+        return g711.ALAW if self.law == abi.DAHDI_LAW_ALAW else g711.ULAW
+
+    def idle_byte(self) -> int:
+        return self.codec().silence if self.audio else 0xFF
+
+
+@dataclass(eq=False)
+class SimSpan:
+    spanno: int
+    name: str
+    kind: str
+    deflaw: int
+    lineconfig: int
+    channels: list[SimChannel] = field(default_factory=list)
+    peer: SimSpan | None = None
+    #: what the span reports: its own alarms, plus YELLOW while its peer's line is down
+    alarms: int = 0
+    #: the alarms a test raised on this span itself
+    raised: int = 0
+    dchannel_cut: bool = False
+
+    def line_up(self) -> bool:
+        peer = self.peer
+        return (peer is not None and not (self.alarms & LINE_DOWN)
+                and not (peer.alarms & LINE_DOWN))
+
+
+@dataclass(eq=False)
+class OpenFile:
+    readiness: ReadinessFd
+    kind: str  # "ctl", "unspecified" or "channel"
+    nonblocking: bool
+    chan: SimChannel | None = None
+
+    @property
+    def fd(self) -> int:
+        return self.readiness.fileno()
+
+
+def oserror(err: int, where: str) -> OSError:
+    strerror = "Unknown error 500 (ELAST)" if err == abi.ELAST else os.strerror(err)
+    return OSError(err, strerror, where)
