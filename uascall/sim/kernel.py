@@ -84,6 +84,7 @@ from uascall.sim.readiness import ReadinessFd
 
 log = logging.getLogger(__name__)
 
+
 class SimKernel(DeviceIO):
     """The simulated kernel. Create it with the engine it runs on, then add spans."""
 
