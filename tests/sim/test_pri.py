@@ -112,6 +112,15 @@ def dial(engine, loop, events, called="5551000", calling="5552000", name="Lab Ca
     return engine.run(place)
 
 
+def ring_in(rig, **kwargs):
+    """The exchange calls us; returns (its call, ours) once ours has arrived."""
+    engine, loop, events, incoming, _wire = rig
+    before = len(incoming)
+    far = dial(engine, loop, events, **kwargs)
+    assert engine.wait_until(lambda: len(incoming) > before, T)
+    return far, incoming[-1]
+
+
 def test_dchannels_come_up_and_link_is_established(rig):
     _engine, loop, _events, _incoming, _wire = rig
     assert loop.cpe.up and loop.net.up
@@ -178,10 +187,8 @@ def test_progress_carries_pi8_and_the_cause(rig):
 
 @pytest.mark.parametrize("cause", [17, 21, 16])
 def test_clearing_from_our_side_carries_the_cause(rig, cause):
-    engine, loop, events, incoming, wire = rig
-    far = dial(engine, loop, events)
-    assert engine.wait_until(lambda: bool(incoming), T)
-    ours = incoming[0]
+    engine, loop, events, _incoming, wire = rig
+    far, ours = ring_in(rig)
     engine.run(ours.alerting, True)
     engine.run(ours.hangup, cause)
     assert ours.state in (CallState.CLEARING, CallState.CLEARED)
@@ -244,10 +251,8 @@ def test_outgoing_call_the_other_way(rig):
 
 
 def test_bchannel_bytes_cross_byte_exact_both_ways(rig):
-    engine, loop, events, incoming, _wire = rig
-    far = dial(engine, loop, events)
-    assert engine.wait_until(lambda: bool(incoming), T)
-    ours = incoming[0]
+    engine, _loop, _events, _incoming, _wire = rig
+    far, ours = ring_in(rig)
     engine.run(ours.answer)
     assert engine.wait_until(lambda: ours.state is CallState.CONNECTED, T)
     heard = {"far": bytearray(), "ours": bytearray()}
@@ -287,10 +292,8 @@ def test_operations_in_the_wrong_state_are_refused_and_change_nothing(rig):
 
 
 def test_red_alarm_clears_the_spans_calls_with_a_cause(rig):
-    engine, loop, events, incoming, _wire = rig
-    far = dial(engine, loop, events)
-    assert engine.wait_until(lambda: bool(incoming), T)
-    ours = incoming[0]
+    engine, loop, events, _incoming, _wire = rig
+    far, ours = ring_in(rig)
     engine.run(ours.answer)
     engine.run(ours.open_media)
     assert engine.wait_until(lambda: ours.state is CallState.CONNECTED, T)
@@ -575,10 +578,8 @@ def test_release_without_a_cause_still_frees_the_channel(rig):
 
 
 def test_a_media_listener_that_hangs_up_clears_the_call_cleanly(rig, caplog):
-    engine, loop, events, incoming, wire = rig
-    far = dial(engine, loop, events)
-    assert engine.wait_until(lambda: bool(incoming), T)
-    ours = incoming[0]
+    engine, loop, _events, _incoming, wire = rig
+    far, ours = ring_in(rig)
     engine.run(ours.answer)
     engine.run(ours.open_media)
     engine.run(far.open_media)
