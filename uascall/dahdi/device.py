@@ -248,7 +248,7 @@ class Channel(_Device):
 
     ``on_event`` receives every event drained from the kernel's queue (an int, see
     :func:`uascall.dahdi.abi.event_name`); until one is set they collect in
-    ``pending_events``.
+    ``pending_events``, which keeps the latest 64 like the kernel's own queue.
     """
 
     #: bytes in one 20 ms G.711 frame, DAHDI's usual block size (Asterisk's READ_SIZE).
@@ -258,7 +258,7 @@ class Channel(_Device):
         super().__init__(io, fd, path, label)
         self.channo = channo
         self.on_event: Callable[[int], None] | None = None
-        self.pending_events: deque[int] = deque()
+        self.pending_events: deque[int] = deque(maxlen=abi.DAHDI_MAX_EVENTSIZE)
         self._blocksize = abi.DAHDI_DEFAULT_BLOCKSIZE
         self._linear = False
 
