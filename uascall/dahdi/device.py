@@ -248,7 +248,7 @@ class Channel(_Device):
 
     ``on_event`` receives every event drained from the kernel's queue (an int, see
     :func:`uascall.dahdi.abi.event_name`); until one is set they collect in
-    ``pending_events``, which keeps the latest 64 like the kernel's own queue.
+    ``pending_events`` (the latest 64: older ones are dropped if nobody drains them).
     """
 
     #: bytes in one 20 ms G.711 frame, DAHDI's usual block size (Asterisk's READ_SIZE).
