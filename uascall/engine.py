@@ -95,18 +95,23 @@ class VirtualClock(Clock):
 class TimerHandle:
     """A scheduled callback; :meth:`cancel` it to stop it from running."""
 
-    __slots__ = ("_args", "_callback", "cancelled", "when")
+    __slots__ = ("_args", "_callback", "_owner", "cancelled", "when")
 
     def __init__(self, when: float, callback: Callable[..., Any], args: tuple) -> None:
         self.when = when
         self._callback = callback
         self._args = args
+        self._owner: _Timers | None = None
         self.cancelled = False
 
     def cancel(self) -> None:
+        if self.cancelled:
+            return
         self.cancelled = True
         self._callback = _noop
         self._args = ()
+        if self._owner is not None:
+            self._owner.cancelled_one()
 
     def __repr__(self) -> str:
         state = " cancelled" if self.cancelled else ""
@@ -130,21 +135,36 @@ class _Waiter:
 
 
 class _Timers:
-    """A heap of TimerHandles with lazy deletion of cancelled ones."""
+    """A heap of TimerHandles with lazy deletion of cancelled ones.
 
-    __slots__ = ("_heap", "_seq")
+    Protocol timers are restarted all the time (libpri moves its T203 deadline with every
+    frame), so cancelled entries are swept out once they are half the heap instead of
+    waiting for their deadlines.
+    """
+
+    __slots__ = ("_cancelled", "_heap", "_seq")
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, TimerHandle]] = []
         self._seq = itertools.count()
+        self._cancelled = 0
 
     def push(self, handle: TimerHandle) -> None:
+        handle._owner = self
         heapq.heappush(self._heap, (handle.when, next(self._seq), handle))
+
+    def cancelled_one(self) -> None:
+        self._cancelled += 1
+        if self._cancelled > 64 and self._cancelled * 2 > len(self._heap):
+            self._heap = [entry for entry in self._heap if not entry[2].cancelled]
+            heapq.heapify(self._heap)
+            self._cancelled = 0
 
     def next_when(self) -> float | None:
         heap = self._heap
         while heap and heap[0][2].cancelled:
             heapq.heappop(heap)
+            self._cancelled -= 1
         return heap[0][0] if heap else None
 
     def pop_due(self, now: float) -> list[TimerHandle]:
@@ -152,7 +172,10 @@ class _Timers:
         heap = self._heap
         while heap and heap[0][0] <= now:
             handle = heapq.heappop(heap)[2]
-            if not handle.cancelled:
+            handle._owner = None  # cancelling it from now on changes nothing here
+            if handle.cancelled:
+                self._cancelled -= 1
+            else:
                 due.append(handle)
         return due
 
@@ -191,7 +214,6 @@ class Engine:
         self._runnable_actors = 0
         self._actor_lock = threading.Lock()
         self._local = threading.local()
-        self._sleeping = False
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Engine:

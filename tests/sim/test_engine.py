@@ -240,3 +240,19 @@ def test_system_exit_in_a_callback_does_not_end_the_engine(caplog):
         engine.run(engine.call_soon, sys.exit, 3)
         assert engine.run(lambda: "alive") == "alive"
     assert "SystemExit" in caplog.text
+
+
+def test_restarted_timers_do_not_pile_up():
+    """A protocol timer moved on every frame must not leave its old deadlines behind."""
+    fired = []
+    with Engine() as engine:
+        def restart_many() -> int:
+            handle = engine.call_later(10.0, fired.append, "stale")
+            for _ in range(10_000):
+                handle.cancel()
+                handle = engine.call_later(10.0, fired.append, "live")
+            engine.call_later(0.0, handle.cancel)
+            return len(engine._timers)
+
+        assert engine.run(restart_many) < 200
+    assert fired == []
