@@ -17,6 +17,7 @@ packages=(
   python3 python3-venv gcc libc6-dev     # the venv; the ABI tests compile C probes
   libpri1.4 libpri-dev                   # libpri for PRI; its header for the layout test
   dahdi-source                           # dahdi/user.h for the ABI test
+  espeak-ng                              # text to speech for PlayableMedia(text_to_say=...)
 )
 
 missing=()
