@@ -38,6 +38,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import math
 import os
 import select
 import threading
@@ -45,7 +46,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from uascall.errors import Error
+from uascall.errors import ArgumentError, Error
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +275,8 @@ class Engine:
 
     def call_at(self, when: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
         """*Engine thread*: run ``callback(*args)`` at ``when`` on the engine clock."""
+        if not math.isfinite(when):
+            raise ArgumentError(f"timer at {when!r}: expected a finite time")
         handle = TimerHandle(when, callback, args)
         self._timers.push(handle)
         return handle
@@ -289,6 +292,8 @@ class Engine:
         For deadlines that an outside party keeps on the wall clock (libpri's Q.921/Q.931
         timers); in real mode it is the same as :meth:`call_later`.
         """
+        if not math.isfinite(delay):
+            raise ArgumentError(f"timer in {delay!r} s: expected a finite delay")
         handle = TimerHandle(self._real_clock.now() + delay, callback, args)
         self._real_timers.push(handle)
         return handle
@@ -368,6 +373,8 @@ class Engine:
         if self.in_engine_thread:
             raise Error("Engine.wait() called on the engine thread, which would deadlock; "
                         "expected an application thread")
+        if timeout is not None and not math.isfinite(timeout):
+            raise ArgumentError(f"wait(timeout={timeout!r}): expected a finite number or None")
         if not self.clock.virtual:
             try:
                 return future.result(timeout)
@@ -412,6 +419,36 @@ class Engine:
             with contextlib.suppress(Error):
                 self.call_soon_threadsafe(self._remove_watcher, future)
             return False
+
+    def start_actor_thread(self, target: Callable[..., Any], *args: Any,
+                           name: str | None = None) -> threading.Thread:
+        """Start a thread that is an actor from its first instruction.
+
+        Counted as running before it is even scheduled, so that virtual time cannot slip
+        past the moment it was started (``with engine.actor()`` inside the thread would
+        leave that window open).
+        """
+        with self._actor_lock:
+            self._runnable_actors += 1
+
+        def body() -> None:
+            self._local.actor = True
+            try:
+                target(*args)
+            finally:
+                self._local.actor = False
+                with self._actor_lock:
+                    self._runnable_actors -= 1
+                self._wake()
+
+        thread = threading.Thread(target=body, name=name, daemon=True)
+        try:
+            thread.start()
+        except BaseException:
+            with self._actor_lock:
+                self._runnable_actors -= 1
+            raise
+        return thread
 
     @contextlib.contextmanager
     def actor(self) -> Iterator[None]:

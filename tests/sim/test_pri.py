@@ -28,33 +28,9 @@ from uascall.engine import Engine, MonotonicClock, VirtualClock
 from uascall.errors import ArgumentError, Error, LocalProtocolError
 from uascall.sim.farend import PriLoop
 
+from .helpers import Wire
+
 T = 5.0  # seconds to wait for anything that should happen at once
-
-
-class Wire:
-    """Q.931 messages that crossed the loop, as (sender, message), decoded from the tap."""
-
-    def __init__(self, loop: PriLoop) -> None:
-        self.loop = loop
-        self.records = []
-        loop.kernel.frame_taps.append(self.records.append)
-
-    def messages(self) -> list[tuple[str, q931.Message]]:
-        cpe_dchannel = self.loop.cpe.layout.dchannel
-        out = []
-        for record in list(self.records):
-            message = q931.LapdFrame.parse(record.frame).q931()
-            if message is not None and record.delivered:
-                out.append(("cpe" if record.from_channel == cpe_dchannel else "net", message))
-        return out
-
-    def names(self, sender: str | None = None) -> list[str]:
-        return [m.name for who, m in self.messages() if sender in (None, who)]
-
-    def find(self, sender: str, name: str) -> q931.Message:
-        found = [m for who, m in self.messages() if who == sender and m.name == name]
-        assert found, f"no {name} from {sender} on the wire; saw {self.names()}"
-        return found[-1]
 
 
 class Events:
@@ -101,7 +77,7 @@ def rig(engine, kind):
         incoming.append(call)
 
     loop.cpe.on_incoming = on_incoming
-    return engine, loop, events, incoming, Wire(loop)
+    return engine, loop, events, incoming, Wire(loop.kernel, loop.cpe.layout.dchannel)
 
 
 def dial(engine, loop, events, called="5551000", calling="5552000", name="Lab Caller"):

@@ -1,67 +1,99 @@
-"""Far ends for the simulator: a looped PRI span pair whose far side is real libpri.
+"""Far ends for the simulator: looped PRI span pairs whose far side is real libpri.
 
-:class:`PriLoop` wires two simulated spans back to back, configures them as dahdi_cfg
-would from :func:`pri_loop_conf`, and puts a :class:`~uascall.dahdi.pri.PriSpan` on each:
-``cpe`` (span 1, user side, the side an application drives) and ``net`` (span 2, a real
-libpri instance in NETWORK mode playing the telephone exchange). Both run the real
-:mod:`uascall.dahdi` code over the simulated kernel, so whatever crosses between them is
-genuine Q.921/Q.931 that libpri produced and accepted.
+:class:`PriLoop` wires pairs of simulated spans back to back, configures them as dahdi_cfg
+would from :func:`pri_loop_conf`, and puts a :class:`~uascall.dahdi.pri.PriSpan` on each
+side: ``cpe_spans`` (odd spans, user side: the side an application drives) and
+``net_spans`` (even spans, real libpri instances in NETWORK mode playing the exchange).
+Both run the real :mod:`uascall.dahdi` code over the simulated kernel, so whatever crosses
+between them is genuine Q.921/Q.931 that libpri produced and accepted.
+
+:class:`FarEnd` places calls from the exchange side and records, frame by frame, what each
+caller hears on its B-channel: the in-band ringback, announcement or conversation an
+application plays.
 """
 
 from __future__ import annotations
 
+import array
 import logging
+from collections.abc import Callable
 
 from uascall.dahdi import libpri
 from uascall.dahdi.config import SystemConf
-from uascall.dahdi.pri import PriSpan
+from uascall.dahdi.pri import CallCleared, CallEvent, PriCall, PriSpan
 from uascall.engine import Engine
-from uascall.sim.kernel import SPAN_KINDS, SimKernel
+from uascall.media import g711
+from uascall.sim.kernel import SimKernel
+from uascall.sim.model import SPAN_KINDS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SWITCH = {"E1": libpri.Switch.EUROISDN_E1, "T1": libpri.Switch.NI2}
+_LAYOUT = {
+    # kind: (channels, D-channel position, framing line, zone)
+    "E1": (31, 16, "ccs,hdb3,crc4", "nl"),
+    "T1": (24, 24, "esf,b8zs", "us"),
+}
 
 
-def pri_loop_conf(kind: str = "E1") -> str:
-    """system.conf for a looped pair of PRI spans (spans 1 and 2)."""
-    if kind == "E1":
-        return ("# two E1 spans looped back to back: EuroISDN, A-law\n"
-                "span=1,1,0,ccs,hdb3,crc4\nspan=2,0,0,ccs,hdb3,crc4\n"
-                "bchan=1-15,17-31\ndchan=16\nbchan=32-46,48-62\ndchan=47\n"
-                "loadzone=nl\ndefaultzone=nl\n")
-    if kind == "T1":
-        return ("# two T1 spans looped back to back: NI2, mu-law\n"
-                "span=1,1,0,esf,b8zs\nspan=2,0,0,esf,b8zs\n"
-                "bchan=1-23\ndchan=24\nbchan=25-47\ndchan=48\n"
-                "loadzone=us\ndefaultzone=us\n")
-    raise ValueError(f"span kind {kind!r}; expected one of {sorted(SPAN_KINDS)}")
+def pri_loop_conf(kind: str = "E1", pairs: int = 1) -> str:
+    """system.conf for ``pairs`` looped pairs of PRI spans (spans 1..2*pairs)."""
+    if kind not in _LAYOUT:
+        raise ValueError(f"span kind {kind!r}; expected one of {sorted(SPAN_KINDS)}")
+    count, dpos, framing, zone = _LAYOUT[kind]
+    law = "A-law" if kind == "E1" else "mu-law"
+    lines = [f"# {2 * pairs} {kind} spans looped back to back in pairs ({law})"]
+    for spanno in range(1, 2 * pairs + 1):
+        lines.append(f"span={spanno},{1 if spanno == 1 else 0},0,{framing}")
+    for spanno in range(1, 2 * pairs + 1):
+        base = (spanno - 1) * count
+        dchan = base + dpos
+        ranges = [f"{base + 1}-{dchan - 1}"]
+        if dpos < count:
+            ranges.append(f"{dchan + 1}-{base + count}")
+        lines.append(f"bchan={','.join(ranges)}")
+        lines.append(f"dchan={dchan}")
+    lines += [f"loadzone={zone}", f"defaultzone={zone}", ""]
+    return "\n".join(lines)
 
 
 class PriLoop:
-    """Two PRI spans on one simulated loop: ``cpe`` (ours) and ``net`` (the exchange).
+    """PRI span pairs on a simulated kernel: ``cpe`` (ours) and ``net`` (the exchange).
 
-    Build it on the engine thread (``engine.run(PriLoop, engine)``) or from any thread with
-    :meth:`create`; :meth:`stop` (also run at engine shutdown) closes both spans.
+    Build it on the engine thread (``PriLoop(engine)``) or from any thread with
+    :meth:`create`; :meth:`stop` closes every span. ``cpe``/``net`` are the first pair's.
     """
 
-    def __init__(self, engine: Engine, kind: str = "E1", *,
+    def __init__(self, engine: Engine, kind: str = "E1", *, pairs: int = 1,
                  switch: libpri.Switch | None = None, tick: float = 0.020,
-                 timers: dict[str, int] | None = None) -> None:
+                 timers: dict[str, int] | None = None,
+                 kernel: SimKernel | None = None) -> None:
         self.engine = engine
         self.kind = kind
-        self.kernel = SimKernel(engine, tick=tick)
-        self.kernel.add_loop(kind)
-        self.conf = SystemConf.parse(pri_loop_conf(kind), source=f"simulated {kind} loop")
+        self.kernel = kernel or SimKernel(engine, tick=tick)
+        if self.kernel.spans:
+            raise ValueError("PriLoop needs a kernel without spans; it numbers them itself")
+        for _ in range(pairs):
+            self.kernel.add_loop(kind)
+        self.conf = SystemConf.parse(pri_loop_conf(kind, pairs),
+                                     source=f"simulated {kind} loop")
         self.kernel.configure(self.conf)
         switch = switch or DEFAULT_SWITCH[kind]
-        ours, theirs = self.conf.pri_spans()
-        self.cpe = PriSpan(engine, ours, node=libpri.Node.CPE, switch=switch, io=self.kernel,
-                           timers=timers, name="uascall")
-        self.net = PriSpan(engine, theirs, node=libpri.Node.NETWORK, switch=switch,
-                           io=self.kernel, timers=timers, name="exchange")
-        self.cpe.start()
-        self.net.start()
+        self.cpe_spans: list[PriSpan] = []
+        self.net_spans: list[PriSpan] = []
+        layouts = self.conf.pri_spans()
+        for n, (ours, theirs) in enumerate(zip(layouts[::2], layouts[1::2], strict=True)):
+            suffix = f"-{n + 1}" if pairs > 1 else ""
+            self.cpe_spans.append(PriSpan(engine, ours, node=libpri.Node.CPE, switch=switch,
+                                          io=self.kernel, timers=timers,
+                                          name=f"uascall{suffix}"))
+            self.net_spans.append(PriSpan(engine, theirs, node=libpri.Node.NETWORK,
+                                          switch=switch, io=self.kernel, timers=timers,
+                                          name=f"exchange{suffix}"))
+        for span in self.cpe_spans + self.net_spans:
+            span.start()
+        self.cpe = self.cpe_spans[0]
+        self.net = self.net_spans[0]
 
     @classmethod
     def create(cls, engine: Engine, kind: str = "E1", **kwargs: object) -> PriLoop:
@@ -70,9 +102,65 @@ class PriLoop:
 
     @property
     def up(self) -> bool:
-        return self.cpe.up and self.net.up
+        return all(span.up for span in self.cpe_spans + self.net_spans)
 
     def stop(self) -> None:
-        """Close both spans (engine thread)."""
-        self.cpe.stop()
-        self.net.stop()
+        """Close every span (engine thread)."""
+        for span in self.cpe_spans + self.net_spans:
+            span.stop()
+
+
+class FarEndCall:
+    """A call the exchange placed, and everything its caller heard (engine thread)."""
+
+    def __init__(self, call: PriCall, *, record: bool) -> None:
+        self.call = call
+        self.events: list[tuple[float, CallEvent]] = []
+        #: the law bytes that reached the caller's B-channel, from SETUP on
+        self.heard = bytearray()
+        self.record = record
+        call.listeners.append(self._on_event)
+        if record:
+            call.open_media()
+            call.on_media(self.heard.extend)
+
+    @property
+    def law(self) -> str:
+        return self.call.law
+
+    @property
+    def cleared(self) -> bool:
+        return self.call.cleared
+
+    def heard_pcm(self) -> array.array:
+        """What the caller heard, as 8 kHz s16 samples."""
+        return g711.codec(self.call.law).decode(bytes(self.heard))
+
+    def hangup(self, cause: int = libpri.PRI_CAUSE_NORMAL_CLEARING) -> None:
+        self.call.hangup(cause)
+
+    def _on_event(self, call: PriCall, event: CallEvent) -> None:
+        self.events.append((call.span.engine.time(), event))
+        if isinstance(event, CallCleared):
+            log.debug("far end %r: %s", call, event)
+
+
+class FarEnd:
+    """The exchange side of a :class:`PriLoop`: places calls towards the application."""
+
+    def __init__(self, loop: PriLoop, *, record: bool = True) -> None:
+        self.loop = loop
+        self.record = record
+        self.calls: list[FarEndCall] = []
+        self.on_call: Callable[[FarEndCall], None] | None = None
+
+    def dial(self, called: str = "5551000", *, calling: str = "5552000",
+             calling_name: str = "", span: int = 0) -> FarEndCall:
+        """Engine thread: SETUP from the exchange on net span ``span`` (0: the first)."""
+        call = self.loop.net_spans[span].call(called, calling=calling,
+                                              calling_name=calling_name)
+        far = FarEndCall(call, record=self.record)
+        self.calls.append(far)
+        if self.on_call is not None:
+            self.on_call(far)
+        return far

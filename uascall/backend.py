@@ -1,0 +1,204 @@
+"""The contract between :class:`~uascall.channel.UASCallChannel` and a backend.
+
+A backend (``dahdi``, ``sim``, ``sip``) turns its calls into :class:`CallLeg` objects and
+hands new incoming ones to ``Backend.on_incoming``. Legs live on the engine thread: the
+channel calls their methods there and never blocks in them; what happens later (the far
+end answered, the call cleared) comes back as :class:`LegEvent` objects through
+``CallLeg.listener``. Audio goes out through a leg's :class:`MediaPort`, one 20 ms G.711
+frame at a time.
+
+Backends are found by name (python-can style): the table :data:`BACKENDS`, merged with the
+``uascall.backends`` entry-point group, maps a name to ``module:Class``; :func:`open_backend`
+imports it lazily, so a machine without libpri can still use the SIP backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from importlib import metadata
+from typing import Any
+
+from uascall.engine import Engine
+from uascall.errors import ArgumentError, BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class Cause(Enum):
+    """Why a call ended (UAS's ``UASCallChannel.Cause``). NORMAL while it has not."""
+
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    NORMAL = "normal"
+    BUSY = "busy"
+    NOANSWER = "noanswer"
+    UNOBTAINABLE = "unobtainable"
+    CHANGED = "changed"
+    OUTOFORDER = "outoforder"
+    BARRED = "barred"
+    REJECTED = "rejected"
+    NOCHANNELS = "nochannels"
+    CONGESTION = "congestion"
+    FAILED = "failed"
+    OTHER = "other"
+
+
+#: the causes reject() accepts (UAS's documented list)
+REJECT_CAUSES = (Cause.BUSY, Cause.NOANSWER, Cause.UNOBTAINABLE, Cause.CHANGED,
+                 Cause.OUTOFORDER, Cause.BARRED, Cause.REJECTED, Cause.NOCHANNELS,
+                 Cause.CONGESTION)
+
+
+# --------------------------------------------------------------------------- events
+@dataclass(frozen=True, slots=True)
+class LegEvent:
+    """Something that happened to a leg, reported on the engine thread."""
+
+
+@dataclass(frozen=True, slots=True)
+class LegAlerting(LegEvent):
+    """Outgoing: the far end is being alerted (``inband``: it sends ringback itself)."""
+
+    inband: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LegAnswered(LegEvent):
+    """The call is connected: our answer was acknowledged, or the far end answered."""
+
+
+@dataclass(frozen=True, slots=True)
+class LegCleared(LegEvent):
+    """The call is over. ``raw_cause`` is the protocol's own (a Q.850 cause, a SIP status);
+    ``by`` is "remote", "local" or "span"/"network" (an alarm, a lost link)."""
+
+    cause: Cause
+    raw_cause: str
+    by: str
+
+
+# --------------------------------------------------------------------------- media
+class MediaPort:
+    """Where a call's outgoing audio goes: 160-byte G.711 frames in :attr:`law`."""
+
+    #: "alaw" or "ulaw"
+    law: str = "ulaw"
+
+    def write(self, frame: bytes) -> bool:
+        """Queue one frame; False when the port is full for now (try again next tick).
+
+        Raises OSError (DeviceError) when the port is gone for good.
+        """
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- legs
+class CallLeg:
+    """One call as the channel sees it, whatever the backend (engine thread only)."""
+
+    incoming: bool = True
+    call_from: str = ""
+    call_to: str = ""
+    listener: Callable[[LegEvent], None] | None = None
+
+    def describe(self) -> str:
+        """Where the call is, for logs and Details (e.g. "span 1 B-channel 5")."""
+        return type(self).__name__
+
+    def alert(self, early_media: bool) -> bool:
+        """Tell the caller we are ringing; with ``early_media``, open the media path before
+        the answer if this kind of call can. Returns whether early media is in effect.
+        Called again on an alerted call, it may upgrade to early media."""
+        raise NotImplementedError
+
+    def answer(self) -> None:
+        """Answer; :class:`LegAnswered` follows when the far end confirms."""
+        raise NotImplementedError
+
+    def release(self, cause: Cause, raw_cause: str | None = None) -> bool:
+        """Clear the call (hang up or reject) with ``cause``, or the protocol's own
+        ``raw_cause`` when given. Returns False, changing nothing, for a raw cause this
+        protocol cannot send. :class:`LegCleared` follows."""
+        raise NotImplementedError
+
+    def media(self) -> MediaPort:
+        """The call's outgoing audio path, opened on first use. Raises Error when the call
+        has none now (not alerted with early media, not answered)."""
+        raise NotImplementedError
+
+    def _emit(self, event: LegEvent) -> None:
+        listener = self.listener
+        if listener is not None:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("%s: listener failed on %s", self.describe(), event)
+
+
+# --------------------------------------------------------------------------- backends
+class Backend:
+    """A source of calls: starts and stops with its engine, offers incoming legs."""
+
+    name = "backend"
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        #: called on the engine thread with each new incoming CallLeg
+        self.on_incoming: Callable[[CallLeg], None] | None = None
+
+    def start(self) -> None:
+        """Engine thread: open devices, bring links up."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Engine thread: drop calls and close everything."""
+        raise NotImplementedError
+
+    def _offer(self, leg: CallLeg) -> bool:
+        """Hand a new incoming leg to on_incoming; False when nobody takes calls."""
+        if self.on_incoming is None:
+            return False
+        self.on_incoming(leg)
+        return True
+
+
+BACKENDS: dict[str, str] = {
+    "dahdi": "uascall.dahdi.backend:DahdiBackend",
+    "sim": "uascall.sim.backend:SimBackend",
+}
+ENTRY_POINT_GROUP = "uascall.backends"
+
+
+def known_backends() -> dict[str, str]:
+    """Built-in backends merged with those installed through entry points."""
+    found = dict(BACKENDS)
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(entry.name, entry.value)
+    return found
+
+
+def backend_class(name: str) -> type[Backend]:
+    known = known_backends()
+    if name not in known:
+        raise ArgumentError(f"unknown backend {name!r}; expected one of "
+                            f"{', '.join(sorted(known))}")
+    module_name, _, class_name = known[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendUnavailable(f"backend {name!r}: cannot import {module_name}: {exc}"
+                                 ) from exc
+    try:
+        return getattr(module, class_name)
+    except AttributeError:
+        raise BackendUnavailable(f"backend {name!r}: {module_name} has no {class_name}"
+                                 ) from None
+
+
+def open_backend(name: str, engine: Engine, **options: Any) -> Backend:
+    """Create the backend called ``name`` on ``engine`` (not started yet)."""
+    return backend_class(name)(engine, **options)

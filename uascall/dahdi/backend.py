@@ -1,0 +1,203 @@
+"""The ``dahdi`` backend: PRI spans from ``/etc/dahdi/system.conf`` as channel call legs.
+
+Each :class:`~uascall.dahdi.pri_call.PriCall` becomes a :class:`PriLeg`: ``alert`` is
+ALERTING (with progress indicator #8 and the B-channel opened when early media is asked
+for; on an already alerted call, PROGRESS with #8), ``answer`` is CONNECT, ``release``
+clears with a Q.850 cause, and the media port writes G.711 frames straight to the
+B-channel's device in the call's law.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from uascall.backend import (
+    Backend,
+    CallLeg,
+    Cause,
+    LegAlerting,
+    LegAnswered,
+    LegCleared,
+    LegEvent,
+    MediaPort,
+)
+from uascall.dahdi import libpri
+from uascall.dahdi.config import DEFAULT_PATH, SystemConf
+from uascall.dahdi.device import DEV_DIR, Channel, DeviceIO
+from uascall.dahdi.pri import PriSpan
+from uascall.dahdi.pri_call import (
+    CallAlerting,
+    CallCleared,
+    CallConnected,
+    CallEvent,
+    CallState,
+    PriCall,
+)
+from uascall.engine import Engine
+from uascall.errors import ArgumentError, Error
+
+log = logging.getLogger(__name__)
+
+#: Q.850 cause → channel Cause (anything else is OTHER, with the number in raw_cause)
+Q850_TO_CAUSE = {
+    16: Cause.NORMAL, 31: Cause.NORMAL, 17: Cause.BUSY, 18: Cause.NOANSWER,
+    19: Cause.NOANSWER, 1: Cause.UNOBTAINABLE, 3: Cause.UNOBTAINABLE, 22: Cause.CHANGED,
+    27: Cause.OUTOFORDER, 38: Cause.OUTOFORDER, 21: Cause.REJECTED, 53: Cause.BARRED,
+    55: Cause.BARRED, 34: Cause.NOCHANNELS, 44: Cause.NOCHANNELS, 42: Cause.CONGESTION,
+    41: Cause.FAILED, 102: Cause.TIMEOUT,
+}
+#: channel Cause → the Q.850 cause we send for it
+CAUSE_TO_Q850 = {
+    Cause.NORMAL: 16, Cause.BUSY: 17, Cause.NOANSWER: 19, Cause.UNOBTAINABLE: 1,
+    Cause.CHANGED: 22, Cause.OUTOFORDER: 27, Cause.BARRED: 55, Cause.REJECTED: 21,
+    Cause.NOCHANNELS: 34, Cause.CONGESTION: 42, Cause.FAILED: 41, Cause.OTHER: 31,
+    Cause.TIMEOUT: 102, Cause.ERROR: 41,
+}
+SWITCHES = {
+    "euroisdn_e1": libpri.Switch.EUROISDN_E1, "euroisdn_t1": libpri.Switch.EUROISDN_T1,
+    "ni2": libpri.Switch.NI2, "ni1": libpri.Switch.NI1, "dms100": libpri.Switch.DMS100,
+    "5ess": libpri.Switch.LUCENT5E, "4ess": libpri.Switch.ATT4ESS,
+    "qsig": libpri.Switch.QSIG,
+}
+NODES = {"cpe": libpri.Node.CPE, "net": libpri.Node.NETWORK, "network": libpri.Node.NETWORK}
+
+
+def q850_of(raw_cause: str | int) -> int | None:
+    """A raw cause as a Q.850 number (1..127), or None when it is not one."""
+    try:
+        cause = int(str(raw_cause).strip())
+    except ValueError:
+        return None
+    return cause if 1 <= cause <= 127 else None
+
+
+class BChannelPort(MediaPort):
+    """A call's B-channel: frames go to the device as they are, in the call's law."""
+
+    def __init__(self, channel: Channel, law: str) -> None:
+        self.channel = channel
+        self.law = law
+
+    def write(self, frame: bytes) -> bool:
+        return self.channel.write_frame(frame) == len(frame)
+
+
+class PriLeg(CallLeg):
+    """A PRI call as a channel leg (engine thread only)."""
+
+    def __init__(self, call: PriCall) -> None:
+        self.call = call
+        self.incoming = call.incoming
+        self.call_from = call.calling
+        self.call_to = call.called
+        self.early_media = False
+        self._port: BChannelPort | None = None
+        call.listeners.append(self._on_call_event)
+
+    def describe(self) -> str:
+        call = self.call
+        return f"span {call.span.layout.spanno} B-channel {call.chanpos} ({call.law})"
+
+    def alert(self, early_media: bool) -> bool:
+        call = self.call
+        if call.state in (CallState.OFFERED, CallState.PROCEEDING):
+            if early_media:
+                self.media()  # the B-channel is ready before the far end starts listening
+            call.alerting(inband=early_media)
+        elif early_media and not self.early_media:
+            self.media()
+            call.progress()  # PROGRESS with progress indicator #8 on an alerted call
+        self.early_media = self.early_media or early_media
+        return self.early_media
+
+    def answer(self) -> None:
+        self.call.answer()
+
+    def release(self, cause: Cause, raw_cause: str | None = None) -> bool:
+        if raw_cause is not None:
+            q850 = q850_of(raw_cause)
+            if q850 is None:
+                return False
+        else:
+            q850 = CAUSE_TO_Q850[cause]
+        self.call.hangup(q850)
+        return True
+
+    def media(self) -> MediaPort:
+        if self._port is None:
+            if not self.call.live:
+                raise Error(f"{self.describe()}: the call is {self.call.state.name}; it has "
+                            "no media path")
+            self._port = BChannelPort(self.call.open_media(), self.call.law)
+        return self._port
+
+    def _on_call_event(self, call: PriCall, event: CallEvent) -> None:
+        translated: LegEvent | None = None
+        if isinstance(event, CallConnected):
+            translated = LegAnswered()
+        elif isinstance(event, CallAlerting):
+            translated = LegAlerting(event.inband)
+        elif isinstance(event, CallCleared):
+            self._port = None
+            cause = Q850_TO_CAUSE.get(event.cause, Cause.OTHER)
+            translated = LegCleared(cause, str(event.cause), event.by)
+        if translated is not None:
+            self._emit(translated)
+
+
+class DahdiBackend(Backend):
+    """PRI spans on DAHDI boards.
+
+    ``spans`` picks span numbers from system.conf (default: every span with a D-channel);
+    ``node`` ("cpe" or "net") and ``switch`` ("euroisdn_e1", "ni2", "dms100", "5ess",
+    "4ess", "qsig", ...) apply to all of them; ``timers`` are libpri timers in ms.
+    """
+
+    name = "dahdi"
+
+    def __init__(self, engine: Engine, *, system_conf: str = DEFAULT_PATH,
+                 spans: Sequence[int] | None = None, node: str = "cpe",
+                 switch: str = "euroisdn_e1", timers: dict[str, int] | None = None,
+                 io: DeviceIO | None = None, dev_dir: str = DEV_DIR) -> None:
+        super().__init__(engine)
+        if node.lower() not in NODES:
+            raise ArgumentError(f"node {node!r}; expected one of {', '.join(NODES)}")
+        if switch.lower() not in SWITCHES:
+            raise ArgumentError(f"switch {switch!r}; expected one of {', '.join(SWITCHES)}")
+        self.system_conf = system_conf
+        self.span_numbers = list(spans) if spans is not None else None
+        self.node = NODES[node.lower()]
+        self.switch = SWITCHES[switch.lower()]
+        self.timers = timers
+        self.io = io
+        self.dev_dir = dev_dir
+        self.spans: list[PriSpan] = []
+
+    def start(self) -> None:
+        conf = SystemConf.read(self.system_conf)
+        layouts = conf.pri_spans()
+        if self.span_numbers is not None:
+            layouts = [conf.pri_span(n) for n in self.span_numbers]
+        if not layouts:
+            raise Error(f"{self.system_conf} has no PRI span (no dchan= line); expected at "
+                        "least one for the dahdi backend")
+        for layout in layouts:
+            span = PriSpan(self.engine, layout, node=self.node, switch=self.switch,
+                           io=self.io, dev_dir=self.dev_dir, timers=self.timers)
+            self.attach(span)
+            span.start()
+
+    def attach(self, span: PriSpan) -> None:
+        """Take the incoming calls of ``span`` (started by the caller or by :meth:`start`)."""
+        span.on_incoming = self._incoming
+        self.spans.append(span)
+
+    def stop(self) -> None:
+        for span in self.spans:
+            span.stop()
+
+    def _incoming(self, call: PriCall) -> None:
+        if not self._offer(PriLeg(call)):
+            log.warning("%s: nobody takes calls; refusing %r", self.name, call)
+            call.hangup(libpri.PRI_CAUSE_CALL_REJECTED)
