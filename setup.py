@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="uascall",
-    version="0.1.0",
+    version="0.2.0",
     description=("A blocking, thread-per-call telephony channel API in the style of Aculab "
                  "UAS over DAHDI boards (FXO/FXS, ISDN PRI via libpri), SIP/RTP and a "
                  "simulated DAHDI kernel"),

@@ -1,9 +1,13 @@
 """uascall: a blocking, thread-per-call telephony channel API over DAHDI, SIP and a simulator.
 
-This package holds no I/O of its own at import time; backends are imported when they are
-first used, so ``import uascall`` works on a machine without DAHDI or libpri.
+Applications are written in the style of Aculab UAS: ``main(channel, ...)`` gets a
+:class:`UASCallChannel` and calls ``ring()``, ``answer()``, ``hang_up()``... This package
+does no I/O at import time and loads no backend: they are imported when first opened
+(:func:`open_backend`), so ``import uascall`` works on a machine without DAHDI or libpri.
 """
 
+from uascall.backend import Cause, open_backend
+from uascall.channel import CallDetails, FilePlayer, State, TonePlayer, UASCallChannel
 from uascall.errors import (
     ArgumentError,
     BackendUnavailable,
@@ -15,18 +19,29 @@ from uascall.errors import (
     RemoteProtocolError,
     UascallError,
 )
+from uascall.media.playable import PlayableMedia
+from uascall.media.tones import ToneManager
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ArgumentError",
     "BackendUnavailable",
+    "CallDetails",
+    "Cause",
     "DeviceError",
     "Error",
+    "FilePlayer",
     "Hangup",
     "LibpriUnavailable",
     "LocalProtocolError",
+    "PlayableMedia",
     "RemoteProtocolError",
+    "State",
+    "ToneManager",
+    "TonePlayer",
+    "UASCallChannel",
     "UascallError",
     "__version__",
+    "open_backend",
 ]

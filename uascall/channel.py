@@ -1,0 +1,474 @@
+"""``UASCallChannel``: one call, driven by blocking calls from an application thread.
+
+Theory of operation
+-------------------
+An application thread calls ``ring()``, ``answer()``, ``hang_up()``... Each call checks the
+state, validates its arguments and prepares media (decoding a file or rendering speech
+happens here, never on the engine), then hands the protocol step to the engine thread and,
+where the method blocks, waits there for a state change or its deadline, measured on the
+engine's clock (so the simulator's virtual time makes a ``ring(10)`` instant).
+
+The engine thread owns the state: the :class:`~uascall.backend.CallLeg` reports what the
+far end did (answered, cleared) and the channel moves between the :class:`State` values of
+:data:`TRANSITIONS`. A call that clears while the application waits wakes it at once.
+
+Rules from the UAS documentation (``spec/``): a method that needs a live call raises
+:class:`~uascall.errors.Hangup` when the state is IDLE (R1) and
+:class:`~uascall.errors.Error` when it is in another state than the one it needs (R2);
+call-control methods return the state, media methods a cause. Where the documentation is
+silent the choices are ours and say so in their docstrings.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from uascall.backend import REJECT_CAUSES, CallLeg, Cause, LegAlerting, LegAnswered, LegCleared
+from uascall.engine import Engine
+from uascall.errors import ArgumentError, Error, Hangup
+from uascall.media.player import MediaClock, Player
+from uascall.media.source import FrameSource
+
+if TYPE_CHECKING:
+    from uascall.media.playable import PlayableMedia
+    from uascall.media.tones import ToneManager
+
+log = logging.getLogger(__name__)
+
+#: codec names ring()/answer() accept, in the order we prefer them by default
+CODECS = {"g711a": "alaw", "g711u": "ulaw"}
+#: how long hang_up() and reject() wait for the call to become IDLE (as UAS does)
+CLEARING_TIMEOUT = 60.0
+#: how long answer() waits for the far end to confirm the connection
+ANSWER_TIMEOUT = 30.0
+
+
+class State(Enum):
+    WAITING = "waiting"
+    CALL_INCOMING = "call_incoming"
+    RING_INCOMING = "ring_incoming"
+    ANSWERING = "answering"
+    ANSWERED = "answered"
+    CALL_OUTGOING = "call_outgoing"
+    RING_OUTGOING = "ring_outgoing"
+    HOLDING = "holding"
+    ON_HOLD = "on_hold"
+    TRANSFERRING = "transferring"
+    TRANSFERRED = "transferred"
+    RECONNECTING = "reconnecting"
+    ERROR = "error"
+    IDLE = "idle"
+
+
+_S = State
+#: what the far end's news does to the state: event → {state it counts in: new state}
+TRANSITIONS: dict[type, dict[State, State]] = {
+    LegAlerting: {_S.CALL_OUTGOING: _S.RING_OUTGOING},
+    LegAnswered: {_S.ANSWERING: _S.ANSWERED, _S.CALL_OUTGOING: _S.ANSWERED,
+                  _S.RING_OUTGOING: _S.ANSWERED},
+}
+_INCOMING = (State.CALL_INCOMING, State.RING_INCOMING)
+
+
+def parse_codecs(codecs: str | None) -> list[str]:
+    """``"g711a;g711u"`` → ["alaw", "ulaw"] (priority order); None → the default order."""
+    if codecs is None:
+        return list(CODECS.values())
+    if not isinstance(codecs, str):
+        raise ArgumentError(f"codecs {codecs!r}: expected a string such as 'g711a;g711u'")
+    names = [name.strip().lower() for name in codecs.split(";") if name.strip()]
+    unknown = [name for name in names if name not in CODECS]
+    if unknown or not names:
+        raise ArgumentError(f"codecs {codecs!r}: unknown {', '.join(unknown) or 'empty list'}"
+                            f"; expected a ';'-separated list of {', '.join(CODECS)}")
+    return [CODECS[name] for name in dict.fromkeys(names)]
+
+
+@dataclass
+class CallDetails:
+    """What is known about the call (UAS's ``Details``)."""
+
+    call_from: str = ""
+    call_to: str = ""
+    #: the protocol's cause once the call has ended (a Q.850 number, a SIP status)
+    raw_cause: str = ""
+    direction: str = "inbound"
+    #: where the call is: "span 1 B-channel 5 (alaw)", a SIP dialog...
+    channel: str = ""
+
+
+class UASCallChannel:
+    """One call (UAS ``UASCallChannel``). Create it on the engine thread from a leg.
+
+    ``media_dir`` is where ``PlayableMedia`` and ``FilePlayer`` look for files;
+    ``tts_voice`` the espeak-ng voice for ``text_to_say``.
+    """
+
+    State = State
+    Cause = Cause
+
+    def __init__(self, engine: Engine, leg: CallLeg, *, media_clock: MediaClock,
+                 media_dir: str | os.PathLike[str] | None = None,
+                 tts_voice: str | None = None) -> None:
+        self._engine = engine
+        self._leg = leg
+        self._clock = media_clock
+        self.media_dir = os.fspath(media_dir) if media_dir is not None else os.getcwd()
+        self.tts_voice = tts_voice
+        self._state = State.CALL_INCOMING if leg.incoming else State.CALL_OUTGOING
+        self._cause = Cause.NORMAL
+        self.Details = CallDetails(call_from=leg.call_from, call_to=leg.call_to,
+                                   direction="inbound" if leg.incoming else "outbound",
+                                   channel=leg.describe())
+        self._early_media = False
+        self._pending_cause: Cause | None = None  # the cause we asked for when we clear
+        self._player: Player | None = None
+        self._waiters: list[tuple[Callable[[], bool], concurrent.futures.Future]] = []
+        self.FilePlayer = FilePlayer(self)
+        self.TonePlayer: TonePlayer | None = None
+        leg.listener = self._on_leg_event
+
+    def __repr__(self) -> str:
+        return f"<UASCallChannel {self.Details.channel} {self._state.name}>"
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> State:
+        """The call state now."""
+        return self._state
+
+    def cause(self) -> Cause:
+        """Why the call ended; NORMAL while it has not."""
+        return self._cause
+
+    def create_tone_player(self, tone_manager: ToneManager) -> TonePlayer:
+        """Give the channel a tone player for ``tone_manager``'s tones (our API: UAS says a
+        channel "must have a tone player" to ring with a tone name, not how it gets one)."""
+        self.TonePlayer = TonePlayer(self, tone_manager)
+        return self.TonePlayer
+
+    # ------------------------------------------------------------------ ring
+    def ring(self, seconds_ringtime: float | None = 0, negotiate_early_media: bool = False,
+             custom_ringtone: str | PlayableMedia | None = None, loop_ringtone: bool = False,
+             codecs: str | None = None) -> State:
+        """Signal ringing to the caller, with early media if asked for and available.
+
+        ``seconds_ringtime``: 0 does not block, N blocks N seconds, None blocks for the
+        length of ``custom_ringtone`` (0 without early media; ``loop_ringtone`` is then
+        forced off). ``custom_ringtone`` is a tone name (this channel's tone player and its
+        tone manager must know it) or a PlayableMedia; it is ignored without early media.
+        ``codecs`` ("g711a;g711u") is validated; on TDM the law is the span's.
+
+        Valid in CALL_INCOMING (and RING_INCOMING, where a new ringtone replaces the old
+        one without signalling again). Raises Hangup in IDLE, Error in any other state or
+        for a bad argument. Returns the state, IDLE if the caller cleared while it rang.
+
+        Our choices where UAS is silent: early media, once negotiated on a call, stays in
+        effect for later ``ring()`` calls (the documentation's second example relies on
+        it); a ringtone keeps playing after ``ring()`` returns, until ``answer()``,
+        another ``ring()`` or the end of the call; ``ring()`` returns, rather than raises,
+        when the caller clears while it blocks.
+        """
+        self._require(_INCOMING, "ring")
+        parse_codecs(codecs)
+        ringtime = _seconds("seconds_ringtime", seconds_ringtime, allow_none=True)
+        loop = bool(loop_ringtone)
+        if ringtime is None:
+            loop = False
+        prepared = self._prepare_ringtone(custom_ringtone)  # errors before any signalling
+        early, law = self._engine.run(self._engine_alert, bool(negotiate_early_media))
+        if not early:
+            ringtime = ringtime or 0.0  # nothing is played: None means do not block
+        else:
+            duration = self._engine.run(self._engine_play_ringtone,
+                                        prepared(law, loop) if prepared else None)
+            if ringtime is None:
+                ringtime = duration
+        if ringtime:
+            self._wait(lambda: self._state is State.IDLE, ringtime)
+        return self._state
+
+    def _prepare_ringtone(self, ringtone: str | PlayableMedia | None
+                          ) -> Callable[[str, bool], FrameSource] | None:
+        """Check the ringtone now and return what makes its source once the law is known."""
+        if ringtone is None:
+            return None
+        if isinstance(ringtone, str):
+            if self.TonePlayer is None:
+                raise Error(f"custom_ringtone {ringtone!r} is a tone name, but this channel "
+                            "has no tone player; expected channel.create_tone_player("
+                            "tone_manager) first")
+            tone = self.TonePlayer.tone_manager.get(ringtone)
+            return lambda law, loop: tone.source(law, loop=loop)
+        from uascall.media.playable import PlayableMedia
+        if not isinstance(ringtone, PlayableMedia):
+            raise ArgumentError(f"custom_ringtone {ringtone!r}: expected a tone name or a "
+                                "PlayableMedia")
+        ringtone.duration  # noqa: B018 - load or render it here, on the application thread
+        return lambda law, loop: ringtone.source(law, loop=loop)
+
+    def _engine_alert(self, early_media: bool) -> tuple[bool, str]:
+        self._require(_INCOMING, "ring")  # again: the far end may have moved meanwhile
+        in_effect = self._leg.alert(early_media)
+        self._early_media = self._early_media or in_effect
+        self._set_state(State.RING_INCOMING)
+        law = self._leg.media().law if self._early_media else ""
+        return self._early_media, law
+
+    def _engine_play_ringtone(self, source: FrameSource | None) -> float:
+        if self._state is State.IDLE:
+            return 0.0
+        if source is None:
+            if self._player is not None:
+                self._player.stop()
+            return 0.0
+        self._media_player().play(source)
+        return source.duration or 0.0
+
+    # ------------------------------------------------------------------ answer / clear
+    def answer(self) -> State:
+        """Answer the call and block until it is connected (ANSWERED).
+
+        Valid in CALL_INCOMING or RING_INCOMING; Hangup in IDLE; Error otherwise. Stops the
+        ringtone. Returns the state: ANSWERED, or IDLE if the call ended first.
+        """
+        self._require(_INCOMING, "answer")
+        self._engine.run(self._engine_answer)
+        self._wait(lambda: self._state in (State.ANSWERED, State.IDLE), ANSWER_TIMEOUT)
+        return self._state
+
+    def _engine_answer(self) -> None:
+        self._require(_INCOMING, "answer")
+        if self._player is not None:
+            self._player.stop()
+        self._leg.answer()
+        self._set_state(State.ANSWERING)
+
+    def hang_up(self) -> State:
+        """Clear the call (cause NORMAL) and block until it is IDLE, for up to 60 s.
+        Harmless in IDLE. Returns the state."""
+        if self._state is State.IDLE:
+            return self._state
+        self._engine.run(self._engine_release, Cause.NORMAL, None)
+        self._wait(lambda: self._state is State.IDLE, CLEARING_TIMEOUT)
+        return self._state
+
+    def reject(self, cause: Cause | None = None, raw_cause: str | int | None = None) -> State:
+        """Refuse the call (or release a connected one) with ``cause`` (REJECTED by
+        default; BUSY, NOANSWER, UNOBTAINABLE, CHANGED, OUTOFORDER, BARRED, NOCHANNELS or
+        CONGESTION), or with the protocol's ``raw_cause``, which overrides it (a Q.850
+        number on PRI, a SIP status on SIP). A raw cause the protocol cannot send leaves
+        the state at ERROR, from which reject() may be called again. Blocks up to 60 s
+        for IDLE; harmless in IDLE. Returns the state."""
+        cause = Cause.REJECTED if cause is None else cause
+        if cause not in REJECT_CAUSES:
+            raise ArgumentError(f"reject(cause={cause!r}); expected one of "
+                                f"{', '.join(c.name for c in REJECT_CAUSES)}")
+        if self._state is State.IDLE:
+            return self._state
+        raw = None if raw_cause is None else str(raw_cause)
+        if self._engine.run(self._engine_release, cause, raw):
+            self._wait(lambda: self._state is State.IDLE, CLEARING_TIMEOUT)
+        return self._state
+
+    def _engine_release(self, cause: Cause, raw_cause: str | None) -> bool:
+        if self._state is State.IDLE:
+            return True
+        if self._player is not None:
+            self._player.stop()
+        if not self._leg.release(cause, raw_cause):
+            log.warning("%r: raw cause %r cannot be sent; state ERROR", self, raw_cause)
+            self._set_state(State.ERROR)
+            return False
+        self._pending_cause = cause
+        return True
+
+    def wait_for_idle(self, seconds_timeout: float | None = None) -> State:
+        """Block until the call is IDLE (the far end hung up), or ``seconds_timeout`` passes
+        (None: no limit). Returns the state."""
+        timeout = _seconds("seconds_timeout", seconds_timeout, allow_none=True)
+        self._wait(lambda: self._state is State.IDLE, timeout)
+        return self._state
+
+    # ------------------------------------------------------------------ engine thread
+    def _on_leg_event(self, event: Any) -> None:
+        if isinstance(event, LegCleared):
+            if self._player is not None:
+                self._player.stop("hangup")
+            pending = self._pending_cause
+            self._cause = pending if pending is not None and event.by == "local" else event.cause
+            self.Details.raw_cause = event.raw_cause
+            self._set_state(State.IDLE)
+            return
+        table = TRANSITIONS.get(type(event), {})
+        if self._state in table:
+            self._set_state(table[self._state])
+
+    def _set_state(self, state: State) -> None:
+        if state is self._state:
+            return
+        log.debug("%r -> %s", self, state.name)
+        self._state = state
+        if self._waiters:
+            self._waiters = [w for w in self._waiters if not _settle(*w)]
+
+    def _media_player(self) -> Player:
+        if self._player is None:
+            self._player = Player(self._clock, self._leg.media(), name=self.Details.channel)
+        return self._player
+
+    # ------------------------------------------------------------------ helpers
+    def _require(self, states: tuple[State, ...], method: str) -> None:
+        """R1/R2 on the application thread, before any work is done."""
+        state = self._state
+        if state is State.IDLE:
+            raise Hangup(f"{method}() on a call that has ended (IDLE, cause "
+                         f"{self._cause.name})", cause=self._cause)
+        if state not in states:
+            raise Error(f"{method}() in state {state.name}; expected "
+                        f"{' or '.join(s.name for s in states)}")
+
+    def _wait(self, condition: Callable[[], bool], timeout: float | None) -> bool:
+        """Block the calling thread until ``condition`` (checked on the engine thread at
+        each state change) holds, or ``timeout`` seconds of engine time pass."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def register() -> None:
+            if not _settle(condition, future):
+                self._waiters.append((condition, future))
+
+        self._engine.run(register)
+        try:
+            self._engine.wait(future, timeout)
+            return True
+        except TimeoutError:
+            self._engine.run(self._forget_waiter, future)
+            return False
+
+    def _forget_waiter(self, future: concurrent.futures.Future) -> None:
+        self._waiters = [w for w in self._waiters if w[1] is not future]
+
+
+def _settle(condition: Callable[[], bool], future: concurrent.futures.Future) -> bool:
+    if not condition():
+        return False
+    if not future.done():
+        future.set_result(True)
+    return True
+
+
+def _seconds(name: str, value: float | None, *, allow_none: bool) -> float | None:
+    if value is None and allow_none:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value < 0):
+        raise ArgumentError(f"{name}={value!r}; expected a finite number of seconds >= 0"
+                            + (" or None" if allow_none else ""))
+    return float(value)
+
+
+class _PlayerBase:
+    """What FilePlayer and TonePlayer share: state, cause, one play at a time."""
+
+    class Cause(Enum):
+        ERROR = "error"
+        NORMAL = "normal"
+        BARGEIN = "bargein"
+        ABORTED = "aborted"
+        HANGUP = "hangup"
+        TIMEOUT = "timeout"
+        NONE = "none"
+
+    class State(Enum):
+        PLAYING = "playing"
+        IDLE = "idle"
+        ERROR = "error"
+
+    _REASONS = {"finished": "NORMAL", "stopped": "ABORTED", "replaced": "ABORTED",
+                "hangup": "HANGUP", "failed": "ERROR"}
+
+    def __init__(self, channel: UASCallChannel) -> None:
+        self._channel = channel
+        self._state = self.State.IDLE
+        self._cause = self.Cause.NONE
+
+    def state(self) -> _PlayerBase.State:
+        return self._state
+
+    def cause(self) -> _PlayerBase.Cause:
+        return self._cause
+
+    def _play(self, source_for_law: Callable[[str], FrameSource], what: str) -> Any:
+        channel = self._channel
+        channel._require((State.ANSWERED,), what)
+        if self._state is self.State.PLAYING:
+            raise Error(f"{what}: already playing; expected it to finish or stop() first")
+        law = channel._engine.run(lambda: channel._leg.media().law)
+        source = source_for_law(law)
+        done: concurrent.futures.Future = concurrent.futures.Future()
+
+        def start() -> None:
+            if channel._state is not State.ANSWERED:
+                done.set_result("hangup")
+                return
+            channel._media_player().play(source, lambda reason: done.set_result(reason))
+
+        self._state, self._cause = self.State.PLAYING, self.Cause.NONE
+        try:
+            channel._engine.run(start)
+            reason = channel._engine.wait(done)
+        except BaseException:
+            self._state = self.State.ERROR
+            raise
+        self._state = self.State.IDLE
+        self._cause = self.Cause[self._REASONS.get(reason, "ERROR")]
+        return self._cause
+
+    def stop(self) -> None:
+        """Stop what this player is playing (its play() returns ABORTED). Safe from any
+        thread; does nothing when it is not playing."""
+        channel = self._channel
+        if self._state is self.State.PLAYING and channel._player is not None:
+            channel._engine.run(channel._player.stop)
+
+
+class FilePlayer(_PlayerBase):
+    """Plays a file (or any PlayableMedia) on an answered call (UAS ``FilePlayer``)."""
+
+    def play(self, file_name: str | PlayableMedia, barge_in: bool = False) -> Any:
+        """Play ``file_name`` (in the channel's media directory) or a PlayableMedia, and
+        block until it ends. Needs ANSWERED: Hangup in IDLE, Error otherwise or if already
+        playing. Returns a ``FilePlayer.Cause``: NORMAL, HANGUP, ABORTED (stop()).
+
+        ``barge_in`` needs DTMF detection, which this release does not have: asking for it
+        raises Error rather than playing without it."""
+        if barge_in:
+            raise Error("FilePlayer.play(barge_in=True): DTMF barge-in is not available in "
+                        "this release; expected barge_in=False")
+        from uascall.media.playable import PlayableMedia
+        media = file_name if isinstance(file_name, PlayableMedia) else PlayableMedia(
+            file_to_play=file_name, channel=self._channel)
+        media.duration  # noqa: B018 - load it here, on the application thread
+        return self._play(lambda law: media.source(law), "FilePlayer.play")
+
+
+class TonePlayer(_PlayerBase):
+    """Plays the tones of a :class:`~uascall.media.tones.ToneManager` (our API)."""
+
+    def __init__(self, channel: UASCallChannel, tone_manager: ToneManager) -> None:
+        super().__init__(channel)
+        self.tone_manager = tone_manager
+
+    def play(self, tone_name: str, seconds_duration: float | None = None) -> Any:
+        """Play a tone on an answered call: one cadence cycle, or ``seconds_duration``
+        seconds of it looped. Blocks; returns a ``TonePlayer.Cause``."""
+        tone = self.tone_manager.get(tone_name)
+        seconds = _seconds("seconds_duration", seconds_duration, allow_none=True)
+        return self._play(lambda law: tone.source(law, loop=seconds is not None,
+                                                  seconds=seconds), "TonePlayer.play")
