@@ -1,44 +1,63 @@
 """The ``uascall`` command.
 
-``uascall demo`` is the main job: a simulated PRI span pair, a real libpri exchange that
-calls us, and our span answering it, with the Q.931 exchange printed as a ladder.
+- ``uascall demo``: the main job. A simulated E1 (or T1) span, a real libpri exchange that
+  calls in, and ``examples/early_media.py`` ringing with early media, answering, playing a
+  file and hanging up; the Q.931 exchange is printed as a ladder and what the caller heard
+  is written to a WAV file.
+- ``uascall run APP.py --backend sim|dahdi``: serve a UAS-style application. On ``sim`` the
+  simulated exchange places ``--calls`` calls and the command ends when they have; on
+  ``dahdi`` it serves the boards' PRI spans until interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from uascall import __version__
-from uascall.dahdi import abi, libpri, q931
-from uascall.dahdi.pri import CallCleared, CallConnected, CallState, PriCall
-from uascall.engine import Engine
+from uascall.app import AppHost, Application, CallRecord
+from uascall.backend import Backend, open_backend
+from uascall.dahdi import q931
+from uascall.engine import Engine, VirtualClock
 from uascall.errors import UascallError
-from uascall.sim.farend import PriLoop
+from uascall.media import wav
+from uascall.sim.backend import SimBackend
+from uascall.sim.farend import FarEndCall
 
 log = logging.getLogger(__name__)
 
+HERE = Path(__file__).resolve().parent
+EXAMPLE_DIRS = (HERE.parent / "examples", Path(sys.prefix) / "share" / "uascall" / "examples")
 
-def _demo(args: argparse.Namespace) -> int:
-    kind = "E1" if args.law == "alaw" else "T1"
-    out = sys.stdout
-    with Engine() as engine:
-        loop = PriLoop.create(engine, kind)
-        if not engine.wait_until(lambda: loop.up, 5):
-            print("uascall demo: the simulated D-channels did not come up", file=sys.stderr)
-            return 1
-        switch = loop.cpe.switch.name
-        print(f"uascall {__version__} demo: a simulated {kind} PRI span ({switch}, "
-              f"{args.law}); a real libpri exchange (NETWORK) calls our span (CPE)\n", file=out)
-        start = engine.time()
-        ladder = q931.Ladder("uascall (CPE)", "exchange (NET)", show_layer2=args.layer2,
-                             span=80, brief=False)
-        finished = threading.Event()
-        ours: list[PriCall] = []
 
+def _example(name: str) -> Path:
+    for folder in EXAMPLE_DIRS:
+        if (folder / name).is_file():
+            return folder / name
+    raise UascallError(f"cannot find examples/{name} (looked in "
+                       f"{', '.join(str(d) for d in EXAMPLE_DIRS)}); pass --app")
+
+
+def _summary(record: CallRecord) -> str:
+    return (f"{record.instance_id}: {record.caller} -> {record.called}, {record.duration:.1f}"
+            f" s, return code {record.return_code}, cause {record.cause}"
+            f" ({record.raw_cause or 'no raw cause'})")
+
+
+def _sim_calls(host: AppHost, backend: SimBackend, args: argparse.Namespace,
+               ladder: q931.Ladder | None = None) -> list[FarEndCall]:
+    """Let the simulated exchange place the calls and wait until every one has cleared."""
+    engine = host.engine
+    if not engine.wait_until(lambda: backend.up, 10):
+        raise UascallError("the simulated D-channels did not come up")
+    start = engine.time()
+    if ladder is not None:
         def trace(direction: str, frame: bytes) -> None:
             try:
                 item = q931.LapdFrame.parse(frame)
@@ -46,39 +65,95 @@ def _demo(args: argparse.Namespace) -> int:
                 log.warning("undecodable D-channel frame %s: %s", frame.hex(), exc)
                 return
             ladder.add(engine.time() - start, "->" if direction == "tx" else "<-", item)
+        assert backend.loop is not None
+        backend.loop.cpe.frame_listeners.append(trace)
+    calls = []
+    assert backend.far_end is not None
+    for n in range(args.calls):
+        calls.append(engine.run(backend.far_end.dial, args.called, calling=args.calling,
+                                calling_name=args.calling_name))
+        if n + 1 < args.calls and args.interval:
+            engine.sleep(args.interval)
+    if not engine.wait_until(lambda: all(c.cleared for c in calls), args.timeout):
+        raise UascallError(f"the calls did not end within {args.timeout} s")
+    host.join(10)
+    engine.sleep(0.05)  # let the last RELEASE COMPLETE cross, for the ladder
+    return calls
 
-        def on_incoming(call: PriCall) -> None:
-            ours.append(call)
-            call.listeners.append(on_our_event)
-            # Early media: ALERTING with progress indicator #8, the B-channel open for audio.
-            call.alerting(inband=True)
-            call.open_media()
-            engine.call_later(args.ring, call.answer)
 
-        def on_our_event(call: PriCall, event: object) -> None:
-            if isinstance(event, CallConnected):
-                engine.call_later(args.talk, far.hangup, libpri.PRI_CAUSE_NORMAL_CLEARING)
-            elif isinstance(event, CallCleared):
-                engine.call_later(0.05, finished.set)  # let RELEASE COMPLETE cross too
+def _write_heard(call: FarEndCall, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wav.write_wav(path, call.heard_pcm(), 8000, call.law)
 
-        loop.cpe.frame_listeners.append(trace)
-        loop.cpe.on_incoming = on_incoming
-        far = engine.run(loop.net.call, args.called, calling=args.calling,
-                         calling_name="Demo Caller")
-        if not finished.wait(args.ring + args.talk + 10):
-            print("uascall demo: the call did not complete", file=sys.stderr)
-            return 1
-        print(ladder.render(), file=out)
-        call = ours[0]
-        print(f"call: {call.calling} -> {call.called} on B-channel {call.chanpos} "
-              f"(DAHDI channel {call.channo}), {call.law}", file=out)
-        print(f"cleared by the {'exchange' if call.cleared_by == 'remote' else call.cleared_by}"
-              f": cause {call.cause} ({libpri.cause_text(call.cause or 0)})", file=out)
-        stats = loop.kernel.stats(loop.cpe.layout.dchannel)
-        print(f"D-channel frames: {stats.frames_sent} sent, {stats.frames_received} received; "
-              f"span alarms: {abi.alarm_names(loop.cpe.alarms) or 'none'}", file=out)
-        ok = call.state is CallState.CLEARED and call.cause == libpri.PRI_CAUSE_NORMAL_CLEARING
-        return 0 if ok else 1
+
+def _demo(args: argparse.Namespace) -> int:
+    kind = "E1" if args.law == "alaw" else "T1"
+    app = Application.load(args.app or _example("early_media.py"))
+    args.calls, args.interval, args.timeout = 1, 0.0, 120.0
+    args.calling_name = "Demo Caller"
+    flavour = "EuroISDN, A-law" if kind == "E1" else "NI2, mu-law"
+    print(f"uascall {__version__} demo: {app.path.name} answers a call from a real libpri "
+          f"exchange on a simulated {kind} span ({flavour})\n")
+    ladder = q931.Ladder("uascall (CPE)", "exchange (NET)", show_layer2=args.layer2,
+                         span=80, brief=False)
+    with _engine(args) as engine:
+        backend = SimBackend(engine, kind=kind)
+        host = AppHost(engine, backend, app, application_parameters=args.param)
+        engine.run(host.start)
+        calls = _sim_calls(host, backend, args, ladder)
+    print(ladder.render())
+    for record in host.results:
+        print(_summary(record))
+    heard = calls[0]
+    _write_heard(heard, Path(args.wav))
+    seconds = len(heard.heard) / 8000
+    print(f"what the caller heard ({seconds:.1f} s, {heard.law}): {args.wav}")
+    return 0 if host.results and all(r.return_code >= 0 for r in host.results) else 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    app = Application.load(args.app)
+    if args.virtual and args.backend != "sim":
+        raise UascallError("--virtual needs --backend sim: real boards keep real time")
+    with _engine(args) as engine:
+        options: dict[str, object] = {}
+        if args.backend == "sim":
+            options = {"kind": "E1" if args.law == "alaw" else "T1"}
+        elif args.backend == "dahdi":
+            options = {"system_conf": args.system_conf, "spans": args.span or None,
+                       "node": args.node, "switch": args.switch}
+        backend: Backend = open_backend(args.backend, engine, **options)
+        host = AppHost(engine, backend, app, application_parameters=args.param,
+                       media_dir=args.media_dir, records=args.records, tts_voice=args.voice)
+        engine.run(host.start)
+        if isinstance(backend, SimBackend):
+            calls = _sim_calls(host, backend, args)
+            if args.wav_dir:
+                for n, call in enumerate(calls, 1):
+                    _write_heard(call, Path(args.wav_dir) / f"call{n}.wav")
+        else:
+            _serve_until_interrupted()
+        for record in host.results:
+            print(_summary(record))
+    return 0 if all(r.return_code >= 0 for r in host.results) else 1
+
+
+@contextlib.contextmanager
+def _engine(args: argparse.Namespace) -> Iterator[Engine]:
+    """The engine, in virtual time with --virtual (this thread an actor, so that time waits
+    for it)."""
+    with Engine(VirtualClock() if args.virtual else None) as engine:
+        with engine.actor() if args.virtual else contextlib.nullcontext():
+            yield engine
+
+
+def _serve_until_interrupted() -> None:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    log.info("serving calls; stop with Ctrl-C")
+    while not stop.wait(1.0):
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,19 +163,51 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log more (-v info, -vv debug)")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="a PRI call on the simulator, with its Q.931 "
-                               "exchange printed as a ladder")
+
+    demo = commands.add_parser("demo", help="an early-media call on the simulator: the Q.931 "
+                               "ladder, and what the caller heard in a WAV file")
     demo.add_argument("--law", choices=("alaw", "ulaw"), default="alaw",
                       help="alaw: an E1 span with EuroISDN; ulaw: a T1 span with NI2")
-    demo.add_argument("--called", default="5551000", help="the number the exchange dials")
-    demo.add_argument("--calling", default="5552000", help="the caller's number")
-    demo.add_argument("--ring", type=float, default=1.0, metavar="SECONDS",
-                      help="how long we ring before answering")
-    demo.add_argument("--talk", type=float, default=1.0, metavar="SECONDS",
-                      help="how long the call lasts before the exchange clears it")
+    demo.add_argument("--wav", default="demo-out/caller.wav", metavar="PATH",
+                      help="where to write what the caller heard (default %(default)s)")
     demo.add_argument("--layer2", action="store_true",
                       help="show Q.921 frames (SABME, UA, RR) in the ladder too")
+    demo.add_argument("--app", help="another application than examples/early_media.py")
+    demo.add_argument("--param", default="", help="application_parameters for main()")
+    demo.add_argument("--called", default="5551000")
+    demo.add_argument("--calling", default="5552000")
+    demo.add_argument("--virtual", action="store_true", help="run in virtual time, as fast "
+                      "as the CPU allows (timestamps are still those of the call)")
     demo.set_defaults(func=_demo)
+
+    run = commands.add_parser("run", help="serve a UAS-style application")
+    run.add_argument("app", help="the application file (with main(channel, ...))")
+    run.add_argument("--backend", default="sim", help="sim (default) or dahdi")
+    run.add_argument("--param", default="", help="application_parameters for main()")
+    run.add_argument("--media-dir", help="the application's media files (default: "
+                     "media/ beside it, or its own folder)")
+    run.add_argument("--records", metavar="FILE", help="SQLite file for call records")
+    run.add_argument("--voice", help="espeak-ng voice for text_to_say")
+    sim = run.add_argument_group("sim backend")
+    sim.add_argument("--law", choices=("alaw", "ulaw"), default="alaw")
+    sim.add_argument("--calls", type=int, default=1, help="calls the exchange places")
+    sim.add_argument("--interval", type=float, default=0.0, help="seconds between calls")
+    sim.add_argument("--timeout", type=float, default=600.0, help="give up after this long")
+    sim.add_argument("--called", default="5551000")
+    sim.add_argument("--calling", default="5552000")
+    sim.add_argument("--calling-name", default="")
+    sim.add_argument("--wav-dir", help="write what each caller heard here (callN.wav)")
+    sim.add_argument("--virtual", action="store_true",
+                     help="run in virtual time, as fast as the CPU allows")
+    dahdi = run.add_argument_group("dahdi backend")
+    dahdi.add_argument("--system-conf", default="/etc/dahdi/system.conf")
+    dahdi.add_argument("--span", type=int, action="append", help="a span to serve "
+                       "(repeatable; default: every span with a dchan=)")
+    dahdi.add_argument("--node", default="cpe", help="cpe (default) or net")
+    dahdi.add_argument("--switch", default="euroisdn_e1",
+                       help="euroisdn_e1 (default), euroisdn_t1, ni2, ni1, dms100, 5ess, "
+                       "4ess, qsig")
+    run.set_defaults(func=_run)
     return parser
 
 

@@ -1,24 +1,61 @@
-"""The `uascall demo` main job: a simulated PRI call with its Q.931 ladder."""
+"""The `uascall` command: the demo (the main job) and `run` on the simulator."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
+from tests import audio
 from uascall.cli import main
+from uascall.media import wav
 
 
 @pytest.mark.parametrize("law, kind, bearer", [("alaw", "E1", "A-law"), ("ulaw", "T1", "mu-law")])
-def test_demo_prints_the_q931_ladder_of_a_complete_call(capsys, law, kind, bearer):
-    assert main(["demo", "--law", law, "--ring", "0.05", "--talk", "0.05"]) == 0
+def test_demo_rings_with_early_media_and_records_what_the_caller_heard(capsys, tmp_path, law,
+                                                                        kind, bearer):
+    out_wav = tmp_path / "heard.wav"
+    assert main(["demo", "--virtual", "--law", law, "--wav", str(out_wav), "--param", "1"]) == 0
     out = capsys.readouterr().out
-    assert f"simulated {kind} PRI span" in out
-    sequence = ["SETUP", "CALL PROCEEDING", "ALERTING PI #8", "CONNECT B1",
+    assert f"simulated {kind} span" in out
+    sequence = ["SETUP", "CALL PROCEEDING", "ALERTING PI #8", "CONNECT B",
                 "CONNECT ACKNOWLEDGE", "DISCONNECT cause 16", "RELEASE cause 16",
                 "RELEASE COMPLETE cause 16"]
     lines = [line for line in out.splitlines() if "|" in line]
     assert [next(s for s in sequence if s in line) for line in lines] == sequence
-    assert bearer in lines[0] and "<-" in lines[0] and "->" in lines[2]
-    assert "cleared by the exchange: cause 16 (Normal Clearing)" in out
+    assert bearer in lines[0]
+    assert "return code 0, cause NORMAL (16)" in out
+    recording = wav.read_wav(out_wav)
+    assert recording.rate == 8000 and recording.encoding == law
+    # greeting (speech), 1 s of looped 425 Hz ringback, then the goodbye message
+    assert 5.0 < recording.duration < 12.0
+    assert audio.component_level_dbm0(list(recording.samples), 425, law) > -40
+
+
+def test_run_serves_several_calls_and_keeps_records(capsys, tmp_path):
+    records = tmp_path / "calls.sqlite3"
+    assert main(["run", "examples/early_media.py", "--virtual", "--calls", "2",
+                 "--param", "0.5", "--records", str(records), "--wav-dir",
+                 str(tmp_path / "heard")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("return code 0, cause NORMAL (16)") == 2
+    with sqlite3.connect(records) as db:
+        rows = db.execute("SELECT return_code, caller, called, cause FROM calls").fetchall()
+    assert rows == [(0, "5552000", "5551000", "NORMAL")] * 2
+    assert sorted(p.name for p in (tmp_path / "heard").iterdir()) == ["call1.wav", "call2.wav"]
+
+
+def test_run_reports_an_invalid_application(capsys, tmp_path):
+    app = tmp_path / "broken.py"
+    app.write_text("__uas_identify__ = 'common'\n")
+    assert main(["run", str(app), "--backend", "sim"]) == 1
+    assert "__uas_identify__ is 'common'; expected 'application'" in capsys.readouterr().err
+
+
+def test_unknown_backend_lists_the_known_ones(capsys):
+    assert main(["run", "examples/early_media.py", "--backend", "carrier-pigeon"]) == 1
+    assert "unknown backend 'carrier-pigeon'; expected one of dahdi, sim" in \
+        capsys.readouterr().err
 
 
 def test_version(capsys):

@@ -1,0 +1,114 @@
+"""The application host: loading, one thread per call, return codes, call records."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from uascall.app import AppHost, Application, ApplicationError, CallRecords, FileManager
+from uascall.engine import Engine, VirtualClock
+from uascall.errors import ArgumentError
+from uascall.sim.backend import SimBackend
+
+T = 5.0
+
+
+def write_app(tmp_path: Path, body: str, name: str = "app") -> Path:
+    path = tmp_path / f"{name}.py"
+    path.write_text('__uas_identify__ = "application"\n__uas_version__ = "9.9"\n'
+                    + textwrap.dedent(body))
+    return path
+
+
+def serve(tmp_path: Path, body: str, calls: int = 1, records: Path | None = None):
+    """Run the application for ``calls`` calls from the simulated exchange."""
+    app = Application.load(write_app(tmp_path, body))
+    with Engine(VirtualClock()) as engine, engine.actor():
+        backend = SimBackend(engine)
+        host = AppHost(engine, backend, app, application_parameters="p=1",
+                       media_dir=tmp_path, records=records)
+        engine.run(host.start)
+        assert engine.wait_until(lambda: backend.up, T)
+        far = [engine.run(backend.far_end.dial, "5551000") for _ in range(calls)]
+        assert engine.wait_until(lambda: all(c.cleared for c in far), 60)
+        assert host.join(10)
+    return host, far
+
+
+@pytest.mark.parametrize("body, rc", [
+    ("def main(channel, iid, file_man, my_log, params):\n    channel.reject()\n    return 7\n",
+     7),
+    ("def main(channel, iid, file_man, my_log, params):\n    channel.reject()\n"
+     "    raise RuntimeError('boom')\n", -1),
+    ("def main(channel, iid, file_man, my_log, params):\n    channel.reject()\n"
+     "    return 'yes'\n", -1),
+    ("def main(channel, iid, file_man, my_log, params):\n    channel.reject()\n"
+     "    return -42\n", -5),
+    ("def main(channel, iid, file_man, my_log, params):\n    channel.reject()\n"
+     "    return -150\n", -150),
+])
+def test_return_codes_follow_uas(tmp_path, body, rc):
+    host, _far = serve(tmp_path, body)
+    assert [r.return_code for r in host.results] == [rc]
+
+
+def test_a_call_left_up_is_hung_up_and_recorded(tmp_path):
+    body = """
+    def main(channel, application_instance_id, file_man, my_log, application_parameters):
+        assert application_parameters == "p=1" and file_man.exists("app.py")
+        my_log.info("answering %s", application_instance_id)
+        channel.answer()
+        return 3
+    """
+    records = tmp_path / "calls.sqlite3"
+    host, far = serve(tmp_path, body, calls=3, records=records)
+    assert sorted(r.instance_id for r in host.results) == ["app-1", "app-2", "app-3"]
+    assert {r.cause for r in host.results} == {"NORMAL"}
+    assert all(c.call.cleared_by == "remote" and c.call.cause == 16 for c in far)
+    stored = CallRecords(records).all()
+    assert sorted(r.instance_id for r in stored) == ["app-1", "app-2", "app-3"]
+    assert {(r.caller, r.called, r.return_code, r.raw_cause) for r in stored} == {
+        ("5552000", "5551000", 3, "16")}
+
+
+def test_instances_run_in_parallel_threads(tmp_path):
+    body = """
+    import threading
+    seen = set()
+    def main(channel, application_instance_id, file_man, my_log, application_parameters):
+        seen.add(threading.current_thread().name)
+        channel.ring(seconds_ringtime=30)   # all three ring at the same time
+        channel.reject()
+        return len(seen)
+    """
+    host, _far = serve(tmp_path, body, calls=3)
+    assert max(r.return_code for r in host.results) == 3
+    assert all(r.duration == pytest.approx(30, abs=0.1) for r in host.results)
+
+
+@pytest.mark.parametrize("source, message", [
+    ('__uas_identify__ = "common"\n', "__uas_identify__ is 'common'"),
+    ('__uas_identify__ = "application"\n', "has no main()"),
+    ('__uas_identify__ = "application"\ndef main(channel):\n    return 0\n',
+     r"cannot take \(channel, application_instance_id"),
+    ('__uas_identify__ = "application"\ndef main(:\n', "does not load: SyntaxError"),
+])
+def test_invalid_applications_are_refused_with_rc_minus_4(tmp_path, source, message):
+    path = tmp_path / "bad.py"
+    path.write_text(source)
+    with pytest.raises(ApplicationError, match=message) as info:
+        Application.load(path)
+    assert info.value.rc == -4
+    with pytest.raises(ApplicationError, match="no such file"):
+        Application.load(tmp_path / "missing.py")
+
+
+def test_file_manager_stays_inside_its_folder(tmp_path):
+    files = FileManager(tmp_path)
+    (tmp_path / "a.wav").write_bytes(b"")
+    assert files.exists("a.wav") and files.list() == ["a.wav"]
+    for escape in ("../x.wav", "/etc/passwd"):
+        with pytest.raises(ArgumentError, match="outside the media directory"):
+            files.path(escape)
