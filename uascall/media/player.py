@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 A :class:`MediaClock` (one per engine) ticks every 20 ms while any :class:`Player` is
 active and asks each to *pump*: write as many frames as the stream's timeline says are due
-by now, plus a small lead (two frames by default) so that the device never runs dry between
+by now, plus a small lead (three frames by default) so that the device never runs dry between
 ticks. The timeline is counted from when the stream started, so a late tick (the engine was
 busy) is caught up with several frames at once and the long-run rate is exact; a port that
 is full (the device is ahead of our clock) simply takes the frame on a later tick.
@@ -19,6 +19,7 @@ Everything here runs on the engine thread.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 
 from uascall.engine import Engine, TimerHandle
@@ -26,8 +27,9 @@ from uascall.media.source import FRAME_SECONDS, FrameSource
 
 log = logging.getLogger(__name__)
 
-#: frames kept queued ahead of the timeline (40 ms: enough for a late engine tick)
-DEFAULT_LEAD = 2
+#: frames kept queued ahead of the timeline: 60 ms of slack for a late engine iteration
+#: (the device's clock and ours tick out of phase, so one frame of that is spent on phase)
+DEFAULT_LEAD = 3
 
 
 class FrameSink:
@@ -130,7 +132,8 @@ class Player:
         source = self._source
         if source is None:
             return
-        due = int((now - self._start) / FRAME_SECONDS + 1e-9) + self.clock.lead
+        # Frames due: every frame whose play-out starts before now, plus the lead.
+        due = math.ceil((now - self._start) / FRAME_SECONDS - 1e-9) + self.clock.lead
         try:
             while self._written < due:
                 frame = self._pending

@@ -17,11 +17,13 @@ What it models
   for one already open, ENOENT for a node that does not exist. Opening resets the
   channel as ``initialize_channel`` does (block size 1024, two buffers, immediate policy,
   the span's law, no linear mode, audio mode off).
-- B-channels (CLEAR) paced at 8,000 bytes/s: every ``tick`` seconds each open channel
-  sends ``8000 * tick`` bytes from its write buffers to its peer's read buffers, which
-  become readable block by block. Buffer counts and sizes, the IMMEDIATE / WHEN_FULL /
-  HALF_FULL transmit policies, underruns (silence goes out in audio mode, 0xFF
-  otherwise, and WRITE_UNDERRUN is queued with DAHDI_BUFFER_EVENTS), overruns (a block
+- B-channels (CLEAR) paced at 8,000 bytes/s on the engine's clock: every ``tick``
+  seconds each open channel sends what the line carried since the last tick (``8000 *
+  tick`` bytes, more when the tick ran late, as a card's own clock would not wait) from
+  its write buffers to its peer's read buffers, which become readable block by block.
+  Buffer counts and sizes, the IMMEDIATE / WHEN_FULL / HALF_FULL transmit policies,
+  underruns (silence goes out in audio mode, 0xFF otherwise, and WRITE_UNDERRUN is
+  queued with DAHDI_BUFFER_EVENTS), overruns (a block
   that finds every read buffer full is dropped; READ_OVERRUN once per episode with
   DAHDI_BUFFER_EVENTS), linear mode (s16 converted with the channel's law, in audio mode
   only) are as in the kernel.
@@ -105,6 +107,8 @@ class SimKernel(DeviceIO):
         self._files: dict[int, OpenFile] = {}
         self._open_clear: list[SimChannel] = []
         self._tick_timer: TimerHandle | None = None
+        self._ticking_since = 0.0  # when the B-channel clock started (0: stopped)
+        self._bytes_moved = 0
         self._tx_frames: deque[tuple[SimChannel, bytes]] = deque()
         self._flush_pending = False
         self._corrupt_next: set[int] = set()
@@ -355,13 +359,24 @@ class SimKernel(DeviceIO):
     # ================================================================== B-channels
     def _start_ticking(self) -> None:
         if self._tick_timer is None:
+            if not self._ticking_since:
+                self._ticking_since = self.engine.time()
+                self._bytes_moved = 0
             self._tick_timer = self.engine.call_later(self.tick, self._on_tick)
 
     def _on_tick(self) -> None:
         self._tick_timer = None
         if not self._open_clear:
+            self._ticking_since = 0.0
             return
-        nbytes = round(self.tick * SAMPLE_RATE)
+        # The line runs at 8000 bytes/s whatever this thread is doing: a tick that runs late
+        # moves everything that was due since the last one, as a card's clock would have.
+        due = round((self.engine.time() - self._ticking_since) * SAMPLE_RATE)
+        nbytes = min(due - self._bytes_moved, SAMPLE_RATE)  # at most a second in one go
+        self._bytes_moved = due
+        if nbytes <= 0:
+            self._start_ticking()
+            return
         sent = {chan: self._take_tx(chan, nbytes) for chan in self._open_clear}
         for chan in self._open_clear:
             peer = self._peer_chan(chan)
