@@ -17,7 +17,17 @@ setup(
     extras_require={"test": ["pytest>=7.4", "ruff>=0.4"]},
     entry_points={
         "console_scripts": ["uascall = uascall.cli:main"],
+        # Backends by name; another package can add its own under this group.
+        "uascall.backends": [
+            "dahdi = uascall.dahdi.backend:DahdiBackend",
+            "sim = uascall.sim.backend:SimBackend",
+        ],
     },
+    # The demo's application and its media, found by `uascall demo` after a normal install.
+    data_files=[
+        ("share/uascall/examples", ["examples/early_media.py"]),
+        ("share/uascall/examples/media", ["examples/media/goodbye.wav"]),
+    ],
     classifiers=[
         "Programming Language :: Python :: 3",
         "Operating System :: POSIX :: Linux",
