@@ -91,6 +91,29 @@ def parse_codecs(codecs: str | None) -> list[str]:
     return [CODECS[name] for name in dict.fromkeys(names)]
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelEvent:
+    """What a channel's listeners hear, on the engine thread (our extension)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged(ChannelEvent):
+    state: State
+
+
+@dataclass(frozen=True, slots=True)
+class MediaStarted(ChannelEvent):
+    #: what plays: "tone RINGBACK_EU", "PlayableMedia(file 'x.wav')"...
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class MediaEnded(ChannelEvent):
+    what: str
+    #: "finished", "stopped", "replaced", "hangup" or "failed"
+    reason: str
+
+
 @dataclass
 class CallDetails:
     """What is known about the call (UAS's ``Details``)."""
@@ -133,6 +156,8 @@ class UASCallChannel:
         self._waiters: list[tuple[Callable[[], bool], concurrent.futures.Future]] = []
         self.FilePlayer = FilePlayer(self)
         self.TonePlayer: TonePlayer | None = None
+        #: called on the engine thread with each ChannelEvent (state changes, media)
+        self.listeners: list[Callable[[UASCallChannel, ChannelEvent], None]] = []
         leg.listener = self._on_leg_event
 
     def __repr__(self) -> str:
@@ -205,13 +230,13 @@ class UASCallChannel:
                             "has no tone player; expected channel.create_tone_player("
                             "tone_manager) first")
             tone = self.TonePlayer.tone_manager.get(ringtone)
-            return lambda law, loop: tone.source(law, loop=loop)
+            return lambda law, loop: _Labelled(tone.source(law, loop=loop), f"tone {tone.name}")
         from uascall.media.playable import PlayableMedia
         if not isinstance(ringtone, PlayableMedia):
             raise ArgumentError(f"custom_ringtone {ringtone!r}: expected a tone name or a "
                                 "PlayableMedia")
         ringtone.duration  # noqa: B018 - load or render it here, on the application thread
-        return lambda law, loop: ringtone.source(law, loop=loop)
+        return lambda law, loop: _Labelled(ringtone.source(law, loop=loop), repr(ringtone))
 
     def _engine_alert(self, early_media: bool) -> tuple[bool, str]:
         self._require(_INCOMING, "ring")  # again: the far end may have moved meanwhile
@@ -228,7 +253,7 @@ class UASCallChannel:
             if self._player is not None:
                 self._player.stop()
             return 0.0
-        self._media_player().play(source)
+        self._play(source)
         return source.duration or 0.0
 
     # ------------------------------------------------------------------ answer / clear
@@ -317,6 +342,26 @@ class UASCallChannel:
         self._state = state
         if self._waiters:
             self._waiters = [w for w in self._waiters if not _settle(*w)]
+        self._emit(StateChanged(state))
+
+    def _emit(self, event: ChannelEvent) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(self, event)
+            except Exception:
+                log.exception("%r: listener failed on %s", self, event)
+
+    def _play(self, source: FrameSource, on_done: Callable[[str], None] | None = None) -> None:
+        """Engine thread: play ``source`` on this call, telling listeners what plays."""
+        what = getattr(source, "label", type(source).__name__)
+
+        def done(reason: str) -> None:
+            self._emit(MediaEnded(what, reason))
+            if on_done is not None:
+                on_done(reason)
+
+        self._media_player().play(source, done)
+        self._emit(MediaStarted(what))
 
     def _media_player(self) -> Player:
         if self._player is None:
@@ -353,6 +398,20 @@ class UASCallChannel:
 
     def _forget_waiter(self, future: concurrent.futures.Future) -> None:
         self._waiters = [w for w in self._waiters if w[1] is not future]
+
+
+class _Labelled(FrameSource):
+    """A source with a name for listeners and logs."""
+
+    def __init__(self, source: FrameSource, label: str) -> None:
+        self._source = source
+        self.label = label
+        self.law = source.law
+        self.next_frame = source.next_frame  # type: ignore[method-assign]
+
+    @property
+    def duration(self) -> float | None:
+        return self._source.duration
 
 
 def _settle(condition: Callable[[], bool], future: concurrent.futures.Future) -> bool:
@@ -417,7 +476,7 @@ class _PlayerBase:
             if channel._state is not State.ANSWERED:
                 done.set_result("hangup")
                 return
-            channel._media_player().play(source, lambda reason: done.set_result(reason))
+            channel._play(source, lambda reason: done.set_result(reason))
 
         self._state, self._cause = self.State.PLAYING, self.Cause.NONE
         try:
@@ -455,7 +514,8 @@ class FilePlayer(_PlayerBase):
         media = file_name if isinstance(file_name, PlayableMedia) else PlayableMedia(
             file_to_play=file_name, channel=self._channel)
         media.duration  # noqa: B018 - load it here, on the application thread
-        return self._play(lambda law: media.source(law), "FilePlayer.play")
+        return self._play(lambda law: _Labelled(media.source(law), repr(media)),
+                          "FilePlayer.play")
 
 
 class TonePlayer(_PlayerBase):
@@ -470,5 +530,6 @@ class TonePlayer(_PlayerBase):
         seconds of it looped. Blocks; returns a ``TonePlayer.Cause``."""
         tone = self.tone_manager.get(tone_name)
         seconds = _seconds("seconds_duration", seconds_duration, allow_none=True)
-        return self._play(lambda law: tone.source(law, loop=seconds is not None,
-                                                  seconds=seconds), "TonePlayer.play")
+        return self._play(lambda law: _Labelled(tone.source(law, loop=seconds is not None,
+                                                            seconds=seconds),
+                                                f"tone {tone.name}"), "TonePlayer.play")

@@ -23,6 +23,7 @@ from pathlib import Path
 from uascall import __version__
 from uascall.app import AppHost, Application, CallRecord
 from uascall.backend import Backend, open_backend
+from uascall.channel import ChannelEvent, MediaStarted, State, UASCallChannel
 from uascall.dahdi import q931
 from uascall.engine import Engine, VirtualClock
 from uascall.errors import UascallError
@@ -99,6 +100,15 @@ def _demo(args: argparse.Namespace) -> int:
     with _engine(args) as engine:
         backend = SimBackend(engine, kind=kind)
         host = AppHost(engine, backend, app, application_parameters=args.param)
+        start = engine.time()
+
+        def annotate(channel: UASCallChannel, event: ChannelEvent) -> None:
+            # what the application plays, between the Q.931 messages that frame it
+            if isinstance(event, MediaStarted):
+                where = "in band" if channel.state() is not State.ANSWERED else "on the call"
+                ladder.note(engine.time() - start, f"~ {where}: {event.what} ~")
+
+        host.on_channel = lambda channel: channel.listeners.append(annotate)
         engine.run(host.start)
         calls = _sim_calls(host, backend, args, ladder)
     print(ladder.render())

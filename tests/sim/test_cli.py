@@ -21,9 +21,14 @@ def test_demo_rings_with_early_media_and_records_what_the_caller_heard(capsys, t
     sequence = ["SETUP", "CALL PROCEEDING", "ALERTING PI #8", "CONNECT B",
                 "CONNECT ACKNOWLEDGE", "DISCONNECT cause 16", "RELEASE cause 16",
                 "RELEASE COMPLETE cause 16"]
-    lines = [line for line in out.splitlines() if "|" in line]
+    lines = [line for line in out.splitlines() if "|" in line and "~" not in line]
     assert [next(s for s in sequence if s in line) for line in lines] == sequence
     assert bearer in lines[0]
+    notes = [line.split("~")[1].strip() for line in out.splitlines() if "|" in line
+             and "~" in line]
+    assert notes == ["in band: PlayableMedia(text 'Thank you for calling. Please hold.')",
+                     "in band: tone RINGBACK_EU", "on the call: PlayableMedia(file "
+                     "'goodbye.wav')"]
     assert "return code 0, cause NORMAL (16)" in out
     recording = wav.read_wav(out_wav)
     assert recording.rate == 8000 and recording.encoding == law

@@ -547,6 +547,11 @@ class Ladder:
                 layer2_only = False     # show the damage, it is not routine layer 2
         self._rows.append((t, direction, describe(item, brief=self.brief), layer2_only))
 
+    def note(self, t: float, text: str) -> None:
+        """A line between the lifelines at time ``t``: something that is not a frame, such
+        as the audio that starts on the B-channel."""
+        self._rows.append((t, "note", text, False))
+
     def _arrow(self, direction: str, label: str) -> str:
         room = self.span - 4                    # a space either side and 1 dash at the end
         lead = max(3, min(self.LEAD, room - len(label)))
@@ -563,9 +568,13 @@ class Ladder:
         head += self.left.center(max(len(self.left), 2 * (self.LIFELINE - len(head)) + 1))
         head = head.ljust(max(len(head) + 2, right_line - len(self.right) // 2)) + self.right
         lines = [head.rstrip()]
-        for t, direction, label, layer2_only in self._rows:
+        for t, direction, label, layer2_only in sorted(self._rows, key=lambda row: row[0]):
             if layer2_only and not self.show_layer2:
                 continue
             stamp = f"{t:{self.TIME_WIDTH}.3f}".ljust(self.LIFELINE)
-            lines.append(f"{stamp}|{self._arrow(direction, label)}|")
+            if direction == "note":
+                text = label if len(label) <= self.span - 4 else label[:self.span - 7] + "..."
+                lines.append(f"{stamp}|{(' ' + text + ' ').center(self.span, ' ')}|")
+            else:
+                lines.append(f"{stamp}|{self._arrow(direction, label)}|")
         return "\n".join(lines) + "\n"
