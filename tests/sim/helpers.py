@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from uascall import ToneManager
+from uascall.channel import UASCallChannel
 from uascall.dahdi import q931
+from uascall.engine import Engine
+from uascall.sim.backend import SimBackend
 from uascall.sim.kernel import SimKernel
+
+MEDIA = Path(__file__).resolve().parents[2] / "examples" / "media"
+T = 5.0  # seconds (virtual) that a signalling step may take before a test gives up
 
 
 class Wire:
@@ -31,3 +42,47 @@ class Wire:
         found = [m for who, m in self.messages() if who == sender and m.name == name]
         assert found, f"no {name} from {sender} on the wire; saw {self.names()}"
         return found[-1]
+
+
+@dataclasses.dataclass
+class World:
+    engine: Engine
+    backend: SimBackend
+    channels: list[UASCallChannel]
+    wire: Wire
+    kind: str
+
+    @property
+    def law(self) -> str:
+        return "alaw" if self.kind == "E1" else "ulaw"
+
+    def incoming(self, called: str = "5551000") -> tuple[UASCallChannel, Any]:
+        """The exchange calls; returns (our channel, the far end's call)."""
+        before = len(self.channels)
+        far = self.engine.run(self.backend.far_end.dial, called)
+        assert self.engine.wait_until(lambda: len(self.channels) > before, T)
+        return self.channels[-1], far
+
+    def elapsed(self, fn, *args, **kwargs) -> tuple[Any, float]:
+        t0 = self.engine.time()
+        result = fn(*args, **kwargs)
+        return result, round(self.engine.time() - t0, 6)
+
+    def alertings(self) -> list:
+        return [m for who, m in self.wire.messages() if who == "cpe" and m.name == "ALERTING"]
+
+
+def with_tones(channel: UASCallChannel) -> UASCallChannel:
+    channel.create_tone_player(ToneManager())
+    return channel
+
+
+def drop_message(name: str):
+    """A frame filter that loses every ``name`` message on the D-channel."""
+    def lose(_channo: int, frame: bytes) -> bytes | None:
+        try:
+            message = q931.LapdFrame.parse(frame + b"\0\0").q931()  # + a dummy FCS
+        except q931.Q931DecodeError:
+            return frame
+        return None if message is not None and message.name == name else frame
+    return lose

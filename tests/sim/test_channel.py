@@ -7,79 +7,22 @@ measured on the engine's clock, exactly.
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
-from typing import Any
-
 import pytest
 
 from tests import audio
-from uascall import PlayableMedia, ToneManager
+from uascall import PlayableMedia
 from uascall.backend import Cause
 from uascall.channel import State, UASCallChannel
 from uascall.dahdi.pri import CallAlerting, CallProgress
-from uascall.engine import Engine, VirtualClock
+from uascall.engine import Engine
 from uascall.errors import ArgumentError, Error, Hangup
 from uascall.media.player import MediaClock
 from uascall.sim.backend import SimBackend
 
-from .helpers import Wire
+from .helpers import MEDIA, T, World, with_tones
 
-MEDIA = Path(__file__).resolve().parents[2] / "examples" / "media"
-T = 5.0
 EU = "RINGBACK_EU"  # 425 Hz at -13 dBm0, 1 s on / 4 s off
 GREETING = "Thank you for calling."
-
-
-@dataclasses.dataclass
-class World:
-    engine: Engine
-    backend: SimBackend
-    channels: list[UASCallChannel]
-    wire: Wire
-    kind: str
-
-    @property
-    def law(self) -> str:
-        return "alaw" if self.kind == "E1" else "ulaw"
-
-    def incoming(self, called: str = "5551000") -> tuple[UASCallChannel, Any]:
-        """The exchange calls; returns (our channel, the far end's call)."""
-        before = len(self.channels)
-        far = self.engine.run(self.backend.far_end.dial, called)
-        assert self.engine.wait_until(lambda: len(self.channels) > before, T)
-        return self.channels[-1], far
-
-    def elapsed(self, fn, *args, **kwargs) -> tuple[Any, float]:
-        t0 = self.engine.time()
-        result = fn(*args, **kwargs)
-        return result, round(self.engine.time() - t0, 6)
-
-    def alertings(self) -> list:
-        return [m for who, m in self.wire.messages() if who == "cpe" and m.name == "ALERTING"]
-
-
-@pytest.fixture(params=["E1", "T1"])
-def world(request):
-    kind = request.param
-    with Engine(VirtualClock()) as engine, engine.actor():
-        backend = SimBackend(engine, kind=kind)
-        clock = MediaClock(engine)
-        channels: list[UASCallChannel] = []
-
-        def on_incoming(leg):
-            channels.append(UASCallChannel(engine, leg, media_clock=clock, media_dir=MEDIA))
-
-        backend.on_incoming = on_incoming
-        engine.run(backend.start)
-        assert engine.wait_until(lambda: backend.up, T)
-        yield World(engine, backend, channels, Wire(backend.loop.kernel,
-                                                    backend.loop.cpe.layout.dchannel), kind)
-
-
-def with_tones(channel: UASCallChannel) -> UASCallChannel:
-    channel.create_tone_player(ToneManager())
-    return channel
 
 
 def heard(world: World, far, since: float = 0.0) -> list[int]:
