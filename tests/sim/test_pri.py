@@ -28,7 +28,7 @@ from uascall.engine import Engine, MonotonicClock, VirtualClock
 from uascall.errors import ArgumentError, Error, LocalProtocolError
 from uascall.sim.farend import PriLoop
 
-from .helpers import Wire
+from .helpers import Wire, drop_message
 
 T = 5.0  # seconds to wait for anything that should happen at once
 
@@ -224,6 +224,40 @@ def test_outgoing_call_the_other_way(rig):
     assert engine.wait_until(lambda: far.cleared and ours.cleared and not loop.cpe.calls, T)
     assert events.of(far)[-1] == CallCleared(16, "remote")
     assert wire.find("cpe", "SETUP").channel == ours.chanpos
+
+
+@pytest.mark.parametrize("connect_ack_lost", [False, True])
+def test_the_network_side_is_connected_when_it_answers(rig, connect_ack_lost):
+    """Q.931 5.1.8: the user need not acknowledge the network's CONNECT, so on our NETWORK
+    side answer() connects at once; a CONNECT ACKNOWLEDGE that comes anyway changes nothing."""
+    engine, loop, events, _incoming, wire = rig
+    theirs = []
+
+    def on_net_incoming(call):
+        call.listeners.append(events)
+        theirs.append(call)
+
+    loop.net.on_incoming = on_net_incoming
+    if connect_ack_lost:
+        loop.kernel.frame_filter = drop_message("CONNECT ACKNOWLEDGE")
+    user_side = engine.run(loop.cpe.call, "5551000", calling="5552000")
+    assert engine.wait_until(lambda: bool(theirs), T)
+    network_side = theirs[0]
+    engine.run(network_side.answer)
+    assert network_side.state is CallState.CONNECTED
+    assert events.of(network_side).count(CallConnected()) == 1
+    assert engine.wait_until(lambda: user_side.state is CallState.CONNECTED, T)
+    engine.sleep(0.2)  # time for a CONNECT ACKNOWLEDGE, if one crosses
+    assert ("CONNECT ACKNOWLEDGE" in wire.names("cpe")) is not connect_ack_lost
+    if connect_ack_lost:
+        # Layer 2 keeps retransmitting it (and holds back what follows): let it through,
+        # late
+        loop.kernel.frame_filter = None
+        assert engine.wait_until(lambda: "CONNECT ACKNOWLEDGE" in wire.names("cpe"), T)
+    assert events.of(network_side).count(CallConnected()) == 1
+    assert network_side.state is CallState.CONNECTED
+    engine.run(network_side.hangup, 16)
+    assert engine.wait_until(lambda: user_side.cleared and network_side.cleared, T)
 
 
 def test_bchannel_bytes_cross_byte_exact_both_ways(rig):

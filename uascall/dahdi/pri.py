@@ -314,15 +314,19 @@ class PriSpan:
         self._run_timers()
 
     def _pri_call(self, call: PriCall, operation: Callable[..., None], *args: object) -> bool:
-        """``operation(pri, call, *args)``; if libpri refuses, the call is dropped (cause
-        41) and the answer is False."""
+        """``operation(pri, call, *args)``; if libpri refuses, the call is cleared with
+        cause 41 (the far end told, if libpri will still send that) and the answer is False.
+        """
         assert self._pri is not None
         try:
             operation(self._pri, call._ref, *args)
             return True
         except libpri.LibpriError as exc:
             log.error("%s: %s on %r failed: %s", self.name, operation.__name__, call, exc)
-            self._drop(call, _TEMPORARY_FAILURE)
+            if call.live and operation is not libpri.Pri.hangup:
+                self._hang_up(call, _TEMPORARY_FAILURE, "span")
+            else:
+                self._drop(call, _TEMPORARY_FAILURE)
             return False
         finally:
             self._reschedule()
@@ -556,7 +560,8 @@ class PriSpan:
                 call._emit(CallConnected())
 
     def _on_connect_ack(self, event: libpri.ConnectAck, call: PriCall) -> None:
-        if self._transition(call, "ConnectAck"):
+        was = call.state
+        if self._transition(call, "ConnectAck") and was is CallState.CONNECTING:
             call._emit(CallConnected())
 
     def _on_hangup_req(self, event: libpri.HangupReq, call: PriCall) -> None:

@@ -58,7 +58,9 @@ TRANSITIONS: dict[str, dict[str, dict[CallState, CallState]]] = {
         "alerting": {_S.OFFERED: _S.ALERTING, _S.PROCEEDING: _S.ALERTING},
         "answer": {_S.OFFERED: _S.CONNECTING, _S.PROCEEDING: _S.CONNECTING,
                    _S.ALERTING: _S.CONNECTING},
-        "ConnectAck": {_S.CONNECTING: _S.CONNECTED},
+        # A NET side is connected as soon as it has sent CONNECT (the user's CONNECT
+        # ACKNOWLEDGE is optional, Q.931 5.1.8), so one may still arrive when CONNECTED.
+        "ConnectAck": {_S.CONNECTING: _S.CONNECTED, _S.CONNECTED: _S.CONNECTED},
         "hangup": _LIVE_TO_CLEARING,
     },
     "outgoing": {
@@ -205,8 +207,12 @@ class PriCall:
         self._local("progress", libpri.Pri.progress, True, cause)
 
     def answer(self) -> None:
-        """CONNECT. The call is CONNECTED when the far end's CONNECT ACKNOWLEDGE comes."""
+        """CONNECT. On the user side the call is CONNECTED when the network's CONNECT
+        ACKNOWLEDGE comes; on the network side at once, since the user need not send one."""
         self._local("answer", libpri.Pri.answer)
+        if self.state is CallState.CONNECTING and self.span.node is libpri.Node.NETWORK:
+            self.state = CallState.CONNECTED
+            self._emit(CallConnected())
 
     def hangup(self, cause: int = CAUSE_NORMAL) -> None:
         """Clear the call with a Q.850 cause. Harmless once it is clearing.
