@@ -64,14 +64,17 @@ class MediaClock:
         now = self.engine.time()
         if now - self._next_tick > FRAME_SECONDS:
             self.late_ticks += 1
-        for player in list(self._active):
-            player._pump(now)
-        if not self._active:
-            self._timer = None
-            return
-        # Keep to the 20 ms grid even when a tick ran late: the next one is not pushed back.
-        self._next_tick = max(self._next_tick + FRAME_SECONDS, now - FRAME_SECONDS)
-        self._timer = self.engine.call_at(self._next_tick, self._tick)
+        try:
+            for player in list(self._active):
+                player._pump_guarded(now)
+        finally:
+            if not self._active:
+                self._timer = None
+            else:
+                # Keep to the 20 ms grid even when a tick ran late: the next one is not
+                # pushed back.
+                self._next_tick = max(self._next_tick + FRAME_SECONDS, now - FRAME_SECONDS)
+                self._timer = self.engine.call_at(self._next_tick, self._tick)
 
     @property
     def active(self) -> int:
@@ -111,7 +114,7 @@ class Player:
         if previous is not None:
             previous("replaced")
         self.clock._activate(self)
-        self._pump(self.clock.engine.time())
+        self._pump_guarded(self.clock.engine.time())
 
     def stop(self, reason: str = "stopped") -> None:
         """Stop playing; the frames already queued on the device still go out."""
@@ -127,6 +130,13 @@ class Player:
         self.clock._deactivate(self)
         if on_done is not None:
             on_done(reason)
+
+    def _pump_guarded(self, now: float) -> None:
+        try:
+            self._pump(now)
+        except Exception:  # a broken source or port must not silence every other call
+            log.exception("%s: playback failed", self.name)
+            self._finish("failed")
 
     def _pump(self, now: float) -> None:
         source = self._source
