@@ -109,6 +109,12 @@ class CallLeg:
         """Where the call is, for logs and Details (e.g. "span 1 B-channel 5")."""
         return type(self).__name__
 
+    @property
+    def live(self) -> bool:
+        """False once the call is being cleared or is cleared, whoever started it (a step
+        the protocol refused clears the call too; :class:`LegCleared` follows)."""
+        return True
+
     def alert(self, early_media: bool) -> bool:
         """Tell the caller we are ringing; with ``early_media``, open the media path before
         the answer if this kind of call can. Returns whether early media is in effect.
@@ -119,10 +125,11 @@ class CallLeg:
         """Answer; :class:`LegAnswered` follows when the far end confirms."""
         raise NotImplementedError
 
-    def release(self, cause: Cause, raw_cause: str | None = None) -> bool:
+    def release(self, cause: Cause, raw_cause: str | None = None) -> Cause | None:
         """Clear the call (hang up or reject) with ``cause``, or the protocol's own
-        ``raw_cause`` when given. Returns False, changing nothing, for a raw cause this
-        protocol cannot send. :class:`LegCleared` follows."""
+        ``raw_cause`` when given. Returns the Cause the far end is told (what a raw cause
+        stands for), or None, changing nothing, for a raw cause this protocol cannot
+        send. :class:`LegCleared` follows."""
         raise NotImplementedError
 
     def media(self) -> MediaPort:

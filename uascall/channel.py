@@ -22,10 +22,11 @@ silent the choices are ours and say so in their docstrings.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -152,6 +153,8 @@ class UASCallChannel:
                                    channel=leg.describe())
         self._early_media = False
         self._pending_cause: Cause | None = None  # the cause we asked for when we clear
+        # We have asked the far end to clear: the call is as good as IDLE for new work.
+        self._releasing = False
         self._player: Player | None = None
         self._waiters: list[tuple[Callable[[], bool], concurrent.futures.Future]] = []
         self.FilePlayer = FilePlayer(self)
@@ -198,7 +201,10 @@ class UASCallChannel:
         effect for later ``ring()`` calls (the documentation's second example relies on
         it); a ringtone keeps playing after ``ring()`` returns, until ``answer()``,
         another ``ring()`` or the end of the call; ``ring()`` returns, rather than raises,
-        when the caller clears while it blocks.
+        when the caller clears while it blocks; a ringtone that cannot be played (an
+        unknown tone, a missing file) raises Error before anything is signalled when
+        early media is asked for, and is not loaded when it is not (a ringtone of the wrong
+        type always raises ArgumentError).
         """
         self._require(_INCOMING, "ring")
         parse_codecs(codecs)
@@ -206,8 +212,16 @@ class UASCallChannel:
         loop = bool(loop_ringtone)
         if ringtime is None:
             loop = False
-        prepared = self._prepare_ringtone(custom_ringtone)  # errors before any signalling
+        # A ringtone of the wrong type is the caller's bug whatever else is asked. Without
+        # early media the ringtone is otherwise ignored, so it is not loaded; with it, a
+        # ringtone that cannot be played fails here, before anything is signalled.
+        _check_ringtone_type(custom_ringtone)
+        wanted = bool(negotiate_early_media) or self._early_media
+        prepared = self._prepare_ringtone(custom_ringtone) if wanted else None
         early, law = self._engine.run(self._engine_alert, bool(negotiate_early_media))
+        if self._releasing:  # the ringing indication could not be sent: the call is going
+            self._wait(lambda: self._state is State.IDLE, CLEARING_TIMEOUT)
+            return self._state
         if not early:
             ringtime = ringtime or 0.0  # nothing is played: None means do not block
         else:
@@ -231,23 +245,21 @@ class UASCallChannel:
                             "tone_manager) first")
             tone = self.TonePlayer.tone_manager.get(ringtone)
             return lambda law, loop: _Labelled(tone.source(law, loop=loop), f"tone {tone.name}")
-        from uascall.media.playable import PlayableMedia
-        if not isinstance(ringtone, PlayableMedia):
-            raise ArgumentError(f"custom_ringtone {ringtone!r}: expected a tone name or a "
-                                "PlayableMedia")
         ringtone.duration  # noqa: B018 - load or render it here, on the application thread
         return lambda law, loop: _Labelled(ringtone.source(law, loop=loop), repr(ringtone))
 
     def _engine_alert(self, early_media: bool) -> tuple[bool, str]:
         self._require(_INCOMING, "ring")  # again: the far end may have moved meanwhile
-        in_effect = self._leg.alert(early_media)
+        with self._stepping(State.RING_INCOMING):
+            in_effect = self._leg.alert(early_media)
         self._early_media = self._early_media or in_effect
-        self._set_state(State.RING_INCOMING)
-        law = self._leg.media().law if self._early_media else ""
+        law = self._leg.media().law if self._early_media and self._live() else ""
         return self._early_media, law
 
     def _engine_play_ringtone(self, source: FrameSource | None) -> float:
-        if self._state is State.IDLE:
+        # Only on a call still ringing: another thread may have answered or cleared it
+        # between ring()'s two steps, and a ringtone must not start on that.
+        if self._state is not State.RING_INCOMING or self._releasing:
             return 0.0
         if source is None:
             if self._player is not None:
@@ -257,13 +269,15 @@ class UASCallChannel:
         return source.duration or 0.0
 
     # ------------------------------------------------------------------ answer / clear
-    def answer(self) -> State:
+    def answer(self, codecs: str | None = None) -> State:
         """Answer the call and block until it is connected (ANSWERED).
 
         Valid in CALL_INCOMING or RING_INCOMING; Hangup in IDLE; Error otherwise. Stops the
-        ringtone. Returns the state: ANSWERED, or IDLE if the call ended first.
+        ringtone. ``codecs`` ("g711a;g711u") is validated as for ring(); on TDM the law is
+        the span's. Returns the state: ANSWERED, or IDLE if the call ended first.
         """
         self._require(_INCOMING, "answer")
+        parse_codecs(codecs)
         self._engine.run(self._engine_answer)
         self._wait(lambda: self._state in (State.ANSWERED, State.IDLE), ANSWER_TIMEOUT)
         return self._state
@@ -272,8 +286,24 @@ class UASCallChannel:
         self._require(_INCOMING, "answer")
         if self._player is not None:
             self._player.stop()
-        self._leg.answer()
-        self._set_state(State.ANSWERING)
+        with self._stepping(State.ANSWERING):
+            self._leg.answer()
+
+    @contextlib.contextmanager
+    def _stepping(self, state: State) -> Iterator[None]:
+        """Move to ``state`` before a leg step: the leg may report the answer, or that the
+        call is gone, before the step returns. If the step raises, the state goes back."""
+        before = self._state
+        self._set_state(state)
+        try:
+            yield
+        except BaseException:
+            if self._state is state:
+                self._state = before
+            raise
+        if self._state is not State.IDLE and not self._leg.live:
+            # the protocol refused the step and the backend is clearing the call
+            self._releasing = True
 
     def hang_up(self) -> State:
         """Clear the call (cause NORMAL) and block until it is IDLE, for up to 60 s.
@@ -303,15 +333,17 @@ class UASCallChannel:
         return self._state
 
     def _engine_release(self, cause: Cause, raw_cause: str | None) -> bool:
-        if self._state is State.IDLE:
-            return True
-        if self._player is not None:
-            self._player.stop()
-        if not self._leg.release(cause, raw_cause):
+        if self._state is State.IDLE or self._releasing:
+            return True  # cleared, or clearing: the first cause stands
+        sent = self._leg.release(cause, raw_cause)
+        if sent is None:
             log.warning("%r: raw cause %r cannot be sent; state ERROR", self, raw_cause)
             self._set_state(State.ERROR)
             return False
-        self._pending_cause = cause
+        self._releasing = True
+        self._pending_cause = sent
+        if self._player is not None:
+            self._player.stop("hangup")
         return True
 
     def wait_for_idle(self, seconds_timeout: float | None = None) -> State:
@@ -336,8 +368,8 @@ class UASCallChannel:
             self._set_state(table[self._state])
 
     def _set_state(self, state: State) -> None:
-        if state is self._state:
-            return
+        if state is self._state or self._state is State.IDLE:
+            return  # IDLE is final: a late step must not revive a call that has gone
         log.debug("%r -> %s", self, state.name)
         self._state = state
         if self._waiters:
@@ -360,8 +392,8 @@ class UASCallChannel:
             if on_done is not None:
                 on_done(reason)
 
+        self._emit(MediaStarted(what))  # before: a source may end at once, inside play()
         self._media_player().play(source, done)
-        self._emit(MediaStarted(what))
 
     def _media_player(self) -> Player:
         if self._player is None:
@@ -369,12 +401,17 @@ class UASCallChannel:
         return self._player
 
     # ------------------------------------------------------------------ helpers
+    def _live(self) -> bool:
+        return self._state is not State.IDLE and not self._releasing
+
     def _require(self, states: tuple[State, ...], method: str) -> None:
-        """R1/R2 on the application thread, before any work is done."""
+        """R1/R2, on the application thread before any work and again on the engine."""
         state = self._state
         if state is State.IDLE:
             raise Hangup(f"{method}() on a call that has ended (IDLE, cause "
                          f"{self._cause.name})", cause=self._cause)
+        if self._releasing:
+            raise Hangup(f"{method}() on a call that is being cleared", cause=self._cause)
         if state not in states:
             raise Error(f"{method}() in state {state.name}; expected "
                         f"{' or '.join(s.name for s in states)}")
@@ -422,6 +459,13 @@ def _settle(condition: Callable[[], bool], future: concurrent.futures.Future) ->
     return True
 
 
+def _check_ringtone_type(ringtone: object) -> None:
+    from uascall.media.playable import PlayableMedia  # media imports channel lazily too
+    if ringtone is not None and not isinstance(ringtone, str | PlayableMedia):
+        raise ArgumentError(f"custom_ringtone {ringtone!r}: expected a tone name or a "
+                            "PlayableMedia")
+
+
 def _seconds(name: str, value: float | None, *, allow_none: bool) -> float | None:
     if value is None and allow_none:
         return None
@@ -456,6 +500,7 @@ class _PlayerBase:
         self._channel = channel
         self._state = self.State.IDLE
         self._cause = self.Cause.NONE
+        self._stopped = False  # set on the engine thread by stop()
 
     def state(self) -> _PlayerBase.State:
         return self._state
@@ -463,20 +508,27 @@ class _PlayerBase:
     def cause(self) -> _PlayerBase.Cause:
         return self._cause
 
-    def _play(self, source_for_law: Callable[[str], FrameSource], what: str) -> Any:
-        channel = self._channel
-        channel._require((State.ANSWERED,), what)
+    def _check(self, what: str) -> None:
+        """R1/R2 for a play, before its arguments are looked at."""
+        self._channel._require((State.ANSWERED,), what)
         if self._state is self.State.PLAYING:
             raise Error(f"{what}: already playing; expected it to finish or stop() first")
+
+    def _play(self, source_for_law: Callable[[str], FrameSource], what: str) -> Any:
+        channel = self._channel
+        self._check(what)
         law = channel._engine.run(lambda: channel._leg.media().law)
         source = source_for_law(law)
         done: concurrent.futures.Future = concurrent.futures.Future()
+        self._stopped = False
 
         def start() -> None:
-            if channel._state is not State.ANSWERED:
+            if self._stopped:  # stop() came first, from another thread
+                done.set_result("stopped")
+            elif channel._state is not State.ANSWERED or channel._releasing:
                 done.set_result("hangup")
-                return
-            channel._play(source, lambda reason: done.set_result(reason))
+            else:
+                channel._play(source, lambda reason: done.set_result(reason))
 
         self._state, self._cause = self.State.PLAYING, self.Cause.NONE
         try:
@@ -493,8 +545,14 @@ class _PlayerBase:
         """Stop what this player is playing (its play() returns ABORTED). Safe from any
         thread; does nothing when it is not playing."""
         channel = self._channel
-        if self._state is self.State.PLAYING and channel._player is not None:
-            channel._engine.run(channel._player.stop)
+
+        def stop() -> None:
+            self._stopped = True
+            if channel._player is not None:
+                channel._player.stop()
+
+        if self._state is self.State.PLAYING:
+            channel._engine.run(stop)
 
 
 class FilePlayer(_PlayerBase):
@@ -507,6 +565,7 @@ class FilePlayer(_PlayerBase):
 
         ``barge_in`` needs DTMF detection, which this release does not have: asking for it
         raises Error rather than playing without it."""
+        self._check("FilePlayer.play")
         if barge_in:
             raise Error("FilePlayer.play(barge_in=True): DTMF barge-in is not available in "
                         "this release; expected barge_in=False")
@@ -528,6 +587,7 @@ class TonePlayer(_PlayerBase):
     def play(self, tone_name: str, seconds_duration: float | None = None) -> Any:
         """Play a tone on an answered call: one cadence cycle, or ``seconds_duration``
         seconds of it looped. Blocks; returns a ``TonePlayer.Cause``."""
+        self._check("TonePlayer.play")
         tone = self.tone_manager.get(tone_name)
         seconds = _seconds("seconds_duration", seconds_duration, allow_none=True)
         return self._play(lambda law: _Labelled(tone.source(law, loop=seconds is not None,

@@ -99,14 +99,24 @@ class PriLeg(CallLeg):
         call = self.call
         return f"span {call.span.layout.spanno} B-channel {call.chanpos} ({call.law})"
 
+    @property
+    def live(self) -> bool:
+        return self.call.live
+
     def alert(self, early_media: bool) -> bool:
         call = self.call
+        if early_media and not self.early_media:
+            # The B-channel is ready before the far end starts listening; if it cannot be
+            # opened, early media is not available and the call rings without it.
+            try:
+                self.media()
+            except (OSError, Error) as exc:
+                log.warning("%s: no early media, the B-channel did not open: %s",
+                            self.describe(), exc)
+                early_media = False
         if call.state in (CallState.OFFERED, CallState.PROCEEDING):
-            if early_media:
-                self.media()  # the B-channel is ready before the far end starts listening
             call.alerting(inband=early_media)
         elif early_media and not self.early_media:
-            self.media()
             call.progress()  # PROGRESS with progress indicator #8 on an alerted call
         self.early_media = self.early_media or early_media
         return self.early_media
@@ -114,15 +124,16 @@ class PriLeg(CallLeg):
     def answer(self) -> None:
         self.call.answer()
 
-    def release(self, cause: Cause, raw_cause: str | None = None) -> bool:
+    def release(self, cause: Cause, raw_cause: str | None = None) -> Cause | None:
         if raw_cause is not None:
             q850 = q850_of(raw_cause)
             if q850 is None:
-                return False
+                return None
+            cause = Q850_TO_CAUSE.get(q850, Cause.OTHER)
         else:
             q850 = CAUSE_TO_Q850[cause]
         self.call.hangup(q850)
-        return True
+        return cause
 
     def media(self) -> MediaPort:
         if self._port is None:

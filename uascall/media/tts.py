@@ -71,6 +71,12 @@ def synthesize(text: str, *, voice: str | None = None, speed: int | None = None,
     """
     if not isinstance(text, str) or not text.strip():
         raise ArgumentError(f"text to speak is {text!r}; expected a non-empty str")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from a bad decode upstream
+        raise ArgumentError(f"text to speak has {text[exc.start:exc.end]!r} at {exc.start}, "
+                            "which is not a character; expected text that encodes as "
+                            "UTF-8") from None
     if voice is not None and not (isinstance(voice, str) and _VOICE.fullmatch(voice)):
         raise ArgumentError(f"voice={voice!r}; expected an espeak-ng voice name such as "
                             "'en-us' (letters, digits, '-', '_', '+', '.', '/')")
