@@ -9,27 +9,30 @@ hung up, and a call record goes into a SQLite file.
 
 Return codes follow UAS: positive or zero is success, ``-100`` and below are the
 application's own errors, and -1..-99 are reserved for the host: -1 ``main`` did not
-return an int (typically an uncaught exception), -4 the application is not valid, -5 it
-returned a reserved value, -9 the host itself failed.
+return an int (typically an uncaught exception, or ``sys.exit()``; an int that does not fit
+a 64-bit record counts as not an int too), -4 the application is not valid, -5 it returned
+a reserved value, -9 the host itself failed (or shut down before ``main`` returned).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import itertools
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from uascall.backend import Backend, CallLeg
+from uascall.backend import Backend, CallLeg, Cause
 from uascall.channel import State, UASCallChannel
 from uascall.engine import Engine
 from uascall.errors import ArgumentError, Error
@@ -41,6 +44,7 @@ RC_NOT_INT = -1
 RC_INVALID_APP = -4
 RC_RESERVED = -5
 RC_HOST_ERROR = -9
+RC_RANGE = (-(2**63), 2**63 - 1)  # what a call record (SQLite INTEGER) holds
 MAIN_PARAMETERS = ("channel", "application_instance_id", "file_man", "my_log",
                    "application_parameters")
 
@@ -68,16 +72,26 @@ class Application:
         if not path.is_file():
             raise ApplicationError(f"application {path}: no such file", RC_INVALID_APP)
         name = path.stem
-        spec = importlib.util.spec_from_file_location(f"uascall_app_{name}", path)
+        module_name = f"uascall_app_{name}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
             raise ApplicationError(f"application {path}: not a Python file", RC_INVALID_APP)
         module = importlib.util.module_from_spec(spec)
+        # Registered while it runs, as an import would: dataclasses, pickle and typing look
+        # the module up by name.
+        sys.modules[module_name] = module
         try:
             spec.loader.exec_module(module)
-        except Exception as exc:
+            return cls._check(path, name, module)
+        except ApplicationError:
+            sys.modules.pop(module_name, None)
+            raise
+        except BaseException as exc:  # SystemExit too: loading must not end the host
+            sys.modules.pop(module_name, None)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
             raise ApplicationError(f"application {path} does not load: "
                                    f"{type(exc).__name__}: {exc}", RC_INVALID_APP) from exc
-        return cls._check(path, name, module)
 
     @classmethod
     def _check(cls, path: Path, name: str, module: ModuleType) -> Application:
@@ -137,7 +151,8 @@ class CallRecord:
 
 
 class CallRecords:
-    """Call records in a SQLite file (thread-safe: one connection per write)."""
+    """Call records in a SQLite file (thread-safe: one short connection per write, so that
+    other processes can read the file while calls run)."""
 
     SCHEMA = """CREATE TABLE IF NOT EXISTS calls (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -149,22 +164,30 @@ class CallRecords:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        with self._connect() as db:
-            db.execute(self.SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._transaction() as db:
+                db.execute(self.SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise Error(f"call records {self.path}: {exc}; expected a writable SQLite file "
+                        "(or a new file in a writable folder)") from exc
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=10)
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        # sqlite3's own context manager commits but does not close
+        with contextlib.closing(sqlite3.connect(self.path, timeout=10)) as db, db:
+            yield db
 
     def add(self, record: CallRecord) -> None:
         fields = record.__dataclass_fields__
-        with self._lock, self._connect() as db:
+        with self._lock, self._transaction() as db:
             db.execute(f"INSERT INTO calls ({', '.join(fields)}) VALUES "
                        f"({', '.join('?' * len(fields))})",
                        [getattr(record, name) for name in fields])
 
     def all(self) -> list[CallRecord]:
         fields = list(CallRecord.__dataclass_fields__)
-        with self._connect() as db:
+        with self._transaction() as db:
             rows = db.execute(f"SELECT {', '.join(fields)} FROM calls ORDER BY id").fetchall()
         return [CallRecord(*row) for row in rows]
 
@@ -198,7 +221,7 @@ class AppHost:
         #: called on the engine thread with each new channel, before its main() starts
         self.on_channel: Callable[[UASCallChannel], None] | None = None
         self._ids = itertools.count(1)
-        self._threads: list[threading.Thread] = []
+        self._running: dict[str, _Instance] = {}
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -209,45 +232,70 @@ class AppHost:
     def _incoming(self, leg: CallLeg) -> None:
         channel = UASCallChannel(self.engine, leg, media_clock=self.media_clock,
                                  media_dir=self.file_man.media_dir, tts_voice=self.tts_voice)
-        instance_id = f"{self.application.name}-{next(self._ids)}"
+        instance = _Instance(f"{self.application.name}-{next(self._ids)}", channel,
+                             time.time(), self.engine.time())
         if self.on_channel is not None:
             self.on_channel(channel)
-        thread = self.engine.start_actor_thread(self._run, channel, instance_id,
-                                                name=f"app {instance_id}")
         with self._lock:
-            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+            self._running[instance.instance_id] = instance
+        instance.thread = self.engine.start_actor_thread(self._run, instance,
+                                                         name=f"app {instance.instance_id}")
 
-    def _run(self, channel: UASCallChannel, instance_id: str) -> None:
-        start_wall, start = time.time(), self.engine.time()
+    def _run(self, instance: _Instance) -> None:
+        instance_id, channel = instance.instance_id, instance.channel
         my_log = logging.LoggerAdapter(self.log, {"instance": instance_id})
         try:
             rc = self._call_main(channel, instance_id, my_log)
             if channel.state() is not State.IDLE:
                 self.log.info("%s: main() returned with the call up; hanging up", instance_id)
                 channel.hang_up()
-        except Exception:
+        except BaseException:  # this thread's last act is the record
             self.log.exception("%s: the host failed", instance_id)
             rc = RC_HOST_ERROR
-        record = CallRecord(self.application.name, instance_id, channel.Details.direction,
-                            start_wall, round(self.engine.time() - start, 3), rc,
+        self._record(instance, rc)
+
+    def _record(self, instance: _Instance, rc: int) -> None:
+        """Write ``instance``'s record, once (shutdown may have written it already)."""
+        with self._lock:
+            if instance.recorded:
+                return
+            instance.recorded = True
+        channel = instance.channel
+        record = CallRecord(self.application.name, instance.instance_id,
+                            channel.Details.direction, instance.start_wall,
+                            round(self.engine.time() - instance.start, 3), rc,
                             channel.Details.call_from, channel.Details.call_to,
                             channel.cause().name, channel.Details.raw_cause)
-        self.log.info("%s: done, rc %d, cause %s", instance_id, rc, record.cause)
+        self.log.info("%s: done, rc %d, cause %s", instance.instance_id, rc, record.cause)
         with self._lock:
             self.results.append(record)
         if self.records is not None:
-            self.records.add(record)
+            try:
+                self.records.add(record)
+            except (OSError, sqlite3.Error) as exc:
+                self.log.error("%s: cannot write its call record to %s: %s (record: %s)",
+                               instance.instance_id, self.records.path, exc, record)
+        with self._lock:  # only now: join() returns once every record is in
+            self._running.pop(instance.instance_id, None)
 
     def _call_main(self, channel: UASCallChannel, instance_id: str,
                    my_log: logging.LoggerAdapter) -> int:
         try:
             rc = self.application.main(channel, instance_id, self.file_man, my_log,
                                        self.application_parameters)
-        except Exception:
+        except SystemExit as exc:
+            self.log.error("%s: main() called sys.exit(%r); expected it to return an int",
+                           instance_id, exc.code)
+            return RC_NOT_INT
+        except BaseException:  # whatever the application does, the host goes on
             self.log.exception("%s: main() raised", instance_id)
             return RC_NOT_INT
         if isinstance(rc, bool) or not isinstance(rc, int):
             self.log.error("%s: main() returned %r; expected an int", instance_id, rc)
+            return RC_NOT_INT
+        if not RC_RANGE[0] <= rc <= RC_RANGE[1]:
+            self.log.error("%s: main() returned %d; expected an int that fits 64 bits",
+                           instance_id, rc)
             return RC_NOT_INT
         if -99 <= rc <= -1:
             self.log.error("%s: main() returned %d, which is reserved for the host (-1..-99)",
@@ -255,18 +303,65 @@ class AppHost:
             return RC_RESERVED
         return rc
 
+    def running(self) -> list[UASCallChannel]:
+        """The channels whose ``main()`` has not returned yet."""
+        with self._lock:
+            return [instance.channel for instance in self._running.values()]
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait (real time) for the running application instances; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                threads = [i.thread for i in self._running.values() if i.thread is not None]
+            if not threads:
+                return True
+            for thread in threads:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                thread.join(left)
+                if thread.is_alive():
+                    return False
+
+    def shutdown(self, timeout: float = 10.0) -> bool:
+        """Application thread: end the service without losing a call or a record.
+
+        Stops taking calls, hangs up every call still up (so that the network is told, and
+        the applications blocked on them return), waits up to ``timeout`` seconds for the
+        applications to finish, records any that did not with RC_HOST_ERROR, and stops the
+        backend. True if every application finished by itself.
+        """
+        self.engine.run(setattr, self.backend, "on_incoming", self._refuse)
+        for channel in self.running():
+            try:
+                channel.hang_up()
+            except Error as exc:
+                self.log.warning("shutdown: cannot hang up %s: %s", channel, exc)
+        finished = self.join(timeout)
         with self._lock:
-            threads = list(self._threads)
-        for thread in threads:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            thread.join(left)
-            if thread.is_alive():
-                return False
-        return True
+            unfinished = list(self._running.values())
+        for instance in unfinished:
+            self.log.error("%s: main() had not returned %.1f s after its call was hung up; "
+                           "recorded as a host error", instance.instance_id, timeout)
+            self._record(instance, RC_HOST_ERROR)
+        self.engine.run(self.stop)
+        return finished
+
+    def _refuse(self, leg: CallLeg) -> None:
+        self.log.info("shutting down: refusing a new call")
+        leg.release(Cause.CONGESTION, None)
 
     def stop(self) -> None:
         """Engine thread: stop the backend (calls still up are dropped)."""
         self.backend.stop()
+
+
+@dataclass
+class _Instance:
+    """One run of the application: its call, its thread, when it started."""
+
+    instance_id: str
+    channel: UASCallChannel
+    start_wall: float
+    start: float
+    thread: threading.Thread | None = None
+    recorded: bool = False

@@ -135,14 +135,23 @@ def _run(args: argparse.Namespace) -> int:
         backend: Backend = open_backend(args.backend, engine, **options)
         host = AppHost(engine, backend, app, application_parameters=args.param,
                        media_dir=args.media_dir, records=args.records, tts_voice=args.voice)
-        engine.run(host.start)
-        if isinstance(backend, SimBackend):
+        if args.backend == "sim":
+            assert isinstance(backend, SimBackend)
+            engine.run(host.start)
             calls = _sim_calls(host, backend, args)
             if args.wav_dir:
                 for n, call in enumerate(calls, 1):
                     _write_heard(call, Path(args.wav_dir) / f"call{n}.wav")
         else:
-            _serve_until_interrupted()
+            with _until_interrupted() as stopped:
+                engine.run(host.start)
+                log.info("serving calls; stop with Ctrl-C")
+                while not stopped.wait(1.0):
+                    pass
+                print("uascall: stopping; hanging up the calls still up", file=sys.stderr)
+                if not host.shutdown(args.shutdown_timeout):
+                    print("uascall: some applications had not returned; recorded with "
+                          "return code -9", file=sys.stderr)
         for record in host.results:
             print(_summary(record))
     return 0 if all(r.return_code >= 0 for r in host.results) else 1
@@ -157,13 +166,26 @@ def _engine(args: argparse.Namespace) -> Iterator[Engine]:
             yield engine
 
 
-def _serve_until_interrupted() -> None:
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    log.info("serving calls; stop with Ctrl-C")
-    while not stop.wait(1.0):
-        pass
+@contextlib.contextmanager
+def _until_interrupted() -> Iterator[threading.Event]:
+    """An event set by the first SIGINT or SIGTERM; a second one ends the process at once
+    (the shutdown is then cut short). The previous handlers come back afterwards."""
+    stopped = threading.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.getsignal(signum) for signum in signals}
+
+    def first(signum: int, frame: object) -> None:
+        stopped.set()
+        for again in signals:
+            signal.signal(again, signal.SIG_DFL)
+
+    for signum in signals:
+        signal.signal(signum, first)
+    try:
+        yield stopped
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run in virtual time, as fast as the CPU allows")
     dahdi = run.add_argument_group("dahdi backend")
     dahdi.add_argument("--system-conf", default="/etc/dahdi/system.conf")
+    dahdi.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="on Ctrl-C, how long the applications get to return after their "
+                       "calls are hung up (default %(default)s)")
     dahdi.add_argument("--span", type=int, action="append", help="a span to serve "
                        "(repeatable; default: every span with a dchan=)")
     dahdi.add_argument("--node", default="cpe", help="cpe (default) or net")

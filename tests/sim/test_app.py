@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 
@@ -9,22 +10,26 @@ import pytest
 
 from uascall.app import AppHost, Application, ApplicationError, CallRecords, FileManager
 from uascall.engine import Engine, VirtualClock
-from uascall.errors import ArgumentError
+from uascall.errors import ArgumentError, Error
 from uascall.sim.backend import SimBackend
 
 T = 5.0
 
 
-def write_app(tmp_path: Path, body: str, name: str = "app") -> Path:
+def write_app(tmp_path: Path, body: str, name: str = "app", future: bool = False) -> Path:
+    """The application file; with ``future``, one that starts with ``from __future__ import
+    annotations`` (which makes dataclasses resolve annotations through sys.modules)."""
     path = tmp_path / f"{name}.py"
-    path.write_text('__uas_identify__ = "application"\n__uas_version__ = "9.9"\n'
+    path.write_text(("from __future__ import annotations\n" if future else "")
+                    + '__uas_identify__ = "application"\n__uas_version__ = "9.9"\n'
                     + textwrap.dedent(body))
     return path
 
 
-def serve(tmp_path: Path, body: str, calls: int = 1, records: Path | None = None):
+def serve(tmp_path: Path, body: str, calls: int = 1, records: Path | None = None,
+          future: bool = False):
     """Run the application for ``calls`` calls from the simulated exchange."""
-    app = Application.load(write_app(tmp_path, body))
+    app = Application.load(write_app(tmp_path, body, future=future))
     with Engine(VirtualClock()) as engine, engine.actor():
         backend = SimBackend(engine)
         host = AppHost(engine, backend, app, application_parameters="p=1",
@@ -48,10 +53,85 @@ def serve(tmp_path: Path, body: str, calls: int = 1, records: Path | None = None
      "    return -42\n", -5),
     ("def main(channel, iid, file_man, my_log, params):\n    channel.reject()\n"
      "    return -150\n", -150),
+    # sys.exit() in main() ends that instance, not the host; it did not return an int
+    ("import sys\ndef main(channel, iid, file_man, my_log, params):\n    channel.reject()\n"
+     "    sys.exit(3)\n", -1),
+    # an int a call record cannot hold counts as no int
+    ("def main(channel, iid, file_man, my_log, params):\n    channel.reject()\n"
+     "    return 2**70\n", -1),
+    ("def main(channel, iid, file_man, my_log, params):\n    channel.reject()\n"
+     "    return 2**63 - 1\n", 2**63 - 1),
 ])
 def test_return_codes_follow_uas(tmp_path, body, rc):
-    host, _far = serve(tmp_path, body)
+    records = tmp_path / "records" / "calls.sqlite3"  # its folder is created
+    host, _far = serve(tmp_path, body, records=records)
     assert [r.return_code for r in host.results] == [rc]
+    assert [r.return_code for r in CallRecords(records).all()] == [rc]
+
+
+def test_an_application_module_is_importable_while_it_loads(tmp_path):
+    """dataclasses (and pickle, typing) look the module up in sys.modules by name."""
+    body = """
+    from dataclasses import dataclass
+
+    @dataclass
+    class Menu:
+        greeting: str = "hello"
+
+    def main(channel, application_instance_id, file_man, my_log, application_parameters):
+        channel.reject()
+        return len(Menu().greeting)
+    """
+    host, _far = serve(tmp_path, body, future=True)
+    assert [r.return_code for r in host.results] == [5]
+
+
+def test_an_application_that_exits_while_loading_is_invalid(tmp_path):
+    path = write_app(tmp_path, "import sys\nsys.exit(2)\n", name="quitter")
+    with pytest.raises(ApplicationError, match="does not load: SystemExit") as info:
+        Application.load(path)
+    assert info.value.rc == -4 and "uascall_app_quitter" not in sys.modules
+
+
+def test_call_records_say_where_they_cannot_be_written(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(Error, match=r"call records .*file/calls\.sqlite3: .*expected a "
+                                    "writable SQLite file"):
+        CallRecords(tmp_path / "file" / "calls.sqlite3")
+
+
+def test_shutdown_hangs_up_the_calls_and_records_every_instance(tmp_path):
+    """What ``uascall run`` does on Ctrl-C: the network is told, no record is lost."""
+    body = """
+    import threading
+    release = threading.Event()
+    def main(channel, application_instance_id, file_man, my_log, application_parameters):
+        channel.answer()
+        if application_parameters == "stuck" and application_instance_id.endswith("-2"):
+            release.wait()        # ignores the hang-up: the host must not wait for ever
+            return 1
+        return 7 if channel.wait_for_idle() is channel.State.IDLE else 8
+    """
+    app = Application.load(write_app(tmp_path, body))
+    records = tmp_path / "calls.sqlite3"
+    # real time: an application blocked outside the engine would stall virtual time
+    with Engine() as engine:
+        backend = SimBackend(engine)
+        host = AppHost(engine, backend, app, application_parameters="stuck",
+                       media_dir=tmp_path, records=records)
+        engine.run(host.start)
+        assert engine.wait_until(lambda: backend.up, T)
+        far = [engine.run(backend.far_end.dial, "5551000") for _ in range(2)]
+        assert engine.wait_until(lambda: all(c.call.state.name == "CONNECTED" for c in far), T)
+        assert host.shutdown(timeout=0.5) is False
+        assert all(c.cleared and c.call.cleared_by == "remote" and c.call.cause == 16
+                   for c in far)
+        sys.modules["uascall_app_app"].release.set()
+        assert host.join(T)
+    assert sorted((r.instance_id, r.return_code) for r in host.results) == [
+        ("app-1", 7), ("app-2", -9)]
+    assert sorted((r.instance_id, r.return_code) for r in CallRecords(records).all()) == [
+        ("app-1", 7), ("app-2", -9)]
 
 
 def test_a_call_left_up_is_hung_up_and_recorded(tmp_path):

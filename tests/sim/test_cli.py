@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import threading
 
 import pytest
 
 from tests import audio
+from uascall import backend as backends
 from uascall.cli import main
 from uascall.media import wav
+from uascall.sim.backend import SimBackend
 
 
 @pytest.mark.parametrize("law, kind, bearer", [("alaw", "E1", "A-law"), ("ulaw", "T1", "mu-law")])
@@ -68,3 +73,44 @@ def test_version(capsys):
         main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.startswith("uascall ")
+
+
+class ServedSim(SimBackend):
+    """A simulated span served like boards (until Ctrl-C): once the D-channel is up the
+    exchange places a call, and when our side has answered it, the process gets SIGINT."""
+
+    calls: list = []
+
+    def __init__(self, engine, **dahdi_options) -> None:
+        super().__init__(engine)
+
+    def start(self) -> None:
+        super().start()
+        threading.Thread(target=self._drive, daemon=True).start()
+
+    def _drive(self) -> None:
+        assert self.engine.wait_until(lambda: self.up, 5)
+        call = self.engine.run(self.far_end.dial, "5551000")
+        self.calls.append(call)
+        assert self.engine.wait_until(lambda: call.call.state.name == "CONNECTED", 5)
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_hangs_up_the_calls_and_keeps_their_records(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(backends.BACKENDS, "served-sim", f"{__name__}:ServedSim")
+    app = tmp_path / "waits.py"
+    app.write_text('__uas_identify__ = "application"\n'
+                   "def main(channel, application_instance_id, file_man, my_log, params):\n"
+                   "    channel.answer()\n"
+                   "    return 7 if channel.wait_for_idle() is channel.State.IDLE else 8\n")
+    records = tmp_path / "calls.sqlite3"
+    before = signal.getsignal(signal.SIGINT)
+    assert main(["run", str(app), "--backend", "served-sim", "--records", str(records)]) == 0
+    assert signal.getsignal(signal.SIGINT) is before
+    out, err = capsys.readouterr()
+    assert "stopping; hanging up the calls still up" in err
+    assert "return code 7, cause NORMAL" in out
+    far = ServedSim.calls[-1]
+    assert far.cleared and far.call.cleared_by == "remote" and far.call.cause == 16
+    with sqlite3.connect(records) as db:
+        assert db.execute("SELECT return_code, cause FROM calls").fetchall() == [(7, "NORMAL")]
