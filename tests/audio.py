@@ -43,6 +43,26 @@ def _db(ratio: float) -> float:
     return 10.0 * math.log10(ratio) if ratio > 0 else -math.inf
 
 
+def amplitude_at(samples: Sequence[float], freq: float, rate: int = RATE) -> float:
+    """Peak amplitude of the component at ``freq``, one rectangular-window DFT bin: exact
+    when the window holds whole periods of it (the resampling tests pick such windows)."""
+    c = s = 0.0
+    w = 2 * math.pi * freq / rate
+    for i, v in enumerate(samples):
+        c += v * math.cos(w * i)
+        s += v * math.sin(w * i)
+    return 2 * math.hypot(c, s) / len(samples)
+
+
+def rms(samples: Sequence[float]) -> float:
+    return math.sqrt(sum(v * v for v in samples) / len(samples))
+
+
+def db(ratio: float) -> float:
+    """An amplitude ratio in dB."""
+    return 20 * math.log10(ratio) if ratio > 0 else -math.inf
+
+
 def level_dbm0(samples: Sequence[int], law: str) -> float:
     """RMS level of ``samples`` in dBm0 (-inf for digital silence).
 

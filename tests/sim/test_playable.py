@@ -25,6 +25,7 @@ import wave
 
 import pytest
 
+from tests import audio
 from uascall.errors import ArgumentError, Error
 from uascall.media import g711, playable, tts
 from uascall.media.playable import PlayableMedia
@@ -55,23 +56,6 @@ def tone(rate: int) -> array.array:
     n = round(rate * SECONDS)
     return array.array("h", (round(AMPLITUDE * math.sin(2 * math.pi * 1000 * i / rate))
                              for i in range(n)))
-
-
-def level_at(samples, freq: float, rate: int) -> float:
-    c = s = 0.0
-    w = 2 * math.pi * freq / rate
-    for i, v in enumerate(samples):
-        c += v * math.cos(w * i)
-        s += v * math.sin(w * i)
-    return 2 * math.hypot(c, s) / len(samples)
-
-
-def rms(samples) -> float:
-    return math.sqrt(sum(v * v for v in samples) / len(samples))
-
-
-def db(ratio: float) -> float:
-    return 20 * math.log10(ratio)
 
 
 # -- independent writers -----------------------------------------------------------------------
@@ -133,8 +117,9 @@ def test_every_format_rate_and_layout_plays_at_8k(tmp_path, encoding, rate, chan
     assert pcm.typecode == "h" and len(pcm) == round(8000 * SECONDS)
     part = pcm[100:700]  # 75 whole cycles, clear of the filter's run-in and run-out
     expected = AMPLITUDE / channels  # stereo: a silent right channel halves the mix
-    assert abs(db(level_at(part, 1000, 8000) / expected)) < 0.2  # level kept ...
-    assert abs(db(rms(part) / (expected / math.sqrt(2)))) < 0.2  # ... all of it at 1 kHz
+    # the level is kept, and all of it is at 1 kHz
+    assert abs(audio.db(audio.amplitude_at(part, 1000, 8000) / expected)) < 0.2
+    assert abs(audio.db(audio.rms(part) / (expected / math.sqrt(2)))) < 0.2
 
 
 # -- the media directory -----------------------------------------------------------------------
@@ -350,7 +335,7 @@ SENTENCE = "Thank you for calling. Please hold while we connect your call."
 def test_speech_is_audible_and_as_long_as_the_words(espeak_runs):
     media = PlayableMedia(text_to_say=SENTENCE)
     pcm = media.pcm()
-    assert rms(pcm) > 1000  # silence is 0; espeak-ng speaks at about -20 dBFS
+    assert audio.rms(pcm) > 1000  # silence is 0; espeak-ng speaks at about -20 dBFS
     # espeak-ng's default 175 words per minute is 0.34 s a word; with pauses for the
     # punctuation it measures 0.30-0.35. A factor of about two either side admits other
     # voices and word lengths but not silence, a cut rendering, or 22050 Hz audio taken
@@ -402,7 +387,7 @@ def test_voices_and_speed(espeak_runs):
 def test_text_is_never_an_option(espeak_runs):
     text = "-v xx --help; $(rm -rf /)"
     media = PlayableMedia(text_to_say=text)
-    assert rms(media.pcm()) > 1000
+    assert audio.rms(media.pcm()) > 1000
     (argv, stdin), = espeak_runs
     assert text not in " ".join(argv) and stdin == text.encode() and argv[-1] == "--stdin"
 

@@ -48,6 +48,17 @@ class Events:
     def has(self, call, kind) -> bool:
         return any(isinstance(e, kind) for e in self.of(call))
 
+    def take_calls(self, span: PriSpan) -> list:
+        """Record the events of every call ``span`` is offered; the list fills with them."""
+        offered: list = []
+
+        def on_incoming(call) -> None:
+            call.listeners.append(self)
+            offered.append(call)
+
+        span.on_incoming = on_incoming
+        return offered
+
 
 @pytest.fixture(params=["E1", "T1"])
 def kind(request):
@@ -70,13 +81,7 @@ def engine():
 def rig(engine, kind):
     loop = make_loop(engine, kind)
     events = Events()
-    incoming = []
-
-    def on_incoming(call):
-        call.listeners.append(events)
-        incoming.append(call)
-
-    loop.cpe.on_incoming = on_incoming
+    incoming = events.take_calls(loop.cpe)
     return engine, loop, events, incoming, Wire(loop.kernel, loop.cpe.layout.dchannel)
 
 
@@ -197,13 +202,7 @@ def test_next_call_placed_from_a_cleared_listener_reuses_the_channel(rig):
 
 def test_outgoing_call_the_other_way(rig):
     engine, loop, events, _incoming, wire = rig
-    theirs = []
-
-    def on_far_incoming(call):
-        call.listeners.append(events)
-        theirs.append(call)
-
-    loop.net.on_incoming = on_far_incoming
+    theirs = events.take_calls(loop.net)
 
     def place():
         call = loop.cpe.call("112", calling="5551000")
@@ -231,13 +230,7 @@ def test_the_network_side_is_connected_when_it_answers(rig, connect_ack_lost):
     """Q.931 5.1.8: the user need not acknowledge the network's CONNECT, so on our NETWORK
     side answer() connects at once; a CONNECT ACKNOWLEDGE that comes anyway changes nothing."""
     engine, loop, events, _incoming, wire = rig
-    theirs = []
-
-    def on_net_incoming(call):
-        call.listeners.append(events)
-        theirs.append(call)
-
-    loop.net.on_incoming = on_net_incoming
+    theirs = events.take_calls(loop.net)
     if connect_ack_lost:
         loop.kernel.frame_filter = drop_message("CONNECT ACKNOWLEDGE")
     user_side = engine.run(loop.cpe.call, "5551000", calling="5552000")
@@ -326,8 +319,7 @@ def test_dchannel_loss_clears_calls_with_a_cause_and_the_link_recovers(engine):
     timers = {"T200": 100, "T203": 300, "N200": 2, "T309": 300}
     loop = make_loop(engine, "E1", timers=timers)
     events = Events()
-    incoming = []
-    loop.cpe.on_incoming = lambda call: (call.listeners.append(events), incoming.append(call))
+    incoming = events.take_calls(loop.cpe)
     answered = dial(engine, loop, events)
     ringing = dial(engine, loop, events, called="5551001")
     assert engine.wait_until(lambda: len(incoming) == 2, T)
@@ -471,8 +463,7 @@ def test_the_stack_also_runs_in_virtual_time():
 def test_a_call_completes_with_every_switch_type(engine, kind, switch):
     loop = make_loop(engine, kind, switch=switch)
     events = Events()
-    incoming = []
-    loop.cpe.on_incoming = lambda call: (call.listeners.append(events), incoming.append(call))
+    incoming = events.take_calls(loop.cpe)
     far = dial(engine, loop, events)
     assert engine.wait_until(lambda: bool(incoming), T)
     engine.run(incoming[0].alerting, True)

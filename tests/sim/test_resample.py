@@ -12,6 +12,7 @@ import math
 
 import pytest
 
+from tests import audio
 from uascall.errors import ArgumentError
 from uascall.media import resample as resample_module
 from uascall.media.resample import output_length, resample
@@ -22,24 +23,6 @@ RATES = [6000, 11025, 16000, 22050, 44100, 48000]
 def tone(freq: float, rate: int, n: int, amp: float = 10000.0) -> array.array:
     return array.array("h", (round(amp * math.sin(2 * math.pi * freq * i / rate))
                              for i in range(n)))
-
-
-def level_at(samples, freq: float, rate: int) -> float:
-    """Amplitude of the component at ``freq`` (one DFT bin)."""
-    c = s = 0.0
-    w = 2 * math.pi * freq / rate
-    for i, v in enumerate(samples):
-        c += v * math.cos(w * i)
-        s += v * math.sin(w * i)
-    return 2 * math.hypot(c, s) / len(samples)
-
-
-def rms(samples) -> float:
-    return math.sqrt(sum(v * v for v in samples) / len(samples))
-
-
-def db(ratio: float) -> float:
-    return 20 * math.log10(ratio) if ratio > 0 else -math.inf
 
 
 def middle(samples, rate: int) -> array.array:
@@ -59,8 +42,8 @@ def test_1khz_keeps_frequency_and_level_to_8k(rate):
     y = resample(tone(1000, rate, rate // 2), rate, 8000)
     assert len(y) == 4000
     part = middle(y, 8000)
-    assert abs(db(level_at(part, 1000, 8000) / 10000)) < 0.1
-    assert abs(db(rms(part) / (10000 / math.sqrt(2)))) < 0.1  # nothing but the tone
+    assert abs(audio.db(audio.amplitude_at(part, 1000, 8000) / 10000)) < 0.1
+    assert abs(audio.db(audio.rms(part) / (10000 / math.sqrt(2)))) < 0.1  # nothing but the tone
 
 
 @pytest.mark.parametrize("rate", RATES)
@@ -68,29 +51,29 @@ def test_1khz_keeps_frequency_and_level_from_8k(rate):
     y = resample(tone(1000, 8000, 4000), 8000, rate)
     assert len(y) == -(-rate // 2)
     part = middle(y, rate)
-    assert abs(db(level_at(part, 1000, rate) / 10000)) < 0.1
-    assert abs(db(rms(part) / (10000 / math.sqrt(2)))) < 0.1
+    assert abs(audio.db(audio.amplitude_at(part, 1000, rate) / 10000)) < 0.1
+    assert abs(audio.db(audio.rms(part) / (10000 / math.sqrt(2)))) < 0.1
 
 
 @pytest.mark.parametrize("freq", [300, 2000, 3000])
 def test_passband_is_flat_to_3khz(freq):
     y = resample(tone(freq, 44100, 22050), 44100, 8000)
     part = middle(y, 8000)
-    assert abs(db(level_at(part, freq, 8000) / 10000)) < 0.1
+    assert abs(audio.db(audio.amplitude_at(part, freq, 8000) / 10000)) < 0.1
 
 
 def test_5khz_at_48k_does_not_alias_to_3khz():
     y = resample(tone(5000, 48000, 24000), 48000, 8000)
     part = middle(y, 8000)
-    assert db(level_at(part, 3000, 8000) / 10000) < -50
-    assert db(rms(part) / (10000 / math.sqrt(2))) < -50
+    assert audio.db(audio.amplitude_at(part, 3000, 8000) / 10000) < -50
+    assert audio.db(audio.rms(part) / (10000 / math.sqrt(2))) < -50
 
 
 @pytest.mark.parametrize("rate, freq", [(44100, 4400), (44100, 7000), (44100, 12000),
                                         (11025, 4500), (16000, 5000), (22050, 9000)])
 def test_above_the_8k_nyquist_is_stopped(rate, freq):
     y = resample(tone(freq, rate, rate // 2), rate, 8000)
-    assert db(rms(middle(y, 8000)) / (10000 / math.sqrt(2))) < -50
+    assert audio.db(audio.rms(middle(y, 8000)) / (10000 / math.sqrt(2))) < -50
 
 
 @pytest.mark.parametrize("rate_in, rate_out", [
@@ -106,7 +89,7 @@ def test_rates_beyond_max_phases_round_to_the_nearest_phase():
     rate = 9001  # gcd with 8000 is 1: L = 8000 > MAX_PHASES
     assert resample_module._plan(rate, 8000).phases == resample_module.MAX_PHASES
     y = resample(tone(1000, rate, rate // 2), rate, 8000)
-    assert abs(db(level_at(middle(y, 8000), 1000, 8000) / 10000)) < 0.1
+    assert abs(audio.db(audio.amplitude_at(middle(y, 8000), 1000, 8000) / 10000)) < 0.1
 
 
 @pytest.mark.parametrize("n, rate_in, rate_out, expected", [
