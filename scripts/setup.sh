@@ -47,8 +47,14 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing uascall and its test tools into $venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q -e '.[test]'
+  # pip's warnings would bury the demo's output; they are shown when it fails
+  pip_log=$venv/pip-install.log
+  if ! { "$venv/bin/python" -m pip install -q --upgrade pip &&
+         "$venv/bin/python" -m pip install -q -e '.[test]'; } >"$pip_log" 2>&1; then
+    cat "$pip_log" >&2
+    echo "setup: pip could not install uascall (log: $pip_log)" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
 
