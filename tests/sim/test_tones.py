@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import time
 
 import pytest
 
@@ -306,22 +305,6 @@ def test_ten_minutes_of_loop_keep_an_exact_cadence(manager, law):
         for k in (1, full_cycles // 2, full_cycles - 1):  # and the tone, at its phase
             base = k * cycle
             assert_matches_oracle(data[base:base + on + R], tone, law, start=base)
-
-
-def test_per_frame_cost(manager, capsys):
-    lines = []
-    for name in manager.names():
-        for law in LAWS:
-            src = manager.get(name).source(law, loop=True)
-            next_frame = src.next_frame
-            count = 30000
-            t0 = time.perf_counter()
-            for _ in range(count):
-                next_frame()
-            per_frame = (time.perf_counter() - t0) / count * 1e6
-            lines.append(f"{name:12} {law}: {per_frame:.2f} us per next_frame()")
-    with capsys.disabled():
-        print("\n" + "\n".join(lines))
 
 
 # --------------------------------------------------------------------------- audio tools
