@@ -5,18 +5,22 @@ from __future__ import annotations
 import pytest
 
 from uascall.channel import UASCallChannel
-from uascall.engine import Engine, VirtualClock
 from uascall.media.player import MediaClock
 from uascall.sim.backend import SimBackend
+from uascall.sim.farend import pri_loop_conf
 
 from .helpers import MEDIA, T, Wire, World
 
+REAL_TIME_SLACK = 0.15  # seconds: scheduling on a loaded machine, or under emulation
+
 
 @pytest.fixture(params=["E1", "T1"])
-def world(request):
+def world(request, rig):
+    """A looped pair on the rig: our span with channels for the tests, and the exchange."""
     kind = request.param
-    with Engine(VirtualClock()) as engine, engine.actor():
-        backend = SimBackend(engine, kind=kind)
+    with rig.engine() as engine:
+        conf = pri_loop_conf(kind, dynamic=True)
+        backend = SimBackend(engine, kind=kind, kernel=rig.kernel(engine, conf), conf=conf)
         clock = MediaClock(engine)
         channels: list[UASCallChannel] = []
 
@@ -26,5 +30,6 @@ def world(request):
         backend.on_incoming = on_incoming
         engine.run(backend.start)
         assert engine.wait_until(lambda: backend.up, T)
-        yield World(engine, backend, channels, Wire(backend.loop.kernel,
-                                                    backend.loop.cpe.layout.dchannel), kind)
+        wire = Wire(backend.loop.tap, backend.loop.cpe.layout.dchannel)
+        yield World(engine, backend, channels, wire, kind,
+                    slack=0.0 if engine.clock.virtual else REAL_TIME_SLACK)

@@ -66,8 +66,8 @@ def test_while_our_disconnect_waits_for_release_the_call_is_being_cleared(world)
     channel, far = world.incoming()
     with_tones(channel)
     channel.answer()
-    kernel = world.backend.loop.kernel
-    kernel.frame_filter = drop_message("RELEASE")  # the far end's RELEASE is lost: T305 runs
+    wire = world.backend.loop.tap
+    wire.frame_filter = drop_message("RELEASE")  # the far end's RELEASE is lost: T305 runs
     hanging_up = world.engine.start_actor_thread(channel.hang_up)
     world.engine.sleep(0.5)
     assert channel._leg.call.state.name == "CLEARING"
@@ -77,7 +77,7 @@ def test_while_our_disconnect_waits_for_release_the_call_is_being_cleared(world)
         channel.TonePlayer.play("RINGBACK", 1)
     with pytest.raises(Hangup, match="being cleared"):
         channel.answer()
-    kernel.frame_filter = None
+    wire.frame_filter = None
     hanging_up.join(T)
     assert channel.state() is State.IDLE and channel.cause() is Cause.NORMAL
     assert far.cleared

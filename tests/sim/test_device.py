@@ -29,7 +29,7 @@ defaultzone=nl
 
 
 @pytest.fixture
-def rig():
+def sim():
     """A virtual-time engine with a simulated E1 loop (spans 1 and 2) configured for PRI."""
     with Engine(VirtualClock()) as engine, engine.actor():
         kernel = SimKernel(engine)
@@ -42,8 +42,8 @@ def open_channel(engine, kernel, channo, **kw):
     return engine.run(Channel.open, channo, io=kernel, **kw)
 
 
-def test_open_errors_name_the_channel_and_the_cause(rig):
-    engine, kernel = rig
+def test_open_errors_name_the_channel_and_the_cause(sim):
+    engine, kernel = sim
     with pytest.raises(DeviceError) as info:
         open_channel(engine, kernel, 99)
     assert info.value.errno == errno.EINVAL
@@ -71,8 +71,8 @@ def test_unconfigured_channel_is_enxio():
         assert "system.conf" in str(info.value)
 
 
-def test_open_by_span_and_position_and_params(rig):
-    engine, kernel = rig
+def test_open_by_span_and_position_and_params(sim):
+    engine, kernel = sim
     chan = engine.run(Channel.open, span=2, chanpos=16, io=kernel)
     params = engine.run(chan.params)
     assert (chan.channo, params.spanno, params.chanpos) == (47, 2, 16)
@@ -86,8 +86,8 @@ def test_open_by_span_and_position_and_params(rig):
     engine.run(ctl.close)
 
 
-def test_bchannel_bytes_cross_byte_exact_at_8000_bytes_per_second(rig):
-    engine, kernel = rig
+def test_bchannel_bytes_cross_byte_exact_at_8000_bytes_per_second(sim):
+    engine, kernel = sim
     a, b = open_channel(engine, kernel, 1), open_channel(engine, kernel, 32)
     for chan in (a, b):
         engine.run(chan.set_blocksize, 160)
@@ -117,8 +117,8 @@ def test_bchannel_bytes_cross_byte_exact_at_8000_bytes_per_second(rig):
     assert received[: received.index(pattern)].replace(silence, b"") == b""
 
 
-def test_write_refused_when_every_buffer_is_full(rig):
-    engine, kernel = rig
+def test_write_refused_when_every_buffer_is_full(sim):
+    engine, kernel = sim
     a = open_channel(engine, kernel, 2)
     engine.run(a.set_blocksize, 160)
     engine.run(a.set_buffers, numbufs=2, tx_policy=abi.DAHDI_POLICY_WHEN_FULL)
@@ -127,8 +127,8 @@ def test_write_refused_when_every_buffer_is_full(rig):
     assert engine.run(a.write_frame, b"\x03" * 160) == 0  # EAGAIN: no free buffer
 
 
-def test_linear_mode_converts_with_the_channel_law(rig):
-    engine, kernel = rig
+def test_linear_mode_converts_with_the_channel_law(sim):
+    engine, kernel = sim
     a, b = open_channel(engine, kernel, 3), open_channel(engine, kernel, 34)
     for chan in (a, b):
         engine.run(chan.set_blocksize, 160)
@@ -149,8 +149,8 @@ def test_linear_mode_converts_with_the_channel_law(rig):
     assert got[0] == g711.ALAW.encode(samples)
 
 
-def test_hdlc_frame_gets_its_fcs_and_bad_fcs_becomes_an_event(rig):
-    engine, kernel = rig
+def test_hdlc_frame_gets_its_fcs_and_bad_fcs_becomes_an_event(sim):
+    engine, kernel = sim
     d1, d2 = open_channel(engine, kernel, 16), open_channel(engine, kernel, 47)
     frame = b"\x00\x01\x7f\x7e\x7d hello hdlc"
     assert engine.run(d1.write_frame, frame + b"\0\0") == len(frame) + 2
@@ -166,8 +166,8 @@ def test_hdlc_frame_gets_its_fcs_and_bad_fcs_becomes_an_event(rig):
     assert events == [abi.DAHDI_EVENT_BADFCS]
 
 
-def test_events_raise_pollpri_and_elast_until_drained(rig):
-    engine, kernel = rig
+def test_events_raise_pollpri_and_elast_until_drained(sim):
+    engine, kernel = sim
     chan = open_channel(engine, kernel, 5)
     seen: list[int] = []
     events: list[int] = []
@@ -187,8 +187,8 @@ def test_events_raise_pollpri_and_elast_until_drained(rig):
     engine.run(engine.remove_fd, chan.fileno())
 
 
-def test_ioctl_validation_matches_the_kernel(rig):
-    engine, kernel = rig
+def test_ioctl_validation_matches_the_kernel(sim):
+    engine, kernel = sim
     chan = open_channel(engine, kernel, 16)
     with pytest.raises(DeviceError) as info:
         engine.run(chan.set_blocksize, 8)
@@ -203,8 +203,8 @@ def test_ioctl_validation_matches_the_kernel(rig):
     assert engine.run(chan.buffer_info).numbufs == 32
 
 
-def test_fd_kinds_have_the_kernels_ioctl_tables(rig):
-    engine, kernel = rig
+def test_fd_kinds_have_the_kernels_ioctl_tables(sim):
+    engine, kernel = sim
     fd = engine.run(kernel.open, "/dev/dahdi/channel", os.O_RDWR | os.O_NONBLOCK)
 
     def errno_of(fn, *args):
@@ -266,14 +266,14 @@ def test_a_ring_that_the_kernel_starts_in_the_background_is_success():
         engine.run(chan.close)
 
 
-def test_block_size_is_the_kernels_after_open(rig):
-    engine, kernel = rig
+def test_block_size_is_the_kernels_after_open(sim):
+    engine, kernel = sim
     chan = open_channel(engine, kernel, 1)
     assert chan.blocksize == abi.DAHDI_DEFAULT_BLOCKSIZE == 1024
 
 
-def test_read_overrun_is_silent_without_buffer_events_and_once_per_episode_with_them(rig):
-    engine, kernel = rig
+def test_read_overrun_is_silent_without_buffer_events_and_once_per_episode_with_them(sim):
+    engine, kernel = sim
     a, b = open_channel(engine, kernel, 6), open_channel(engine, kernel, 37)
     for chan in (a, b):
         engine.run(chan.set_blocksize, 160)
@@ -291,8 +291,8 @@ def test_read_overrun_is_silent_without_buffer_events_and_once_per_episode_with_
     assert events == [abi.DAHDI_EVENT_READ_OVERRUN]
 
 
-def test_hdlc_frame_as_long_as_the_receivers_block_is_an_overrun(rig):
-    engine, kernel = rig
+def test_hdlc_frame_as_long_as_the_receivers_block_is_an_overrun(sim):
+    engine, kernel = sim
     d1, d2 = open_channel(engine, kernel, 16), open_channel(engine, kernel, 47)
     for chan in (d1, d2):
         engine.run(chan.set_buffers, numbufs=4, bufsize=64)
@@ -305,8 +305,8 @@ def test_hdlc_frame_as_long_as_the_receivers_block_is_an_overrun(rig):
     assert len(got[-1]) == 63 and events == [abi.DAHDI_EVENT_OVERRUN]
 
 
-def test_yellow_follows_the_peers_red_whichever_clears_first(rig):
-    engine, kernel = rig
+def test_yellow_follows_the_peers_red_whichever_clears_first(sim):
+    engine, kernel = sim
     spans = {n: kernel.spans[n - 1] for n in (1, 2)}
     engine.run(kernel.set_alarm, 1, abi.DAHDI_ALARM_RED)
     engine.run(kernel.set_alarm, 2, abi.DAHDI_ALARM_RED)
@@ -318,8 +318,8 @@ def test_yellow_follows_the_peers_red_whichever_clears_first(rig):
     assert spans[1].alarms == spans[2].alarms == 0
 
 
-def test_a_failing_frame_tap_loses_no_frame(rig):
-    engine, kernel = rig
+def test_a_failing_frame_tap_loses_no_frame(sim):
+    engine, kernel = sim
     d1, d2 = open_channel(engine, kernel, 16), open_channel(engine, kernel, 47)
 
     def broken_tap(record):
@@ -337,3 +337,30 @@ def test_a_failing_frame_tap_loses_no_frame(rig):
         return len(got) == 3
 
     assert engine.wait_until(collect, 1)
+
+
+def test_dynamic_loc_spans_are_made_as_dahdi_dynamic_loc_makes_them():
+    conf = ("dynamic=loc,1:0,4,0\ndynamic=loc,1:1,4,0\nbchan=1-3\ndchan=4\nbchan=5-7\n"
+            "dchan=8\nalaw=5-7\n")
+    with Engine(VirtualClock()) as engine:
+        kernel = SimKernel(engine)
+        engine.run(kernel.configure, conf)
+        ctl = engine.run(ControlDevice.open, io=kernel)
+        status = engine.run(ctl.span_status, 2)
+        assert (status.name, status.spantype, status.totalchans) == ("DYN/loc/1:1", "DYNAM", 4)
+        assert status.description == "Dynamic 'loc' span at '1:1'"
+        laws = [engine.run(ctl.channel_params, n).curlaw for n in (1, 5)]
+        assert laws == [abi.DAHDI_LAW_MULAW, abi.DAHDI_LAW_ALAW]  # mu-law unless alaw=
+        engine.run(ctl.close)
+        chan = engine.run(Channel.open, 1, io=kernel)
+        with pytest.raises(ValueError, match="channel 1 is open"):
+            engine.run(kernel.configure, conf)
+        engine.run(chan.close)
+        engine.run(kernel.configure, conf.replace(",4,0", ",6,0").replace("5-7", "7-11")
+                   .replace("dchan=8", "dchan=12").replace("bchan=1-3", "bchan=1-5")
+                   .replace("dchan=4", "dchan=6"))
+        assert [len(span.channels) for span in kernel.spans] == [6, 6]  # replaced
+        with pytest.raises(ValueError, match="only the 'loc' driver"):
+            engine.run(kernel.configure, "dynamic=eth,eth0/00:11:22:33:44:55/0,24,0\n")
+        with pytest.raises(ValueError, match="key 7 has 1 spans; expected two"):
+            engine.run(kernel.configure, "dynamic=loc,7:0,24,0\n")

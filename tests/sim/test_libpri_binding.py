@@ -169,7 +169,7 @@ class Rig:
 
 
 @pytest.fixture
-def rig() -> Rig:
+def pair() -> Rig:
     return Rig().up()
 
 
@@ -177,17 +177,17 @@ def _same_cref(a: int, b: int) -> bool:
     return a & 0x7FFF == b & 0x7FFF  # the originating side sees the flag bit set
 
 
-def test_link_up_and_wall_clock_deadline(rig: Rig) -> None:
-    for end in rig.ends:
+def test_link_up_and_wall_clock_deadline(pair: Rig) -> None:
+    for end in pair.ends:
         deadline = end.pri.schedule_next()
         assert deadline is not None  # T203 keepalive (10 s) runs while idle
         assert time.time() < deadline <= time.time() + 10.5
         assert end.pri.get_timer(Timer.T203) == 10000
-    rig.quiet()
+    pair.quiet()
 
 
-def test_euroisdn_call_early_media_answer_and_clearing(rig: Rig, caplog) -> None:
-    call, ring = rig.call(called="5551001", calling="5552000", calling_name="Lab Caller",
+def test_euroisdn_call_early_media_answer_and_clearing(pair: Rig, caplog) -> None:
+    call, ring = pair.call(called="5551001", calling="5552000", calling_name="Lab Caller",
                           channel=1, exclusive=True, layer1=libpri.PRI_LAYER_1_ALAW,
                           called_plan=Plan.NATIONAL, calling_plan=Plan.NATIONAL)
     assert (ring.called_number, ring.called_plan) == ("5551001", libpri.PRI_NATIONAL_ISDN)
@@ -197,21 +197,21 @@ def test_euroisdn_call_early_media_answer_and_clearing(rig: Rig, caplog) -> None
     assert (ring.layer1, ring.ctype) == (libpri.PRI_LAYER_1_ALAW, libpri.PRI_TRANS_CAP_SPEECH)
     assert ring.complete and not ring.flexible  # EuroISDN sends Sending Complete
     assert b_channel(ring.channel) == 1 and ring.progress_mask == 0
-    cpe = rig.cpe.pri
+    cpe = pair.cpe.pri
 
     cpe.proceeding(ring.call, ring.channel, inband=False)
-    ev = rig.expect(rig.net, Proceeding, call=call, progress=-1, progress_mask=0)
+    ev = pair.expect(pair.net, Proceeding, call=call, progress=-1, progress_mask=0)
     assert b_channel(ev.channel) == 1 and _same_cref(ev.cref, ring.cref)
     cpe.progress(ring.call, ring.channel, inband=True)
-    rig.expect(rig.net, Progress, call=call, progress=8, progress_mask=INBAND, cause=None)
+    pair.expect(pair.net, Progress, call=call, progress=8, progress_mask=INBAND, cause=None)
     cpe.acknowledge(ring.call, ring.channel, inband=True)
-    rig.expect(rig.net, Ringing, call=call, progress_mask=INBAND)
+    pair.expect(pair.net, Ringing, call=call, progress_mask=INBAND)
     cpe.answer(ring.call, ring.channel)
-    rig.expect(rig.net, Answer, call=call)
-    rig.quiet()  # CONNECT ACK is automatic and not reported by default
+    pair.expect(pair.net, Answer, call=call)
+    pair.quiet()  # CONNECT ACK is automatic and not reported by default
 
-    rig.clear(rig.net, call, rig.cpe, ring.call, libpri.PRI_CAUSE_NORMAL_CLEARING)
-    rig.quiet()
+    pair.clear(pair.net, call, pair.cpe, ring.call, libpri.PRI_CAUSE_NORMAL_CLEARING)
+    pair.quiet()
 
     # After HANGUP_ACK the call is freed: libpri refuses it (and gripes), we raise.
     caplog.clear()
@@ -224,52 +224,52 @@ def test_euroisdn_call_early_media_answer_and_clearing(rig: Rig, caplog) -> None
                for r in caplog.records if r.name == LOGGER)
 
 
-def test_progress_with_cause_and_alerting_without_inband(rig: Rig) -> None:
-    call, ring = rig.call()
-    rig.cpe.pri.progress(ring.call, ring.channel, inband=True, cause=libpri.PRI_CAUSE_USER_BUSY)
-    rig.expect(rig.net, Progress, call=call, progress_mask=INBAND, cause=17)
+def test_progress_with_cause_and_alerting_without_inband(pair: Rig) -> None:
+    call, ring = pair.call()
+    pair.cpe.pri.progress(ring.call, ring.channel, inband=True, cause=libpri.PRI_CAUSE_USER_BUSY)
+    pair.expect(pair.net, Progress, call=call, progress_mask=INBAND, cause=17)
 
-    call2, ring2 = rig.call(channel=2)
-    rig.cpe.pri.acknowledge(ring2.call, ring2.channel, inband=False)
-    rig.expect(rig.net, Proceeding, call=call2)  # libpri sends CALL PROCEEDING first
-    ev = rig.expect(rig.net, Ringing, call=call2)
+    call2, ring2 = pair.call(channel=2)
+    pair.cpe.pri.acknowledge(ring2.call, ring2.channel, inband=False)
+    pair.expect(pair.net, Proceeding, call=call2)  # libpri sends CALL PROCEEDING first
+    ev = pair.expect(pair.net, Ringing, call=call2)
     assert not ev.progress_mask & INBAND
-    rig.quiet()
+    pair.quiet()
 
 
-def test_cpe_rejects_with_cause_21_after_proceeding(rig: Rig) -> None:
-    call, ring = rig.call()
-    rig.cpe.pri.proceeding(ring.call, ring.channel, inband=False)
-    rig.expect(rig.net, Proceeding, call=call)
-    rig.clear(rig.cpe, ring.call, rig.net, call, libpri.PRI_CAUSE_CALL_REJECTED)
-    rig.quiet()
+def test_cpe_rejects_with_cause_21_after_proceeding(pair: Rig) -> None:
+    call, ring = pair.call()
+    pair.cpe.pri.proceeding(ring.call, ring.channel, inband=False)
+    pair.expect(pair.net, Proceeding, call=call)
+    pair.clear(pair.cpe, ring.call, pair.net, call, libpri.PRI_CAUSE_CALL_REJECTED)
+    pair.quiet()
 
 
 def test_rejecting_a_setup_before_any_response() -> None:
-    rig = Rig(timers={Timer.T303: 150}).up()
+    pair = Rig(timers={Timer.T303: 150}).up()
     # Congestion-class causes (1, 34, 44, 82, 88) send RELEASE COMPLETE at once: the caller
     # gets Hangup, never HangupReq, and the called side's record is gone.
-    call, ring = rig.call()
-    rig.cpe.pri.hangup(ring.call, libpri.PRI_CAUSE_NORMAL_CIRCUIT_CONGESTION)
-    rig.expect(rig.net, Hangup, call=call, cause=34)
-    rig.net.pri.hangup(call, 34)
+    call, ring = pair.call()
+    pair.cpe.pri.hangup(ring.call, libpri.PRI_CAUSE_NORMAL_CIRCUIT_CONGESTION)
+    pair.expect(pair.net, Hangup, call=call, cause=34)
+    pair.net.pri.hangup(call, 34)
     with pytest.raises(LibpriError):
-        rig.cpe.pri.hangup(ring.call, 34)
-    rig.quiet()
+        pair.cpe.pri.hangup(ring.call, 34)
+    pair.quiet()
     # A DISCONNECT-class cause (16, 17, 21...) before any response sends nothing at all
     # (libpri's call is not "alive" yet): the caller only learns from T303 (cause 18).
-    call, ring = rig.call(channel=2)
-    rig.cpe.pri.hangup(ring.call, libpri.PRI_CAUSE_CALL_REJECTED)
-    rig.quiet(0.1)
-    rig.expect(rig.net, Hangup, call=call, cause=libpri.PRI_CAUSE_NO_USER_RESPONSE)
-    rig.net.pri.hangup(call, 18)
-    rig.cpe.pri.destroy_call(ring.call)
-    rig.quiet()
+    call, ring = pair.call(channel=2)
+    pair.cpe.pri.hangup(ring.call, libpri.PRI_CAUSE_CALL_REJECTED)
+    pair.quiet(0.1)
+    pair.expect(pair.net, Hangup, call=call, cause=libpri.PRI_CAUSE_NO_USER_RESPONSE)
+    pair.net.pri.hangup(call, 18)
+    pair.cpe.pri.destroy_call(ring.call)
+    pair.quiet()
 
 
 def test_ni2_mulaw_call_cleared_by_net_with_busy() -> None:
-    rig = Rig(Switch.NI2).up()
-    call, ring = rig.call(called="2125551212", calling="2015550100", calling_name="Bob",
+    pair = Rig(Switch.NI2).up()
+    call, ring = pair.call(called="2125551212", calling="2015550100", calling_name="Bob",
                           channel=7, exclusive=False, layer1=libpri.PRI_LAYER_1_ULAW,
                           called_plan=Plan.NATIONAL)
     assert (ring.called_number, ring.calling_number, ring.calling_name) == (
@@ -277,162 +277,162 @@ def test_ni2_mulaw_call_cleared_by_net_with_busy() -> None:
     assert ring.layer1 == libpri.PRI_LAYER_1_ULAW
     assert not ring.complete  # NI2 never sends Sending Complete, even for a full number
     assert ring.flexible and b_channel(ring.channel) == 7  # preferred, not exclusive
-    rig.cpe.pri.acknowledge(ring.call, ring.channel, inband=False)
-    rig.expect(rig.net, Proceeding, call=call)
-    rig.expect(rig.net, Ringing, call=call, progress_mask=0)
-    rig.clear(rig.net, call, rig.cpe, ring.call, libpri.PRI_CAUSE_USER_BUSY)
-    rig.quiet()
+    pair.cpe.pri.acknowledge(ring.call, ring.channel, inband=False)
+    pair.expect(pair.net, Proceeding, call=call)
+    pair.expect(pair.net, Ringing, call=call, progress_mask=0)
+    pair.clear(pair.net, call, pair.cpe, ring.call, libpri.PRI_CAUSE_USER_BUSY)
+    pair.quiet()
 
 
-def test_overlap_dialling_setup_ack_and_digits(rig: Rig) -> None:
-    rig.net.pri.set_overlap_dial(True)
-    call, ring = rig.call(called="55", channel=None, exclusive=False, complete=False)
+def test_overlap_dialling_setup_ack_and_digits(pair: Rig) -> None:
+    pair.net.pri.set_overlap_dial(True)
+    call, ring = pair.call(called="55", channel=None, exclusive=False, complete=False)
     assert (ring.called_number, ring.complete, ring.flexible, ring.channel) == (
         "55", False, True, -1)
-    rig.cpe.pri.setup_ack(ring.call, 5, inband=True)  # we chose B5 and play dial tone
-    ev = rig.expect(rig.net, SetupAck, call=call, progress_mask=INBAND)
+    pair.cpe.pri.setup_ack(ring.call, 5, inband=True)  # we chose B5 and play dial tone
+    ev = pair.expect(pair.net, SetupAck, call=call, progress_mask=INBAND)
     assert b_channel(ev.channel) == 5
-    rig.net.pri.information(call, "12")
-    rig.expect(rig.cpe, InfoReceived, call=ring.call, digits="1", complete=False)
-    rig.expect(rig.cpe, InfoReceived, call=ring.call, digits="2", complete=False)
-    rig.cpe.pri.proceeding(ring.call, 5, inband=False)
-    rig.expect(rig.net, Proceeding, call=call)
-    rig.quiet()
+    pair.net.pri.information(call, "12")
+    pair.expect(pair.cpe, InfoReceived, call=ring.call, digits="1", complete=False)
+    pair.expect(pair.cpe, InfoReceived, call=ring.call, digits="2", complete=False)
+    pair.cpe.pri.proceeding(ring.call, 5, inband=False)
+    pair.expect(pair.net, Proceeding, call=call)
+    pair.quiet()
 
 
-def test_restart_both_directions(rig: Rig) -> None:
-    rig.net.pri.restart(3)
-    assert b_channel(rig.expect(rig.cpe, Restart).channel) == 3
-    assert b_channel(rig.expect(rig.net, RestartAck).channel) == 3
-    rig.cpe.pri.restart(3 | libpri.CHANNEL_EXPLICIT)
-    rig.expect(rig.net, Restart, channel=0x10003)
-    rig.expect(rig.cpe, RestartAck, channel=0x10003)
+def test_restart_both_directions(pair: Rig) -> None:
+    pair.net.pri.restart(3)
+    assert b_channel(pair.expect(pair.cpe, Restart).channel) == 3
+    assert b_channel(pair.expect(pair.net, RestartAck).channel) == 3
+    pair.cpe.pri.restart(3 | libpri.CHANNEL_EXPLICIT)
+    pair.expect(pair.net, Restart, channel=0x10003)
+    pair.expect(pair.cpe, RestartAck, channel=0x10003)
     with pytest.raises(ArgumentError):
-        rig.net.pri.restart(0)
-    rig.quiet()
+        pair.net.pri.restart(0)
+    pair.quiet()
 
 
-def test_connect_ack_when_enabled(rig: Rig) -> None:
-    for end in rig.ends:
+def test_connect_ack_when_enabled(pair: Rig) -> None:
+    for end in pair.ends:
         end.pri.connect_ack_enable(True)
-    call, ring = rig.call()
-    rig.cpe.pri.answer(ring.call, ring.channel)
-    ev = rig.expect(rig.net, Answer, call=call)
-    rig.quiet()  # nothing acknowledged yet
-    rig.net.pri.connect_ack(call, ev.channel)
-    ev = rig.expect(rig.cpe, ConnectAck, call=ring.call)
+    call, ring = pair.call()
+    pair.cpe.pri.answer(ring.call, ring.channel)
+    ev = pair.expect(pair.net, Answer, call=call)
+    pair.quiet()  # nothing acknowledged yet
+    pair.net.pri.connect_ack(call, ev.channel)
+    ev = pair.expect(pair.cpe, ConnectAck, call=ring.call)
     assert b_channel(ev.channel) == 1
-    rig.quiet()
+    pair.quiet()
 
 
 def test_dchan_loss_clears_calls_then_link_recovers() -> None:
-    rig = Rig(timers={Timer.T200: 100, Timer.T203: 200, Timer.T309: 300}).up()
-    active, active_ring = rig.call(channel=1)
-    rig.cpe.pri.answer(active_ring.call, active_ring.channel)
-    rig.expect(rig.net, Answer)
-    alerting, alerting_ring = rig.call(channel=2)
-    rig.cpe.pri.acknowledge(alerting_ring.call, alerting_ring.channel, inband=True)
-    rig.expect(rig.net, Proceeding)
-    rig.expect(rig.net, Ringing)
-    rig.quiet()  # CPE's call is "active" only once the CONNECT ACK is in
+    pair = Rig(timers={Timer.T200: 100, Timer.T203: 200, Timer.T309: 300}).up()
+    active, active_ring = pair.call(channel=1)
+    pair.cpe.pri.answer(active_ring.call, active_ring.channel)
+    pair.expect(pair.net, Answer)
+    alerting, alerting_ring = pair.call(channel=2)
+    pair.cpe.pri.acknowledge(alerting_ring.call, alerting_ring.channel, inband=True)
+    pair.expect(pair.net, Proceeding)
+    pair.expect(pair.net, Ringing)
+    pair.quiet()  # CPE's call is "active" only once the CONNECT ACK is in
 
-    rig.net.cut = rig.cpe.cut = True
+    pair.net.cut = pair.cpe.cut = True
     start = time.monotonic()
-    calls = {rig.net: (active, alerting), rig.cpe: (active_ring.call, alerting_ring.call)}
-    for end in rig.ends:
+    calls = {pair.net: (active, alerting), pair.cpe: (active_ring.call, alerting_ring.call)}
+    for end in pair.ends:
         # Q.921 gives up after T203 + (N200+1) x T200 and reports DCHAN_DOWN; Q.931 learns
         # of it only when re-establishment fails too: unanswered calls are then cleared
         # with cause 27, answered ones T309 later.
-        rig.expect(end, DchanDown, timeout=2.0)
+        pair.expect(end, DchanDown, timeout=2.0)
         down = end.last_arrival
-        rig.expect(end, Hangup, timeout=2.0, call=calls[end][1], cause=27)
+        pair.expect(end, Hangup, timeout=2.0, call=calls[end][1], cause=27)
         released = end.last_arrival
         assert released - down >= 0.3  # (N200+1) x T200 of failed SABMEs
-        rig.expect(end, Hangup, timeout=2.0, call=calls[end][0], cause=27)
+        pair.expect(end, Hangup, timeout=2.0, call=calls[end][0], cause=27)
         assert end.last_arrival - released >= 0.25  # T309
         for call in calls[end]:
             end.pri.hangup(call, 27)  # the final hangup frees the call
     assert time.monotonic() - start < 3.0
 
-    rig.net.cut = rig.cpe.cut = False
-    rig.up()
-    rig.call(channel=3)
-    rig.quiet()
+    pair.net.cut = pair.cpe.cut = False
+    pair.up()
+    pair.call(channel=3)
+    pair.quiet()
 
 
 def test_answered_call_survives_short_dchan_outage() -> None:
-    rig = Rig(timers={Timer.T200: 100, Timer.T203: 200, Timer.T309: 3000}).up()
-    call, ring = rig.call()
-    rig.cpe.pri.answer(ring.call, ring.channel)
-    rig.expect(rig.net, Answer)
-    rig.quiet()
-    rig.net.cut = rig.cpe.cut = True
-    rig.expect(rig.net, DchanDown, timeout=2.0)
-    rig.expect(rig.cpe, DchanDown, timeout=2.0)
-    rig.quiet(0.5)  # re-establishment fails: T309 starts, no Hangup yet
-    rig.net.cut = rig.cpe.cut = False
-    rig.up()
-    rig.quiet(0.1)
-    rig.clear(rig.cpe, ring.call, rig.net, call, libpri.PRI_CAUSE_NORMAL_CLEARING)
+    pair = Rig(timers={Timer.T200: 100, Timer.T203: 200, Timer.T309: 3000}).up()
+    call, ring = pair.call()
+    pair.cpe.pri.answer(ring.call, ring.channel)
+    pair.expect(pair.net, Answer)
+    pair.quiet()
+    pair.net.cut = pair.cpe.cut = True
+    pair.expect(pair.net, DchanDown, timeout=2.0)
+    pair.expect(pair.cpe, DchanDown, timeout=2.0)
+    pair.quiet(0.5)  # re-establishment fails: T309 starts, no Hangup yet
+    pair.net.cut = pair.cpe.cut = False
+    pair.up()
+    pair.quiet(0.1)
+    pair.clear(pair.cpe, ring.call, pair.net, call, libpri.PRI_CAUSE_NORMAL_CLEARING)
 
 
-def test_exception_in_read_callback_is_logged_not_raised(rig: Rig, caplog) -> None:
+def test_exception_in_read_callback_is_logged_not_raised(pair: Rig, caplog) -> None:
     def boom() -> bytes:
         raise RuntimeError("boom")
 
-    rig.net.read_hook = boom
+    pair.net.read_hook = boom
     caplog.clear()
-    assert rig.net.pri.check_event() is None
-    assert rig.net.pri.drained
+    assert pair.net.pri.check_event() is None
+    assert pair.net.pri.drained
     [record] = [r for r in caplog.records if r.name == LOGGER and r.levelno >= logging.ERROR]
     assert record.getMessage() == "NET: read callback raised; libpri sees no frame"
     assert record.exc_info and str(record.exc_info[1]) == "boom"
-    rig.call()  # still works
+    pair.call()  # still works
 
 
 def test_exception_in_write_callback_is_logged_and_frame_retransmitted(caplog) -> None:
-    rig = Rig(timers={Timer.T200: 100}).up()
+    pair = Rig(timers={Timer.T200: 100}).up()
 
     def broken(data: bytes) -> None:
         raise BrokenPipeError(32, "Broken pipe")
 
-    rig.net.write_hook = broken
+    pair.net.write_hook = broken
     caplog.clear()
-    call = rig.net.pri.new_call()
-    rig.net.pri.setup(call, called="100", channel=1, exclusive=True,
+    call = pair.net.pri.new_call()
+    pair.net.pri.setup(call, called="100", channel=1, exclusive=True,
                       layer1=libpri.PRI_LAYER_1_ALAW)  # the SETUP write fails
     messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == LOGGER]
     assert (logging.ERROR, "NET: write callback raised; libpri sees a failed write") in messages
     assert any(level == logging.WARNING and text.startswith("NET: Short write: -1/")
                for level, text in messages)
-    rig.expect(rig.cpe, Ring, timeout=1.0)  # Q.921 retransmits the I-frame after T200
+    pair.expect(pair.cpe, Ring, timeout=1.0)  # Q.921 retransmits the I-frame after T200
 
 
-def test_keyboard_interrupt_in_callback_is_reraised(rig: Rig) -> None:
+def test_keyboard_interrupt_in_callback_is_reraised(pair: Rig) -> None:
     def interrupt() -> bytes:
         raise KeyboardInterrupt
 
-    rig.cpe.read_hook = interrupt
+    pair.cpe.read_hook = interrupt
     with pytest.raises(KeyboardInterrupt):
-        rig.cpe.pri.check_event()
-    assert rig.cpe.pri.check_event() is None  # and the instance carries on
+        pair.cpe.pri.check_event()
+    assert pair.cpe.pri.check_event() is None  # and the instance carries on
 
 
-def test_bad_frames_are_dropped_with_a_reason(rig: Rig, caplog) -> None:
+def test_bad_frames_are_dropped_with_a_reason(pair: Rig, caplog) -> None:
     for frame, reason in ((b"\x02\x01\x7f", "at least 3 bytes plus the 2 FCS bytes"),
                           (bytes(2000), "libpri reads at most 1024")):
-        rig.cpe.read_hook = lambda frame=frame: frame
+        pair.cpe.read_hook = lambda frame=frame: frame
         caplog.clear()
-        assert rig.cpe.pri.check_event() is None
+        assert pair.cpe.pri.check_event() is None
         assert any(reason in r.getMessage() and r.levelno == logging.WARNING
                    for r in caplog.records if r.name == LOGGER)
-    rig.quiet()
+    pair.quiet()
 
 
-def test_libpri_messages_are_logged_by_instance(rig: Rig, caplog) -> None:
-    rig.net.pri.set_debug(Debug.Q931_STATE)
+def test_libpri_messages_are_logged_by_instance(pair: Rig, caplog) -> None:
+    pair.net.pri.set_debug(Debug.Q931_STATE)
     caplog.clear()
-    rig.call()
+    pair.call()
     lines = [r.getMessage() for r in caplog.records
              if r.name == LOGGER and r.levelno == logging.DEBUG and "<<" not in r.getMessage()]
     assert lines and all(line.startswith("NET: ") and line == line.strip() for line in lines)
@@ -462,7 +462,7 @@ def test_events_are_copied_and_unknown_codes_never_raise() -> None:
     assert ctypes.sizeof(ev) == 2976
 
 
-def test_argument_errors(rig: Rig) -> None:
+def test_argument_errors(pair: Rig) -> None:
     def nothing() -> None:
         return None
 
@@ -470,7 +470,7 @@ def test_argument_errors(rig: Rig) -> None:
         Pri(3, Switch.NI2, read=nothing, write=lambda data: None)
     with pytest.raises(ArgumentError, match="switch type 8"):  # GR-303 is not supported
         Pri(Node.CPE, 8, read=nothing, write=lambda data: None)
-    pri = rig.net.pri
+    pri = pair.net.pri
     with pytest.raises(ArgumentError, match="called number is empty"):
         pri.setup(pri.new_call(), called="", channel=1, exclusive=True,
                   layer1=libpri.PRI_LAYER_1_ALAW)
@@ -481,7 +481,7 @@ def test_argument_errors(rig: Rig) -> None:
         pri.hangup(pri.new_call(), 0)
     with pytest.raises(ArgumentError):
         pri.set_timer(Timer.T200, -5)
-    rig.quiet()
+    pair.quiet()
 
 
 def test_helpers() -> None:

@@ -28,9 +28,7 @@ from uascall.engine import Engine, MonotonicClock, VirtualClock
 from uascall.errors import ArgumentError, Error, LocalProtocolError
 from uascall.sim.farend import PriLoop
 
-from .helpers import Wire, drop_message
-
-T = 5.0  # seconds to wait for anything that should happen at once
+from .helpers import T, Wire, drop_message
 
 
 class Events:
@@ -65,24 +63,43 @@ def kind(request):
     return request.param
 
 
-def make_loop(engine, kind="E1", **kwargs):
+def sim_loop(engine, kind="E1", **kwargs):
+    """A loop on a simulated kernel of its own, for what only the simulator can do
+    (alarms, damaged frames)."""
     loop = PriLoop.create(engine, kind, **kwargs)
     assert engine.wait_until(lambda: loop.up, T), "D-channels did not come up"
     return loop
 
 
 @pytest.fixture
-def engine():
-    with Engine(MonotonicClock()) as engine:
+def engine(rig):
+    # real time: libpri's timers are wall-clock ones
+    with rig.engine(virtual=False) as engine:
         yield engine
 
 
 @pytest.fixture
-def rig(engine, kind):
-    loop = make_loop(engine, kind)
+def sim_engine():
+    with Engine(MonotonicClock()) as engine:
+        yield engine
+
+
+def setup(engine, loop):
     events = Events()
     incoming = events.take_calls(loop.cpe)
-    return engine, loop, events, incoming, Wire(loop.kernel, loop.cpe.layout.dchannel)
+    return engine, loop, events, incoming, Wire(loop.tap, loop.cpe.layout.dchannel)
+
+
+@pytest.fixture
+def pri(rig, engine, kind):
+    """A looped pair on the rig (the simulator or the real driver)."""
+    return setup(engine, rig.pri_loop(engine, kind))
+
+
+@pytest.fixture
+def sim_pri(sim_engine, kind):
+    """The same on a simulated kernel of its own, with its test hooks at loop.kernel."""
+    return setup(sim_engine, sim_loop(sim_engine, kind))
 
 
 def dial(engine, loop, events, called="5551000", calling="5552000", name="Lab Caller"):
@@ -93,23 +110,23 @@ def dial(engine, loop, events, called="5551000", calling="5552000", name="Lab Ca
     return engine.run(place)
 
 
-def ring_in(rig, **kwargs):
+def ring_in(pri, **kwargs):
     """The exchange calls us; returns (its call, ours) once ours has arrived."""
-    engine, loop, events, incoming, _wire = rig
+    engine, loop, events, incoming, _wire = pri
     before = len(incoming)
     far = dial(engine, loop, events, **kwargs)
     assert engine.wait_until(lambda: len(incoming) > before, T)
     return far, incoming[-1]
 
 
-def test_dchannels_come_up_and_link_is_established(rig):
-    _engine, loop, _events, _incoming, _wire = rig
+def test_dchannels_come_up_and_link_is_established(pri):
+    _engine, loop, _events, _incoming, _wire = pri
     assert loop.cpe.up and loop.net.up
     assert repr(loop.cpe).endswith("up calls=0>")
 
 
-def test_incoming_call_proceeding_alerting_pi8_connect_and_far_end_clears(rig, kind):
-    engine, loop, events, incoming, wire = rig
+def test_incoming_call_proceeding_alerting_pi8_connect_and_far_end_clears(pri, kind):
+    engine, loop, events, incoming, wire = pri
     far = dial(engine, loop, events)
     assert engine.wait_until(lambda: incoming and events.has(far, CallProceeding), T)
     ours = incoming[0]
@@ -143,8 +160,8 @@ def test_incoming_call_proceeding_alerting_pi8_connect_and_far_end_clears(rig, k
     assert wire.find("net", "DISCONNECT").cause == 16
 
 
-def test_alerting_without_early_media_has_no_progress_indicator(rig):
-    engine, loop, events, incoming, wire = rig
+def test_alerting_without_early_media_has_no_progress_indicator(pri):
+    engine, loop, events, incoming, wire = pri
     far = dial(engine, loop, events)
     assert engine.wait_until(lambda: bool(incoming), T)
     engine.run(incoming[0].alerting, False)
@@ -154,8 +171,8 @@ def test_alerting_without_early_media_has_no_progress_indicator(rig):
     assert not far.inband
 
 
-def test_progress_carries_pi8_and_the_cause(rig):
-    engine, loop, events, incoming, wire = rig
+def test_progress_carries_pi8_and_the_cause(pri):
+    engine, loop, events, incoming, wire = pri
     far = dial(engine, loop, events)
     assert engine.wait_until(lambda: bool(incoming), T)
     engine.run(incoming[0].progress)
@@ -167,9 +184,9 @@ def test_progress_carries_pi8_and_the_cause(rig):
 
 
 @pytest.mark.parametrize("cause", [17, 21, 16])
-def test_clearing_from_our_side_carries_the_cause(rig, cause):
-    engine, loop, events, _incoming, wire = rig
-    far, ours = ring_in(rig)
+def test_clearing_from_our_side_carries_the_cause(pri, cause):
+    engine, loop, events, _incoming, wire = pri
+    far, ours = ring_in(pri)
     engine.run(ours.alerting, True)
     engine.run(ours.hangup, cause)
     assert ours.state in (CallState.CLEARING, CallState.CLEARED)
@@ -180,9 +197,9 @@ def test_clearing_from_our_side_carries_the_cause(rig, cause):
     assert wire.find("cpe", "DISCONNECT").cause == cause
 
 
-def test_next_call_placed_from_a_cleared_listener_reuses_the_channel(rig):
+def test_next_call_placed_from_a_cleared_listener_reuses_the_channel(pri):
     """Our RELEASE COMPLETE must reach the far end before a SETUP placed in reaction to it."""
-    engine, loop, events, incoming, _wire = rig
+    engine, loop, events, incoming, _wire = pri
     loop.cpe.on_incoming = lambda call: (call.listeners.append(events), incoming.append(call),
                                          call.answer())
     follow_up = []
@@ -200,8 +217,8 @@ def test_next_call_placed_from_a_cleared_listener_reuses_the_channel(rig):
     assert follow_up[0].chanpos == first.chanpos
 
 
-def test_outgoing_call_the_other_way(rig):
-    engine, loop, events, _incoming, wire = rig
+def test_outgoing_call_the_other_way(pri):
+    engine, loop, events, _incoming, wire = pri
     theirs = events.take_calls(loop.net)
 
     def place():
@@ -226,13 +243,13 @@ def test_outgoing_call_the_other_way(rig):
 
 
 @pytest.mark.parametrize("connect_ack_lost", [False, True])
-def test_the_network_side_is_connected_when_it_answers(rig, connect_ack_lost):
+def test_the_network_side_is_connected_when_it_answers(pri, connect_ack_lost):
     """Q.931 5.1.8: the user need not acknowledge the network's CONNECT, so on our NETWORK
     side answer() connects at once; a CONNECT ACKNOWLEDGE that comes anyway changes nothing."""
-    engine, loop, events, _incoming, wire = rig
+    engine, loop, events, _incoming, wire = pri
     theirs = events.take_calls(loop.net)
     if connect_ack_lost:
-        loop.kernel.frame_filter = drop_message("CONNECT ACKNOWLEDGE")
+        loop.tap.frame_filter = drop_message("CONNECT ACKNOWLEDGE")
     user_side = engine.run(loop.cpe.call, "5551000", calling="5552000")
     assert engine.wait_until(lambda: bool(theirs), T)
     network_side = theirs[0]
@@ -245,7 +262,7 @@ def test_the_network_side_is_connected_when_it_answers(rig, connect_ack_lost):
     if connect_ack_lost:
         # Layer 2 keeps retransmitting it (and holds back what follows): let it through,
         # late
-        loop.kernel.frame_filter = None
+        loop.tap.frame_filter = None
         assert engine.wait_until(lambda: "CONNECT ACKNOWLEDGE" in wire.names("cpe"), T)
     assert events.of(network_side).count(CallConnected()) == 1
     assert network_side.state is CallState.CONNECTED
@@ -253,9 +270,9 @@ def test_the_network_side_is_connected_when_it_answers(rig, connect_ack_lost):
     assert engine.wait_until(lambda: user_side.cleared and network_side.cleared, T)
 
 
-def test_bchannel_bytes_cross_byte_exact_both_ways(rig):
-    engine, _loop, _events, _incoming, _wire = rig
-    far, ours = ring_in(rig)
+def test_bchannel_bytes_cross_byte_exact_both_ways(pri):
+    engine, _loop, _events, _incoming, _wire = pri
+    far, ours = ring_in(pri)
     engine.run(ours.answer)
     assert engine.wait_until(lambda: ours.state is CallState.CONNECTED, T)
     heard = {"far": bytearray(), "ours": bytearray()}
@@ -274,8 +291,8 @@ def test_bchannel_bytes_cross_byte_exact_both_ways(rig):
     assert engine.wait_until(lambda: to_far in heard["far"] and to_us in heard["ours"], T)
 
 
-def test_operations_in_the_wrong_state_are_refused_and_change_nothing(rig):
-    engine, loop, events, incoming, _wire = rig
+def test_operations_in_the_wrong_state_are_refused_and_change_nothing(pri):
+    engine, loop, events, incoming, _wire = pri
     dial(engine, loop, events)
     assert engine.wait_until(lambda: bool(incoming), T)
     ours = incoming[0]
@@ -294,9 +311,9 @@ def test_operations_in_the_wrong_state_are_refused_and_change_nothing(rig):
     engine.run(ours.hangup, 16)  # once clearing, hanging up again does nothing
 
 
-def test_red_alarm_clears_the_spans_calls_with_a_cause(rig):
-    engine, loop, events, _incoming, _wire = rig
-    far, ours = ring_in(rig)
+def test_red_alarm_clears_the_spans_calls_with_a_cause(sim_pri):
+    engine, loop, events, _incoming, _wire = sim_pri
+    far, ours = ring_in(sim_pri)
     engine.run(ours.answer)
     engine.run(ours.open_media)
     assert engine.wait_until(lambda: ours.state is CallState.CONNECTED, T)
@@ -315,9 +332,9 @@ def test_red_alarm_clears_the_spans_calls_with_a_cause(rig):
     del far
 
 
-def test_dchannel_loss_clears_calls_with_a_cause_and_the_link_recovers(engine):
+def test_dchannel_loss_clears_calls_with_a_cause_and_the_link_recovers(rig, engine):
     timers = {"T200": 100, "T203": 300, "N200": 2, "T309": 300}
-    loop = make_loop(engine, "E1", timers=timers)
+    loop = rig.pri_loop(engine, "E1", timers=timers)
     events = Events()
     incoming = events.take_calls(loop.cpe)
     answered = dial(engine, loop, events)
@@ -326,21 +343,21 @@ def test_dchannel_loss_clears_calls_with_a_cause_and_the_link_recovers(engine):
     engine.run(incoming[0].answer)
     engine.run(incoming[1].alerting, True)
     assert engine.wait_until(lambda: incoming[0].state is CallState.CONNECTED, T)
-    engine.run(loop.kernel.cut_dchannel, 1)
+    engine.run(loop.tap.cut, loop.cpe.layout.dchannel)
     assert engine.wait_until(lambda: all(c.cleared for c in incoming), 10)
     for call in incoming:
         assert events.of(call)[-1] == CallCleared(libpri.PRI_CAUSE_DESTINATION_OUT_OF_ORDER,
                                                   "span")
     assert answered.cleared and ringing.cleared
-    engine.run(loop.kernel.cut_dchannel, 1, False)
+    engine.run(loop.tap.cut, loop.cpe.layout.dchannel, False)
     assert engine.wait_until(lambda: loop.up, 10)
     again = dial(engine, loop, events)
     assert engine.wait_until(lambda: len(incoming) == 3 and events.has(again, CallProceeding),
                              T)
 
 
-def test_restart_from_the_far_end_clears_the_call_on_that_channel(rig):
-    engine, loop, events, incoming, _wire = rig
+def test_restart_from_the_far_end_clears_the_call_on_that_channel(pri):
+    engine, loop, events, incoming, _wire = pri
     far = dial(engine, loop, events)
     assert engine.wait_until(lambda: bool(incoming), T)
     engine.run(loop.net.restart, far.chanpos)
@@ -355,8 +372,8 @@ def ui_frame(message: q931.Message | bytes) -> bytes:
     return q931.LapdFrame(kind="UI", sapi=0, tei=0, cr=1, info=info).serialize()
 
 
-def test_malformed_q931_is_handled_and_the_rest_goes_on(rig, caplog):
-    engine, loop, events, incoming, _wire = rig
+def test_malformed_q931_is_handled_and_the_rest_goes_on(pri, caplog):
+    engine, loop, events, incoming, _wire = pri
     first = dial(engine, loop, events)
     second = dial(engine, loop, events, called="5551001")
     assert engine.wait_until(lambda: len(incoming) == 2, T)
@@ -366,12 +383,13 @@ def test_malformed_q931_is_handled_and_the_rest_goes_on(rig, caplog):
         q931.Message(q931.MessageType.SETUP, call_reference=78),    # mandatory IEs missing
         bytes.fromhex("08020079050403"),                           # truncated bearer IE
     ):
-        engine.run(loop.kernel.inject_frame, dchannel, ui_frame(message))
-    assert "Unknown Message Type" in caplog.text and "Missing mandatory IE" in caplog.text
+        engine.run(loop.tap.inject_frame, dchannel, ui_frame(message))
+    assert engine.wait_until(lambda: "Unknown Message Type" in caplog.text
+                             and "Missing mandatory IE" in caplog.text, T)
     # A DISCONNECT for the second call without its mandatory cause: that call, and only
     # that call, is cleared, with cause 96 (mandatory information element is missing).
     broken = q931.Message(q931.MessageType.DISCONNECT, call_reference=incoming[1].cref)
-    engine.run(loop.kernel.inject_frame, dchannel, ui_frame(broken))
+    engine.run(loop.tap.inject_frame, dchannel, ui_frame(broken))
     assert engine.wait_until(lambda: incoming[1].cleared, T)
     assert events.of(incoming[1])[-1] == CallCleared(96, "remote")
     engine.run(incoming[0].alerting, True)
@@ -380,13 +398,14 @@ def test_malformed_q931_is_handled_and_the_rest_goes_on(rig, caplog):
     del second
 
 
-def test_damaged_frames_and_application_errors_never_kill_the_engine(rig, caplog):
-    engine, loop, events, incoming, _wire = rig
+def test_damaged_frames_and_application_errors_never_kill_the_engine(sim_pri, caplog):
+    """A frame with a bad FCS is something only the simulator can make."""
+    engine, loop, events, incoming, _wire = sim_pri
     first = dial(engine, loop, events)
     assert engine.wait_until(lambda: bool(incoming), T)
     dchannel = loop.cpe.layout.dchannel
     for frame in (b"", b"\x00", b"\x02\x01\x00\x00", bytes(range(40))):
-        engine.run(loop.kernel.inject_frame, dchannel, frame)  # Q.921 garbage: L2 recovers
+        engine.run(loop.tap.inject_frame, dchannel, frame)  # Q.921 garbage: L2 recovers
     engine.run(loop.kernel.corrupt_next_frame, loop.net.layout.dchannel)
     engine.run(incoming[0].alerting, True)  # the far end's next frame arrives damaged...
     assert engine.wait_until(lambda: events.has(first, CallAlerting), T)  # ...and is resent
@@ -404,8 +423,8 @@ def test_damaged_frames_and_application_errors_never_kill_the_engine(rig, caplog
     assert engine.run(lambda: threading.current_thread().name) == "uascall-engine"
 
 
-def test_refusals_when_the_far_end_asks_for_a_channel_we_do_not_have(engine):
-    loop = make_loop(engine, "E1")
+def test_refusals_when_the_far_end_asks_for_a_channel_we_do_not_have(rig, engine):
+    loop = rig.pri_loop(engine, "E1")
     events = Events()
     layout = loop.cpe.layout
 
@@ -413,7 +432,7 @@ def test_refusals_when_the_far_end_asks_for_a_channel_we_do_not_have(engine):
         loop.cpe.stop()
         small = SpanLayout(layout.spanno, layout.dchannel, layout.bchannels[10:], "E1",
                            "alaw")
-        span = PriSpan(engine, small, node=libpri.Node.CPE, io=loop.kernel, name="narrow")
+        span = PriSpan(engine, small, node=libpri.Node.CPE, io=loop.tap, name="narrow")
         span.start()
         span.on_incoming = lambda call: None
         return span
@@ -426,20 +445,20 @@ def test_refusals_when_the_far_end_asks_for_a_channel_we_do_not_have(engine):
                                              "remote")
 
 
-def test_a_layout_that_does_not_match_the_kernel_is_refused(engine):
-    loop = make_loop(engine, "E1")
+def test_a_layout_that_does_not_match_the_kernel_is_refused(rig, engine):
+    loop = rig.pri_loop(engine, "E1")
     wrong = SpanLayout(1, 15, (1, 2, 3), "E1", "alaw")
     with pytest.raises(ConfigError, match="channel 15 is CLEAR, expected a D-channel"):
-        engine.run(PriSpan(engine, wrong, io=loop.kernel).start)
+        engine.run(PriSpan(engine, wrong, io=loop.tap).start)
     elsewhere = SpanLayout(1, 16, (1, 2, 40), "E1", "alaw")
     engine.run(loop.cpe.stop)
     with pytest.raises(ConfigError, match="B-channel 40 is CLEAR on span 2"):
-        engine.run(PriSpan(engine, elsewhere, io=loop.kernel).start)
+        engine.run(PriSpan(engine, elsewhere, io=loop.tap).start)
 
 
 def test_the_stack_also_runs_in_virtual_time():
     with Engine(VirtualClock()) as engine, engine.actor():
-        loop = make_loop(engine, "E1")
+        loop = sim_loop(engine, "E1")
         events = Events()
         incoming = []
         loop.cpe.on_incoming = lambda call: (call.listeners.append(events),
@@ -460,8 +479,8 @@ def test_the_stack_also_runs_in_virtual_time():
     ("T1", libpri.Switch.ATT4ESS), ("T1", libpri.Switch.NI1),
     ("E1", libpri.Switch.QSIG), ("T1", libpri.Switch.EUROISDN_T1),
 ])
-def test_a_call_completes_with_every_switch_type(engine, kind, switch):
-    loop = make_loop(engine, kind, switch=switch)
+def test_a_call_completes_with_every_switch_type(rig, engine, kind, switch):
+    loop = rig.pri_loop(engine, kind, switch=switch)
     events = Events()
     incoming = events.take_calls(loop.cpe)
     far = dial(engine, loop, events)
@@ -477,8 +496,8 @@ def test_a_call_completes_with_every_switch_type(engine, kind, switch):
     assert events.of(far)[-1] == CallCleared(17, "remote")
 
 
-def test_media_opens_in_audio_mode_with_the_bearers_law(rig, kind):
-    engine, loop, events, incoming, _wire = rig
+def test_media_opens_in_audio_mode_with_the_bearers_law(pri, kind):
+    engine, loop, events, incoming, _wire = pri
     dial(engine, loop, events)
     assert engine.wait_until(lambda: bool(incoming), T)
     media = engine.run(incoming[0].open_media)
@@ -489,8 +508,8 @@ def test_media_opens_in_audio_mode_with_the_bearers_law(rig, kind):
     assert engine.run(media.buffer_info).numbufs == 4
 
 
-def test_unknown_events_are_logged_and_a_step_out_of_order_clears_only_its_call(rig, caplog):
-    engine, loop, events, incoming, _wire = rig
+def test_unknown_events_are_logged_and_a_step_out_of_order_clears_only_its_call(pri, caplog):
+    engine, loop, events, incoming, _wire = pri
     first = dial(engine, loop, events)
     second = dial(engine, loop, events, called="5551001")
     assert engine.wait_until(lambda: len(incoming) == 2, T)
@@ -509,15 +528,16 @@ def test_unknown_events_are_logged_and_a_step_out_of_order_clears_only_its_call(
     assert not incoming[0].cleared and not first.cleared
 
 
-def test_unknown_timer_names_are_refused(engine):
+def test_unknown_timer_names_are_refused(sim_engine):
+    engine = sim_engine
     layout = SpanLayout(1, 16, (1, 2), "E1", "alaw")
     with pytest.raises(ConfigError, match="unknown libpri timer 'T999'; expected one of N200"):
         PriSpan(engine, layout, timers={"T999": 100})
 
 
 @pytest.mark.parametrize("cause", [1, 34, 44, 82])
-def test_causes_that_once_meant_release_complete_free_the_channel(rig, cause):
-    engine, loop, events, incoming, wire = rig
+def test_causes_that_once_meant_release_complete_free_the_channel(pri, cause):
+    engine, loop, events, incoming, wire = pri
     far = dial(engine, loop, events)
     assert engine.wait_until(lambda: bool(incoming), T)
     engine.run(incoming[0].alerting, True)
@@ -531,8 +551,8 @@ def test_causes_that_once_meant_release_complete_free_the_channel(rig, cause):
     assert again.chanpos == far.chanpos
 
 
-def test_hanging_up_our_setup_before_any_answer_is_release_complete(rig):
-    engine, loop, events, _incoming, wire = rig
+def test_hanging_up_our_setup_before_any_answer_is_release_complete(pri):
+    engine, loop, events, _incoming, wire = pri
     loop.net.on_incoming = lambda call: None
 
     def dial_and_give_up():
@@ -564,9 +584,9 @@ def strip_cause_from(message_name: str):
     return rewrite
 
 
-def test_release_without_a_cause_still_frees_the_channel(rig):
-    engine, loop, events, incoming, wire = rig
-    loop.kernel.frame_filter = strip_cause_from("RELEASE")
+def test_release_without_a_cause_still_frees_the_channel(pri):
+    engine, loop, events, incoming, wire = pri
+    loop.tap.frame_filter = strip_cause_from("RELEASE")
     far = dial(engine, loop, events)
     assert engine.wait_until(lambda: bool(incoming), T)
     engine.run(incoming[0].answer)
@@ -578,9 +598,9 @@ def test_release_without_a_cause_still_frees_the_channel(rig):
     assert events.of(incoming[0])[-1] == CallCleared(16, "local")
 
 
-def test_a_media_listener_that_hangs_up_clears_the_call_cleanly(rig, caplog):
-    engine, loop, _events, _incoming, wire = rig
-    far, ours = ring_in(rig)
+def test_a_media_listener_that_hangs_up_clears_the_call_cleanly(pri, caplog):
+    engine, loop, _events, _incoming, wire = pri
+    far, ours = ring_in(pri)
     engine.run(ours.answer)
     engine.run(ours.open_media)
     engine.run(far.open_media)
@@ -592,8 +612,8 @@ def test_a_media_listener_that_hangs_up_clears_the_call_cleanly(rig, caplog):
     assert "failed" not in caplog.text
 
 
-def test_a_bad_cause_is_refused_before_anything_changes(rig):
-    engine, loop, events, incoming, _wire = rig
+def test_a_bad_cause_is_refused_before_anything_changes(pri):
+    engine, loop, events, incoming, _wire = pri
     dial(engine, loop, events)
     assert engine.wait_until(lambda: bool(incoming), T)
     for cause in (-1, 0, 128):
@@ -602,8 +622,8 @@ def test_a_bad_cause_is_refused_before_anything_changes(rig):
     assert incoming[0].state is CallState.PROCEEDING and incoming[0].media is None
 
 
-def test_listeners_cannot_dial_on_a_span_that_is_stopping(rig):
-    engine, loop, events, incoming, _wire = rig
+def test_listeners_cannot_dial_on_a_span_that_is_stopping(pri):
+    engine, loop, events, incoming, _wire = pri
     dial(engine, loop, events)
     assert engine.wait_until(lambda: bool(incoming), T)
     attempts = []
@@ -620,9 +640,9 @@ def test_listeners_cannot_dial_on_a_span_that_is_stopping(rig):
     assert attempts and "not started" in attempts[0]
 
 
-def test_an_alarm_drained_inside_libpris_read_is_handled_outside_it(rig):
+def test_an_alarm_drained_inside_libpris_read_is_handled_outside_it(sim_pri):
     """A RED alarm that lands while libpri is reading a frame must not re-enter libpri."""
-    engine, loop, events, incoming, _wire = rig
+    engine, loop, events, incoming, _wire = sim_pri
     far = dial(engine, loop, events)
     assert engine.wait_until(lambda: bool(incoming), T)
 

@@ -9,6 +9,7 @@ that exchange and records what each caller hears, for demos and tests.
 from __future__ import annotations
 
 from uascall.dahdi.backend import DahdiBackend
+from uascall.dahdi.device import DeviceIO
 from uascall.engine import Engine
 from uascall.errors import ArgumentError
 from uascall.sim.farend import FarEnd, PriLoop
@@ -16,13 +17,20 @@ from uascall.sim.farend import FarEnd, PriLoop
 
 class SimBackend(DahdiBackend):
     """``kind`` "E1" (EuroISDN, A-law) or "T1" (NI2, mu-law); ``pairs`` looped span
-    pairs (30 or 23 B-channels each on our side)."""
+    pairs (30 or 23 B-channels each on our side).
+
+    The spans are on a simulated kernel of their own, or on ``kernel`` (the real driver
+    in the vm rig, say) configured beforehand with ``conf``
+    (:func:`~uascall.sim.farend.pri_loop_conf` with ``dynamic=True``): then only the
+    exchange is simulated.
+    """
 
     name = "sim"
 
     def __init__(self, engine: Engine, *, kind: str = "E1", pairs: int = 1,
                  switch: str | None = None, timers: dict[str, int] | None = None,
-                 tick: float = 0.020, record: bool = True) -> None:
+                 tick: float = 0.020, record: bool = True,
+                 kernel: DeviceIO | None = None, conf: str | None = None) -> None:
         if kind not in ("E1", "T1"):
             raise ArgumentError(f"kind {kind!r}; expected 'E1' or 'T1'")
         if pairs < 1:
@@ -33,12 +41,15 @@ class SimBackend(DahdiBackend):
         self.pairs = pairs
         self.tick = tick
         self.record = record
+        self.kernel = kernel
+        self.conf = conf
         self.loop: PriLoop | None = None
         self.far_end: FarEnd | None = None
 
     def start(self) -> None:
         self.loop = PriLoop(self.engine, self.kind, pairs=self.pairs, switch=self.switch,
-                            tick=self.tick, timers=self.timers)
+                            tick=self.tick, timers=self.timers, kernel=self.kernel,
+                            conf=self.conf)
         for span in self.loop.cpe_spans:
             self.attach(span)
         self.far_end = FarEnd(self.loop, record=self.record)

@@ -20,11 +20,13 @@ from collections.abc import Callable
 
 from uascall.dahdi import libpri
 from uascall.dahdi.config import SystemConf
+from uascall.dahdi.device import DeviceIO
 from uascall.dahdi.pri import CallCleared, CallEvent, PriCall, PriSpan
 from uascall.engine import Engine
 from uascall.media import g711
 from uascall.sim.kernel import SimKernel
 from uascall.sim.model import SPAN_KINDS
+from uascall.sim.wiretap import WireTap
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +38,28 @@ _LAYOUT = {
 }
 
 
-def pri_loop_conf(kind: str = "E1", pairs: int = 1) -> str:
-    """system.conf for ``pairs`` looped pairs of PRI spans (spans 1..2*pairs)."""
+def pri_loop_conf(kind: str = "E1", pairs: int = 1, *, dynamic: bool = False) -> str:
+    """system.conf for ``pairs`` looped pairs of PRI spans (spans 1..2*pairs).
+
+    With ``dynamic`` the spans are ``dahdi_dynamic_loc`` pairs, which the real driver
+    loops itself (the vm rig's configuration): E1 and T1 then differ only in their
+    channel count, D-channel position and law (``alaw=`` lines, since loc spans default
+    to mu-law).
+    """
     if kind not in _LAYOUT:
         raise ValueError(f"span kind {kind!r}; expected one of {sorted(SPAN_KINDS)}")
+    if dynamic and pairs > 9:
+        raise ValueError(f"{pairs} dynamic pairs; expected at most 9 (loc keys are digits)")
     count, dpos, framing, zone = _LAYOUT[kind]
     law = "A-law" if kind == "E1" else "mu-law"
     lines = [f"# {2 * pairs} {kind} spans looped back to back in pairs ({law})"]
     for spanno in range(1, 2 * pairs + 1):
-        lines.append(f"span={spanno},{1 if spanno == 1 else 0},0,{framing}")
+        if dynamic:
+            lines.append(f"dynamic=loc,{(spanno + 1) // 2}:{(spanno + 1) % 2},{count},0")
+        else:
+            lines.append(f"span={spanno},{1 if spanno == 1 else 0},0,{framing}")
+    if dynamic and kind == "E1":
+        lines.append(f"alaw=1-{2 * pairs * count}")
     for spanno in range(1, 2 * pairs + 1):
         base = (spanno - 1) * count
         dchan = base + dpos
@@ -58,37 +73,53 @@ def pri_loop_conf(kind: str = "E1", pairs: int = 1) -> str:
 
 
 class PriLoop:
-    """PRI span pairs on a simulated kernel: ``cpe`` (ours) and ``net`` (the exchange).
+    """PRI span pairs: ``cpe`` (ours) and ``net`` (the exchange), on a simulated kernel
+    of their own or on a ``kernel`` configured with ``conf`` beforehand (the real driver
+    in the vm rig, or a simulated kernel configured like it).
 
     Build it on the engine thread (``PriLoop(engine)``) or from any thread with
     :meth:`create`; :meth:`stop` closes every span. ``cpe``/``net`` are the first pair's.
+    The spans' device I/O goes through :attr:`tap`, a :class:`WireTap` on the D-channels.
     """
 
     def __init__(self, engine: Engine, kind: str = "E1", *, pairs: int = 1,
                  switch: libpri.Switch | None = None, tick: float = 0.020,
                  timers: dict[str, int] | None = None,
-                 kernel: SimKernel | None = None) -> None:
+                 kernel: DeviceIO | None = None, conf: str | None = None) -> None:
         self.engine = engine
         self.kind = kind
-        self.kernel = kernel or SimKernel(engine, tick=tick)
-        if self.kernel.spans:
-            raise ValueError("PriLoop needs a kernel without spans; it numbers them itself")
-        for _ in range(pairs):
-            self.kernel.add_loop(kind)
-        self.conf = SystemConf.parse(pri_loop_conf(kind, pairs),
-                                     source=f"simulated {kind} loop")
-        self.kernel.configure(self.conf)
+        if kernel is None:
+            sim = SimKernel(engine, tick=tick)
+            for _ in range(pairs):
+                sim.add_loop(kind)
+            self.conf = SystemConf.parse(pri_loop_conf(kind, pairs),
+                                         source=f"simulated {kind} loop")
+            sim.configure(self.conf)
+            kernel = sim
+        elif conf is None:
+            raise ValueError("PriLoop on a kernel of the caller's needs the conf it was "
+                             "configured with")
+        else:
+            self.conf = SystemConf.parse(conf, source=f"{kind} loop on {kernel.describe()}")
+        self.kernel = kernel
+        layouts = self.conf.pri_spans()
+        if len(layouts) != 2 * pairs:
+            raise ValueError(f"{self.conf.source} has {len(layouts)} PRI spans; expected "
+                             f"{2 * pairs}")
+        peers = {}
+        for ours, theirs in zip(layouts[::2], layouts[1::2], strict=True):
+            peers[ours.dchannel], peers[theirs.dchannel] = theirs.dchannel, ours.dchannel
+        self.tap = WireTap(kernel, peers, engine.time)
         switch = switch or DEFAULT_SWITCH[kind]
         self.cpe_spans: list[PriSpan] = []
         self.net_spans: list[PriSpan] = []
-        layouts = self.conf.pri_spans()
         for n, (ours, theirs) in enumerate(zip(layouts[::2], layouts[1::2], strict=True)):
             suffix = f"-{n + 1}" if pairs > 1 else ""
             self.cpe_spans.append(PriSpan(engine, ours, node=libpri.Node.CPE, switch=switch,
-                                          io=self.kernel, timers=timers,
+                                          io=self.tap, timers=timers,
                                           name=f"uascall{suffix}"))
             self.net_spans.append(PriSpan(engine, theirs, node=libpri.Node.NETWORK,
-                                          switch=switch, io=self.kernel, timers=timers,
+                                          switch=switch, io=self.tap, timers=timers,
                                           name=f"exchange{suffix}"))
         for span in self.cpe_spans + self.net_spans:
             span.start()

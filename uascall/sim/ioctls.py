@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from uascall.dahdi import abi
 from uascall.dahdi.device import IoctlArg
-from uascall.sim.model import OpenFile, SimChannel, oserror
+from uascall.sim.model import DYNAMIC, OpenFile, SimChannel, oserror
 
 if TYPE_CHECKING:
     from uascall.sim.kernel import SimKernel
@@ -119,13 +119,16 @@ def spanstat(kernel: SimKernel, file: OpenFile, arg: IoctlArg) -> int:
     ctypes.memset(ctypes.addressof(info), 0, ctypes.sizeof(info))
     info.spanno = span.spanno
     info.name = span.name.encode()
-    info.desc = f"Simulated {span.kind} span {span.spanno} (looped)".encode()
+    if span.kind == DYNAMIC:
+        info.desc = f"Dynamic 'loc' span at '{span.name.rsplit('/', 1)[-1]}'".encode()
+    else:
+        info.desc = f"Simulated {span.kind} span {span.spanno} (looped)".encode()
     info.alarms = span.alarms
     info.numchans = sum(1 for c in span.channels if c.sig)
     info.totalchans = len(span.channels)
     info.totalspans = len(kernel.spans)
     info.lineconfig = span.lineconfig
-    info.spantype = span.kind.encode()
+    info.spantype = span.kind.encode()[:5]  # the kernel's 6-byte field: "DYNAMIC" -> "DYNAM"
     info.manufacturer = b"uascall"
     info.devicetype = b"simulated DAHDI kernel"
     return 0

@@ -11,7 +11,9 @@ What it models
 - Spans in back-to-back pairs, like ``dahdi_dynamic_loc``: channel *n* of one span is
   wired to channel *n* of its peer. ``add_loop("E1")`` adds two 31-channel spans,
   ``add_loop("T1")`` two 24-channel ones; :meth:`SimKernel.configure` gives channels
-  their signalling from system.conf text, as dahdi_cfg does.
+  their signalling from system.conf text, as dahdi_cfg does, and creates the spans of
+  ``dynamic=loc,...`` lines as dahdi_dynamic_loc does (the configuration the vm rig uses
+  on the real driver).
 - Opening: ``/dev/dahdi/channel`` + DAHDI_SPECIFY, ``/dev/dahdi/chan/SSS/CCC``,
   ``/dev/dahdi/N`` and ``/dev/dahdi/ctl``; ENXIO for a channel without signalling, EBUSY
   for one already open, ENOENT for a node that does not exist. Opening resets the
@@ -70,6 +72,7 @@ from uascall.dahdi.device import DeviceIO, IoctlArg
 from uascall.engine import Engine, TimerHandle
 from uascall.sim import hdlc, ioctls
 from uascall.sim.model import (
+    DYNAMIC,
     LINE_DOWN,
     MAX_QUEUED_EVENTS,
     SAMPLE_RATE,
@@ -139,9 +142,16 @@ class SimKernel(DeviceIO):
         return pair[0].spanno, pair[1].spanno
 
     def configure(self, conf: SystemConf | str) -> None:
-        """Give channels their signalling and law, and load zones, like dahdi_cfg."""
+        """Give channels their signalling and law, and load zones, like dahdi_cfg.
+
+        ``dynamic=loc,KEY:ID,N,TIMING`` lines create spans as dahdi_dynamic_loc does: N
+        channels each, mu-law by default, the two spans of a key wired back to back. Like
+        dahdi_cfg, a configuration with dynamic lines replaces the dynamic spans there were.
+        """
         if isinstance(conf, str):
             conf = SystemConf.parse(conf, source="simulated system.conf")
+        if conf.dynamic:
+            self._create_dynamic_spans(conf)
         for span_line in conf.spans:
             span = self._span(span_line.number)
             if span_line.kind != span.kind:
@@ -162,6 +172,39 @@ class SimKernel(DeviceIO):
             chan = self.channels[channo]
             chan.deflaw = {"alaw": abi.DAHDI_LAW_ALAW, "mulaw": abi.DAHDI_LAW_MULAW}.get(law, 0)
         self.zones = list(conf.zones)
+
+    def _create_dynamic_spans(self, conf: SystemConf) -> None:
+        fixed = [span for span in self.spans if span.kind != DYNAMIC]
+        for chan in self.channels.values():
+            if chan.span.kind == DYNAMIC and chan.file is not None:
+                raise ValueError(f"channel {chan.channo} is open; dahdi_cfg cannot replace "
+                                 "the dynamic spans under it")
+        self.spans = fixed
+        self.channels = {c.channo: c for span in fixed for c in span.channels}
+        keys: dict[str, list[SimSpan]] = {}
+        for line in conf.dynamic:
+            if line.driver != "loc":
+                raise ValueError(f"{conf.source}: dynamic={line.driver},...: only the 'loc' "
+                                 "driver is simulated (two spans with one key, looped)")
+            key, _, ident = line.address.partition(":")
+            if not ident.isdigit():
+                raise ValueError(f"{conf.source}: dynamic loc address {line.address!r}; "
+                                 "expected KEY:ID (ID 0 or 1)")
+            spanno = len(self.spans) + 1
+            span = SimSpan(spanno, f"DYN/loc/{line.address}", DYNAMIC, abi.DAHDI_LAW_MULAW, 0)
+            first = len(self.channels) + 1
+            for pos in range(1, line.channels + 1):
+                chan = SimChannel(first + pos - 1, span, pos)
+                span.channels.append(chan)
+                self.channels[chan.channo] = chan
+            self.spans.append(span)
+            keys.setdefault(key, []).append(span)
+        for key, spans in keys.items():
+            if len(spans) != 2 or len(spans[0].channels) != len(spans[1].channels):
+                raise ValueError(f"{conf.source}: dynamic loc key {key} has {len(spans)} "
+                                 "spans; expected two of the same size (the simulator only "
+                                 "loops pairs)")
+            spans[0].peer, spans[1].peer = spans[1], spans[0]
 
     def _span(self, spanno: int) -> SimSpan:
         if not 1 <= spanno <= len(self.spans):

@@ -31,6 +31,8 @@ SPAN_KINDS = {
            abi.DAHDI_CONFIG_CCS | abi.DAHDI_CONFIG_HDB3 | abi.DAHDI_CONFIG_CRC4, "E1"),
     "T1": (24, abi.DAHDI_LAW_MULAW, abi.DAHDI_CONFIG_ESF | abi.DAHDI_CONFIG_B8ZS, "T1"),
 }
+#: the span type dahdi_dynamic reports (``spantype`` is "DYNAM", five characters at most)
+DYNAMIC = "DYNAMIC"
 LINE_DOWN = abi.DAHDI_ALARM_RED | abi.DAHDI_ALARM_BLUE | abi.DAHDI_ALARM_LOS
 
 

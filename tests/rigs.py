@@ -1,0 +1,132 @@
+"""The rigs a dahdi scenario runs on: the simulated kernel, or the real DAHDI driver.
+
+A scenario asks the ``rig`` fixture for an engine and for a kernel configured with a
+system.conf; the rest of it does not know which it got. ``--rig sim`` (the default) is
+the simulator, in virtual time where the scenario allows it. ``--rig vm`` is the real
+driver inside the qemu guest that ``tests/hw/vm-rig.sh`` boots, with two back-to-back
+``dahdi_dynamic_loc`` spans made by the real ``dahdi_cfg``; time is real there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+
+from uascall.dahdi import abi
+from uascall.dahdi.device import OS_IO, ControlDevice, DeviceIO
+from uascall.engine import Engine, MonotonicClock, VirtualClock
+from uascall.sim.farend import PriLoop, pri_loop_conf
+from uascall.sim.kernel import SimKernel
+
+log = logging.getLogger(__name__)
+
+RIGS = ("sim", "vm")
+
+
+class Rig:
+    """What a scenario needs from where it runs."""
+
+    name = "rig"
+    #: whether the engine may run in virtual time
+    virtual = False
+    #: seconds a step that should happen at once may take before a test gives up
+    patience = 5.0
+
+    @contextlib.contextmanager
+    def engine(self, *, virtual: bool = True) -> Iterator[Engine]:
+        """An engine, in virtual time if the scenario allows it and the rig can (the test
+        thread is then an actor, so that time waits for it)."""
+        if virtual and self.virtual:
+            with Engine(VirtualClock()) as engine, engine.actor():
+                yield engine
+        else:
+            with Engine(MonotonicClock()) as engine:
+                yield engine
+
+    def kernel(self, engine: Engine, conf: str) -> DeviceIO:
+        """A kernel whose spans and channels are configured from ``conf``."""
+        raise NotImplementedError
+
+    def pri_loop(self, engine: Engine, kind: str = "E1", **kwargs: object) -> PriLoop:
+        """A looped pair of ``kind`` PRI spans (dahdi_dynamic_loc), both D-channels up."""
+        conf = pri_loop_conf(kind, dynamic=True)
+        kernel = self.kernel(engine, conf)
+        loop = PriLoop.create(engine, kind, kernel=kernel, conf=conf, **kwargs)
+        if not engine.wait_until(lambda: loop.up, self.patience):
+            raise AssertionError(f"{self.name} rig: the D-channels of the {kind} loop did "
+                                 "not come up")
+        return loop
+
+    def __repr__(self) -> str:
+        return f"<{self.name} rig>"
+
+
+class SimRig(Rig):
+    name = "sim"
+    virtual = True
+
+    def kernel(self, engine: Engine, conf: str) -> DeviceIO:
+        kernel = SimKernel(engine)
+        engine.run(kernel.configure, conf)
+        return kernel
+
+
+class VmRig(Rig):
+    """The real driver: ``dahdi_cfg`` (``$UASCALL_DAHDI_CFG``) configures the loc spans."""
+
+    name = "vm"
+    patience = 15.0  # TCG emulation: everything is several times slower
+
+    def __init__(self) -> None:
+        self.dahdi_cfg = os.environ.get("UASCALL_DAHDI_CFG", "dahdi_cfg")
+
+    def kernel(self, engine: Engine, conf: str) -> DeviceIO:
+        with tempfile.NamedTemporaryFile("w", suffix=".conf", prefix="system-") as file:
+            file.write(conf)
+            file.flush()
+            result = subprocess.run([self.dahdi_cfg, "-c", file.name], capture_output=True,
+                                    text=True, timeout=60)
+        if result.returncode != 0:
+            raise AssertionError(f"dahdi_cfg failed ({result.returncode}): "
+                                 f"{result.stderr.strip() or result.stdout.strip()}\n{conf}")
+        self._wait_for_spans(len([line for line in conf.splitlines()
+                                  if line.startswith("dynamic=")]))
+        return OS_IO
+
+    def _wait_for_spans(self, count: int) -> None:
+        """Until the new spans exist and are out of their initial alarm."""
+        deadline = time.monotonic() + self.patience
+        last = "no span"
+        while time.monotonic() < deadline:
+            try:
+                ctl = ControlDevice.open()
+            except OSError as exc:
+                last = str(exc)
+            else:
+                try:
+                    states = [ctl.span_status(n) for n in range(1, count + 1)]
+                    if all(s.alarms == 0 for s in states):
+                        return
+                    last = ", ".join(f"span {s.spanno}: {abi.alarm_names(s.alarms)}"
+                                     for s in states)
+                except OSError as exc:
+                    last = str(exc)
+                finally:
+                    ctl.close()
+            time.sleep(0.05)
+        raise AssertionError(f"vm rig: spans not ready after {self.patience} s ({last})")
+
+
+def make_rig(name: str) -> Rig:
+    if name == "sim":
+        return SimRig()
+    if name == "vm":
+        if os.environ.get("UASCALL_RIG") != "vm":
+            raise ValueError("--rig vm runs inside the qemu guest: use tests/hw/vm-rig.sh")
+        return VmRig()
+    raise ValueError(f"rig {name!r}; expected one of {', '.join(RIGS)}")
