@@ -23,11 +23,11 @@ import fcntl
 import logging
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from uascall.dahdi import abi
-from uascall.errors import DeviceError
+from uascall.errors import ArgumentError, DeviceError
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,17 @@ def _device_error(exc: OSError, device: str, operation: str, channo: int | None,
                   path: str) -> DeviceError:
     err = exc.errno or errno.EIO
     return DeviceError(err, device, operation, _hint(err, operation, channo, path))
+
+
+@dataclass(frozen=True, slots=True)
+class HookState:
+    """An analog channel's signalling as DAHDI_GET_PARAMS reports it."""
+
+    rx_off_hook: bool  # fxoks: the phone is off hook; fxsks: ringing or battery dropped
+    rxbits: int
+    txbits: int
+    rxhooksig: int
+    txhooksig: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +382,26 @@ class Channel(_Device):
         """DAHDI_HOOK. On a non-blocking fd, RING/WINK/FLASH start a cadence in the kernel
         and return EINPROGRESS: that is success (chan_dahdi treats it so too)."""
         self._ioctl_int(abi.DAHDI_HOOK, operation, ok=(errno.EINPROGRESS,))
+
+    def set_cadence(self, cadence: Sequence[int] | None) -> None:
+        """DAHDI_SETCADENCE on an fxoks channel: ring on, off, on, off... in ms (at most
+        16 values); None goes back to the tone zone's cadence."""
+        if cadence is None:
+            self._ioctl(abi.DAHDI_SETCADENCE, 0)
+            return
+        values = list(cadence)
+        if not values or len(values) > abi.DAHDI_MAX_CADENCE or any(v <= 0 for v in values):
+            raise ArgumentError(f"ring cadence {values}; expected 1 to "
+                                f"{abi.DAHDI_MAX_CADENCE} positive times in ms")
+        ring = abi.DahdiRingCadence()
+        ring.ringcadence[:len(values)] = values
+        self._ioctl(abi.DAHDI_SETCADENCE, ring)
+
+    def hook_state(self) -> HookState:
+        """What DAHDI_GET_PARAMS says of an analog channel's hook signalling."""
+        params = self.params()
+        return HookState(bool(params.rxisoffhook), params.rxbits, params.txbits,
+                         params.rxhooksig, params.txhooksig)
 
     # ------------------------------------------------------------------ events
     def get_event(self) -> int:

@@ -103,6 +103,7 @@ def get_params(kernel: SimKernel, file: OpenFile, arg: IoctlArg) -> int:
     params.curlaw = chan.law or chan.deflaw or chan.span.deflaw
     params.name = chan.name.encode()[:39]
     params.chan_alarms = chan.chan_alarms
+    kernel.cas.fill_params(chan, params)
     return 0
 
 
@@ -223,8 +224,20 @@ def buffer_events(kernel: SimKernel, file: OpenFile, arg: IoctlArg) -> int:
 
 def hook(kernel: SimKernel, file: OpenFile, arg: IoctlArg) -> int:
     chan = need_chan(file)
-    raise oserror(errno.EINVAL, f"{chan.name}: DAHDI_HOOK on a {abi.sig_name(chan.sig)} "
-                   "channel (analog signalling is not simulated yet)")
+    if chan.cas is None:
+        raise oserror(errno.EINVAL, f"{chan.name}: DAHDI_HOOK on a {abi.sig_name(chan.sig)} "
+                       "channel")
+    return kernel.cas.hook(chan, _int_in(arg), file.nonblocking)
+
+
+def setcadence(kernel: SimKernel, file: OpenFile, arg: IoctlArg) -> int:
+    chan = need_chan(file)
+    if isinstance(arg, int) and arg == 0:
+        kernel.cas.set_cadence(chan, None)  # NULL: back to the zone's cadence
+        return 0
+    cadence = _struct(arg, abi.DahdiRingCadence)
+    kernel.cas.set_cadence(chan, list(cadence.ringcadence))
+    return 0
 
 
 def sendtone(kernel: SimKernel, file: OpenFile, arg: IoctlArg) -> int:
@@ -286,6 +299,7 @@ HANDLERS: dict[int, Callable[[SimKernel, OpenFile, IoctlArg], int]] = {
     abi.DAHDI_GETEVENT: getevent,
     abi.DAHDI_BUFFER_EVENTS: buffer_events,
     abi.DAHDI_HOOK: hook,
+    abi.DAHDI_SETCADENCE: setcadence,
     abi.DAHDI_SENDTONE: sendtone,
     abi.DAHDI_ECHOCANCEL_PARAMS: echocancel_params,
     abi.DAHDI_DIAL: needs_zone,

@@ -71,6 +71,7 @@ from uascall.dahdi.config import SystemConf
 from uascall.dahdi.device import DeviceIO, IoctlArg
 from uascall.engine import Engine, TimerHandle
 from uascall.sim import hdlc, ioctls
+from uascall.sim.cas import CasLines
 from uascall.sim.model import (
     DYNAMIC,
     LINE_DOWN,
@@ -103,12 +104,14 @@ class SimKernel(DeviceIO):
         self.spans: list[SimSpan] = []
         self.channels: dict[int, SimChannel] = {}
         self.zones: list[str] = []
+        self.default_zone: str | None = None
+        self.cas = CasLines(self)
         self.frame_taps: list[Callable[[FrameRecord], None]] = []
         #: ``filter(channo, frame) -> frame or None``: rewrites (or with None, loses) each
         #: D-channel frame written on ``channo`` before the kernel adds its FCS
         self.frame_filter: Callable[[int, bytes], bytes | None] | None = None
         self._files: dict[int, OpenFile] = {}
-        self._open_clear: list[SimChannel] = []
+        self._open_audio: list[SimChannel] = []  # open channels the line clock moves
         self._tick_timer: TimerHandle | None = None
         self._ticking_since = 0.0  # when the B-channel clock started (0: stopped)
         self._bytes_moved = 0
@@ -171,7 +174,10 @@ class SimKernel(DeviceIO):
         for channo, law in conf.laws.items():
             chan = self.channels[channo]
             chan.deflaw = {"alaw": abi.DAHDI_LAW_ALAW, "mulaw": abi.DAHDI_LAW_MULAW}.get(law, 0)
-        self.zones = list(conf.zones)
+        # dahdi_cfg loads the "us" zone when system.conf names none
+        self.zones = list(conf.zones) or ["us"]
+        self.default_zone = conf.default_zone or self.zones[0]
+        self.cas.configure(list(self.channels.values()))
 
     def _create_dynamic_spans(self, conf: SystemConf) -> None:
         fixed = [span for span in self.spans if span.kind != DYNAMIC]
@@ -306,8 +312,9 @@ class SimKernel(DeviceIO):
         chan.file = file
         file.kind = "channel"
         file.chan = chan
-        if chan.is_clear:
-            self._open_clear.append(chan)
+        self.cas.opened(chan)
+        if chan.carries_audio:
+            self._open_audio.append(chan)
             self._start_ticking()
 
     def close(self, fd: int) -> None:
@@ -317,12 +324,13 @@ class SimKernel(DeviceIO):
         chan = file.chan
         if chan is not None:
             chan.file = None
+            self.cas.closed(chan)
             chan.flush(read=True, write=True)  # unsent data is lost, as in close_channel
             chan.events.clear()
             chan.linear = False
             chan.law = chan.deflaw or chan.span.deflaw
-            if chan in self._open_clear:
-                self._open_clear.remove(chan)
+            if chan in self._open_audio:
+                self._open_audio.remove(chan)
         file.readiness.close()
 
     def read(self, fd: int, size: int) -> bytes:
@@ -409,7 +417,7 @@ class SimKernel(DeviceIO):
 
     def _on_tick(self) -> None:
         self._tick_timer = None
-        if not self._open_clear:
+        if not self._open_audio:
             self._ticking_since = 0.0
             return
         # The line runs at 8000 bytes/s whatever this thread is doing: a tick that runs late
@@ -420,8 +428,8 @@ class SimKernel(DeviceIO):
         if nbytes <= 0:
             self._start_ticking()
             return
-        sent = {chan: self._take_tx(chan, nbytes) for chan in self._open_clear}
-        for chan in self._open_clear:
+        sent = {chan: self._take_tx(chan, nbytes) for chan in self._open_audio}
+        for chan in self._open_audio:
             peer = self._peer_chan(chan)
             if peer is None or not chan.span.line_up():
                 continue  # a span in RED receives nothing at all

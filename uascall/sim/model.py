@@ -10,10 +10,14 @@ from __future__ import annotations
 import os
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from uascall.dahdi import abi
 from uascall.media import g711
 from uascall.sim.readiness import ReadinessFd
+
+if TYPE_CHECKING:
+    from uascall.sim.cas import CasState
 
 SAMPLE_RATE = 8000
 MAX_QUEUED_EVENTS = abi.DAHDI_MAX_EVENTSIZE - 1  # one slot stays empty in the ring
@@ -22,7 +26,6 @@ SIGNALLING = {
     "clear": abi.DAHDI_SIG_CLEAR, "dchan": abi.DAHDI_SIG_HDLCFCS,
     "fcshdlc": abi.DAHDI_SIG_HDLCFCS, "hardhdlc": abi.DAHDI_SIG_HARDHDLC,
     "fxoks": abi.DAHDI_SIG_FXOKS, "fxsks": abi.DAHDI_SIG_FXSKS,
-    "fxols": abi.DAHDI_SIG_FXOLS, "fxsls": abi.DAHDI_SIG_FXSLS,
     "unused": 0,
 }
 SPAN_KINDS = {
@@ -88,6 +91,11 @@ class SimChannel:
     gains: bytes = b""
     chan_alarms: int = 0
     stats: ChannelStats = field(default_factory=ChannelStats)
+    #: hook signalling state of an analog (fxoks/fxsks) channel
+    cas: CasState | None = None
+
+    def __repr__(self) -> str:
+        return f"<SimChannel {self.channo} {self.name} {abi.sig_name(self.sig)}>"
 
     @property
     def name(self) -> str:
@@ -98,13 +106,22 @@ class SimChannel:
         return self.sig == abi.DAHDI_SIG_CLEAR
 
     @property
+    def is_analog(self) -> bool:
+        return self.sig in (abi.DAHDI_SIG_FXOKS, abi.DAHDI_SIG_FXSKS)
+
+    @property
+    def carries_audio(self) -> bool:
+        """Moved at 8000 bytes/s while open: clear channels and analog ports."""
+        return self.is_clear or self.is_analog
+
+    @property
     def is_hdlc(self) -> bool:
         return self.sig in (abi.DAHDI_SIG_HDLCFCS, abi.DAHDI_SIG_HARDHDLC)
 
     def reset(self) -> None:
         self.law = self.deflaw or self.span.deflaw
         self.linear = False
-        self.audio = False
+        self.audio = self.is_analog  # CHANCONFIG gives telephony channels FLAG_AUDIO
         self.blocksize = abi.DAHDI_DEFAULT_BLOCKSIZE
         self.numbufs = abi.DAHDI_DEFAULT_NUM_BUFS
         self.txpolicy = abi.DAHDI_POLICY_IMMEDIATE
@@ -127,7 +144,7 @@ class SimChannel:
         return g711.ALAW if self.law == abi.DAHDI_LAW_ALAW else g711.ULAW
 
     def idle_byte(self) -> int:
-        return self.codec().silence if self.audio else 0xFF
+        return self.codec().silence if self.audio or self.is_analog else 0xFF
 
 
 @dataclass(eq=False)
@@ -144,6 +161,9 @@ class SimSpan:
     #: the alarms a test raised on this span itself
     raised: int = 0
     dchannel_cut: bool = False
+
+    def __repr__(self) -> str:
+        return f"<SimSpan {self.spanno} {self.name} {len(self.channels)} channels>"
 
     def line_up(self) -> bool:
         peer = self.peer
