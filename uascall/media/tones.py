@@ -491,6 +491,50 @@ _PREDEFINED_INFO = {
 }
 _PREDEFINED = {name: parse_tone(info, name) for name, info in _PREDEFINED_INFO.items()}
 
+# Call-progress tones an exchange plays on an analog line (our FXS ports), per tone zone as
+# dahdi-tools names them. North America: the Precise Tone Plan (dial 350 + 440 Hz at -13
+# dBm0, busy 480 + 620 Hz 0.5/0.5 s and reorder 0.25/0.25 s at -24 dBm0); the UK: SIN 350
+# (dial 350 + 440 Hz, busy 400 Hz 0.375/0.375 s, congestion 400 Hz 0.4/0.35/0.225/0.525 s);
+# elsewhere in Europe the CEPT 425 Hz family (dial continuous, busy 0.5/0.5 s, congestion
+# 0.25/0.25 s). A continuous tone is one second looped: the renderer is phase-continuous.
+_CALL_PROGRESS_INFO = {
+    "us": {
+        "dial": [_on((350, 440), 13, 1000)],
+        "ringback": _PREDEFINED_INFO["RINGBACK"],
+        "busy": [_on((480, 620), 24, 500), _off(500)],
+        "congestion": [_on((480, 620), 24, 250), _off(250)],
+    },
+    "uk": {
+        "dial": [_on((350, 440), 13, 1000)],
+        "ringback": _PREDEFINED_INFO["RINGBACK_UK"],
+        "busy": [_on((400,), 13, 375), _off(375)],
+        "congestion": [_on((400,), 13, 400), _off(350), _on((400,), 19, 225), _off(525)],
+    },
+    "cept": {
+        "dial": [_on((425,), 13, 1000)],
+        "ringback": _PREDEFINED_INFO["RINGBACK_EU"],
+        "busy": [_on((425,), 13, 500), _off(500)],
+        "congestion": [_on((425,), 13, 250), _off(250)],
+    },
+}
+_ZONE_FAMILY = {"us": "us", "ca": "us", "uk": "uk", "au": "uk", "nz": "uk"}
+CALL_PROGRESS_TONES = ("dial", "ringback", "busy", "congestion")
+_CALL_PROGRESS = {
+    family: {kind: parse_tone(info, f"{kind.upper()}_{family.upper()}")
+             for kind, info in kinds.items()}
+    for family, kinds in _CALL_PROGRESS_INFO.items()
+}
+
+
+def call_progress_tone(kind: str, zone: str | None = "us") -> Tone:
+    """The ``kind`` tone ("dial", "ringback", "busy" or "congestion") of tone zone
+    ``zone`` ("us", "uk", "de", "nl"...; zones not listed get the CEPT 425 Hz tones)."""
+    if kind not in CALL_PROGRESS_TONES:
+        raise ArgumentError(f"call-progress tone {kind!r}; expected one of "
+                            f"{', '.join(CALL_PROGRESS_TONES)}")
+    family = _ZONE_FAMILY.get((zone or "us").lower(), "cept")
+    return _CALL_PROGRESS[family][kind]
+
 
 class ToneManager:
     """Named tones for ringback and tone players, as UAS's ``ToneManager(log)``.
