@@ -32,8 +32,9 @@ from uascall.errors import ArgumentError, DeviceError
 log = logging.getLogger(__name__)
 
 DEV_DIR = "/dev/dahdi"
-UDEV_HINT = ("give this user access to /dev/dahdi: install the rules in the project's udev/ "
-             "folder (group dahdi, mode 0660) and add the user to that group")
+UDEV_HINT = ("give this user access to /dev/dahdi: 'sudo bash udev/install.sh USER' from the "
+             "uascall source installs the rules (group dahdi, mode 0660) and adds USER to "
+             "that group (see udev/README.md)")
 
 IoctlArg = ctypes.Structure | ctypes.c_int | int
 
