@@ -23,7 +23,7 @@ from importlib import metadata
 from typing import Any
 
 from uascall.engine import Engine
-from uascall.errors import ArgumentError, BackendUnavailable
+from uascall.errors import ArgumentError, BackendUnavailable, Error
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,21 @@ class CallLeg:
     incoming: bool = True
     call_from: str = ""
     call_to: str = ""
-    listener: Callable[[LegEvent], None] | None = None
+    _listener: Callable[[LegEvent], None] | None = None
+    _unheard: list[LegEvent] | None = None
+
+    @property
+    def listener(self) -> Callable[[LegEvent], None] | None:
+        """Who hears this leg's events. Events that come before there is anyone (a leg
+        may report alerting while it is being placed) wait for the first listener."""
+        return self._listener
+
+    @listener.setter
+    def listener(self, listener: Callable[[LegEvent], None] | None) -> None:
+        self._listener = listener
+        unheard, self._unheard = self._unheard, None
+        for event in unheard or ():
+            self._emit(event)
 
     def describe(self) -> str:
         """Where the call is, for logs and Details (e.g. "span 1 B-channel 5")."""
@@ -138,15 +152,23 @@ class CallLeg:
         raise NotImplementedError
 
     def _emit(self, event: LegEvent) -> None:
-        listener = self.listener
-        if listener is not None:
-            try:
-                listener(event)
-            except Exception:
-                log.exception("%s: listener failed on %s", self.describe(), event)
+        listener = self._listener
+        if listener is None:
+            if self._unheard is None:
+                self._unheard = []
+            self._unheard.append(event)
+            return
+        try:
+            listener(event)
+        except Exception:
+            log.exception("%s: listener failed on %s", self.describe(), event)
 
 
 # --------------------------------------------------------------------------- backends
+class NoRoute(Error):
+    """A call cannot be placed now: every channel or port it could use is busy or down."""
+
+
 class Backend:
     """A source of calls: starts and stops with its engine, offers incoming legs."""
 
@@ -164,6 +186,13 @@ class Backend:
     def stop(self) -> None:
         """Engine thread: drop calls and close everything."""
         raise NotImplementedError
+
+    def place_call(self, call_to: str, call_from: str = "", *, route: str | None = None,
+                   codecs: list[str] | None = None) -> CallLeg:
+        """Engine thread: start a call out to ``call_to`` and return its leg (events
+        follow: alerting, answered, cleared). ``route`` picks where it goes, in the
+        backend's own terms. Raises :class:`NoRoute` when nothing can carry it now."""
+        raise Error(f"the {self.name} backend does not place calls")
 
     def _offer(self, leg: CallLeg) -> bool:
         """Hand a new incoming leg to on_incoming; False when nobody takes calls."""

@@ -31,7 +31,16 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from uascall.backend import REJECT_CAUSES, CallLeg, Cause, LegAlerting, LegAnswered, LegCleared
+from uascall.backend import (
+    REJECT_CAUSES,
+    Backend,
+    CallLeg,
+    Cause,
+    LegAlerting,
+    LegAnswered,
+    LegCleared,
+    NoRoute,
+)
 from uascall.engine import Engine
 from uascall.errors import ArgumentError, Error, Hangup
 from uascall.media.player import MediaClock, Player
@@ -129,7 +138,12 @@ class CallDetails:
 
 
 class UASCallChannel:
-    """One call (UAS ``UASCallChannel``). Create it on the engine thread from a leg.
+    """One call (UAS ``UASCallChannel``).
+
+    An inbound channel is made on the engine thread from the leg a backend offered. An
+    outbound channel is made (on any thread) with ``backend`` and no leg: it starts IDLE,
+    and each :meth:`call` places a new call through the backend (``route`` says where, in
+    the backend's terms: see its ``place_call``).
 
     ``media_dir`` is where ``PlayableMedia`` and ``FilePlayer`` look for files;
     ``tts_voice`` the espeak-ng voice for ``text_to_say``.
@@ -138,14 +152,34 @@ class UASCallChannel:
     State = State
     Cause = Cause
 
-    def __init__(self, engine: Engine, leg: CallLeg, *, media_clock: MediaClock,
+    def __init__(self, engine: Engine, leg: CallLeg | None = None, *,
+                 media_clock: MediaClock, backend: Backend | None = None,
+                 route: str | None = None,
                  media_dir: str | os.PathLike[str] | None = None,
                  tts_voice: str | None = None) -> None:
+        if (leg is None) == (backend is None):
+            raise ArgumentError("UASCallChannel needs a leg (an inbound call) or a backend "
+                                "(an outbound channel), and not both")
         self._engine = engine
-        self._leg = leg
+        self._backend = backend
+        self._route = route
         self._clock = media_clock
         self.media_dir = os.fspath(media_dir) if media_dir is not None else os.getcwd()
         self.tts_voice = tts_voice
+        self._waiters: list[tuple[Callable[[], bool], concurrent.futures.Future]] = []
+        self.FilePlayer = FilePlayer(self)
+        self.TonePlayer: TonePlayer | None = None
+        #: called on the engine thread with each ChannelEvent (state changes, media)
+        self.listeners: list[Callable[[UASCallChannel, ChannelEvent], None]] = []
+        self._leg: CallLeg = leg if leg is not None else _NoCall()
+        self._attach(self._leg)
+        if leg is None:
+            self._state = State.IDLE
+
+    def _attach(self, leg: CallLeg, *, listen: bool = True) -> None:
+        """Make ``leg`` this channel's call, with everything about the last one reset
+        (``listen``: hear its events now; otherwise the caller starts listening)."""
+        self._leg = leg
         self._state = State.CALL_INCOMING if leg.incoming else State.CALL_OUTGOING
         self._cause = Cause.NORMAL
         self.Details = CallDetails(call_from=leg.call_from, call_to=leg.call_to,
@@ -156,12 +190,8 @@ class UASCallChannel:
         # We have asked the far end to clear: the call is as good as IDLE for new work.
         self._releasing = False
         self._player: Player | None = None
-        self._waiters: list[tuple[Callable[[], bool], concurrent.futures.Future]] = []
-        self.FilePlayer = FilePlayer(self)
-        self.TonePlayer: TonePlayer | None = None
-        #: called on the engine thread with each ChannelEvent (state changes, media)
-        self.listeners: list[Callable[[UASCallChannel, ChannelEvent], None]] = []
-        leg.listener = self._on_leg_event
+        if listen:
+            leg.listener = self._on_leg_event
 
     def __repr__(self) -> str:
         return f"<UASCallChannel {self.Details.channel} {self._state.name}>"
@@ -267,6 +297,89 @@ class UASCallChannel:
             return 0.0
         self._play(source)
         return source.duration or 0.0
+
+    # ------------------------------------------------------------------ call out
+    def call(self, call_to: str, call_from: str = "", seconds_timeout: float | None = 120,
+             codecs: str | None = None, live_speaker_detect: Any = None,
+             lsd_timeout_milliseconds: int = 7000) -> State:
+        """Place a call on this outbound channel and block until it is answered, ends, or
+        ``seconds_timeout`` passes (None: no limit). Returns the state: ANSWERED, or IDLE
+        with :meth:`cause` (and ``Details.raw_cause``).
+
+        Valid in IDLE on an outbound channel; Error otherwise. Our choices where UAS is
+        silent: when the timeout passes the call is cleared with cause NOANSWER if the far
+        end was ringing, TIMEOUT if it never got that far; when no channel or port can
+        carry the call now, the call ends at once with cause NOCHANNELS. Live speaker
+        detection is not available in this release (Error if asked for).
+        """
+        self._start_outgoing("call", call_to, call_from, codecs, live_speaker_detect,
+                             lsd_timeout_milliseconds)
+        timeout = _seconds("seconds_timeout", seconds_timeout, allow_none=True)
+        if not self._wait(lambda: self._state in (State.ANSWERED, State.IDLE), timeout):
+            cause = Cause.NOANSWER if self._state is State.RING_OUTGOING else Cause.TIMEOUT
+            log.info("%r: no answer within %s s; clearing with %s", self, timeout,
+                     cause.name)
+            if self._engine.run(self._engine_release, cause, None):
+                self._wait(lambda: self._state is State.IDLE, CLEARING_TIMEOUT)
+        return self._state
+
+    def start_call(self, call_to: str, call_from: str = "", codecs: str | None = None,
+                   live_speaker_detect: Any = None,
+                   lsd_timeout_milliseconds: int = 7000) -> State:
+        """Place a call without waiting for it (UAS ``start_call``); follow it with
+        :meth:`state`, :meth:`wait_for_answer` or :meth:`wait_for_idle`. Returns the state."""
+        self._start_outgoing("start_call", call_to, call_from, codecs, live_speaker_detect,
+                             lsd_timeout_milliseconds)
+        return self._state
+
+    def wait_for_answer(self, seconds_timeout: float | None = None) -> State:
+        """Block until an outgoing call is answered or ends, or ``seconds_timeout``
+        passes (our API, for :meth:`start_call`). Returns the state."""
+        timeout = _seconds("seconds_timeout", seconds_timeout, allow_none=True)
+        self._wait(lambda: self._state in (State.ANSWERED, State.IDLE), timeout)
+        return self._state
+
+    def _start_outgoing(self, method: str, call_to: str, call_from: str,
+                        codecs: str | None, live_speaker_detect: Any,
+                        lsd_timeout_milliseconds: int) -> None:
+        if self._backend is None:
+            raise Error(f"{method}() on an inbound call's channel; expected an outbound "
+                        "channel (UASCallChannel(engine, backend=...))")
+        if self._state is not State.IDLE:
+            raise Error(f"{method}() in state {self._state.name}; expected IDLE")
+        if not isinstance(call_to, str) or not call_to.strip():
+            raise ArgumentError(f"call_to={call_to!r}; expected a non-empty string")
+        if not isinstance(call_from, str):
+            raise ArgumentError(f"call_from={call_from!r}; expected a string")
+        if live_speaker_detect is not None:
+            raise Error(f"{method}(live_speaker_detect=...): live speaker detection is not "
+                        "available in this release; expected None")
+        if isinstance(lsd_timeout_milliseconds, bool) or not isinstance(
+                lsd_timeout_milliseconds, int) or lsd_timeout_milliseconds < 0:
+            raise ArgumentError(f"lsd_timeout_milliseconds={lsd_timeout_milliseconds!r}; "
+                                "expected milliseconds >= 0")
+        wanted = parse_codecs(codecs) if codecs is not None else None
+        self._engine.run(self._engine_place, call_to.strip(), call_from, wanted)
+
+    def _engine_place(self, call_to: str, call_from: str, codecs: list[str] | None) -> None:
+        if self._state is not State.IDLE:
+            raise Error(f"call() in state {self._state.name}; expected IDLE")
+        assert self._backend is not None
+        old = self._leg
+        try:
+            leg = self._backend.place_call(call_to, call_from, route=self._route,
+                                           codecs=codecs)
+        except NoRoute as exc:
+            log.info("%r: %s", self, exc)
+            self._attach(_NoCall(call_to, call_from))
+            self._state = State.IDLE
+            self._cause = Cause.NOCHANNELS
+            self.Details.raw_cause = str(exc)
+            return
+        old.listener = None
+        self._attach(leg, listen=False)
+        self._emit(StateChanged(self._state))
+        leg.listener = self._on_leg_event  # what it said while being placed comes now
 
     # ------------------------------------------------------------------ answer / clear
     def answer(self, codecs: str | None = None) -> State:
@@ -435,6 +548,22 @@ class UASCallChannel:
 
     def _forget_waiter(self, future: concurrent.futures.Future) -> None:
         self._waiters = [w for w in self._waiters if w[1] is not future]
+
+
+class _NoCall(CallLeg):
+    """The leg of an outbound channel with no call (yet): nothing to signal."""
+
+    incoming = False
+
+    def __init__(self, call_to: str = "", call_from: str = "") -> None:
+        self.call_to, self.call_from = call_to, call_from
+
+    def describe(self) -> str:
+        return "no call"
+
+    @property
+    def live(self) -> bool:
+        return False
 
 
 class _Labelled(FrameSource):

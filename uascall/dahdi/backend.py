@@ -1,15 +1,22 @@
-"""The ``dahdi`` backend: PRI spans from ``/etc/dahdi/system.conf`` as channel call legs.
+"""The ``dahdi`` backend: PRI spans and analog ports from ``/etc/dahdi/system.conf``.
 
 Each :class:`~uascall.dahdi.pri_call.PriCall` becomes a :class:`PriLeg`: ``alert`` is
 ALERTING (with progress indicator #8 and the B-channel opened when early media is asked
 for; on an already alerted call, PROGRESS with #8), ``answer`` is CONNECT, ``release``
 clears with a Q.850 cause, and the media port writes G.711 frames straight to the
-B-channel's device in the call's law.
+B-channel's device in the call's law. ``fxsks`` channels become FXO ports and ``fxoks``
+channels FXS ports (:mod:`uascall.dahdi.analog_port`), whose calls are
+:class:`~uascall.dahdi.analog_port.AnalogLeg`.
+
+Calls out (:meth:`DahdiBackend.place_call`) take a ``route``: ``"pri"`` (the first PRI
+span with a free B-channel), ``"pri:N"`` (span N), ``"fxs"`` (the first idle FXS port) or
+``"fxs:N"`` (the FXS port on channel N); None tries PRI, then FXS.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
 from uascall.backend import (
@@ -21,8 +28,11 @@ from uascall.backend import (
     LegCleared,
     LegEvent,
     MediaPort,
+    NoRoute,
 )
 from uascall.dahdi import libpri
+from uascall.dahdi.analog import AnalogSettings
+from uascall.dahdi.analog_port import AnalogLeg, AnalogPort
 from uascall.dahdi.config import DEFAULT_PATH, SystemConf
 from uascall.dahdi.device import DEV_DIR, Channel, DeviceIO
 from uascall.dahdi.pri import PriSpan
@@ -36,6 +46,7 @@ from uascall.dahdi.pri_call import (
 )
 from uascall.engine import Engine
 from uascall.errors import ArgumentError, Error
+from uascall.media.player import MediaClock
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +72,14 @@ SWITCHES = {
     "qsig": libpri.Switch.QSIG,
 }
 NODES = {"cpe": libpri.Node.CPE, "net": libpri.Node.NETWORK, "network": libpri.Node.NETWORK}
+
+
+def _route_number(route: str | None, number: str) -> int | None:
+    if not number:
+        return None
+    if not number.isdigit():
+        raise ArgumentError(f"route {route!r}: {number!r} is not a span or channel number")
+    return int(number)
 
 
 def q850_of(raw_cause: str | int) -> int | None:
@@ -158,18 +177,23 @@ class PriLeg(CallLeg):
 
 
 class DahdiBackend(Backend):
-    """PRI spans on DAHDI boards.
+    """PRI spans and analog ports on DAHDI boards.
 
-    ``spans`` picks span numbers from system.conf (default: every span with a D-channel);
-    ``node`` ("cpe" or "net") and ``switch`` ("euroisdn_e1", "ni2", "dms100", "5ess",
-    "4ess", "qsig", ...) apply to all of them; ``timers`` are libpri timers in ms.
+    ``system_conf`` is dahdi_cfg's file (a path, or a parsed
+    :class:`~uascall.dahdi.config.SystemConf`). ``spans`` picks PRI span numbers from it
+    (default: every span with a D-channel); ``node`` ("cpe" or "net") and ``switch``
+    ("euroisdn_e1", "ni2", "dms100", "5ess", "4ess", "qsig", ...) apply to all of them;
+    ``timers`` are libpri timers in ms. ``ports`` picks analog channels (default: every
+    fxsks and fxoks channel), ``analog`` how they behave.
     """
 
     name = "dahdi"
 
-    def __init__(self, engine: Engine, *, system_conf: str = DEFAULT_PATH,
+    def __init__(self, engine: Engine, *,
+                 system_conf: str | os.PathLike[str] | SystemConf = DEFAULT_PATH,
                  spans: Sequence[int] | None = None, node: str = "cpe",
                  switch: str = "euroisdn_e1", timers: dict[str, int] | None = None,
+                 ports: Sequence[int] | None = None, analog: AnalogSettings | None = None,
                  io: DeviceIO | None = None, dev_dir: str = DEV_DIR) -> None:
         super().__init__(engine)
         if node.lower() not in NODES:
@@ -183,21 +207,40 @@ class DahdiBackend(Backend):
         self.timers = timers
         self.io = io
         self.dev_dir = dev_dir
+        self.port_numbers = list(ports) if ports is not None else None
+        self.analog = analog or AnalogSettings()
         self.spans: list[PriSpan] = []
+        self.ports: list[AnalogPort] = []
+        self.media_clock = MediaClock(engine)  # paces the analog ports' own tones
 
     def start(self) -> None:
-        conf = SystemConf.read(self.system_conf)
+        conf = (self.system_conf if isinstance(self.system_conf, SystemConf)
+                else SystemConf.read(self.system_conf))
         layouts = conf.pri_spans()
         if self.span_numbers is not None:
             layouts = [conf.pri_span(n) for n in self.span_numbers]
-        if not layouts:
-            raise Error(f"{self.system_conf} has no PRI span (no dchan= line); expected at "
-                        "least one for the dahdi backend")
+        analog = sorted(n for n, kind in conf.signalling.items()
+                        if kind in ("fxsks", "fxoks"))
+        if self.port_numbers is not None:
+            unknown = sorted(set(self.port_numbers) - set(analog))
+            if unknown:
+                raise Error(f"{conf.source}: channels {unknown} are not fxsks or fxoks; "
+                            f"analog channels there: {analog or 'none'}")
+            analog = list(self.port_numbers)
+        if not layouts and not analog:
+            raise Error(f"{conf.source} has no PRI span (dchan=) and no analog port "
+                        "(fxsks=, fxoks=); expected at least one for the dahdi backend")
         for layout in layouts:
             span = PriSpan(self.engine, layout, node=self.node, switch=self.switch,
                            io=self.io, dev_dir=self.dev_dir, timers=self.timers)
             self.attach(span)
             span.start()
+        for channo in analog:
+            port = AnalogPort(self.engine, channo, clock=self.media_clock,
+                              settings=self.analog, io=self.io, dev_dir=self.dev_dir)
+            port.on_incoming = self._offer_analog
+            port.start()
+            self.ports.append(port)
 
     def attach(self, span: PriSpan) -> None:
         """Take the incoming calls of ``span`` (started by the caller or by :meth:`start`)."""
@@ -207,6 +250,55 @@ class DahdiBackend(Backend):
     def stop(self) -> None:
         for span in self.spans:
             span.stop()
+        for port in self.ports:
+            port.stop()
+
+    def _offer_analog(self, leg: AnalogLeg) -> None:
+        if not self._offer(leg):
+            log.warning("%s: nobody takes calls; letting %s go", self.name, leg.describe())
+            leg.release(Cause.REJECTED)
+
+    # ------------------------------------------------------------------ calls out
+    def place_call(self, call_to: str, call_from: str = "", *, route: str | None = None,
+                   codecs: list[str] | None = None) -> CallLeg:
+        kind, _, number = (route or "").partition(":")
+        if kind not in ("", "pri", "fxs"):
+            raise ArgumentError(f"route {route!r}; expected 'pri', 'pri:SPAN', 'fxs', "
+                                "'fxs:CHANNEL' or None")
+        which = _route_number(route, number)
+        if kind in ("", "pri"):
+            for span in self.spans:
+                if which is not None and span.layout.spanno != which:
+                    continue
+                if span.up and span.has_free_channel():
+                    law = self._law_for(span, codecs)
+                    return PriLeg(span.call(call_to, calling=call_from, law=law))
+            if kind == "pri" or not self.ports:
+                raise NoRoute(f"no PRI span can place a call to {call_to!r} now "
+                              f"({self._describe_spans(which)})")
+        for port in self.ports:
+            if port.kind != "FXS" or (which is not None and port.channo != which):
+                continue
+            if port.idle:
+                return port.place_call(call_to, call_from)
+        raise NoRoute(f"no idle FXS port for a call to {call_to!r}"
+                      + (f" (channel {which})" if which is not None else ""))
+
+    @staticmethod
+    def _law_for(span: PriSpan, codecs: list[str] | None) -> str:
+        # On TDM the span's law is what the line carries; codecs only says what is
+        # acceptable, and the span's law must be among them.
+        if codecs and span.law not in codecs:
+            raise ArgumentError(f"codecs {codecs}: span {span.layout.spanno} carries "
+                                f"{span.law}; expected it among the codecs")
+        return span.law
+
+    def _describe_spans(self, which: int | None) -> str:
+        spans = [s for s in self.spans if which is None or s.layout.spanno == which]
+        if not spans:
+            return f"there is no PRI span {which}" if which else "there is no PRI span"
+        return ", ".join(f"span {s.layout.spanno} {'up' if s.up else 'down'}, "
+                         f"{len(s.calls)} calls" for s in spans)
 
     def _incoming(self, call: PriCall) -> None:
         if not self._offer(PriLeg(call)):

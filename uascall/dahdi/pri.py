@@ -265,6 +265,10 @@ class PriSpan:
         if victim is not None:  # told only now: a call placed from a listener comes after
             victim._clear(_TEMPORARY_FAILURE, "span")
 
+    def has_free_channel(self) -> bool:
+        """Whether a call could be placed on this span now (a B-channel is free)."""
+        return self._free_channel() is not None
+
     def _free_channel(self, preferred: int | None = None) -> int | None:
         if preferred in self._chanpos and preferred not in self._busy:
             return preferred

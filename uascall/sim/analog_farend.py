@@ -9,6 +9,23 @@ kernel and on the real driver alike.
 
 from __future__ import annotations
 
+import array
+import logging
+from typing import Any
+
+from uascall.dahdi import abi
+from uascall.dahdi.device import DEV_DIR, Channel, DeviceIO
+from uascall.engine import EPOLLIN, EPOLLPRI, Engine
+from uascall.media import callerid, g711
+from uascall.media.callerid import CallerId
+from uascall.media.dtmf import dtmf_samples
+from uascall.media.player import MediaClock, Player
+from uascall.media.source import BufferSource
+
+log = logging.getLogger(__name__)
+
+FRAME = 160
+
 
 def analog_loop_conf(channels: int = 24, *, law: str = "ulaw") -> str:
     """system.conf for one dahdi_dynamic_loc pair of analog ports: channels
@@ -29,3 +46,165 @@ def analog_loop_conf(channels: int = 24, *, law: str = "ulaw") -> str:
         raise ValueError(f"law {law!r}; expected 'alaw' or 'ulaw'")
     lines += ["loadzone=us", "defaultzone=us", ""]
     return "\n".join(lines)
+
+
+class LineEnd:
+    """The far end of an analog line: a channel we drive as a person or an exchange would,
+    recording its events (with their times) and everything it hears. Engine thread."""
+
+    def __init__(self, engine: Engine, channo: int, *, clock: MediaClock,
+                 io: DeviceIO | None = None, dev_dir: str = DEV_DIR) -> None:
+        self.engine = engine
+        self.channo = channo
+        self.events: list[tuple[float, int]] = []
+        #: the law bytes this end heard, from start() on
+        self.heard = bytearray()
+        self._io = io
+        self._dev_dir = dev_dir
+        self.channel: Channel | None = None
+        self.law = "ulaw"
+        self._player = Player(clock, self, name=f"{type(self).__name__} {channo}")
+
+    def start(self) -> None:
+        channel = Channel.open(self.channo, io=self._io, dev_dir=self._dev_dir)
+        channel.set_blocksize(FRAME)
+        channel.set_buffers(numbufs=8)
+        channel.on_event = self._event
+        params = channel.params()
+        self.law = "alaw" if params.curlaw == abi.DAHDI_LAW_ALAW else "ulaw"
+        self.engine.add_fd(channel.fileno(), EPOLLIN | EPOLLPRI, self._ready)
+        self.channel = channel
+
+    def stop(self) -> None:
+        channel, self.channel = self.channel, None
+        if channel is not None:
+            self._player.stop()
+            self.engine.remove_fd(channel.fileno())
+            channel.close()
+
+    def _ready(self, revents: int) -> None:
+        channel = self.channel
+        if channel is None:
+            return
+        if revents & EPOLLPRI:
+            channel.drain_events()
+        while self.channel is not None and (block := channel.read_frame()) is not None:
+            self.heard += block
+            self._heard(block)
+
+    def _event(self, code: int) -> None:
+        self.events.append((self.engine.time(), code))
+        log.debug("%s %d: %s", type(self).__name__, self.channo, abi.event_name(code))
+        self._on_event(code)
+
+    def _on_event(self, code: int) -> None:
+        """What this end does about a kernel event."""
+
+    def _heard(self, block: bytes) -> None:
+        """What this end does with a block it heard."""
+
+    def hook(self, operation: int) -> None:
+        assert self.channel is not None
+        self.channel.hook(operation)
+
+    def play(self, samples: array.array) -> None:
+        """Send 8 kHz samples down the line, paced as a person or an exchange would."""
+        codec = g711.codec(self.law)
+        self._player.play(BufferSource(codec.encode(samples), codec.name))
+
+    def write(self, frame: bytes) -> bool:  # the player's sink
+        assert self.channel is not None
+        return self.channel.write_frame(frame) == len(frame)
+
+    def names(self, since: float = 0.0) -> list[str]:
+        return [abi.event_name(code) for t, code in self.events if t >= since]
+
+    def count(self, code: int) -> int:
+        return sum(1 for _, c in self.events if c == code)
+
+    def heard_pcm(self, since_byte: int = 0) -> array.array:
+        return g711.codec(self.law).decode(bytes(self.heard[since_byte:]))
+
+
+class Exchange(LineEnd):
+    """An exchange on the fxoks end of a line into an FXO port: it rings the line (with
+    caller ID after the first ring), connects when the port answers, and clears."""
+
+    def __init__(self, engine: Engine, channo: int, **kwargs: Any) -> None:
+        super().__init__(engine, channo, **kwargs)
+        self.state = "idle"
+        self._caller: CallerId | None = None
+        self._standard = "bell"
+
+    def ring(self, caller: CallerId | None = None, *, standard: str = "bell") -> None:
+        """Ring the line; the caller's number goes as FSK after the first ring."""
+        self._caller, self._standard = caller, standard
+        self.state = "ringing"
+        self.hook(abi.DAHDI_RING)
+
+    def give_up(self) -> None:
+        """The caller hangs up before the answer: the ringing stops, nothing else."""
+        self.hook(abi.DAHDI_RINGOFF)
+        self.state = "idle"
+
+    def hang_up(self) -> None:
+        """The caller hangs up after the answer: battery drops (kewlstart)."""
+        self.hook(abi.DAHDI_ONHOOK)
+        self.state = "idle"
+
+    def _on_event(self, code: int) -> None:
+        if code == abi.DAHDI_EVENT_RINGEROFF and self._caller is not None:
+            caller, self._caller = self._caller, None
+            self.play(callerid.spill(caller, self._standard))
+        elif code == abi.DAHDI_EVENT_RINGOFFHOOK and self.state == "ringing":
+            self.hook(abi.DAHDI_OFFHOOK)  # the line answered: stop ringing, connect
+            self.state = "connected"
+        elif code == abi.DAHDI_EVENT_ONHOOK and self.state == "connected":
+            self.state = "idle"  # the line hung up
+
+
+class Phone(LineEnd):
+    """A phone on the fxsks end of a line from an FXS port: it rings, reads caller ID
+    between rings, answers (by itself after ``answer_after`` rings, if set), goes off
+    hook to call, dials DTMF, and hangs up."""
+
+    def __init__(self, engine: Engine, channo: int, *, standard: str = "bell",
+                 answer_after: int | None = None, **kwargs: Any) -> None:
+        super().__init__(engine, channo, **kwargs)
+        self.off_hook = False
+        self.rings = 0
+        self.answer_after = answer_after
+        #: caller IDs read between rings
+        self.callers: list[CallerId] = []
+        #: when the exchange dropped battery on us (it cleared the call)
+        self.disconnected_at: float | None = None
+        self._receiver = callerid.CallerIdReceiver(standard)
+
+    def answer(self) -> None:
+        self.hook(abi.DAHDI_OFFHOOK)
+        self.off_hook = True
+
+    lift = answer  # off hook, to make a call
+
+    def dial(self, digits: str) -> None:
+        self.play(dtmf_samples(digits, law=self.law))
+
+    def hang_up(self) -> None:
+        self.hook(abi.DAHDI_ONHOOK)
+        self.off_hook = False
+
+    def _on_event(self, code: int) -> None:
+        if code == abi.DAHDI_EVENT_RINGBEGIN and not self.off_hook:
+            self.rings += 1
+        elif code == abi.DAHDI_EVENT_RINGOFFHOOK and not self.off_hook:
+            if self.answer_after is not None and self.rings >= self.answer_after:
+                self.answer()
+        elif code == abi.DAHDI_EVENT_ONHOOK and self.off_hook:
+            self.disconnected_at = self.engine.time()
+
+    def _heard(self, block: bytes) -> None:
+        if self.off_hook:
+            return
+        for event in self._receiver.feed(g711.codec(self.law).decode(block)):
+            if event.caller_id is not None:
+                self.callers.append(event.caller_id)

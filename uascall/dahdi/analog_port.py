@@ -1,0 +1,366 @@
+"""Analog ports on the engine: the device, timers, detectors and tones around
+:mod:`uascall.dahdi.analog`'s state machines, and the call legs they offer.
+
+An :class:`AnalogPort` keeps its channel open for as long as it runs: the kernel queues
+its hook events there, and a line carries audio in every hook state, so the port reads
+every 20 ms block (the caller ID or DTMF detector gets them when the machine listens) and
+plays its tones (dial tone, ringback, the caller ID spill) with a player of its own.
+Whatever the call itself plays replaces the port's tone, as a write cancels a kernel tone.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Callable
+
+from uascall.backend import (
+    CallLeg,
+    Cause,
+    LegAlerting,
+    LegAnswered,
+    LegCleared,
+    MediaPort,
+)
+from uascall.dahdi import abi, analog
+from uascall.dahdi.analog import AnalogSettings, FxoPort, FxsPort
+from uascall.dahdi.config import ConfigError
+from uascall.dahdi.device import DEV_DIR, Channel, DeviceIO
+from uascall.engine import EPOLLIN, EPOLLPRI, Engine, TimerHandle
+from uascall.errors import DeviceError, Error, LocalProtocolError
+from uascall.media import callerid, g711
+from uascall.media.dtmf import DtmfDetector
+from uascall.media.player import MediaClock, Player
+from uascall.media.source import BufferSource
+from uascall.media.tones import call_progress_tone
+
+log = logging.getLogger(__name__)
+
+FRAME = 160
+NUMBUFS = 4  # the player keeps three frames queued ahead
+
+
+class AnalogPort:
+    """One FXO (``fxsks``) or FXS (``fxoks``) port on a DAHDI channel (engine thread)."""
+
+    def __init__(self, engine: Engine, channo: int, *, clock: MediaClock,
+                 settings: AnalogSettings | None = None, io: DeviceIO | None = None,
+                 dev_dir: str = DEV_DIR) -> None:
+        self.engine = engine
+        self.channo = channo
+        self.clock = clock
+        self.settings = settings or AnalogSettings()
+        self._io = io
+        self._dev_dir = dev_dir
+        self.machine: FxoPort | FxsPort | None = None
+        self.channel: Channel | None = None
+        self.law = "ulaw"
+        self.leg: AnalogLeg | None = None
+        #: called with each new incoming leg (the backend offers it to the application)
+        self.on_incoming: Callable[[AnalogLeg], None] | None = None
+        #: called with every block the line brings (law-encoded), e.g. to record it
+        self.audio_listeners: list[Callable[[bytes], None]] = []
+        self._timers: dict[str, TimerHandle] = {}
+        self._listening: str | None = None
+        self._detector: DtmfDetector | callerid.CallerIdReceiver | None = None
+        self._tone = Player(clock, _ToneSink(self), name=f"port {channo} tones")
+
+    def __repr__(self) -> str:
+        return f"<AnalogPort {self.kind} channel {self.channo}>"
+
+    @property
+    def kind(self) -> str:
+        return "FXS" if isinstance(self.machine, FxsPort) else "FXO"
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        channel = Channel.open(self.channo, io=self._io, dev_dir=self._dev_dir)
+        try:
+            params = channel.params()
+            if params.sigtype == abi.DAHDI_SIG_FXSKS:
+                self.machine = FxoPort(self.settings, name=str(self.channo))
+            elif params.sigtype == abi.DAHDI_SIG_FXOKS:
+                self.machine = FxsPort(self.settings, name=str(self.channo))
+            else:
+                raise ConfigError(f"channel {self.channo} is {abi.sig_name(params.sigtype)}; "
+                                  "expected fxsks (an FXO port) or fxoks (an FXS port) in "
+                                  "system.conf")
+            self.law = "alaw" if params.curlaw == abi.DAHDI_LAW_ALAW else "ulaw"
+            channel.set_blocksize(FRAME)
+            channel.set_buffers(numbufs=NUMBUFS)
+            channel.on_event = self._on_kernel_event
+            self.engine.add_fd(channel.fileno(), EPOLLIN | EPOLLPRI, self._ready)
+        except BaseException:
+            channel.close()
+            raise
+        self.channel = channel
+        self.engine.add_shutdown_callback(self.stop)
+        log.info("%r started (%s)", self, self.law)
+
+    def stop(self) -> None:
+        channel, self.channel = self.channel, None
+        if channel is None:
+            return
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._tone.stop()
+        if self.leg is not None:
+            self.leg._ended(Cause.OUTOFORDER, "port-stopped", "span")
+        self.engine.remove_fd(channel.fileno())
+        self.engine.remove_shutdown_callback(self.stop)
+        channel.close()  # on hook: a call still up is cleared with a kewl
+
+    # ------------------------------------------------------------------ the device
+    def _ready(self, revents: int) -> None:
+        channel = self.channel
+        if channel is None:
+            return
+        if revents & EPOLLPRI:
+            channel.drain_events()
+        while self.channel is not None and (block := channel.read_frame()) is not None:
+            self._heard(block)
+
+    def _on_kernel_event(self, code: int) -> None:
+        self._run(analog.HookEvent(code))
+
+    def _heard(self, block: bytes) -> None:
+        for listener in list(self.audio_listeners):
+            listener(block)
+        detector = self._detector
+        if detector is None:
+            return
+        samples = g711.codec(self.law).decode(block)
+        if isinstance(detector, DtmfDetector):
+            for event in detector.feed(samples):
+                self._run(analog.DigitHeard(event.digit))
+        else:
+            for heard in detector.feed(samples):
+                if heard.caller_id is not None:
+                    self._run(analog.CallerIdHeard(heard.caller_id))
+                elif heard.error is not None:
+                    log.info("%r: caller ID not understood: %s", self, heard.error)
+
+    def write(self, frame: bytes) -> bool:
+        channel = self.channel
+        if channel is None:
+            raise DeviceError(errno.ENODEV, f"channel {self.channo}", "write",
+                              "the port is stopped")
+        return channel.write_frame(frame) == len(frame)
+
+    # ------------------------------------------------------------------ the machine
+    def _run(self, event: analog.Input) -> None:
+        machine = self.machine
+        if machine is None:
+            return
+        self._apply(machine.handle(event))
+
+    def command(self, step: str, *args: object) -> None:
+        """Run a command of the machine (answer, hang_up, place_call...) and its actions."""
+        machine = self.machine
+        if machine is None or self.channel is None:
+            raise Error(f"{self!r} is not started")
+        self._apply(getattr(machine, step)(*args))
+
+    def _apply(self, outputs: list[analog.Output]) -> None:
+        for out in outputs:
+            if isinstance(out, analog.SetHook):
+                self._set_hook(out.operation)
+            elif isinstance(out, analog.StartTimer):
+                self._cancel_timer(out.name)
+                self._timers[out.name] = self.engine.call_later(
+                    out.seconds, self._timer_expired, out.name)
+            elif isinstance(out, analog.CancelTimer):
+                self._cancel_timer(out.name)
+            elif isinstance(out, analog.Listen):
+                self._listen(out.what)
+            elif isinstance(out, analog.PlayTone):
+                self._play_tone(out.kind)
+            elif isinstance(out, analog.SendCallerId):
+                spill = callerid.spill(out.caller, self.settings.callerid or "bell")
+                self._tone.play(BufferSource(g711.codec(self.law).encode(spill), self.law))
+            elif isinstance(out, analog.CheckHook):
+                assert self.channel is not None
+                self._run(analog.HookChecked(self.channel.hook_state().rx_off_hook))
+            else:
+                self._call_event(out)
+
+    def _set_hook(self, operation: int) -> None:
+        assert self.channel is not None
+        try:
+            self.channel.hook(operation)
+        except DeviceError as exc:
+            # EBUSY: the kernel is still settling an earlier hook change (a kewl); the
+            # machine's next step (a hook check, a timeout) will find the line as it is.
+            log.warning("%r: DAHDI_HOOK %d refused: %s", self, operation, exc)
+
+    def _timer_expired(self, name: str) -> None:
+        self._timers.pop(name, None)
+        self._run(analog.TimerExpired(name))
+
+    def _cancel_timer(self, name: str) -> None:
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _listen(self, what: str | None) -> None:
+        if what == self._listening:
+            return
+        self._listening = what
+        if what == "dtmf":
+            self._detector = DtmfDetector()
+        elif what == "callerid":
+            self._detector = callerid.CallerIdReceiver(self.settings.callerid or "bell")
+        else:
+            self._detector = None
+
+    def _play_tone(self, kind: str | None) -> None:
+        if kind is None:
+            self._tone.stop()
+            return
+        tone = call_progress_tone(kind, self.settings.zone)
+        self._tone.play(tone.source(self.law, loop=True))
+
+    def stop_tone(self) -> None:
+        """The call plays something: the port's own tone gives way."""
+        if self._tone.playing:
+            self._tone.stop()
+
+    def _call_event(self, event: analog.Output) -> None:
+        if isinstance(event, analog.CallOffered):
+            leg = AnalogLeg(self, incoming=True, call_from=event.calling,
+                            call_to=event.called, calling_name=event.calling_name)
+            self.leg = leg
+            if self.on_incoming is None:
+                log.warning("%r: nobody takes calls; letting it go", self)
+                self.command("hang_up")
+            else:
+                self.on_incoming(leg)
+            return
+        leg = self.leg
+        if leg is None:
+            return
+        if isinstance(event, analog.CallAlerting):
+            leg._emit(LegAlerting(False))
+        elif isinstance(event, analog.CallAnswered):
+            leg._emit(LegAnswered())
+        elif isinstance(event, analog.CallEnded):
+            cause = leg._release_cause or Cause.NORMAL
+            raw = "" if event.by == "local" else _RAW_CAUSES.get(event.reason, "")
+            leg._ended(cause, raw, event.by)
+
+    # ------------------------------------------------------------------ calls
+    def place_call(self, call_to: str, call_from: str = "", calling_name: str = ""
+                   ) -> AnalogLeg:
+        """A call out of this port: on an FXS port, ring the phone."""
+        if self.leg is not None:
+            raise Error(f"{self!r} already has a call")
+        leg = AnalogLeg(self, incoming=False, call_from=call_from, call_to=call_to,
+                        calling_name=calling_name)
+        caller = (callerid.CallerId(number=call_from or None, name=calling_name or None)
+                  if call_from or calling_name else None)
+        self.leg = leg
+        try:
+            if isinstance(self.machine, FxsPort):
+                self.command("place_call", caller)
+            else:
+                self.command("place_call", call_to)
+        except LocalProtocolError:
+            self.leg = None
+            raise
+        return leg
+
+    @property
+    def idle(self) -> bool:
+        machine = self.machine
+        return machine is not None and self.leg is None and machine.state.name == "IDLE"
+
+
+_RAW_CAUSES = {
+    "the far end hung up (loop current dropped)": "loop-current-drop",
+    "the caller gave up (the rings stopped)": "rings-stopped",
+    "the phone hung up": "on-hook",
+}
+
+
+class _ToneSink:
+    """Where the port's own tones go: straight to the device."""
+
+    def __init__(self, port: AnalogPort) -> None:
+        self.port = port
+
+    def write(self, frame: bytes) -> bool:
+        return self.port.write(frame)
+
+
+class PortAudio(MediaPort):
+    """The call's audio path on an analog port: writing stops the port's own tone."""
+
+    def __init__(self, port: AnalogPort) -> None:
+        self.port = port
+        self.law = port.law
+
+    def write(self, frame: bytes) -> bool:
+        self.port.stop_tone()
+        return self.port.write(frame)
+
+
+class AnalogLeg(CallLeg):
+    """A call on an analog port as a channel leg (engine thread only)."""
+
+    def __init__(self, port: AnalogPort, *, incoming: bool, call_from: str, call_to: str,
+                 calling_name: str = "") -> None:
+        self.port = port
+        self.incoming = incoming
+        self.call_from = call_from
+        self.call_to = call_to
+        self.calling_name = calling_name
+        self._release_cause: Cause | None = None
+        self._over = False
+        self._answered = False
+        self._audio: PortAudio | None = None
+
+    def describe(self) -> str:
+        return f"{self.port.kind} port channel {self.port.channo} ({self.port.law})"
+
+    @property
+    def live(self) -> bool:
+        return not self._over and self._release_cause is None
+
+    def alert(self, early_media: bool) -> bool:
+        """On an FXO port the exchange plays the ringback: nothing to signal, no early
+        media. On an FXS port we are the exchange: ringback goes in band, and the call's
+        own ringtone (early media) may replace it."""
+        if isinstance(self.port.machine, FxsPort):
+            self.port.command("ringback")
+            return True
+        return False
+
+    def answer(self) -> None:
+        self.port.command("answer")
+        self._answered = True
+
+    def release(self, cause: Cause, raw_cause: str | None = None) -> Cause | None:
+        if raw_cause is not None:
+            return None  # an analog line carries no cause
+        self._release_cause = cause
+        self.port.command("hang_up")
+        return cause
+
+    def media(self) -> MediaPort:
+        if self._over:
+            raise Error(f"{self.describe()}: the call is over; it has no media path")
+        if isinstance(self.port.machine, FxoPort) and not self._answered:
+            raise Error(f"{self.describe()}: an FXO port has no audio path before the "
+                        "answer (the exchange plays the ringback)")
+        if self._audio is None:
+            self._audio = PortAudio(self.port)
+        return self._audio
+
+    def _ended(self, cause: Cause, raw: str, by: str) -> None:
+        if self._over:
+            return
+        self._over = True
+        if self.port.leg is self:
+            self.port.leg = None
+        self._emit(LegCleared(cause, raw, by))
