@@ -25,6 +25,7 @@ from uascall.app import AppHost, Application, CallRecord
 from uascall.backend import Backend, open_backend
 from uascall.channel import ChannelEvent, MediaStarted, State, UASCallChannel
 from uascall.dahdi import q931
+from uascall.dahdi.analog import AnalogSettings
 from uascall.engine import Engine, VirtualClock
 from uascall.errors import UascallError
 from uascall.media import wav
@@ -131,7 +132,10 @@ def _run(args: argparse.Namespace) -> int:
             options = {"kind": "E1" if args.law == "alaw" else "T1"}
         elif args.backend == "dahdi":
             options = {"system_conf": args.system_conf, "spans": args.span or None,
-                       "node": args.node, "switch": args.switch}
+                       "node": args.node, "switch": args.switch, "ports": args.port or None,
+                       "analog": AnalogSettings(
+                           callerid=None if args.callerid == "none" else args.callerid,
+                           zone=args.zone, ring_timeout=args.ring_timeout)}
         backend: Backend = open_backend(args.backend, engine, **options)
         host = AppHost(engine, backend, app, application_parameters=args.param,
                        media_dir=args.media_dir, records=args.records, tts_voice=args.voice)
@@ -242,6 +246,17 @@ def build_parser() -> argparse.ArgumentParser:
     dahdi.add_argument("--switch", default="euroisdn_e1",
                        help="euroisdn_e1 (default), euroisdn_t1, ni2, ni1, dms100, 5ess, "
                        "4ess, qsig")
+    dahdi.add_argument("--port", type=int, action="append", metavar="CHANNEL",
+                       help="an analog port to serve (repeatable; default: every fxsks "
+                       "and fxoks channel)")
+    dahdi.add_argument("--callerid", choices=("bell", "etsi", "none"), default="bell",
+                       help="caller ID FSK on analog ports: bell (Bell 202, default), "
+                       "etsi (V.23) or none")
+    dahdi.add_argument("--zone", default="us", help="tone zone for analog ports' dial tone "
+                       "and ringback (us, uk, de, nl...; default us)")
+    dahdi.add_argument("--ring-timeout", type=float, default=8.0, metavar="SECONDS",
+                       help="an unanswered call on an FXO port has ended this long after "
+                       "its last ring (default %(default)s)")
     run.set_defaults(func=_run)
     return parser
 
