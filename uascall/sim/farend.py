@@ -177,13 +177,38 @@ class FarEndCall:
 
 
 class FarEnd:
-    """The exchange side of a :class:`PriLoop`: places calls towards the application."""
+    """The exchange side of a :class:`PriLoop`: places calls towards the application, and
+    takes the calls it places: with ``reject_cause`` set they are refused with it;
+    otherwise they are alerted (ringback in band when ``inband``) and answered after
+    ``answer_after`` seconds (None: never; the caller must give up)."""
 
     def __init__(self, loop: PriLoop, *, record: bool = True) -> None:
         self.loop = loop
         self.record = record
         self.calls: list[FarEndCall] = []
         self.on_call: Callable[[FarEndCall], None] | None = None
+        #: calls the application placed towards the exchange
+        self.incoming: list[FarEndCall] = []
+        self.answer_after: float | None = 1.0
+        self.reject_cause: int | None = None
+        self.inband = False
+        for span in loop.net_spans:
+            span.on_incoming = self._incoming
+
+    def _incoming(self, call: PriCall) -> None:
+        far = FarEndCall(call, record=self.record)
+        self.incoming.append(far)
+        if self.reject_cause is not None:
+            call.hangup(self.reject_cause)
+            return
+        call.alerting(inband=self.inband)
+        if self.answer_after is not None:
+            call.span.engine.call_later(self.answer_after, self._answer, call)
+
+    @staticmethod
+    def _answer(call: PriCall) -> None:
+        if call.live and not call.cleared:
+            call.answer()
 
     def dial(self, called: str = "5551000", *, calling: str = "5552000",
              calling_name: str = "", span: int = 0) -> FarEndCall:
