@@ -36,6 +36,10 @@ class Rig:
     virtual = False
     #: seconds a step that should happen at once may take before a test gives up
     patience = 5.0
+    #: how long a B-channel block takes to reach the peer beyond its own duration
+    line_latency = 0.020
+    #: how long after opening a D-channel its first received frames are reliable
+    settle_after_open = 0.0
 
     @contextlib.contextmanager
     def engine(self, *, virtual: bool = True) -> Iterator[Engine]:
@@ -81,6 +85,9 @@ class VmRig(Rig):
 
     name = "vm"
     patience = 15.0  # TCG emulation: everything is several times slower
+    line_latency = 0.060  # loc spans: 19-24 ms one way, then the core timer's bursts
+    # the real driver drops a frame written within about 10 ms of the receiver's open
+    settle_after_open = 0.100
 
     def __init__(self) -> None:
         self.dahdi_cfg = os.environ.get("UASCALL_DAHDI_CFG", "dahdi_cfg")
