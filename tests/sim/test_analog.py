@@ -8,6 +8,8 @@ from uascall.dahdi import abi
 from uascall.dahdi.analog import (
     CALLERID_TIMER,
     DIGIT_TIMER,
+    HOLD_TIMER,
+    MIN_ANSWER_HOLD,
     PARKED_TIMER,
     RING_TIMER,
     AnalogSettings,
@@ -84,14 +86,48 @@ def test_fxo_answer_hangup_and_far_end_clearing():
     port.handle(TimerExpired(CALLERID_TIMER))
     out = port.answer()
     assert out == [SetHook(abi.DAHDI_OFFHOOK), CancelTimer(RING_TIMER), Listen(None),
-                   CallAnswered()]
+                   StartTimer(HOLD_TIMER, MIN_ANSWER_HOLD), CallAnswered()]
     assert port.handle(RINGBEGIN) == [] and port.handle(RINGOFFHOOK) == []
     out = port.handle(ONHOOK)
-    assert out[0] == SetHook(abi.DAHDI_ONHOOK) and isinstance(out[1], CallEnded)
-    assert out[1].by == "remote" and port.state is FxoState.IDLE
+    assert out[:2] == [SetHook(abi.DAHDI_ONHOOK), CancelTimer(HOLD_TIMER)]
+    assert isinstance(out[2], CallEnded)
+    assert out[2].by == "remote" and port.state is FxoState.IDLE
     with pytest.raises(LocalProtocolError, match=r"answer\(\) on FXO port fxo: the port is "
                                                  r"IDLE; expected OFFERED"):
         port.answer()
+
+
+def offered_and_answered() -> FxoPort:
+    port = FxoPort(AnalogSettings(callerid=None))
+    port.handle(RINGBEGIN)
+    port.answer()
+    return port
+
+
+def test_fxo_hang_up_right_after_the_answer_keeps_the_loop_closed_a_moment():
+    """An off-hook glitch shorter than a signalling tick never reaches the exchange (the
+    real driver loses it): the loop stays closed MIN_ANSWER_HOLD, and then opens."""
+    port = offered_and_answered()
+    out = port.hang_up()
+    assert [type(o) for o in out] == [CallEnded] and out[0].by == "local"
+    assert port.state is FxoState.CLOSING
+    assert port.handle(RINGBEGIN) == [] and port.handle(RINGOFFHOOK) == []  # no new call
+    assert port.hang_up() == []
+    assert port.handle(TimerExpired(HOLD_TIMER)) == [SetHook(abi.DAHDI_ONHOOK)]
+    assert port.state is FxoState.IDLE
+    # the exchange clearing meanwhile ends the wait at once, with no second CallEnded
+    port = offered_and_answered()
+    port.hang_up()
+    assert port.handle(ONHOOK) == [SetHook(abi.DAHDI_ONHOOK), CancelTimer(HOLD_TIMER)]
+    assert port.state is FxoState.IDLE
+
+
+def test_fxo_hang_up_after_the_hold_opens_the_loop_at_once():
+    port = offered_and_answered()
+    assert port.handle(TimerExpired(HOLD_TIMER)) == []
+    out = port.hang_up()
+    assert out[0] == SetHook(abi.DAHDI_ONHOOK) and out[1].by == "local"
+    assert port.state is FxoState.IDLE
 
 
 def test_fxo_declined_call_rings_out_silently():

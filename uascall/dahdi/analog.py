@@ -194,6 +194,12 @@ RING_TIMER = "ring"
 CALLERID_TIMER = "callerid"
 DIGIT_TIMER = "digit"
 PARKED_TIMER = "parked"
+HOLD_TIMER = "hold"
+#: the shortest loop closure an FXO port makes when it answers. The kernel samples the
+#: hook bits once per tick and an exchange needs some ms to trip its ringing: an answer
+#: followed at once by a hang-up would be a glitch it never sees, and the line would ring
+#: on as a new call. 200 ms is well past both.
+MIN_ANSWER_HOLD = 0.2
 PARKED_CHECK = 1.0  # seconds between hook checks while a phone we cleared stays off hook
 
 
@@ -203,6 +209,7 @@ class FxoState(Enum):
     OFFERED = "offered"            # offered to the application, on hook, still ringing
     CONNECTED = "connected"        # off hook: answered
     DECLINED = "declined"          # the application refused it: on hook until rings stop
+    CLOSING = "closing"            # hung up just after the answer: off hook a moment more
 
 
 class FxsState(Enum):
@@ -230,6 +237,8 @@ class FxoPort:
     #: ring bursts seen for the current call
     rings: int = 0
     caller: CallerId | None = None
+    #: the loop has not been closed for MIN_ANSWER_HOLD yet
+    holding: bool = False
 
     def __str__(self) -> str:
         return f"FXO port {self.name}"
@@ -257,13 +266,16 @@ class FxoPort:
         if code == abi.DAHDI_EVENT_ONHOOK and state is FxoState.CONNECTED:
             # battery dropped (kewlstart): the far end has hung up
             self._reset()
-            return [SetHook(abi.DAHDI_ONHOOK),
+            return [SetHook(abi.DAHDI_ONHOOK), CancelTimer(HOLD_TIMER),
                     CallEnded("the far end hung up (loop current dropped)", "remote")]
+        if code == abi.DAHDI_EVENT_ONHOOK and state is FxoState.CLOSING:
+            self._reset()
+            return [SetHook(abi.DAHDI_ONHOOK), CancelTimer(HOLD_TIMER)]
         return []
 
     def _ring_begins(self) -> list[Output]:
         state = self.state
-        if state is FxoState.CONNECTED:
+        if state in (FxoState.CONNECTED, FxoState.CLOSING):
             return []  # ring bits while off hook: the exchange is slow to stop; ignore
         out: list[Output] = [StartTimer(RING_TIMER, self.settings.ring_timeout)]
         self.rings += 1
@@ -276,7 +288,7 @@ class FxoPort:
         return out
 
     def _ring_ends(self) -> list[Output]:
-        if self.state is FxoState.CONNECTED:
+        if self.state in (FxoState.CONNECTED, FxoState.CLOSING):
             return []
         out: list[Output] = [StartTimer(RING_TIMER, self.settings.ring_timeout)]
         if self.state is FxoState.RINGING and self.rings == 1:
@@ -292,6 +304,12 @@ class FxoPort:
         return [CallOffered(calling=caller.number or "", calling_name=caller.name or "")]
 
     def _timer(self, name: str) -> list[Output]:
+        if name == HOLD_TIMER:
+            self.holding = False
+            if self.state is FxoState.CLOSING:
+                self._reset()
+                return [SetHook(abi.DAHDI_ONHOOK)]
+            return []
         if name == CALLERID_TIMER and self.state is FxoState.RINGING:
             return [Listen(None), *self._offer()]
         if name == RING_TIMER and self.state in (FxoState.RINGING, FxoState.OFFERED,
@@ -308,13 +326,18 @@ class FxoPort:
         if self.state is not FxoState.OFFERED:
             raise _refuse(self, self.state, "answer", "OFFERED")
         self.state = FxoState.CONNECTED
+        self.holding = True
         return [SetHook(abi.DAHDI_OFFHOOK), CancelTimer(RING_TIMER), Listen(None),
-                CallAnswered()]
+                StartTimer(HOLD_TIMER, MIN_ANSWER_HOLD), CallAnswered()]
 
     def hang_up(self) -> list[Output]:
-        """Clear the call: on hook after an answer; before it, stay on hook and let the
-        line ring out (an FXO port cannot refuse a call any other way)."""
+        """Clear the call: on hook after an answer (at least MIN_ANSWER_HOLD after it);
+        before it, stay on hook and let the line ring out (an FXO port cannot refuse a call
+        any other way)."""
         state = self.state
+        if state is FxoState.CONNECTED and self.holding:
+            self.state = FxoState.CLOSING  # the call is over; the loop opens at HOLD_TIMER
+            return [CallEnded("we hung up", "local")]
         if state is FxoState.CONNECTED:
             self._reset()
             return [SetHook(abi.DAHDI_ONHOOK), CallEnded("we hung up", "local")]
@@ -333,6 +356,7 @@ class FxoPort:
         self.state = FxoState.IDLE
         self.rings = 0
         self.caller = None
+        self.holding = False
 
 
 # --------------------------------------------------------------------------- FXS

@@ -5,8 +5,9 @@ On a ``dahdi_dynamic_loc`` pair an analog port is a channel whose four signallin
 bits (``dahdi_rbs_sethook``), bits received into hook signals (``dahdi_rbsbits``), and hook
 signals into events (``__dahdi_hooksig_pvt``), with timers for debounce, ring cadence,
 kewlstart disconnect, wink and flash. This module is that machinery for the simulated
-kernel, event-driven rather than ticked: each timer is one engine timer, and bits reach
-the peer one millisecond after they change, as on the real driver.
+kernel, event-driven rather than ticked: each timer is one engine timer. The bits cross
+as the real driver sends them: what the channel transmits at the next tick, one
+millisecond after a change, so a change undone within the tick never reaches the peer.
 
 The names are the kernel's: on the ``fxoks`` side (the exchange's end of a line, facing a
 phone, "S") RING sends ringing and a phone going off hook shows as RINGOFFHOOK; on the
@@ -123,6 +124,8 @@ class CasState:
     itimer: TimerHandle | None = None
     trailer: TimerHandle | None = None
     pulse_timer: TimerHandle | None = None
+    #: the next tick, which takes the bits transmitted then to the peer
+    tick: TimerHandle | None = None
 
     @property
     def is_fxo(self) -> bool:
@@ -360,9 +363,20 @@ class CasLines:
 
     # ------------------------------------------------------------------ the line
     def _send_bits(self, chan: SimChannel, bits: int) -> None:
+        cas = chan.cas
+        assert cas is not None
+        if cas.tick is None:
+            cas.tick = self.engine.call_later(BITS_DELAY, self._tick, chan)
+
+    def _tick(self, chan: SimChannel) -> None:
+        """The driver sends the bits the channel transmits now, not every change."""
+        cas = chan.cas
+        if cas is None:
+            return
+        cas.tick = None
         peer = self.kernel._peer_chan(chan)
         if peer is not None:
-            self.engine.call_later(BITS_DELAY, self._receive_bits, peer, bits)
+            self._receive_bits(peer, cas.txbits)
 
     def _receive_bits(self, chan: SimChannel, bits: int) -> None:
         """dahdi_rbsbits: act on a change of the bits from the peer."""
@@ -481,7 +495,7 @@ class CasLines:
             setattr(cas, name, None)
 
     def _cancel_all(self, cas: CasState) -> None:
-        for name in ("otimer", "itimer", "trailer", "pulse_timer"):
+        for name in ("otimer", "itimer", "trailer", "pulse_timer", "tick"):
             self._cancel(cas, name)
 
 
