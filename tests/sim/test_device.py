@@ -54,7 +54,26 @@ def sim():
 
 
 def open_channel(engine, kernel, channo, **kw):
-    return engine.run(Channel.open, channo, io=kernel, **kw)
+    """Open a channel that the engine closes when it stops, even after a failure (on the
+    real driver, an open channel keeps dahdi_cfg from rebuilding the spans)."""
+    chan = engine.run(Channel.open, channo, io=kernel, **kw)
+    engine.add_shutdown_callback(chan.close)
+    return chan
+
+
+def reader(engine, chan) -> list[bytes]:
+    """What ``chan`` receives, read as it arrives: with the real driver, only a ready
+    descriptor wakes the engine to look (the simulator's timers wake it anyway)."""
+    frames: list[bytes] = []
+
+    def ready(revents: int) -> None:
+        if revents & EPOLLPRI:
+            chan.drain_events()
+        while (data := chan.read_frame()) is not None:
+            frames.append(data)
+
+    engine.run(engine.add_fd, chan.fileno(), EPOLLIN | EPOLLPRI, ready)
+    return frames
 
 
 def test_open_errors_name_the_channel_and_the_cause(dev):
@@ -110,7 +129,7 @@ def test_bchannel_bytes_cross_byte_exact_at_8000_bytes_per_second(dev):
         engine.run(chan.set_audio_mode, True)
     pattern = bytes((i * 7 + 3) % 256 for i in range(160 * 5))
     frames = [pattern[i:i + 160] for i in range(0, len(pattern), 160)]
-    received = bytearray()
+    blocks = reader(engine, b)
     t0 = engine.time()
 
     def write_all():
@@ -118,16 +137,12 @@ def test_bchannel_bytes_cross_byte_exact_at_8000_bytes_per_second(dev):
             assert a.write_frame(frame) == 160
 
     engine.run(write_all)
-
-    def collect() -> bool:
-        while (data := b.read_frame()) is not None:
-            received.extend(data)
-        return pattern in received
-
-    assert engine.wait_until(collect, timeout=2)
+    assert engine.wait_until(lambda: pattern in b"".join(blocks), timeout=2)
+    received = b"".join(blocks)
     elapsed = engine.time() - t0
-    # 800 bytes take 0.1 s at 8000 bytes/s, plus the line's latency
-    assert 0.1 <= elapsed <= 0.1 + rig.line_latency + 1e-9
+    # 800 bytes take 0.1 s at 8000 bytes/s, plus the line's latency; the real driver moves
+    # them in bursts of up to 4 ms, so the last may leave that much before its time
+    assert 0.1 - 0.005 <= elapsed <= 0.1 + rig.line_latency + 1e-9
     silence = bytes([0xD5]) * 160  # A-law silence before the data arrived
     assert received[: received.index(pattern)].replace(silence, b"") == b""
 
@@ -150,18 +165,14 @@ def test_linear_mode_converts_with_the_channel_law(dev):
         engine.run(chan.set_audio_mode, True)
     engine.run(a.set_linear, True)
     samples = [((i * 977) % 20000) - 10000 for i in range(160)]
+    blocks = reader(engine, b)
     engine.run(a.write_frame, struct.pack("<160h", *samples))
-    got = []
 
-    def collect() -> bool:
-        while (data := b.read_frame()) is not None:
-            if data != bytes([0xD5]) * 160:
-                got.append(data)
-        return bool(got)
-
-    assert engine.wait_until(collect, timeout=1)
     from uascall.media import g711
-    assert got[0] == g711.ALAW.encode(samples)
+    expected = g711.ALAW.encode(samples)
+    # (on the real driver the block arrives split across two reads: the line's frames are
+    # not aligned with ours)
+    assert engine.wait_until(lambda: expected in b"".join(blocks), timeout=1)
 
 
 def test_hdlc_frame_gets_its_fcs(dev):
@@ -169,11 +180,11 @@ def test_hdlc_frame_gets_its_fcs(dev):
     d1, d2 = open_channel(engine, kernel, 16), open_channel(engine, kernel, 47)
     engine.sleep(rig.settle_after_open)
     frame = b"\x00\x01\x7f\x7e\x7d hello hdlc"
+    got = reader(engine, d2)
     assert engine.run(d1.write_frame, frame + b"\0\0") == len(frame) + 2
-    got: list[bytes] = []
-    assert engine.wait_until(lambda: got.append(d2.read_frame()) or got[-1] is not None, 1)
-    assert got[-1] == frame + hdlc.fcs(frame)
-    assert hdlc.check(got[-1])
+    assert engine.wait_until(lambda: bool(got), 1)
+    assert got == [frame + hdlc.fcs(frame)]
+    assert hdlc.check(got[0])
 
 
 def test_a_frame_with_a_bad_fcs_becomes_an_event(sim):
@@ -322,11 +333,31 @@ def test_hdlc_frame_as_long_as_the_receivers_block_is_an_overrun(dev):
     engine.sleep(rig.settle_after_open)
     events = []
     d2.on_event = events.append
+    got = reader(engine, d2)
     engine.run(d1.write_frame, bytes(62) + b"\0\0")  # 62 + FCS = 64 bytes: too long
+    engine.sleep(0.05)  # gone at 64 kbit/s, with idle flags behind it
     engine.run(d1.write_frame, bytes(61) + b"\0\0")  # 63 bytes: fits
-    got = []
-    assert engine.wait_until(lambda: got.append(d2.read_frame()) or got[-1] is not None, 1)
-    assert len(got[-1]) == 63 and events == [abi.DAHDI_EVENT_OVERRUN]
+    assert engine.wait_until(lambda: bool(got), 1)
+    assert [len(frame) for frame in got] == [63] and events == [abi.DAHDI_EVENT_OVERRUN]
+
+
+def test_a_frame_right_behind_an_overrun_is_lost_too(sim):
+    """After an overrun the receiver hunts for a flag from where it gave up: the frame
+    written back to back behind the long one goes with it (seen on the real driver; there
+    a tick may also fall between the two writes, so this one is for the simulator)."""
+    engine, kernel = sim
+    d1, d2 = open_channel(engine, kernel, 16), open_channel(engine, kernel, 47)
+    engine.run(d2.set_buffers, numbufs=4, bufsize=64)
+    events = []
+    d2.on_event = events.append
+    got = reader(engine, d2)
+    engine.run(d1.write_frame, bytes(62) + b"\0\0")
+    engine.run(d1.write_frame, bytes(61) + b"\0\0")
+    engine.sleep(0.1)
+    assert got == [] and events == [abi.DAHDI_EVENT_OVERRUN, abi.DAHDI_EVENT_BADFCS]
+    engine.run(d1.write_frame, bytes(10) + b"\0\0")  # the receiver has its flag again
+    engine.sleep(0.1)
+    assert [len(frame) for frame in got] == [12]
 
 
 def test_yellow_follows_the_peers_red_whichever_clears_first(sim):

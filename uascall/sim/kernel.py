@@ -32,8 +32,11 @@ What it models
 - D-channels (HDLCFCS): a write is one frame whose last two bytes the kernel overwrites
   with the FCS; the peer reads frame + FCS. A frame with a bad FCS, or as long as the
   receiver's block size, is not delivered and BADFCS or OVERRUN is queued instead (not in
-  alarm); a frame that finds every read buffer full is lost without a word. Frames reach
-  the peer on the next engine iteration.
+  alarm); a frame that finds every read buffer full is lost without a word. After an
+  overrun the receiver hunts for a flag from where it stopped, so a frame that followed
+  the long one back to back (written before it had left at 64 kbit/s, with no idle flags
+  between) is lost with BADFCS too, as on the real driver. Frames reach the peer on the
+  next engine iteration.
 - Events: a queue of at most 63 per channel (newer ones are dropped when it is full),
   read and write fail with ELAST while any are queued, POLLPRI is raised.
 - Alarms: :meth:`set_alarm` puts a span in alarm; nothing crosses the line while either
@@ -115,7 +118,7 @@ class SimKernel(DeviceIO):
         self._tick_timer: TimerHandle | None = None
         self._ticking_since = 0.0  # when the B-channel clock started (0: stopped)
         self._bytes_moved = 0
-        self._tx_frames: deque[tuple[SimChannel, bytes]] = deque()
+        self._tx_frames: deque[tuple[SimChannel, bytes, bool]] = deque()
         self._flush_pending = False
         self._corrupt_next: set[int] = set()
 
@@ -523,7 +526,11 @@ class SimKernel(DeviceIO):
             self._corrupt_next.discard(chan.channo)
             fcs = bytes(b ^ 0xFF for b in fcs)
         chan.stats.frames_sent += 1
-        self._tx_frames.append((chan, frame + fcs))
+        now = self.engine.time()
+        back_to_back = chan.hdlc_tx_free_at > now
+        # the frame, its FCS, a flag and about a byte of bit stuffing, at 8000 bytes/s
+        chan.hdlc_tx_free_at = max(now, chan.hdlc_tx_free_at) + (len(frame) + 4) / 8000
+        self._tx_frames.append((chan, frame + fcs, back_to_back))
         if not self._flush_pending:
             self._flush_pending = True
             self.engine.call_soon(self._flush_frames)
@@ -531,7 +538,7 @@ class SimKernel(DeviceIO):
     def _flush_frames(self) -> None:
         self._flush_pending = False
         frames, self._tx_frames = self._tx_frames, deque()
-        for chan, frame in frames:
+        for chan, frame, back_to_back in frames:
             peer = self._peer_chan(chan)
             delivered = (peer is not None and chan.span.line_up()
                          and not chan.span.dchannel_cut and peer.is_hdlc)
@@ -544,19 +551,22 @@ class SimKernel(DeviceIO):
                     log.exception("frame tap %r failed", tap)
             if delivered:
                 assert peer is not None
-                self._receive_frame(peer, frame)
+                self._receive_frame(peer, frame, back_to_back)
 
-    def _receive_frame(self, chan: SimChannel, frame: bytes) -> None:
+    def _receive_frame(self, chan: SimChannel, frame: bytes,
+                       back_to_back: bool = False) -> None:
         if chan.file is None:
             return  # nobody has the D-channel open: the kernel keeps nothing for later
         if len(chan.rx) >= chan.numbufs:  # the ring is full: the bytes are not even decoded
             chan.stats.frames_dropped += 1
             return
         error = None
-        if not hdlc.check(frame):
+        hunting, chan.hdlc_rx_hunting = chan.hdlc_rx_hunting, False
+        if not hdlc.check(frame) or (hunting and back_to_back):
             error = abi.DAHDI_EVENT_BADFCS
         elif len(frame) >= chan.blocksize:  # the receiver ran out of buffer mid-frame
             error = abi.DAHDI_EVENT_OVERRUN
+            chan.hdlc_rx_hunting = True
         if error is not None:
             chan.stats.frames_dropped += 1
             if not chan.span.alarms:  # the kernel keeps quiet about bad frames in alarm

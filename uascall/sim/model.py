@@ -82,6 +82,10 @@ class SimChannel:
     txdisable: bool = False
     underrun_flag: bool = False
     overrun_flag: bool = False
+    #: D-channel: when the frames written so far will have left at 64 kbit/s
+    hdlc_tx_free_at: float = 0.0
+    #: D-channel: an overrun left the receiver hunting for a flag mid-stream
+    hdlc_rx_hunting: bool = False
     flowing: bool = False
     tx: deque[bytes] = field(default_factory=deque)
     tx_offset: int = 0
