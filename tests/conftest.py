@@ -14,16 +14,34 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--rig", choices=RIGS, default=os.environ.get("UASCALL_RIG", "sim"),
                      help="where dahdi scenarios run: sim (the simulated kernel, default) "
                      "or vm (the real driver; inside tests/hw/vm-rig.sh only)")
+    parser.addoption("--shard", default=os.environ.get("UASCALL_SHARD", ""),
+                     metavar="K/N", help="run only the K-th of N equal shares of the tests "
+                     "(1-based; for running one suite on N machines at once)")
+
+
+def _shard(value: str) -> tuple[int, int] | None:
+    if not value:
+        return None
+    k, sep, n = value.partition("/")
+    if sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n):
+        return int(k), int(n)
+    raise pytest.UsageError(f"--shard {value!r}; expected K/N with 1 <= K <= N, e.g. 2/3")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """On a real rig only the scenarios run (tests that take the ``rig`` fixture): the
-    rest does not touch a kernel and has run on the simulator already."""
-    if config.getoption("--rig") == "sim":
-        return
+    rest does not touch a kernel and has run on the simulator already. With ``--shard``,
+    every N-th test from the K-th on (neighbours are alike in length, so shares even out)."""
     keep, dropped = [], []
+    real_rig = config.getoption("--rig") != "sim"
     for item in items:
-        (keep if "rig" in getattr(item, "fixturenames", ()) else dropped).append(item)
+        wanted = not real_rig or "rig" in getattr(item, "fixturenames", ())
+        (keep if wanted else dropped).append(item)
+    shard = _shard(config.getoption("--shard"))
+    if shard is not None:
+        k, n = shard
+        dropped += [item for i, item in enumerate(keep) if i % n != k - 1]
+        keep = [item for i, item in enumerate(keep) if i % n == k - 1]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep

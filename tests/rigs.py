@@ -40,6 +40,8 @@ class Rig:
     line_latency = 0.020
     #: how long after opening a D-channel its first received frames are reliable
     settle_after_open = 0.0
+    #: how late a kernel event may reach the engine thread after the tick it belongs to
+    event_slack = 0.002
 
     @contextlib.contextmanager
     def engine(self, *, virtual: bool = True) -> Iterator[Engine]:
@@ -88,11 +90,20 @@ class VmRig(Rig):
     line_latency = 0.060  # loc spans: 19-24 ms one way, then the core timer's bursts
     # the real driver drops a frame written within about 10 ms of the receiver's open
     settle_after_open = 0.100
+    # 4 ms timer bursts, then TCG's own scheduling: 6-11 ms seen, more under load
+    event_slack = 0.050
 
     def __init__(self) -> None:
         self.dahdi_cfg = os.environ.get("UASCALL_DAHDI_CFG", "dahdi_cfg")
 
     def kernel(self, engine: Engine, conf: str) -> DeviceIO:
+        # dahdi_cfg destroys and re-creates the loc spans, which the driver refuses (EBUSY,
+        # then "File exists") while any of their channels is open: a scenario that leaked
+        # one would otherwise break the next scenario with a puzzling message.
+        held = open_dahdi_files()
+        if held:
+            raise AssertionError("vm rig: this process still holds " + ", ".join(held)
+                                 + "; an earlier scenario did not close its channels")
         with tempfile.NamedTemporaryFile("w", suffix=".conf", prefix="system-") as file:
             file.write(conf)
             file.flush()
@@ -127,6 +138,17 @@ class VmRig(Rig):
                     ctl.close()
             time.sleep(0.05)
         raise AssertionError(f"vm rig: spans not ready after {self.patience} s ({last})")
+
+
+def open_dahdi_files() -> list[str]:
+    """The /dev/dahdi files this process has open, as "fd N -> path"."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("/dev/dahdi/"):
+                held.append(f"fd {fd} -> {target}")
+    return held
 
 
 def make_rig(name: str) -> Rig:

@@ -64,6 +64,13 @@ class World:
     def law(self) -> str:
         return "alaw" if self.kind == "E1" else "ulaw"
 
+    @property
+    def run_tolerance(self) -> float:
+        """How far a run of tone or silence judged 20 ms frame by frame may be from its
+        true length: one frame where the far end's frames line up with ours (the
+        simulator), two on the real driver, where each edge falls anywhere in a frame."""
+        return 0.021 if self.slack == 0.0 else 0.041
+
     def incoming(self, called: str = "5551000") -> tuple[UASCallChannel, Any]:
         """The exchange calls; returns (our channel, the far end's call)."""
         before = len(self.channels)

@@ -11,6 +11,7 @@ import errno
 
 import pytest
 
+from tests.rigs import SimRig
 from uascall.dahdi import abi
 from uascall.dahdi.device import Channel
 from uascall.engine import EPOLLIN, EPOLLPRI
@@ -21,7 +22,6 @@ from uascall.sim.analog_farend import analog_loop_conf
 from .helpers import T
 
 S, L = 1, 25
-TICK = 0.005  # the real driver's 1 ms tick arrives in bursts of up to 4 ms
 E = abi  # events by name below: E.DAHDI_EVENT_RINGBEGIN...
 
 
@@ -65,6 +65,13 @@ class Line:
 
 
 @pytest.fixture
+def tick(rig) -> float:
+    """How late an event may be: the driver's 1 ms tick comes in bursts of up to 4 ms,
+    and under emulation its delivery to the engine thread takes some more."""
+    return rig.event_slack
+
+
+@pytest.fixture
 def loop(rig):
     with rig.engine() as engine:
         io = rig.kernel(engine, analog_loop_conf())
@@ -75,7 +82,7 @@ def loop(rig):
             end.close()
 
 
-def test_ringing_a_line_burst_by_burst(loop):
+def test_ringing_a_line_burst_by_burst(loop, tick):
     """S rings with the "us" cadence (2 s on, 4 s off): L sees each burst begin, and end
     50 ms after the ring bits stop; S is told when its ringer goes off and on."""
     engine, s, line = loop
@@ -85,21 +92,21 @@ def test_ringing_a_line_burst_by_burst(loop):
     assert line.names(t0) == ["RINGBEGIN", "RINGOFFHOOK", "RINGBEGIN", "RINGOFFHOOK"]
     begins = [t - t0 for t, e in line.events if e == E.DAHDI_EVENT_RINGBEGIN and t >= t0]
     ends = [t - t0 for t, e in line.events if e == E.DAHDI_EVENT_RINGOFFHOOK and t >= t0]
-    assert begins == pytest.approx([0.0, 6.0], abs=TICK)
-    assert ends == pytest.approx([2.05, 8.05], abs=TICK)
+    assert begins == pytest.approx([0.0, 6.0], abs=tick)
+    assert ends == pytest.approx([2.05, 8.05], abs=tick)
     assert s.names(t0) == ["RINGEROFF", "RINGERON", "RINGEROFF"]
-    assert s.when(E.DAHDI_EVENT_RINGERON, t0) == pytest.approx(6.0, abs=TICK)
+    assert s.when(E.DAHDI_EVENT_RINGERON, t0) == pytest.approx(6.0, abs=tick)
     assert engine.run(line.chan.hook_state).rxhooksig in (0, 1, 3)
 
 
-def test_answer_stops_nothing_by_itself_and_the_exchange_stops_the_ring(loop):
+def test_answer_stops_nothing_by_itself_and_the_exchange_stops_the_ring(loop, tick):
     engine, s, line = loop
     t0 = engine.time()
     s.hook(abi.DAHDI_RING)
     engine.sleep(2.5)  # in the silence after the first burst
     line.hook(abi.DAHDI_OFFHOOK)
     answered = s.wait_for(E.DAHDI_EVENT_RINGOFFHOOK, t0)
-    assert answered == pytest.approx(2.5, abs=TICK)
+    assert answered == pytest.approx(2.5, abs=tick)
     assert engine.run(s.chan.hook_state).rx_off_hook
     engine.sleep(4.0)  # nobody stopped the ringer: it rang again at 6 s
     assert "RINGERON" in s.names(t0)
@@ -129,7 +136,7 @@ def test_audio_crosses_both_ways_whatever_the_hook_state(loop):
     assert tone_l in bytes(s.heard)
 
 
-def test_the_phone_hanging_up_is_reported_after_the_flash_time(loop):
+def test_the_phone_hanging_up_is_reported_after_the_flash_time(loop, tick):
     engine, s, line = loop
     line.hook(abi.DAHDI_OFFHOOK)  # the phone goes off hook: a call from the phone
     seized = s.wait_for(E.DAHDI_EVENT_RINGOFFHOOK)
@@ -138,11 +145,11 @@ def test_the_phone_hanging_up_is_reported_after_the_flash_time(loop):
     t0 = engine.time()
     line.hook(abi.DAHDI_ONHOOK)
     gone = s.wait_for(E.DAHDI_EVENT_ONHOOK, t0)
-    assert gone == pytest.approx(1.25, abs=TICK)  # shorter breaks are flashes or pulses
+    assert gone == pytest.approx(1.25, abs=tick)  # shorter breaks are flashes or pulses
     assert seized > 0 and not engine.run(s.chan.hook_state).rx_off_hook
 
 
-def test_a_short_break_is_a_flash_not_a_hangup(loop):
+def test_a_short_break_is_a_flash_not_a_hangup(loop, tick):
     engine, s, line = loop
     line.hook(abi.DAHDI_OFFHOOK)
     s.wait_for(E.DAHDI_EVENT_RINGOFFHOOK)
@@ -150,13 +157,13 @@ def test_a_short_break_is_a_flash_not_a_hangup(loop):
     engine.sleep(1.0)
     t0 = engine.time()
     line.hook(abi.DAHDI_FLASH)  # 750 ms on hook, then off hook again
-    assert s.wait_for(E.DAHDI_EVENT_WINKFLASH, t0) == pytest.approx(0.8, abs=TICK)
+    assert s.wait_for(E.DAHDI_EVENT_WINKFLASH, t0) == pytest.approx(0.8, abs=tick)
     line.wait_for(E.DAHDI_EVENT_HOOKCOMPLETE, t0)
     engine.sleep(1.5)
     assert "ONHOOK" not in s.names(t0)
 
 
-def test_the_exchange_clearing_is_a_kewl_the_line_sees_at_once(loop):
+def test_the_exchange_clearing_is_a_kewl_the_line_sees_at_once(loop, tick):
     engine, s, line = loop
     s.hook(abi.DAHDI_RING)
     engine.sleep(0.5)
@@ -166,8 +173,8 @@ def test_the_exchange_clearing_is_a_kewl_the_line_sees_at_once(loop):
     engine.sleep(1.0)  # past the line's own debounce
     t0 = engine.time()
     s.hook(abi.DAHDI_ONHOOK)  # battery drops for 500 ms: kewlstart disconnect
-    assert line.wait_for(E.DAHDI_EVENT_ONHOOK, t0) == pytest.approx(0.0, abs=TICK)
-    assert s.wait_for(E.DAHDI_EVENT_HOOKCOMPLETE, t0) == pytest.approx(0.5, abs=TICK)
+    assert line.wait_for(E.DAHDI_EVENT_ONHOOK, t0) == pytest.approx(0.0, abs=tick)
+    assert s.wait_for(E.DAHDI_EVENT_HOOKCOMPLETE, t0) == pytest.approx(0.5, abs=tick)
     with pytest.raises(DeviceError) as info:  # the kewl is still settling
         s.hook(abi.DAHDI_OFFHOOK)
     assert info.value.errno == errno.EBUSY
@@ -194,13 +201,39 @@ def test_hook_refusals(loop):
     assert info.value.errno == errno.EINVAL
 
 
-def test_a_custom_cadence_rings_as_asked(loop):
+def test_a_custom_cadence_rings_as_asked(loop, tick):
     engine, s, line = loop
     engine.run(s.chan.set_cadence, [400, 200, 400, 2000])  # a UK double ring
     t0 = engine.time()
     s.hook(abi.DAHDI_RING)
     engine.sleep(3.2)
     begins = [t - t0 for t, e in line.events if e == E.DAHDI_EVENT_RINGBEGIN and t >= t0]
-    assert begins == pytest.approx([0.0, 0.6, 3.0], abs=TICK)
+    assert begins == pytest.approx([0.0, 0.6, 3.0], abs=tick)
     with pytest.raises(Exception, match="ring cadence"):
         engine.run(s.chan.set_cadence, [400, 0])
+
+
+def test_a_hook_change_undone_within_a_tick_never_reaches_the_far_end():
+    """The driver sends the bits a channel transmits at each tick, not every change: an
+    off-hook undone at once is lost (found on the real driver, where an FXO port that
+    answered and hung up at once left the exchange ringing). Simulator only: on the real
+    driver a tick may fall between the two changes."""
+    rig = SimRig()
+    with rig.engine() as engine:
+        io = rig.kernel(engine, analog_loop_conf())
+        s, line = Line(engine, io, S), Line(engine, io, L)
+        engine.sleep(2.1)
+        t0 = engine.time()
+
+        def glitch():
+            line.chan.hook(abi.DAHDI_OFFHOOK)
+            line.chan.hook(abi.DAHDI_ONHOOK)
+
+        engine.run(glitch)
+        engine.sleep(2.0)
+        assert s.names(t0) == []
+        t1 = engine.time()
+        line.hook(abi.DAHDI_OFFHOOK)  # held past a tick, the same change is seen
+        assert s.wait_for(E.DAHDI_EVENT_RINGOFFHOOK, t1) == pytest.approx(0.001)
+        for end in (s, line):
+            end.close()

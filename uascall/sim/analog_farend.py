@@ -74,12 +74,15 @@ class LineEnd:
         self.law = "alaw" if params.curlaw == abi.DAHDI_LAW_ALAW else "ulaw"
         self.engine.add_fd(channel.fileno(), EPOLLIN | EPOLLPRI, self._ready)
         self.channel = channel
+        # A real kernel keeps a span with an open channel: close with the engine.
+        self.engine.add_shutdown_callback(self.stop)
 
     def stop(self) -> None:
         channel, self.channel = self.channel, None
         if channel is not None:
             self._player.stop()
             self.engine.remove_fd(channel.fileno())
+            self.engine.remove_shutdown_callback(self.stop)
             channel.close()
 
     def _ready(self, revents: int) -> None:
