@@ -52,3 +52,26 @@ def test_codec_by_name():
     assert g711.codec("g711u") is g711.ULAW
     with pytest.raises(ValueError, match="expected 'ulaw' or 'alaw'"):
         g711.codec("g729")
+
+
+def test_the_kernels_linear_mode_is_not_quite_g711():
+    """What uascall.sim.linear pins down (the vm rig checks it against the real driver)."""
+    import struct
+
+    from uascall.sim.linear import kernel_law
+
+    alaw, ulaw = kernel_law("alaw"), kernel_law("ulaw")
+
+    def one(law, sample: int) -> int:
+        return law.encode_s16le(struct.pack("<h", sample))[0]
+
+    def back(law, code: int) -> int:
+        return struct.unpack("<h", law.decode_s16le(bytes([code])))[0]
+
+    assert back(alaw, 0xFF) == 832 and g711.ALAW.decode([0xFF])[0] == 848  # step bottoms
+    assert one(alaw, -1150) == one(alaw, -1152)  # two low bits dropped
+    differ = [x for x in range(-32768, 32768, 4) if one(alaw, x) != g711.ALAW.encode([x])[0]]
+    assert differ and all(x < 0 for x in differ)  # negatives taken as -x, not -x - 1
+    assert one(ulaw, 0) == 0x7F and g711.ULAW.encode([0])[0] == 0xFF  # never 0xFF
+    assert one(ulaw, -32768) == 0x7F  # the overflow that silences the loudest sample
+    assert [back(ulaw, c) for c in range(256)] == list(g711.ULAW.decode(bytes(range(256))))

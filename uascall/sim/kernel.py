@@ -27,8 +27,8 @@ What it models
   underruns (silence goes out in audio mode, 0xFF otherwise, and WRITE_UNDERRUN is
   queued with DAHDI_BUFFER_EVENTS), overruns (a block
   that finds every read buffer full is dropped; READ_OVERRUN once per episode with
-  DAHDI_BUFFER_EVENTS), linear mode (s16 converted with the channel's law, in audio mode
-  only) are as in the kernel.
+  DAHDI_BUFFER_EVENTS), linear mode (s16 converted with the channel's law by the
+  kernel's own tables, :mod:`uascall.sim.linear`, in audio mode only) are as in the kernel.
 - D-channels (HDLCFCS): a write is one frame whose last two bytes the kernel overwrites
   with the FCS; the peer reads frame + FCS. A frame with a bad FCS, or as long as the
   receiver's block size, is not delivered and BADFCS or OVERRUN is queued instead (not in
@@ -75,6 +75,7 @@ from uascall.dahdi.device import DeviceIO, IoctlArg
 from uascall.engine import Engine, TimerHandle
 from uascall.sim import hdlc, ioctls
 from uascall.sim.cas import CasLines
+from uascall.sim.linear import kernel_law
 from uascall.sim.model import (
     DYNAMIC,
     LINE_DOWN,
@@ -347,7 +348,7 @@ class SimKernel(DeviceIO):
         block = chan.rx.popleft()
         self._update_readiness(chan)
         if chan.linear:
-            return chan.codec().decode_s16le(block)[:size & ~1]
+            return kernel_law(chan.codec().name).decode_s16le(block)[:size & ~1]
         return block[:size]
 
     def write(self, fd: int, data: bytes) -> int:
@@ -359,7 +360,7 @@ class SimKernel(DeviceIO):
         if len(chan.tx) >= chan.numbufs:
             raise oserror(errno.EAGAIN, chan.name)
         if chan.linear:
-            data = chan.codec().encode_s16le(bytes(data[: chan.blocksize * 2]))
+            data = kernel_law(chan.codec().name).encode_s16le(bytes(data[: chan.blocksize * 2]))
         else:
             data = bytes(data[: chan.blocksize])
         if chan.is_hdlc:
