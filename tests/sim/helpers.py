@@ -12,7 +12,7 @@ import pytest
 from uascall import ToneManager
 from uascall.channel import UASCallChannel
 from uascall.dahdi import q931
-from uascall.engine import Engine
+from uascall.engine import EPOLLIN, EPOLLPRI, Engine
 from uascall.sim.backend import SimBackend
 from uascall.sim.kernel import SimKernel
 
@@ -105,3 +105,18 @@ def drop_message(name: str):
             return frame
         return None if message is not None and message.name == name else frame
     return lose
+
+
+def reader(engine: Engine, chan) -> list[bytes]:
+    """What ``chan`` receives, read as it arrives: on the real driver only a ready
+    descriptor wakes the engine to look (the simulator's timers wake it anyway)."""
+    frames: list[bytes] = []
+
+    def ready(revents: int) -> None:
+        if revents & EPOLLPRI:
+            chan.drain_events()
+        while (data := chan.read_frame()) is not None:
+            frames.append(data)
+
+    engine.run(engine.add_fd, chan.fileno(), EPOLLIN | EPOLLPRI, ready)
+    return frames

@@ -19,9 +19,13 @@ from uascall.dahdi import abi
 from uascall.dahdi.device import Channel, ControlDevice
 from uascall.engine import EPOLLIN, EPOLLPRI, Engine, VirtualClock
 from uascall.errors import DeviceError
+from uascall.media import g711
 from uascall.sim import hdlc
 from uascall.sim.farend import pri_loop_conf
 from uascall.sim.kernel import SimKernel
+from uascall.sim.linear import kernel_law
+
+from .helpers import reader
 
 E1_LOOP_CONF = """
 span=1,1,0,ccs,hdb3,crc4
@@ -59,21 +63,6 @@ def open_channel(engine, kernel, channo, **kw):
     chan = engine.run(Channel.open, channo, io=kernel, **kw)
     engine.add_shutdown_callback(chan.close)
     return chan
-
-
-def reader(engine, chan) -> list[bytes]:
-    """What ``chan`` receives, read as it arrives: with the real driver, only a ready
-    descriptor wakes the engine to look (the simulator's timers wake it anyway)."""
-    frames: list[bytes] = []
-
-    def ready(revents: int) -> None:
-        if revents & EPOLLPRI:
-            chan.drain_events()
-        while (data := chan.read_frame()) is not None:
-            frames.append(data)
-
-    engine.run(engine.add_fd, chan.fileno(), EPOLLIN | EPOLLPRI, ready)
-    return frames
 
 
 def test_open_errors_name_the_channel_and_the_cause(dev):
@@ -143,8 +132,8 @@ def test_bchannel_bytes_cross_byte_exact_at_8000_bytes_per_second(dev):
     # 800 bytes take 0.1 s at 8000 bytes/s, plus the line's latency; the real driver moves
     # them in bursts of up to 4 ms, so the last may leave that much before its time
     assert 0.1 - 0.005 <= elapsed <= 0.1 + rig.line_latency + 1e-9
-    silence = bytes([0xD5]) * 160  # A-law silence before the data arrived
-    assert received[: received.index(pattern)].replace(silence, b"") == b""
+    # A-law silence before the data arrived (on the real driver, not in whole blocks)
+    assert set(received[: received.index(pattern)]) <= {0xD5}
 
 
 def test_write_refused_when_every_buffer_is_full(dev):
@@ -157,7 +146,9 @@ def test_write_refused_when_every_buffer_is_full(dev):
     assert engine.run(a.write_frame, b"\x03" * 160) == 0  # EAGAIN: no free buffer
 
 
-def test_linear_mode_converts_with_the_channel_law(dev):
+def test_linear_mode_converts_as_the_kernel_does(dev):
+    """Both ways, with the kernel's own tables, which are not quite G.711 (found on the
+    real driver; the simulator converts as uascall.sim.linear says)."""
     engine, kernel, _rig = dev
     a, b = open_channel(engine, kernel, 3), open_channel(engine, kernel, 34)
     for chan in (a, b):
@@ -165,15 +156,22 @@ def test_linear_mode_converts_with_the_channel_law(dev):
         engine.run(chan.set_audio_mode, True)
     engine.run(a.set_linear, True)
     samples = [((i * 977) % 20000) - 10000 for i in range(160)]
+    pcm = struct.pack("<160h", *samples)
+    kernel_alaw = kernel_law("alaw")
+    expected = kernel_alaw.encode_s16le(pcm)
+    assert expected != g711.ALAW.encode(samples)  # the difference is in these samples
     blocks = reader(engine, b)
-    engine.run(a.write_frame, struct.pack("<160h", *samples))
-
-    from uascall.media import g711
-    expected = g711.ALAW.encode(samples)
+    engine.run(a.write_frame, pcm)
     # (on the real driver the block arrives split across two reads: the line's frames are
     # not aligned with ours)
     assert engine.wait_until(lambda: expected in b"".join(blocks), timeout=1)
-
+    # and back: law bytes written by b, read as s16 by a
+    heard = reader(engine, a)
+    codes = bytes(range(0x80, 0xFF, 1))[:120] + bytes([0x55, 0xD5, 0xFF, 0x00])
+    engine.run(b.write_frame, codes)
+    expected = kernel_alaw.decode_s16le(codes)
+    assert expected != g711.ALAW.decode_s16le(codes)
+    assert engine.wait_until(lambda: expected in b"".join(heard), timeout=1)
 
 def test_hdlc_frame_gets_its_fcs(dev):
     engine, kernel, rig = dev

@@ -8,7 +8,7 @@ from uascall.dahdi.device import Channel
 from uascall.sim.farend import pri_loop_conf
 from uascall.sim.wiretap import WireTap
 
-from .helpers import T
+from .helpers import T, reader
 
 FRAME = b"\x00\x01\x7f\x7e\x7d hello hdlc"
 
@@ -23,20 +23,22 @@ def dchannels(rig):
         for chan in (ours, theirs):
             engine.run(chan.set_buffers, numbufs=8, bufsize=1024)
         engine.sleep(0.1)  # the real driver drops frames for a while after an open
+        inboxes[ours], inboxes[theirs] = reader(engine, ours), reader(engine, theirs)
         yield engine, tap, ours, theirs
-        engine.run(ours.close)
+        inboxes.clear()
+        engine.run(ours.close)  # (the engine forgets their descriptors when it stops)
         engine.run(theirs.close)
 
 
+inboxes: dict[Channel, list[bytes]] = {}
+
+
 def received(engine, chan, count: int) -> list[bytes]:
-    got: list[bytes] = []
-
-    def collect() -> bool:
-        while (frame := chan.read_frame()) is not None:
-            got.append(frame[:-2])  # without the FCS the kernel added
-        return len(got) >= count
-
-    engine.wait_until(collect, T)
+    """The next ``count`` frames ``chan`` received, without the FCS the kernel added."""
+    inbox = inboxes[chan]
+    engine.wait_until(lambda: len(inbox) >= count, T)
+    got = [frame[:-2] for frame in inbox[:count]]
+    del inbox[:count]
     return got
 
 
