@@ -4,6 +4,13 @@
 #   bash scripts/setup.sh demo [uascall demo options]   # the main job: a simulated PRI call
 #   bash scripts/setup.sh test [pytest options]         # lint and the whole test suite
 #
+# The test suite has two tiers: every test on the simulated kernel, then the dahdi
+# scenarios again on the real DAHDI driver in qemu guests (tests/hw/vm-rig.sh; the first
+# run downloads and builds into ~/.cache/uascall/vm; pytest options apply to the first
+# tier only). UASCALL_VM_RIG=skip leaves the
+# second tier out; on a machine that cannot run it (not amd64 Debian, or not root and no
+# sudo) it is left out with a message saying why.
+#
 # Installs only what is missing: Debian packages (as root, or through sudo), a virtual
 # environment in .venv with uascall installed in editable mode. Safe to run again.
 set -euo pipefail
@@ -64,7 +71,22 @@ case $action in
     ;;
   test)
     "$venv/bin/ruff" check uascall tests bench
-    exec "$venv/bin/python" -m pytest "$@"
+    echo "setup: tier 1: the test suite on the simulated kernel"
+    "$venv/bin/python" -m pytest "$@"
+    why_not=
+    if [ "${UASCALL_VM_RIG:-}" = skip ]; then
+      why_not="UASCALL_VM_RIG=skip"
+    elif [ "$(dpkg --print-architecture)" != amd64 ]; then
+      why_not="the qemu guest runs Debian's amd64 kernel; this machine is $(dpkg --print-architecture)"
+    elif [ "$(id -u)" != 0 ] && ! sudo -n true 2>/dev/null; then
+      why_not="installing qemu needs root or password-less sudo"
+    fi
+    if [ -n "$why_not" ]; then
+      echo "setup: tier 2 (the real DAHDI driver in qemu) NOT RUN: $why_not" >&2
+      exit 0
+    fi
+    echo "setup: tier 2: the dahdi scenarios on the real DAHDI driver (tests/hw/vm-rig.sh)"
+    exec bash tests/hw/vm-rig.sh
     ;;
   *)
     echo "usage: bash scripts/setup.sh demo|test [options]" >&2
