@@ -111,12 +111,6 @@ def reader(engine: Engine, chan) -> list[bytes]:
     """What ``chan`` receives, read as it arrives: on the real driver only a ready
     descriptor wakes the engine to look (the simulator's timers wake it anyway)."""
     frames: list[bytes] = []
-
-    def ready(revents: int) -> None:
-        if revents & EPOLLPRI:
-            chan.drain_events()
-        while (data := chan.read_frame()) is not None:
-            frames.append(data)
-
-    engine.run(engine.add_fd, chan.fileno(), EPOLLIN | EPOLLPRI, ready)
+    engine.run(engine.add_fd, chan.fileno(), EPOLLIN | EPOLLPRI,
+               lambda revents: chan.service(revents, frames.append))
     return frames

@@ -113,13 +113,8 @@ class AnalogPort:
 
     # ------------------------------------------------------------------ the device
     def _ready(self, revents: int) -> None:
-        channel = self.channel
-        if channel is None:
-            return
-        if revents & EPOLLPRI:
-            channel.drain_events()
-        while self.channel is not None and (block := channel.read_frame()) is not None:
-            self._heard(block)
+        if self.channel is not None:
+            self.channel.service(revents, self._heard)
 
     def _on_kernel_event(self, code: int) -> None:
         self._run(analog.HookEvent(code))

@@ -22,6 +22,7 @@ import errno
 import fcntl
 import logging
 import os
+import select
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -447,6 +448,15 @@ class Channel(_Device):
                 if self.closed:
                     return None
         return None
+
+    def service(self, revents: int, on_block: Callable[[bytes], None]) -> None:
+        """What to do when the engine finds the descriptor ready (``revents`` from epoll):
+        events first on POLLPRI, then every block waiting, each to ``on_block``, until
+        none is left or a handler closed the channel."""
+        if revents & select.EPOLLPRI:
+            self.drain_events()
+        while not self.closed and (block := self.read_frame()) is not None:
+            on_block(block)
 
     def write_frame(self, data: bytes) -> int:
         """Write one block; returns the bytes accepted, 0 when every buffer is full.

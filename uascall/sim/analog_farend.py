@@ -86,14 +86,12 @@ class LineEnd:
             channel.close()
 
     def _ready(self, revents: int) -> None:
-        channel = self.channel
-        if channel is None:
-            return
-        if revents & EPOLLPRI:
-            channel.drain_events()
-        while self.channel is not None and (block := channel.read_frame()) is not None:
-            self.heard += block
-            self._heard(block)
+        if self.channel is not None:
+            self.channel.service(revents, self._block)
+
+    def _block(self, block: bytes) -> None:
+        self.heard += block
+        self._heard(block)
 
     def _event(self, code: int) -> None:
         self.events.append((self.engine.time(), code))
