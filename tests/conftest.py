@@ -19,6 +19,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "(1-based; for running one suite on N machines at once)")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "vm_only: needs the real driver (the vm rig); "
+                            "deselected on the simulator")
+
+
 def _shard(value: str) -> tuple[int, int] | None:
     if not value:
         return None
@@ -30,12 +35,16 @@ def _shard(value: str) -> tuple[int, int] | None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """On a real rig only the scenarios run (tests that take the ``rig`` fixture): the
-    rest does not touch a kernel and has run on the simulator already. With ``--shard``,
+    rest does not touch a kernel and has run on the simulator already. Tests marked
+    ``vm_only`` run on the real driver only. With ``--shard``,
     every N-th test from the K-th on (neighbours are alike in length, so shares even out)."""
     keep, dropped = [], []
     real_rig = config.getoption("--rig") != "sim"
     for item in items:
-        wanted = not real_rig or "rig" in getattr(item, "fixturenames", ())
+        if real_rig:
+            wanted = "rig" in getattr(item, "fixturenames", ())
+        else:  # needs what only the real driver has (its sysfs, udev)
+            wanted = item.get_closest_marker("vm_only") is None
         (keep if wanted else dropped).append(item)
     shard = _shard(config.getoption("--shard"))
     if shard is not None:

@@ -191,6 +191,7 @@ packages_for() { # packages_for KVER
     "linux-kbuild-${1%.*}"           # 6.1.0-56-amd64 -> linux-kbuild-6.1
     dahdi-dkms                       # the DAHDI kernel source
     dahdi libtonezone2.0             # dahdi_cfg and its one library
+    udev                             # udevadm, to try udev/'s rules on the real sysfs
     busybox-static                   # the initramfs' userland
   )
 }

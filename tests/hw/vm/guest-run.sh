@@ -28,6 +28,10 @@ lib=$pkgroot/usr/lib/x86_64-linux-gnu:$pkgroot/lib/x86_64-linux-gnu
 printf '#!/bin/sh\nLD_LIBRARY_PATH=%q exec %q "$@"\n' "$lib" "$pkgroot/usr/sbin/dahdi_cfg" \
   >"$tools/dahdi_cfg"
 chmod 0755 "$tools/dahdi_cfg"
+# udevadm from the unpacked udev package (its libraries are the host's); the guest runs no
+# udev daemon, but `udevadm test` applies rules to a device as udevd would.
+printf '#!/bin/sh\nexec %q "$@"\n' "$pkgroot/bin/udevadm" >"$tools/udevadm"
+chmod 0755 "$tools/udevadm"
 
 # The command's output: the second serial port, without the tty's \n -> \r\n mapping (the
 # host keeps a log of it) and without echo (keys typed on the host's terminal reach it).
@@ -42,6 +46,7 @@ environment=(
   UASCALL_RIG=vm
   UASCALL_CACHE=/run/tmp/uascall-cache
   UASCALL_DAHDI_CFG="$tools/dahdi_cfg"
+  UASCALL_UDEVADM="$tools/udevadm"
   UASCALL_VM_RUN="$run"   # writable, and kept on the host: for files the command leaves
   "${env[@]}"
 )
