@@ -136,6 +136,25 @@ def test_bchannel_bytes_cross_byte_exact_at_8000_bytes_per_second(dev):
     assert set(received[: received.index(pattern)]) <= {0xD5}
 
 
+def test_a_frame_written_to_an_idle_channel_falls_across_the_readers_blocks(sim):
+    """The line takes a new stream at its next millisecond, not at a block boundary of
+    the reader's (found on the real driver, where blocks never line up with the writer's
+    frames): the frame arrives whole but split between two blocks."""
+    engine, kernel = sim
+    a, b = open_channel(engine, kernel, 1), open_channel(engine, kernel, 32)
+    for chan in (a, b):
+        engine.run(chan.set_blocksize, 160)
+        engine.run(chan.set_audio_mode, True)
+    blocks = reader(engine, b)
+    engine.sleep(0.1)
+    frame = bytes(range(1, 161))
+    engine.run(a.write_frame, frame)
+    engine.sleep(0.1)
+    assert frame in b"".join(blocks)
+    assert frame not in blocks
+    assert all(len(block) == 160 for block in blocks)
+
+
 def test_write_refused_when_every_buffer_is_full(dev):
     engine, kernel, _rig = dev
     a = open_channel(engine, kernel, 2)

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import re
 from collections import deque
@@ -366,6 +367,13 @@ class SimKernel(DeviceIO):
         if chan.is_hdlc:
             self._transmit_frame(chan, data)
             return len(data)
+        if not chan.tx and not chan.flowing and chan.tx_starts_at is None:
+            # A stream starts at the line's next 1 ms chunk. In virtual time writes come at
+            # the ticks, so each channel also gets a phase of its own (0-19 ms, the same in
+            # every run): the real driver's blocks are never aligned with the writer's.
+            chunk = 0.001
+            phase = (chan.channo * 7) % 20
+            chan.tx_starts_at = (math.ceil(round(self.engine.time() / chunk, 6)) + phase) * chunk
         chan.tx.append(data)
         if chan.txdisable and self._tx_may_start(chan):
             chan.txdisable = False
@@ -432,7 +440,8 @@ class SimKernel(DeviceIO):
         if nbytes <= 0:
             self._start_ticking()
             return
-        sent = {chan: self._take_tx(chan, nbytes) for chan in self._open_audio}
+        window_start = self.engine.time() - nbytes / SAMPLE_RATE
+        sent = {chan: self._take_tx(chan, nbytes, window_start) for chan in self._open_audio}
         for chan in self._open_audio:
             peer = self._peer_chan(chan)
             if peer is None or not chan.span.line_up():
@@ -457,8 +466,17 @@ class SimKernel(DeviceIO):
             return len(chan.tx) >= chan.numbufs // 2
         return True
 
-    def _take_tx(self, chan: SimChannel, nbytes: int) -> bytes:
+    def _take_tx(self, chan: SimChannel, nbytes: int, window_start: float) -> bytes:
+        """The ``nbytes`` the channel puts on the line in the window that began at
+        ``window_start``: idle until a stream written meanwhile starts, then its data."""
         out = bytearray()
+        lead = 0
+        if chan.tx_starts_at is not None and not chan.txdisable:
+            lead = max(round((chan.tx_starts_at - window_start) * SAMPLE_RATE), 0)
+            if lead >= nbytes:  # the stream starts in a later window
+                return bytes([chan.idle_byte()]) * nbytes
+            out += bytes([chan.idle_byte()]) * lead
+            chan.tx_starts_at = None
         if not chan.txdisable:
             while chan.tx and len(out) < nbytes:
                 head = chan.tx[0]
@@ -471,7 +489,7 @@ class SimKernel(DeviceIO):
                     if not chan.tx and chan.txpolicy != abi.DAHDI_POLICY_IMMEDIATE:
                         chan.txdisable = True
         sent = len(out)
-        chan.stats.tx_bytes += sent
+        chan.stats.tx_bytes += sent - lead
         if sent < nbytes:
             # Counted for tests and benchmarks: the writer had a stream going and was late.
             if chan.flowing:

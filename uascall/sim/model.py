@@ -87,6 +87,10 @@ class SimChannel:
     #: D-channel: an overrun left the receiver hunting for a flag mid-stream
     hdlc_rx_hunting: bool = False
     flowing: bool = False
+    #: when the data written to an idle transmitter starts on the line: at a millisecond
+    #: chunk, not at the next tick, so that a writer's frames fall anywhere in a reader's
+    #: blocks, as they do on the real driver
+    tx_starts_at: float | None = None
     tx: deque[bytes] = field(default_factory=deque)
     tx_offset: int = 0
     rx: deque[bytes] = field(default_factory=deque)
