@@ -22,7 +22,9 @@ What it models
 - B-channels (CLEAR) paced at 8,000 bytes/s on the engine's clock: every ``tick``
   seconds each open channel sends what the line carried since the last tick (``8000 *
   tick`` bytes, more when the tick ran late, as a card's own clock would not wait) from
-  its write buffers to its peer's read buffers, which become readable block by block.
+  its write buffers to its peer's read buffers, which become readable block by block. A
+  stream written to an idle channel starts at the line's next millisecond plus a phase
+  fixed per channel, so a reader's blocks do not line up with the writer's frames.
   Buffer counts and sizes, the IMMEDIATE / WHEN_FULL / HALF_FULL transmit policies,
   underruns (silence goes out in audio mode, 0xFF otherwise, and WRITE_UNDERRUN is
   queued with DAHDI_BUFFER_EVENTS), overruns (a block

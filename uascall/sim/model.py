@@ -147,6 +147,7 @@ class SimChannel:
         if write:
             self.tx.clear()
             self.tx_offset = 0
+            self.tx_starts_at = None
 
     def codec(self) -> g711.Codec:
         return g711.ALAW if self.law == abi.DAHDI_LAW_ALAW else g711.ULAW
