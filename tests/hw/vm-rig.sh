@@ -32,8 +32,9 @@ options:
   --boot-timeout SECS   give up if the guest has not started the command by then (default 120)
   --jobs N              boot N guests at once, guest K running the command with
                         UASCALL_SHARD=K/N, so that pytest runs its K-th share of the tests
-                        (default 1; the default command's default is the number of cores
-                        plus one: the tests mostly wait on the line's real time)
+                        (default 1; for the default command, the number of cores plus
+                        one, at most 6 and as many as the free memory holds: the tests
+                        mostly wait on the line's real time)
   --smp N               virtual CPUs per guest (default 1)
   --mem MIB             memory per guest (default 768)
   -e, --env NAME=VALUE  add a variable to the command's environment (repeatable)
@@ -94,7 +95,15 @@ if (($#)); then
   jobs=${jobs:-1}
 else
   command=(.venv/bin/python -m pytest -p no:cacheprovider -q --rig vm tests)
-  jobs=${jobs:-$(($(nproc) + 1))}
+  # one guest more than the cores, as far as the memory goes, and no more than 6 (the
+  # longest tests would then decide the time anyway)
+  if [ -z "$jobs" ]; then
+    free_mib=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
+    jobs=$(($(nproc) + 1))
+    ((jobs <= free_mib / (mem + 256))) || jobs=$((free_mib / (mem + 256)))
+    ((jobs <= 6)) || jobs=6
+    ((jobs >= 1)) || jobs=1
+  fi
 fi
 
 t_total=$(now)
