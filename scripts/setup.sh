@@ -7,9 +7,9 @@
 # The test suite has two tiers: every test on the simulated kernel, then the dahdi
 # scenarios again on the real DAHDI driver in qemu guests (tests/hw/vm-rig.sh; the first
 # run downloads and builds into ~/.cache/uascall/vm; pytest options apply to the first
-# tier only). UASCALL_VM_RIG=skip leaves the
-# second tier out; on a machine that cannot run it (not amd64 Debian, or not root and no
-# sudo) it is left out with a message saying why.
+# tier only). UASCALL_VM_RIG=skip leaves the second tier out; on a machine that cannot run
+# it (not amd64 Debian, or qemu missing with neither root nor sudo to install it) it is
+# left out with a message saying why.
 #
 # Installs only what is missing: Debian packages (as root, or through sudo), a virtual
 # environment in .venv with uascall installed in editable mode. Safe to run again.
@@ -78,8 +78,9 @@ case $action in
       why_not="UASCALL_VM_RIG=skip"
     elif [ "$(dpkg --print-architecture)" != amd64 ]; then
       why_not="the qemu guest runs Debian's amd64 kernel; this machine is $(dpkg --print-architecture)"
-    elif [ "$(id -u)" != 0 ] && ! sudo -n true 2>/dev/null; then
-      why_not="installing qemu needs root or password-less sudo"
+    elif [ "$(id -u)" != 0 ] && ! command -v qemu-system-x86_64 >/dev/null &&
+      ! sudo -n true 2>/dev/null; then
+      why_not="qemu is missing, and installing it needs root or password-less sudo"
     fi
     if [ -n "$why_not" ]; then
       echo "setup: tier 2 (the real DAHDI driver in qemu) NOT RUN: $why_not" >&2
