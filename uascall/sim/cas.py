@@ -302,7 +302,8 @@ class CasLines:
         bits = _TX_BITS[cas.sig][txsig]
         if bits != cas.txbits:
             cas.txbits = bits
-            self._send_bits(chan, bits)
+            if cas.tick is None:  # the next tick takes whatever the bits are then
+                cas.tick = self.engine.call_later(BITS_DELAY, self._tick, chan)
         if cas.otimer is not None:
             cas.otimer.cancel()
             cas.otimer = None
@@ -362,12 +363,6 @@ class CasLines:
             self._event(chan, abi.DAHDI_EVENT_HOOKCOMPLETE)
 
     # ------------------------------------------------------------------ the line
-    def _send_bits(self, chan: SimChannel, bits: int) -> None:
-        cas = chan.cas
-        assert cas is not None
-        if cas.tick is None:
-            cas.tick = self.engine.call_later(BITS_DELAY, self._tick, chan)
-
     def _tick(self, chan: SimChannel) -> None:
         """The driver sends the bits the channel transmits now, not every change."""
         cas = chan.cas

@@ -21,6 +21,8 @@ import array
 import functools
 import sys
 
+from uascall.media import g711
+
 _LITTLE = sys.byteorder == "little"
 _ULAW_CLIP = 32635
 _ULAW_BIAS = 0x84
@@ -57,23 +59,18 @@ def _alaw_decode(code: int) -> int:
     return value if code & 0x80 else -value
 
 
-def _ulaw_decode(code: int) -> int:
-    mu = 255 - code
-    exponent, mantissa = (mu & 0x70) >> 4, mu & 0x0F
-    value = mantissa * (1 << (exponent + 3)) + (_ULAW_BIAS << exponent) - _ULAW_BIAS
-    return -value if mu & 0x80 else value
-
-
 class KernelLaw:
     """One law's linear-mode conversions, table for table as the kernel makes them."""
 
     def __init__(self, name: str) -> None:
-        encode, decode = ((_alaw_encode, _alaw_decode) if name == "alaw"
-                          else (_ulaw_encode, _ulaw_decode))
         self.name = name
+        encode = _alaw_encode if name == "alaw" else _ulaw_encode
         # indexed by the sample as an unsigned 16-bit value, two low bits dropped
         self._from_linear = bytes(encode(((i << 2) ^ 0x8000) - 0x8000) for i in range(16384))
-        self._to_linear = array.array("h", (decode(code) for code in range(256)))
+        if name == "alaw":
+            self._to_linear = array.array("h", (_alaw_decode(code) for code in range(256)))
+        else:  # the kernel's mu-law table is the reference decoder's
+            self._to_linear = g711.ULAW.decode(bytes(range(256)))
 
     def encode_s16le(self, pcm: bytes) -> bytes:
         samples = array.array("H")
