@@ -39,10 +39,7 @@ class Line:
         engine.run(engine.add_fd, self.chan.fileno(), EPOLLIN | EPOLLPRI, self._ready)
 
     def _ready(self, revents: int) -> None:
-        if revents & EPOLLPRI:
-            self.chan.drain_events()
-        while (block := self.chan.read_frame()) is not None:
-            self.heard += block
+        self.chan.service(revents, self.heard.extend)
 
     def hook(self, operation: int) -> None:
         self.engine.run(self.chan.hook, operation)

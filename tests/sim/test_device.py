@@ -61,7 +61,7 @@ def open_channel(engine, kernel, channo, **kw):
     """Open a channel that the engine closes when it stops, even after a failure (on the
     real driver, an open channel keeps dahdi_cfg from rebuilding the spans)."""
     chan = engine.run(Channel.open, channo, io=kernel, **kw)
-    engine.add_shutdown_callback(chan.close)
+    engine.run(engine.add_shutdown_callback, chan.close)
     return chan
 
 
@@ -399,16 +399,10 @@ def test_a_failing_frame_tap_loses_no_frame(sim):
 
     kernel.frame_taps.append(broken_tap)
     engine.run(d2.set_buffers, numbufs=8, bufsize=1024)
+    got = reader(engine, d2)
     for n in range(3):
         engine.run(d1.write_frame, bytes([2, 1, 3, n]) + b"\0\0")
-    got = []
-
-    def collect():
-        while (frame := d2.read_frame()) is not None:
-            got.append(frame)
-        return len(got) == 3
-
-    assert engine.wait_until(collect, 1)
+    assert engine.wait_until(lambda: len(got) == 3, 1)
 
 
 def test_dynamic_loc_spans_are_made_as_dahdi_dynamic_loc_makes_them():

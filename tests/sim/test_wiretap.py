@@ -23,19 +23,15 @@ def dchannels(rig):
         for chan in (ours, theirs):
             engine.run(chan.set_buffers, numbufs=8, bufsize=1024)
         engine.sleep(0.1)  # the real driver drops frames for a while after an open
-        inboxes[ours], inboxes[theirs] = reader(engine, ours), reader(engine, theirs)
-        yield engine, tap, ours, theirs
-        inboxes.clear()
+        inbox = {ours: reader(engine, ours), theirs: reader(engine, theirs)}
+        yield engine, tap, ours, theirs, inbox
         engine.run(ours.close)  # (the engine forgets their descriptors when it stops)
         engine.run(theirs.close)
 
 
-inboxes: dict[Channel, list[bytes]] = {}
-
-
-def received(engine, chan, count: int) -> list[bytes]:
-    """The next ``count`` frames ``chan`` received, without the FCS the kernel added."""
-    inbox = inboxes[chan]
+def received(engine, inbox: list[bytes], count: int) -> list[bytes]:
+    """The next ``count`` frames of a channel's ``inbox``, without the FCS the kernel
+    added."""
     engine.wait_until(lambda: len(inbox) >= count, T)
     got = [frame[:-2] for frame in inbox[:count]]
     del inbox[:count]
@@ -43,18 +39,18 @@ def received(engine, chan, count: int) -> list[bytes]:
 
 
 def test_frames_are_recorded_lost_and_injected(dchannels):
-    engine, tap, ours, theirs = dchannels
+    engine, tap, ours, theirs, inbox = dchannels
     records = []
     tap.frame_taps.append(records.append)
     engine.run(ours.write_frame, FRAME + b"\0\0")
-    assert received(engine, theirs, 1) == [FRAME]
+    assert received(engine, inbox[theirs], 1) == [FRAME]
     assert [(r.from_channel, r.to_channel, r.frame, r.delivered) for r in records] == [
         (16, 47, FRAME, True)]
 
     tap.frame_filter = lambda channo, frame: None if frame.endswith(b"lose me") else frame
     engine.run(ours.write_frame, b"\x02lose me\0\0")
     engine.run(ours.write_frame, b"\x02keep me\0\0")
-    assert received(engine, theirs, 1) == [b"\x02keep me"]
+    assert received(engine, inbox[theirs], 1) == [b"\x02keep me"]
     assert [r.delivered for r in records[1:]] == [False, True]
 
     tap.frame_filter = None
@@ -62,15 +58,15 @@ def test_frames_are_recorded_lost_and_injected(dchannels):
     engine.run(theirs.write_frame, b"\x03cut\0\0")
     engine.run(tap.cut, 16, False)
     engine.run(theirs.write_frame, b"\x04joined\0\0")
-    assert received(engine, ours, 1) == [b"\x04joined"]
+    assert received(engine, inbox[ours], 1) == [b"\x04joined"]
 
     engine.run(tap.inject_frame, 16, b"\x05injected")
-    assert received(engine, ours, 1) == [b"\x05injected"]
+    assert received(engine, inbox[ours], 1) == [b"\x05injected"]
     assert records[-1].frame == b"\x04joined"  # injection bypasses the taps
 
 
 def test_injecting_needs_the_peer_open(dchannels):
-    engine, tap, _ours, theirs = dchannels
+    engine, tap, _ours, theirs, _inbox = dchannels
     engine.run(theirs.close)
     with pytest.raises(ValueError, match=r"D-channel 47 .* is not open"):
         engine.run(tap.inject_frame, 16, b"\x05")
