@@ -9,8 +9,10 @@ media description. Only what negotiation needs is kept (``v o s c t a m``); the 
 and bandwidth lines (``i u e p b z k r``) and unknown letters are skipped, so a parse and a
 serialize of a description that has them drops them. Parsing is tolerant of what real user
 agents send (LF-only line ends, trailing blanks, unknown attributes) and strict where a
-mistake would misroute media: a missing or garbled ``o=``, ``m=``, ``c=`` or ``a=rtpmap``
-raises :class:`SdpError` naming the line number and what was expected.
+mistake would misroute media: a missing or garbled ``o=``, ``m=`` or ``c=`` raises
+:class:`SdpError` naming the line number and what was expected. A garbled ``a=rtpmap``
+only makes its payload format unusable (RFC 4475's torture INVITEs carry
+``a=rtpmap:31 LPC``, and a call must not fail over a codec nobody picks).
 
 :func:`answer_offer` is the UAS side. RFC 3264 section 6 asks for one answer ``m=`` line per
 offered one, in the same order. The first offered audio stream over ``RTP/AVP`` that carries
@@ -373,8 +375,6 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
                 name, colon, attr_value = value.partition(":")
                 if not name:
                     raise ValueError("the attribute has no name")
-                if name == "rtpmap":
-                    _parse_rtpmap(attr_value)
                 (attributes if current is None else current.attributes).append(
                     (name, attr_value if colon else None)
                 )
