@@ -81,6 +81,13 @@ class LegCleared(LegEvent):
     by: str
 
 
+@dataclass(frozen=True, slots=True)
+class LegDigit(LegEvent):
+    """The far end sent a DTMF digit out of band (an RFC 4733 telephone-event)."""
+
+    digit: str
+
+
 # --------------------------------------------------------------------------- media
 class MediaPort:
     """Where a call's outgoing audio goes: 160-byte G.711 frames in :attr:`law`."""
@@ -103,6 +110,8 @@ class CallLeg:
     incoming: bool = True
     call_from: str = ""
     call_to: str = ""
+    #: extra header fields for the answer, where the protocol has such things (SIP)
+    headers_to_send: list[tuple[str, str]] = []
     _listener: Callable[[LegEvent], None] | None = None
     _unheard: list[LegEvent] | None = None
 
@@ -129,14 +138,17 @@ class CallLeg:
         the protocol refused clears the call too; :class:`LegCleared` follows)."""
         return True
 
-    def alert(self, early_media: bool) -> bool:
+    def alert(self, early_media: bool, codecs: list[str] | None = None) -> bool:
         """Tell the caller we are ringing; with ``early_media``, open the media path before
         the answer if this kind of call can. Returns whether early media is in effect.
-        Called again on an alerted call, it may upgrade to early media."""
+        Called again on an alerted call, it may upgrade to early media. ``codecs`` (API
+        names, "g711a"..., in priority order) chooses among what the caller offered where
+        the protocol negotiates codecs; None means the backend's default."""
         raise NotImplementedError
 
-    def answer(self) -> None:
-        """Answer; :class:`LegAnswered` follows when the far end confirms."""
+    def answer(self, codecs: list[str] | None = None) -> None:
+        """Answer; :class:`LegAnswered` follows when the far end confirms. ``codecs`` as
+        for :meth:`alert` (ignored once early media fixed the codec)."""
         raise NotImplementedError
 
     def release(self, cause: Cause, raw_cause: str | None = None) -> Cause | None:
@@ -150,6 +162,11 @@ class CallLeg:
         """The call's outgoing audio path, opened on first use. Raises Error when the call
         has none now (not alerted with early media, not answered)."""
         raise NotImplementedError
+
+    def received_header(self, name: str) -> list[str]:
+        """The values of header field ``name`` in the request that started an incoming
+        call; empty where the protocol has no header fields."""
+        return []
 
     def _emit(self, event: LegEvent) -> None:
         listener = self._listener
@@ -188,10 +205,12 @@ class Backend:
         raise NotImplementedError
 
     def place_call(self, call_to: str, call_from: str = "", *, route: str | None = None,
-                   codecs: list[str] | None = None) -> CallLeg:
+                   codecs: list[str] | None = None,
+                   headers: list[tuple[str, str]] | None = None) -> CallLeg:
         """Engine thread: start a call out to ``call_to`` and return its leg (events
         follow: alerting, answered, cleared). ``route`` picks where it goes, in the
-        backend's own terms. Raises :class:`NoRoute` when nothing can carry it now."""
+        backend's own terms; ``headers`` are extra header fields where the protocol has
+        them (SIP). Raises :class:`NoRoute` when nothing can carry it now."""
         raise Error(f"the {self.name} backend does not place calls")
 
     def _offer(self, leg: CallLeg) -> bool:
@@ -205,6 +224,7 @@ class Backend:
 BACKENDS: dict[str, str] = {
     "dahdi": "uascall.dahdi.backend:DahdiBackend",
     "sim": "uascall.sim.backend:SimBackend",
+    "sip": "uascall.sip.backend:SipBackend",
 }
 ENTRY_POINT_GROUP = "uascall.backends"
 

@@ -39,12 +39,14 @@ from uascall.backend import (
     LegAlerting,
     LegAnswered,
     LegCleared,
+    LegDigit,
     NoRoute,
 )
 from uascall.engine import Engine
 from uascall.errors import ArgumentError, Error, Hangup
 from uascall.media.player import MediaClock, Player
 from uascall.media.source import FrameSource
+from uascall.sipfields import ChannelSIP
 
 if TYPE_CHECKING:
     from uascall.media.playable import PlayableMedia
@@ -169,6 +171,8 @@ class UASCallChannel:
         self._waiters: list[tuple[Callable[[], bool], concurrent.futures.Future]] = []
         self.FilePlayer = FilePlayer(self)
         self.TonePlayer: TonePlayer | None = None
+        self.DTMFDetector = DTMFDetector(self)
+        self.SIP = ChannelSIP(self)
         #: called on the engine thread with each ChannelEvent (state changes, media)
         self.listeners: list[Callable[[UASCallChannel, ChannelEvent], None]] = []
         self._leg: CallLeg = leg if leg is not None else _NoCall()
@@ -190,6 +194,7 @@ class UASCallChannel:
         # We have asked the far end to clear: the call is as good as IDLE for new work.
         self._releasing = False
         self._player: Player | None = None
+        self._digits = ""  # DTMF received and not yet collected (DTMFDetector)
         if listen:
             leg.listener = self._on_leg_event
 
@@ -221,7 +226,8 @@ class UASCallChannel:
         length of ``custom_ringtone`` (0 without early media; ``loop_ringtone`` is then
         forced off). ``custom_ringtone`` is a tone name (this channel's tone player and its
         tone manager must know it) or a PlayableMedia; it is ignored without early media.
-        ``codecs`` ("g711a;g711u") is validated; on TDM the law is the span's.
+        ``codecs`` ("g711a;g711u") orders the codec choice on SIP (ours, not the caller's
+        order, decides); on TDM it is validated and the law is the span's.
 
         Valid in CALL_INCOMING (and RING_INCOMING, where a new ringtone replaces the old
         one without signalling again). Raises Hangup in IDLE, Error in any other state or
@@ -237,7 +243,7 @@ class UASCallChannel:
         type always raises ArgumentError).
         """
         self._require(_INCOMING, "ring")
-        parse_codecs(codecs)
+        wanted_codecs = parse_codecs(codecs) if codecs is not None else None
         ringtime = _seconds("seconds_ringtime", seconds_ringtime, allow_none=True)
         loop = bool(loop_ringtone)
         if ringtime is None:
@@ -248,7 +254,8 @@ class UASCallChannel:
         _check_ringtone_type(custom_ringtone)
         wanted = bool(negotiate_early_media) or self._early_media
         prepared = self._prepare_ringtone(custom_ringtone) if wanted else None
-        early, law = self._engine.run(self._engine_alert, bool(negotiate_early_media))
+        early, law = self._engine.run(self._engine_alert, bool(negotiate_early_media),
+                                      wanted_codecs)
         if self._releasing:  # the ringing indication could not be sent: the call is going
             self._wait(lambda: self._state is State.IDLE, CLEARING_TIMEOUT)
             return self._state
@@ -278,10 +285,11 @@ class UASCallChannel:
         ringtone.duration  # noqa: B018 - load or render it here, on the application thread
         return lambda law, loop: _Labelled(ringtone.source(law, loop=loop), repr(ringtone))
 
-    def _engine_alert(self, early_media: bool) -> tuple[bool, str]:
+    def _engine_alert(self, early_media: bool, codecs: list[str] | None
+                      ) -> tuple[bool, str]:
         self._require(_INCOMING, "ring")  # again: the far end may have moved meanwhile
         with self._stepping(State.RING_INCOMING):
-            in_effect = self._leg.alert(early_media)
+            in_effect = self._leg.alert(early_media, codecs)
         self._early_media = self._early_media or in_effect
         law = self._leg.media().law if self._early_media and self._live() else ""
         return self._early_media, law
@@ -359,16 +367,18 @@ class UASCallChannel:
             raise ArgumentError(f"lsd_timeout_milliseconds={lsd_timeout_milliseconds!r}; "
                                 "expected milliseconds >= 0")
         wanted = parse_codecs(codecs) if codecs is not None else None
-        self._engine.run(self._engine_place, call_to.strip(), call_from, wanted)
+        headers = self.SIP.fields_to_send()
+        self._engine.run(self._engine_place, call_to.strip(), call_from, wanted, headers)
 
-    def _engine_place(self, call_to: str, call_from: str, codecs: list[str] | None) -> None:
+    def _engine_place(self, call_to: str, call_from: str, codecs: list[str] | None,
+                      headers: list[tuple[str, str]]) -> None:
         if self._state is not State.IDLE:
             raise Error(f"call() in state {self._state.name}; expected IDLE")
         assert self._backend is not None
         old = self._leg
         try:
             leg = self._backend.place_call(call_to, call_from, route=self._route,
-                                           codecs=codecs)
+                                           codecs=codecs, headers=headers)
         except NoRoute as exc:
             log.info("%r: %s", self, exc)
             self._attach(_NoCall(call_to, call_from))
@@ -390,17 +400,18 @@ class UASCallChannel:
         the span's. Returns the state: ANSWERED, or IDLE if the call ended first.
         """
         self._require(_INCOMING, "answer")
-        parse_codecs(codecs)
-        self._engine.run(self._engine_answer)
+        wanted_codecs = parse_codecs(codecs) if codecs is not None else None
+        self._leg.headers_to_send = self.SIP.fields_to_send()
+        self._engine.run(self._engine_answer, wanted_codecs)
         self._wait(lambda: self._state in (State.ANSWERED, State.IDLE), ANSWER_TIMEOUT)
         return self._state
 
-    def _engine_answer(self) -> None:
+    def _engine_answer(self, codecs: list[str] | None) -> None:
         self._require(_INCOMING, "answer")
         if self._player is not None:
             self._player.stop()
         with self._stepping(State.ANSWERING):
-            self._leg.answer()
+            self._leg.answer(codecs)
 
     @contextlib.contextmanager
     def _stepping(self, state: State) -> Iterator[None]:
@@ -475,6 +486,11 @@ class UASCallChannel:
             self._cause = pending if pending is not None and event.by == "local" else event.cause
             self.Details.raw_cause = event.raw_cause
             self._set_state(State.IDLE)
+            return
+        if isinstance(event, LegDigit):
+            self._digits += event.digit
+            if self._waiters:
+                self._waiters = [w for w in self._waiters if not _settle(*w)]
             return
         table = TRANSITIONS.get(type(event), {})
         if self._state in table:
@@ -722,3 +738,100 @@ class TonePlayer(_PlayerBase):
         return self._play(lambda law: _Labelled(tone.source(law, loop=seconds is not None,
                                                             seconds=seconds),
                                                 f"tone {tone.name}"), "TonePlayer.play")
+
+
+class DTMFDetector:
+    """Collects the DTMF digits the far end sends (UAS ``DTMFDetector``).
+
+    Digits come from backends that report them: RFC 4733 telephone-events on SIP. They wait
+    in a buffer from the moment they arrive (whether or not anyone is collecting) until
+    :meth:`get_digits` takes them or :meth:`clear_digits` drops them; a new call on the
+    channel starts with an empty buffer.
+    """
+
+    class Cause(Enum):
+        HANGUP = "hangup"
+        COUNT = "count"
+        END = "end"
+        TIMEOUT = "timeout"
+        ERROR = "error"
+        NONE = "none"
+
+    def __init__(self, channel: UASCallChannel) -> None:
+        self._channel = channel
+        self._cause = DTMFDetector.Cause.NONE
+
+    def cause(self) -> DTMFDetector.Cause:
+        """Why the last :meth:`get_digits` returned."""
+        return self._cause
+
+    def clear_digits(self) -> None:
+        """Drop the digits received and not yet collected."""
+        def clear() -> None:
+            self._channel._digits = ""
+        self._channel._engine.run(clear)
+
+    def get_digits(self, clear: bool = False, count: int = 0,
+                   seconds_predigits_timeout: float = 0,
+                   seconds_interdigit_timeout: float = 5, end: str | None = None,
+                   seconds_timeout: float | None = None) -> str:
+        """Collect digits and return them as a string; :meth:`cause` says why it stopped.
+
+        ``clear`` empties the buffer first. Stops when ``count`` digits are collected
+        (COUNT; 0 means no limit), when the ``end`` digit arrives (END; the end digit is
+        consumed and not returned, our choice), when no first digit is waiting after
+        ``seconds_predigits_timeout`` (0: return at once) or no next one after
+        ``seconds_interdigit_timeout`` (TIMEOUT), when ``seconds_timeout`` passes in all
+        (TIMEOUT), or when the call ends (HANGUP, with the digits collected so far).
+        Digits beyond ``count`` stay in the buffer for the next call. Raises Hangup on a
+        call that has ended with nothing left in the buffer.
+        """
+        channel = self._channel
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ArgumentError(f"count={count!r}; expected an integer >= 0 (0: no limit)")
+        if end is not None and (not isinstance(end, str) or len(end) != 1
+                                or end not in "0123456789*#ABCD"):
+            raise ArgumentError(f"end={end!r}; expected one DTMF digit (0-9, *, #, A-D) "
+                                "or None")
+        predigits = _seconds("seconds_predigits_timeout", seconds_predigits_timeout,
+                             allow_none=False) or 0.0
+        interdigit = _seconds("seconds_interdigit_timeout", seconds_interdigit_timeout,
+                              allow_none=False) or 0.0
+        overall = _seconds("seconds_timeout", seconds_timeout, allow_none=True)
+        engine = channel._engine
+        if clear:
+            self.clear_digits()
+        if channel._state is State.IDLE and not channel._digits:
+            self._cause = DTMFDetector.Cause.HANGUP
+            raise Hangup("DTMFDetector.get_digits() on a call that has ended (IDLE)",
+                         cause=channel._cause)
+        started = engine.time()
+        collected = ""
+
+        def take_one() -> str:
+            digits = channel._digits
+            channel._digits = digits[1:]
+            return digits[:1]
+
+        wait = predigits
+        while True:
+            digit = engine.run(take_one)
+            if digit:
+                if end is not None and digit == end:
+                    self._cause = DTMFDetector.Cause.END
+                    return collected
+                collected += digit
+                if count and len(collected) >= count:
+                    self._cause = DTMFDetector.Cause.COUNT
+                    return collected
+                wait = interdigit
+                continue
+            if channel._state is State.IDLE:
+                self._cause = DTMFDetector.Cause.HANGUP
+                return collected
+            if overall is not None:
+                wait = min(wait, max(0.0, started + overall - engine.time()))
+            if wait <= 0 or not channel._wait(
+                    lambda: bool(channel._digits) or channel._state is State.IDLE, wait):
+                self._cause = DTMFDetector.Cause.TIMEOUT
+                return collected

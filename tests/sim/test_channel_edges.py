@@ -89,9 +89,9 @@ def test_answer_between_rings_two_steps_starts_no_ringtone(world, monkeypatch):
     with_tones(channel)
     alert = UASCallChannel._engine_alert
 
-    def alert_then_answered(self, early_media):
-        result = alert(self, early_media)
-        self._engine_answer()  # what the other thread's answer() does on the engine
+    def alert_then_answered(self, early_media, codecs):
+        result = alert(self, early_media, codecs)
+        self._engine_answer(None)  # what the other thread's answer() does on the engine
         return result
 
     monkeypatch.setattr(UASCallChannel, "_engine_alert", alert_then_answered)

@@ -322,7 +322,7 @@ class AnalogLeg(CallLeg):
     def live(self) -> bool:
         return not self._over and self._release_cause is None
 
-    def alert(self, early_media: bool) -> bool:
+    def alert(self, early_media: bool, codecs: list[str] | None = None) -> bool:
         """On an FXO port the exchange plays the ringback: nothing to signal, no early
         media. On an FXS port we are the exchange: ringback goes in band, and the call's
         own ringtone (early media) may replace it."""
@@ -331,7 +331,7 @@ class AnalogLeg(CallLeg):
             return True
         return False
 
-    def answer(self) -> None:
+    def answer(self, codecs: list[str] | None = None) -> None:
         self.port.command("answer")
         self._answered = True
 

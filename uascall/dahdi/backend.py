@@ -122,7 +122,7 @@ class PriLeg(CallLeg):
     def live(self) -> bool:
         return self.call.live
 
-    def alert(self, early_media: bool) -> bool:
+    def alert(self, early_media: bool, codecs: list[str] | None = None) -> bool:
         call = self.call
         if early_media and not self.early_media:
             # The B-channel is ready before the far end starts listening; if it cannot be
@@ -140,7 +140,7 @@ class PriLeg(CallLeg):
         self.early_media = self.early_media or early_media
         return self.early_media
 
-    def answer(self) -> None:
+    def answer(self, codecs: list[str] | None = None) -> None:
         self.call.answer()
 
     def release(self, cause: Cause, raw_cause: str | None = None) -> Cause | None:
@@ -260,7 +260,8 @@ class DahdiBackend(Backend):
 
     # ------------------------------------------------------------------ calls out
     def place_call(self, call_to: str, call_from: str = "", *, route: str | None = None,
-                   codecs: list[str] | None = None) -> CallLeg:
+                   codecs: list[str] | None = None,
+                   headers: list[tuple[str, str]] | None = None) -> CallLeg:
         kind, _, number = (route or "").partition(":")
         if kind not in ("", "pri", "fxs"):
             raise ArgumentError(f"route {route!r}; expected 'pri', 'pri:SPAN', 'fxs', "
