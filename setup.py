@@ -21,6 +21,7 @@ setup(
         "uascall.backends": [
             "dahdi = uascall.dahdi.backend:DahdiBackend",
             "sim = uascall.sim.backend:SimBackend",
+            "sip = uascall.sip.backend:SipBackend",
         ],
     },
     # The demo's application and its media, found by `uascall demo` after a normal install.

@@ -31,6 +31,7 @@ from uascall.errors import UascallError
 from uascall.media import wav
 from uascall.sim.backend import SimBackend
 from uascall.sim.farend import FarEndCall
+from uascall.sip.transport import LOOPBACK
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,10 @@ def _run(args: argparse.Namespace) -> int:
                        "analog": AnalogSettings(
                            callerid=None if args.callerid == "none" else args.callerid,
                            zone=args.zone, ring_timeout=args.ring_timeout)}
+        elif args.backend == "sip":
+            options = {"listen": args.listen or ["127.0.0.1:5060"],
+                       "allow": args.allow or list(LOOPBACK), "codecs": args.codecs,
+                       "rtp_timeout": args.rtp_timeout, "outbound": args.outbound}
         backend: Backend = open_backend(args.backend, engine, **options)
         host = AppHost(engine, backend, app, application_parameters=args.param,
                        media_dir=args.media_dir, records=args.records, tts_voice=args.voice)
@@ -218,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="serve a UAS-style application")
     run.add_argument("app", help="the application file (with main(channel, ...))")
-    run.add_argument("--backend", default="sim", help="sim (default) or dahdi")
+    run.add_argument("--backend", default="sim", help="sim (default), dahdi or sip")
     run.add_argument("--param", default="", help="application_parameters for main()")
     run.add_argument("--media-dir", help="the application's media files (default: "
                      "media/ beside it, or its own folder)")
@@ -257,6 +262,20 @@ def build_parser() -> argparse.ArgumentParser:
     dahdi.add_argument("--ring-timeout", type=float, default=8.0, metavar="SECONDS",
                        help="an unanswered call on an FXO port has ended this long after "
                        "its last ring (default %(default)s)")
+    sip = run.add_argument_group("sip backend")
+    sip.add_argument("--listen", action="append", metavar="HOST:PORT",
+                     help="where to receive SIP over UDP (repeatable, e.g. 127.0.0.1:5080 and "
+                     "[::1]:5080; default 127.0.0.1:5060)")
+    sip.add_argument("--allow", action="append", metavar="NETWORK",
+                     help="accept SIP and RTP from this network (repeatable, e.g. "
+                     "192.0.2.0/24; default loopback only)")
+    sip.add_argument("--codecs", default="g711a;g711u",
+                     help="codec priority (default %(default)s)")
+    sip.add_argument("--rtp-timeout", type=float, default=60.0, metavar="SECONDS",
+                     help="end an answered call after this long without RTP from the far "
+                     "end (default %(default)s; 0: never)")
+    sip.add_argument("--outbound", metavar="HOST:PORT",
+                     help="where outgoing calls to bare numbers go")
     run.set_defaults(func=_run)
     return parser
 

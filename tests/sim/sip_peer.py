@@ -1,0 +1,223 @@
+"""A scripted SIP caller over real UDP, for tests that need to misbehave on purpose.
+
+It sends exactly what a test tells it (retransmissions, a withheld ACK, a CANCEL at a
+chosen moment) and records every datagram it receives with its arrival time, so tests
+can check what our user agent sent and when. Messages are built as text and parsed with
+:mod:`uascall.sip.message`; RTP is read on a second socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+
+from uascall.sip.message import Request, Response, parse_message
+from uascall.sip.rtp import RtpPacket, RtpSender
+
+
+@dataclass
+class Received:
+    at: float
+    message: Request | Response
+
+
+def sdp_offer(host: str, port: int, formats: str = "0 8 101", *, direction: str = "sendrecv"
+              ) -> str:
+    family = "IP6" if ":" in host else "IP4"
+    lines = ["v=0", f"o=peer 1 1 IN {family} {host}", "s=-", f"c=IN {family} {host}",
+             "t=0 0", f"m=audio {port} RTP/AVP {formats}", "a=rtpmap:0 PCMU/8000",
+             "a=rtpmap:8 PCMA/8000", "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-15",
+             f"a={direction}"]
+    return "\r\n".join(lines) + "\r\n"
+
+
+class SipPeer:
+    """A caller on ``host`` talking to the user agent at ``target``."""
+
+    def __init__(self, target: tuple[str, int], host: str = "127.0.0.1") -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.target = target
+        self.host = host
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.port = self.sock.getsockname()[1]
+        self.rtp = socket.socket(family, socket.SOCK_DGRAM)
+        self.rtp.bind((host, 0))
+        self.rtp_port = self.rtp.getsockname()[1]
+        self.received: list[Received] = []
+        self.call_id = f"{secrets.token_hex(8)}@{host}"
+        self.from_tag = secrets.token_hex(4)
+        self.cseq = 1
+        self.branch = ""
+        self.invite_text = ""
+        self.to_tag: str | None = None
+        self.remote_rtp: tuple[str, int] | None = None
+
+    def close(self) -> None:
+        self.sock.close()
+        self.rtp.close()
+
+    @property
+    def hostport(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def target_hostport(self) -> str:
+        host, port = self.target
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    # ------------------------------------------------------------------ sending
+    def send(self, data: str | bytes) -> None:
+        self.sock.sendto(data.encode() if isinstance(data, str) else data, self.target)
+
+    def request(self, method: str, *, branch: str | None = None, cseq: int | None = None,
+                to_tag: str | None = None, body: str = "", extra: str = "",
+                uri: str | None = None, content_type: str = "application/sdp") -> str:
+        branch = branch or "z9hG4bK" + secrets.token_hex(6)
+        to = f"<sip:service@{self.target_hostport}>" + (f";tag={to_tag}" if to_tag else "")
+        number = self.cseq if cseq is None else cseq
+        text = (f"{method} {uri or f'sip:service@{self.target_hostport}'} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {self.hostport};branch={branch}\r\n"
+                f"Max-Forwards: 70\r\n"
+                f"From: \"Peer\" <sip:peer@{self.hostport}>;tag={self.from_tag}\r\n"
+                f"To: {to}\r\n"
+                f"Call-ID: {self.call_id}\r\n"
+                f"CSeq: {number} {method}\r\n"
+                f"Contact: <sip:peer@{self.hostport}>\r\n{extra}")
+        if body:
+            text += f"Content-Type: {content_type}\r\n"
+        text += f"Content-Length: {len(body.encode())}\r\n\r\n{body}"
+        return text
+
+    def invite(self, *, formats: str = "0 8 101", offer: bool = True, extra: str = "",
+               direction: str = "sendrecv") -> str:
+        self.branch = "z9hG4bK" + secrets.token_hex(6)
+        body = sdp_offer(self.host, self.rtp_port, formats, direction=direction) if offer else ""
+        self.invite_text = self.request("INVITE", branch=self.branch, body=body, extra=extra)
+        self.send(self.invite_text)
+        return self.invite_text
+
+    def ack(self, response: Response, body: str = "") -> None:
+        """ACK a 2xx (new branch, in the dialog) or a failure (the INVITE's branch)."""
+        tag = response.to.tag
+        if response.status >= 300:
+            self.send(self.request("ACK", branch=self.branch, cseq=self.cseq, to_tag=tag))
+        else:
+            self.send(self.request("ACK", cseq=self.cseq, to_tag=tag, body=body))
+
+    def cancel(self) -> None:
+        self.send(self.request("CANCEL", branch=self.branch, cseq=self.cseq))
+
+    def bye(self) -> str:
+        self.cseq += 1
+        text = self.request("BYE", cseq=self.cseq, to_tag=self.to_tag)
+        self.send(text)
+        return text
+
+    def respond_to(self, request: Request, status: int, reason: str = "OK") -> None:
+        lines = [f"SIP/2.0 {status} {reason}"]
+        for name, value in request.headers:
+            if name in ("Via", "From", "To", "Call-ID", "CSeq"):
+                lines.append(f"{name}: {value}")
+        lines.append("Content-Length: 0")
+        self.send("\r\n".join(lines) + "\r\n\r\n")
+
+    # ------------------------------------------------------------------ receiving
+    def poll(self, seconds: float) -> list[Received]:
+        """Everything that arrives within ``seconds``."""
+        got: list[Received] = []
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return got
+            self.sock.settimeout(left)
+            try:
+                data, _ = self.sock.recvfrom(65535)
+            except TimeoutError:
+                return got
+            item = Received(time.monotonic(), parse_message(data))
+            self.received.append(item)
+            got.append(item)
+
+    def expect(self, status: int | str, timeout: float = 5.0, *, method: str | None = None
+               ) -> Request | Response:
+        """The next message that is a response with ``status`` (for ``method`` if given) or
+        a request of method ``status``; other messages are recorded and skipped."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for item in self.poll(min(0.05, max(0.0, deadline - time.monotonic()))):
+                message = item.message
+                if isinstance(message, Response) and message.status == status and (
+                        method is None or message.cseq[1] == method):
+                    self._note(message)
+                    return message
+                if isinstance(message, Request) and message.method == status:
+                    return message
+        seen = [_describe(item.message) for item in self.received]
+        raise AssertionError(f"no {status} within {timeout} s; received: {seen}")
+
+    def _note(self, response: Response) -> None:
+        if response.to.tag and response.cseq[1] == "INVITE":
+            self.to_tag = response.to.tag
+        if response.body and b"m=audio" in response.body:
+            self.remote_rtp = sdp_address(response.body)
+
+    # ------------------------------------------------------------------ RTP
+    def rtp_packets(self, seconds: float) -> list[RtpPacket]:
+        packets = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.rtp.settimeout(left)
+            try:
+                data, _ = self.rtp.recvfrom(2048)
+            except TimeoutError:
+                break
+            packets.append(RtpPacket.parse(data))
+        return packets
+
+    def drain_rtp(self) -> None:
+        self.rtp.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                self.rtp.recvfrom(2048)
+        self.rtp.setblocking(True)
+
+    def send_rtp(self, packets: list[bytes], interval: float = 0.0) -> None:
+        assert self.remote_rtp is not None, "no SDP from the user agent yet"
+        for packet in packets:
+            self.rtp.sendto(packet, self.remote_rtp)
+            if interval:
+                time.sleep(interval)
+
+    def send_digits(self, digits: str, payload_type: int = 101) -> None:
+        sender = RtpSender(8)
+        for digit in digits:
+            self.send_rtp(sender.event_packets(digit, 60, telephone_event_pt=payload_type),
+                          0.002)
+
+
+def sdp_address(body: bytes) -> tuple[str, int]:
+    host, port = "", 0
+    for line in body.decode().splitlines():
+        if line.startswith("c=IN "):
+            host = line.split()[-1]
+        elif line.startswith("m=audio "):
+            port = int(line.split()[1])
+    return host, port
+
+
+def sdp_formats(body: bytes) -> list[str]:
+    for line in body.decode().splitlines():
+        if line.startswith("m=audio "):
+            return line.split()[3:]
+    return []
+
+
+def _describe(message: Request | Response) -> str:
+    if isinstance(message, Response):
+        return f"{message.status} ({message.cseq[1]})"
+    return message.method

@@ -1,0 +1,488 @@
+"""The channel API over the SIP backend, against a scripted caller on real UDP sockets.
+
+The timers are shrunk (T1 = 50 ms, T2 = 400 ms, so 64*T1 = 3.2 s) so that retransmission
+and give-up behaviour shows in a second or two of real time; the sequence of messages is
+what RFC 3261 asks for at any T1.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+
+import pytest
+
+from tests.audio import decode, dominant_frequency
+from tests.sim.sip_peer import SipPeer, sdp_formats
+from uascall.backend import Cause, open_backend
+from uascall.channel import State, UASCallChannel
+from uascall.engine import Engine
+from uascall.errors import Error, Hangup
+from uascall.media.player import MediaClock
+from uascall.media.tones import ToneManager
+from uascall.sip.message import Response
+from uascall.sip.transaction import Timers
+
+FAST = Timers(t1=0.05, t2=0.4, t4=0.5)
+
+
+class Uas:
+    """A SIP backend on an engine; each incoming call becomes a channel in :attr:`calls`."""
+
+    def __init__(self, **options) -> None:
+        self.engine = Engine().start()
+        self.clock = MediaClock(self.engine)
+        options.setdefault("listen", "127.0.0.1:0")
+        options.setdefault("timers", FAST)
+        self.backend = open_backend("sip", self.engine, **options)
+        self.calls: queue.Queue[UASCallChannel] = queue.Queue()
+        self.backend.on_incoming = self._incoming
+        self.engine.run(self.backend.start)
+
+    def _incoming(self, leg) -> None:
+        channel = UASCallChannel(self.engine, leg, media_clock=self.clock)
+        channel.create_tone_player(ToneManager(logging.getLogger("tones")))
+        self.calls.put(channel)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.backend.addresses[0]
+
+    def channel(self, timeout: float = 5.0) -> UASCallChannel:
+        return self.calls.get(timeout=timeout)
+
+    def close(self) -> None:
+        if self.engine.running:
+            self.engine.run(self.backend.stop)
+            self.engine.stop()
+
+
+@pytest.fixture
+def uas():
+    server = Uas()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def peer(uas):
+    caller = SipPeer(uas.address)
+    yield caller
+    caller.close()
+
+
+def incoming(uas: Uas, peer: SipPeer, **invite) -> UASCallChannel:
+    peer.invite(**invite)
+    peer.expect(100)
+    return uas.channel()
+
+
+def answered(uas: Uas, peer: SipPeer) -> UASCallChannel:
+    channel = incoming(uas, peer)
+    result: list[State] = []
+    thread = threading.Thread(target=lambda: result.append(channel.answer()))
+    thread.start()
+    ok = peer.expect(200, method="INVITE")
+    peer.ack(ok)
+    thread.join(5)
+    assert result == [State.ANSWERED]
+    return channel
+
+
+# ---------------------------------------------------------------------- ringing
+def test_100_trying_comes_before_the_application_sees_the_call(uas, peer):
+    peer.invite()
+    trying = peer.expect(100)
+    assert trying.to.tag is None  # 100 carries no To-tag (RFC 3261 8.2.6.1)
+    channel = uas.channel()
+    assert channel.state() is State.CALL_INCOMING
+    assert channel.Details.call_from == "peer" and channel.Details.call_to == "service"
+
+
+def test_ring_without_early_media_sends_180(uas, peer):
+    channel = incoming(uas, peer)
+    assert channel.ring() is State.RING_INCOMING
+    ringing = peer.expect(180)
+    assert ringing.body == b"" and ringing.to.tag
+    assert peer.rtp_packets(0.2) == []
+
+
+@pytest.mark.parametrize(("codecs", "payload_type", "law"), [
+    (None, 8, "alaw"), ("g711a;g711u", 8, "alaw"), ("g711u;g711a", 0, "ulaw"),
+    ("g711u", 0, "ulaw")])
+def test_early_media_183_with_our_codec_choice_and_the_ringtone_in_rtp(
+        uas, peer, codecs, payload_type, law):
+    channel = incoming(uas, peer)  # offered: 0 8 101, PCMU first
+    channel.ring(negotiate_early_media=True, custom_ringtone="RINGBACK_EU",
+                 loop_ringtone=True, codecs=codecs)
+    progress = peer.expect(183)
+    assert progress.headers.get("Content-Type") == "application/sdp"
+    assert sdp_formats(progress.body) == [str(payload_type), "101"]  # telephone-event kept
+    packets = peer.rtp_packets(1.2)
+    assert len(packets) >= 50
+    assert {p.payload_type for p in packets} == {payload_type}
+    assert all(len(p.payload) == 160 for p in packets)
+    sequences = [p.sequence for p in packets]
+    assert all((b - a) % 65536 == 1 for a, b in itertools.pairwise(sequences))
+    samples = decode(b"".join(p.payload for p in packets[:40]), law)
+    assert abs(dominant_frequency(samples) - 425) < 3  # RINGBACK_EU: 425 Hz, 1 s on
+    channel.hang_up()
+
+
+def test_answer_sends_the_same_sdp_as_the_183_and_ack_makes_it_answered(uas, peer):
+    channel = incoming(uas, peer)
+    channel.ring(negotiate_early_media=True)
+    progress = peer.expect(183)
+    result: list[State] = []
+    thread = threading.Thread(target=lambda: result.append(channel.answer()))
+    thread.start()
+    ok = peer.expect(200, method="INVITE")
+    assert ok.body == progress.body
+    assert ok.to.tag == progress.to.tag
+    assert channel.state() is State.ANSWERING
+    peer.ack(ok)
+    thread.join(5)
+    assert result == [State.ANSWERED]
+
+
+def test_ring_blocks_for_the_ringtone_and_returns_idle_when_the_caller_cancels(uas, peer):
+    channel = incoming(uas, peer)
+    got: list[State] = []
+    thread = threading.Thread(target=lambda: got.append(channel.ring(
+        seconds_ringtime=None, negotiate_early_media=True, custom_ringtone="RINGBACK_EU",
+        loop_ringtone=False)))
+    thread.start()
+    peer.expect(183)
+    time.sleep(0.3)
+    assert thread.is_alive()  # blocked for the length of the ringtone (a 5 s cadence)
+    peer.cancel()
+    ok = peer.expect(200, method="CANCEL")
+    terminated = peer.expect(487, method="INVITE")
+    assert ok.to.tag == terminated.to.tag  # the same tag for both (RFC 3261 9.2)
+    thread.join(2)
+    assert got == [State.IDLE]
+    assert channel.cause() is Cause.NORMAL
+    with pytest.raises(Hangup):
+        channel.answer()
+
+
+def test_487_is_retransmitted_until_the_ack_and_the_ack_is_absorbed(uas, peer):
+    channel = incoming(uas, peer)
+    channel.ring()
+    peer.expect(180)
+    peer.cancel()
+    first = peer.expect(487, method="INVITE")
+    later = [r for r in peer.poll(0.4) if isinstance(r.message, Response)
+             and r.message.status == 487]
+    assert len(later) >= 2  # Timer G: T1, 2*T1 ...
+    peer.ack(first)
+    peer.poll(0.1)
+    assert [r for r in peer.poll(0.5) if isinstance(r.message, Response)] == []
+    assert channel.wait_for_idle(1) is State.IDLE
+
+
+def test_a_retransmitted_invite_gets_the_last_provisional_and_no_second_call(uas, peer):
+    channel = incoming(uas, peer)
+    channel.ring(negotiate_early_media=True)
+    first = peer.expect(183)
+    peer.send(peer.invite_text)
+    again = peer.expect(183)
+    assert again.body == first.body and again.to.tag == first.to.tag
+    with pytest.raises(queue.Empty):
+        uas.calls.get(timeout=0.3)
+    channel.hang_up()
+
+
+def test_the_200_is_retransmitted_until_the_ack(uas, peer):
+    channel = incoming(uas, peer)
+    thread = threading.Thread(target=channel.answer)
+    thread.start()
+    ok = peer.expect(200, method="INVITE")
+    again = [item for item in peer.poll(0.6) if isinstance(item.message, Response)
+             and item.message.status == 200]
+    # T1 doubling: 50, 150, 350 ms after the first (the exact schedule is checked without
+    # sockets in test_sip_transaction.py; here the machine may be busy)
+    assert len(again) >= 2
+    assert all(item.message.body == ok.body for item in again)
+    peer.ack(ok)
+    thread.join(2)
+    assert channel.state() is State.ANSWERED
+    peer.poll(0.1)
+    assert [r for r in peer.poll(0.6) if isinstance(r.message, Response)] == []
+
+
+def test_no_ack_within_64_t1_ends_the_call_with_bye(uas, peer):
+    channel = incoming(uas, peer)
+    got: list[State] = []
+    thread = threading.Thread(target=lambda: got.append(channel.answer()))
+    thread.start()
+    peer.expect(200, method="INVITE")
+    bye = peer.expect("BYE", timeout=5)
+    peer.respond_to(bye, 200)
+    thread.join(2)
+    assert got == [State.IDLE]
+    assert channel.cause() is Cause.FAILED
+
+
+# ---------------------------------------------------------------------- clearing
+def test_caller_bye_clears_the_call(uas, peer):
+    channel = answered(uas, peer)
+    peer.bye()
+    assert peer.expect(200, method="BYE")
+    assert channel.wait_for_idle(2) is State.IDLE
+    assert channel.cause() is Cause.NORMAL
+    assert channel.Details.raw_cause == "BYE"
+
+
+def test_bye_with_a_q850_reason_gives_its_cause(uas, peer):
+    channel = answered(uas, peer)
+    peer.cseq += 1
+    peer.send(peer.request("BYE", cseq=peer.cseq, to_tag=peer.to_tag,
+                           extra="Reason: Q.850;cause=17\r\n"))
+    peer.expect(200, method="BYE")
+    assert channel.wait_for_idle(2) is State.IDLE
+    assert channel.cause() is Cause.BUSY
+
+
+def test_hang_up_sends_bye_and_waits_for_its_200(uas, peer):
+    channel = answered(uas, peer)
+    got: list[State] = []
+    thread = threading.Thread(target=lambda: got.append(channel.hang_up()))
+    thread.start()
+    bye = peer.expect("BYE")
+    assert bye.to.tag == peer.from_tag  # our To is the caller's From
+    peer.respond_to(bye, 200)
+    thread.join(2)
+    assert got == [State.IDLE] and channel.cause() is Cause.NORMAL
+
+
+def test_hang_up_before_the_ack_waits_for_it_then_sends_bye(uas, peer):
+    channel = incoming(uas, peer)
+    threading.Thread(target=channel.answer).start()
+    ok = peer.expect(200, method="INVITE")
+    hung = threading.Thread(target=channel.hang_up)
+    hung.start()
+    time.sleep(0.2)
+    assert not [r for r in peer.received if getattr(r.message, "method", "") == "BYE"]
+    peer.ack(ok)
+    bye = peer.expect("BYE")
+    peer.respond_to(bye, 200)
+    hung.join(2)
+    assert channel.state() is State.IDLE
+
+
+@pytest.mark.parametrize(("cause", "raw", "status", "q850"), [
+    (Cause.BUSY, None, 486, "17"), (Cause.REJECTED, None, 603, "21"),
+    (Cause.NOCHANNELS, None, 503, "34"), (Cause.CONGESTION, None, 503, "42"),
+    (Cause.UNOBTAINABLE, None, 404, None), (None, 404, 404, None), (None, "480", 480, None),
+    (Cause.BUSY, 699, 699, None)])
+def test_reject_sends_the_mapped_final_response(uas, peer, cause, raw, status, q850):
+    channel = incoming(uas, peer)
+    assert channel.reject(cause, raw) is State.IDLE
+    final = peer.expect(status, method="INVITE")
+    reason = final.headers.get("Reason")
+    if q850:
+        assert reason == f"Q.850;cause={q850}"
+    peer.ack(final)
+
+
+@pytest.mark.parametrize("raw", [302, "301", "abc", 200, 183])
+def test_reject_with_a_raw_cause_sip_cannot_send_leaves_state_error(uas, peer, raw):
+    channel = incoming(uas, peer)
+    assert channel.reject(raw_cause=raw) is State.ERROR
+    assert channel.reject(Cause.BUSY) is State.IDLE
+    peer.expect(486)
+
+
+# ---------------------------------------------------------------------- media, DTMF
+def test_telephone_events_become_digits(uas, peer):
+    channel = answered(uas, peer)
+    peer.send_digits("12#")
+    assert channel.DTMFDetector.get_digits(count=3, seconds_predigits_timeout=2) == "12#"
+    assert channel.DTMFDetector.cause() is channel.DTMFDetector.Cause.COUNT
+    peer.send_digits("9*")
+    assert channel.DTMFDetector.get_digits(end="*", seconds_predigits_timeout=2) == "9"
+    assert channel.DTMFDetector.cause() is channel.DTMFDetector.Cause.END
+    assert channel.DTMFDetector.get_digits() == ""
+    assert channel.DTMFDetector.cause() is channel.DTMFDetector.Cause.TIMEOUT
+
+
+def test_rtp_inactivity_ends_an_answered_call():
+    server = Uas(rtp_timeout=0.5)
+    caller = SipPeer(server.address)
+    try:
+        channel = answered(server, caller)
+        bye = caller.expect("BYE", timeout=3)  # the caller never sends RTP
+        caller.respond_to(bye, 200)
+        assert channel.wait_for_idle(2) is State.IDLE
+        assert channel.cause() is Cause.FAILED
+    finally:
+        caller.close()
+        server.close()
+
+
+def test_offerless_invite_gets_our_offer_in_the_200_and_the_answer_in_the_ack(uas, peer):
+    channel = incoming(uas, peer, offer=False)
+    assert channel.ring(negotiate_early_media=True) is State.RING_INCOMING
+    peer.expect(180)  # no early media without an offer (that would need PRACK)
+    thread = threading.Thread(target=channel.answer)
+    thread.start()
+    ok = peer.expect(200, method="INVITE")
+    assert sdp_formats(ok.body)[:2] == ["8", "0"]
+    from tests.sim.sip_peer import sdp_offer
+    peer.ack(ok, body=sdp_offer(peer.host, peer.rtp_port, "8 101"))
+    thread.join(2)
+    assert channel.state() is State.ANSWERED
+    channel.FilePlayer  # noqa: B018
+    assert len(peer.rtp_packets(0.3)) >= 10
+
+
+# ---------------------------------------------------------------------- the user agent
+def test_options_is_answered_with_what_we_allow(uas, peer):
+    peer.send(peer.request("OPTIONS"))
+    ok = peer.expect(200, method="OPTIONS")
+    assert set(ok.headers.get("Allow").replace(" ", "").split(",")) >= {
+        "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"}
+    assert ok.headers.get("Accept") == "application/sdp"
+
+
+def test_bye_for_an_unknown_dialog_gets_481(uas, peer):
+    peer.send(peer.request("BYE", to_tag="nosuchtag"))
+    peer.expect(481)
+
+
+def test_overload_answers_new_invites_503_with_retry_after():
+    server = Uas(max_setups=1, retry_after=7)
+    first, second = SipPeer(server.address), SipPeer(server.address)
+    try:
+        channel = incoming(server, first)
+        second.invite()
+        busy = second.expect(503)
+        assert busy.headers.get("Retry-After") == "7"
+        channel.reject(Cause.BUSY)
+        third = SipPeer(server.address)
+        incoming(server, third).reject()
+        third.close()
+    finally:
+        first.close()
+        second.close()
+        server.close()
+
+
+def test_datagrams_from_outside_the_allow_list_are_dropped():
+    server = Uas(allow=["192.0.2.0/24"])
+    caller = SipPeer(server.address)
+    try:
+        caller.invite()
+        assert caller.poll(0.5) == []
+        assert server.backend.ua.endpoints[0].stats.dropped_not_allowed == 1
+    finally:
+        caller.close()
+        server.close()
+
+
+def test_datagrams_over_the_size_limit_are_dropped():
+    server = Uas(max_message_size=1000)
+    caller = SipPeer(server.address)
+    try:
+        caller.send(caller.request("OPTIONS", extra=f"X-Padding: {'a' * 1200}\r\n"))
+        assert caller.poll(0.4) == []
+        caller.send(caller.request("OPTIONS"))
+        caller.expect(200)
+    finally:
+        caller.close()
+        server.close()
+
+
+def test_ipv6():
+    server = Uas(listen="[::1]:0")
+    caller = SipPeer(server.address, host="::1")
+    try:
+        channel = incoming(server, caller)
+        channel.ring(negotiate_early_media=True)
+        progress = caller.expect(183)
+        assert b"c=IN IP6 ::1" in progress.body
+        assert len(caller.rtp_packets(0.3)) >= 10
+        channel.hang_up()
+    finally:
+        caller.close()
+        server.close()
+
+
+def test_malformed_datagrams_never_stop_the_engine(uas, peer):
+    for junk in (b"\x00\xff" * 40, b"INVITE\r\n\r\n", b"SIP/2.0 200\r\n\r\n",
+                 b"INVITE sip:x SIP/2.0\r\nVia: garbage\r\nCall-ID: 1\r\n\r\n"):
+        peer.send(junk)
+    peer.send(peer.request("OPTIONS"))
+    peer.expect(200)
+    assert uas.engine.running
+
+
+# ---------------------------------------------------------------------- calls out
+def test_outgoing_call_is_answered_by_another_sip_backend(uas):
+    caller = Uas()
+    try:
+        host, port = uas.address
+        channel = UASCallChannel(caller.engine, backend=caller.backend,
+                                 media_clock=caller.clock)
+        got: list[State] = []
+        thread = threading.Thread(target=lambda: got.append(
+            channel.call(f"sip:100@{host}:{port}", "200", seconds_timeout=5)))
+        thread.start()
+        callee = uas.channel()
+        callee.ring(negotiate_early_media=True, custom_ringtone="RINGBACK_EU")
+        time.sleep(0.2)
+        assert channel.state() is State.RING_OUTGOING
+        callee.answer()
+        thread.join(5)
+        assert got == [State.ANSWERED]
+        channel.hang_up()
+        assert callee.wait_for_idle(2) is State.IDLE
+        assert channel.state() is State.IDLE
+    finally:
+        caller.close()
+
+
+@pytest.mark.parametrize(("cause", "expected"), [
+    (Cause.BUSY, Cause.BUSY), (Cause.UNOBTAINABLE, Cause.UNOBTAINABLE),
+    (Cause.CONGESTION, Cause.CONGESTION), (Cause.REJECTED, Cause.REJECTED)])
+def test_outgoing_call_refused_gives_the_mapped_cause(uas, cause, expected):
+    caller = Uas()
+    try:
+        host, port = uas.address
+        channel = UASCallChannel(caller.engine, backend=caller.backend,
+                                 media_clock=caller.clock)
+        channel.start_call(f"sip:100@{host}:{port}")
+        uas.channel().reject(cause)
+        assert channel.wait_for_idle(3) is State.IDLE
+        assert channel.cause() is expected
+    finally:
+        caller.close()
+
+
+def test_outgoing_call_not_answered_in_time_is_cancelled(uas):
+    caller = Uas()
+    try:
+        host, port = uas.address
+        channel = UASCallChannel(caller.engine, backend=caller.backend,
+                                 media_clock=caller.clock)
+        got: list[State] = []
+        thread = threading.Thread(target=lambda: got.append(
+            channel.call(f"sip:100@{host}:{port}", seconds_timeout=0.5)))
+        thread.start()
+        callee = uas.channel()
+        callee.ring()
+        thread.join(5)
+        assert got == [State.IDLE] and channel.cause() is Cause.NOANSWER
+        assert callee.wait_for_idle(2) is State.IDLE
+    finally:
+        caller.close()
+
+
+def test_call_to_a_bare_number_needs_a_route(uas):
+    channel = UASCallChannel(uas.engine, backend=uas.backend, media_clock=uas.clock)
+    with pytest.raises(Error, match="not a SIP URI"):
+        channel.call("1234")

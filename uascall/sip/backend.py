@@ -1,0 +1,144 @@
+"""The ``sip`` backend: the channel API over SIP/RTP (UDP, IPv4 and IPv6).
+
+Incoming INVITEs become :class:`~uascall.sip.call.SipCall` legs: ``ring()`` is 180
+Ringing, or with early media 183 Session Progress with our SDP answer and RTP carrying the
+ringtone; ``answer()`` is 200 OK with the same answer, the call ANSWERED on the ACK;
+``hang_up()`` is BYE; ``reject()`` the final response for the Cause (or the raw SIP
+status). Outgoing calls (:meth:`SipBackend.place_call`) send an INVITE with our offer.
+
+Options (``uascall.open_backend("sip", engine, **options)``):
+
+``listen``
+    where to receive SIP: ``"127.0.0.1:5080"``, ``"[::1]:5080"``, or a list of them
+    (one UDP socket each; IPv4 and IPv6 side by side). Default ``127.0.0.1:5060``.
+``allow``
+    the networks whose datagrams we accept (signalling and RTP), e.g.
+    ``["192.0.2.0/24", "::1/128"]``; default loopback only. Others are dropped and logged
+    once per address.
+``codecs``
+    our codec priority, ``"g711a;g711u"`` (default) or a list; ``ring()``/``answer()``
+    can override it per call.
+``rtp_ports``
+    the range RTP ports come from, default ``(16384, 32767)``.
+``rtp_timeout``
+    seconds without RTP from the far end after which an answered call is ended with BYE
+    (its BYE was lost); default 60, 0 turns it off.
+``max_setups`` / ``max_lag`` / ``retry_after``
+    overload control: new INVITEs get 503 with ``Retry-After: retry_after`` while
+    ``max_setups`` calls are ringing unanswered or the engine runs ``max_lag`` seconds late.
+``max_message_size``
+    datagrams longer than this are dropped (default 16384).
+``timers``
+    RFC 3261's T1/T2/T4 (:class:`~uascall.sip.transaction.Timers`); tests shrink them.
+``outbound``
+    where calls to a bare number go: ``"host:port"`` (``call("1234")`` → ``sip:1234@host:port``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from uascall.backend import Backend, CallLeg
+from uascall.engine import Engine
+from uascall.errors import ArgumentError
+from uascall.sip.call import SipCall
+from uascall.sip.message import SipParseError, new_call_id, parse_uri
+from uascall.sip.sdp import CODECS
+from uascall.sip.transaction import DEFAULT_TIMERS, Timers
+from uascall.sip.transport import LOOPBACK, format_hostport, parse_hostport
+from uascall.sip.useragent import SipSettings, UserAgent, resolve
+
+log = logging.getLogger(__name__)
+
+
+def _codec_list(codecs: str | Sequence[str]) -> tuple[str, ...]:
+    names = codecs.split(";") if isinstance(codecs, str) else list(codecs)
+    cleaned = tuple(dict.fromkeys(name.strip().lower() for name in names if name.strip()))
+    unknown = [name for name in cleaned if name not in CODECS]
+    if unknown or not cleaned:
+        raise ArgumentError(f"codecs {codecs!r}: unknown {', '.join(unknown) or 'empty list'}"
+                            f"; expected a ';'-separated list of {', '.join(CODECS)}")
+    return cleaned
+
+
+class SipBackend(Backend):
+    """Calls over SIP; see the module docstring for the options."""
+
+    name = "sip"
+
+    def __init__(self, engine: Engine, *, listen: str | Sequence[str] = "127.0.0.1:5060",
+                 allow: Sequence[str] = LOOPBACK, codecs: str | Sequence[str] = "g711a;g711u",
+                 rtp_ports: tuple[int, int] = (16384, 32767), rtp_timeout: float = 60.0,
+                 max_setups: int = 2000, max_lag: float = 0.5, retry_after: int = 5,
+                 max_message_size: int = 16384, outbound: str | None = None,
+                 timers: Timers = DEFAULT_TIMERS, **unknown: Any) -> None:
+        super().__init__(engine)
+        if unknown:
+            raise ArgumentError(f"sip backend: unknown option(s) {', '.join(sorted(unknown))};"
+                                " expected listen, allow, codecs, rtp_ports, rtp_timeout, "
+                                "max_setups, max_lag, retry_after, max_message_size, "
+                                "outbound, timers")
+        listens = [listen] if isinstance(listen, str) else list(listen)
+        if not listens:
+            raise ArgumentError("sip backend: listen is empty; expected at least one "
+                                "host:port")
+        self.settings = SipSettings(
+            listen=[parse_hostport(text, 5060) for text in listens], allow=tuple(allow),
+            codecs=_codec_list(codecs), rtp_ports=tuple(rtp_ports),  # type: ignore[arg-type]
+            rtp_timeout=float(rtp_timeout), max_message_size=int(max_message_size),
+            max_setups=int(max_setups), max_lag=float(max_lag), retry_after=int(retry_after),
+            timers=timers)
+        self.outbound = parse_hostport(outbound, 5060) if outbound else None
+        # Sockets open here, on the caller's thread, so a port in use fails at once.
+        self.ua = UserAgent(engine, self.settings, self._incoming)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Where we listen (with the ports the kernel chose for ``:0``)."""
+        return self.ua.addresses
+
+    def start(self) -> None:
+        self.ua.start()
+
+    def stop(self) -> None:
+        self.ua.stop()
+
+    def _incoming(self, call: SipCall) -> bool:
+        return self._offer(call)
+
+    def place_call(self, call_to: str, call_from: str = "", *, route: str | None = None,
+                   codecs: list[str] | None = None,
+                   headers: list[tuple[str, str]] | None = None) -> CallLeg:
+        """Engine thread: an INVITE to ``call_to``: a ``sip:`` URI (``sip:1234@192.0.2.1:5060``),
+        or a bare number sent to ``route`` ("host:port") or the backend's ``outbound``."""
+        uri_text = call_to.strip()
+        if not uri_text.startswith(("sip:", "sips:")):
+            target = parse_hostport(route, 5060) if route else self.outbound
+            if target is None:
+                raise ArgumentError(f"call_to {call_to!r} is not a SIP URI and there is no "
+                                    "route; expected 'sip:user@host[:port]', or "
+                                    "route='host:port', or the backend's outbound option")
+            uri_text = f"sip:{uri_text}@{format_hostport(target)}"
+        try:
+            uri = parse_uri(uri_text)
+        except SipParseError as exc:
+            raise ArgumentError(f"call_to {call_to!r}: {exc.reason}; expected a SIP URI "
+                                "such as sip:1234@127.0.0.1:5060") from None
+        if route and call_to.strip().startswith(("sip:", "sips:")):
+            peer = parse_hostport(route, 5060)
+        else:
+            peer = (uri.host, uri.port or 5060)
+        try:
+            address = resolve(*peer)
+        except OSError as exc:
+            raise ArgumentError(f"call_to {call_to!r}: cannot resolve {peer[0]!r}: {exc}; "
+                                "expected an IP address or a name in /etc/hosts") from None
+        call = SipCall(self.ua, incoming=False,
+                       call_id=new_call_id(self.ua.endpoint_for(address[0]).address[0]))
+        self.ua.calls.add(call)
+        call.headers_to_send = list(headers or [])
+        call.place(str(uri), call_from, self.ua.codec_preference(codecs), address,
+                   self.ua.endpoint_for(address[0]).address[0])
+        return call

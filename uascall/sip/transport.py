@@ -1,0 +1,226 @@
+"""UDP sockets on the engine: SIP signalling and RTP, with the guards a listener needs.
+
+The only I/O in :mod:`uascall.sip`. A :class:`UdpEndpoint` is one non-blocking datagram
+socket registered with the engine; when it is readable it drains what the kernel has
+queued (a bounded batch, so one busy socket cannot starve the others) and hands each
+datagram to its owner. On the way in it applies:
+
+- the **allow-list**: datagrams from addresses outside the configured networks are
+  dropped (default: loopback only, so a test box is not an open SIP service by accident);
+- the **size limit**: a datagram longer than ``max_size`` is dropped unread (we read one
+  byte more than the limit to tell);
+- a **large receive buffer**: at thousands of calls a second the default 208 KiB queue
+  overflows and ACKs and BYEs are lost in the kernel. As root ``SO_RCVBUFFORCE`` sets it
+  regardless of ``net.core.rmem_max``; otherwise ``SO_RCVBUF`` is capped by that sysctl
+  (raise it with ``sysctl -w net.core.rmem_max=8388608``), and the size obtained is logged.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from uascall.engine import EPOLLIN, Engine
+from uascall.errors import ArgumentError, Error
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: the default allow-list: this machine only
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+#: datagrams read per wake-up before the engine gets to its other descriptors
+BATCH = 64
+#: receive buffer asked for on the signalling socket
+SIGNALLING_RCVBUF = 8 * 1024 * 1024
+
+
+class TransportError(Error):
+    """A socket could not be opened or used (names the address and the cause)."""
+
+
+def parse_hostport(text: str, default_port: int = 5060) -> Address:
+    """``"127.0.0.1:5080"``, ``"[::1]:5080"``, ``"::1"`` or ``"host"`` → (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise ArgumentError(f"address {text!r}: unbalanced '['; expected [v6addr]:port")
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise ArgumentError(f"address {text!r}: expected ':port' after ']'")
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""  # a bare IPv6 address or a host name
+    if not host:
+        raise ArgumentError(f"address {text!r}: no host; expected host:port")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ArgumentError(f"address {text!r}: port {port_text!r}; expected 0..65535")
+    return host, int(port_text)
+
+
+def format_hostport(address: Address) -> str:
+    """(host, port) → ``host:port`` with IPv6 hosts in brackets."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_networks(networks: Iterable[str]) -> list[IPNetwork]:
+    parsed = []
+    for text in networks:
+        try:
+            parsed.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError as exc:
+            raise ArgumentError(f"allow-list entry {text!r}: {exc}; expected a network "
+                                "such as 192.0.2.0/24 or ::1/128") from None
+    return parsed
+
+
+@dataclass
+class TransportStats:
+    received: int = 0
+    sent: int = 0
+    dropped_not_allowed: int = 0
+    dropped_too_big: int = 0
+    send_errors: int = 0
+    seen_denied: set[str] = field(default_factory=set)
+
+
+class UdpEndpoint:
+    """One UDP socket on the engine (engine thread only, apart from construction)."""
+
+    def __init__(self, engine: Engine, address: Address, on_datagram: Callable[
+                 [bytes, Address], None], *, allow: Iterable[IPNetwork] | None = None,
+                 max_size: int = 65535, rcvbuf: int | None = None,
+                 name: str = "udp") -> None:
+        self.engine = engine
+        self.name = name
+        self.on_datagram = on_datagram
+        self.max_size = max_size
+        self.allow = list(allow) if allow is not None else None
+        self.stats = TransportStats()
+        host, port = address
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.family = family
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if rcvbuf:
+                self.rcvbuf = _enlarge_rcvbuf(sock, rcvbuf, name)
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            hint = ""
+            if exc.errno == errno.EADDRINUSE:
+                hint = " (another program listens there; pick another port)"
+            elif exc.errno == errno.EADDRNOTAVAIL:
+                hint = " (no interface of this machine has that address)"
+            raise TransportError(f"{name}: cannot bind UDP {format_hostport(address)}: "
+                                 f"{exc.strerror or exc}{hint}") from exc
+        self.sock = sock
+        bound = sock.getsockname()
+        self.address: Address = (bound[0], bound[1])
+        self._fd = sock.fileno()
+        self._registered = False
+
+    def start(self) -> None:
+        """*Engine thread*: start receiving."""
+        if not self._registered:
+            self.engine.add_fd(self._fd, EPOLLIN, self._readable, on_error=self._failed)
+            self._registered = True
+
+    def close(self) -> None:
+        """*Engine thread*: stop and close (idempotent)."""
+        if self._registered:
+            self.engine.remove_fd(self._fd)
+            self._registered = False
+        self.sock.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.sock.fileno() < 0
+
+    def allowed(self, host: str) -> bool:
+        if self.allow is None:
+            return True
+        try:
+            ip = ipaddress.ip_address(host.partition("%")[0])
+        except ValueError:
+            return False
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self.allow)
+
+    def send(self, data: bytes, address: Address) -> bool:
+        """Send one datagram; False (logged, counted) when the kernel refuses it."""
+        try:
+            self.sock.sendto(data, address)
+        except OSError as exc:
+            self.stats.send_errors += 1
+            log.debug("%s: sendto %s failed: %s", self.name, format_hostport(address), exc)
+            return False
+        self.stats.sent += 1
+        return True
+
+    def _readable(self, revents: int) -> None:
+        recvfrom = self.sock.recvfrom
+        limit = self.max_size
+        deliver = self.on_datagram
+        stats = self.stats
+        for _ in range(BATCH):
+            try:
+                data, source = recvfrom(limit + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # An ICMP port-unreachable from an earlier send shows up here: not fatal.
+                log.debug("%s: recvfrom: %s", self.name, exc)
+                continue
+            stats.received += 1
+            host, port = source[0], source[1]
+            if self.allow is not None and not self.allowed(host):
+                stats.dropped_not_allowed += 1
+                if host not in stats.seen_denied and len(stats.seen_denied) < 1000:
+                    stats.seen_denied.add(host)
+                    log.warning("%s: dropping datagrams from %s: not in the allow-list",
+                                self.name, host)
+                continue
+            if len(data) > limit:
+                stats.dropped_too_big += 1
+                log.info("%s: dropped a datagram from %s longer than %d bytes", self.name,
+                         format_hostport((host, port)), limit)
+                continue
+            try:
+                deliver(data, (host, port))
+            except Exception:
+                # A bug in a handler must not cost us the socket: log it, go on.
+                log.exception("%s: handling a datagram from %s failed", self.name,
+                              format_hostport((host, port)))
+
+    def _failed(self, exc: BaseException) -> None:
+        log.error("%s: receive loop failed: %s", self.name, exc)
+
+
+def _enlarge_rcvbuf(sock: socket.socket, size: int, name: str) -> int:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, size)
+    except (OSError, AttributeError):
+        # Not root: the kernel caps SO_RCVBUF at net.core.rmem_max.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    # The kernel reports twice what it was asked for (bookkeeping overhead).
+    if got < size:
+        log.warning("%s: receive buffer is %d bytes, asked for %d: calls may be lost at "
+                    "high rates; as root it is forced, otherwise raise net.core.rmem_max",
+                    name, got, size)
+    return got

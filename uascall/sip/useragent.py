@@ -1,0 +1,595 @@
+"""The SIP user agent: transactions, calls and the requests no call owns, on the engine.
+
+Theory of operation
+-------------------
+Datagrams from :class:`~uascall.sip.transport.UdpEndpoint` are parsed
+(:func:`~uascall.sip.message.parse_message`) and routed:
+
+- a request that matches a server transaction (same branch, sent-by and method; ACK
+  matched to its INVITE) is a retransmission, and the transaction answers it;
+- an ACK for a 2xx goes to its call through the dialog (Call-ID and To-tag);
+- CANCEL finds the INVITE's transaction: 200 for the CANCEL, then the call answers the
+  INVITE 487 (481 when there is no such INVITE);
+- a new INVITE passes the checks RFC 3261 8.2 puts in order (method 405/501, URI scheme
+  416, Require 420, Content-Type 415, Accept 406), overload control (503 + Retry-After
+  when too many calls are being set up or the engine lags), and the SDP offer check (400
+  for bad SDP, 488 when no codec we have was offered); it then gets 100 Trying at once and
+  becomes a :class:`~uascall.sip.call.SipCall` offered to the backend's listener;
+- BYE and re-INVITE go to their call through the dialog (481 when there is none);
+  OPTIONS is answered 200 with what we allow and accept, in or out of a dialog;
+- a response goes to its client transaction (top Via branch and CSeq method).
+
+A message that does not parse never raises out of here: a request whose Via, Call-ID,
+CSeq, From and To could still be read gets a stateless 400 (or 505), anything else is
+dropped and logged at debug level. Responses that do not parse are dropped silently, as
+RFC 4475 asks.
+
+Transactions are the sans-I/O machines of :mod:`uascall.sip.transaction`; this class
+carries out their actions (send, arm and cancel timers on the engine, hand over to the
+call, forget).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from uascall import __version__
+from uascall.engine import Engine, TimerHandle
+from uascall.errors import ArgumentError
+from uascall.sip.call import SipCall
+from uascall.sip.dialog import Dialog, DialogError
+from uascall.sip.media import RtpPorts, RtpStream, RtpTicker
+from uascall.sip.message import (
+    Headers,
+    NameAddr,
+    Request,
+    Response,
+    SipParseError,
+    make_response,
+    new_branch,
+    parse_message,
+    parse_name_addr,
+    parse_uri,
+)
+from uascall.sip.sdp import CODECS, SdpError, parse_sdp
+from uascall.sip.transaction import (
+    DEFAULT_TIMERS,
+    Action,
+    CancelTimer,
+    ClientTransaction,
+    InviteClientTransaction,
+    InviteServerTransaction,
+    NonInviteClientTransaction,
+    NonInviteServerTransaction,
+    Send,
+    ServerTransaction,
+    SetTimer,
+    Terminated,
+    TimedOut,
+    Timers,
+    ToUser,
+    Transaction,
+    client_key,
+    server_key,
+)
+from uascall.sip.transport import (
+    LOOPBACK,
+    SIGNALLING_RCVBUF,
+    Address,
+    UdpEndpoint,
+    format_hostport,
+    parse_networks,
+)
+
+log = logging.getLogger(__name__)
+
+ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS")
+#: methods we know of but do not serve (405 rather than 501)
+KNOWN = ("REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE",
+         "UPDATE")
+SUPPORTED_EXTENSIONS: tuple[str, ...] = ()
+ACCEPTABLE_BODIES = ("application/sdp",)
+
+
+@dataclass
+class SipSettings:
+    """How the SIP backend listens and behaves (see :class:`~uascall.sip.backend.SipBackend`)."""
+
+    listen: list[Address] = field(default_factory=lambda: [("127.0.0.1", 5060)])
+    allow: tuple[str, ...] = LOOPBACK
+    codecs: tuple[str, ...] = ("g711a", "g711u")
+    rtp_ports: tuple[int, int] = (16384, 32767)
+    rtp_timeout: float = 60.0
+    max_message_size: int = 16384
+    max_setups: int = 2000
+    max_lag: float = 0.5
+    retry_after: int = 5
+    user_agent: str = f"uascall/{__version__}"
+    rcvbuf: int = SIGNALLING_RCVBUF
+    timers: Timers = DEFAULT_TIMERS
+
+
+@dataclass
+class UaStats:
+    requests: int = 0
+    responses: int = 0
+    malformed: int = 0
+    stateless_errors: int = 0
+    overloaded: int = 0
+    calls: int = 0
+
+
+class UserAgent:
+    """Everything SIP on one engine (engine thread only, apart from construction)."""
+
+    def __init__(self, engine: Engine, settings: SipSettings,
+                 on_call: Callable[[SipCall], bool]) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.on_call = on_call
+        self.timers = settings.timers
+        self.allow = parse_networks(settings.allow)
+        for name in settings.codecs:
+            if name not in CODECS:
+                raise ArgumentError(f"codec {name!r}; expected one of {', '.join(CODECS)}")
+        self.endpoints: list[UdpEndpoint] = [
+            UdpEndpoint(engine, address, self._make_receiver(index), allow=self.allow,
+                        max_size=settings.max_message_size, rcvbuf=settings.rcvbuf,
+                        name=f"sip {format_hostport(address)}")
+            for index, address in enumerate(settings.listen)]
+        self.ticker = RtpTicker(engine)
+        self.rtp_ports = RtpPorts(*settings.rtp_ports)
+        self.server_tx: dict[tuple[str, str, str], ServerTransaction] = {}
+        self.client_tx: dict[tuple[str, str], ClientTransaction] = {}
+        self.dialogs: dict[tuple[str, str], SipCall] = {}
+        self.calls: set[SipCall] = set()
+        self.setups = 0  # incoming calls not yet answered or cleared
+        self.stats = UaStats()
+        self.allow_header = ", ".join(ALLOWED)
+        self._lag = 0.0
+        self._lag_timer: TimerHandle | None = None
+        self._lag_due = 0.0
+        self._sessions = random.randrange(1, 2**31)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        for endpoint in self.endpoints:
+            endpoint.start()
+            log.info("SIP listening on udp %s", format_hostport(endpoint.address))
+        self._probe_lag()
+
+    def stop(self) -> None:
+        for call in list(self.calls):
+            call.shutdown()
+        for tx in list(self.server_tx.values()) + list(self.client_tx.values()):
+            self._cancel_timers(tx)
+        self.server_tx.clear()
+        self.client_tx.clear()
+        if self._lag_timer is not None:
+            self._lag_timer.cancel()
+        for endpoint in self.endpoints:
+            endpoint.close()
+
+    @property
+    def addresses(self) -> list[Address]:
+        return [endpoint.address for endpoint in self.endpoints]
+
+    # ------------------------------------------------------------------ overload
+    def _probe_lag(self) -> None:
+        """How late the engine runs a timer: our measure of overload."""
+        now = self.engine.time()
+        if self._lag_timer is not None:
+            lateness = max(0.0, now - self._lag_due)
+            self._lag = max(lateness, self._lag * 0.8)
+        self._lag_due = now + 0.1
+        self._lag_timer = self.engine.call_at(self._lag_due, self._probe_lag)
+
+    def overloaded(self) -> str | None:
+        if self.setups >= self.settings.max_setups:
+            return f"{self.setups} calls being set up (limit {self.settings.max_setups})"
+        if self._lag > self.settings.max_lag:
+            return f"the engine runs {self._lag * 1000:.0f} ms late"
+        return None
+
+    # ------------------------------------------------------------------ receiving
+    def _make_receiver(self, index: int) -> Callable[[bytes, Address], None]:
+        def receive(data: bytes, source: Address) -> None:
+            self._datagram(data, source, self.endpoints[index])
+        return receive
+
+    def _datagram(self, data: bytes, source: Address, endpoint: UdpEndpoint) -> None:
+        if not data.strip(b"\r\n"):
+            return  # a keep-alive (RFC 5626 CRLF ping)
+        try:
+            message = parse_message(data)
+        except SipParseError as exc:
+            self.stats.malformed += 1
+            self._malformed(exc, source, endpoint)
+            return
+        if isinstance(message, Request):
+            self.stats.requests += 1
+            try:
+                self._request(message, source, endpoint)
+            except SipParseError as exc:  # a header the checks let through, read later
+                self.stats.malformed += 1
+                self._malformed(exc, source, endpoint, message.headers)
+        else:
+            self.stats.responses += 1
+            try:
+                self._response(message)
+            except SipParseError as exc:
+                log.debug("dropping a response from %s: %s", source, exc)
+
+    def _malformed(self, exc: SipParseError, source: Address, endpoint: UdpEndpoint,
+                   headers: Headers | None = None) -> None:
+        headers = headers or exc.headers
+        if not exc.is_request or headers is None:
+            log.debug("dropping a malformed message from %s: %s", source, exc.reason)
+            return
+        # Via and CSeq are what the sender needs to match our answer to its request; the
+        # others are copied when present (RFC 4475 3.3.1: answer 400 even without them).
+        if headers.get("Via") is None or headers.get("CSeq") is None:
+            log.info("dropping a malformed request from %s (too broken to answer): %s",
+                     format_hostport(source), exc.reason)
+            return
+        reply = Headers()
+        for via in headers.get_all("Via"):
+            reply.add("Via", via)
+        for name in ("From", "To", "Call-ID", "CSeq"):
+            value = headers.get(name)
+            if value is not None:
+                reply.add(name, value)
+        reply.add("Warning", f'399 uascall "{_quote(exc.reason)}"')
+        reason = "Version Not Supported" if exc.status == 505 else "Bad Request"
+        response = Response(exc.status, reason, reply)
+        log.info("answering a malformed request from %s with %d: %s",
+                 format_hostport(source), exc.status, exc.reason)
+        self.stats.stateless_errors += 1
+        endpoint.send(response.serialize(), source)
+
+    def _request(self, request: Request, source: Address, endpoint: UdpEndpoint) -> None:
+        method = request.method
+        key = server_key(request)
+        tx = self.server_tx.get(key)
+        if method == "ACK":
+            if tx is not None:
+                self._run(tx, tx.receive(request))  # the ACK for our failure response
+                return
+            call = self.dialogs.get((request.call_id, request.to.tag or ""))
+            if call is not None:
+                call.ack_received(request)
+            return
+        if tx is not None:
+            self._run(tx, tx.receive(request))
+            return
+        self._note_source(request, source)
+        if method == "INVITE":
+            tx = InviteServerTransaction(request, self.timers)
+        else:
+            tx = NonInviteServerTransaction(request, self.timers)
+        tx.peer, tx.endpoint = source, endpoint
+        self.server_tx[key] = tx
+        refusal = self._refusal(request)
+        if refusal is not None:
+            self.respond(tx, refusal)
+            return
+        if method == "CANCEL":
+            self._cancel(request, tx, key)
+            return
+        to_tag = request.to.tag
+        if to_tag:
+            self._in_dialog(request, tx, to_tag)
+            return
+        if method == "INVITE":
+            self._new_call(request, tx)
+        elif method == "OPTIONS":
+            self.respond(tx, self._options_answer(request))
+        else:  # BYE without a dialog
+            self.respond(tx, make_response(request, 481))
+
+    def _refusal(self, request: Request) -> Response | None:
+        """The checks of RFC 3261 8.2.1-8.2.3, in that order; None when the request passes."""
+        method = request.method
+        if method not in ALLOWED:
+            status = 405 if method in KNOWN else 501
+            return make_response(request, status, headers=[("Allow", self.allow_header)])
+        try:
+            scheme = parse_uri(request.uri).scheme
+        except SipParseError:
+            return make_response(request, 400, headers=[("Warning", '399 uascall "bad '
+                                                         'Request-URI"')])
+        if scheme not in ("sip", "sips"):
+            return make_response(request, 416)
+        if method not in ("ACK", "CANCEL"):
+            unsupported = [tag for tag in request.headers.get_all("Require")
+                           if tag.strip() and tag.strip() not in SUPPORTED_EXTENSIONS]
+            if unsupported:
+                return make_response(request, 420, headers=[("Unsupported", ", ".join(
+                    tag.strip() for tag in unsupported))])
+        if method == "INVITE":
+            content_type = (request.headers.get("Content-Type") or "").split(";")[0]
+            content_type = content_type.strip().lower()
+            encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
+            if request.body and (content_type not in ACCEPTABLE_BODIES
+                                 or encoding != "identity"):
+                return make_response(request, 415, headers=[
+                    ("Accept", ", ".join(ACCEPTABLE_BODIES)), ("Accept-Encoding", "identity")])
+            accept = request.headers.get_all("Accept")
+            if accept and not any(_accepts_sdp(value) for value in accept):
+                return make_response(request, 406, headers=[
+                    ("Warning", '399 uascall "only application/sdp bodies are supported"')])
+        return None
+
+    def _note_source(self, request: Request, source: Address) -> None:
+        """RFC 3261 18.2.1 and RFC 3581: record where the request really came from in its
+        top Via, so responses copy it (we answer to the source address and port)."""
+        via = request.top_via
+        host, port = source
+        wants_rport = "rport" in via.params
+        if via.host.strip("[]") == host and not wants_rport:
+            return
+        via.params["received"] = host
+        if wants_rport:
+            via.params["rport"] = str(port)
+        vias = request.headers.get_all("Via")
+        request.headers.remove("Via")
+        request.headers.add("Via", str(via))
+        for value in vias[1:]:
+            request.headers.add("Via", value)
+
+    def _options_answer(self, request: Request) -> Response:
+        return make_response(request, 200, headers=[
+            ("Allow", self.allow_header), ("Accept", ", ".join(ACCEPTABLE_BODIES)),
+            ("Accept-Encoding", "identity"), ("Accept-Language", "en"),
+            ("Supported", ", ".join(SUPPORTED_EXTENSIONS)),
+            ("User-Agent", self.settings.user_agent)])
+
+    def _cancel(self, cancel: Request, tx: ServerTransaction, key: tuple[str, str, str]
+                ) -> None:
+        invite_tx = self.server_tx.get((key[0], key[1], "INVITE"))
+        call = invite_tx.user if invite_tx is not None else None
+        if not isinstance(call, SipCall):
+            self.respond(tx, make_response(cancel, 481))
+            return
+        # The same To-tag as the 487 that follows (RFC 3261 9.2).
+        self.respond(tx, make_response(cancel, 200, to_tag=call.local_tag))
+        call.cancelled(cancel)
+
+    def _in_dialog(self, request: Request, tx: ServerTransaction, to_tag: str) -> None:
+        call = self.dialogs.get((request.call_id, to_tag))
+        if call is None or call.dialog is None:
+            if request.method == "OPTIONS":
+                self.respond(tx, self._options_answer(request))
+            else:
+                self.respond(tx, make_response(request, 481))
+            return
+        try:
+            call.dialog.check_request(request)
+        except DialogError as exc:
+            self.respond(tx, make_response(request, exc.status, headers=[
+                ("Warning", f'399 uascall "{_quote(str(exc))}"')]))
+            return
+        if request.method == "BYE":
+            assert isinstance(tx, NonInviteServerTransaction)
+            call.bye_received(request, tx)
+        elif request.method == "INVITE":
+            assert isinstance(tx, InviteServerTransaction)
+            tx.user = call
+            call.reinvite_received(request, tx)
+        else:  # OPTIONS in a dialog
+            self.respond(tx, self._options_answer(request))
+
+    def _new_call(self, invite: Request, tx: InviteServerTransaction) -> None:
+        busy = self.overloaded()
+        if busy is not None:
+            self.stats.overloaded += 1
+            log.warning("overload: %s; answering a new INVITE 503", busy)
+            self.respond(tx, make_response(invite, 503, headers=[
+                ("Retry-After", str(self.settings.retry_after))]))
+            return
+        offer = None
+        if invite.body:
+            try:
+                offer = parse_sdp(invite.body)
+            except SdpError as exc:
+                self.respond(tx, make_response(invite, 400, headers=[
+                    ("Warning", f'399 uascall "malformed SDP: {_quote(str(exc))}"')]))
+                return
+        self.respond(tx, make_response(invite, 100))
+        call = SipCall.incoming_call(self, invite, tx, offer)
+        tx.user = call
+        self.calls.add(call)
+        self.register_dialog(call)
+        self.setups += 1
+        call.counted_setup = True
+        self.stats.calls += 1
+        if not self.on_call(call):
+            call.release_unwanted()
+
+    # ------------------------------------------------------------------ responses in
+    def _response(self, response: Response) -> None:
+        tx = self.client_tx.get(client_key(response))
+        if tx is None:
+            log.debug("a response matching no transaction: %d %s", response.status,
+                      response.cseq[1])
+            if response.cseq[1] == "INVITE" and 200 <= response.status < 300:
+                # A 2xx retransmitted after Timer M: the call ACKs it again.
+                call = self.dialogs.get((response.call_id, response.from_.tag or ""))
+                if call is not None:
+                    call.response_received(None, response)  # type: ignore[arg-type]
+            return
+        self._run(tx, tx.receive(response))
+
+    # ------------------------------------------------------------------ transactions
+    def respond(self, tx: ServerTransaction, response: Response) -> None:
+        if self.settings.user_agent and "Server" not in response.headers:
+            response.headers.add("Server", self.settings.user_agent)
+        self._run(tx, tx.respond(response))  # type: ignore[attr-defined]
+
+    def start_client(self, request: Request, peer: Address, user: SipCall | None
+                     ) -> ClientTransaction:
+        if self.settings.user_agent and "User-Agent" not in request.headers:
+            request.headers.add("User-Agent", self.settings.user_agent)
+        tx: ClientTransaction
+        if request.method == "INVITE":
+            tx = InviteClientTransaction(request, self.timers)
+        else:
+            tx = NonInviteClientTransaction(request, self.timers)
+        tx.peer, tx.endpoint, tx.user = peer, self.endpoint_for(peer[0]), user
+        self.client_tx[tx.key] = tx
+        self._run(tx, tx.start())
+        return tx
+
+    def _run(self, tx: Transaction, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                tx.endpoint.send(action.data, tx.peer)
+            elif isinstance(action, SetTimer):
+                old = tx.handles.pop(action.name, None)
+                if old is not None:
+                    old.cancel()
+                tx.handles[action.name] = self.engine.call_later(action.delay, self._fire,
+                                                                 tx, action.name)
+            elif isinstance(action, CancelTimer):
+                handle = tx.handles.pop(action.name, None)
+                if handle is not None:
+                    handle.cancel()
+            elif isinstance(action, ToUser):
+                user = tx.user
+                if isinstance(action.message, Response) and isinstance(user, SipCall):
+                    user.response_received(tx, action.message)
+            elif isinstance(action, TimedOut):
+                if isinstance(tx.user, SipCall):
+                    tx.user.transaction_timed_out(tx)
+            elif isinstance(action, Terminated):
+                self._forget_tx(tx)
+
+    def abandon(self, tx: Transaction) -> None:
+        """Forget a transaction its user has given up on (timers cancelled)."""
+        self._forget_tx(tx)
+
+    def _fire(self, tx: Transaction, name: str) -> None:
+        tx.handles.pop(name, None)
+        self._run(tx, tx.fire(name))
+
+    def _forget_tx(self, tx: Transaction) -> None:
+        self._cancel_timers(tx)
+        if isinstance(tx, ServerTransaction):
+            key = server_key(tx.request)
+            if self.server_tx.get(key) is tx:
+                del self.server_tx[key]
+        elif isinstance(tx, ClientTransaction) and self.client_tx.get(tx.key) is tx:
+            del self.client_tx[tx.key]
+
+    @staticmethod
+    def _cancel_timers(tx: Transaction) -> None:
+        for handle in tx.handles.values():
+            handle.cancel()
+        tx.handles.clear()
+
+    # ------------------------------------------------------------------ for calls
+    def send_to(self, data: bytes, peer: Address) -> None:
+        self.endpoint_for(peer[0]).send(data, peer)
+
+    def endpoint_for(self, host: str) -> UdpEndpoint:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        for endpoint in self.endpoints:
+            if endpoint.family == family:
+                return endpoint
+        return self.endpoints[0]
+
+    def register_dialog(self, call: SipCall) -> None:
+        if call.dialog is not None:
+            self.dialogs[call.dialog.key] = call
+
+    def forget(self, call: SipCall) -> None:
+        """A call is over: drop it from the tables (its transactions finish on their own)."""
+        if call.counted_setup:
+            call.counted_setup = False
+            self.setups -= 1
+        self.calls.discard(call)
+        if call.dialog is not None and self.dialogs.get(call.dialog.key) is call:
+            del self.dialogs[call.dialog.key]
+
+    def answered(self, call: SipCall) -> None:
+        """An incoming call is no longer being set up (for overload control)."""
+        if call.counted_setup:
+            call.counted_setup = False
+            self.setups -= 1
+
+    def open_stream(self, host: str, call: SipCall) -> RtpStream:
+        return self.rtp_ports.open(self.engine, self.ticker, host, allow=self.allow,
+                                   name=f"rtp {call.call_id[:16]}")
+
+    def media_host(self, call: SipCall) -> str:
+        """Our address for a call's media: the signalling address its INVITE came in on."""
+        tx = call.invite_tx
+        endpoint = tx.endpoint if tx is not None else self.endpoints[0]
+        return endpoint.address[0]
+
+    def session_id(self, call: SipCall) -> int:
+        self._sessions = (self._sessions + 1) % 2**62
+        return self._sessions
+
+    def codec_preference(self, laws: list[str] | None) -> list[str]:
+        """A leg's codecs (laws, in priority order) as SDP codec names; None → ours."""
+        if not laws:
+            return list(self.settings.codecs)
+        by_law = {law: name for name, (_rtpmap, _pt, law) in CODECS.items()}
+        return [by_law[law] for law in laws if law in by_law]
+
+    def via(self, peer: Address) -> str:
+        host, port = self.endpoint_for(peer[0]).address
+        return f"SIP/2.0/UDP {format_hostport((host, port))};branch={new_branch()};rport"
+
+    def contact(self, peer: Address | None) -> str:
+        endpoint = self.endpoint_for(peer[0]) if peer else self.endpoints[0]
+        return f"<sip:uascall@{format_hostport(endpoint.address)}>"
+
+    def local_name_addr(self, call_from: str, tag: str) -> NameAddr:
+        host = format_hostport(self.endpoints[0].address)
+        text = call_from.strip()
+        if text.startswith(("sip:", "sips:", "<", '"')):
+            name_addr = parse_name_addr(text)
+        else:
+            name_addr = parse_name_addr(f"<sip:{text or 'uascall'}@{host}>")
+        name_addr.params["tag"] = tag
+        return name_addr
+
+    def route_address(self, dialog: Dialog, fallback: Address | None) -> Address:
+        """Where a request in ``dialog`` goes: the first route, else the remote target."""
+        target = dialog.route_set[0] if dialog.route_set else f"<{dialog.remote_target}>"
+        try:
+            uri = parse_name_addr(target).uri
+            return resolve(uri.host, uri.port or 5060)
+        except (SipParseError, OSError) as exc:
+            if fallback is None:
+                raise
+            log.debug("%s: cannot route to %r (%s); using %s", dialog, target, exc, fallback)
+            return fallback
+
+
+def resolve(host: str, port: int) -> Address:
+    """An IP literal or a name from /etc/hosts (no RFC 3263 DNS: the engine must not block
+    on a resolver; numeric addresses are taken as they are)."""
+    bare = host.strip("[]")
+    try:
+        info = socket.getaddrinfo(bare, port, type=socket.SOCK_DGRAM,
+                                  flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        info = socket.getaddrinfo(bare, port, type=socket.SOCK_DGRAM)
+    address = info[0][4]
+    return address[0], address[1]
+
+
+def _accepts_sdp(value: str) -> bool:
+    media = value.split(";")[0].strip().lower()
+    return media in ("application/sdp", "application/*", "*/*")
+
+
+def _quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')[:200]
