@@ -401,13 +401,16 @@ class UASCallChannel:
         """
         self._require(_INCOMING, "answer")
         wanted_codecs = parse_codecs(codecs) if codecs is not None else None
-        self._leg.headers_to_send = self.SIP.fields_to_send()
-        self._engine.run(self._engine_answer, wanted_codecs)
+        headers = self.SIP.fields_to_send()
+        self._engine.run(self._engine_answer, wanted_codecs, headers)
         self._wait(lambda: self._state in (State.ANSWERED, State.IDLE), ANSWER_TIMEOUT)
         return self._state
 
-    def _engine_answer(self, codecs: list[str] | None) -> None:
+    def _engine_answer(self, codecs: list[str] | None,
+                       headers: list[tuple[str, str]] | None = None) -> None:
         self._require(_INCOMING, "answer")
+        if headers:
+            self._leg.headers_to_send = headers
         if self._player is not None:
             self._player.stop()
         with self._stepping(State.ANSWERING):

@@ -486,3 +486,90 @@ def test_call_to_a_bare_number_needs_a_route(uas):
     channel = UASCallChannel(uas.engine, backend=uas.backend, media_clock=uas.clock)
     with pytest.raises(Error, match="not a SIP URI"):
         channel.call("1234")
+
+
+# ---------------------------------------------------------------------- header fields
+def test_x_header_fields_go_out_with_the_answer_and_incoming_ones_can_be_read(uas, peer):
+    from uascall.sipfields import SIPHeaderField
+
+    peer.invite(extra="X-Account: 42\r\nX-Account: 43\r\nSubject: hello\r\n")
+    peer.expect(100)
+    channel = uas.channel()
+    assert channel.SIP.request_header_field("x-account").get_values() == ["42", "43"]
+    assert channel.SIP.request_header_field("s").get_values() == ["hello"]  # compact form
+    assert channel.SIP.request_header_field("X-None") is None
+    field = SIPHeaderField("X-Queue", "sales")
+    field.add_value("priority")
+    channel.SIP.HeaderFieldsToSend.append(field)
+    thread = threading.Thread(target=channel.answer)
+    thread.start()
+    ok = peer.expect(200, method="INVITE")
+    assert ok.headers.get_all("X-Queue") == ["sales", "priority"]
+    peer.ack(ok)
+    thread.join(2)
+
+
+def test_only_custom_x_header_fields_can_be_sent(uas, peer):
+    from uascall.sipfields import SIPHeaderField
+
+    channel = incoming(uas, peer)
+    channel.SIP.HeaderFieldsToSend.append(SIPHeaderField("Contact", "<sip:evil@x>"))
+    with pytest.raises(Error, match="expected a custom field"):
+        channel.answer()
+    assert channel.state() is State.CALL_INCOMING
+    with pytest.raises(Error, match="expected letters"):
+        SIPHeaderField("X Bad")
+    with pytest.raises(Error, match="one line"):
+        SIPHeaderField("X-Ok", "two\r\nlines")
+    channel.reject()
+
+
+def test_x_header_fields_go_out_with_an_outgoing_call(uas):
+    from uascall.sipfields import SIPHeaderField
+
+    caller = Uas()
+    try:
+        host, port = uas.address
+        channel = UASCallChannel(caller.engine, backend=caller.backend,
+                                 media_clock=caller.clock)
+        channel.SIP.HeaderFieldsToSend.append(SIPHeaderField("X-Campaign", "7"))
+        channel.start_call(f"sip:100@{host}:{port}")
+        callee = uas.channel()
+        assert callee.SIP.request_header_field("X-Campaign").get_values() == ["7"]
+        callee.reject(Cause.BUSY)
+        assert channel.wait_for_idle(2) is State.IDLE
+    finally:
+        caller.close()
+
+
+# ---------------------------------------------------------------------- DTMF detector
+def test_get_digits_waits_for_a_first_digit_then_stops_on_the_interdigit_timeout(uas, peer):
+    channel = answered(uas, peer)
+    threading.Timer(0.2, peer.send_digits, ("47",)).start()
+    digits = channel.DTMFDetector.get_digits(seconds_predigits_timeout=3,
+                                             seconds_interdigit_timeout=0.5)
+    assert digits == "47"
+    assert channel.DTMFDetector.cause() is channel.DTMFDetector.Cause.TIMEOUT
+
+
+def test_get_digits_keeps_what_is_beyond_count_and_clear_drops_it(uas, peer):
+    channel = answered(uas, peer)
+    peer.send_digits("1234")
+    time.sleep(0.3)
+    assert channel.DTMFDetector.get_digits(count=2) == "12"
+    assert channel.DTMFDetector.get_digits(count=2) == "34"
+    peer.send_digits("56")
+    time.sleep(0.3)
+    assert channel.DTMFDetector.get_digits(clear=True, count=1) == ""
+    assert channel.DTMFDetector.cause() is channel.DTMFDetector.Cause.TIMEOUT
+
+
+def test_get_digits_returns_on_hang_up_and_raises_once_idle(uas, peer):
+    channel = answered(uas, peer)
+    threading.Timer(0.2, peer.bye).start()
+    assert channel.DTMFDetector.get_digits(seconds_predigits_timeout=5) == ""
+    assert channel.DTMFDetector.cause() is channel.DTMFDetector.Cause.HANGUP
+    with pytest.raises(Hangup):
+        channel.DTMFDetector.get_digits()
+    with pytest.raises(Error, match="one DTMF digit"):
+        channel.DTMFDetector.get_digits(end="x")
