@@ -442,6 +442,7 @@ def test_outgoing_call_is_answered_by_another_sip_backend(uas):
         channel.hang_up()
         assert callee.wait_for_idle(2) is State.IDLE
         assert channel.state() is State.IDLE
+        assert settled(caller) and settled(uas)
     finally:
         caller.close()
 
@@ -459,6 +460,7 @@ def test_outgoing_call_refused_gives_the_mapped_cause(uas, cause, expected):
         uas.channel().reject(cause)
         assert channel.wait_for_idle(3) is State.IDLE
         assert channel.cause() is expected
+        assert settled(caller) and settled(uas)
     finally:
         caller.close()
 
@@ -478,6 +480,7 @@ def test_outgoing_call_not_answered_in_time_is_cancelled(uas):
         thread.join(5)
         assert got == [State.IDLE] and channel.cause() is Cause.NOANSWER
         assert callee.wait_for_idle(2) is State.IDLE
+        assert settled(caller) and settled(uas)
     finally:
         caller.close()
 
@@ -573,3 +576,63 @@ def test_get_digits_returns_on_hang_up_and_raises_once_idle(uas, peer):
         channel.DTMFDetector.get_digits()
     with pytest.raises(Error, match="one DTMF digit"):
         channel.DTMFDetector.get_digits(end="x")
+
+
+# ---------------------------------------------------------------------- nothing left over
+def settled(uas: Uas, timeout: float = 2.0) -> bool:
+    """True once the user agent holds no call, dialog or RTP stream any more."""
+    ua = uas.backend.ua
+
+    def empty() -> bool:
+        return not ua.calls and not ua.dialogs and ua.ticker.active == 0 and ua.setups == 0
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if uas.engine.run(empty):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _caller_bye(uas, peer):
+    channel = answered(uas, peer)
+    peer.bye()
+    peer.expect(200, method="BYE")
+    channel.wait_for_idle(2)
+
+
+def _hang_up(uas, peer):
+    channel = answered(uas, peer)
+    threading.Thread(target=channel.hang_up).start()
+    peer.respond_to(peer.expect("BYE"), 200)
+    channel.wait_for_idle(2)
+
+
+def _cancel(uas, peer):
+    channel = incoming(uas, peer)
+    channel.ring(negotiate_early_media=True)
+    peer.expect(183)
+    peer.cancel()
+    peer.ack(peer.expect(487))
+    channel.wait_for_idle(2)
+
+
+def _reject(uas, peer):
+    incoming(uas, peer).reject(Cause.BUSY)
+    peer.ack(peer.expect(486))
+
+
+def _no_ack(uas, peer):
+    channel = incoming(uas, peer)
+    threading.Thread(target=channel.answer).start()
+    peer.expect(200, method="INVITE")
+    peer.respond_to(peer.expect("BYE", timeout=5), 200)
+    channel.wait_for_idle(2)
+
+
+@pytest.mark.parametrize("ending", [_caller_bye, _hang_up, _cancel, _reject, _no_ack])
+def test_a_call_that_ended_leaves_no_call_dialog_or_rtp_behind(uas, peer, ending):
+    ending(uas, peer)
+    assert settled(uas)
+    peer.drain_rtp()
+    assert peer.rtp_packets(0.15) == []  # the stream stopped sending

@@ -280,6 +280,8 @@ class SipCall(CallLeg):
             self._reject(487, Cause.NORMAL)
         reason = bye.headers.get("Reason")
         self._clear(_remote_cause(reason), reason or "BYE", "remote")
+        if self.phase is not Phase.ENDING:  # crossing BYEs: ours is still to be answered
+            self._finish()
 
     def reinvite_received(self, invite: Request, tx: InviteServerTransaction) -> None:
         """A re-INVITE (hold, resume, a new address): answered with the same codec."""
@@ -597,7 +599,11 @@ class SipCall(CallLeg):
             log.info("%r: no ACK for our 200 within 64*T1; ending the call with BYE", self)
             self._disarm(_Timer.RETRANSMIT_2XX)
             self.phase = Phase.CONFIRMED
-            self._send_bye(Cause.FAILED, "network", None)
+            if self._release_after_ack is not None:  # the application hung up meanwhile
+                cause, raw = self._release_after_ack
+                self._send_bye(cause, "local", causes.sendable_status(raw) if raw else None)
+            else:
+                self._send_bye(Cause.FAILED, "network", None)
         elif which is _Timer.RTP_CHECK:
             self._check_rtp()
         elif which is _Timer.CANCEL_GIVE_UP and self.phase is Phase.PROCEEDING:
