@@ -22,6 +22,7 @@ from uascall.sip.rtp import RtpPacket, RtpSender
 class Received:
     at: float
     message: Request | Response
+    data: bytes  # as it came off the wire
 
 
 def sdp_offer(host: str, port: int, formats: str = "0 8 101", *, direction: str = "sendrecv"
@@ -139,7 +140,7 @@ class SipPeer:
                 data, _ = self.sock.recvfrom(65535)
             except TimeoutError:
                 return got
-            item = Received(time.monotonic(), parse_message(data))
+            item = Received(time.monotonic(), parse_message(data), data)
             self.received.append(item)
             got.append(item)
 

@@ -204,9 +204,11 @@ class SipCall(CallLeg):
                                  headers=[*self._contact_headers(), *self.headers_to_send],
                                  body=self._answer_sdp or b"")
         response.headers.add("Content-Type", SDP)
-        self._ok = response.serialize()
         self.phase = Phase.ANSWERING
         self.ua.respond(self.invite_tx, response)
+        # After respond(), which adds our Server header: a retransmission must be the same
+        # bytes, or the caller takes it for a new response (SIPp aborts on it).
+        self._ok = response.serialize()
         if self._offer is not None:
             self._open_media()
         timers = self.ua.timers
