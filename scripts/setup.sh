@@ -26,6 +26,11 @@ packages=(
   dahdi-source                           # dahdi/user.h for the ABI test
   espeak-ng                              # text to speech for PlayableMedia(text_to_say=...)
 )
+if [ "$action" = test ]; then
+  # the SIP interop tests' peers: SIPp, a packet capture, a softphone, and sox (the
+  # softphone's silent microphone, the analysis of what it recorded)
+  packages+=(sip-tester tshark baresip-core sox)
+fi
 
 missing=()
 for pkg in "${packages[@]}"; do
