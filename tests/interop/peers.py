@@ -119,7 +119,7 @@ def _udp_bound(port: int, host: str = LOCALHOST) -> bool:
     return False
 
 
-def _wait_bound(port: int, proc: subprocess.Popen, timeout: float, host: str = LOCALHOST
+def wait_bound(port: int, proc: subprocess.Popen, timeout: float, host: str = LOCALHOST
                 ) -> None:
     """Wait until ``proc`` (or anything) has bound UDP ``host:port``."""
     deadline = time.monotonic() + timeout
@@ -611,7 +611,7 @@ class SippServer:
             self.proc = subprocess.Popen(self.command, cwd=self.workdir,
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         try:
-            _wait_bound(self.port, self.proc, self.start_timeout, self.ip)
+            wait_bound(self.port, self.proc, self.start_timeout, self.ip)
         except BaseException:
             self.stop()
             raise
@@ -753,7 +753,7 @@ _RTP_FIELDS = ("frame.time_epoch", "ip.src", "udp.srcport", "ip.dst", "udp.dstpo
                "udp.length")
 
 
-def _tshark_fields(pcap: Path, port: int, display_filter: str, fields: Sequence[str]
+def tshark_fields(pcap: Path, port: int, display_filter: str, fields: Sequence[str]
                    ) -> list[list[str]]:
     command = ["tshark", "-r", str(pcap), "-d", f"udp.port=={port},rtp", "-Y",
                display_filter, "-T", "fields", "-E", "separator=\t"]
@@ -783,7 +783,7 @@ def rtp_stats(pcap: Path, port: int, *, direction: str = "both", clock_rate: int
     """
     flt = {"to": f"udp.dstport=={port}", "from": f"udp.srcport=={port}",
            "both": f"udp.port=={port}"}[direction]
-    rows = _tshark_fields(pcap, port, f"rtp && rtp.version==2 && {flt}", _RTP_FIELDS)
+    rows = tshark_fields(pcap, port, f"rtp && rtp.version==2 && {flt}", _RTP_FIELDS)
     streams: dict[tuple[int, str, str], list[list[str]]] = {}
     for row in rows:
         if len(row) < len(_RTP_FIELDS) or not row[5]:
@@ -897,6 +897,13 @@ def wav_to_alaw(wav: Path, raw: Path) -> Path:
     subprocess.run(["sox", str(wav), "-r", "8000", "-c", "1", "-t", "al", str(raw)],
                    check=True, capture_output=True, timeout=60)
     return raw
+
+
+def trim_wav(wav: Path, start_s: float, length_s: float, out: Path) -> Path:
+    """``length_s`` seconds of ``wav`` from ``start_s``, as a new file ``out``."""
+    subprocess.run(["sox", str(wav), str(out), "trim", f"{start_s:.3f}", f"{length_s:.3f}"],
+                   check=True, capture_output=True, timeout=60)
+    return out
 
 
 def write_silence_wav(path: Path, seconds: float, rate: int = 8000) -> Path:

@@ -121,7 +121,7 @@ def first_time(result: peers.SippResult, entry: str) -> float:
 
 def rtp_times(pcap: Path, port: int) -> list[float]:
     """Arrival times of the RTP packets sent to ``port``."""
-    rows = peers._tshark_fields(pcap, port, f"rtp && udp.dstport=={port}",
+    rows = peers.tshark_fields(pcap, port, f"rtp && udp.dstport=={port}",
                                 ["frame.time_epoch"])
     return [float(row[0]) for row in rows]
 
@@ -325,8 +325,8 @@ def test_uascall_run_serves_the_example_to_baresip(workdir: Path) -> None:
     with open(workdir / "uascall.log", "wb") as log:
         server = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
         try:
-            peers._wait_bound(port, server, 10)
-            result = peers.run_baresip(f"sip:5551000@127.0.0.1:{port}", seconds=15,
+            peers.wait_bound(port, server, 10)
+            result = peers.run_baresip(f"sip:5551000@127.0.0.1:{port}", seconds=11,
                                        workdir=workdir)
         finally:
             server.send_signal(signal.SIGINT)
@@ -340,9 +340,24 @@ def test_uascall_run_serves_the_example_to_baresip(workdir: Path) -> None:
     assert result.early_media and result.established, result.describe()
     assert "terminated" in result.closed_reason, result.describe()  # our BYE
     assert result.dec_wav is not None, result.describe()
-    tone = peers.tone_analysis(result.dec_wav)
-    # greeting (speech), 1 s of 425 Hz ringback, 1 s off, the answer, goodbye.wav
-    assert tone.duration_s > 4, tone
+
+    # The recording: the greeting (speech, ~2.5 s), 1 s of 425 Hz ringback and 1 s of its
+    # off time, the answer, goodbye.wav (3.7 s), our BYE. Of the stretches of sound, one
+    # alone is a pure 425 Hz tone, one second long: the ringback between two recordings.
+    heard = peers.tone_analysis(result.dec_wav)
+    tones = []
+    for n, (start, end) in enumerate(heard.segments):
+        part = peers.tone_analysis(peers.trim_wav(result.dec_wav, start, end - start,
+                                                  workdir / f"part{n}.wav"))
+        if part.purity > 0.9:
+            tones.append((start, end, part.dominant_hz))
+    assert len(tones) == 1, (tones, heard)
+    start, end, hz = tones[0]
+    assert hz == pytest.approx(425, abs=3) and end - start == pytest.approx(1.0, abs=0.1), tones
+    assert heard.segments[0][0] < start - 1.5, heard  # the greeting came first
+    assert heard.segments[-1][1] > end + 4.0, heard  # and goodbye.wav after the answer
+    assert 7 <= heard.duration_s <= 10, heard
+
     with sqlite3.connect(records) as db:
         rows = db.execute("SELECT return_code, cause FROM calls").fetchall()
     assert rows == [(0, "NORMAL")], (rows, output)
