@@ -23,8 +23,10 @@ from uascall.engine import Engine
 from uascall.errors import Error, Hangup
 from uascall.media.player import MediaClock
 from uascall.media.tones import ToneManager
+from uascall.sip.call import SipCall
 from uascall.sip.message import Response
-from uascall.sip.transaction import Timers
+from uascall.sip.transaction import DEFAULT_TIMERS, Timers
+from uascall.sip.useragent import MAX_LAG
 
 FAST = Timers(t1=0.05, t2=0.4, t4=0.5)
 
@@ -638,3 +640,78 @@ def test_a_call_that_ended_leaves_no_call_dialog_or_rtp_behind(uas, peer, ending
     assert settled(uas)
     peer.drain_rtp()
     assert peer.rtp_packets(0.15) == []  # the stream stopped sending
+
+
+# ---------------------------------------------------------------------- overload, memory
+def test_the_default_lag_limit_is_below_t1():
+    server = Uas(timers=DEFAULT_TIMERS)
+    try:
+        assert server.backend.settings.max_lag == MAX_LAG < DEFAULT_TIMERS.t1
+    finally:
+        server.close()
+
+
+def overload_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("overload:")]
+
+
+def test_overload_warnings_come_once_a_second_with_the_number_refused(caplog):
+    server = Uas(max_setups=0)  # every new INVITE is one too many
+    callers = [SipPeer(server.address) for _ in range(5)]
+    try:
+        with caplog.at_level(logging.WARNING, logger="uascall.sip.useragent"):
+            for caller in callers:
+                caller.invite()
+            for caller in callers:
+                assert caller.expect(503).headers.get("Retry-After") == "5"
+            first = overload_warnings(caplog)
+            assert len(first) == 1 and "(1 refused since the last warning)" in first[0]
+            deadline = time.monotonic() + 3
+            while len(overload_warnings(caplog)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            later = overload_warnings(caplog)
+            assert len(later) == 2 and "(4 refused since the last warning)" in later[1]
+        assert server.backend.ua.stats.overloaded == 5
+    finally:
+        for caller in callers:
+            caller.close()
+        server.close()
+
+
+def test_refusals_not_yet_reported_are_reported_when_the_backend_stops(caplog):
+    server = Uas(max_setups=0)
+    callers = [SipPeer(server.address) for _ in range(3)]
+    try:
+        with caplog.at_level(logging.WARNING, logger="uascall.sip.useragent"):
+            for caller in callers:
+                caller.invite()
+                caller.expect(503)
+            server.close()
+        assert [w.split("(")[-1] for w in overload_warnings(caplog)] == [
+            "1 refused since the last warning)", "2 refused since the last warning)"]
+    finally:
+        for caller in callers:
+            caller.close()
+        server.close()
+
+
+def test_an_ended_call_is_let_go_and_a_late_cancel_still_gets_its_200(uas, peer):
+    channel = answered(uas, peer)
+    invite_cseq, to_tag = peer.cseq, peer.to_tag
+    peer.bye()
+    peer.expect(200, method="BYE")
+    assert channel.wait_for_idle(2) is State.IDLE
+    assert settled(uas)
+    ua = uas.backend.ua
+
+    def invite_users() -> list[object]:
+        return [tx.user for tx in ua.server_tx.values() if tx.method == "INVITE"]
+
+    users = uas.engine.run(invite_users)
+    assert users and not any(isinstance(user, SipCall) for user in users)  # no call kept
+    # nor what was parsed of the requests, which only wait to absorb retransmissions
+    assert uas.engine.run(lambda: all(tx.request.headers._parsed is None
+                                      for tx in ua.server_tx.values()))
+    peer.send(peer.request("CANCEL", branch=peer.branch, cseq=invite_cseq))
+    ok = peer.expect(200, method="CANCEL")
+    assert ok.to.tag == to_tag  # too late to cancel anything, but answered (RFC 3261 9.2)

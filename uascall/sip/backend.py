@@ -25,7 +25,10 @@ Options (``uascall.open_backend("sip", engine, **options)``):
     (its BYE was lost); default 60, 0 turns it off.
 ``max_setups`` / ``max_lag`` / ``retry_after``
     overload control: new INVITEs get 503 with ``Retry-After: retry_after`` while
-    ``max_setups`` calls are ringing unanswered or the engine runs ``max_lag`` seconds late.
+    ``max_setups`` calls (2000) are ringing unanswered or the engine runs ``max_lag`` seconds
+    late (0.2, below T1 so that callers are refused before they retransmit): a timer fires
+    that late, or a SIP datagram waited that long in the kernel before it was read. The
+    warning this logs comes at most once a second, with the number refused since the last.
 ``max_message_size``
     datagrams longer than this are dropped (default 16384).
 ``timers``
@@ -48,7 +51,7 @@ from uascall.sip.message import SipParseError, new_call_id, parse_uri
 from uascall.sip.sdp import CODECS
 from uascall.sip.transaction import DEFAULT_TIMERS, Timers
 from uascall.sip.transport import LOOPBACK, format_hostport, parse_hostport
-from uascall.sip.useragent import SipSettings, UserAgent, resolve
+from uascall.sip.useragent import MAX_LAG, SipSettings, UserAgent, resolve
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ class SipBackend(Backend):
     def __init__(self, engine: Engine, *, listen: str | Sequence[str] = "127.0.0.1:5060",
                  allow: Sequence[str] = LOOPBACK, codecs: str | Sequence[str] = "g711a;g711u",
                  rtp_ports: tuple[int, int] = (16384, 32767), rtp_timeout: float = 60.0,
-                 max_setups: int = 2000, max_lag: float = 0.5, retry_after: int = 5,
+                 max_setups: int = 2000, max_lag: float = MAX_LAG, retry_after: int = 5,
                  max_message_size: int = 16384, outbound: str | None = None,
                  timers: Timers = DEFAULT_TIMERS, **unknown: Any) -> None:
         super().__init__(engine)

@@ -73,11 +73,11 @@ class Dialog:
     @classmethod
     def for_uas(cls, invite: Request, local_tag: str) -> Dialog:
         """The dialog an incoming INVITE creates when we answer it with ``local_tag``."""
-        local = invite.to
-        local.params["tag"] = local_tag
+        to = invite.to  # the INVITE's own view: changed only in a copy
+        local = NameAddr(to.uri, to.display, {**to.params, "tag": local_tag})
         return cls(invite.call_id, local, invite.from_,
                    local_seq=random.randrange(1, 2**16), remote_seq=invite.cseq[0],
-                   remote_target=_contact_uri(invite.headers) or str(invite.from_.uri),
+                   remote_target=_contact_uri(invite) or str(invite.from_.uri),
                    route_set=invite.headers.get_all("Record-Route"))
 
     @classmethod
@@ -85,12 +85,12 @@ class Dialog:
         """The dialog a 2xx (or 1xx with a To-tag) to our INVITE creates."""
         return cls(invite.call_id, invite.from_, response.to,
                    local_seq=invite.cseq[0], remote_seq=None,
-                   remote_target=_contact_uri(response.headers) or invite.uri,
+                   remote_target=_contact_uri(response) or invite.uri,
                    route_set=list(reversed(response.headers.get_all("Record-Route"))))
 
     def update_from_response(self, response: Response) -> None:
         """A later response in the dialog (the 2xx after a 1xx) may refresh the target."""
-        target = _contact_uri(response.headers)
+        target = _contact_uri(response)
         if target:
             self.remote_target = target
         record_route = response.headers.get_all("Record-Route")
@@ -150,17 +150,15 @@ class Dialog:
             raise DialogError(f"{method} CSeq {number} is lower than {self.remote_seq}, the "
                               "last one in this dialog; expected a higher number", 500)
         self.remote_seq = number
-        target = _contact_uri(request.headers)
+        target = _contact_uri(request)
         if target and method == "INVITE":
             self.remote_target = target  # a target refresh (RFC 3261 12.2.2)
 
 
-def _contact_uri(headers: Headers) -> str | None:
-    contacts = headers.get_all("Contact")
-    if not contacts:
-        return None
+def _contact_uri(message: Request | Response) -> str | None:
     try:
-        return str(parse_name_addr(contacts[0]).uri)
+        contact = message.contact
     except SipParseError:
-        log.debug("unusable Contact %r", contacts[0])
+        log.debug("unusable Contact %r", message.headers.get_all("Contact")[0])
         return None
+    return str(contact.uri) if contact is not None else None

@@ -10,8 +10,10 @@ survive and re-serialize to the same bytes), unfolds continuation lines and spli
 ``name: value`` pairs into :class:`Headers`. Header values stay text: nothing is parsed that the
 caller does not ask for, apart from the few fields every transaction needs, which
 :func:`check_request` / :func:`check_response` parse once to reject malformed messages early
-(the RFC 4475 torture tests are the yardstick: see tests/sim/test_sip_message.py). The body is
-framed by Content-Length; without one (UDP, RFC 2543 style) it is the rest of the datagram.
+(the RFC 4475 torture tests are the yardstick: see tests/sim/test_sip_message.py) and keep as
+the message's views (``from_``, ``to``, ``top_via``...), so that nothing is parsed twice. The
+body is framed by Content-Length; without one (UDP, RFC 2543 style) it is the rest of the
+datagram.
 
 Every problem caused by the peer raises :class:`SipParseError`, carrying the status a UAS should
 answer (400, or 505 for a foreign SIP version), whether the start line was a request, and the
@@ -34,10 +36,13 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from uascall.errors import ArgumentError, RemoteProtocolError
+
+T = TypeVar("T")
 
 __all__ = [
     "COMPACT_FORMS",
@@ -169,6 +174,9 @@ _DISPLAY_SAFE_RE = re.compile(rf"{_TOKEN}(?: {_TOKEN})*")
 _DISPLAY_WORD_RE = re.compile("[A-Za-z0-9\\-.!%*_+`'~\u0080-\U0010ffff]+")
 _NEEDS_QUOTED_PAIR_RE = re.compile(r'[\x00-\x08\x0b\x0c\x0e-\x1f\x7f"\\]')
 
+#: where in the peer's text a problem is: (what, the text), formatted by _at() on error
+_Where = tuple[str, str]
+
 _CSEQ_LIMIT = 2**31  # RFC 3261 8.1.1.5: the sequence number MUST be less than 2**31
 _DELTA_SECONDS_MAX = 2**32 - 1
 
@@ -267,13 +275,17 @@ class Headers:
 
     Each field line is kept as one entry, in order; :meth:`get_all` additionally splits the
     values of list headers (Via, Contact, Route, Supported...) at top-level commas.
+
+    The structured views of a message (``Request.from_``, ``.top_via``...) are cached here,
+    beside the text they come from, so that a change of a field drops those made from it.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_parsed")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         # (lookup key, canonical name, value) per field line
         self._items: list[tuple[str, str, str]] = []
+        self._parsed: dict[str, Any] | None = None
         for name, value in items:
             self.add(name, value)
 
@@ -281,7 +293,19 @@ class Headers:
     def _trusted(cls, items: list[tuple[str, str, str]]) -> Headers:
         h = cls.__new__(cls)
         h._items = items
+        h._parsed = None
         return h
+
+    def _view(self, key: str, build: Callable[[Headers], T]) -> T:
+        """``build(self)``, computed once until a field changes (errors are not kept)."""
+        parsed = self._parsed
+        if parsed is None:
+            parsed = self._parsed = {}
+        elif key in parsed:
+            return parsed[key]
+        value = build(self)
+        parsed[key] = value
+        return value
 
     @staticmethod
     def _entry(name: str, value: str) -> tuple[str, str, str]:
@@ -322,13 +346,28 @@ class Headers:
         """How many values :meth:`get_all` returns (field lines for non-list headers)."""
         return len(self.get_all(name))
 
+    def drop_views(self) -> None:
+        """Forget the parsed views (they are parsed again if asked for): for a message
+        that is kept for its fields or bytes only, where they would just hold memory."""
+        self._parsed = None
+
+    def _changed(self, key: str) -> None:
+        """Drop the views made from the fields under lookup ``key`` (they changed)."""
+        parsed = self._parsed
+        if parsed:
+            for view in _VIEWS_OF.get(key, (key,)):
+                parsed.pop(view, None)
+
     def add(self, name: str, value: str) -> None:
         """Append a field."""
-        self._items.append(self._entry(name, value))
+        entry = self._entry(name, value)
+        self._items.append(entry)
+        self._changed(entry[0])
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a field before the first one of that name (at the top when there is none)."""
         entry = self._entry(name, value)
+        self._changed(entry[0])
         for i, (k, _, _) in enumerate(self._items):
             if k == entry[0]:
                 self._items.insert(i, entry)
@@ -351,11 +390,13 @@ class Headers:
         if not placed:
             out.append(entry)
         self._items = out
+        self._changed(key)
 
     def remove(self, name: str) -> None:
         """Remove every field of that name (no error when there is none)."""
         key = _key_of(name)
         self._items = [item for item in self._items if item[0] != key]
+        self._changed(key)
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
@@ -386,35 +427,41 @@ class Headers:
 
 # --- URIs, name-addr, Via, CSeq --------------------------------------------------------------
 
-def _parse_port(text: str, where: str) -> int:
+def _at(where: _Where) -> str:
+    """``where`` as error text: only built when an error is raised, since formatting the
+    peer's text on every successful parse costs more than the parse itself."""
+    return f"{where[0]} {_q(where[1])}"
+
+
+def _parse_port(text: str, where: _Where) -> int:
     port = _ascii_int(text, 5)
     if port is None or port > 65535:
-        raise SipParseError(f"port {_q(text)} in {where}: expected a number 0..65535")
+        raise SipParseError(f"port {_q(text)} in {_at(where)}: expected a number 0..65535")
     return port
 
 
-def _parse_host(text: str, where: str) -> str:
+def _parse_host(text: str, where: _Where) -> str:
     if text.startswith("["):
         if not text.endswith("]"):
-            raise SipParseError(f"IPv6 host {_q(text)} in {where} lacks its closing ']'")
+            raise SipParseError(f"IPv6 host {_q(text)} in {_at(where)} lacks its closing ']'")
         try:
             ipaddress.IPv6Address(text[1:-1])
         except ValueError:
-            raise SipParseError(f"host {_q(text)} in {where}: expected an IPv6 address inside "
+            raise SipParseError(f"host {_q(text)} in {_at(where)}: expected an IPv6 address inside "
                                 "[...]") from None
         return text.lower()
     if not _HOSTNAME_RE.fullmatch(text):
-        raise SipParseError(f"host {_q(text)} in {where}: expected a hostname, IPv4 address or "
-                            "[IPv6 address]")
+        raise SipParseError(f"host {_q(text)} in {_at(where)}: expected a hostname, IPv4 "
+                            "address or [IPv6 address]")
     return text.lower()
 
 
-def _split_hostport(text: str, where: str, *, spaces: bool = False) -> tuple[str, int | None]:
+def _split_hostport(text: str, where: _Where, *, spaces: bool = False) -> tuple[str, int | None]:
     """``host[:port]``; with ``spaces`` (Via sent-by), LWS around the colon is allowed."""
     if text.startswith("["):
         close = text.find("]")
         if close < 0:
-            raise SipParseError(f"IPv6 host in {where} {_q(text)} lacks its closing ']'")
+            raise SipParseError(f"IPv6 host in {_at(where)} {_q(text)} lacks its closing ']'")
         host_text = text[:close + 1]
         after = text[close + 1:]
         if spaces:
@@ -422,7 +469,7 @@ def _split_hostport(text: str, where: str, *, spaces: bool = False) -> tuple[str
         if not after:
             return _parse_host(host_text, where), None
         if after[0] != ":":
-            raise SipParseError(f"unexpected {_q(after)} after the IPv6 host in {where}; "
+            raise SipParseError(f"unexpected {_q(after)} after the IPv6 host in {_at(where)}; "
                                 "expected ':port' or nothing")
         port_text = after[1:]
     else:
@@ -527,11 +574,11 @@ def parse_uri(text: str) -> Uri:
         rest = rest[:semi]
     if not rest:
         raise SipParseError(f"{scheme}: URI {_q(text)} has no host")
-    host, port = _split_hostport(rest, f"URI {_q(text)}")
+    host, port = _split_hostport(rest, ("URI", text))
     return Uri(scheme, user, password, host, port, params, headers)
 
 
-def _parse_generic_params(text: str, where: str) -> dict[str, str | None]:
+def _parse_generic_params(text: str, where: _Where) -> dict[str, str | None]:
     """``name[=value]`` items separated by ';' (the text after the first ';')."""
     params: dict[str, str | None] = {}
     for part in _split_outside_quotes(text, ";"):
@@ -539,13 +586,13 @@ def _parse_generic_params(text: str, where: str) -> dict[str, str | None]:
         name = name.strip(" \t")
         if not _TOKEN_RE.fullmatch(name):
             if not name:
-                raise SipParseError(f"empty parameter in {where}; expected ;name or "
+                raise SipParseError(f"empty parameter in {_at(where)}; expected ;name or "
                                     ";name=value (stray ';'?)")
-            raise SipParseError(f"parameter name {_q(name)} in {where} is not a token")
+            raise SipParseError(f"parameter name {_q(name)} in {_at(where)} is not a token")
         if eq:
             value = value.strip(" \t")
             if not _GEN_VALUE_RE.fullmatch(value):
-                raise SipParseError(f"parameter {_cut(name)}={_q(value)} in {where}: expected "
+                raise SipParseError(f"parameter {_cut(name)}={_q(value)} in {_at(where)}: expected "
                                     "a token, host or quoted string")
             params.setdefault(name.lower(), value)
         else:
@@ -654,7 +701,7 @@ def parse_name_addr(text: str) -> NameAddr:
         if rest[0] != ";":
             raise SipParseError(f"address {_q(text)}: unexpected {_q(rest)} after '>'; expected "
                                 ";parameters")
-        params = _parse_generic_params(rest[1:], f"address {_q(text)}")
+        params = _parse_generic_params(rest[1:], ("address", text))
     return NameAddr(uri, display, params)
 
 
@@ -666,8 +713,7 @@ def _parse_addr_spec(s: str, text: str) -> NameAddr:
             raise SipParseError(f"address {_q(text)}: a URI containing {_q(c)} must be enclosed "
                                 "in <>")
     uri = parse_uri(uri_text)
-    params = (_parse_generic_params(s[semi + 1:], f"address {_q(text)}")
-              if semi >= 0 else {})
+    params = _parse_generic_params(s[semi + 1:], ("address", text)) if semi >= 0 else {}
     return NameAddr(uri, None, params)
 
 
@@ -715,8 +761,8 @@ def parse_via(text: str) -> Via:
     sent_by = (rest[:semi] if semi >= 0 else rest).strip(" \t")
     if not sent_by:
         raise SipParseError(f"Via {_q(text)} has no host; expected SIP/2.0/transport host")
-    host, port = _split_hostport(sent_by, f"Via {_q(text)}", spaces=True)
-    params = _parse_generic_params(rest[semi + 1:], f"Via {_q(text)}") if semi >= 0 else {}
+    host, port = _split_hostport(sent_by, ("Via", text), spaces=True)
+    params = _parse_generic_params(rest[semi + 1:], ("Via", text)) if semi >= 0 else {}
     return Via(transport.upper(), host, port, params)
 
 
@@ -764,38 +810,86 @@ def _required(headers: Headers, name: str) -> str:
     return value
 
 
+# Each view is named after the lookup key of the field it is made from, but for these.
+_VIEWS_OF: dict[str, tuple[str, ...]] = {"via": ("via", "top-via")}
+
+
+def _view_call_id(h: Headers) -> str:
+    return _required(h, "Call-ID")
+
+
+def _view_cseq(h: Headers) -> tuple[int, str]:
+    return parse_cseq(_required(h, "CSeq"))
+
+
+def _view_from(h: Headers) -> NameAddr:
+    return parse_name_addr(_required(h, "From"))
+
+
+def _view_to(h: Headers) -> NameAddr:
+    return parse_name_addr(_required(h, "To"))
+
+
+def _view_vias(h: Headers) -> list[Via]:
+    return [parse_via(v) for v in h.get_all("Via")]
+
+
+def _view_top_via(h: Headers) -> Via:
+    vias = h._parsed.get("via") if h._parsed is not None else None
+    if vias:  # every Via was parsed already (by the checks of a received message)
+        return vias[0]
+    values = h.get_all("Via")
+    if not values:
+        raise SipParseError("no Via header field; expected at least one")
+    return parse_via(values[0])
+
+
+def _view_contact(h: Headers) -> NameAddr | None:
+    values = h.get_all("Contact")
+    if not values or values[0] == "*":
+        return None
+    return parse_name_addr(values[0])
+
+
 class _Common:
-    """Convenience views shared by Request and Response; each parses on access."""
+    """Convenience views shared by Request and Response.
+
+    Each is parsed on first access and kept (in :class:`Headers`) until a header field
+    changes. The objects are shared, not copies: to change one, change a copy
+    (``dataclasses.replace``) and set the header field from it.
+    """
 
     __slots__ = ()
     headers: Headers
 
     @property
     def call_id(self) -> str:
-        return _required(self.headers, "Call-ID")
+        return self.headers._view("call-id", _view_call_id)
 
     @property
     def cseq(self) -> tuple[int, str]:
-        return parse_cseq(_required(self.headers, "CSeq"))
+        return self.headers._view("cseq", _view_cseq)
 
     @property
     def from_(self) -> NameAddr:
-        return parse_name_addr(_required(self.headers, "From"))
+        return self.headers._view("from", _view_from)
 
     @property
     def to(self) -> NameAddr:
-        return parse_name_addr(_required(self.headers, "To"))
+        return self.headers._view("to", _view_to)
 
     @property
     def vias(self) -> list[Via]:
-        return [parse_via(v) for v in self.headers.get_all("Via")]
+        return list(self.headers._view("via", _view_vias))
 
     @property
     def top_via(self) -> Via:
-        values = self.headers.get_all("Via")
-        if not values:
-            raise SipParseError("no Via header field; expected at least one")
-        return parse_via(values[0])
+        return self.headers._view("top-via", _view_top_via)
+
+    @property
+    def contact(self) -> NameAddr | None:
+        """The first Contact; None when there is none or it is ``*``."""
+        return self.headers._view("contact", _view_contact)
 
 
 @dataclass(slots=True)
@@ -806,6 +900,17 @@ class Request(_Common):
     uri: str
     headers: Headers
     body: bytes = b""
+    # (the uri text it was made from, the parsed Request-URI)
+    _uri_view: tuple[str, Uri] | None = field(default=None, init=False, repr=False,
+                                               compare=False)
+
+    @property
+    def parsed_uri(self) -> Uri:
+        """The Request-URI parsed (once, until ``uri`` changes); raises SipParseError."""
+        view = self._uri_view
+        if view is None or view[0] is not self.uri:
+            view = self._uri_view = (self.uri, parse_uri(self.uri))
+        return view[1]
 
     @property
     def max_forwards(self) -> int | None:
@@ -945,8 +1050,9 @@ def parse_message(data: bytes) -> Request | Response:
         if problem is not None:
             raise SipParseError(problem)
         if is_request:
-            method, uri = _parse_request_line(start_line)
-            msg = Request(method, uri, headers, _frame_body(data, body_start, items))
+            method, uri_text, uri = _parse_request_line(start_line)
+            msg = Request(method, uri_text, headers, _frame_body(data, body_start, items))
+            msg._uri_view = (uri_text, uri)
         else:
             status, reason = _parse_status_line(start_line)
             msg = Response(status, reason, headers, _frame_body(data, body_start, items))
@@ -960,7 +1066,7 @@ def parse_message(data: bytes) -> Request | Response:
     return msg
 
 
-def _parse_request_line(line: str) -> tuple[str, str]:
+def _parse_request_line(line: str) -> tuple[str, str, Uri]:
     parts = line.split(" ")
     if len(parts) != 3 or not all(parts):
         raise SipParseError(f"request line {_q(line)}: expected METHOD SP Request-URI SP SIP/2.0 "
@@ -979,7 +1085,7 @@ def _parse_request_line(line: str) -> tuple[str, str]:
     if uri.headers is not None and uri.is_sip:
         raise SipParseError(f"Request-URI {_q(uri_text)} carries ?headers; they are not allowed "
                             "in a Request-URI")
-    return method, uri_text
+    return method, uri_text, uri
 
 
 def _parse_status_line(line: str) -> tuple[int, str]:
@@ -1003,20 +1109,18 @@ def _check_common(h: Headers) -> tuple[int, str]:
             if c == 0:
                 raise SipParseError(f"no {name} header field; expected exactly one")
             raise SipParseError(f"{c} {name} header fields; expected exactly one")
-    call_id = h.get("Call-ID") or ""
+    call_id = h._view("call-id", _view_call_id)
     if not call_id or " " in call_id or "\t" in call_id:
         raise SipParseError(f"Call-ID {_q(call_id)}: expected one non-empty word")
-    for name in ("From", "To"):
+    # Parsed into the message's views, so that no layer above parses them again.
+    for key, name, view in (("from", "From", _view_from), ("to", "To", _view_to)):
         try:
-            parse_name_addr(h.get(name) or "")
+            h._view(key, view)
         except SipParseError as e:
             raise SipParseError(f"{name}: {e.reason}") from None
-    cseq = parse_cseq(h.get("CSeq") or "")
-    vias = h.get_all("Via")
-    if not vias:
+    cseq = h._view("cseq", _view_cseq)
+    if not h._view("via", _view_vias):
         raise SipParseError("no Via header field value; expected at least one")
-    for v in vias:
-        parse_via(v)
     return cseq
 
 
@@ -1036,12 +1140,13 @@ def check_request(req: Request) -> None:
         if cseq_method != req.method and req.method in KNOWN_METHODS:
             raise SipParseError(f"CSeq method {_q(cseq_method)} differs from the request method "
                                 f"{_q(req.method)}; expected the same")
+        contacts = []
         for c in h.get_all("Contact"):
-            if c != "*":
-                try:
-                    parse_name_addr(c)
-                except SipParseError as e:
-                    raise SipParseError(f"Contact: {e.reason}") from None
+            try:
+                contacts.append(None if c == "*" else parse_name_addr(c))
+            except SipParseError as e:
+                raise SipParseError(f"Contact: {e.reason}") from None
+        h._view("contact", lambda _h: contacts[0] if contacts else None)
     except SipParseError as e:
         raise SipParseError(e.reason, status=e.status, is_request=True, headers=h) from None
 
@@ -1108,9 +1213,10 @@ _CLASS_REASONS = {1: "Provisional", 2: "Success", 3: "Redirection", 4: "Client E
 _TAG_PARAM_RE = re.compile(r";[ \t]*tag[ \t]*=", re.I)
 
 
-def _has_tag(to: str) -> bool:
+def _has_tag(headers: Headers, to: str) -> bool:
+    """Whether ``to``, the first To of ``headers``, has a tag (its parsed view is kept)."""
     try:
-        return parse_name_addr(to).tag is not None
+        return headers._view("to", _view_to).tag is not None
     except SipParseError:
         # A broken To still gets a stateless error response: look for the tag textually.
         return _TAG_PARAM_RE.search(to) is not None
@@ -1139,7 +1245,7 @@ def make_response(request: Request, status: int, reason: str | None = None, *,
             out.append(item)
         elif key == "to" and not to_done:
             to_done = True
-            if to_tag is not None and not _has_tag(item[2]):
+            if to_tag is not None and not _has_tag(request.headers, item[2]):
                 out.append((key, item[1], f"{item[2]};tag={to_tag}"))
             else:
                 out.append(item)

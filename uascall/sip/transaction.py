@@ -162,11 +162,13 @@ class Transaction:
         self.method = request.method
         self.state = TxState.TRYING
         self._armed: set[str] = set()
-        # The driver's own: where the transaction sends, who hears it, its timer handles.
+        # The driver's own: where the transaction sends, who hears it, its timer handles,
+        # and (server) its key in the driver's table (client: see ClientTransaction).
         self.peer: Any = None
         self.endpoint: Any = None
         self.user: Any = None
         self.handles: dict[str, Any] = {}
+        self.key: Any = None
 
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.method} "

@@ -13,6 +13,12 @@ datagram to its owner. On the way in it applies:
   overflows and ACKs and BYEs are lost in the kernel. As root ``SO_RCVBUFFORCE`` sets it
   regardless of ``net.core.rmem_max``; otherwise ``SO_RCVBUF`` is capped by that sysctl
   (raise it with ``sysctl -w net.core.rmem_max=8388608``), and the size obtained is logged.
+
+Such a buffer holds seconds of traffic, and how long it has queued is invisible to the
+engine's timers (a timer runs late by one loop turn, however long the queue behind it). So
+a ``measure_delay`` endpoint asks the kernel to stamp each datagram's arrival
+(``SO_TIMESTAMPNS``) and keeps in :attr:`UdpEndpoint.queue_delay` the age of the oldest
+datagram it found waiting, for the user agent's overload control.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import errno
 import ipaddress
 import logging
 import socket
+import struct
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -38,6 +46,18 @@ LOOPBACK = ("127.0.0.0/8", "::1/128")
 BATCH = 64
 #: receive buffer asked for on the signalling socket
 SIGNALLING_RCVBUF = 8 * 1024 * 1024
+#: source hosts whose allow-list verdict an endpoint remembers (forgotten all at once when
+#: full, so a flood from many addresses costs memory no more than this)
+ALLOW_CACHE_SIZE = 4096
+#: Linux's SO_RCVBUFFORCE (asm-generic/socket.h), which Python's socket module lacks
+#: before 3.12
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+#: Linux's SO_TIMESTAMPNS, also the control message type (SCM_TIMESTAMPNS) it brings
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = {16: struct.Struct("=qq"), 8: struct.Struct("=ii")}  # 64- or 32-bit time_t
+_TIMESTAMP_SPACE = socket.CMSG_SPACE(16)
+#: a queueing delay above this is taken for a step of the wall clock, not a queue
+_PLAUSIBLE_DELAY = 60.0
 
 
 class TransportError(Error):
@@ -100,13 +120,20 @@ class UdpEndpoint:
     def __init__(self, engine: Engine, address: Address, on_datagram: Callable[
                  [bytes, Address], None], *, allow: Iterable[IPNetwork] | None = None,
                  max_size: int = 65535, rcvbuf: int | None = None,
-                 name: str = "udp") -> None:
+                 measure_delay: bool = False, name: str = "udp") -> None:
         self.engine = engine
         self.name = name
         self.on_datagram = on_datagram
         self.max_size = max_size
         self.allow = list(allow) if allow is not None else None
+        # host -> verdict: ip_address() and the network tests cost more than the rest of a
+        # datagram's handling, and the same few peers send nearly every datagram.
+        self._allowed: dict[str, bool] = {}
         self.stats = TransportStats()
+        #: the longest a datagram had waited in the kernel when a read began (seconds),
+        #: with ``measure_delay``; its reader sets it back to 0
+        self.queue_delay = 0.0
+        self._timestamps = False
         host, port = address
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.family = family
@@ -117,6 +144,8 @@ class UdpEndpoint:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if rcvbuf:
                 self.rcvbuf = _enlarge_rcvbuf(sock, rcvbuf, name)
+            if measure_delay:
+                self._timestamps = _enable_timestamps(sock, name)
             sock.bind((host, port))
         except OSError as exc:
             sock.close()
@@ -151,8 +180,18 @@ class UdpEndpoint:
         return self.sock.fileno() < 0
 
     def allowed(self, host: str) -> bool:
+        """Whether datagrams from ``host`` (a numeric address) pass the allow-list."""
         if self.allow is None:
             return True
+        verdict = self._allowed.get(host)
+        if verdict is None:
+            if len(self._allowed) >= ALLOW_CACHE_SIZE:
+                self._allowed.clear()
+            verdict = self._allowed[host] = self._check_allowed(host)
+        return verdict
+
+    def _check_allowed(self, host: str) -> bool:
+        assert self.allow is not None
         try:
             ip = ipaddress.ip_address(host.partition("%")[0])
         except ValueError:
@@ -177,9 +216,16 @@ class UdpEndpoint:
         limit = self.max_size
         deliver = self.on_datagram
         stats = self.stats
+        stamped = self._timestamps  # the first datagram of a batch is the oldest queued
         for _ in range(BATCH):
             try:
-                data, source = recvfrom(limit + 1)
+                if stamped:
+                    stamped = False
+                    data, ancdata, _flags, source = self.sock.recvmsg(limit + 1,
+                                                                      _TIMESTAMP_SPACE)
+                    self._note_delay(ancdata)
+                else:
+                    data, source = recvfrom(limit + 1)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -207,20 +253,41 @@ class UdpEndpoint:
                 log.exception("%s: handling a datagram from %s failed", self.name,
                               format_hostport((host, port)))
 
+    def _note_delay(self, ancdata: list[tuple[int, int, bytes]]) -> None:
+        for level, kind, data in ancdata:
+            layout = _TIMESPEC.get(len(data))
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and layout is not None:
+                seconds, nanoseconds = layout.unpack(data)
+                # The kernel stamps with the wall clock; so must we, not the engine's clock.
+                delay = time.time() - (seconds + nanoseconds * 1e-9)
+                if self.queue_delay < delay < _PLAUSIBLE_DELAY:
+                    self.queue_delay = delay
+
     def _failed(self, exc: BaseException) -> None:
         log.error("%s: receive loop failed: %s", self.name, exc)
 
 
+def _enable_timestamps(sock: socket.socket, name: str) -> bool:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError as exc:
+        log.info("%s: no arrival timestamps (%s): overload control sees the engine's timers "
+                 "only", name, exc)
+        return False
+    return True
+
+
 def _enlarge_rcvbuf(sock: socket.socket, size: int, name: str) -> int:
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, size)
-    except (OSError, AttributeError):
-        # Not root: the kernel caps SO_RCVBUF at net.core.rmem_max.
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:
+        # Not root (EPERM): the kernel caps SO_RCVBUF at net.core.rmem_max.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
     got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    # The kernel reports twice what it was asked for (bookkeeping overhead).
-    if got < size:
+    # Linux doubles the size set (the extra covers its bookkeeping) and reports the double,
+    # so a buffer capped by rmem_max at half the request still reads as ``size``.
+    if got < 2 * size:
         log.warning("%s: receive buffer is %d bytes, asked for %d: calls may be lost at "
                     "high rates; as root it is forced, otherwise raise net.core.rmem_max",
-                    name, got, size)
+                    name, got // 2, size)
     return got

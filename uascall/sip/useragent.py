@@ -12,7 +12,8 @@ Datagrams from :class:`~uascall.sip.transport.UdpEndpoint` are parsed
   INVITE 487 (481 when there is no such INVITE);
 - a new INVITE passes the checks RFC 3261 8.2 puts in order (method 405/501, URI scheme
   416, Require 420, Content-Type 415, Accept 406), overload control (503 + Retry-After
-  when too many calls are being set up or the engine lags), and the SDP offer check (400
+  when too many calls are being set up, or the engine runs late: its timers, or datagrams
+  waiting in the kernel; one warning a second at most), and the SDP offer check (400
   for bad SDP, 488 when no codec we have was offered); it then gets 100 Trying at once and
   becomes a :class:`~uascall.sip.call.SipCall` offered to the backend's listener;
 - BYE and re-INVITE go to their call through the dialog (481 when there is none);
@@ -49,11 +50,11 @@ from uascall.sip.message import (
     Request,
     Response,
     SipParseError,
+    Via,
     make_response,
     new_branch,
     parse_message,
     parse_name_addr,
-    parse_uri,
 )
 from uascall.sip.sdp import CODECS, SdpError, parse_sdp
 from uascall.sip.transaction import (
@@ -93,6 +94,13 @@ KNOWN = ("REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER",
          "UPDATE")
 SUPPORTED_EXTENSIONS: tuple[str, ...] = ()
 ACCEPTABLE_BODIES = ("application/sdp",)
+#: how often the engine's lateness is measured (seconds)
+LAG_PROBE = 0.1
+#: default overload threshold on that lateness: below T1 (500 ms), so that we refuse new
+#: calls before callers start retransmitting INVITEs, which only adds to the load
+MAX_LAG = 0.2
+#: at most one overload warning per this many seconds; it counts the INVITEs refused since
+OVERLOAD_LOG_INTERVAL = 1.0
 
 
 @dataclass
@@ -106,7 +114,7 @@ class SipSettings:
     rtp_timeout: float = 60.0
     max_message_size: int = 16384
     max_setups: int = 2000
-    max_lag: float = 0.5
+    max_lag: float = MAX_LAG
     retry_after: int = 5
     user_agent: str = f"uascall/{__version__}"
     rcvbuf: int = SIGNALLING_RCVBUF
@@ -139,7 +147,7 @@ class UserAgent:
         self.endpoints: list[UdpEndpoint] = [
             UdpEndpoint(engine, address, self._make_receiver(index), allow=self.allow,
                         max_size=settings.max_message_size, rcvbuf=settings.rcvbuf,
-                        name=f"sip {format_hostport(address)}")
+                        measure_delay=True, name=f"sip {format_hostport(address)}")
             for index, address in enumerate(settings.listen)]
         self.ticker = RtpTicker(engine)
         self.rtp_ports = RtpPorts(*settings.rtp_ports)
@@ -153,6 +161,9 @@ class UserAgent:
         self._lag = 0.0
         self._lag_timer: TimerHandle | None = None
         self._lag_due = 0.0
+        self._refused_unlogged = 0  # INVITEs answered 503 since the last overload warning
+        self._overload_logged = -OVERLOAD_LOG_INTERVAL  # engine time of that warning
+        self._overload_reason = ""
         self._sessions = random.randrange(1, 2**31)
 
     # ------------------------------------------------------------------ lifecycle
@@ -171,6 +182,8 @@ class UserAgent:
         self.client_tx.clear()
         if self._lag_timer is not None:
             self._lag_timer.cancel()
+        if self._refused_unlogged:  # not to lose the last count
+            self._log_overload(self.engine.time(), force=True)
         for endpoint in self.endpoints:
             endpoint.close()
 
@@ -180,20 +193,45 @@ class UserAgent:
 
     # ------------------------------------------------------------------ overload
     def _probe_lag(self) -> None:
-        """How late the engine runs a timer: our measure of overload."""
+        """Our measure of overload: how late the engine runs a timer, or how long the
+        oldest SIP datagram had queued in the kernel before it was read (whichever is
+        more), since the last probe; it decays by a fifth a probe."""
         now = self.engine.time()
+        queued = 0.0
+        for endpoint in self.endpoints:
+            queued = max(queued, endpoint.queue_delay)
+            endpoint.queue_delay = 0.0
         if self._lag_timer is not None:
-            lateness = max(0.0, now - self._lag_due)
+            lateness = max(0.0, now - self._lag_due, queued)
             self._lag = max(lateness, self._lag * 0.8)
-        self._lag_due = now + 0.1
+        if self._refused_unlogged:
+            self._log_overload(now)  # the refusals after the last warning, once it is due
+        self._lag_due = now + LAG_PROBE
         self._lag_timer = self.engine.call_at(self._lag_due, self._probe_lag)
 
     def overloaded(self) -> str | None:
         if self.setups >= self.settings.max_setups:
             return f"{self.setups} calls being set up (limit {self.settings.max_setups})"
         if self._lag > self.settings.max_lag:
-            return f"the engine runs {self._lag * 1000:.0f} ms late"
+            return (f"the engine runs {self._lag * 1000:.0f} ms late (limit "
+                    f"{self.settings.max_lag * 1000:.0f} ms)")
         return None
+
+    def _refused_overloaded(self, why: str) -> None:
+        self.stats.overloaded += 1
+        self._refused_unlogged += 1
+        self._overload_reason = why
+        self._log_overload(self.engine.time())
+
+    def _log_overload(self, now: float, *, force: bool = False) -> None:
+        # Overload comes as a flood of INVITEs: a line for each would add disk I/O and
+        # formatting to an engine that is already late, and bury everything else.
+        if now - self._overload_logged < OVERLOAD_LOG_INTERVAL and not force:
+            return
+        log.warning("overload: %s; answering a new INVITE 503 (%d refused since the last "
+                    "warning)", self._overload_reason, self._refused_unlogged)
+        self._overload_logged = now
+        self._refused_unlogged = 0
 
     # ------------------------------------------------------------------ receiving
     def _make_receiver(self, index: int) -> Callable[[bytes, Address], None]:
@@ -271,7 +309,7 @@ class UserAgent:
             tx = InviteServerTransaction(request, self.timers)
         else:
             tx = NonInviteServerTransaction(request, self.timers)
-        tx.peer, tx.endpoint = source, endpoint
+        tx.peer, tx.endpoint, tx.key = source, endpoint, key
         self.server_tx[key] = tx
         refusal = self._refusal(request)
         if refusal is not None:
@@ -298,7 +336,7 @@ class UserAgent:
             status = 405 if method in KNOWN else 501
             return make_response(request, status, headers=[("Allow", self.allow_header)])
         try:
-            scheme = parse_uri(request.uri).scheme
+            scheme = request.parsed_uri.scheme
         except SipParseError:
             return make_response(request, 400, headers=[("Warning", '399 uascall "bad '
                                                          'Request-URI"')])
@@ -332,9 +370,11 @@ class UserAgent:
         wants_rport = "rport" in via.params
         if via.host.strip("[]") == host and not wants_rport:
             return
-        via.params["received"] = host
+        # A new Via: the parsed one is the request's cached view, shared by its readers.
+        params = {**via.params, "received": host}
         if wants_rport:
-            via.params["rport"] = str(port)
+            params["rport"] = str(port)
+        via = Via(via.transport, via.host, via.port, params)
         vias = request.headers.get_all("Via")
         request.headers.remove("Via")
         request.headers.add("Via", str(via))
@@ -352,6 +392,9 @@ class UserAgent:
                 ) -> None:
         invite_tx = self.server_tx.get((key[0], key[1], "INVITE"))
         call = invite_tx.user if invite_tx is not None else None
+        if isinstance(call, _EndedCall):  # too late to have an effect (RFC 3261 9.2)
+            self.respond(tx, make_response(cancel, 200, to_tag=call.local_tag))
+            return
         if not isinstance(call, SipCall):
             self.respond(tx, make_response(cancel, 481))
             return
@@ -386,8 +429,7 @@ class UserAgent:
     def _new_call(self, invite: Request, tx: InviteServerTransaction) -> None:
         busy = self.overloaded()
         if busy is not None:
-            self.stats.overloaded += 1
-            log.warning("overload: %s; answering a new INVITE 503", busy)
+            self._refused_overloaded(busy)
             self.respond(tx, make_response(invite, 503, headers=[
                 ("Retry-After", str(self.settings.retry_after))]))
             return
@@ -429,6 +471,10 @@ class UserAgent:
         if self.settings.user_agent and "Server" not in response.headers:
             response.headers.add("Server", self.settings.user_agent)
         self._run(tx, tx.respond(response))  # type: ignore[attr-defined]
+        if response.status >= 200:
+            # The transaction keeps its request for 64*T1 to absorb retransmissions: what
+            # was parsed of it would only lengthen the cyclic GC's passes meanwhile.
+            tx.request.headers.drop_views()
 
     def start_client(self, request: Request, peer: Address, user: SipCall | None
                      ) -> ClientTransaction:
@@ -479,7 +525,7 @@ class UserAgent:
     def _forget_tx(self, tx: Transaction) -> None:
         self._cancel_timers(tx)
         if isinstance(tx, ServerTransaction):
-            key = server_key(tx.request)
+            key = tx.key if tx.key is not None else server_key(tx.request)
             if self.server_tx.get(key) is tx:
                 del self.server_tx[key]
         elif isinstance(tx, ClientTransaction) and self.client_tx.get(tx.key) is tx:
@@ -514,6 +560,13 @@ class UserAgent:
         self.calls.discard(call)
         if call.dialog is not None and self.dialogs.get(call.dialog.key) is call:
             del self.dialogs[call.dialog.key]
+        tx = call.invite_tx
+        if tx is not None and tx.user is call:
+            # The transaction lingers 64*T1 for retransmissions. Holding the call (channel,
+            # media, SDP: a hundred objects) that long made the cyclic GC's full passes scan
+            # every call of the last half minute: at hundreds of calls a second, pauses of
+            # 100 ms and more. All it needs of the call now is the To-tag, for a CANCEL.
+            tx.user = _EndedCall(call.local_tag)
 
     def answered(self, call: SipCall) -> None:
         """An incoming call is no longer being set up (for overload control)."""
@@ -571,6 +624,13 @@ class UserAgent:
                 raise
             log.debug("%s: cannot route to %r (%s); using %s", dialog, target, exc, fallback)
             return fallback
+
+
+@dataclass(frozen=True, slots=True)
+class _EndedCall:
+    """The user of an incoming call's INVITE transaction once the call is over."""
+
+    local_tag: str
 
 
 def resolve(host: str, port: int) -> Address:
