@@ -16,6 +16,7 @@ a reserved value, -9 the host itself failed (or shut down before ``main`` return
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib.util
 import inspect
@@ -45,6 +46,8 @@ RC_INVALID_APP = -4
 RC_RESERVED = -5
 RC_HOST_ERROR = -9
 RC_RANGE = (-(2**63), 2**63 - 1)  # what a call record (SQLite INTEGER) holds
+#: call records AppHost.results keeps, the most recent ones (the SQLite file keeps all)
+KEEP_RESULTS = 10000
 MAIN_PARAMETERS = ("channel", "application_instance_id", "file_man", "my_log",
                    "application_parameters")
 
@@ -197,14 +200,19 @@ class AppHost:
 
     ``media_dir`` holds the application's files (default: the application's own folder,
     ``media`` beside it if that exists); ``records`` is the SQLite file for call records
-    (None: none written).
+    (None: none written). :attr:`results` keeps the last ``keep_results`` records, and
+    :attr:`total_calls` / :attr:`total_failures` count them all (a server runs for months).
     """
 
     def __init__(self, engine: Engine, backend: Backend, application: Application, *,
                  application_parameters: str = "",
                  media_dir: str | os.PathLike[str] | None = None,
                  records: str | os.PathLike[str] | None = None,
-                 tts_voice: str | None = None) -> None:
+                 tts_voice: str | None = None, keep_results: int = KEEP_RESULTS) -> None:
+        if isinstance(keep_results, bool) or not isinstance(keep_results, int) \
+                or keep_results < 0:
+            raise ArgumentError(f"keep_results={keep_results!r}; expected a number of call "
+                                "records >= 0")
         self.engine = engine
         self.backend = backend
         self.application = application
@@ -217,7 +225,11 @@ class AppHost:
         self.tts_voice = tts_voice
         self.media_clock = MediaClock(engine)
         self.log = logging.getLogger(f"uascall.app.{application.name}")
-        self.results: list[CallRecord] = []
+        #: the most recent call records, oldest first
+        self.results: collections.deque[CallRecord] = collections.deque(maxlen=keep_results)
+        #: every record made, and those with a negative return code (host or app errors)
+        self.total_calls = 0
+        self.total_failures = 0
         #: called on the engine thread with each new channel, before its main() starts
         self.on_channel: Callable[[UASCallChannel], None] | None = None
         self._ids = itertools.count(1)
@@ -269,6 +281,9 @@ class AppHost:
         self.log.info("%s: done, rc %d, cause %s", instance.instance_id, rc, record.cause)
         with self._lock:
             self.results.append(record)
+            self.total_calls += 1
+            if rc < 0:
+                self.total_failures += 1
         if self.records is not None:
             try:
                 self.records.add(record)
@@ -302,6 +317,12 @@ class AppHost:
                            instance_id, rc)
             return RC_RESERVED
         return rc
+
+    def result_totals(self) -> tuple[list[CallRecord], int, int]:
+        """(the records kept, calls in all, failures in all), taken together; safe while
+        calls still end on other threads (a deque cannot be iterated while it grows)."""
+        with self._lock:
+            return list(self.results), self.total_calls, self.total_failures
 
     def running(self) -> list[UASCallChannel]:
         """The channels whose ``main()`` has not returned yet."""

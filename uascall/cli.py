@@ -53,6 +53,18 @@ def _summary(record: CallRecord) -> str:
             f" ({record.raw_cause or 'no raw cause'})")
 
 
+def _print_results(host: AppHost) -> int:
+    """Print the records the host kept (and the totals when it dropped older ones); the
+    exit code: 1 if any call, listed or not, had a negative return code."""
+    records, calls, failures = host.result_totals()
+    for record in records:
+        print(_summary(record))
+    if calls > len(records):
+        print(f"{calls} calls in all, {failures} with a negative return code; the first "
+              f"{calls - len(records)} are not listed above")
+    return 1 if failures else 0
+
+
 def _sim_calls(host: AppHost, backend: SimBackend, args: argparse.Namespace,
                ladder: q931.Ladder | None = None) -> list[FarEndCall]:
     """Let the simulated exchange place the calls and wait until every one has cleared."""
@@ -114,13 +126,12 @@ def _demo(args: argparse.Namespace) -> int:
         engine.run(host.start)
         calls = _sim_calls(host, backend, args, ladder)
     print(ladder.render())
-    for record in host.results:
-        print(_summary(record))
+    failed = _print_results(host)
     heard = calls[0]
     _write_heard(heard, Path(args.wav))
     seconds = len(heard.heard) / 8000
     print(f"what the caller heard ({seconds:.1f} s, {heard.law}): {args.wav}")
-    return 0 if host.results and all(r.return_code >= 0 for r in host.results) else 1
+    return 0 if host.total_calls and not failed else 1
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -161,9 +172,7 @@ def _run(args: argparse.Namespace) -> int:
                 if not host.shutdown(args.shutdown_timeout):
                     print("uascall: some applications had not returned; recorded with "
                           "return code -9", file=sys.stderr)
-        for record in host.results:
-            print(_summary(record))
-    return 0 if all(r.return_code >= 0 for r in host.results) else 1
+        return _print_results(host)
 
 
 @contextlib.contextmanager

@@ -192,3 +192,36 @@ def test_file_manager_stays_inside_its_folder(tmp_path):
     for escape in ("../x.wav", "/etc/passwd"):
         with pytest.raises(ArgumentError, match="outside the media directory"):
             files.path(escape)
+
+
+def test_results_keep_the_last_records_and_totals_count_them_all(tmp_path):
+    body = """
+    import itertools
+    numbers = itertools.count(1)
+    def main(channel, iid, file_man, my_log, params):
+        channel.reject()
+        n = next(numbers)
+        return -101 if n == 1 else n
+    """
+    app = Application.load(write_app(tmp_path, body))
+    with Engine(VirtualClock()) as engine, engine.actor():
+        backend = SimBackend(engine)
+        host = AppHost(engine, backend, app, media_dir=tmp_path, keep_results=2)
+        engine.run(host.start)
+        assert engine.wait_until(lambda: backend.up, T)
+        for _ in range(4):  # one after the other, so that the records come in order
+            far = engine.run(backend.far_end.dial, "5551000")
+            assert engine.wait_until(lambda far=far: far.cleared, 60)
+            assert host.join(10)
+    assert [r.return_code for r in host.results] == [3, 4]
+    assert (host.total_calls, host.total_failures) == (4, 1)  # the failure was dropped
+    records, calls, failures = host.result_totals()
+    assert [r.instance_id for r in records] == ["app-3", "app-4"] and (calls, failures) == (4, 1)
+
+
+@pytest.mark.parametrize("keep", [-1, 2.5, True])
+def test_keep_results_must_be_a_count(tmp_path, keep):
+    app = Application.load(write_app(tmp_path, "def main(c, i, f, l, p):\n    return 0\n"))
+    with Engine(VirtualClock()) as engine:
+        with pytest.raises(ArgumentError, match="keep_results"):
+            AppHost(engine, SimBackend(engine), app, keep_results=keep)

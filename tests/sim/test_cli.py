@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sqlite3
@@ -114,3 +115,22 @@ def test_ctrl_c_hangs_up_the_calls_and_keeps_their_records(capsys, tmp_path, mon
     assert far.cleared and far.call.cleared_by == "remote" and far.call.cause == 16
     with sqlite3.connect(records) as db:
         assert db.execute("SELECT return_code, cause FROM calls").fetchall() == [(7, "NORMAL")]
+
+
+def test_run_exits_1_for_a_failed_call_whose_record_was_not_kept(capsys, tmp_path,
+                                                                   monkeypatch):
+    from uascall import app as app_module
+    from uascall import cli
+
+    monkeypatch.setattr(cli, "AppHost", functools.partial(app_module.AppHost, keep_results=1))
+    script = tmp_path / "first_fails.py"
+    script.write_text("__uas_identify__ = 'application'\n"
+                      "import itertools\nnumbers = itertools.count(1)\n"
+                      "def main(channel, iid, file_man, my_log, params):\n"
+                      "    channel.reject()\n"
+                      "    return -101 if next(numbers) == 1 else 0\n")
+    assert main(["run", str(script), "--virtual", "--calls", "3", "--interval", "1"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and "return code 0" in out[0]
+    assert out[1] == ("3 calls in all, 1 with a negative return code; the first 2 are not "
+                      "listed above")
