@@ -254,16 +254,18 @@ class UASCallChannel:
         _check_ringtone_type(custom_ringtone)
         wanted = bool(negotiate_early_media) or self._early_media
         prepared = self._prepare_ringtone(custom_ringtone) if wanted else None
-        early, law = self._engine.run(self._engine_alert, bool(negotiate_early_media),
-                                      wanted_codecs)
+        alert = self._engine_alert if prepared is not None else self._engine_alert_quiet
+        early, law = self._engine.run(alert, bool(negotiate_early_media), wanted_codecs)
         if self._releasing:  # the ringing indication could not be sent: the call is going
             self._wait(lambda: self._state is State.IDLE, CLEARING_TIMEOUT)
             return self._state
         if not early:
             ringtime = ringtime or 0.0  # nothing is played: None means do not block
+        elif prepared is None:
+            ringtime = ringtime or 0.0  # _engine_alert has stopped any earlier ringtone
         else:
-            duration = self._engine.run(self._engine_play_ringtone,
-                                        prepared(law, loop) if prepared else None)
+            # The source is made here, on this thread, once the law is known: a second step.
+            duration = self._engine.run(self._engine_play_ringtone, prepared(law, loop))
             if ringtime is None:
                 ringtime = duration
         if ringtime:
@@ -293,6 +295,15 @@ class UASCallChannel:
         self._early_media = self._early_media or in_effect
         law = self._leg.media().law if self._early_media and self._live() else ""
         return self._early_media, law
+
+    def _engine_alert_quiet(self, early_media: bool, codecs: list[str] | None
+                            ) -> tuple[bool, str]:
+        """:meth:`_engine_alert` for a ring() without a ringtone: with early media, the
+        ringtone of an earlier ring() stops in the same step, not in a round trip more."""
+        early, law = self._engine_alert(early_media, codecs)
+        if early:
+            self._engine_play_ringtone(None)
+        return early, law
 
     def _engine_play_ringtone(self, source: FrameSource | None) -> float:
         # Only on a call still ringing: another thread may have answered or cleared it
@@ -327,8 +338,8 @@ class UASCallChannel:
             cause = Cause.NOANSWER if self._state is State.RING_OUTGOING else Cause.TIMEOUT
             log.info("%r: no answer within %s s; clearing with %s", self, timeout,
                      cause.name)
-            if self._engine.run(self._engine_release, cause, None):
-                self._wait(lambda: self._state is State.IDLE, CLEARING_TIMEOUT)
+            self._wait(lambda: self._state is State.IDLE, CLEARING_TIMEOUT,
+                       self._engine_release, (cause, None))
         return self._state
 
     def start_call(self, call_to: str, call_from: str = "", codecs: str | None = None,
@@ -402,8 +413,8 @@ class UASCallChannel:
         self._require(_INCOMING, "answer")
         wanted_codecs = parse_codecs(codecs) if codecs is not None else None
         headers = self.SIP.fields_to_send()
-        self._engine.run(self._engine_answer, wanted_codecs, headers)
-        self._wait(lambda: self._state in (State.ANSWERED, State.IDLE), ANSWER_TIMEOUT)
+        self._wait(lambda: self._state in (State.ANSWERED, State.IDLE), ANSWER_TIMEOUT,
+                   self._engine_answer, (wanted_codecs, headers))
         return self._state
 
     def _engine_answer(self, codecs: list[str] | None,
@@ -437,9 +448,11 @@ class UASCallChannel:
         Harmless in IDLE. Returns the state."""
         if self._state is State.IDLE:
             return self._state
-        self._engine.run(self._engine_release, Cause.NORMAL, None)
-        self._wait(lambda: self._state is State.IDLE, CLEARING_TIMEOUT)
+        self._wait(lambda: self._state is State.IDLE, CLEARING_TIMEOUT, self._engine_hang_up)
         return self._state
+
+    def _engine_hang_up(self) -> None:
+        self._engine_release(Cause.NORMAL, None)  # whatever it says, hang_up() waits
 
     def reject(self, cause: Cause | None = None, raw_cause: str | int | None = None) -> State:
         """Refuse the call (or release a connected one) with ``cause`` (REJECTED by
@@ -455,8 +468,8 @@ class UASCallChannel:
         if self._state is State.IDLE:
             return self._state
         raw = None if raw_cause is None else str(raw_cause)
-        if self._engine.run(self._engine_release, cause, raw):
-            self._wait(lambda: self._state is State.IDLE, CLEARING_TIMEOUT)
+        self._wait(lambda: self._state is State.IDLE, CLEARING_TIMEOUT, self._engine_release,
+                   (cause, raw))
         return self._state
 
     def _engine_release(self, cause: Cause, raw_cause: str | None) -> bool:
@@ -548,21 +561,37 @@ class UASCallChannel:
             raise Error(f"{method}() in state {state.name}; expected "
                         f"{' or '.join(s.name for s in states)}")
 
-    def _wait(self, condition: Callable[[], bool], timeout: float | None) -> bool:
+    def _wait(self, condition: Callable[[], bool], timeout: float | None,
+              step: Callable[..., Any] | None = None, args: tuple = ()) -> bool:
         """Block the calling thread until ``condition`` (checked on the engine thread at
-        each state change) holds, or ``timeout`` seconds of engine time pass."""
+        each state change) holds, or ``timeout`` seconds of engine time pass; False then.
+
+        ``step(*args)``, when given, runs on the engine thread first, in the same round trip
+        (each costs both threads a wake-up and tens of microseconds: a call's set-up made
+        seven); its exception is raised here, and when it returns False nothing is waited
+        for and the result is False.
+        """
         future: concurrent.futures.Future = concurrent.futures.Future()
 
         def register() -> None:
-            if not _settle(condition, future):
-                self._waiters.append((condition, future))
+            try:
+                if step is not None and step(*args) is False:
+                    future.set_result(False)
+                elif not _settle(condition, future):
+                    self._waiters.append((condition, future))
+            except BaseException as exc:  # for the waiting thread, as Engine.run would
+                if not future.done():
+                    future.set_exception(exc)
 
-        self._engine.run(register)
+        engine = self._engine
+        if engine.in_engine_thread:
+            register()  # and Engine.wait() refuses to block the engine, as ever
+        else:
+            engine.call_soon_threadsafe(register)
         try:
-            self._engine.wait(future, timeout)
-            return True
+            return engine.wait(future, timeout)
         except TimeoutError:
-            self._engine.run(self._forget_waiter, future)
+            engine.run(self._forget_waiter, future)
             return False
 
     def _forget_waiter(self, future: concurrent.futures.Future) -> None:
