@@ -450,3 +450,29 @@ def test_create_tone_accepts_the_loose_but_sensible():
     for law in LAWS:
         data = render(tone, law, loop=False)
         assert_matches_oracle(data[:tone.cycle_samples], tone, law, end=tone.cycle_samples)
+
+
+@pytest.mark.parametrize("law", LAWS)
+def test_cached_cross_fades_are_the_bytes_computed_afresh(law, monkeypatch):
+    from uascall.media import tones
+    tm = ToneManager()
+    # 441 Hz: an 8000-sample period, so its edges fall at a different phase on each loop
+    tone = tm.create_tone([
+        ({"frequency": 441, "amplitude": 10}, {}, {"duration": 333}),
+        ({"frequency": 1000, "amplitude": 12}, {"frequency": 1300, "amplitude": 15},
+         {"duration": 77, "add": "summation"}),
+        ({}, {}, {"duration": 251}),
+    ], "ODD_EDGES")
+    frames = 4 * tone.cycle_samples // FRAME_SAMPLES
+    with monkeypatch.context() as patched:
+        patched.setattr(tones, "_crossfade", tones._crossfade.__wrapped__)  # no cache
+        fresh = render(tone, law, frames=frames)
+    tones._crossfade.cache_clear()
+    warm = tone.source(law, loop=True)
+    for _ in range(frames + 7):  # fill the cache from another point of the cadence
+        warm.next_frame()
+    hits = tones._crossfade.cache_info().hits
+    assert render(tone, law, frames=frames) == fresh
+    assert tones._crossfade.cache_info().hits > hits
+    assert render(tm.get("RINGBACK_EU"), law, frames=600) == render(
+        tm.get("RINGBACK_EU"), law, frames=600)

@@ -325,6 +325,14 @@ class ToneSource(FrameSource):
 
     def _compute(self, a: int, b: int) -> bytes:
         """Samples ``a..b-1`` of the current segment, with cross-fade and final fade."""
+        fade_from = self._fade_from
+        if fade_from is None or b <= fade_from:
+            # A cross-fade alone depends on its place in the edge and on the phases of the
+            # two sounds, which recur at every edge of a looped cadence and in every source
+            # of the tone: it is computed once, not for each edge of each call.
+            table, prev = self._table, self._prev
+            return _crossfade(table, prev, self._xf, a - self._seg_start, b - a,
+                              a % table.period, a % prev.period, self.law)
         lin, period = self._table.lin, self._table.period
         plin, pperiod = self._prev.lin, self._prev.period
         start, xf = self._seg_start, self._xf
@@ -342,6 +350,26 @@ class ToneSource(FrameSource):
                 v *= fall[end - 1 - n]
             values.append(round(v))
         return self._codec.encode(values)
+
+
+@functools.lru_cache(maxsize=1024)
+def _crossfade(table: _Table, prev: _Table, xf: int, offset: int, count: int, phase: int,
+               prev_phase: int, law: str) -> bytes:
+    """``count`` samples of a cross-fade from ``prev`` to ``table`` over ``xf`` samples,
+    starting ``offset`` samples into it, at those phases of the two tables' periods; the
+    same arithmetic as :meth:`ToneSource._compute`, so the same bytes."""
+    lin, period = table.lin, table.period
+    plin, pperiod = prev.lin, prev.period
+    rise = _ramp(xf) if xf else ()
+    values = []
+    for k in range(count):
+        v: float = lin[(phase + k) % period]
+        i = offset + k
+        if i < xf:
+            w = rise[i]
+            v = w * v + (1.0 - w) * plin[(prev_phase + k) % pperiod]
+        values.append(round(v))
+    return g711.codec(law).encode(values)
 
 
 # --------------------------------------------------------------------------- validation
