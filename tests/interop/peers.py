@@ -38,6 +38,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.audio import goertzel_power
+
 HERE = Path(__file__).resolve().parent
 SCENARIOS = HERE / "scenarios"
 
@@ -742,6 +744,8 @@ class RtpStreamStats:
     mean_jitter_ms: float
     markers: int = 0  # packets with the marker bit
     payload_bytes: int = 0  # of the first packet (160 = 20 ms of G.711)
+    first_s: float = 0.0  # arrival of the first packet (epoch seconds, as SipTrace.time)
+    last_s: float = 0.0  # and of the last
 
     @property
     def ssrc_hex(self) -> str:
@@ -819,6 +823,7 @@ def rtp_stats(pcap: Path, port: int, *, direction: str = "both", clock_rate: int
             mean_jitter_ms=sum(jitters) / len(jitters) if jitters else 0.0,
             markers=sum(1 for p in packets if p[9].strip() in ("1", "True", "true")),
             payload_bytes=max(_int(packets[0][10]) - 8 - 12, 0),
+            first_s=times[0], last_s=times[-1],
         ))
     return sorted(out, key=lambda s: -s.packets)
 
@@ -965,15 +970,6 @@ def read_wav(path: Path) -> tuple[list[float], int]:
     return [v / scale for v in values[::channels]], rate
 
 
-def goertzel_power(samples: Sequence[float], rate: int, freq: float) -> float:
-    """|X(freq)|^2 of ``samples`` (the Goertzel algorithm)."""
-    coeff = 2 * math.cos(2 * math.pi * freq / rate)
-    s1 = s2 = 0.0
-    for x in samples:
-        s1, s2 = x + coeff * s1 - s2, s1
-    return s1 * s1 + s2 * s2 - coeff * s1 * s2
-
-
 def _zero_crossing_hz(samples: Sequence[float], rate: int) -> float:
     crossings = sum(1 for a, b in itertools.pairwise(samples)
                     if (a < 0) != (b < 0))
@@ -1033,7 +1029,7 @@ def tone_analysis(wav: Path, *, window_s: float = 0.02, threshold: float | None 
                 lo, hi = best_f - 1.0, best_f + 1.0
             f = lo
             while f <= hi:
-                power = goertzel_power(chunk, rate, f)
+                power = goertzel_power(chunk, f, rate)
                 if power > best_power:
                     best_power, best_f = power, f
                 f += step

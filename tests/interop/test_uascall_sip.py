@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.interop import peers
+from tests.sim.sip_peer import held_by
 from uascall.app import AppHost, Application
 from uascall.backend import open_backend
 from uascall.engine import Engine
@@ -68,15 +69,9 @@ class Service:
     def leftovers(self) -> str:
         """What the user agent still holds ("" when nothing): calls, dialogs, RTP streams,
         pending setups, applications that have not returned."""
-        ua = self.backend.ua
-
-        def held() -> list[str]:
-            return [f"{what}: {value}" for what, value in (
-                ("calls", sorted(map(repr, ua.calls))), ("dialogs", len(ua.dialogs)),
-                ("RTP streams", ua.ticker.active), ("setups", ua.setups)) if value]
-
         running = self.host.running()
-        return "; ".join(self.engine.run(held) + ([f"running: {running}"] if running else []))
+        held = self.engine.run(held_by, self.backend.ua)
+        return "; ".join(held + ([f"running: {running}"] if running else []))
 
     def settled(self, timeout: float = 5.0) -> bool:
         """True once :meth:`leftovers` is empty (within ``timeout`` seconds)."""
@@ -119,13 +114,6 @@ def first_time(result: peers.SippResult, entry: str) -> float:
     raise AssertionError(f"no {entry!r} in {ladder(result)}")
 
 
-def rtp_times(pcap: Path, port: int) -> list[float]:
-    """Arrival times of the RTP packets sent to ``port``."""
-    rows = peers.tshark_fields(pcap, port, f"rtp && udp.dstport=={port}",
-                                ["frame.time_epoch"])
-    return [float(row[0]) for row in rows]
-
-
 # ------------------------------------------------------------------ SIPp calls uascall
 
 
@@ -160,8 +148,7 @@ def test_early_media_then_answer(serve, workdir: Path, codecs: str | None,
     assert ours.max_delta_ms < 60, ours
     assert echo.packets >= ours.packets - 2, echo
 
-    times = rtp_times(capture.pcap, media_port)
-    assert times[0] - first_time(result, "R 183 INVITE") < 0.1, "early media starts late"
+    assert ours.first_s - first_time(result, "R 183 INVITE") < 0.1, "early media starts late"
     assert [r.return_code for r in service.records(1)] == [CALLER_HUNG_UP]
     assert service.records(1)[0].cause == "NORMAL"
     assert service.settled(), service.leftovers()
@@ -180,9 +167,11 @@ def test_cancel_during_early_media(serve, workdir: Path) -> None:
     assert sorted(ladder(result)) == sorted(
         ["S INVITE", "R 100 INVITE", "R 183 INVITE", "S CANCEL", "R 200 CANCEL",
          "R 487 INVITE", "S ACK"]), result.describe()
-    times = rtp_times(capture.pcap, media_port)
-    assert 40 <= len(times) <= 60, len(times)  # 1 s of early media
-    assert times[-1] <= first_time(result, "S CANCEL") + 0.06, "RTP went on after CANCEL"
+    to_sipp = peers.rtp_stats(capture.pcap, media_port, direction="to")
+    packets = sum(stream.packets for stream in to_sipp)
+    assert 40 <= packets <= 60, to_sipp  # 1 s of early media
+    assert max(stream.last_s for stream in to_sipp) <= first_time(result, "S CANCEL") + 0.06, \
+        "RTP went on after CANCEL"
     records = service.records(1)
     assert [r.return_code for r in records] == [CANCELLED_WHILE_RINGING], records
     assert service.settled(), service.leftovers()
@@ -198,10 +187,10 @@ def test_caller_bye_without_early_media(serve, workdir: Path) -> None:
     assert result.ok, result.describe()
     assert ladder(result) == ["S INVITE", "R 100 INVITE", "R 180 INVITE", "R 200 INVITE",
                               "S ACK", "S BYE", "R 200 BYE"], result.describe()
-    times = rtp_times(capture.pcap, media_port)
-    assert times and times[0] >= first_time(result, "R 200 INVITE") - 0.01, \
-        "RTP before the answer without early media"
-    assert 40 <= len(times) <= 60, len(times)
+    to_sipp = peers.rtp_stats(capture.pcap, media_port, direction="to")
+    assert to_sipp and min(stream.first_s for stream in to_sipp) >= first_time(
+        result, "R 200 INVITE") - 0.01, "RTP before the answer without early media"
+    assert 40 <= sum(stream.packets for stream in to_sipp) <= 60, to_sipp
     assert [r.return_code for r in service.records(1)] == [CALLER_HUNG_UP]
     assert service.settled(), service.leftovers()
 

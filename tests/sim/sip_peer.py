@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from uascall.sip.message import Request, Response, parse_message
 from uascall.sip.rtp import RtpPacket, RtpSender
+from uascall.sip.useragent import UserAgent
 
 
 @dataclass
@@ -23,6 +24,14 @@ class Received:
     at: float
     message: Request | Response
     data: bytes  # as it came off the wire
+
+
+def held_by(ua: UserAgent) -> list[str]:
+    """What ``ua`` still holds: calls, dialogs, RTP streams, calls being set up; [] once
+    the calls of a test have left nothing behind. Call it on the engine thread."""
+    return [f"{what}: {value}" for what, value in (
+        ("calls", sorted(map(repr, ua.calls))), ("dialogs", len(ua.dialogs)),
+        ("RTP streams", ua.ticker.active), ("setups", ua.setups)) if value]
 
 
 def sdp_offer(host: str, port: int, formats: str = "0 8 101", *, direction: str = "sendrecv"

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.audio import decode, dominant_frequency
-from tests.sim.sip_peer import SipPeer, sdp_formats
+from tests.sim.sip_peer import SipPeer, held_by, sdp_formats
 from uascall.backend import Cause, open_backend
 from uascall.channel import State, UASCallChannel
 from uascall.engine import Engine
@@ -585,14 +585,9 @@ def test_get_digits_returns_on_hang_up_and_raises_once_idle(uas, peer):
 # ---------------------------------------------------------------------- nothing left over
 def settled(uas: Uas, timeout: float = 2.0) -> bool:
     """True once the user agent holds no call, dialog or RTP stream any more."""
-    ua = uas.backend.ua
-
-    def empty() -> bool:
-        return not ua.calls and not ua.dialogs and ua.ticker.active == 0 and ua.setups == 0
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if uas.engine.run(empty):
+        if not uas.engine.run(held_by, uas.backend.ua):
             return True
         time.sleep(0.02)
     return False
