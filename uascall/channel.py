@@ -222,10 +222,12 @@ class UASCallChannel:
              codecs: str | None = None) -> State:
         """Signal ringing to the caller, with early media if asked for and available.
 
-        ``seconds_ringtime``: 0 does not block, N blocks N seconds, None blocks for the
-        length of ``custom_ringtone`` (0 without early media; ``loop_ringtone`` is then
-        forced off). ``custom_ringtone`` is a tone name (this channel's tone player and its
-        tone manager must know it) or a PlayableMedia; it is ignored without early media.
+        ``seconds_ringtime``: 0 does not block, N blocks until N seconds after the ringing
+        is signalled (a PlayableMedia ringtone is loaded first), None blocks for the length
+        of ``custom_ringtone`` from when it starts (0 without early media;
+        ``loop_ringtone`` is then forced off). ``custom_ringtone`` is a tone name (this
+        channel's tone player and its tone manager must know it) or a PlayableMedia; it is
+        ignored without early media.
         ``codecs`` ("g711a;g711u") orders the codec choice on SIP (ours, not the caller's
         order, decides); on TDM it is validated and the law is the span's.
 
@@ -254,6 +256,10 @@ class UASCallChannel:
         _check_ringtone_type(custom_ringtone)
         wanted = bool(negotiate_early_media) or self._early_media
         prepared = self._prepare_ringtone(custom_ringtone) if wanted else None
+        # N seconds of ringing are N seconds from the ringing indication, whatever sending
+        # it and starting the ringtone took (tens of ms, more on a loaded or emulated
+        # machine): a deadline, not a sleep after those steps.
+        signalled_at = self._engine.time()
         alert = self._engine_alert if prepared is not None else self._engine_alert_quiet
         early, law = self._engine.run(alert, bool(negotiate_early_media), wanted_codecs)
         if self._releasing:  # the ringing indication could not be sent: the call is going
@@ -267,9 +273,11 @@ class UASCallChannel:
             # The source is made here, on this thread, once the law is known: a second step.
             duration = self._engine.run(self._engine_play_ringtone, prepared(law, loop))
             if ringtime is None:
-                ringtime = duration
-        if ringtime:
-            self._wait(lambda: self._state is State.IDLE, ringtime)
+                # the whole ringtone is heard: its length counts from when it starts
+                ringtime, signalled_at = duration, self._engine.time()
+        remaining = signalled_at + ringtime - self._engine.time() if ringtime else 0.0
+        if remaining > 0:
+            self._wait(lambda: self._state is State.IDLE, remaining)
         return self._state
 
     def _prepare_ringtone(self, ringtone: str | PlayableMedia | None

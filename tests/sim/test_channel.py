@@ -167,6 +167,37 @@ def test_second_ring_replaces_the_ringtone_without_a_second_alerting(world):
     assert tone == pytest.approx(425, rel=0.01)
 
 
+class SlowToStart(PlayableMedia):
+    """A ringtone whose source takes ``delay`` s of engine time to make, as a long file's
+    can on a loaded or emulated machine."""
+
+    def __init__(self, engine: Engine, delay: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._engine, self._delay = engine, delay
+
+    def source(self, law: str, *, loop: bool = False):
+        self._engine.sleep(self._delay)
+        return super().source(law, loop=loop)
+
+
+def test_ring_for_n_seconds_counts_them_from_the_ringing_indication(world):
+    """Sending the indication and starting the ringtone are inside the N seconds, not
+    added to them: the caller is alerted for N seconds, and ring() returns then."""
+    channel, _far = world.incoming()
+    slow = SlowToStart(world.engine, 0.5, text_to_say=GREETING, channel=channel)
+    slow.duration  # noqa: B018 - rendered before the clock starts (slow under emulation)
+    state, elapsed = world.elapsed(channel.ring, seconds_ringtime=2,
+                                   negotiate_early_media=True, custom_ringtone=slow)
+    assert state is State.RING_INCOMING and elapsed == world.approx(2.0)
+    assert world.alertings()[0].progress_descriptions == [8]
+    # what takes longer than N seconds to start is still started, and ring() returns
+    # as soon as it has been
+    late = SlowToStart(world.engine, 1.5, text_to_say=GREETING, channel=channel)
+    late.duration  # noqa: B018
+    state, elapsed = world.elapsed(channel.ring, seconds_ringtime=1, custom_ringtone=late)
+    assert state is State.RING_INCOMING and elapsed == world.approx(1.5)
+
+
 def dominant_after(samples: list[int], start: float, seconds: float) -> float:
     """The tone's frequency in a window that starts where it began sounding."""
     i = first_sound(samples, int(start * 8000))
