@@ -183,7 +183,7 @@ class SlowToStart(PlayableMedia):
 def test_ring_for_n_seconds_counts_them_from_the_ringing_indication(world):
     """Sending the indication and starting the ringtone are inside the N seconds, not
     added to them: the caller is alerted for N seconds, and ring() returns then."""
-    channel, _far = world.incoming()
+    channel, far = world.incoming()
     slow = SlowToStart(world.engine, 0.5, text_to_say=GREETING, channel=channel)
     slow.duration  # noqa: B018 - rendered before the clock starts (slow under emulation)
     state, elapsed = world.elapsed(channel.ring, seconds_ringtime=2,
@@ -196,6 +196,8 @@ def test_ring_for_n_seconds_counts_them_from_the_ringing_indication(world):
     late.duration  # noqa: B018
     state, elapsed = world.elapsed(channel.ring, seconds_ringtime=1, custom_ringtone=late)
     assert state is State.RING_INCOMING and elapsed == world.approx(1.5)
+    world.engine.sleep(0.5)  # the first greeting ended long ago: what sounds is the second
+    assert audio.level_dbm0(ac(heard(world, far))[-3200:], world.law) > -45
 
 
 def dominant_after(samples: list[int], start: float, seconds: float) -> float:
