@@ -325,51 +325,47 @@ class ToneSource(FrameSource):
 
     def _compute(self, a: int, b: int) -> bytes:
         """Samples ``a..b-1`` of the current segment, with cross-fade and final fade."""
-        fade_from = self._fade_from
-        if fade_from is None or b <= fade_from:
+        table, prev = self._table, self._prev
+        edge = (table, prev, self._xf, a - self._seg_start, b - a, a % table.period,
+                a % prev.period)
+        end, fade_from = self._end, self._fade_from
+        if end is None or fade_from is None or b <= fade_from:
             # A cross-fade alone depends on its place in the edge and on the phases of the
             # two sounds, which recur at every edge of a looped cadence and in every source
             # of the tone: it is computed once, not for each edge of each call.
-            table, prev = self._table, self._prev
-            return _crossfade(table, prev, self._xf, a - self._seg_start, b - a,
-                              a % table.period, a % prev.period, self.law)
-        lin, period = self._table.lin, self._table.period
-        plin, pperiod = self._prev.lin, self._prev.period
-        start, xf = self._seg_start, self._xf
-        rise = _ramp(xf) if xf else ()
-        end, fade_from = self._end, self._fade_from
-        fall = _ramp(end - fade_from) if end is not None and fade_from is not None else ()
-        values = []
-        for n in range(a, b):
-            v: float = lin[n % period]
-            i = n - start
-            if i < xf:
-                w = rise[i]
-                v = w * v + (1.0 - w) * plin[n % pperiod]
-            if fade_from is not None and end is not None and n >= fade_from:
-                v *= fall[end - 1 - n]
-            values.append(round(v))
-        return self._codec.encode(values)
+            return _crossfade(*edge, self.law)
+        values = _mix(*edge)
+        fall = _ramp(end - fade_from)
+        for k in range(max(a, fade_from) - a, b - a):
+            values[k] *= fall[end - 1 - (a + k)]
+        return self._codec.encode([round(v) for v in values])
 
 
-@functools.lru_cache(maxsize=1024)
-def _crossfade(table: _Table, prev: _Table, xf: int, offset: int, count: int, phase: int,
-               prev_phase: int, law: str) -> bytes:
-    """``count`` samples of a cross-fade from ``prev`` to ``table`` over ``xf`` samples,
-    starting ``offset`` samples into it, at those phases of the two tables' periods; the
-    same arithmetic as :meth:`ToneSource._compute`, so the same bytes."""
+def _mix(table: _Table, prev: _Table, xf: int, offset: int, count: int, phase: int,
+         prev_phase: int) -> list[float]:
+    """``count`` samples of ``table`` cross-faded from ``prev`` over ``xf`` samples, starting
+    ``offset`` samples into the fade, at those phases of the two tables' periods (unrounded:
+    a final fade may still scale them)."""
     lin, period = table.lin, table.period
     plin, pperiod = prev.lin, prev.period
     rise = _ramp(xf) if xf else ()
-    values = []
+    values: list[float] = []
     for k in range(count):
         v: float = lin[(phase + k) % period]
         i = offset + k
         if i < xf:
             w = rise[i]
             v = w * v + (1.0 - w) * plin[(prev_phase + k) % pperiod]
-        values.append(round(v))
-    return g711.codec(law).encode(values)
+        values.append(v)
+    return values
+
+
+@functools.lru_cache(maxsize=1024)
+def _crossfade(table: _Table, prev: _Table, xf: int, offset: int, count: int, phase: int,
+               prev_phase: int, law: str) -> bytes:
+    """:func:`_mix` encoded, for stretches without the final fade (kept: they recur)."""
+    return g711.codec(law).encode([round(v) for v in _mix(table, prev, xf, offset, count,
+                                                          phase, prev_phase)])
 
 
 # --------------------------------------------------------------------------- validation
