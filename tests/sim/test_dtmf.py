@@ -155,11 +155,13 @@ def test_frequency_deviation_accepted_within_1_5_percent_rejected_beyond_3_5(fre
 
 # --------------------------------------------------------------------------- timing
 
-@pytest.mark.parametrize("ms, count", [(40, 1), (36, 1), (25, 0), (20, 0), (15, 0)])
+@pytest.mark.parametrize("ms, count", [(40, 1), (35, 1), (30, 1), (20, 0), (15, 0)])
 def test_tone_duration_40ms_accepted_20ms_rejected_at_any_alignment(ms, count):
-    """The documented boundary: 36 ms and longer always accepted, 25 ms and shorter never."""
+    """The documented boundary: 30 ms and longer always accepted, 20 ms and shorter never."""
     rng = random.Random(ms)
-    for lead in range(0, 51, 3):  # every alignment against the 51-sample hop
+    # every alignment against the 40-sample hop (after a first window of silence: the
+    # stream's first window has no window before it to compare phases with)
+    for lead in range(102, 143, 3):
         signal = [0.0] * lead + pair(941, 1477, ms, rng=rng) + silence(80)
         events = detect_digits(s16(signal))
         assert [e.digit for e in events] == ["#"] * count, f"lead {lead}"
@@ -172,10 +174,10 @@ def test_generated_40ms_digits_with_40ms_pauses_are_all_detected():
     assert digits_of(dtmf_samples(DIGITS, on_ms=40, off_ms=40)) == DIGITS
 
 
-@pytest.mark.parametrize("gap_ms", [5, 10, 15])
+@pytest.mark.parametrize("gap_ms", [5, 10, 15, 20])
 def test_short_dropout_inside_a_digit_is_bridged(gap_ms):
     rng = random.Random(gap_ms)
-    for lead in range(0, 51, 5):
+    for lead in range(0, 41, 5):
         signal = ([0.0] * lead + pair(770, 1336, 60, rng=rng) + silence(gap_ms)
                   + pair(770, 1336, 60, rng=rng) + silence(80))
         events = detect_digits(s16(signal))
@@ -183,11 +185,11 @@ def test_short_dropout_inside_a_digit_is_bridged(gap_ms):
         assert events[0].duration_ms == pytest.approx(120 + gap_ms, abs=4.0)
 
 
-@pytest.mark.parametrize("pause_ms", [40, 28])
+@pytest.mark.parametrize("pause_ms", [40, 35])
 @pytest.mark.parametrize("first, second", [("5", "5"), ("5", "9")])
 def test_digits_40ms_apart_are_two_digits(first, second, pause_ms):
     rng = random.Random(7)
-    for lead in range(0, 51, 5):
+    for lead in range(0, 41, 5):
         signal = ([0.0] * lead + pair(*FREQUENCIES[first], 50, rng=rng) + silence(pause_ms)
                   + pair(*FREQUENCIES[second], 50, rng=rng) + silence(80))
         events = detect_digits(s16(signal))

@@ -1,8 +1,11 @@
-"""DTMF (ITU-T Q.23): digit generation and a streaming, talk-off resistant detector.
+"""DTMF (ITU-T Q.23): digit generation, and a detector that watches many channels at once.
 
 Both work on 8 kHz signed 16-bit linear samples. Levels are in dBm0 with the code base's
 one reference (:func:`uascall.media.tones.reference_rms`: the RMS of the decoded G.711
 digital milliwatt), so a tone "at -9 dBm0" has RMS ``reference_rms(law) · 10^(-9/20)``.
+The figures a receiver must meet are collected in ``reference/dtmf.md`` (Q.24, ETSI ES 201
+235-3, and the AT&T figures quoted by spandsp and Asterisk); ``tests/sim/test_dtmf_standard.py``
+checks each of them.
 
 Generation
 ----------
@@ -22,56 +25,53 @@ Generation
 
 Detection
 ---------
-:class:`DtmfDetector` is fed samples in chunks of any size and returns a
-:class:`DtmfEvent` (digit, start sample, end sample) once each digit has ended; an
-optional callback fires as soon as a digit is recognised. The analysis:
+:class:`DtmfBank` analyses many streams (every channel an engine listens to) in one
+vectorised pass with numpy: each stream queues its 20 ms frames, and :meth:`DtmfBank.process`
+correlates every queued window of every stream against the eight frequencies in one matrix
+product. :class:`DtmfDetector` is a bank of one, fed samples in chunks of any size, for
+single signals (an FXS port collecting a dialled number, tests). Results never depend on
+how the audio was cut into chunks or batched with other streams. The analysis:
 
-* **Windows of 102 samples (12.75 ms), Hann-weighted, every 51 samples.** The 40 ms
-  minimum tone and 40 ms minimum pause must be told from 20 ms blips and 10 ms drop-outs,
-  which needs a time step well under 10 ms; 205-sample blocks (25.6 ms) cannot tell a
-  25 ms tone from a 40 ms one. At 102 samples the Hann main lobe (±157 Hz) still keeps the
-  groups apart (the closest cross-group pair, 941/1209 Hz, is 3.4 bins apart, where the
-  Hann sidelobes are below -40 dB); within a group only the strongest frequency is taken.
-  Each window correlates against the eight frequencies with Hann-windowed cosine/sine
-  tables: the same DFT values Goertzel computes at those frequencies, with their phase,
-  and in CPython about twice as fast (``sum(map(mul, ...))`` runs in C, where a Goertzel
-  recursion is a Python loop). A window whose strongest row cannot reach the energy ratio
-  below is not correlated against the columns at all, which halves the work on speech
-  and noise without changing any result.
+* **Rectangular windows of 102 samples (12.75 ms) every 40 samples (5 ms)**, four per
+  20 ms frame. At 102 samples the DFT's nulls fall about one row (or column) spacing
+  apart, so a tone leaks at most -15 dB into its group's other frequencies within the
+  accepted band: what the relative-peak check below needs, and why the classic receivers
+  (spandsp, Asterisk) use this length. The 5 ms step gives the time resolution to tell a
+  40 ms tone from a 20 ms one, and a 40 ms pause from a 20 ms drop-out.
+* **The share of the window's power held by the two tones**, at least
+  :data:`MIN_TONE_SHARE` (80 %). Speech and music spread their power over many harmonics
+  and formants and fail this even when two partials sit on a row and a column; a
+  harmonic of the tones, or a third tone, is power outside the pair, so this is also the
+  classic second-harmonic check. A window the tone fills only partly (the rest silence)
+  has a share equal to the filled fraction, so only windows at least 80 % full count:
+  that is what places a digit's edges, and what makes the duration rules below exact.
 * **Frequency by phase, not by bin width.** A 102-sample window cannot resolve 1.5 % from
-  3.5 % at 697 Hz (12 Hz against 24 Hz; a bin is 78 Hz). The phase advance of the
-  strongest row and column between two consecutive windows (51 samples apart) measures
-  each tone's offset from nominal directly, unambiguously up to ±78 Hz. ES 201 235-3 and
-  Q.24 ask a receiver to accept ±(1.5 % + 2 Hz) and to reject ±3.5 %; the decision
-  boundary here is halfway: ±(2.5 % + 1 Hz) (:data:`FREQUENCY_TOLERANCE`).
+  3.5 % at 697 Hz (12 Hz against 24 Hz; a bin is 78 Hz). The phase advance of each
+  group's strongest frequency between two consecutive windows (40 samples apart)
+  measures the tone's offset from nominal directly, unambiguously up to ±100 Hz. Q.24
+  and ES 201 235-3 ask a receiver to accept ±(1.5 % + 2 Hz) and to reject ±3.5 %; the
+  boundary here is halfway: ±(2.5 % + 1 Hz) (:data:`FREQUENCY_TOLERANCE`). The measured
+  offset also undoes the window's scalloping loss, so an offset tone's level and share
+  are those of the tone, not of the bin.
+* **Relative peaks:** the second-strongest frequency of each group must be at least
+  :data:`RELATIVE_PEAK_DB` (8 dB) below the strongest, so a third tone within 8 dB of a
+  pair is not a digit.
 * **Level:** each frequency at least :data:`MIN_LEVEL_DBM0` (-40 dBm0), so -36 dBm0 per
-  frequency is detected with margin for noise and the 0.6 dB Hann scalloping at the edge
-  of the frequency tolerance (27 dB below the default send level: the AT&T figure quoted
-  with spandsp and Asterisk is "attenuation <= 26 dB will detect"), and -44 dBm0 is not.
-  There is no upper limit short of G.711 clipping: -4 dBm0 each for an equal pair, and
-  one tone at -2 dBm0 with the other 3 to 6 dB lower, are detected.
+  frequency is detected with margin, and -44 dBm0 is not. No upper limit short of G.711
+  clipping.
 * **Twist:** the low group may be up to 8 dB above the high group ("normal twist", the
   high-frequency loss of a long line) and the high group up to 4 dB above the low group
-  ("reverse twist", the transmitter's pre-emphasis plus tolerance). These are the AT&T
-  receiver figures quoted in spandsp's and Asterisk's DTMF detectors; Q.24 lists several
-  administrations' values around them.
-* **Energy ratio (talk-off):** the two tones must carry at least :data:`MIN_TONE_RATIO`
-  (80 %) of the window's (Hann-weighted) power. Speech and music spread their power over
-  many harmonics and formants, so they fail this even when two partials happen to sit on
-  a row and a column frequency; a real digit still passes with white noise 10 dB below the
-  pair's power (ratio 0.91; the tests check every digit at 10 dB SNR). This also covers
-  the classic second-harmonic check: a harmonic is power outside the two tones. In the
-  tests, 71 s of synthetic speech (two voices, each at three gains) and 30 s of
-  chords with harmonics give no digit.
+  ("reverse twist"): the AT&T receiver figures quoted with spandsp's and Asterisk's
+  detectors.
 * **Timing:** a digit starts after :data:`HITS_TO_START` (4) consecutive windows accept
-  the same digit and ends after :data:`MISSES_TO_END` (5) consecutive windows do not.
-  Q.24 / ES 201 235-3 ask that 40 ms tones be accepted and tones of about 20 ms rejected,
-  that 40 ms pauses separate digits and that short drop-outs within a digit do not. At
-  every alignment against the 51-sample hop, tones of 34 ms and more are accepted and of
-  26 ms and less rejected; drop-outs of up to 17 ms are bridged and pauses of 26 ms and
-  more separate two digits (measured; the tests check 36/25 ms and 15/28 ms).
-* Reported times are within about ±3 ms of the tone's edges: the window positions, refined
-  by how much of the window straddling each edge the tone fills.
+  it and ends after :data:`MISSES_TO_END` (8) consecutive windows do not. A clean tone
+  fills at least 80 % of one window per 5 ms from 2.5 ms after its start, so (measured
+  at every alignment against the hop) tones of 30 ms and more are always accepted and
+  tones of 20 ms and less never; drop-outs of up to 25 ms are bridged, and pauses of
+  35 ms and more separate two digits. A digit is recognised about 30 ms after it starts
+  (``on_start``), in time for barge-in.
+* Reported start and end samples are within a few ms of the tone's edges: the window
+  positions, refined by the filled fraction of the first and last windows.
 
 What it does not do: it does not reject a digit for being too long, nor suppress a digit
 that follows another with no pause at all (it is reported once the first one ends).
@@ -80,13 +80,13 @@ that follows another with no pause at all (it is reported once the first one end
 from __future__ import annotations
 
 import array
-import cmath
 import logging
 import math
 import numbers
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from operator import mul
+
+import numpy as np
 
 from uascall.errors import ArgumentError
 from uascall.media import g711
@@ -98,8 +98,10 @@ __all__ = [
     "FREQUENCIES",
     "HIGH_FREQUENCIES",
     "LOW_FREQUENCIES",
+    "DtmfBank",
     "DtmfDetector",
     "DtmfEvent",
+    "DtmfStream",
     "detect_digits",
     "dtmf_samples",
     "dtmf_source",
@@ -125,30 +127,21 @@ RAMP_SAMPLES = 16
 
 # --- detector figures (see the module docstring for their sources)
 WINDOW = 102  # samples per analysis window (12.75 ms)
-HOP = 51  # samples between window starts (6.375 ms)
+HOP = 40  # samples between window starts (5 ms): four windows per 20 ms frame
 MIN_LEVEL_DBM0 = -40.0
 NORMAL_TWIST_DB = 8.0  # low group above high group
 REVERSE_TWIST_DB = 4.0  # high group above low group
-MIN_TONE_RATIO = 0.80
+RELATIVE_PEAK_DB = 8.0  # a group's second frequency below its strongest
+MIN_TONE_SHARE = 0.80
 #: accepted offset from nominal, as (fraction of the frequency, Hz): halfway between the
 #: must-accept ±(1.5 % + 2 Hz) and the must-reject ±3.5 %
 FREQUENCY_TOLERANCE = (0.025, 1.0)
 HITS_TO_START = 4
-MISSES_TO_END = 5
+MISSES_TO_END = 8
+#: the largest block a DtmfDetector analyses in one pass (bounds its working memory)
+_CHUNK = 4 * RATE
 
 _REF_RMS = reference_rms("ulaw")  # A-law's is 0.07 dB higher: immaterial to a receiver
-_HANN = tuple(0.5 - 0.5 * math.cos(2.0 * math.pi * (n + 0.5) / WINDOW) for n in range(WINDOW))
-_HANN_SUM = sum(_HANN)
-_FREQS = LOW_FREQUENCIES + HIGH_FREQUENCIES
-_COS = tuple(tuple(w * math.cos(2.0 * math.pi * f * n / RATE) for n, w in enumerate(_HANN))
-             for f in _FREQS)
-_SIN = tuple(tuple(w * math.sin(2.0 * math.pi * f * n / RATE) for n, w in enumerate(_HANN))
-             for f in _FREQS)
-# undoes the nominal frequency's own phase advance over one hop
-_DEROTATE = tuple(cmath.exp(-2j * math.pi * f * HOP / RATE) for f in _FREQS)
-_HZ_PER_RADIAN = RATE / (2.0 * math.pi * HOP)
-_TOLERANCE_HZ = tuple(FREQUENCY_TOLERANCE[0] * f + FREQUENCY_TOLERANCE[1] for f in _FREQS)
-_DIGIT_AT = {(r, 4 + c): key for r, row in enumerate(_KEYPAD) for c, key in enumerate(row)}
 
 
 def _peak(level_dbm0: float) -> float:
@@ -255,58 +248,93 @@ class DtmfEvent:
         return self.duration * 1000.0 / RATE
 
 
-_DEFERRED = object()  # a window whose analysis stopped early (see _analyse)
-# windows (and their samples) kept for the edge estimates, which look back at most to the
-# window before a run that may have grown while the previous digit was ending
-_KEEP = (HITS_TO_START + MISSES_TO_END + 2) * HOP + WINDOW
+_FREQS = np.array(LOW_FREQUENCIES + HIGH_FREQUENCIES, dtype=np.float64)
+_OFFSETS = np.arange(WINDOW)
+#: x @ _BASIS gives, per frequency, the real part (columns 0-7) and minus the imaginary
+#: part (8-15) of the window's DFT at that frequency
+_BASIS = np.concatenate([np.cos(2.0 * np.pi * np.outer(_OFFSETS, _FREQS) / RATE),
+                         np.sin(2.0 * np.pi * np.outer(_OFFSETS, _FREQS) / RATE)],
+                        axis=1).astype(np.float32)
+# undoes the nominal frequency's own phase advance over one hop
+_DEROTATE = np.exp(-2j * np.pi * _FREQS * HOP / RATE).astype(np.complex64)
+_HZ_PER_RADIAN = RATE / (2.0 * np.pi * HOP)
+_TOLERANCE_HZ = FREQUENCY_TOLERANCE[0] * _FREQS + FREQUENCY_TOLERANCE[1]
+#: (row, column) -> index of the digit in DIGITS
+_DIGIT_INDEX = np.array([[DIGITS.index(key) for key in row] for row in _KEYPAD], dtype=np.int8)
+_DECODE = {name: np.array(g711.codec(name)._dec, dtype=np.float32) for name in ("ulaw", "alaw")}
+_EMPTY = np.zeros(0, dtype=np.float32)
 
 
-class DtmfDetector:
-    """Streaming DTMF receiver: :meth:`feed` samples, get :class:`DtmfEvent` back.
+def _as_float32(samples: Iterable[int] | np.ndarray) -> np.ndarray:
+    if isinstance(samples, np.ndarray):
+        return samples.astype(np.float32, copy=False).ravel()
+    if isinstance(samples, array.array):
+        return np.asarray(samples).astype(np.float32)
+    return np.fromiter(samples, dtype=np.float32)
 
-    Sans-I/O: it keeps no clock and calls nothing but ``on_start``. Results do not depend
-    on how the stream is cut into chunks. ``on_start(digit, start_sample)`` is called as
-    soon as a digit is recognised (40 ms or less into it); the event for it is returned
-    by the :meth:`feed` (or :meth:`flush`) call in which it ends.
 
-    ``min_level_dbm0``, ``normal_twist_db`` and ``reverse_twist_db`` override the
-    defaults described in the module docstring.
+class DtmfStream:
+    """One stream of a :class:`DtmfBank`: a channel's received audio.
+
+    :meth:`feed_law` (G.711 bytes) and :meth:`feed` (s16 samples) queue audio; the bank's
+    :meth:`DtmfBank.process` analyses it and calls ``on_start(digit, start_sample)`` when a
+    digit is recognised and ``on_end(event)`` when it has ended. Sample indices count from
+    the first sample fed.
     """
 
-    def __init__(self, *, on_start: Callable[[str, int], None] | None = None,
-                 min_level_dbm0: float = MIN_LEVEL_DBM0,
-                 normal_twist_db: float = NORMAL_TWIST_DB,
-                 reverse_twist_db: float = REVERSE_TWIST_DB) -> None:
-        if on_start is not None and not callable(on_start):
-            raise ArgumentError(f"on_start must be callable or None; got {on_start!r}")
-        level = _number("min_level_dbm0", min_level_dbm0, -70.0, 0.0)
-        normal = _number("normal_twist_db", normal_twist_db, 0.0, 20.0)
-        reverse = _number("reverse_twist_db", reverse_twist_db, 0.0, 20.0)
-        self._on_start = on_start
-        # Tone power (mean square) at the minimum level, and the same in |DFT|^2 units:
-        # a sine of amplitude A gives |Y| = A * sum(hann) / 2.
-        self._min_power = _peak(level) ** 2 / 2.0
-        self._min_dft = (_peak(level) * _HANN_SUM / 2.0) ** 2
-        self._normal = 10.0 ** (normal / 10.0)
-        self._reverse = 10.0 ** (reverse / 10.0)
-        self._buf: list[int] = []
-        self._buf_start = 0  # absolute index of _buf[0]
-        self._next = 0  # absolute start of the next window
+    __slots__ = (
+        "_after_last",
+        "_bank",
+        "_digit",
+        "_digit_start",
+        "_fed",
+        "_last_hit",
+        "_law",
+        "_law_bytes",
+        "_misses",
+        "_pending",
+        "_run",
+        "_run_digit",
+        "_run_first",
+        "_slot",
+        "_tail_len",
+        "_tail_start",
+        "closed",
+        "on_end",
+        "on_start",
+    )
+
+    def __init__(self, bank: DtmfBank, slot: int,
+                 on_start: Callable[[str, int], None] | None,
+                 on_end: Callable[[DtmfEvent], None] | None) -> None:
+        self._bank = bank
+        self._slot = slot
+        self.on_start = on_start
+        self.on_end = on_end
+        self.closed = False
+        self._pending: list[np.ndarray] = []  # decoded samples queued, in order
+        self._law_bytes = bytearray()  # G.711 bytes queued after them, decoded in process()
+        self._law = ""
+        # the samples from the next window's start on wait in the bank's row for the slot
+        self._tail_len = 0
+        self._tail_start = 0  # absolute index of the first of them
         self._fed = 0
         self._reset_state()
 
     def _reset_state(self) -> None:
-        # window start -> its analysis: None (too quiet), _DEFERRED, or
-        # (row, col, Y_row, Y_col, tone share, passes level/twist/share)
-        self._records: dict[int, object] = {}
-        self._run_digit: str | None = None
-        self._run = 0
-        self._run_first = 0  # start of the run's first window
-        self._digit: str | None = None
+        self._digit = -1  # index in DIGITS of the digit sounding now, -1: none
         self._digit_start = 0
-        self._last_hit = 0
+        self._last_hit = (0, 0.0)  # (start, tone share) of the digit's last window
         self._misses = 0
-        self._tail_other = False  # the window after the last hit accepted another digit
+        self._run_digit = -1  # the digit the latest windows agree on, and how many do
+        self._run = 0
+        # the run's first window: (start, tone share, (pair, share) of the window before)
+        self._run_first: tuple[int, float, tuple[int, float]] = (0, 0.0, (-1, 0.0))
+        self._after_last = (-1, 0.0)  # (pair, share) of the window after the last hit
+        self._bank._busy[self._slot] = False
+
+    def __repr__(self) -> str:
+        return f"<DtmfStream {self._fed} samples, digit {self.active}>"
 
     @property
     def samples_fed(self) -> int:
@@ -316,183 +344,386 @@ class DtmfDetector:
     @property
     def active(self) -> str | None:
         """The digit sounding now (recognised, not yet ended), or None."""
-        return self._digit
+        return DIGITS[self._digit] if self._digit >= 0 else None
 
-    def feed(self, samples: Iterable[int]) -> list[DtmfEvent]:
+    def feed(self, samples: Iterable[int] | np.ndarray) -> None:
+        """Queue s16 samples (any iterable of ints, an ``array('h')``, a numpy array)."""
+        if self.closed:
+            raise ArgumentError("feed() on a closed DTMF stream")
+        block = _as_float32(samples)
+        if block.size:
+            self._decode_law_bytes()
+            self._enqueue()
+            self._pending.append(block)
+            self._fed += block.size
+
+    def feed_law(self, data: bytes, law: str) -> None:
+        """Queue G.711 bytes of ``law`` ("alaw" or "ulaw")."""
+        if self.closed:
+            raise ArgumentError("feed_law() on a closed DTMF stream")
+        if not data:
+            return
+        if law != self._law:
+            if law not in _DECODE:
+                law = g711.codec(law).name
+            self._decode_law_bytes()
+            self._law = law
+        self._enqueue()
+        self._law_bytes += data
+        self._fed += len(data)
+
+    def _enqueue(self) -> None:
+        if not self._pending and not self._law_bytes:
+            self._bank._queued.append(self)
+
+    def _decode_law_bytes(self) -> None:
+        """Bytes queued before audio of another kind: decode them now, keeping the order."""
+        if self._law_bytes:
+            codes = np.frombuffer(bytes(self._law_bytes), dtype=np.uint8)
+            self._law_bytes.clear()
+            self._pending.append(_DECODE[self._law][codes])
+
+    def close(self) -> None:
+        """Stop analysing (a digit in progress is not reported); the slot is reused."""
+        if not self.closed:
+            self.closed = True
+            self._pending.clear()
+            self._law_bytes.clear()
+            self._bank._release(self)
+
+    def reset(self) -> None:
+        """Forget what is queued and any digit in progress (the sample count stays)."""
+        self._pending.clear()
+        self._law_bytes.clear()
+        self._tail_len = 0
+        self._tail_start = self._fed
+        self._bank._prev_pair[self._slot] = -1
+        self._reset_state()
+
+    def flush(self) -> None:
+        """End of stream: analyse what is queued, padded with silence, and end a digit
+        still sounding (``on_end``). The stream then starts afresh at :attr:`samples_fed`."""
+        if self.closed:
+            return
+        fed = self._fed
+        if fed > self._tail_start:
+            # with this much silence every window that starts before the end is complete
+            self.feed(np.zeros(WINDOW + HOP, dtype=np.float32))
+            self._bank.process()
+            self._fed = fed
+        if self._digit >= 0:
+            self._finish()
+        self.reset()
+
+    # ------------------------------------------------------------------ timing rules
+    def _windows(self, labels: list[int], shares: list[float], pairs: list[int],
+                 first_start: int, before: tuple[int, float]) -> None:
+        """Run the timing rules over this stream's classified windows, in order.
+
+        ``labels``: the digit each window accepts (-1: none); ``pairs``: the digit its
+        strongest row and column would make, accepted or not (-1: too quiet);
+        ``shares``: the power share of that pair; ``before``: (pair, share) of the window
+        before the first one."""
+        start = first_start
+        previous = before
+        for label, share, pair in zip(labels, shares, pairs, strict=True):
+            if label >= 0 and label == self._run_digit:
+                self._run += 1
+            else:
+                self._run_digit, self._run = label, int(label >= 0)
+                self._run_first = (start, share, previous)
+            if self._digit >= 0:
+                if label == self._digit:
+                    self._last_hit, self._misses = (start, share), 0
+                else:
+                    self._misses += 1
+                    if self._misses == 1:
+                        self._after_last = (pair, share)
+                    if self._misses >= MISSES_TO_END:
+                        self._finish()
+            if self._digit < 0 and self._run >= HITS_TO_START:
+                self._begin((start, share))
+            if self.closed:
+                return
+            previous = (pair, share)
+            start += HOP
+        self._bank._busy[self._slot] = self._digit >= 0 or self._run > 0
+
+    def _begin(self, latest: tuple[int, float]) -> None:
+        """The run of windows accepting a digit is long enough; ``latest`` (start, share)
+        is its last window."""
+        self._digit = digit = self._run_digit
+        # A window holds the tone from its start to the window's end, and silence (or
+        # whatever came before) ahead of it: the share of its power that the tone holds is
+        # the part it fills. The window before the run says where the tone started, if the
+        # tone is in it at all; the run's first window otherwise.
+        first, share, (pair, share_before) = self._run_first
+        if pair == digit:
+            first, share = first - HOP, share_before
+        self._digit_start = first + round(WINDOW * (1.0 - min(share, 1.0)))
+        self._last_hit = latest
+        self._misses = 0
+        _log.debug("DTMF %s from sample %d", DIGITS[digit], self._digit_start)
+        if self.on_start is not None:
+            self.on_start(DIGITS[digit], self._digit_start)
+
+    def _finish(self) -> None:
+        last, share = self._last_hit
+        pair, share_after = self._after_last
+        if pair == self._digit:  # the window after the last hit still holds some tone
+            last, share = last + HOP, share_after
+        end = max(last + round(WINDOW * min(share, 1.0)), self._digit_start + 1)
+        event = DtmfEvent(DIGITS[self._digit], self._digit_start, end)
+        self._digit, self._misses = -1, 0
+        _log.debug("DTMF %s ended: %d samples", event.digit, event.duration)
+        if self.on_end is not None:
+            self.on_end(event)
+
+
+class DtmfBank:
+    """Many streams analysed together: the receive side of every channel on an engine.
+
+    Sans-I/O: streams queue what they hear, and :meth:`process` analyses everything queued
+    in one vectorised pass (one matrix product for all the streams' windows), then runs
+    the timing rules of the streams where something happens, whose callbacks fire from
+    there. Call it once per engine iteration or per tick: the more streams a pass takes,
+    the cheaper each is. Streams that queue the same amount of the same law since their
+    last pass (channels fed 20 ms frames) are analysed as one block.
+
+    ``min_level_dbm0``, ``normal_twist_db`` and ``reverse_twist_db`` override the
+    defaults described in the module docstring, for every stream of the bank.
+    """
+
+    def __init__(self, *, min_level_dbm0: float = MIN_LEVEL_DBM0,
+                 normal_twist_db: float = NORMAL_TWIST_DB,
+                 reverse_twist_db: float = REVERSE_TWIST_DB) -> None:
+        level = _number("min_level_dbm0", min_level_dbm0, -70.0, 0.0)
+        normal = _number("normal_twist_db", normal_twist_db, 0.0, 20.0)
+        reverse = _number("reverse_twist_db", reverse_twist_db, 0.0, 20.0)
+        # |X|^2 of a sine at the minimum level, right on its frequency: |X| = A * N / 2
+        self._min_power = (_peak(level) * WINDOW / 2.0) ** 2
+        self._normal = 10.0 ** (normal / 10.0)
+        self._reverse = 10.0 ** (reverse / 10.0)
+        self._relative = 10.0 ** (RELATIVE_PEAK_DB / 10.0)
+        self._queued: list[DtmfStream] = []
+        self._open = 0
+        self._free: list[int] = []
+        # Per slot: the samples waiting for the next window (at most WINDOW - 1 of them);
+        # for the phase check of the next window, the last window's DFT values and the
+        # digit its strongest row and column would make (-1: too quiet to have a
+        # meaningful phase), with that pair's power share; and whether the stream's
+        # timing rules must see its next windows even if none accepts a digit.
+        self._tails = np.zeros((0, WINDOW), dtype=np.float32)
+        self._prev_x = np.zeros((0, 8), dtype=np.complex64)
+        self._prev_pair = np.zeros(0, dtype=np.int8)
+        self._prev_share = np.zeros(0, dtype=np.float64)
+        self._busy = np.zeros(0, dtype=bool)
+
+    @property
+    def streams(self) -> int:
+        """Streams open."""
+        return self._open
+
+    def add(self, on_start: Callable[[str, int], None] | None = None,
+            on_end: Callable[[DtmfEvent], None] | None = None) -> DtmfStream:
+        """A new stream (see :class:`DtmfStream` for the callbacks)."""
+        for name, callback in (("on_start", on_start), ("on_end", on_end)):
+            if callback is not None and not callable(callback):
+                raise ArgumentError(f"{name} must be callable or None; got {callback!r}")
+        if not self._free:
+            self._grow()
+        slot = self._free.pop()
+        self._prev_pair[slot] = -1
+        self._open += 1
+        return DtmfStream(self, slot, on_start, on_end)
+
+    def _grow(self) -> None:
+        size = len(self._busy)
+        grow = max(8, size)
+        self._tails = np.concatenate([self._tails, np.zeros((grow, WINDOW), np.float32)])
+        self._prev_x = np.concatenate([self._prev_x, np.zeros((grow, 8), np.complex64)])
+        self._prev_pair = np.concatenate([self._prev_pair, np.full(grow, -1, np.int8)])
+        self._prev_share = np.concatenate([self._prev_share, np.zeros(grow)])
+        self._busy = np.concatenate([self._busy, np.zeros(grow, bool)])
+        self._free.extend(range(size + grow - 1, size - 1, -1))
+
+    def _release(self, stream: DtmfStream) -> None:
+        if stream in self._queued:
+            self._queued.remove(stream)
+        self._free.append(stream._slot)
+        self._open -= 1
+
+    def process(self) -> None:
+        """Analyse everything the streams have queued; their callbacks fire from here."""
+        streams = self._queued
+        if not streams:
+            return
+        self._queued = []
+        # Streams that queued only G.711 bytes go in blocks of the same law, amount queued
+        # and samples waiting: one table lookup and one array for each block.
+        blocks: dict[tuple[str, int, int], list[DtmfStream]] = {}
+        others: list[DtmfStream] = []
+        for stream in streams:
+            if stream._pending:
+                others.append(stream)
+            else:
+                key = (stream._law, len(stream._law_bytes), stream._tail_len)
+                block = blocks.get(key)
+                if block is None:
+                    blocks[key] = [stream]
+                else:
+                    block.append(stream)
+        for (law, size, tail), block in blocks.items():
+            codes = np.frombuffer(b"".join([s._law_bytes for s in block]), dtype=np.uint8)
+            for stream in block:
+                stream._law_bytes.clear()
+            slots = np.array([s._slot for s in block])
+            fresh = _DECODE[law][codes].reshape(len(block), size)
+            rows = np.concatenate([self._tails[slots, :tail], fresh], axis=1) if tail else fresh
+            self._analyse(block, slots, rows)
+        for stream in others:  # samples fed as such: rare, one at a time
+            stream._decode_law_bytes()
+            row = np.concatenate([self._tails[stream._slot, :stream._tail_len],
+                                  *stream._pending])
+            stream._pending = []
+            self._analyse([stream], np.array([stream._slot]), row[None, :])
+
+    def _analyse(self, streams: list[DtmfStream], slots: np.ndarray, rows: np.ndarray) -> None:
+        """Analyse a block: ``rows[i]`` is what ``streams[i]`` has waiting, all as long."""
+        length = rows.shape[1]
+        count = (length - WINDOW) // HOP + 1 if length >= WINDOW else 0
+        keep = length - count * HOP
+        self._tails[slots, :keep] = rows[:, count * HOP:]
+        firsts = [stream._tail_start for stream in streams]
+        for stream in streams:
+            stream._tail_len = keep
+            stream._tail_start += count * HOP
+        if not count:
+            return
+        before_pair = self._prev_pair[slots].tolist()
+        before_share = self._prev_share[slots].tolist()
+        labels, shares, pairs = self._classify(slots, rows, count)
+        busy = self._busy[slots] | (labels.max(axis=1) >= 0)
+        for i in np.flatnonzero(busy).tolist():
+            stream = streams[i]
+            if not stream.closed:
+                stream._windows(labels[i].tolist(), shares[i].tolist(), pairs[i].tolist(),
+                                firsts[i], (before_pair[i], before_share[i]))
+
+    def _classify(self, slots: np.ndarray, rows: np.ndarray, count: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``count`` windows of each row: the digit each accepts (index in DIGITS, -1
+        for none), the share of its power its strongest row and column hold, and the
+        digit those two would make (-1: too quiet); arrays of shape (rows, count)."""
+        streams = rows.shape[0]
+        windows = np.lib.stride_tricks.sliding_window_view(rows, WINDOW, axis=1)
+        windows = windows[:, :(count - 1) * HOP + 1:HOP]
+        windows = windows.reshape(streams * count, WINDOW)  # a copy: the views overlap
+        xs = windows @ _BASIS
+        energy = np.maximum(np.einsum("ij,ij->i", windows, windows), 1e-9)
+        x = (xs[:, :8] - 1j * xs[:, 8:]).astype(np.complex64)
+        power = np.square(xs, dtype=np.float64)
+        power = power[:, :8] + power[:, 8:]
+        row = power[:, :4].argmax(axis=1)
+        col = power[:, 4:].argmax(axis=1) + 4
+        n = np.arange(row.size)
+        p_row, p_col = power[n, row], power[n, col]
+        loud = (p_row >= 0.3 * self._min_power) & (p_col >= 0.3 * self._min_power)
+        pair = np.where(loud, _DIGIT_INDEX[row, col - 4], -1).astype(np.int8)
+        # The window before each: the previous one of the same row, or the stream's last
+        # one of its previous pass.
+        prev_x = np.empty_like(x).reshape(streams, count, 8)
+        prev_x[:, 1:] = x.reshape(streams, count, 8)[:, :-1]
+        prev_x[:, 0] = self._prev_x[slots]
+        prev_x = prev_x.reshape(-1, 8)
+        prev_pair = np.empty_like(pair).reshape(streams, count)
+        prev_pair[:, 1:] = pair.reshape(streams, count)[:, :-1]
+        prev_pair[:, 0] = self._prev_pair[slots]
+        prev_pair = prev_pair.ravel()
+        # Each tone's offset from nominal: its phase advance since the window before, less
+        # the nominal frequency's (without the same pair there, there is no phase to use).
+        phased = (pair >= 0) & (prev_pair == pair)
+        d_row = np.angle(x[n, row] * np.conj(prev_x[n, row]) * _DEROTATE[row]) * _HZ_PER_RADIAN
+        d_col = np.angle(x[n, col] * np.conj(prev_x[n, col]) * _DEROTATE[col]) * _HZ_PER_RADIAN
+        d_row[~phased] = 0.0
+        d_col[~phased] = 0.0
+        # The bin's loss for a tone that far off (the rectangular window's scalloping).
+        p_row = p_row / (np.sinc(d_row * WINDOW / RATE) / np.sinc(d_row / RATE)) ** 2
+        p_col = p_col / (np.sinc(d_col * WINDOW / RATE) / np.sinc(d_col / RATE)) ** 2
+        # |X|^2 -> the tone's energy in the window: 2 |X|^2 / N
+        share = 2.0 * (p_row + p_col) / WINDOW / energy
+        second_row = np.partition(power[:, :4], 2, axis=1)[:, 2]
+        second_col = np.partition(power[:, 4:], 2, axis=1)[:, 2]
+        ok = (phased
+              & (np.abs(d_row) <= _TOLERANCE_HZ[row]) & (np.abs(d_col) <= _TOLERANCE_HZ[col])
+              & (p_row >= self._min_power) & (p_col >= self._min_power)
+              & (p_row <= p_col * self._normal) & (p_col <= p_row * self._reverse)
+              & (second_row * self._relative <= power[n, row])
+              & (second_col * self._relative <= power[n, col])
+              & (share >= MIN_TONE_SHARE))
+        labels = np.where(ok, pair, -1)
+        last = np.arange(streams) * count + count - 1
+        self._prev_x[slots] = x[last]
+        self._prev_pair[slots] = pair[last]
+        self._prev_share[slots] = share[last]
+        shape = (streams, count)
+        return labels.reshape(shape), share.reshape(shape), pair.reshape(shape)
+
+
+class DtmfDetector:
+    """Streaming DTMF receiver for one signal: :meth:`feed` samples, get
+    :class:`DtmfEvent` back (a :class:`DtmfBank` of one stream).
+
+    Sans-I/O: it keeps no clock and calls nothing but ``on_start``. Results do not depend
+    on how the stream is cut into chunks. ``on_start(digit, start_sample)`` is called as
+    soon as a digit is recognised (about 30 ms into it); the event for it is returned by
+    the :meth:`feed` (or :meth:`flush`) call in which it ends.
+
+    ``min_level_dbm0``, ``normal_twist_db`` and ``reverse_twist_db`` override the
+    defaults described in the module docstring.
+    """
+
+    def __init__(self, *, on_start: Callable[[str, int], None] | None = None,
+                 min_level_dbm0: float = MIN_LEVEL_DBM0,
+                 normal_twist_db: float = NORMAL_TWIST_DB,
+                 reverse_twist_db: float = REVERSE_TWIST_DB) -> None:
+        self._bank = DtmfBank(min_level_dbm0=min_level_dbm0, normal_twist_db=normal_twist_db,
+                              reverse_twist_db=reverse_twist_db)
+        self._ended: list[DtmfEvent] = []
+        self._stream = self._bank.add(on_start, self._ended.append)
+
+    @property
+    def samples_fed(self) -> int:
+        """Samples fed so far (the index the next sample will have)."""
+        return self._stream.samples_fed
+
+    @property
+    def active(self) -> str | None:
+        """The digit sounding now (recognised, not yet ended), or None."""
+        return self._stream.active
+
+    def feed(self, samples: Iterable[int] | np.ndarray) -> list[DtmfEvent]:
         """Analyse ``samples`` (s16 values, any number); return the digits that ended."""
-        buf = self._buf
-        before = len(buf)
-        buf.extend(samples)
-        self._fed += len(buf) - before
-        events: list[DtmfEvent] = []
-        end = self._buf_start + len(buf)
-        while self._next + WINDOW <= end:
-            self._window(self._next, events)
-            self._next += HOP
-        self._trim()
-        return events
+        block = _as_float32(samples)
+        for at in range(0, block.size, _CHUNK):
+            self._stream.feed(block[at:at + _CHUNK])
+            self._bank.process()
+        return self._take()
 
     def flush(self) -> list[DtmfEvent]:
         """End of stream: analyse what is buffered (padded with silence) and report a
         digit still sounding. The detector then starts afresh at :attr:`samples_fed`."""
-        events: list[DtmfEvent] = []
-        while self._next < self._fed:
-            self._window(self._next, events)
-            self._next += HOP
-        if self._digit is not None:
-            events.append(self._finish())
-        self.reset()
-        return events
+        self._stream.flush()
+        return self._take()
 
     def reset(self) -> None:
         """Forget everything buffered and any digit in progress (the sample count stays)."""
-        self._buf = []
-        self._buf_start = self._next = self._fed
-        self._reset_state()
+        self._stream.reset()
 
-    def _trim(self) -> None:
-        keep = self._next - _KEEP
-        drop = keep - self._buf_start
-        if drop > 4096:
-            del self._buf[:drop]
-            self._buf_start += drop
-        if len(self._records) > 64:
-            self._records = {k: v for k, v in self._records.items() if k >= keep}
-
-    def _samples(self, start: int) -> list[int]:
-        """The window at ``start``, padded with silence past the end of what was fed."""
-        offset = start - self._buf_start
-        xs = self._buf[offset:offset + WINDOW]
-        if len(xs) < WINDOW:
-            xs += [0] * (WINDOW - len(xs))
-        return xs
-
-    # ------------------------------------------------------------------ per window
-
-    def _window(self, start: int, events: list[DtmfEvent]) -> None:
-        digit = self._classify(start)
-        # Runs of windows that accept the same digit, whatever state we are in.
-        if digit is not None and digit == self._run_digit:
-            self._run += 1
-        else:
-            self._run_digit, self._run, self._run_first = digit, int(digit is not None), start
-        if self._digit is not None:
-            if digit == self._digit:
-                self._last_hit, self._misses = start, 0
-                return
-            self._misses += 1
-            if self._misses == 1:
-                self._tail_other = digit is not None
-            if self._misses < MISSES_TO_END:
-                return
-            events.append(self._finish())
-        if self._run >= HITS_TO_START and self._run_digit is not None:
-            self._begin()
-
-    def _begin(self) -> None:
-        assert self._run_digit is not None
-        self._digit = self._run_digit
-        # The tone started somewhere in the window before the run's first one; how much of
-        # that window it filled (its Hann-weighted share) says where.
-        lead = self._run_first - HOP
-        self._digit_start = lead + _edge_offset(self._share(lead), rising=True)
-        self._last_hit = self._run_first + (self._run - 1) * HOP
-        self._misses = 0
-        _log.debug("DTMF %s from sample %d", self._digit, self._digit_start)
-        if self._on_start is not None:
-            self._on_start(self._digit, self._digit_start)
-
-    def _finish(self) -> DtmfEvent:
-        assert self._digit is not None
-        tail = self._last_hit + HOP
-        share = 0.0 if self._tail_other else self._share(tail)
-        end = tail + _edge_offset(share, rising=False)
-        event = DtmfEvent(self._digit, self._digit_start, max(end, self._digit_start + 1))
-        _log.debug("DTMF %s ended: %d samples", event.digit, event.duration)
-        self._digit = None
-        self._misses = 0
-        return event
-
-    def _classify(self, start: int) -> str | None:
-        """The digit the window at ``start`` accepts, or None."""
-        record = self._records[start] = self._analyse(self._samples(start), complete=False)
-        if record is None or record is _DEFERRED or not record[5]:  # type: ignore[index]
-            return None
-        row, col, y_row, y_col = record[:4]  # type: ignore[index]
-        # Frequency: the phase advance of both tones since the previous window, which
-        # must have found the same row and column strongest.
-        prev = self._complete(start - HOP)
-        if prev is None or prev[0] != row or prev[1] != col:
-            return None
-        for i, y, y_prev in ((row, y_row, prev[2]), (col, y_col, prev[3])):
-            offset = cmath.phase(y * y_prev.conjugate() * _DEROTATE[i]) * _HZ_PER_RADIAN
-            if abs(offset) > _TOLERANCE_HZ[i]:
-                return None
-        return _DIGIT_AT[row, col]
-
-    def _complete(self, start: int) -> tuple | None:
-        """The full analysis of the (earlier) window at ``start``; None if it was quiet or
-        lies before the stream."""
-        record = self._records.get(start, _DEFERRED)
-        if record is _DEFERRED:
-            if start < self._buf_start:
-                return None
-            record = self._records[start] = self._analyse(self._samples(start), complete=True)
-        return record  # type: ignore[return-value]
-
-    def _share(self, start: int) -> float:
-        """The share of the window's power held by its strongest row and column."""
-        record = self._complete(start)
-        return 0.0 if record is None else record[4]
-
-    def _analyse(self, xs: list[int], *, complete: bool) -> object:
-        """Correlate one window against the eight frequencies; see :meth:`_reset_state`
-        for what comes back. Unless ``complete``, a window whose strongest row, even with
-        the strongest column the twist allows, cannot hold the required share of the power
-        is left :data:`_DEFERRED` without looking at the columns: it cannot be a digit, and
-        is finished only if its neighbour needs it (at the edges of a digit). On noise and
-        speech this saves about half the work."""
-        power = sum(map(mul, xs, map(mul, xs, _HANN))) / _HANN_SUM
-        # Nothing to find (two tones at the minimum level have twice its power); the
-        # margin keeps the tone share of half-filled windows at a tone's edges, which
-        # places the edges, for tones near the minimum level.
-        if power < self._min_power / 8.0:
-            return None
-        scale = 2.0 / (_HANN_SUM * _HANN_SUM)  # |Y|^2 of a sine -> its power (A^2 / 2)
-        best = [(-1.0, 0, 0j), (-1.0, 0, 0j)]
-        for i in range(8):
-            re = sum(map(mul, xs, _COS[i]))
-            im = sum(map(mul, xs, _SIN[i]))
-            p = re * re + im * im
-            group = i >> 2
-            if p > best[group][0]:
-                best[group] = (p, i, complex(re, -im))
-            if i == 3 and not complete and (
-                    best[0][0] < self._min_dft
-                    or best[0][0] * (1.0 + self._reverse) * scale < MIN_TONE_RATIO * power):
-                return _DEFERRED
-        (pr, row, y_row), (pc, col, y_col) = best
-        share = min(1.0, (pr + pc) * scale / power)
-        ok = not (pr < self._min_dft or pc < self._min_dft or pr > pc * self._normal
-                  or pc > pr * self._reverse or share < MIN_TONE_RATIO)
-        return (row, col, y_row, y_col, share, ok)
-
-
-def _edge_offset(fraction: float, *, rising: bool) -> int:
-    """Where in a window a tone edge lies, from the Hann-weighted share of the window's
-    power the tone holds (``fraction``, 0..1): for a rising edge, the sample the tone
-    starts at; for a falling edge, the sample after its last one."""
-    fraction = min(max(fraction, 0.0), 1.0)
-    # The Hann mass before position u (0..1) is u - sin(2πu)/(2π); solve by bisection.
-    target = 1.0 - fraction if rising else fraction
-    lo, hi = 0.0, 1.0
-    for _ in range(20):
-        mid = (lo + hi) / 2
-        if mid - math.sin(2 * math.pi * mid) / (2 * math.pi) < target:
-            lo = mid
-        else:
-            hi = mid
-    return round(lo * WINDOW)
+    def _take(self) -> list[DtmfEvent]:
+        events = self._ended[:]
+        self._ended.clear()
+        return events
 
 
 def detect_digits(samples: Iterable[int], **kwargs: object) -> list[DtmfEvent]:
