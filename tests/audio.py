@@ -236,3 +236,46 @@ def clicks(samples: Sequence[int], components: Iterable[tuple[float, float]],
     limit = step_limit(components, law, ramp_samples)
     return [i for i, (a, b) in enumerate(itertools.pairwise(samples))
             if abs(b - a) > limit]
+
+
+_DTMF_ROWS = (697, 770, 852, 941)
+_DTMF_COLUMNS = (1209, 1336, 1477, 1633)
+_DTMF_KEYPAD = ("123A", "456B", "789C", "*0#D")
+
+
+def dtmf_blocks(samples: Sequence[int], law: str = "ulaw", block: int = 160
+                ) -> list[str | None]:
+    """The DTMF digit each ``block``-sample block holds, or None: a Goertzel filter per
+    frequency (the test's own, independent of uascall's detector), the strongest row and
+    column each at -30 dBm0 or more and 10 dB above the others of their group, holding
+    70 % of the block's power between them."""
+    out: list[str | None] = []
+    ref = reference_rms(law) ** 2
+    for at in range(0, len(samples) - block + 1, block):
+        xs = samples[at:at + block]
+        power = sum(x * x for x in xs) / block
+        # |X|^2 of a sine of amplitude A over N samples is (A N / 2)^2; its power A^2 / 2
+        tones = [goertzel_power(xs, f) * 2 / (block * block) for f in _DTMF_ROWS + _DTMF_COLUMNS]
+        rows, cols = tones[:4], tones[4:]
+        r, c = rows.index(max(rows)), cols.index(max(cols))
+        ok = (power > 0 and min(rows[r], cols[c]) >= ref * 10 ** -3.0
+              and all(v * 10 <= rows[r] for i, v in enumerate(rows) if i != r)
+              and all(v * 10 <= cols[c] for i, v in enumerate(cols) if i != c)
+              and rows[r] + cols[c] >= 0.7 * power)
+        out.append(_DTMF_KEYPAD[r][c] if ok else None)
+    return out
+
+
+def dtmf_keys(samples: Sequence[int], law: str = "ulaw") -> str:
+    """The keys pressed in ``samples``: runs of at least two 20 ms blocks (40 ms) holding
+    the same digit (:func:`dtmf_blocks`), separated by blocks holding none."""
+    keys = []
+    run_digit, run = None, 0
+    for digit in [*dtmf_blocks(samples, law), None]:
+        if digit is not None and digit == run_digit:
+            run += 1
+            continue
+        if run_digit is not None and run >= 2:
+            keys.append(run_digit)
+        run_digit, run = digit, 1
+    return "".join(keys)

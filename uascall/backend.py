@@ -4,8 +4,14 @@ A backend (``dahdi``, ``sim``, ``sip``) turns its calls into :class:`CallLeg` ob
 hands new incoming ones to ``Backend.on_incoming``. Legs live on the engine thread: the
 channel calls their methods there and never blocks in them; what happens later (the far
 end answered, the call cleared) comes back as :class:`LegEvent` objects through
-``CallLeg.listener``. Audio goes out through a leg's :class:`MediaPort`, one 20 ms G.711
-frame at a time.
+``CallLeg.listener``.
+
+Media goes both ways. Out: through a leg's :class:`MediaPort`, one 20 ms G.711 frame at a
+time. In: every backend hands what the far end sends to :meth:`CallLeg._received`, its
+one receive path (python-can's ``_recv_internal`` is the model: each backend implements
+how it gets the audio once, the base class what is done with it), which delivers 20 ms
+frames, in order, to the listener set with :meth:`CallLeg.listen`: the channel, whose DTMF
+detector, barge-in and recorder are subscribers above every backend.
 
 Backends are found by name (python-can style): the table :data:`BACKENDS`, merged with the
 ``uascall.backends`` entry-point group, maps a name to ``module:Class``; :func:`open_backend`
@@ -83,17 +89,26 @@ class LegCleared(LegEvent):
 
 @dataclass(frozen=True, slots=True)
 class LegDigit(LegEvent):
-    """The far end sent a DTMF digit out of band (an RFC 4733 telephone-event)."""
+    """The far end sent a DTMF digit out of band (an RFC 4733 telephone-event): the key
+    went down, or with ``ended`` came up again."""
 
     digit: str
+    ended: bool = False
 
 
 # --------------------------------------------------------------------------- media
+#: bytes of one 20 ms G.711 frame, what the receive path delivers
+FRAME_BYTES = 160
+
+
 class MediaPort:
     """Where a call's outgoing audio goes: 160-byte G.711 frames in :attr:`law`."""
 
     #: "alaw" or "ulaw"
     law: str = "ulaw"
+    #: whether the far end takes DTMF out of band (RFC 4733 telephone-events), see
+    #: :meth:`send_digit`
+    telephone_events: bool = False
 
     def write(self, frame: bytes) -> bool:
         """Queue one frame; False when the port is full for now (try again next tick).
@@ -101,6 +116,16 @@ class MediaPort:
         Raises OSError (DeviceError) when the port is gone for good.
         """
         raise NotImplementedError
+
+    def flush(self) -> None:
+        """Drop what is queued and not yet sent, so that the far end stops hearing it now
+        (barge-in). Nothing to do where nothing waits."""
+
+    def send_digit(self, digit: str, duration_ms: int) -> None:
+        """Send ``digit`` out of band, the key held ``duration_ms``; only where
+        :attr:`telephone_events` is true. The audio gives way while it lasts."""
+        raise Error(f"{type(self).__name__} cannot send DTMF out of band; expected it to "
+                    "be played in band")
 
 
 # --------------------------------------------------------------------------- legs
@@ -114,6 +139,8 @@ class CallLeg:
     headers_to_send: list[tuple[str, str]] = []
     _listener: Callable[[LegEvent], None] | None = None
     _unheard: list[LegEvent] | None = None
+    _receiver: Callable[[bytes, str], None] | None = None
+    _partial: bytes = b""
 
     @property
     def listener(self) -> Callable[[LegEvent], None] | None:
@@ -162,6 +189,32 @@ class CallLeg:
         """The call's outgoing audio path, opened on first use. Raises Error when the call
         has none now (not alerted with early media, not answered)."""
         raise NotImplementedError
+
+    def listen(self, receiver: Callable[[bytes, str], None] | None) -> None:
+        """Hand what the far end sends to ``receiver(frame, law)`` from now on: 160-byte
+        G.711 frames (20 ms) in order, on the engine thread; None stops it. What arrives
+        while nobody listens is dropped. A backend that must open something to hear the
+        far end (a PRI B-channel) opens it here if the call has a media path now, and
+        otherwise as soon as it has one (early media, the answer)."""
+        self._receiver = receiver
+        if receiver is None:
+            self._partial = b""
+
+    def _received(self, block: bytes, law: str) -> None:
+        """The receive path: backends call it with every block the far end sent, in order,
+        in ``law`` (a B-channel's 20 ms reads, what the SIP jitter buffer releases); it
+        reaches the listener as 20 ms frames."""
+        receiver = self._receiver
+        if receiver is None:
+            return
+        if len(block) == FRAME_BYTES and not self._partial:
+            receiver(block, law)
+            return
+        data = self._partial + block
+        whole = len(data) - len(data) % FRAME_BYTES
+        self._partial = data[whole:]
+        for at in range(0, whole, FRAME_BYTES):
+            receiver(data[at:at + FRAME_BYTES], law)
 
     def received_header(self, name: str) -> list[str]:
         """The values of header field ``name`` in the request that started an incoming

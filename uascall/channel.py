@@ -21,6 +21,7 @@ silent the choices are ours and say so in their docstrings.
 
 from __future__ import annotations
 
+import array
 import concurrent.futures
 import contextlib
 import logging
@@ -42,14 +43,16 @@ from uascall.backend import (
     LegDigit,
     NoRoute,
 )
-from uascall.engine import Engine
+from uascall.engine import Engine, TimerHandle
 from uascall.errors import ArgumentError, Error, Hangup
+from uascall.media.inbound import Hearing, InboundDsp
 from uascall.media.player import MediaClock, Player
 from uascall.media.source import FrameSource
 from uascall.sipfields import ChannelSIP
 
 if TYPE_CHECKING:
     from uascall.media.playable import PlayableMedia
+    from uascall.media.recorder import Recording
     from uascall.media.tones import ToneManager
 
 log = logging.getLogger(__name__)
@@ -122,8 +125,15 @@ class MediaStarted(ChannelEvent):
 @dataclass(frozen=True, slots=True)
 class MediaEnded(ChannelEvent):
     what: str
-    #: "finished", "stopped", "replaced", "hangup" or "failed"
+    #: "finished", "stopped", "bargein", "replaced", "hangup" or "failed"
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DigitReceived(ChannelEvent):
+    """The far end pressed a key (heard in band, or out of band; once per press)."""
+
+    digit: str
 
 
 @dataclass
@@ -172,9 +182,12 @@ class UASCallChannel:
         self.FilePlayer = FilePlayer(self)
         self.TonePlayer: TonePlayer | None = None
         self.DTMFDetector = DTMFDetector(self)
+        self.DTMFPlayer = DTMFPlayer(self)
+        self.FileRecorder = FileRecorder(self)
         self.SIP = ChannelSIP(self)
         #: called on the engine thread with each ChannelEvent (state changes, media)
         self.listeners: list[Callable[[UASCallChannel, ChannelEvent], None]] = []
+        self._hearing: Hearing | None = None  # what the far end sends, once we listen
         self._leg: CallLeg = leg if leg is not None else _NoCall()
         self._attach(self._leg)
         if leg is None:
@@ -195,6 +208,13 @@ class UASCallChannel:
         self._releasing = False
         self._player: Player | None = None
         self._digits = ""  # DTMF received and not yet collected (DTMFDetector)
+        if self._hearing is not None:
+            self._hearing.close()
+        self._hearing = None
+        # engine thread: which of the players plays now, and what a key press ends (a
+        # play or a recording with barge-in)
+        self._playing: _PlayerBase | None = None
+        self._barge_ins: list[Callable[[], None]] = []
         if listen:
             leg.listener = self._on_leg_event
 
@@ -301,7 +321,10 @@ class UASCallChannel:
         with self._stepping(State.RING_INCOMING):
             in_effect = self._leg.alert(early_media, codecs)
         self._early_media = self._early_media or in_effect
-        law = self._leg.media().law if self._early_media and self._live() else ""
+        law = ""
+        if self._early_media and self._live():
+            law = self._leg.media().law
+            self._listen()  # the far end's audio flows now: digits count from here
         return self._early_media, law
 
     def _engine_alert_quiet(self, early_media: bool, codecs: list[str] | None
@@ -512,9 +535,10 @@ class UASCallChannel:
             self._set_state(State.IDLE)
             return
         if isinstance(event, LegDigit):
-            self._digits += event.digit
-            if self._waiters:
-                self._waiters = [w for w in self._waiters if not _settle(*w)]
+            if self._hearing is not None:
+                self._hearing.out_of_band(event.digit, event.ended)
+            else:
+                log.debug("%r: DTMF %s before the call listens; dropped", self, event.digit)
             return
         table = TRANSITIONS.get(type(event), {})
         if self._state in table:
@@ -525,9 +549,36 @@ class UASCallChannel:
             return  # IDLE is final: a late step must not revive a call that has gone
         log.debug("%r -> %s", self, state.name)
         self._state = state
+        if state in (State.ANSWERING, State.ANSWERED):
+            self._listen()
+        elif state is State.IDLE:
+            if self._playing is not None:
+                self._playing._abort("hangup")
+            self.FileRecorder._call_ended()
+            if self._hearing is not None:
+                self._hearing.close()
         if self._waiters:
             self._waiters = [w for w in self._waiters if not _settle(*w)]
         self._emit(StateChanged(state))
+
+    # ------------------------------------------------------------------ listening
+    def _listen(self) -> None:
+        """Engine thread: hear the far end from now on (digits, recordings, barge-in)."""
+        if self._hearing is not None or self._state is State.IDLE:
+            return
+        self._hearing = Hearing(InboundDsp.of(self._engine), self._on_key,
+                                name=self.Details.channel)
+        self._leg.listen(self._hearing.heard)
+
+    def _on_key(self, digit: str) -> None:
+        """Engine thread: the far end pressed a key (in band or out of band, once)."""
+        log.info("%r: DTMF %s", self, digit)
+        self._digits += digit
+        self._emit(DigitReceived(digit))
+        for barge_in in list(self._barge_ins):
+            barge_in()
+        if self._waiters:
+            self._waiters = [w for w in self._waiters if not _settle(*w)]
 
     def _emit(self, event: ChannelEvent) -> None:
         for listener in list(self.listeners):
@@ -550,8 +601,17 @@ class UASCallChannel:
 
     def _media_player(self) -> Player:
         if self._player is None:
-            self._player = Player(self._clock, self._leg.media(), name=self.Details.channel)
+            self._player = Player(self._clock, _Sent(self, self._leg.media()),
+                                  name=self.Details.channel)
         return self._player
+
+    def _stop_playing(self, reason: str) -> None:
+        """Engine thread: stop what plays and drop what is queued for the far end, so that
+        it stops hearing it now (barge-in), not after the queue."""
+        if self._player is not None and self._player.playing:
+            self._player.stop(reason)
+            with contextlib.suppress(Error, OSError):
+                self._leg.media().flush()
 
     # ------------------------------------------------------------------ helpers
     def _live(self) -> bool:
@@ -622,6 +682,23 @@ class _NoCall(CallLeg):
         return False
 
 
+class _Sent:
+    """The player's sink: the call's media port, with what goes out kept for the echo
+    guard while the call listens."""
+
+    def __init__(self, channel: UASCallChannel, port: Any) -> None:
+        self._channel = channel
+        self._port = port
+
+    def write(self, frame: bytes) -> bool:
+        if not self._port.write(frame):
+            return False
+        hearing = self._channel._hearing
+        if hearing is not None:
+            hearing.sent(frame, self._port.law)
+        return True
+
+
 class _Labelled(FrameSource):
     """A source with a name for listeners and logs."""
 
@@ -662,7 +739,9 @@ def _seconds(name: str, value: float | None, *, allow_none: bool) -> float | Non
 
 
 class _PlayerBase:
-    """What FilePlayer and TonePlayer share: state, cause, one play at a time."""
+    """What the channel's players share: state, cause, one play at a time on the call's
+    one outgoing path (a play while another of the channel's players plays is an Error),
+    barge-in, and a ``stop()`` that stops only the play it was called during."""
 
     class Cause(Enum):
         ERROR = "error"
@@ -679,18 +758,20 @@ class _PlayerBase:
         ERROR = "error"
 
     _REASONS = {"finished": "NORMAL", "stopped": "ABORTED", "replaced": "ABORTED",
-                "hangup": "HANGUP", "failed": "ERROR"}
+                "bargein": "BARGEIN", "hangup": "HANGUP", "failed": "ERROR"}
 
     def __init__(self, channel: UASCallChannel) -> None:
         self._channel = channel
         self._state = self.State.IDLE
         self._cause = self.Cause.NONE
-        self._stopped = False  # set on the engine thread by stop()
+        self._generation = 0  # counts plays: a stop() stops the one it was called during
+        self._stop_before = -1  # engine: a stop() for this play came before it started
+        self._done: concurrent.futures.Future | None = None  # engine: the play's end
 
-    def state(self) -> _PlayerBase.State:
+    def state(self) -> Any:
         return self._state
 
-    def cause(self) -> _PlayerBase.Cause:
+    def cause(self) -> Any:
         return self._cause
 
     def _check(self, what: str) -> None:
@@ -698,26 +779,67 @@ class _PlayerBase:
         self._channel._require((State.ANSWERED,), what)
         if self._state is self.State.PLAYING:
             raise Error(f"{what}: already playing; expected it to finish or stop() first")
+        other = self._channel._playing
+        if other is not None and other is not self:
+            raise Error(f"{what} while the {type(other).__name__} plays; expected it to "
+                        "finish or stop() first")
 
-    def _play(self, source_for_law: Callable[[str], FrameSource], what: str) -> Any:
+    def _law(self, what: str) -> Any:
+        """The call's media port, from the engine (Hangup when the call went meanwhile)."""
+        channel = self._channel
+
+        def port() -> Any:
+            channel._require((State.ANSWERED,), what)
+            return channel._leg.media()
+
+        return channel._engine.run(port)
+
+    def _play(self, source_for_law: Callable[[str], FrameSource] | None, what: str, *,
+              barge_in: bool = False, start: Callable[..., None] | None = None) -> Any:
+        """Play a source (made for the call's law) and block until it ends; or, with
+        ``start(port, finished)``, run that on the engine thread instead (DTMF out of
+        band), which calls ``finished(reason)`` when it is over."""
         channel = self._channel
         self._check(what)
-        law = channel._engine.run(lambda: channel._leg.media().law)
-        source = source_for_law(law)
+        port = self._law(what)
+        source = source_for_law(port.law) if source_for_law is not None else None
+        self._generation += 1
+        generation = self._generation
         done: concurrent.futures.Future = concurrent.futures.Future()
-        self._stopped = False
 
-        def start() -> None:
-            if self._stopped:  # stop() came first, from another thread
+        def begin() -> None:
+            if self._stop_before == generation:  # stop() came first, from another thread
                 done.set_result("stopped")
-            elif channel._state is not State.ANSWERED or channel._releasing:
+                return
+            if channel._state is not State.ANSWERED or channel._releasing:
                 done.set_result("hangup")
-            else:
-                channel._play(source, lambda reason: done.set_result(reason))
+                return
+            if channel._playing is not None:
+                done.set_exception(Error(f"{what} while the {type(channel._playing).__name__}"
+                                         " plays; expected it to finish or stop() first"))
+                return
+            stop_on_key = (lambda: self._abort("bargein")) if barge_in else None
+
+            def finished(reason: str) -> None:
+                if channel._playing is self:
+                    channel._playing = None
+                if stop_on_key in channel._barge_ins:
+                    channel._barge_ins.remove(stop_on_key)
+                if not done.done():
+                    done.set_result(reason)
+
+            channel._playing = self
+            self._done = done
+            if stop_on_key is not None:
+                channel._barge_ins.append(stop_on_key)
+            if start is not None:
+                start(port, finished)
+            elif source is not None:
+                channel._play(source, finished)
 
         self._state, self._cause = self.State.PLAYING, self.Cause.NONE
         try:
-            channel._engine.run(start)
+            channel._engine.run(begin)
             reason = channel._engine.wait(done)
         except BaseException:
             self._state = self.State.ERROR
@@ -726,18 +848,26 @@ class _PlayerBase:
         self._cause = self.Cause[self._REASONS.get(reason, "ERROR")]
         return self._cause
 
+    def _abort(self, reason: str) -> None:
+        """Engine thread: end this player's play now (barge-in, stop(), the call's end)."""
+        self._channel._stop_playing(reason)
+
     def stop(self) -> None:
         """Stop what this player is playing (its play() returns ABORTED). Safe from any
-        thread; does nothing when it is not playing."""
+        thread; does nothing when it is not playing, and never stops a later play."""
         channel = self._channel
+        generation = self._generation
+        if self._state is not self.State.PLAYING:
+            return
 
         def stop() -> None:
-            self._stopped = True
-            if channel._player is not None:
-                channel._player.stop()
+            if self._generation != generation:
+                return
+            self._stop_before = generation
+            if channel._playing is self:
+                self._abort("stopped")
 
-        if self._state is self.State.PLAYING:
-            channel._engine.run(stop)
+        channel._engine.run(stop)
 
 
 class FilePlayer(_PlayerBase):
@@ -746,20 +876,17 @@ class FilePlayer(_PlayerBase):
     def play(self, file_name: str | PlayableMedia, barge_in: bool = False) -> Any:
         """Play ``file_name`` (in the channel's media directory) or a PlayableMedia, and
         block until it ends. Needs ANSWERED: Hangup in IDLE, Error otherwise or if already
-        playing. Returns a ``FilePlayer.Cause``: NORMAL, HANGUP, ABORTED (stop()).
-
-        ``barge_in`` needs DTMF detection, which this release does not have: asking for it
-        raises Error rather than playing without it."""
+        playing. Returns a ``FilePlayer.Cause``: NORMAL, BARGEIN (``barge_in`` and the far
+        end pressed a key: the digit stays for ``DTMFDetector.get_digits()``), ABORTED
+        (``stop()``), HANGUP. Barge-in stops the prompt at once: what was queued for the
+        far end is dropped too. Digits already waiting do not barge in."""
         self._check("FilePlayer.play")
-        if barge_in:
-            raise Error("FilePlayer.play(barge_in=True): DTMF barge-in is not available in "
-                        "this release; expected barge_in=False")
         from uascall.media.playable import PlayableMedia
         media = file_name if isinstance(file_name, PlayableMedia) else PlayableMedia(
             file_to_play=file_name, channel=self._channel)
         media.duration  # noqa: B018 - load it here, on the application thread
         return self._play(lambda law: _Labelled(media.source(law), repr(media)),
-                          "FilePlayer.play")
+                          "FilePlayer.play", barge_in=bool(barge_in))
 
 
 class TonePlayer(_PlayerBase):
@@ -769,24 +896,327 @@ class TonePlayer(_PlayerBase):
         super().__init__(channel)
         self.tone_manager = tone_manager
 
-    def play(self, tone_name: str, seconds_duration: float | None = None) -> Any:
+    def play(self, tone_name: str, seconds_duration: float | None = None,
+             barge_in: bool = False) -> Any:
         """Play a tone on an answered call: one cadence cycle, or ``seconds_duration``
-        seconds of it looped. Blocks; returns a ``TonePlayer.Cause``."""
+        seconds of it looped. Blocks; returns a ``TonePlayer.Cause`` (BARGEIN as for
+        ``FilePlayer.play``)."""
         self._check("TonePlayer.play")
         tone = self.tone_manager.get(tone_name)
         seconds = _seconds("seconds_duration", seconds_duration, allow_none=True)
         return self._play(lambda law: _Labelled(tone.source(law, loop=seconds is not None,
                                                             seconds=seconds),
-                                                f"tone {tone.name}"), "TonePlayer.play")
+                                                f"tone {tone.name}"), "TonePlayer.play",
+                          barge_in=bool(barge_in))
+
+
+class DTMFPlayer(_PlayerBase):
+    """Sends DTMF digits to the far end (UAS ``DTMFPlayer``).
+
+    In band (the digits' tones in the call's audio, at -9/-7 dBm0 for 80 ms with 80 ms
+    between digits) on TDM, and on SIP when the far end did not offer telephone-event;
+    out of band as RFC 4733 telephone-events (80 ms each, 80 ms apart) on SIP when it did.
+    """
+
+    class Cause(Enum):
+        ERROR = "error"
+        NORMAL = "normal"
+        HANGUP = "hangup"
+        TIMEOUT = "timeout"
+        NONE = "none"
+
+    _REASONS = {"finished": "NORMAL", "hangup": "HANGUP", "stopped": "ERROR",
+                "failed": "ERROR"}
+    #: most characters play() takes
+    MAX_LENGTH = 32
+    #: the pause a comma makes (seconds)
+    PAUSE = 0.5
+    ON_MS = 80
+    OFF_MS = 80
+
+    def play(self, digits: str) -> Any:
+        """Send ``digits`` (``0-9 A-D * #``; a comma pauses 0.5 s; at most 32 characters)
+        and block until they are sent. Needs ANSWERED: Hangup in IDLE, Error otherwise,
+        for an invalid string, or while a player of this channel plays. Returns a
+        ``DTMFPlayer.Cause``: NORMAL, or HANGUP if the call ended first. Some networks
+        strip in-band DTMF."""
+        if not isinstance(digits, str):
+            raise Error(f"DTMFPlayer.play({digits!r}): expected a string of 0-9 A-D * # ,")
+        keys = digits.upper()
+        bad = [ch for ch in keys if ch not in _DTMF_KEYS and ch != ","]
+        if bad or not keys or len(keys) > self.MAX_LENGTH:
+            raise Error(f"DTMFPlayer.play({digits!r}): expected 1 to {self.MAX_LENGTH} "
+                        "characters of 0-9 A-D * # and ',' (a 0.5 s pause)"
+                        + (f"; {bad[0]!r} is not one" if bad else ""))
+        self._check("DTMFPlayer.play")
+        port = self._law("DTMFPlayer.play")
+        if port.telephone_events:
+            return self._play(None, "DTMFPlayer.play",
+                              start=lambda port, done: self._send_events(port, keys, done))
+        return self._play(lambda law: _Labelled(_dtmf_in_band(keys, law, self),
+                                                f"DTMF {keys}"), "DTMFPlayer.play")
+
+    def __init__(self, channel: UASCallChannel) -> None:
+        super().__init__(channel)
+        # engine thread, while digits go out of band: the next step, and the play's end
+        self._timer: TimerHandle | None = None
+        self._events_done: Callable[[str], None] | None = None
+
+    def _send_events(self, port: Any, keys: str, done: Callable[[str], None]) -> None:
+        """Engine thread: one telephone-event per digit, paced by timers."""
+        engine = self._channel._engine
+        steps = iter(keys)
+        self._events_done = done
+
+        def next_step() -> None:
+            self._timer = None
+            if self._channel._playing is not self:
+                return
+            key = next(steps, None)
+            if key is None:
+                self._events_done = None
+                done("finished")
+            elif key == ",":
+                self._timer = engine.call_later(self.PAUSE, next_step)
+            else:
+                port.send_digit(key, self.ON_MS)
+                self._timer = engine.call_later((self.ON_MS + self.OFF_MS) / 1000, next_step)
+
+        next_step()
+
+    def _abort(self, reason: str) -> None:
+        done, self._events_done = self._events_done, None
+        if done is None:
+            super()._abort(reason)
+            return
+        if self._timer is not None:  # out of band: the events still to go are not sent
+            self._timer.cancel()
+            self._timer = None
+        done(reason)
+
+
+_DTMF_KEYS = "0123456789*#ABCD"
+#: samples cut from a recording before a key's estimated start, when the key ends it
+_KEY_START_MARGIN = 80
+
+
+def _dtmf_in_band(keys: str, law: str, player: DTMFPlayer) -> FrameSource:
+    """The in-band DTMF of ``keys`` (commas are pauses) as a one-pass source."""
+    from uascall.media import g711
+    from uascall.media.dtmf import dtmf_samples
+    from uascall.media.source import BufferSource
+    samples = array.array("h")
+    pause = array.array("h", bytes(2 * round(player.PAUSE * g711.SAMPLE_RATE)))
+    for key in keys:
+        if key == ",":
+            samples.extend(pause)
+        else:
+            samples.extend(dtmf_samples(key, on_ms=player.ON_MS, off_ms=player.OFF_MS,
+                                        law=law))
+    return BufferSource(g711.codec(law).encode(samples), law)
+
+
+class FileRecorder:
+    """Records what the far end says into a WAV file (UAS ``FileRecorder``).
+
+    The file goes in the channel's media directory (the name may not lead outside it), as
+    A-law (the default), mu-law or 16-bit PCM at 8 kHz. It holds the far end's audio
+    only, whatever the channel plays meanwhile, and it is a complete, valid WAV file
+    however the recording ends, the caller hanging up included: it is written as it
+    grows, by the thread that called :meth:`record`, never by the engine.
+    """
+
+    class Cause(Enum):
+        ERROR = "error"
+        BARGEIN = "bargein"
+        SILENCE = "silence"
+        SIZE = "size"
+        ABORTED = "aborted"
+        HANGUP = "hangup"
+        TIMEOUT = "timeout"
+        NONE = "none"
+
+    class State(Enum):
+        RECORDING = "recording"
+        IDLE = "idle"
+        ERROR = "error"
+
+    #: file formats: "alaw", "ulaw", "pcm16"
+    FORMATS = ("alaw", "ulaw", "pcm16")
+    #: the default limit on a recording's audio (bytes): over two hours of A-law
+    DEFAULT_MAX_FILE_SIZE = 64 * 1024 * 1024
+
+    def __init__(self, channel: UASCallChannel) -> None:
+        self._channel = channel
+        self._state = self.State.IDLE
+        self._cause = self.Cause.NONE
+        self._audio: bool | None = None
+        self._recording: Recording | None = None  # engine thread: the one in progress
+        self._generation = 0
+        self._stop_before = -1
+        self.file_path: str | None = None
+
+    def state(self) -> FileRecorder.State:
+        return self._state
+
+    def cause(self) -> FileRecorder.Cause:
+        """Why the last recording ended."""
+        return self._cause
+
+    def audio_detected_in_recording(self) -> bool | None:
+        """After a recording: True if the far end made any sound in it (at least 60 ms
+        above -42 dBm0), False if it was silent; None before the first one ends."""
+        return self._audio
+
+    def record(self, filename: str, milliseconds_max_silence: int = 3000,
+               seconds_timeout: float | None = 60, barge_in: bool = False,
+               file_format: str = "alaw",
+               max_file_size: int | None = DEFAULT_MAX_FILE_SIZE) -> FileRecorder.Cause:
+        """Record the far end into ``filename`` (in the media directory; an existing file
+        is replaced) and block until the recording ends. Returns the ``Cause``:
+
+        SILENCE after ``milliseconds_max_silence`` ms without sound (0: no limit; the
+        silence is cut from the file but for its first 0.2 s), TIMEOUT after
+        ``seconds_timeout`` seconds (None or 0: no limit), SIZE when the audio reaches
+        ``max_file_size`` bytes (None: no limit), BARGEIN when ``barge_in`` and the far
+        end presses a key (the digit stays for ``DTMFDetector.get_digits()``; the key's
+        tone is cut from the file), ABORTED by :meth:`stop`, HANGUP when the call ends,
+        ERROR when the file cannot be written (logged).
+
+        Needs ANSWERED: Hangup in IDLE, Error in other states, while recording, or for a
+        file name that leads outside the media directory or into a missing folder;
+        ArgumentError for a bad argument. The signature beyond ``filename`` is ours
+        (UAS's was not seen in full); :attr:`file_path` is the file's path afterwards.
+        """
+        channel = self._channel
+        what = "FileRecorder.record"
+        if isinstance(milliseconds_max_silence, bool) or not isinstance(
+                milliseconds_max_silence, int) or milliseconds_max_silence < 0:
+            raise ArgumentError(f"milliseconds_max_silence={milliseconds_max_silence!r}; "
+                                "expected whole milliseconds >= 0 (0: no limit)")
+        timeout = _seconds("seconds_timeout", seconds_timeout, allow_none=True)
+        if file_format not in self.FORMATS:
+            raise ArgumentError(f"file_format={file_format!r}; expected one of "
+                                f"{', '.join(self.FORMATS)}")
+        if max_file_size is not None and (isinstance(max_file_size, bool) or not isinstance(
+                max_file_size, int) or max_file_size < 2):
+            raise ArgumentError(f"max_file_size={max_file_size!r}; expected bytes >= 2, or "
+                                "None for no limit")
+        channel._require((State.ANSWERED,), what)
+        if self._state is self.State.RECORDING:
+            raise Error(f"{what}: already recording; expected it to end or stop() first")
+        from uascall.media.playable import media_path
+        from uascall.media.recorder import Recording
+        from uascall.media.wav import WavWriter
+        path = media_path(channel.media_dir, filename, strict=False)
+        if path.is_dir():
+            raise Error(f"{what}: {str(path)!r} is a directory; expected a file name")
+        if not path.parent.is_dir():
+            raise Error(f"{what}: the folder {str(path.parent)!r} does not exist; expected "
+                        "an existing folder in the media directory")
+        recording = Recording(channel._engine, encoding=file_format,
+                              max_silence=milliseconds_max_silence / 1000.0,
+                              timeout=timeout or None,
+                              max_bytes=max_file_size if max_file_size is not None
+                              else 2 ** 62, name=f"recording {path.name}")
+        writer = WavWriter(path, file_format)
+        self.file_path = str(path)
+        self._generation += 1
+        generation = self._generation
+        self._state, self._cause, self._audio = self.State.RECORDING, self.Cause.NONE, None
+        try:
+            channel._engine.run(self._begin, recording, generation, bool(barge_in))
+            while True:
+                channel._engine.wait(channel._engine.run(recording.wait_handle))
+                ended = recording.ended
+                writer.write(recording.take())
+                if ended:
+                    break
+        except Error as exc:  # the file: the disk is full, it went away
+            log.error("%r: %s: %s; the recording stops", channel, what, exc)
+            channel._engine.run(recording.end, "error")
+        except BaseException:
+            self._state = self.State.ERROR
+            with contextlib.suppress(Exception):
+                channel._engine.run(recording.end, "error")
+            raise
+        finally:
+            try:
+                writer.close()
+            except Error as exc:
+                log.error("%r: %s: %s", channel, what, exc)
+                recording.reason = "error"
+        self._state = self.State.IDLE
+        self._cause = self.Cause[(recording.reason or "error").upper()]
+        self._audio = recording.audio_detected
+        return self._cause
+
+    def _begin(self, recording: Recording, generation: int, barge_in: bool) -> None:
+        """Engine thread: start taking the far end's frames."""
+        channel = self._channel
+        hearing = channel._hearing
+        if self._stop_before == generation:
+            recording.end("aborted")
+            return
+        if channel._state is not State.ANSWERED or channel._releasing or hearing is None:
+            recording.end("hangup")
+            return
+
+        def on_key() -> None:
+            # the key's own tone is not part of the message: cut from its start, less a
+            # margin for how well that start is known (a few ms)
+            cut = 0
+            if hearing.key_sample is not None:
+                cut = hearing.samples_ago(hearing.key_sample) + _KEY_START_MARGIN
+            recording.end("bargein", cut_samples=cut)
+
+        def ended(_reason: str) -> None:
+            if recording.frame in hearing.taps:
+                hearing.taps.remove(recording.frame)
+            if on_key in channel._barge_ins:
+                channel._barge_ins.remove(on_key)
+            if self._recording is recording:
+                self._recording = None
+
+        recording.on_end = ended
+        hearing.taps.append(recording.frame)
+        if barge_in:
+            channel._barge_ins.append(on_key)
+        self._recording = recording
+        recording.start()
+
+    def stop(self) -> None:
+        """End the recording in progress (its record() returns ABORTED; the file keeps
+        what was recorded). Safe from any thread; never stops a later recording."""
+        generation = self._generation
+        if self._state is not self.State.RECORDING:
+            return
+
+        def stop() -> None:
+            if self._generation != generation:
+                return
+            self._stop_before = generation
+            if self._recording is not None:
+                self._recording.end("aborted")
+
+        self._channel._engine.run(stop)
+
+    def _call_ended(self) -> None:
+        """Engine thread: the call is over."""
+        if self._recording is not None:
+            self._recording.end("hangup")
 
 
 class DTMFDetector:
     """Collects the DTMF digits the far end sends (UAS ``DTMFDetector``).
 
-    Digits come from backends that report them: RFC 4733 telephone-events on SIP. They wait
-    in a buffer from the moment they arrive (whether or not anyone is collecting) until
-    :meth:`get_digits` takes them or :meth:`clear_digits` drops them; a new call on the
-    channel starts with an empty buffer.
+    Digits are heard in band on every backend (the far end's audio: a B-channel, an
+    analog line, G.711 in RTP) and, on SIP, as RFC 4733 telephone-events; a key press
+    that comes both ways is one digit, and our own DTMF coming back as an echo is none.
+    The channel listens from the answer (and from early media, where the far end's audio
+    flows then): digits wait in a buffer from the moment they are recognised (whether or
+    not anyone is collecting) until :meth:`get_digits` takes them or :meth:`clear_digits`
+    drops them; a new call on the channel starts with an empty buffer.
     """
 
     class Cause(Enum):

@@ -225,7 +225,7 @@ def test_our_priority_decides_not_the_offer_order():
     sdp, negotiated = answer(SIPP_OFFER, ["g711a", "g711u"])
     assert negotiated == Negotiated(
         law="alaw", payload_type=8, telephone_event=101, remote=("127.0.0.1", 6000),
-        direction="sendrecv", ptime=20,
+        direction="sendrecv", ptime=20, peer=("127.0.0.1", 6000),
     )
     assert sdp.media[0].formats == ["8", "101"]
 
@@ -253,7 +253,8 @@ def test_answer_to_sipp_offer_serializes():
 def test_baresip_offer():
     sdp, negotiated = answer(BARESIP_OFFER, ["g711u"])
     # the 8 kHz telephone-event goes with G.711, not the 48 kHz one (that is opus's)
-    assert negotiated == Negotiated("ulaw", 0, 98, ("192.168.1.20", 10134), "sendrecv", 20)
+    assert negotiated == Negotiated("ulaw", 0, 98, ("192.168.1.20", 10134), "sendrecv", 20,
+                                    ("192.168.1.20", 10134))
     media = sdp.media[0]
     assert media.formats == ["0", "98"]
     assert ("fmtp", "98 0-15") in media.attributes
@@ -413,8 +414,10 @@ def test_make_offer_answered_by_ourselves():
     sdp, theirs = answer_offer(parse_sdp(offer.serialize()), ["g711u"], address="192.0.2.20",
                                port=40000, session_id=9)
     ours = read_answer(offer, parse_sdp(sdp.serialize()))
-    assert theirs == Negotiated("ulaw", 0, 101, ("192.0.2.10", 30000), "sendrecv", 20)
-    assert ours == Negotiated("ulaw", 0, 101, ("192.0.2.20", 40000), "sendrecv", 20)
+    assert theirs == Negotiated("ulaw", 0, 101, ("192.0.2.10", 30000), "sendrecv", 20,
+                                ("192.0.2.10", 30000))
+    assert ours == Negotiated("ulaw", 0, 101, ("192.0.2.20", 40000), "sendrecv", 20,
+                              ("192.0.2.20", 40000))
 
 
 def test_read_hand_written_answer():
@@ -426,16 +429,19 @@ def test_read_hand_written_answer():
     )
     # the answerer receives events on 100, so that is what we send them with
     assert read_answer(offer, written) == Negotiated(
-        "alaw", 8, 100, ("203.0.113.5", 16384), "sendonly", 30
+        "alaw", 8, 100, ("203.0.113.5", 16384), "sendonly", 30, ("203.0.113.5", 16384)
     )
 
 
 def test_read_answer_without_events_or_on_hold():
     offer = make_offer(G711, address="192.0.2.10", port=30000, session_id=5)
     written = parse_sdp(offer_with("m=audio 7000 RTP/AVP 0\r\na=sendonly\r\n"))
-    assert read_answer(offer, written) == Negotiated("ulaw", 0, None, None, "recvonly", 20)
+    # we only receive: nowhere to send to, but we know where its RTP comes from
+    assert read_answer(offer, written) == Negotiated("ulaw", 0, None, None, "recvonly", 20,
+                                                     ("192.0.2.1", 7000))
     written = parse_sdp(offer_with("m=audio 7000 RTP/AVP 0\r\n", session="c=IN IP4 0.0.0.0\r\n"))
     assert read_answer(offer, written).remote is None
+    assert read_answer(offer, written).peer is None
 
 
 def test_answer_with_a_codec_we_did_not_offer():

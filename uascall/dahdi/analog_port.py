@@ -3,9 +3,10 @@
 
 An :class:`AnalogPort` keeps its channel open for as long as it runs: the kernel queues
 its hook events there, and a line carries audio in every hook state, so the port reads
-every 20 ms block (the caller ID or DTMF detector gets them when the machine listens) and
-plays its tones (dial tone, ringback, the caller ID spill) with a player of its own.
-Whatever the call itself plays replaces the port's tone, as a write cancels a kernel tone.
+every 20 ms block (the caller ID or DTMF detector gets them when the machine listens, and
+the call's leg, its receive path, while the line is connected: off hook) and plays its
+tones (dial tone, ringback, the caller ID spill) with a player of its own. Whatever the
+call itself plays replaces the port's tone, as a write cancels a kernel tone.
 """
 
 from __future__ import annotations
@@ -58,8 +59,6 @@ class AnalogPort:
         self.leg: AnalogLeg | None = None
         #: called with each new incoming leg (the backend offers it to the application)
         self.on_incoming: Callable[[AnalogLeg], None] | None = None
-        #: called with every block the line brings (law-encoded), e.g. to record it
-        self.audio_listeners: list[Callable[[bytes], None]] = []
         self._timers: dict[str, TimerHandle] = {}
         self._listening: str | None = None
         self._detector: DtmfDetector | callerid.CallerIdReceiver | None = None
@@ -120,8 +119,9 @@ class AnalogPort:
         self._run(analog.HookEvent(code))
 
     def _heard(self, block: bytes) -> None:
-        for listener in list(self.audio_listeners):
-            listener(block)
+        leg = self.leg
+        if leg is not None and leg.hears:
+            leg._received(block, self.law)
         detector = self._detector
         if detector is None:
             return
@@ -238,6 +238,7 @@ class AnalogPort:
         if isinstance(event, analog.CallAlerting):
             leg._emit(LegAlerting(False))
         elif isinstance(event, analog.CallAnswered):
+            leg._answered = True
             leg._emit(LegAnswered())
         elif isinstance(event, analog.CallEnded):
             cause = leg._release_cause or Cause.NORMAL
@@ -299,6 +300,10 @@ class PortAudio(MediaPort):
         self.port.stop_tone()
         return self.port.write(frame)
 
+    def flush(self) -> None:
+        if self.port.channel is not None:
+            self.port.channel.flush(abi.DAHDI_FLUSH_WRITE)
+
 
 class AnalogLeg(CallLeg):
     """A call on an analog port as a channel leg (engine thread only)."""
@@ -322,13 +327,22 @@ class AnalogLeg(CallLeg):
     def live(self) -> bool:
         return not self._over and self._release_cause is None
 
+    @property
+    def hears(self) -> bool:
+        """Whether the line carries the far end's audio to the call now: from the answer
+        on, and from the start for a phone that called us (it is off hook)."""
+        if self._over:
+            return False
+        return self._answered or (self.incoming and isinstance(self.port.machine, FxsPort))
+
     def alert(self, early_media: bool, codecs: list[str] | None = None) -> bool:
         """On an FXO port the exchange plays the ringback: nothing to signal, no early
-        media. On an FXS port we are the exchange: ringback goes in band, and the call's
-        own ringtone (early media) may replace it."""
+        media. On an FXS port we are the exchange: ringback goes in band, and with early
+        media asked for, the call's own ringtone replaces it (without, a ringtone is
+        ignored, as on any call without early media)."""
         if isinstance(self.port.machine, FxsPort):
             self.port.command("ringback")
-            return True
+            return early_media
         return False
 
     def answer(self, codecs: list[str] | None = None) -> None:

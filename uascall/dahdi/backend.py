@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from uascall.backend import (
     Backend,
@@ -30,7 +30,7 @@ from uascall.backend import (
     MediaPort,
     NoRoute,
 )
-from uascall.dahdi import libpri
+from uascall.dahdi import abi, libpri
 from uascall.dahdi.analog import AnalogSettings
 from uascall.dahdi.analog_port import AnalogLeg, AnalogPort
 from uascall.dahdi.config import DEFAULT_PATH, SystemConf
@@ -41,6 +41,7 @@ from uascall.dahdi.pri_call import (
     CallCleared,
     CallConnected,
     CallEvent,
+    CallProgress,
     CallState,
     PriCall,
 )
@@ -101,9 +102,19 @@ class BChannelPort(MediaPort):
     def write(self, frame: bytes) -> bool:
         return self.channel.write_frame(frame) == len(frame)
 
+    def flush(self) -> None:
+        self.channel.flush(abi.DAHDI_FLUSH_WRITE)
+
 
 class PriLeg(CallLeg):
-    """A PRI call as a channel leg (engine thread only)."""
+    """A PRI call as a channel leg (engine thread only).
+
+    Its receive path is the B-channel: once the B-channel is open (early media, the
+    answer), every 20 ms block the span reads from it goes to :meth:`_received`. A leg
+    that is listened to opens its B-channel as soon as there is audio to hear: at the
+    answer, with early media, or when the far end of an outgoing call says it plays
+    something in band (progress indicator #1 or #8).
+    """
 
     def __init__(self, call: PriCall) -> None:
         self.call = call
@@ -113,6 +124,7 @@ class PriLeg(CallLeg):
         self.early_media = False
         self._port: BChannelPort | None = None
         call.listeners.append(self._on_call_event)
+        call.on_media(self._on_block)
 
     def describe(self) -> str:
         call = self.call
@@ -142,6 +154,7 @@ class PriLeg(CallLeg):
 
     def answer(self, codecs: list[str] | None = None) -> None:
         self.call.answer()
+        self._open_to_listen()  # the caller's audio comes through from the CONNECT on
 
     def release(self, cause: Cause, raw_cause: str | None = None) -> Cause | None:
         if raw_cause is not None:
@@ -162,11 +175,32 @@ class PriLeg(CallLeg):
             self._port = BChannelPort(self.call.open_media(), self.call.law)
         return self._port
 
+    def listen(self, receiver: Callable[[bytes, str], None] | None) -> None:
+        super().listen(receiver)
+        call = self.call
+        if receiver is not None and (self.early_media or call.inband or call.state in (
+                CallState.CONNECTING, CallState.CONNECTED)):
+            self._open_to_listen()
+
+    def _open_to_listen(self) -> None:
+        if self._receiver is not None and self._port is None and self.call.live:
+            try:
+                self.media()
+            except (OSError, Error) as exc:
+                log.warning("%s: the B-channel did not open to listen: %s", self.describe(),
+                            exc)
+
+    def _on_block(self, block: bytes) -> None:
+        self._received(block, self.call.law)
+
     def _on_call_event(self, call: PriCall, event: CallEvent) -> None:
         translated: LegEvent | None = None
         if isinstance(event, CallConnected):
+            self._open_to_listen()
             translated = LegAnswered()
-        elif isinstance(event, CallAlerting):
+        elif isinstance(event, CallProgress | CallAlerting) and event.inband:
+            self._open_to_listen()  # the far end plays ringback or an announcement
+        if isinstance(event, CallAlerting):
             translated = LegAlerting(event.inband)
         elif isinstance(event, CallCleared):
             self._port = None

@@ -193,20 +193,32 @@ class PlayableMedia:
     def _contained(self, *, strict: bool) -> Path:
         """The resolved file path, refused unless it lies inside the resolved media dir."""
         assert self._file is not None
-        if os.path.isabs(self._file):
-            raise Error(f"media file {self._file!r} is an absolute path; expected a name "
-                        f"relative to the media directory {str(self._dir)!r}")
-        directory = self._dir.resolve()
-        try:
-            path = (directory / self._file).resolve(strict=strict)
-        except FileNotFoundError:
-            raise Error(f"media file {self._describe()} does not exist") from None
-        except (OSError, RuntimeError, ValueError) as e:  # a symlink loop; a NUL in the name
-            raise Error(f"media file {self._describe()} cannot be resolved: {e}") from None
-        if not path.is_relative_to(directory):
-            raise Error(f"media file {self._describe()} leads outside the media directory "
-                        f"(to {str(path)!r}); expected a file inside it")
-        return path
+        return media_path(self._dir, self._file, strict=strict)
+
+
+def media_path(directory: str | os.PathLike[str], name: str, *, strict: bool) -> Path:
+    """``name`` resolved inside the media directory ``directory``, which it may not leave
+    (by an absolute path, ``..`` or a symlink). ``strict``: it must exist. Raises Error
+    naming both otherwise."""
+    base = Path(directory).absolute()
+    describe = f"{name!r} in media directory {str(base)!r}"
+    if not isinstance(name, str) or not name:
+        raise Error(f"media file {name!r}: expected a file name relative to the media "
+                    f"directory {str(base)!r}")
+    if os.path.isabs(name):
+        raise Error(f"media file {name!r} is an absolute path; expected a name "
+                    f"relative to the media directory {str(base)!r}")
+    directory = base.resolve()
+    try:
+        path = (directory / name).resolve(strict=strict)
+    except FileNotFoundError:
+        raise Error(f"media file {describe} does not exist") from None
+    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop; a NUL in the name
+        raise Error(f"media file {describe} cannot be resolved: {e}") from None
+    if not path.is_relative_to(directory):
+        raise Error(f"media file {describe} leads outside the media directory "
+                    f"(to {str(path)!r}); expected a file inside it")
+    return path
 
 
 def _law(law: str) -> str:

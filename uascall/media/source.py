@@ -52,6 +52,10 @@ class BufferSource(FrameSource):
         """Samples played so far."""
         return self._position
 
+    def remaining(self) -> bytes:
+        """What a one-pass source has still to play."""
+        return b"" if self._loop else self._samples[self._position:]
+
     def next_frame(self) -> bytes | None:
         samples, size = self._samples, len(self._samples)
         if self._loop:

@@ -334,8 +334,14 @@ def serialize_wav(samples: array.array | list[int], rate: int, encoding: str = "
                             f"{channels} channels")
     samples = samples if isinstance(samples, array.array) and samples.typecode == "h" \
         else array.array("h", samples)
-    tag, width = ENCODINGS[encoding]
     data = _encode(samples, encoding)
+    return _header(encoding, rate, channels, len(data)) + data + (b"\x00" if len(data) & 1 else b"")
+
+
+def _header(encoding: str, rate: int, channels: int, data_size: int) -> bytes:
+    """Everything of a WAV file before its samples, for ``data_size`` bytes of them (the
+    data chunk last, so that a file can grow at its end)."""
+    tag, width = ENCODINGS[encoding]
     block_align = width * channels
     header = (rate * block_align, block_align, width * 8)
     if width > 2:
@@ -349,10 +355,10 @@ def serialize_wav(samples: array.array | list[int], rate: int, encoding: str = "
         fmt = _FMT.pack(tag, channels, rate, *header)
     chunks = [_chunk(b"fmt ", fmt)]
     if tag != WAVE_FORMAT_PCM:
-        chunks.append(_chunk(b"fact", struct.pack("<I", len(samples) // channels)))
-    chunks.append(_chunk(b"data", data))
-    body = b"".join(chunks)
-    return _RIFF_HEADER.pack(b"RIFF", 4 + len(body), b"WAVE") + body
+        chunks.append(_chunk(b"fact", struct.pack("<I", data_size // block_align)))
+    chunks.append(_CHUNK_HEADER.pack(b"data", data_size))
+    body_size = sum(len(chunk) for chunk in chunks) + data_size + (data_size & 1)
+    return _RIFF_HEADER.pack(b"RIFF", 4 + body_size, b"WAVE") + b"".join(chunks)
 
 
 def _chunk(chunk_id: bytes, body: bytes) -> bytes:
@@ -402,3 +408,68 @@ def write_wav(target: str | os.PathLike[str] | BinaryIO, samples: array.array | 
             f.write(data)
     except OSError as e:
         raise Error(f"{name}: cannot write: {e.strerror or e}") from e
+
+
+class WavWriter:
+    """A mono WAV file written as it grows: :meth:`write` appends encoded bytes and
+    rewrites the header's sizes, so the file is complete and valid after every write
+    (a recording cut short by anything, a crash included, is readable up to the last
+    write); :meth:`close` adds the pad byte an odd-sized data chunk needs.
+
+    ``encoding`` is "alaw", "ulaw" or "pcm16" (bytes as they go in the file: G.711
+    codes, or little-endian s16). Raises :class:`~uascall.errors.Error` naming the file
+    when it cannot be created or written.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], encoding: str, rate: int = 8000) -> None:
+        if encoding not in ("alaw", "ulaw", "pcm16"):
+            raise ArgumentError(f"WAV encoding {encoding!r}; expected 'alaw', 'ulaw' or "
+                                "'pcm16'")
+        self.path = os.fspath(path)
+        self.encoding = encoding
+        self.rate = rate
+        self.data_size = 0
+        self._width = ENCODINGS[encoding][1]
+        self._file: BinaryIO | None = None
+        try:
+            self._file = open(self.path, "wb")
+            self._file.write(_header(encoding, rate, 1, 0))
+            self._file.flush()
+        except OSError as e:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            raise Error(f"{self.path}: cannot write: {e.strerror or e}") from e
+
+    @property
+    def samples(self) -> int:
+        return self.data_size // self._width
+
+    def write(self, data: bytes) -> None:
+        file = self._file
+        if file is None:
+            raise Error(f"{self.path}: written after close()")
+        if not data:
+            return
+        try:
+            file.seek(0, os.SEEK_END)
+            file.write(data)
+            self.data_size += len(data)
+            file.seek(0)
+            file.write(_header(self.encoding, self.rate, 1, self.data_size))
+            file.flush()
+        except OSError as e:
+            raise Error(f"{self.path}: cannot write: {e.strerror or e}") from e
+
+    def close(self) -> None:
+        """Finish the file (idempotent)."""
+        file, self._file = self._file, None
+        if file is None:
+            return
+        try:
+            if self.data_size & 1:
+                file.seek(0, os.SEEK_END)
+                file.write(b"\x00")
+            file.close()
+        except OSError as e:
+            raise Error(f"{self.path}: cannot write: {e.strerror or e}") from e

@@ -9,7 +9,10 @@ between them is genuine Q.921/Q.931 that libpri produced and accepted.
 
 :class:`FarEnd` places calls from the exchange side and records, frame by frame, what each
 caller hears on its B-channel: the in-band ringback, announcement or conversation an
-application plays.
+application plays. Its callers also talk: :meth:`FarEndCall.send` plays audio in band
+towards the application (:meth:`FarEndCall.press` a keypad's DTMF, :meth:`FarEndCall.say`
+a tone or speech), paced as a line carries it, and :attr:`FarEndCall.echo` sends back
+what it hears, as a far end with a poor hybrid or a phone on speaker would.
 """
 
 from __future__ import annotations
@@ -19,11 +22,15 @@ import logging
 from collections.abc import Callable
 
 from uascall.dahdi import libpri
+from uascall.dahdi.backend import BChannelPort
 from uascall.dahdi.config import SystemConf
 from uascall.dahdi.device import DeviceIO
 from uascall.dahdi.pri import CallCleared, CallEvent, PriCall, PriSpan
 from uascall.engine import Engine
 from uascall.media import g711
+from uascall.media.dtmf import dtmf_samples
+from uascall.media.player import MediaClock, Player
+from uascall.media.source import BufferSource
 from uascall.sim.kernel import SimKernel
 from uascall.sim.model import SPAN_KINDS
 from uascall.sim.wiretap import WireTap
@@ -144,16 +151,23 @@ class PriLoop:
 class FarEndCall:
     """A call the exchange placed, and everything its caller heard (engine thread)."""
 
-    def __init__(self, call: PriCall, *, record: bool) -> None:
+    def __init__(self, call: PriCall, *, record: bool, clock: MediaClock | None = None
+                 ) -> None:
         self.call = call
         self.events: list[tuple[float, CallEvent]] = []
         #: the law bytes that reached the caller's B-channel, from SETUP on
         self.heard = bytearray()
+        #: (engine time, len(heard) after it) for each block: when each byte arrived
+        self.heard_at: list[tuple[float, int]] = []
         self.record = record
+        #: send back what is heard (an echo, as a far end with a poor hybrid would)
+        self.echo = False
+        self._clock = clock
+        self._player: Player | None = None
         call.listeners.append(self._on_event)
         if record:
             call.open_media()
-            call.on_media(self.heard.extend)
+            call.on_media(self._heard)
 
     @property
     def law(self) -> str:
@@ -167,8 +181,57 @@ class FarEndCall:
         """What the caller heard, as 8 kHz s16 samples."""
         return g711.codec(self.call.law).decode(bytes(self.heard))
 
+    def time_heard(self, index: int) -> float:
+        """When byte ``index`` of :attr:`heard` arrived (its block's arrival, less the
+        bytes after it in the block)."""
+        for at, end in self.heard_at:
+            if end > index:
+                return at - (end - 1 - index) / g711.SAMPLE_RATE
+        raise IndexError(f"byte {index} of what the caller heard has not arrived")
+
     def hangup(self, cause: int = libpri.PRI_CAUSE_NORMAL_CLEARING) -> None:
         self.call.hangup(cause)
+
+    # ------------------------------------------------------------------ talking
+    def send(self, data: bytes) -> float:
+        """Play ``data`` (law bytes) in band towards the application, paced at 8000
+        bytes a second, after what is still playing; returns the engine time it starts
+        at (now, when nothing else plays)."""
+        if self._clock is None:
+            raise RuntimeError("this far end has no media clock to pace what it sends")
+        media = self.call.open_media()
+        if self._player is None:
+            self._player = Player(self._clock, BChannelPort(media, self.law),
+                                  name=f"far end B{self.call.chanpos}")
+        queued = bytes(self._pending_bytes()) + data
+        self._player.play(BufferSource(queued, self.law))
+        return self.call.span.engine.time()
+
+    def _pending_bytes(self) -> bytes:
+        source = self._player._source if self._player is not None else None
+        if isinstance(source, BufferSource) and source.duration is not None:
+            return source.remaining()
+        return b""
+
+    def press(self, digits: str, *, on_ms: float = 80, off_ms: float = 80,
+              level_dbm0: float = -9.0, lead_ms: float = 0.0) -> float:
+        """Press keys: their DTMF in band (``lead_ms`` of silence first); returns when
+        the first tone starts, in engine time."""
+        codec = g711.codec(self.law)
+        tones = dtmf_samples(digits, on_ms=on_ms, off_ms=off_ms, low_dbm0=level_dbm0,
+                             high_dbm0=level_dbm0 + 2.0, law=self.law)
+        lead = codec.silence_frame[:1] * round(lead_ms * 8)
+        return self.send(lead + codec.encode(tones)) + lead_ms / 1000.0
+
+    def say(self, samples: array.array | list[int]) -> float:
+        """Send s16 samples (speech, a tone) in band; returns when they start."""
+        return self.send(g711.codec(self.law).encode(samples))
+
+    def _heard(self, block: bytes) -> None:
+        self.heard.extend(block)
+        self.heard_at.append((self.call.span.engine.time(), len(self.heard)))
+        if self.echo and self.call.media is not None and self.call.live:
+            self.call.media.write_frame(block)
 
     def _on_event(self, call: PriCall, event: CallEvent) -> None:
         self.events.append((call.span.engine.time(), event))
@@ -192,11 +255,13 @@ class FarEnd:
         self.answer_after: float | None = 1.0
         self.reject_cause: int | None = None
         self.inband = False
+        #: paces what the callers send (FarEndCall.send)
+        self.clock = MediaClock(loop.engine)
         for span in loop.net_spans:
             span.on_incoming = self._incoming
 
     def _incoming(self, call: PriCall) -> None:
-        far = FarEndCall(call, record=self.record)
+        far = FarEndCall(call, record=self.record, clock=self.clock)
         self.incoming.append(far)
         if self.reject_cause is not None:
             call.hangup(self.reject_cause)
@@ -215,7 +280,7 @@ class FarEnd:
         """Engine thread: SETUP from the exchange on net span ``span`` (0: the first)."""
         call = self.loop.net_spans[span].call(called, calling=calling,
                                               calling_name=calling_name)
-        far = FarEndCall(call, record=self.record)
+        far = FarEndCall(call, record=self.record, clock=self.clock)
         self.calls.append(far)
         if self.on_call is not None:
             self.on_call(far)

@@ -23,6 +23,11 @@ Options (``uascall.open_backend("sip", engine, **options)``):
 ``rtp_timeout``
     seconds without RTP from the far end after which an answered call is ended with BYE
     (its BYE was lost); default 60, 0 turns it off.
+``symmetric_rtp``
+    RTP is taken only from the address and port the far end's SDP gave. With True (far
+    ends behind NAT, whose SDP names an address they are not seen at), the first source
+    heard is taken instead, once per call, and RTP is sent back there (RFC 4961).
+    Default False.
 ``max_setups`` / ``max_lag`` / ``retry_after``
     overload control: new INVITEs get 503 with ``Retry-After: retry_after`` while
     ``max_setups`` calls (2000) are ringing unanswered or the engine runs ``max_lag`` seconds
@@ -74,15 +79,16 @@ class SipBackend(Backend):
     def __init__(self, engine: Engine, *, listen: str | Sequence[str] = "127.0.0.1:5060",
                  allow: Sequence[str] = LOOPBACK, codecs: str | Sequence[str] = "g711a;g711u",
                  rtp_ports: tuple[int, int] = (16384, 32767), rtp_timeout: float = 60.0,
-                 max_setups: int = 2000, max_lag: float = MAX_LAG, retry_after: int = 5,
+                 symmetric_rtp: bool = False, max_setups: int = 2000,
+                 max_lag: float = MAX_LAG, retry_after: int = 5,
                  max_message_size: int = 16384, outbound: str | None = None,
                  timers: Timers = DEFAULT_TIMERS, **unknown: Any) -> None:
         super().__init__(engine)
         if unknown:
             raise ArgumentError(f"sip backend: unknown option(s) {', '.join(sorted(unknown))};"
                                 " expected listen, allow, codecs, rtp_ports, rtp_timeout, "
-                                "max_setups, max_lag, retry_after, max_message_size, "
-                                "outbound, timers")
+                                "symmetric_rtp, max_setups, max_lag, retry_after, "
+                                "max_message_size, outbound, timers")
         listens = [listen] if isinstance(listen, str) else list(listen)
         if not listens:
             raise ArgumentError("sip backend: listen is empty; expected at least one "
@@ -90,7 +96,8 @@ class SipBackend(Backend):
         self.settings = SipSettings(
             listen=[parse_hostport(text, 5060) for text in listens], allow=tuple(allow),
             codecs=_codec_list(codecs), rtp_ports=tuple(rtp_ports),  # type: ignore[arg-type]
-            rtp_timeout=float(rtp_timeout), max_message_size=int(max_message_size),
+            rtp_timeout=float(rtp_timeout), symmetric_rtp=bool(symmetric_rtp),
+            max_message_size=int(max_message_size),
             max_setups=int(max_setups), max_lag=float(max_lag), retry_after=int(retry_after),
             timers=timers)
         self.outbound = parse_hostport(outbound, 5060) if outbound else None

@@ -555,7 +555,15 @@ class SipCall(CallLeg):
 
     def _wire_stream(self) -> None:
         assert self.stream is not None
-        self.stream.on_digit = lambda digit: self._emit(LegDigit(digit))
+        self.stream.on_digit = self._heard_digit
+        self.stream.on_audio = self._heard
+
+    def _heard(self, block: bytes) -> None:
+        if self.stream is not None:
+            self._received(block, self.stream.law)
+
+    def _heard_digit(self, digit: str, ended: bool) -> None:
+        self._emit(LegDigit(digit, ended))
 
     def _open_media(self) -> None:
         if self.stream is not None and self.negotiated is not None:

@@ -12,10 +12,18 @@ keeps to a fixed 20 ms grid on the engine clock; a tick that runs late sends one
 per stream, not a burst, and is counted in :attr:`RtpTicker.late_ticks` (more than 5 ms
 late), which the benchmark reads.
 
-Incoming packets are read when the socket is readable: telephone-events (RFC 4733) become
-digits through :class:`~uascall.sip.rtp.DtmfReceiver`, audio payloads go to an optional
-tap (tests and recorders), and every packet from the far end refreshes the time of the
-last one heard, which the call's RTP-inactivity timer checks.
+Incoming packets are read when the socket is readable, and only from the far end: the
+address and port its SDP gave, or, with ``symmetric`` (for far ends behind NAT, whose SDP
+names an address they cannot be reached at), the first source heard, once; anything else
+is dropped and counted, so a stranger cannot inject audio or digits. Telephone-events
+(RFC 4733) become key presses through :class:`~uascall.sip.rtp.DtmfReceiver`; audio goes
+through a :class:`~uascall.sip.jitter.JitterBuffer` to ``on_audio``, the call's receive
+path; every packet from the far end refreshes the time of the last one heard, which the
+call's RTP-inactivity timer checks.
+
+Out of band DTMF (:meth:`RtpStream.send_digit`) takes the place of the audio on the
+ticker's grid while it lasts: one telephone-event packet per 20 ms, the end packet three
+times, in the audio's own numbering (RFC 4733 2.5).
 """
 
 from __future__ import annotations
@@ -30,9 +38,10 @@ from uascall.engine import Engine, TimerHandle
 from uascall.errors import Error
 from uascall.media import g711
 from uascall.media.source import FRAME_SECONDS
+from uascall.sip.jitter import JitterBuffer
 from uascall.sip.rtp import DtmfReceiver, RtpError, RtpPacket, RtpSender
 from uascall.sip.sdp import Negotiated
-from uascall.sip.transport import Address, IPNetwork, TransportError, UdpEndpoint
+from uascall.sip.transport import Address, IPNetwork, TransportError, UdpEndpoint, same_address
 
 log = logging.getLogger(__name__)
 
@@ -91,28 +100,37 @@ class RtpStream(MediaPort):
     """One call's RTP: the socket, the outgoing queue, DTMF and the last time heard."""
 
     def __init__(self, engine: Engine, ticker: RtpTicker, endpoint_address: Address, *,
-                 allow: list[IPNetwork] | None, name: str) -> None:
+                 allow: list[IPNetwork] | None, name: str, symmetric: bool = False) -> None:
         self.engine = engine
         self.ticker = ticker
         self.name = name
+        self.symmetric = symmetric
         self.endpoint = UdpEndpoint(engine, endpoint_address, self._received, allow=allow,
                                     max_size=2048, name=name)
         self.local: Address = self.endpoint.address
         self.law = "ulaw"
         self.remote: Address | None = None
+        #: where RTP is taken from: the far end's SDP address, or the source latched once
+        self.peer: Address | None = None
+        self._latched = False
+        self._sdp_peer: Address | None = None
         self._sender: RtpSender | None = None
         self._silence = b""
         self._queue: collections.deque[bytes] = collections.deque()
+        self._events: collections.deque[list[bytes]] = collections.deque()  # per tick
         self._dtmf: DtmfReceiver | None = None
+        self._jitter: JitterBuffer | None = None
         self._pt = -1
         self.sending = False
-        #: called with each digit received as a telephone-event
-        self.on_digit: Callable[[str], None] | None = None
-        #: called with each audio payload received (tests, recorders)
+        #: called with (digit, ended) as a telephone-event's key goes down, then up
+        self.on_digit: Callable[[str, bool], None] | None = None
+        #: the receive path: called with the far end's audio, in order, gaps filled
         self.on_audio: Callable[[bytes], None] | None = None
         self.last_heard: float | None = None
         self.packets_sent = 0
         self.packets_received = 0
+        #: packets dropped for coming from elsewhere than the far end's media address
+        self.packets_refused = 0
         self.underruns = 0
 
     def __repr__(self) -> str:
@@ -121,14 +139,25 @@ class RtpStream(MediaPort):
     def open(self, negotiated: Negotiated) -> None:
         """*Engine thread*: apply what offer/answer agreed and start receiving (and
         sending, unless the far end is on hold or must not be sent to)."""
-        self.law = negotiated.law
-        self.remote = negotiated.remote
+        if self._latched and same_address(negotiated.peer, self._sdp_peer):
+            pass  # the same offer again: the latched source stays
+        else:
+            self.peer, self._latched = negotiated.peer, False
+            self.remote = negotiated.remote
+        self._sdp_peer = negotiated.peer
         if self._sender is None or self._pt != negotiated.payload_type:
             self._sender = RtpSender(negotiated.payload_type)
             self._pt = negotiated.payload_type
-        self._silence = g711.codec(self.law).silence_frame
+        codec = g711.codec(negotiated.law)
+        if self._jitter is None or negotiated.law != self.law:
+            self._jitter = JitterBuffer(codec.silence)
+        self.law = negotiated.law
+        self._silence = codec.silence_frame
         te = negotiated.telephone_event
-        self._dtmf = DtmfReceiver(te) if te is not None else None
+        if te is None:
+            self._dtmf = None
+        elif self._dtmf is None or self._dtmf.payload_type != te:
+            self._dtmf = DtmfReceiver(te)
         self.endpoint.start()
         if self.last_heard is None:
             self.last_heard = self.engine.time()
@@ -145,6 +174,7 @@ class RtpStream(MediaPort):
         self.sending = False
         self.ticker.remove(self)
         self._queue.clear()
+        self._events.clear()
         self.endpoint.close()
 
     @property
@@ -160,9 +190,41 @@ class RtpStream(MediaPort):
         self._queue.append(frame)
         return True
 
+    def flush(self) -> None:
+        self._queue.clear()
+
+    @property
+    def telephone_events(self) -> bool:  # type: ignore[override]
+        return self._dtmf is not None and self.remote is not None
+
+    def send_digit(self, digit: str, duration_ms: int) -> None:
+        """Send ``digit`` as RFC 4733 telephone-events from the next tick on."""
+        if self._dtmf is None or self._sender is None:
+            super().send_digit(digit, duration_ms)
+        assert self._dtmf is not None and self._sender is not None
+        packets = self._sender.event_packets(digit, duration_ms,
+                                             telephone_event_pt=self._dtmf.payload_type)
+        # one packet per frame time, the last three (the end, twice repeated) together
+        self._events.extend([packet] for packet in packets[:-3])
+        self._events.append(packets[-3:])
+
+    @property
+    def sending_digit(self) -> bool:
+        """Whether telephone-events are still to go out."""
+        return bool(self._events)
+
     def _send_next(self) -> None:
+        if self._jitter is not None and self._jitter.waiting:
+            self._deliver(self._jitter.expire(self.engine.time()))
         sender, remote = self._sender, self.remote
         if sender is None or remote is None:
+            return
+        if self._events:
+            for packet in self._events.popleft():
+                if self.endpoint.send(packet, remote):
+                    self.packets_sent += 1
+            if self._queue:
+                self._queue.popleft()  # the event takes this frame's place
             return
         if self._queue:
             frame = self._queue.popleft()
@@ -174,21 +236,52 @@ class RtpStream(MediaPort):
 
     # ------------------------------------------------------------------ receiving
     def _received(self, data: bytes, source: Address) -> None:
+        if not self._from_far_end(source):
+            return
         try:
             packet = RtpPacket.parse(data)
         except RtpError as exc:
             log.debug("%s: not RTP from %s: %s", self.name, source, exc)
             return
         self.packets_received += 1
-        self.last_heard = self.engine.time()
+        now = self.last_heard = self.engine.time()
         dtmf = self._dtmf
         if dtmf is not None and packet.payload_type == dtmf.payload_type:
-            digit = dtmf.feed(packet)
-            if digit is not None and self.on_digit is not None:
-                self.on_digit(digit)
+            down, up = dtmf.receive(packet)
+            if self.on_digit is not None:
+                if down is not None:
+                    self.on_digit(down, False)
+                if up is not None:
+                    self.on_digit(up, True)
             return
-        if packet.payload_type == self._pt and self.on_audio is not None:
-            self.on_audio(packet.payload)
+        if packet.payload_type == self._pt and self._jitter is not None:
+            self._deliver(self._jitter.push(packet, now))
+
+    def _deliver(self, blocks: list[bytes]) -> None:
+        on_audio = self.on_audio
+        if on_audio is not None:
+            for block in blocks:
+                on_audio(block)
+
+    def _from_far_end(self, source: Address) -> bool:
+        peer = self.peer
+        if peer is not None and same_address(source, peer):
+            return True
+        if self.symmetric and not self._latched:
+            # RFC 4961's symmetric RTP behind a NAT: the far end's packets come from where
+            # its SDP cannot say; the first source heard is taken, once, and answered
+            log.info("%s: RTP from %s, not %s as its SDP said: taking it (symmetric RTP)",
+                     self.name, source, peer)
+            self.peer = source
+            if self.remote is not None:
+                self.remote = source
+            self._latched = True
+            return True
+        self.packets_refused += 1
+        if self.packets_refused in (1, 100, 10000):
+            log.warning("%s: RTP from %s refused (%d so far); expected it from %s",
+                        self.name, source, self.packets_refused, peer)
+        return False
 
 
 class RtpPorts:
@@ -202,14 +295,15 @@ class RtpPorts:
         self.last = last
 
     def open(self, engine: Engine, ticker: RtpTicker, host: str, *,
-             allow: list[IPNetwork] | None, name: str) -> RtpStream:
+             allow: list[IPNetwork] | None, name: str, symmetric: bool = False) -> RtpStream:
         """A stream bound to a free even port on ``host`` (tries random ports first)."""
         span = (self.last - self.first) // 2 + 1
         start = random.randrange(span)
         for attempt in range(min(span, 64)):
             port = self.first + 2 * ((start + attempt * 7919) % span)
             try:
-                return RtpStream(engine, ticker, (host, port), allow=allow, name=name)
+                return RtpStream(engine, ticker, (host, port), allow=allow, name=name,
+                                 symmetric=symmetric)
             except TransportError:
                 continue
         raise TransportError(f"{name}: no free RTP port in {self.first}-{self.last} on "

@@ -219,22 +219,30 @@ class DtmfReceiver:
 
     def feed(self, packet: RtpPacket) -> str | None:
         """The digit when *packet* starts a new DTMF event, else None. Never raises."""
+        return self.receive(packet)[0]
+
+    def receive(self, packet: RtpPacket) -> tuple[str | None, str | None]:
+        """(the digit whose key went down, the digit whose key came up) with *packet*:
+        each at most once per event (the up only for an event whose end packet arrives).
+        Never raises."""
         if packet.payload_type != self.payload_type:
-            return None
+            return None, None
         try:
             event = TelephoneEvent.parse(packet.payload)
         except RtpError as exc:
             log.debug("ignoring telephone-event packet seq %d: %s", packet.sequence, exc)
-            return None
+            return None, None
         timestamp = packet.timestamp
         if packet.ssrc == self._ssrc:
             delta = (timestamp - self._timestamp) % _TIMESTAMP_MOD
             if delta == 0:
-                self._ended = self._ended or event.end
                 self._duration = max(self._duration, event.duration)
-                return None
+                if event.end and not self._ended:
+                    self._ended = True
+                    return None, self._digit()
+                return None, None
             if delta >= _HALF_TIMESTAMP:
-                return None  # an event older than the latest: reordered or long delayed
+                return None, None  # an event older than the latest: reordered or long delayed
             if (
                 delta == _MAX_EVENT_DURATION
                 and event.event == self._event
@@ -244,16 +252,18 @@ class DtmfReceiver:
                 self._timestamp = timestamp
                 self._ended = event.end
                 self._duration = event.duration
-                return None
+                return None, self._digit() if event.end else None
         # a new source (first packet, or the far end restarted its stream) or a new event
         self._ssrc = packet.ssrc
         self._timestamp = timestamp
         self._event = event.event
         self._ended = event.end
         self._duration = event.duration
-        if event.event >= len(EVENT_DIGITS):
-            return None
-        return EVENT_DIGITS[event.event]
+        digit = self._digit()
+        return digit, digit if event.end else None
+
+    def _digit(self) -> str | None:
+        return EVENT_DIGITS[self._event] if 0 <= self._event < len(EVENT_DIGITS) else None
 
 
 class RtpSender:

@@ -426,6 +426,9 @@ class Negotiated:
     remote: tuple[str, int] | None
     direction: str  # OUR direction: "sendrecv", "sendonly", "recvonly", "inactive"
     ptime: int = DEFAULT_PTIME
+    # where the far end said its RTP is (address, port), whatever the direction: where it
+    # sends from as well, with symmetric RTP (RFC 4961); None if it gave no usable address
+    peer: tuple[str, int] | None = None
 
 
 def _our_codecs(codecs: Sequence[str]) -> list[tuple[str, int, str]]:
@@ -448,12 +451,14 @@ def _addrtype(address: str) -> str:
     return "IP6" if ":" in address else "IP4"
 
 
-def _remote(address: tuple[str, str] | None, port: int, direction: str) -> tuple[str, int] | None:
+def _peer(address: tuple[str, str] | None, port: int) -> tuple[str, int] | None:
     if address is None or port == 0 or address[1] in _UNSPECIFIED:
         return None
-    if not _DIRECTION_FLAGS[direction][0]:
-        return None
     return address[1], port
+
+
+def _remote(peer: tuple[str, int] | None, direction: str) -> tuple[str, int] | None:
+    return peer if _DIRECTION_FLAGS[direction][0] else None
 
 
 def _find_telephone_event(codecs: list[Codec], clock_rate: int = 8000) -> Codec | None:
@@ -556,13 +561,15 @@ def answer_offer(
         media=answer_media,
     )
     law = next(law for encoding, _, law in ours if chosen.is_named(encoding))
+    peer = _peer(offer.connection_for(offered_media), offered_media.port)
     negotiated = Negotiated(
         law=law,
         payload_type=chosen.payload_type,
         telephone_event=event.payload_type if event is not None else None,
-        remote=_remote(offer.connection_for(offered_media), offered_media.port, direction),
+        remote=_remote(peer, direction),
         direction=direction,
         ptime=ptime or DEFAULT_PTIME,
+        peer=peer,
     )
     return answer, negotiated
 
@@ -659,13 +666,15 @@ def read_answer(offer: SessionDescription, answer: SessionDescription) -> Negoti
         offered_send, offered_recv = _DIRECTION_FLAGS[offered_direction]
         allowed_send, allowed_recv = _DIRECTION_FLAGS[_MIRROR[answered_direction]]
         direction = _FLAGS_DIRECTION[(offered_send and allowed_send, offered_recv and allowed_recv)]
+        peer = _peer(answer.connection_for(theirs), theirs.port)
         return Negotiated(
             law=law,
             payload_type=codec.payload_type,
             telephone_event=event,
-            remote=_remote(answer.connection_for(theirs), theirs.port, direction),
+            remote=_remote(peer, direction),
             direction=direction,
             ptime=theirs.ptime or ours.ptime or DEFAULT_PTIME,
+            peer=peer,
         )
     raise NoCommonCodec(
         f"SDP answer accepted no audio stream we offered G.711 on: answer "

@@ -87,6 +87,27 @@ def parse_hostport(text: str, default_port: int = 5060) -> Address:
     return host, int(port_text)
 
 
+def same_address(a: Address | None, b: Address | None) -> bool:
+    """Whether two (host, port) pairs name the same transport address: IP addresses are
+    compared as addresses (``::ffff:192.0.2.1`` is ``192.0.2.1``, ``::1`` is
+    ``0:0::1``), names as written."""
+    if a is None or b is None:
+        return a is b
+    if a[1] != b[1]:
+        return False
+    return a[0] == b[0] or _ip_key(a[0]) == _ip_key(b[0])
+
+
+def _ip_key(host: str) -> object:
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host.lower()
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 def format_hostport(address: Address) -> str:
     """(host, port) → ``host:port`` with IPv6 hosts in brackets."""
     host, port = address

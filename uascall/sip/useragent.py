@@ -112,6 +112,7 @@ class SipSettings:
     codecs: tuple[str, ...] = ("g711a", "g711u")
     rtp_ports: tuple[int, int] = (16384, 32767)
     rtp_timeout: float = 60.0
+    symmetric_rtp: bool = False
     max_message_size: int = 16384
     max_setups: int = 2000
     max_lag: float = MAX_LAG
@@ -576,7 +577,8 @@ class UserAgent:
 
     def open_stream(self, host: str, call: SipCall) -> RtpStream:
         return self.rtp_ports.open(self.engine, self.ticker, host, allow=self.allow,
-                                   name=f"rtp {call.call_id[:16]}")
+                                   name=f"rtp {call.call_id[:16]}",
+                                   symmetric=self.settings.symmetric_rtp)
 
     def media_host(self, call: SipCall) -> str:
         """Our address for a call's media: the signalling address its INVITE came in on."""
