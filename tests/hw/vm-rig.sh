@@ -365,7 +365,9 @@ boot_guest() { # boot_guest K: guest K of $jobs, in $run/guest-K
     output="file,id=output,path=$dir/command.log"
   fi
   local qemu=(
-    qemu-system-x86_64 -accel tcg -m "$mem" -smp "$smp"
+    # -cpu max: the host venv's numpy wheels need x86-64-v2 (SSE4.2, POPCNT) at least,
+    # which the default qemu64 model lacks ("Illegal instruction" in the guest)
+    qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp "$smp"
     -nodefaults -no-user-config -display none -monitor none -no-reboot
     -bios /usr/share/qemu/qboot.rom
     -kernel "$boot_dir/kernel" -initrd "$boot_dir/initramfs.cpio.gz"

@@ -9,13 +9,22 @@ can check what our user agent sent and when. Messages are built as text and pars
 from __future__ import annotations
 
 import contextlib
+import logging
+import queue
 import secrets
 import socket
+import threading
 import time
 from dataclasses import dataclass
 
+from uascall.backend import open_backend
+from uascall.channel import State, UASCallChannel
+from uascall.engine import Engine
+from uascall.media.player import MediaClock
+from uascall.media.tones import ToneManager
 from uascall.sip.message import Request, Response, parse_message
 from uascall.sip.rtp import RtpPacket, RtpSender
+from uascall.sip.transaction import Timers
 from uascall.sip.useragent import UserAgent
 
 
@@ -231,3 +240,56 @@ def _describe(message: Request | Response) -> str:
     if isinstance(message, Response):
         return f"{message.status} ({message.cseq[1]})"
     return message.method
+
+
+# --------------------------------------------------------------------------- the user agent
+FAST = Timers(t1=0.05, t2=0.4, t4=0.5)
+
+
+class Uas:
+    """A SIP backend on an engine; each incoming call becomes a channel in :attr:`calls`."""
+
+    def __init__(self, **options) -> None:
+        self.engine = Engine().start()
+        self.clock = MediaClock(self.engine)
+        options.setdefault("listen", "127.0.0.1:0")
+        options.setdefault("timers", FAST)
+        self.backend = open_backend("sip", self.engine, **options)
+        self.calls: queue.Queue[UASCallChannel] = queue.Queue()
+        self.backend.on_incoming = self._incoming
+        self.engine.run(self.backend.start)
+
+    def _incoming(self, leg) -> None:
+        channel = UASCallChannel(self.engine, leg, media_clock=self.clock)
+        channel.create_tone_player(ToneManager(logging.getLogger("tones")))
+        self.calls.put(channel)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.backend.addresses[0]
+
+    def channel(self, timeout: float = 5.0) -> UASCallChannel:
+        return self.calls.get(timeout=timeout)
+
+    def close(self) -> None:
+        if self.engine.running:
+            self.engine.run(self.backend.stop)
+            self.engine.stop()
+
+
+def incoming(uas: Uas, peer: SipPeer, **invite) -> UASCallChannel:
+    peer.invite(**invite)
+    peer.expect(100)
+    return uas.channel()
+
+
+def answered(uas: Uas, peer: SipPeer) -> UASCallChannel:
+    channel = incoming(uas, peer)
+    result: list[State] = []
+    thread = threading.Thread(target=lambda: result.append(channel.answer()))
+    thread.start()
+    ok = peer.expect(200, method="INVITE")
+    peer.ack(ok)
+    thread.join(5)
+    assert result == [State.ANSWERED]
+    return channel

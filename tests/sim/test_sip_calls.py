@@ -16,50 +16,14 @@ import time
 import pytest
 
 from tests.audio import decode, dominant_frequency
-from tests.sim.sip_peer import SipPeer, held_by, sdp_formats
-from uascall.backend import Cause, open_backend
+from tests.sim.sip_peer import SipPeer, Uas, answered, held_by, incoming, sdp_formats
+from uascall.backend import Cause
 from uascall.channel import State, UASCallChannel
-from uascall.engine import Engine
 from uascall.errors import Error, Hangup
-from uascall.media.player import MediaClock
-from uascall.media.tones import ToneManager
 from uascall.sip.call import SipCall
 from uascall.sip.message import Response
-from uascall.sip.transaction import DEFAULT_TIMERS, Timers
+from uascall.sip.transaction import DEFAULT_TIMERS
 from uascall.sip.useragent import MAX_LAG
-
-FAST = Timers(t1=0.05, t2=0.4, t4=0.5)
-
-
-class Uas:
-    """A SIP backend on an engine; each incoming call becomes a channel in :attr:`calls`."""
-
-    def __init__(self, **options) -> None:
-        self.engine = Engine().start()
-        self.clock = MediaClock(self.engine)
-        options.setdefault("listen", "127.0.0.1:0")
-        options.setdefault("timers", FAST)
-        self.backend = open_backend("sip", self.engine, **options)
-        self.calls: queue.Queue[UASCallChannel] = queue.Queue()
-        self.backend.on_incoming = self._incoming
-        self.engine.run(self.backend.start)
-
-    def _incoming(self, leg) -> None:
-        channel = UASCallChannel(self.engine, leg, media_clock=self.clock)
-        channel.create_tone_player(ToneManager(logging.getLogger("tones")))
-        self.calls.put(channel)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return self.backend.addresses[0]
-
-    def channel(self, timeout: float = 5.0) -> UASCallChannel:
-        return self.calls.get(timeout=timeout)
-
-    def close(self) -> None:
-        if self.engine.running:
-            self.engine.run(self.backend.stop)
-            self.engine.stop()
 
 
 @pytest.fixture
@@ -74,24 +38,6 @@ def peer(uas):
     caller = SipPeer(uas.address)
     yield caller
     caller.close()
-
-
-def incoming(uas: Uas, peer: SipPeer, **invite) -> UASCallChannel:
-    peer.invite(**invite)
-    peer.expect(100)
-    return uas.channel()
-
-
-def answered(uas: Uas, peer: SipPeer) -> UASCallChannel:
-    channel = incoming(uas, peer)
-    result: list[State] = []
-    thread = threading.Thread(target=lambda: result.append(channel.answer()))
-    thread.start()
-    ok = peer.expect(200, method="INVITE")
-    peer.ack(ok)
-    thread.join(5)
-    assert result == [State.ANSWERED]
-    return channel
 
 
 # ---------------------------------------------------------------------- ringing

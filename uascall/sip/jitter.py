@@ -18,6 +18,9 @@ whatever the network did to the packets on the way:
   (silence suppression), but never more than the time that really passed (the arrival
   times say) and never more than :data:`MAX_FILL` seconds at once, so a forged timestamp
   cannot make a recording grow.
+* **Packets of the stream that carry no audio** (telephone-events in the audio's own
+  numbering, RFC 4733 2.5) are not missing: :meth:`JitterBuffer.skip` takes their
+  sequence numbers, and the time they stand for is silence like any other pause.
 * **A new SSRC** (the far end restarted its stream, or a media server took over) releases
   what waited for the old one and starts afresh from the new one's first packet; so does
   a jump in sequence numbers too large to be reordering (:data:`MAX_JUMP`).
@@ -62,7 +65,8 @@ class JitterBuffer:
         self._next_sequence = 0  # the sequence number released next
         self._next_timestamp = 0  # the timestamp of the next sample released
         self._last_arrival = 0.0  # when the last released packet arrived
-        self._held: dict[int, tuple[RtpPacket, float]] = {}  # sequence -> (packet, arrival)
+        # sequence -> (packet, arrival, whether its payload is audio)
+        self._held: dict[int, tuple[RtpPacket, float, bool]] = {}
         self.released = 0
         self.lost = 0
         self.late = 0
@@ -75,8 +79,18 @@ class JitterBuffer:
         return len(self._held)
 
     def push(self, packet: RtpPacket, now: float) -> list[bytes]:
-        """Take one received packet (the stream's audio payload type only)."""
+        """Take one received packet of the stream's audio payload type."""
+        return self._take(packet, now, True)
+
+    def skip(self, packet: RtpPacket, now: float) -> list[bytes]:
+        """Take one received packet of the stream that carries no audio (a
+        telephone-event): its sequence number is taken, nothing is played for it."""
+        return self._take(packet, now, False)
+
+    def _take(self, packet: RtpPacket, now: float, audio: bool) -> list[bytes]:
         out: list[bytes] = []
+        if not audio and packet.ssrc != self._ssrc:
+            return out  # events of a source of their own: nothing to do with the audio's
         if packet.ssrc != self._ssrc:
             if self._ssrc is not None:
                 log.debug("RTP SSRC changed from %#010x to %#010x", self._ssrc, packet.ssrc)
@@ -93,12 +107,12 @@ class JitterBuffer:
             self.restarts += 1
             self._drain(out)
             self._start(packet, now)
-            self._release(packet, now, out)
+            self._release(packet, now, audio, out)
         elif ahead == 0:
-            self._release(packet, now, out)
+            self._release(packet, now, audio, out)
             self._release_following(out)
         else:
-            self._held[packet.sequence] = (packet, now)
+            self._held[packet.sequence] = (packet, now, audio)
             if len(self._held) > self.depth:
                 self._give_up(out)
         self.expire(now, out)
@@ -109,7 +123,7 @@ class JitterBuffer:
         seconds for; release what that unblocks."""
         if out is None:
             out = []
-        while self._held and min(arrival for _, arrival in self._held.values()) + self.wait <= now:
+        while self._held and min(held[1] for held in self._held.values()) + self.wait <= now:
             self._give_up(out)
         return out
 
@@ -119,7 +133,11 @@ class JitterBuffer:
         self._next_timestamp = packet.timestamp
         self._last_arrival = now
 
-    def _release(self, packet: RtpPacket, arrival: float, out: list[bytes]) -> None:
+    def _release(self, packet: RtpPacket, arrival: float, audio: bool, out: list[bytes]
+                 ) -> None:
+        if not audio:
+            self._next_sequence = (packet.sequence + 1) % _SEQUENCE_MOD
+            return
         gap = (packet.timestamp - self._next_timestamp) % _TIMESTAMP_MOD
         if 0 < gap < _HALF_TIMESTAMP:
             # samples nobody sent (lost packets, silence suppression): silence, for at
@@ -138,15 +156,15 @@ class JitterBuffer:
 
     def _release_following(self, out: list[bytes]) -> None:
         while self._next_sequence in self._held:
-            packet, arrival = self._held.pop(self._next_sequence)
-            self._release(packet, arrival, out)
+            packet, arrival, audio = self._held.pop(self._next_sequence)
+            self._release(packet, arrival, audio, out)
 
     def _give_up(self, out: list[bytes]) -> None:
         """The packets missing before the first one waiting are lost: move on to it."""
         first = min(self._held, key=lambda seq: (seq - self._next_sequence) % _SEQUENCE_MOD)
         self.lost += (first - self._next_sequence) % _SEQUENCE_MOD
-        packet, arrival = self._held.pop(first)
-        self._release(packet, arrival, out)
+        packet, arrival, audio = self._held.pop(first)
+        self._release(packet, arrival, audio, out)
         self._release_following(out)
 
     def _drain(self, out: list[bytes]) -> None:

@@ -245,7 +245,7 @@ class RtpStream(MediaPort):
             return
         self.packets_received += 1
         now = self.last_heard = self.engine.time()
-        dtmf = self._dtmf
+        dtmf, jitter = self._dtmf, self._jitter
         if dtmf is not None and packet.payload_type == dtmf.payload_type:
             down, up = dtmf.receive(packet)
             if self.on_digit is not None:
@@ -253,9 +253,11 @@ class RtpStream(MediaPort):
                     self.on_digit(down, False)
                 if up is not None:
                     self.on_digit(up, True)
+            if jitter is not None:  # in the audio's numbering: not a lost audio packet
+                self._deliver(jitter.skip(packet, now))
             return
-        if packet.payload_type == self._pt and self._jitter is not None:
-            self._deliver(self._jitter.push(packet, now))
+        if packet.payload_type == self._pt and jitter is not None:
+            self._deliver(jitter.push(packet, now))
 
     def _deliver(self, blocks: list[bytes]) -> None:
         on_audio = self.on_audio
