@@ -9,6 +9,7 @@ channel 6.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import pytest
@@ -23,7 +24,9 @@ from uascall.dahdi.backend import DahdiBackend
 from uascall.dahdi.config import SystemConf
 from uascall.engine import Engine
 from uascall.media.callerid import CallerId
+from uascall.media.dtmf import dtmf_samples
 from uascall.media.player import MediaClock
+from uascall.media.wav import read_wav
 from uascall.sim.analog_farend import Exchange, Phone, analog_loop_conf
 
 from .helpers import MEDIA, T
@@ -267,3 +270,87 @@ def test_fxs_place_call_refused_while_the_phone_is_busy(lines):
     assert channel.cause() is Cause.NOCHANNELS
     assert "no idle FXS port" in channel.Details.raw_cause
     assert phone.rings == 0 and phone.count(abi.DAHDI_EVENT_RINGBEGIN) == 0
+
+
+# --------------------------------------------------------------------------- listening
+def answered_fxo(lines) -> UASCallChannel:
+    engine, exchange = lines.engine, lines.exchange
+    engine.run(exchange.ring, CALLER)
+    channel = lines.incoming()
+    assert channel.answer() is State.ANSWERED
+    assert engine.wait_until(lambda: exchange.state == "connected", T)
+    return channel
+
+
+def test_fxo_hears_the_callers_keys_and_barge_in_stops_the_prompt(lines):
+    engine, exchange = lines.engine, lines.exchange
+    channel = answered_fxo(lines)
+    engine.run(exchange.play, dtmf_samples("246#", law="ulaw"))
+    assert channel.DTMFDetector.get_digits(end="#", seconds_predigits_timeout=T,
+                                           seconds_interdigit_timeout=T) == "246"
+    prompt = PlayableMedia(text_to_say="For sales press one, for support press two.",
+                           channel=channel)
+    prompt.duration  # noqa: B018 - rendered before the clock runs
+    engine.run(engine.call_later, 0.4, exchange.play, dtmf_samples("1", law="ulaw"))
+    assert channel.FilePlayer.play(prompt, barge_in=True) is channel.FilePlayer.Cause.BARGEIN
+    assert channel.DTMFDetector.get_digits() == "1"
+    channel.hang_up()
+
+
+def test_fxo_records_the_caller_and_our_dtmf_reaches_the_exchange(lines, tmp_path):
+    engine, exchange = lines.engine, lines.exchange
+    channel = answered_fxo(lines)
+    channel.media_dir = str(tmp_path)
+    said = [round(8000 * math.sin(2 * math.pi * 800 * n / 8000)) for n in range(8000)]
+    engine.run(exchange.play, said)
+    cause = channel.FileRecorder.record("line.wav", milliseconds_max_silence=1000)
+    assert cause is channel.FileRecorder.Cause.SILENCE
+    samples = list(read_wav(tmp_path / "line.wav").samples)
+    on = [s for is_on, s in audio.on_off_segments(samples, -40, law="alaw") if is_on]
+    assert on == [pytest.approx(1.0, abs=0.05)]
+    mark = len(exchange.heard)
+    assert channel.DTMFPlayer.play("90*") is channel.DTMFPlayer.Cause.NORMAL
+    engine.sleep(0.3)
+    assert audio.dtmf_keys(exchange.heard_pcm(mark), "ulaw") == "90*"
+    channel.hang_up()
+
+
+def test_fxs_keys_after_the_answer_not_the_number_dialled(lines):
+    engine, phone = lines.engine, lines.phone
+    engine.run(phone.lift)
+    engine.sleep(0.5)
+    engine.run(phone.dial, "5551000#")
+    channel = lines.incoming()
+    assert channel.answer() is State.ANSWERED
+    engine.sleep(0.3)
+    assert channel.DTMFDetector.get_digits() == ""  # the number went to Details.call_to
+    engine.run(phone.dial, "3A")
+    assert channel.DTMFDetector.get_digits(count=2, seconds_predigits_timeout=T,
+                                           seconds_interdigit_timeout=T) == "3A"
+    channel.hang_up()
+
+
+def test_fxs_phone_we_called_presses_keys(lines):
+    engine, phone = lines.engine, lines.phone
+    phone.answer_after = 1
+    channel = lines.outbound()
+    assert channel.call("phone", seconds_timeout=10) is State.ANSWERED
+    engine.run(phone.dial, "77")
+    assert channel.DTMFDetector.get_digits(count=2, seconds_predigits_timeout=T,
+                                           seconds_interdigit_timeout=T) == "77"
+    channel.hang_up()
+
+
+def test_fxs_ringtone_without_early_media_is_ignored_for_the_ports_ringback(lines):
+    engine, phone = lines.engine, lines.phone
+    engine.run(phone.lift)
+    engine.sleep(0.3)
+    engine.run(phone.dial, "7#")
+    channel = lines.incoming()
+    channel.create_tone_player(ToneManager())
+    mark = len(phone.heard)
+    assert channel.ring(2.0, custom_ringtone="RINGBACK_EU") is State.RING_INCOMING
+    heard = phone.heard_pcm(mark)[:12000]
+    assert tone_level(heard, 440) > -25 and tone_level(heard, 480) > -25  # the zone's
+    assert tone_level(heard, 425) < tone_level(heard, 440) - 10  # not the custom one
+    channel.hang_up()
