@@ -68,6 +68,9 @@ class Application:
     name: str
     version: str
     main: Callable[..., Any]
+    #: what the simulator's caller does once answered (``__uas_sim_caller__``, our
+    #: extension: see :mod:`uascall.sim.caller`), or ""
+    sim_caller: str = ""
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Application:
@@ -112,7 +115,12 @@ class Application:
             raise ApplicationError(f"application {path}: main{inspect.signature(main)} "
                                    f"cannot take ({', '.join(MAIN_PARAMETERS)})",
                                    RC_INVALID_APP) from None
-        return cls(path, name, str(getattr(module, "__uas_version__", "")), main)
+        sim_caller = getattr(module, "__uas_sim_caller__", "")
+        if not isinstance(sim_caller, str):
+            raise ApplicationError(f"application {path}: __uas_sim_caller__ is "
+                                   f"{sim_caller!r}; expected a caller script (a string)",
+                                   RC_INVALID_APP)
+        return cls(path, name, str(getattr(module, "__uas_version__", "")), main, sim_caller)
 
 
 class FileManager:

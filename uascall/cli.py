@@ -24,13 +24,21 @@ from pathlib import Path
 from uascall import __version__
 from uascall.app import AppHost, Application, CallRecord
 from uascall.backend import Backend, open_backend
-from uascall.channel import ChannelEvent, MediaStarted, State, UASCallChannel
+from uascall.channel import (
+    ChannelEvent,
+    DigitReceived,
+    MediaEnded,
+    MediaStarted,
+    State,
+    UASCallChannel,
+)
 from uascall.dahdi import q931
 from uascall.dahdi.analog import AnalogSettings
 from uascall.engine import Engine, VirtualClock
 from uascall.errors import UascallError
 from uascall.media import wav
 from uascall.sim.backend import SimBackend
+from uascall.sim.caller import CallerScript
 from uascall.sim.farend import FarEndCall
 from uascall.sip.transport import LOOPBACK
 
@@ -68,8 +76,15 @@ def _print_results(host: AppHost) -> int:
 
 def _sim_calls(host: AppHost, backend: SimBackend, args: argparse.Namespace,
                ladder: q931.Ladder | None = None) -> list[FarEndCall]:
-    """Let the simulated exchange place the calls and wait until every one has cleared."""
+    """Let the simulated exchange place the calls and wait until every one has cleared;
+    with ``ladder``, draw on it the Q.931 messages and what the application plays and
+    hears between them."""
     engine = host.engine
+    script = args.caller if args.caller is not None else host.application.sim_caller
+    if script:
+        law = "alaw" if backend.kind == "E1" else "ulaw"
+        # a voice of its own, so that its message played back is told from the prompts
+        rendered = CallerScript.parse(script).render(law, voice="en+f2")
     if not engine.wait_until(lambda: backend.up, 10):
         raise UascallError("the simulated D-channels did not come up")
     start = engine.time()
@@ -83,8 +98,22 @@ def _sim_calls(host: AppHost, backend: SimBackend, args: argparse.Namespace,
             ladder.add(engine.time() - start, "->" if direction == "tx" else "<-", item)
         assert backend.loop is not None
         backend.loop.cpe.frame_listeners.append(trace)
+
+        def annotate(channel: UASCallChannel, event: ChannelEvent) -> None:
+            at = engine.time() - start
+            if isinstance(event, MediaStarted):
+                where = "in band" if channel.state() is not State.ANSWERED else "on the call"
+                ladder.note(at, f"~ {where}: {event.what} ~")
+            elif isinstance(event, DigitReceived):
+                ladder.note(at, f"~ heard in band: key {event.digit} ~")
+            elif isinstance(event, MediaEnded) and event.reason == "bargein":
+                ladder.note(at, f"~ barge-in: {event.what} stopped ~")
+
+        host.on_channel = lambda channel: channel.listeners.append(annotate)
     calls = []
     assert backend.far_end is not None
+    if script:
+        backend.far_end.script = rendered
     for n in range(args.calls):
         calls.append(engine.run(backend.far_end.dial, args.called, calling=args.calling,
                                 calling_name=args.calling_name))
@@ -115,15 +144,6 @@ def _demo(args: argparse.Namespace) -> int:
     with _engine(args) as engine:
         backend = SimBackend(engine, kind=kind)
         host = AppHost(engine, backend, app, application_parameters=args.param)
-        start = engine.time()
-
-        def annotate(channel: UASCallChannel, event: ChannelEvent) -> None:
-            # what the application plays, between the Q.931 messages that frame it
-            if isinstance(event, MediaStarted):
-                where = "in band" if channel.state() is not State.ANSWERED else "on the call"
-                ladder.note(engine.time() - start, f"~ {where}: {event.what} ~")
-
-        host.on_channel = lambda channel: channel.listeners.append(annotate)
         engine.run(host.start)
         calls = _sim_calls(host, backend, args, ladder)
     print(ladder.render())
@@ -159,7 +179,12 @@ def _run(args: argparse.Namespace) -> int:
         if args.backend == "sim":
             assert isinstance(backend, SimBackend)
             engine.run(host.start)
-            calls = _sim_calls(host, backend, args)
+            ladder = None
+            if args.ladder:
+                ladder = q931.Ladder("uascall (CPE)", "exchange (NET)", span=80, brief=False)
+            calls = _sim_calls(host, backend, args, ladder)
+            if ladder is not None:
+                print(ladder.render())
             if args.wav_dir:
                 for n, call in enumerate(calls, 1):
                     _write_heard(call, Path(args.wav_dir) / f"call{n}.wav")
@@ -230,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="show Q.921 frames (SABME, UA, RR) in the ladder too")
     demo.add_argument("--app", help="another application than examples/early_media.py")
     demo.add_argument("--param", default="", help="application_parameters for main()")
+    demo.add_argument("--caller", metavar="SCRIPT", help="what the caller does once "
+                      "answered: 'wait 2; press 1; say Hello; hangup' (default: the "
+                      "application's __uas_sim_caller__, else nothing)")
     demo.add_argument("--called", default="5551000")
     demo.add_argument("--calling", default="5552000")
     demo.add_argument("--virtual", action="store_true", help="run in virtual time, as fast "
@@ -253,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--calling", default="5552000")
     sim.add_argument("--calling-name", default="")
     sim.add_argument("--wav-dir", help="write what each caller heard here (callN.wav)")
+    sim.add_argument("--caller", metavar="SCRIPT", help="what each caller does once "
+                     "answered: 'wait 2; press 1; say Hello; hangup' (default: the "
+                     "application's __uas_sim_caller__, else nothing)")
+    sim.add_argument("--ladder", action="store_true",
+                     help="print the Q.931 ladder with what was played and heard")
     sim.add_argument("--virtual", action="store_true",
                      help="run in virtual time, as fast as the CPU allows")
     dahdi = run.add_argument_group("dahdi backend")

@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -134,3 +135,30 @@ def test_run_exits_1_for_a_failed_call_whose_record_was_not_kept(capsys, tmp_pat
     assert len(out) == 2 and "return code 0" in out[0]
     assert out[1] == ("3 calls in all, 1 with a negative return code; the first 2 are not "
                       "listed above")
+
+
+@pytest.mark.parametrize("virtual", [True, False])
+def test_the_ivr_example_on_the_simulator_with_its_caller(capsys, tmp_path, virtual):
+    """examples/ivr.py unchanged, its simulated caller pressing keys in band: the ladder
+    shows the keys and the barge-ins, the message recorded is the caller's speech."""
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in os.listdir("examples/media"):
+        if name.endswith(".wav"):
+            (media / name).write_bytes((Path("examples/media") / name).read_bytes())
+    args = ["run", "examples/ivr.py", "--ladder", "--media-dir", str(media),
+            "--wav-dir", str(tmp_path / "heard")]
+    assert main(args + (["--virtual"] if virtual else [])) == 0
+    out = capsys.readouterr().out
+    notes = [line.split("~")[1].strip() for line in out.splitlines() if "~" in line]
+    keys = [note.rsplit(" ", 1)[1] for note in notes if note.startswith("heard in band")]
+    assert keys == ["2", "1", "2", "3", "4", "#"]
+    assert sum(note.startswith("barge-in:") for note in notes) == 2  # menu, PIN prompt
+    assert "return code 0, cause NORMAL (16)" in out
+    message = wav.read_wav(media / "recordings" / "message-ivr-1.wav")
+    assert message.encoding == "alaw"
+    # the caller's 3.4 s of speech, from about 0.5 s into the recording, and 0.2 s after
+    assert 3.6 < message.duration < 4.6
+    # and what the caller heard at the end: its own message played back to it
+    heard = wav.read_wav(tmp_path / "heard" / "call1.wav")
+    assert heard.duration > 20

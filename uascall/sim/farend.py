@@ -25,12 +25,13 @@ from uascall.dahdi import libpri
 from uascall.dahdi.backend import BChannelPort
 from uascall.dahdi.config import SystemConf
 from uascall.dahdi.device import DeviceIO
-from uascall.dahdi.pri import CallCleared, CallEvent, PriCall, PriSpan
+from uascall.dahdi.pri import CallCleared, CallConnected, CallEvent, PriCall, PriSpan
 from uascall.engine import Engine
 from uascall.media import g711
 from uascall.media.dtmf import dtmf_samples
 from uascall.media.player import MediaClock, Player
 from uascall.media.source import BufferSource
+from uascall.sim.caller import CallerScript, Rendered
 from uascall.sim.kernel import SimKernel
 from uascall.sim.model import SPAN_KINDS
 from uascall.sim.wiretap import WireTap
@@ -237,6 +238,8 @@ class FarEndCall:
         self.events.append((call.span.engine.time(), event))
         if isinstance(event, CallCleared):
             log.debug("far end %r: %s", call, event)
+            if self._player is not None:
+                self._player.stop("hangup")
 
 
 class FarEnd:
@@ -257,6 +260,8 @@ class FarEnd:
         self.inband = False
         #: paces what the callers send (FarEndCall.send)
         self.clock = MediaClock(loop.engine)
+        #: what each caller does once answered (a rendered CallerScript), or None
+        self.script: Rendered | None = None
         for span in loop.net_spans:
             span.on_incoming = self._incoming
 
@@ -282,6 +287,12 @@ class FarEnd:
                                               calling_name=calling_name)
         far = FarEndCall(call, record=self.record, clock=self.clock)
         self.calls.append(far)
+        script = self.script
+        if script is not None:
+            def answered(_call: PriCall, event: CallEvent) -> None:
+                if isinstance(event, CallConnected):
+                    CallerScript.start(script, far)
+            call.listeners.append(answered)
         if self.on_call is not None:
             self.on_call(far)
         return far
