@@ -113,7 +113,7 @@ def test_telephone_events_alone_and_in_band_alone(uas, peer):
 def test_rtp_from_a_stranger_is_refused(uas, peer):
     channel = answered_alaw(uas, peer)
     stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    stranger.bind(("127.0.0.1", 0))
+    stranger.bind(("127.0.0.2", 0))  # another host (the allow-list takes all loopback)
     try:
         sender = RtpSender(8)
         for frame in frames(keys_in_band("666")):
@@ -130,28 +130,50 @@ def test_rtp_from_a_stranger_is_refused(uas, peer):
         stranger.close()
 
 
-def test_symmetric_rtp_takes_the_first_source_once():
-    server = Uas(symmetric_rtp=True)
-    peer = SipPeer(server.address)
-    nat = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # where the NAT sends from
+def test_rtp_from_the_callers_host_at_another_port_is_taken_once(uas, peer):
+    """A far end behind NAT (or baresip, whose SDP names its LAN address): its RTP comes
+    from the host its SIP comes from, at another port. The first such source is taken
+    and answered; another port after it is not."""
+    channel = answered_alaw(uas, peer)
+    nat = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     nat.bind(("127.0.0.1", 0))
     later = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     later.bind(("127.0.0.1", 0))
     try:
-        channel = answered(server, peer)
         for packet in RtpSender(8).event_packets("4", 60, telephone_event_pt=101):
             nat.sendto(packet, peer.remote_rtp)
         assert channel.DTMFDetector.get_digits(count=1, seconds_predigits_timeout=2) == "4"
-        # our RTP now goes to the source taken, not to the SDP's address
         nat.settimeout(1.0)
-        assert nat.recvfrom(2048)
+        assert nat.recvfrom(2048)  # our RTP now goes there, not to the SDP's port
         for packet in RtpSender(8).event_packets("5", 60, telephone_event_pt=101):
             later.sendto(packet, peer.remote_rtp)
+            peer.send_rtp([packet])  # nor the SDP's own port, once another was taken
         time.sleep(0.3)
         assert channel.DTMFDetector.get_digits() == ""
     finally:
         nat.close()
         later.close()
+
+
+def test_symmetric_rtp_takes_the_first_source_from_anywhere_once():
+    server = Uas(symmetric_rtp=True)
+    peer = SipPeer(server.address)
+    elsewhere = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # another public address
+    elsewhere.bind(("127.0.0.3", 0))
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.4", 0))
+    try:
+        channel = answered(server, peer)
+        for packet in RtpSender(8).event_packets("4", 60, telephone_event_pt=101):
+            elsewhere.sendto(packet, peer.remote_rtp)
+        assert channel.DTMFDetector.get_digits(count=1, seconds_predigits_timeout=2) == "4"
+        for packet in RtpSender(8).event_packets("5", 60, telephone_event_pt=101):
+            stranger.sendto(packet, peer.remote_rtp)
+        time.sleep(0.3)
+        assert channel.DTMFDetector.get_digits() == ""
+    finally:
+        elsewhere.close()
+        stranger.close()
         peer.close()
         server.close()
 

@@ -24,10 +24,11 @@ Options (``uascall.open_backend("sip", engine, **options)``):
     seconds without RTP from the far end after which an answered call is ended with BYE
     (its BYE was lost); default 60, 0 turns it off.
 ``symmetric_rtp``
-    RTP is taken only from the address and port the far end's SDP gave. With True (far
-    ends behind NAT, whose SDP names an address they are not seen at), the first source
-    heard is taken instead, once per call, and RTP is sent back there (RFC 4961).
-    Default False.
+    RTP is taken only from the address and port the far end's SDP gave, or, once per
+    call, from the first source on the host its SDP names or its SIP comes from (a far end
+    behind NAT, or that names another of its addresses), which our RTP then goes back to
+    (RFC 4961). With True, the first source from anywhere is taken so (a far end whose
+    RTP leaves by another public address than its SIP). Default False.
 ``max_setups`` / ``max_lag`` / ``retry_after``
     overload control: new INVITEs get 503 with ``Retry-After: retry_after`` while
     ``max_setups`` calls (2000) are ringing unanswered or the engine runs ``max_lag`` seconds

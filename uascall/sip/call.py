@@ -557,6 +557,9 @@ class SipCall(CallLeg):
         assert self.stream is not None
         self.stream.on_digit = self._heard_digit
         self.stream.on_audio = self._heard
+        # where the far end's SIP comes from: its RTP may come from there too, behind NAT
+        signalling = self.source or (self.client_tx.peer if self.client_tx else None)
+        self.stream.signalling_host = signalling[0] if signalling else None
 
     def _heard(self, block: bytes) -> None:
         if self.stream is not None:

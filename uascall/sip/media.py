@@ -13,9 +13,12 @@ per stream, not a burst, and is counted in :attr:`RtpTicker.late_ticks` (more th
 late), which the benchmark reads.
 
 Incoming packets are read when the socket is readable, and only from the far end: the
-address and port its SDP gave, or, with ``symmetric`` (for far ends behind NAT, whose SDP
-names an address they cannot be reached at), the first source heard, once; anything else
-is dropped and counted, so a stranger cannot inject audio or digits. Telephone-events
+address and port its SDP gave. A far end behind NAT, or with several addresses, sends from
+elsewhere than its SDP says (baresip on loopback names its LAN address): so the first
+packet from the host its SDP names or its SIP comes from, at whatever port, is taken
+instead, once, and answered there (symmetric RTP, RFC 4961); with ``symmetric`` the first
+packet from anywhere is. Anything else is dropped and counted, so a stranger cannot inject
+audio or digits. Telephone-events
 (RFC 4733) become key presses through :class:`~uascall.sip.rtp.DtmfReceiver`; audio goes
 through a :class:`~uascall.sip.jitter.JitterBuffer` to ``on_audio``, the call's receive
 path; every packet from the far end refreshes the time of the last one heard, which the
@@ -41,7 +44,14 @@ from uascall.media.source import FRAME_SECONDS
 from uascall.sip.jitter import JitterBuffer
 from uascall.sip.rtp import DtmfReceiver, RtpError, RtpPacket, RtpSender
 from uascall.sip.sdp import Negotiated
-from uascall.sip.transport import Address, IPNetwork, TransportError, UdpEndpoint, same_address
+from uascall.sip.transport import (
+    Address,
+    IPNetwork,
+    TransportError,
+    UdpEndpoint,
+    same_address,
+    same_host,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +122,8 @@ class RtpStream(MediaPort):
         self.remote: Address | None = None
         #: where RTP is taken from: the far end's SDP address, or the source latched once
         self.peer: Address | None = None
+        #: the host the far end's SIP comes from (its RTP may too, behind NAT)
+        self.signalling_host: str | None = None
         self._latched = False
         self._sdp_peer: Address | None = None
         self._sender: RtpSender | None = None
@@ -269,7 +281,8 @@ class RtpStream(MediaPort):
         peer = self.peer
         if peer is not None and same_address(source, peer):
             return True
-        if self.symmetric and not self._latched:
+        if not self._latched and (self.symmetric or same_host(source[0], self.signalling_host)
+                                  or (peer is not None and same_host(source[0], peer[0]))):
             # RFC 4961's symmetric RTP behind a NAT: the far end's packets come from where
             # its SDP cannot say; the first source heard is taken, once, and answered
             log.info("%s: RTP from %s, not %s as its SDP said: taking it (symmetric RTP)",

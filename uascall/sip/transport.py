@@ -98,6 +98,11 @@ def same_address(a: Address | None, b: Address | None) -> bool:
     return a[0] == b[0] or _ip_key(a[0]) == _ip_key(b[0])
 
 
+def same_host(a: str | None, b: str | None) -> bool:
+    """Whether two hosts are the same address (as :func:`same_address` compares them)."""
+    return a is not None and b is not None and (a == b or _ip_key(a) == _ip_key(b))
+
+
 def _ip_key(host: str) -> object:
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
