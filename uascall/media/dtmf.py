@@ -149,7 +149,7 @@ MISSES_TO_END = 8
 #: the largest block a DtmfDetector analyses in one pass (bounds its working memory)
 _CHUNK = 4 * RATE
 #: windows per matrix product (see DtmfBank._classify)
-_PRODUCT_ROWS = 2048
+_PRODUCT_ROWS = 256
 
 _REF_RMS = reference_rms("ulaw")  # A-law's is 0.07 dB higher: immaterial to a receiver
 
