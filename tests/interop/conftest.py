@@ -15,12 +15,12 @@ Fixtures:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import in_ci
 from tests.interop import peers
 
 HERE = Path(__file__).resolve().parent
@@ -32,10 +32,6 @@ UAS_DEFAULTS: dict[str, dict[str, object]] = {
     "uas_183_hangup.xml": {"answer_ms": 300, "hold_ms": 300},
     "uas_options.xml": {},
 }
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -757,9 +757,9 @@ _RTP_FIELDS = ("frame.time_epoch", "ip.src", "udp.srcport", "ip.dst", "udp.dstpo
                "udp.length")
 
 
-def tshark_fields(pcap: Path, port: int, display_filter: str, fields: Sequence[str]
-                   ) -> list[list[str]]:
-    command = ["tshark", "-r", str(pcap), "-d", f"udp.port=={port},rtp", "-Y",
+def tshark_fields(pcap: Path, port: int, display_filter: str, fields: Sequence[str], *,
+                  extra: Sequence[str] = ()) -> list[list[str]]:
+    command = ["tshark", "-r", str(pcap), "-d", f"udp.port=={port},rtp", *extra, "-Y",
                display_filter, "-T", "fields", "-E", "separator=\t"]
     for name in fields:
         command += ["-e", name]
@@ -866,6 +866,51 @@ def send_rtp(dest: tuple[str, int], *, packets: int = 50, payload_type: int = 8,
                 time.sleep(delay)
             sock.sendto(header + body, dest)
         return sock.getsockname()[1]
+
+
+def write_rtp_pcap(path: Path, packets: Sequence[bytes], *, interval_s: float = 0.020,
+                   source: tuple[str, int] = (LOCALHOST, 40000),
+                   dest: tuple[str, int] = (LOCALHOST, 30000)) -> Path:
+    """A classic pcap file (Ethernet link type, as SIPp's ``play_pcap_audio`` reads) of
+    the RTP ``packets``, one every ``interval_s``, from ``source`` to ``dest`` (SIPp
+    replaces the addresses and ports with the call's)."""
+    with open(path, "wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for index, rtp in enumerate(packets):
+            udp = struct.pack("!HHHH", source[1], dest[1], 8 + len(rtp), 0) + rtp
+            header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), index, 0, 64, 17,
+                                 0, socket.inet_aton(source[0]), socket.inet_aton(dest[0]))
+            checksum = 0
+            for (word,) in struct.iter_unpack("!H", header):
+                checksum += word
+            while checksum >> 16:
+                checksum = (checksum & 0xFFFF) + (checksum >> 16)
+            header = header[:10] + struct.pack("!H", ~checksum & 0xFFFF) + header[12:]
+            frame = b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01" \
+                + b"\x08\x00" + header + udp
+            at = index * interval_s
+            out.write(struct.pack("<IIII", int(at), round(at % 1 * 1e6), len(frame),
+                                  len(frame)))
+            out.write(frame)
+    return path
+
+
+def pcap_scenario(pcap: Path, workdir: Path, template: str = "uac_play_pcap.xml") -> Path:
+    """A copy of a scenario whose ``play_pcap_audio`` plays ``pcap`` (SIPp takes no
+    variable there, so the template's ``@PCAP@`` is replaced by the path)."""
+    text = scenario_path(template).read_text().replace("@PCAP@", str(pcap.resolve()))
+    out = workdir / f"{Path(template).stem}-{pcap.stem}.xml"
+    out.write_text(text)
+    return out
+
+
+def rtp_events(pcap: Path, port: int, payload_type: int = 101) -> list[tuple[int, int, bool]]:
+    """(RTP timestamp, event, end bit) of every RFC 4733 telephone-event packet to or from
+    ``port`` in a capture, as tshark's rtpevent dissector reads them."""
+    rows = tshark_fields(pcap, port, "rtpevent", ["rtp.timestamp", "rtpevent.event_id",
+                                                  "rtpevent.end_of_event"],
+                         extra=["-d", f"rtp.pt=={payload_type},rtpevent"])
+    return [(int(ts), int(event), end in ("1", "True")) for ts, event, end in rows]
 
 
 # --------------------------------------------------------------------------- audio files
@@ -1114,7 +1159,7 @@ class BaresipResult:
 
 def baresip_config(workdir: Path, *, listen_port: int, mic: Path, rec_dir: Path,
                    codecs: Sequence[str] = ("PCMA", "PCMU"), rtp_ports: tuple[int, int]
-                   | None = None) -> Path:
+                   | None = None, console: bool = False) -> Path:
     """Write baresip 1.0's ``config`` and ``accounts`` into ``workdir``: SIP on
     127.0.0.1:``listen_port``, the ``mic`` WAV as microphone (aufile), the ALSA
     the sndfile filter recording into ``rec_dir``.
@@ -1138,6 +1183,8 @@ def baresip_config(workdir: Path, *, listen_port: int, mic: Path, rec_dir: Path,
         "module_app menu.so",
         f"snd_path {rec_dir}",
     ]
+    if console:  # keys typed on stdin reach the menu (in a call: DTMF)
+        lines.append("module stdio.so")
     if rtp_ports:
         lines.append(f"rtp_ports {rtp_ports[0]}-{rtp_ports[1]}")
     (workdir / "config").write_text("\n".join(lines) + "\n")
@@ -1169,23 +1216,39 @@ def _parse_baresip_log(text: str) -> dict[str, object]:
     }
 
 
+def _type_keys(proc: subprocess.Popen, keys: str, at: float, gap: float) -> None:
+    """Type ``keys`` into baresip's console from ``at`` seconds on (baresip's menu reads
+    single keys from stdin, a pipe as well as a terminal)."""
+    assert proc.stdin is not None
+    time.sleep(at)
+    for key in keys:
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(key.encode())
+            proc.stdin.flush()
+        time.sleep(gap)
+
+
 def run_baresip(uri: str, *, seconds: int, workdir: Path,
                 codecs: Sequence[str] = ("PCMA", "PCMU"), listen_port: int | None = None,
-                mic: Path | None = None, grace_s: float = 10.0) -> BaresipResult:
+                mic: Path | None = None, grace_s: float = 10.0, keys: str = "",
+                keys_at: float = 2.0, key_gap: float = 0.3) -> BaresipResult:
     """Dial ``uri`` with baresip and hang up after ``seconds`` (``-t``): BYE if the call
     was answered, CANCEL if it was still ringing / in early media.
 
     Runs ``baresip -f DIR -e "/dial URI" -t N`` with the config of
     :func:`baresip_config` in ``workdir/baresip`` (mic: ``seconds + 2`` s of 8 kHz
     silence made by sox, unless ``mic`` is given), stdin from /dev/null. Killed if it
-    has not quit ``grace_s`` after ``seconds``.
+    has not quit ``grace_s`` after ``seconds``. With ``keys``, they are typed into its
+    console from ``keys_at`` seconds on, one every ``key_gap`` seconds: in a call, baresip
+    sends each as an RFC 4733 telephone-event.
     """
     base = workdir / "baresip"
     rec = base / "rec"
     rec.mkdir(parents=True, exist_ok=True)
     mic = mic or write_silence_wav(base / "mic.wav", seconds + 2)
     listen_port = listen_port or free_udp_port()
-    baresip_config(base, listen_port=listen_port, mic=mic, rec_dir=rec, codecs=codecs)
+    baresip_config(base, listen_port=listen_port, mic=mic, rec_dir=rec, codecs=codecs,
+                   console=bool(keys))
     command = ["baresip", "-f", str(base), "-e", f"/dial {uri}", "-t", str(seconds)]
     log_path = base / "baresip.log"
     started = time.monotonic()
@@ -1193,8 +1256,11 @@ def run_baresip(uri: str, *, seconds: int, workdir: Path,
     proc = None
     with open(log_path, "wb") as log:
         try:
-            proc = subprocess.Popen(command, cwd=base, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(command, cwd=base,
+                                    stdin=subprocess.PIPE if keys else subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT)
+            if keys:
+                _type_keys(proc, keys, keys_at, key_gap)
             try:
                 proc.wait(timeout=seconds + grace_s)
             except subprocess.TimeoutExpired:

@@ -26,6 +26,9 @@ from tests.sim.sip_peer import held_by
 from uascall.app import AppHost, Application
 from uascall.backend import open_backend
 from uascall.engine import Engine
+from uascall.media import g711
+from uascall.media.dtmf import dtmf_samples
+from uascall.sip.rtp import RtpSender
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -350,3 +353,89 @@ def test_uascall_run_serves_the_example_to_baresip(workdir: Path) -> None:
     with sqlite3.connect(records) as db:
         rows = db.execute("SELECT return_code, cause FROM calls").fetchall()
     assert rows == [(0, "NORMAL")], (rows, output)
+
+
+# ------------------------------------------------------------------ DTMF both ways
+
+
+def scripted_results(service: Service) -> tuple[list, list]:
+    """apps/scripted.py's HEARD and SENT lists (the module as this service loaded it)."""
+    module = service.host.application.main.__globals__
+    return module["HEARD"], module["SENT"]
+
+
+def keys_packets(keys_in_band: str, keys_as_events: str, keys_both: str) -> list[bytes]:
+    """RTP packets of a caller pressing keys: ``keys_in_band`` as DTMF in PCMA audio,
+    ``keys_as_events`` as RFC 4733 telephone-events only (PT 101, the audio giving way),
+    ``keys_both`` both at once (a gateway that leaves the tones in and sends events too);
+    all in one numbering and one SSRC, 20 ms apart, silence around."""
+    law = g711.ALAW
+
+    def frames(samples) -> list[bytes]:
+        data = law.encode(samples)
+        data += bytes([law.silence]) * (-len(data) % 160)
+        return [data[at:at + 160] for at in range(0, len(data), 160)]
+
+    sender = RtpSender(8)
+    silence = [sender.packet(bytes([law.silence]) * 160) for _ in range(10)]
+    packets = list(silence)
+    packets += [sender.packet(f) for f in frames(dtmf_samples(keys_in_band, law="alaw"))]
+    for key in keys_as_events:
+        packets += sender.event_packets(key, 100, telephone_event_pt=101)
+        packets += [sender.packet(bytes([law.silence]) * 160) for _ in range(5)]
+    for key in keys_both:
+        tones = [sender.packet(f) for f in frames(dtmf_samples(key, on_ms=100, off_ms=100,
+                                                                  law="alaw"))]
+        packets += tones[:2] + sender.event_packets(key, 100, telephone_event_pt=101) \
+            + tones[2:]
+    packets += [sender.packet(bytes([law.silence]) * 160) for _ in range(10)]
+    return packets
+
+
+def test_sipp_plays_keys_in_band_as_events_and_both(serve, workdir: Path) -> None:
+    """SIPp replays a recorded RTP stream (play_pcap_audio): four keys in band in the
+    PCMA audio, four as telephone-events, two as both. The application collects exactly
+    the ten keys: one digit per press, whichever way it came."""
+    service = serve("ring=0 early=0 keys=10 hold=0.5")
+    pcap = peers.write_rtp_pcap(workdir / "keys.pcap", keys_packets("1234", "5678", "90"))
+    scenario = peers.pcap_scenario(pcap, workdir)
+    result = peers.run_sipp(scenario, service.target, extra_vars={"hold_ms": 6000},
+                            rtp_echo=False, cwd=workdir, timeout=30)
+    heard, _ = scripted_results(service)
+    assert heard and heard[-1][1:] == ("1234567890", "COUNT"), (heard, result.describe())
+    assert service.settled(), service.leftovers()
+
+
+def test_baresip_presses_keys_as_telephone_events(serve, workdir: Path) -> None:
+    """baresip, typed keys in a call, sends them as RFC 4733 telephone-events; its SDP
+    names its LAN address and its RTP comes from loopback, which we take (symmetric RTP)."""
+    service = serve("ring=0.5 early=0 keys=4 hold=1")
+    result = peers.run_baresip(service.uri("keys"), seconds=6, workdir=workdir,
+                               keys="1#9*", keys_at=2.0)
+    assert result.established, result.describe()
+    heard, _ = scripted_results(service)
+    assert heard and heard[-1][1:] == ("1#9*", "COUNT"), (heard, result.describe())
+    assert service.settled(), service.leftovers()
+
+
+def test_dtmf_player_events_decoded_by_tshark(serve, workdir: Path) -> None:
+    """The application sends 1 5 9 # * 0 D with the DTMFPlayer to SIPp, which offered
+    telephone-event: tshark's rtpevent dissector, not ours, reads them on the wire; each
+    digit one event (one timestamp) ending with the end packet three times."""
+    service = serve("ring=0 early=0 dtmf=159#*0D hold=0.5")
+    media_port = peers.free_media_port()
+    with peers.capture_rtp(media_port, workdir=workdir) as capture:
+        result = peers.run_sipp("uac_callee_bye.xml", service.target, media_port=media_port,
+                                rtp_echo=False, cwd=workdir)
+    assert result.ok, result.describe()
+    _, sent = scripted_results(service)
+    assert sent and sent[-1][1] == "NORMAL", sent
+    events = peers.rtp_events(capture.pcap, media_port)
+    pressed: dict[int, list[tuple[int, bool]]] = {}
+    for timestamp, event, end in events:
+        pressed.setdefault(timestamp, []).append((event, end))
+    digits = "".join("0123456789*#ABCD"[packets[0][0]] for packets in pressed.values())
+    assert digits == "159#*0D", events
+    for packets in pressed.values():
+        assert len({event for event, _ in packets}) == 1
+        assert [end for _, end in packets].count(True) == 3, packets

@@ -10,6 +10,10 @@
 ``answer``  1: answer after ringing (default), 0: reject with BUSY instead
 ``hold``    seconds the answered call stays up before we hang up (default: wait for the
             caller's BYE, 60 s at most)
+``keys``    once answered, collect this many DTMF digits (10 s for the first, 5 s between);
+            what was collected is appended to :data:`HEARD`
+``dtmf``    once answered, send these digits with the DTMFPlayer (its cause goes to
+            :data:`SENT`)
 
 Return codes, read back from the call records: 0 we hung up, 1 the caller hung up after
 the answer, 2 the caller hung up while it rang, 3 rejected, -100 not an incoming call,
@@ -28,9 +32,15 @@ CADENCE_425 = [
 ]
 
 
+#: (instance id, digits, DTMFDetector cause name) per call with ``keys``
+HEARD = []
+#: (instance id, DTMFPlayer cause name) per call with ``dtmf``
+SENT = []
+
+
 def _params(text):
     values = {"ring": "1", "early": "1", "tone": "RINGBACK_EU", "codecs": None,
-              "answer": "1", "hold": None}
+              "answer": "1", "hold": None, "keys": None, "dtmf": None}
     for word in (text or "").split():
         name, _, value = word.partition("=")
         if name not in values:
@@ -58,6 +68,14 @@ def main(channel, application_instance_id, file_man, my_log, application_paramet
         return 3
     try:
         channel.answer(codecs=p["codecs"])
+        if p["keys"] is not None:
+            digits = channel.DTMFDetector.get_digits(count=int(p["keys"]),
+                                                     seconds_predigits_timeout=10,
+                                                     seconds_interdigit_timeout=5)
+            HEARD.append((application_instance_id, digits,
+                          channel.DTMFDetector.cause().name))
+        if p["dtmf"] is not None:
+            SENT.append((application_instance_id, channel.DTMFPlayer.play(p["dtmf"]).name))
         if p["hold"] is not None:
             if channel.wait_for_idle(float(p["hold"])) == channel.State.IDLE:
                 return 1
