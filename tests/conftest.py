@@ -22,6 +22,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vm_only: needs the real driver (the vm rig); "
                             "deselected on the simulator")
+    config.addinivalue_line("markers", "sim_only: a rig scenario only the simulator's "
+                            "virtual time makes short enough; deselected on a real rig")
 
 
 def _shard(value: str) -> tuple[int, int] | None:
@@ -42,7 +44,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     real_rig = config.getoption("--rig") != "sim"
     for item in items:
         if real_rig:
-            wanted = "rig" in getattr(item, "fixturenames", ())
+            wanted = ("rig" in getattr(item, "fixturenames", ())
+                      and item.get_closest_marker("sim_only") is None)
         else:  # needs what only the real driver has (its sysfs, udev)
             wanted = item.get_closest_marker("vm_only") is None
         (keep if wanted else dropped).append(item)

@@ -380,3 +380,17 @@ def test_media_events_name_what_plays(world):
     channel.DTMFPlayer.play("1")
     started = [e for _, e in seen if isinstance(e, MediaStarted)]
     assert started and started[0].what == "DTMF 1"
+
+
+@pytest.mark.sim_only  # ten minutes of audio: in virtual time, six seconds
+def test_a_ten_megabyte_recording_request_ends_with_a_complete_file(world, tmp_path):
+    channel, _far = answered(world)
+    channel.media_dir = str(tmp_path)
+    cause = channel.FileRecorder.record("big.wav", milliseconds_max_silence=0,
+                                        seconds_timeout=None, file_format="pcm16",
+                                        max_file_size=10_000_000)
+    assert cause is channel.FileRecorder.Cause.SIZE
+    from uascall.media.wav import read_wav as read
+    recording = read(tmp_path / "big.wav")
+    assert len(recording.samples) == 5_000_000  # 10 MB of 16-bit samples: 625 s
+    assert channel.FileRecorder.audio_detected_in_recording() is False
