@@ -39,8 +39,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """On a real rig only the scenarios run (tests that take the ``rig`` fixture): the
     rest does not touch a kernel and has run on the simulator already. Tests marked
     ``vm_only`` run on the real driver only, ``sim_only`` on the simulator only. With
-    ``--shard``,
-    every N-th test from the K-th on (neighbours are alike in length, so shares even out)."""
+    ``--shard``, every N-th test from the K-th on (neighbours are alike in length, so
+    shares even out)."""
     keep, dropped = [], []
     real_rig = config.getoption("--rig") != "sim"
     for item in items:
