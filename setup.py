@@ -26,7 +26,7 @@ setup(
     },
     # The demo's application and its media, found by `uascall demo` after a normal install.
     data_files=[
-        ("share/uascall/examples", ["examples/early_media.py"]),
+        ("share/uascall/examples", ["examples/early_media.py", "examples/ivr.py"]),
         ("share/uascall/examples/media", ["examples/media/goodbye.wav"]),
     ],
     classifiers=[
