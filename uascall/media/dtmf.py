@@ -57,9 +57,9 @@ how the audio was cut into chunks or batched with other streams. The analysis:
   :data:`RELATIVE_PEAK_DB` (8 dB) below the strongest, so a third tone within 8 dB of a
   pair is not a digit. Measured on the rectangular window, whose nulls fall near the
   group's other frequencies.
-* **Level:** each frequency at least :data:`MIN_LEVEL_DBM0` (-40 dBm0), so -36 dBm0 per
-  frequency is detected with margin, and -44 dBm0 is not. No upper limit short of G.711
-  clipping.
+* **Level:** each frequency at least :data:`MIN_LEVEL_DBM0` (-42 dBm0, spandsp's
+  threshold), so -36 dBm0 per frequency is detected with margin, and -46 dBm0 is not.
+  No upper limit short of G.711 clipping.
 * **Twist:** the low group may be up to 8 dB above the high group ("normal twist", the
   high-frequency loss of a long line) and the high group up to 4 dB above the low group
   ("reverse twist"): the AT&T receiver figures quoted with spandsp's and Asterisk's
@@ -133,7 +133,7 @@ RAMP_SAMPLES = 16
 # --- detector figures (see the module docstring for their sources)
 WINDOW = 102  # samples per analysis window (12.75 ms)
 HOP = 40  # samples between window starts (5 ms): four windows per 20 ms frame
-MIN_LEVEL_DBM0 = -40.0
+MIN_LEVEL_DBM0 = -42.0
 NORMAL_TWIST_DB = 8.0  # low group above high group
 REVERSE_TWIST_DB = 4.0  # high group above low group
 RELATIVE_PEAK_DB = 8.0  # a group's second frequency below its strongest
