@@ -246,8 +246,12 @@ class AppHost:
 
     def start(self) -> None:
         """Engine thread: take the backend's calls and start it."""
-        self.backend.on_incoming = self._incoming
+        self.take_calls()
         self.backend.start()
+
+    def take_calls(self) -> None:
+        """Engine thread: take the calls of a backend that runs already."""
+        self.backend.on_incoming = self._incoming
 
     def _incoming(self, leg: CallLeg) -> None:
         channel = UASCallChannel(self.engine, leg, media_clock=self.media_clock,

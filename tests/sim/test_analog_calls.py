@@ -8,14 +8,17 @@ channel 6.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import audio
 from uascall import PlayableMedia, ToneManager
+from uascall.app import AppHost, Application
 from uascall.backend import Cause
 from uascall.channel import State, UASCallChannel
 from uascall.dahdi import abi
@@ -23,14 +26,17 @@ from uascall.dahdi.analog import AnalogSettings
 from uascall.dahdi.backend import DahdiBackend
 from uascall.dahdi.config import SystemConf
 from uascall.engine import Engine
+from uascall.media import g711
 from uascall.media.callerid import CallerId
 from uascall.media.dtmf import dtmf_samples
 from uascall.media.player import MediaClock
 from uascall.media.wav import read_wav
 from uascall.sim.analog_farend import Exchange, Phone, analog_loop_conf
+from uascall.sim.caller import CallerScript
 
 from .helpers import MEDIA, T
 
+ROOT = Path(__file__).resolve().parents[2]
 FXO, EXCHANGE = 5, 1
 FXS, PHONE = 2, 6
 CALLER = CallerId(number="5552000", name="Lab Caller")
@@ -354,3 +360,23 @@ def test_fxs_ringtone_without_early_media_is_ignored_for_the_ports_ringback(line
     assert tone_level(heard, 440) > -25 and tone_level(heard, 480) > -25  # the zone's
     assert tone_level(heard, 425) < tone_level(heard, 440) - 10  # not the custom one
     channel.hang_up()
+
+
+def test_the_ivr_example_answers_an_fxo_line(lines, tmp_path):
+    """examples/ivr.py, unchanged, on an FXO port: the exchange's caller does what the
+    example's simulator script says (keys in band, then a spoken message)."""
+    engine, exchange = lines.engine, lines.exchange
+    app = Application.load(ROOT / "examples" / "ivr.py")
+    media = tmp_path / "media"
+    media.mkdir()
+    host = AppHost(engine, lines.backend, app, media_dir=media)
+    engine.run(host.take_calls)
+    caller = CallerScript.parse(app.sim_caller).render("ulaw")
+    engine.run(exchange.ring, CALLER)
+    assert engine.wait_until(lambda: exchange.state == "connected", 3 * T)
+    engine.run(exchange.play, array.array("h", g711.ULAW.decode(caller.audio)))
+    assert engine.wait_until(lambda: host.total_calls == 1, 60.0), host.running()
+    assert [r.return_code for r in host.results] == [0]
+    message = read_wav(media / "recordings" / "message-ivr-1.wav")
+    assert 3.0 < message.duration < 5.0  # the caller's 3.4 s of speech, not silence
+    assert audio.level_dbm0(list(message.samples), "alaw") > -35

@@ -13,18 +13,24 @@ import socket
 import struct
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from tests import audio
-from tests.sim.sip_peer import SipPeer, Uas, answered
+from tests.sim.sip_peer import FAST, SipPeer, Uas, answered
+from uascall.app import AppHost, Application
+from uascall.backend import open_backend
 from uascall.channel import State
+from uascall.engine import Engine
 from uascall.media import g711
 from uascall.media.dtmf import dtmf_samples
 from uascall.media.wav import read_wav
+from uascall.sim.caller import CallerScript
 from uascall.sip.rtp import RtpSender
 
 ALAW = g711.ALAW
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -321,3 +327,30 @@ def test_recording_on_sip_and_a_bye_in_the_middle(uas, peer, tmp_path):
     assert result["cause"] is channel.FileRecorder.Cause.HANGUP
     samples = list(read_wav(tmp_path / "sip.wav").samples)
     assert audio.dominant_frequency(samples[800:4000]) == pytest.approx(600, abs=2)
+
+
+@pytest.mark.slow
+def test_the_ivr_example_over_sip(tmp_path):
+    """examples/ivr.py, unchanged, served over SIP: the caller sends what the example's
+    simulator script says as RTP (keys in band, a spoken message), in real time."""
+    engine = Engine().start()
+    try:
+        backend = open_backend("sip", engine, listen="127.0.0.1:0", timers=FAST)
+        app = Application.load(ROOT / "examples" / "ivr.py")
+        host = AppHost(engine, backend, app, media_dir=tmp_path)
+        engine.run(host.start)
+        peer = SipPeer(backend.addresses[0])
+        try:
+            peer.invite(formats="8")
+            peer.ack(peer.expect(200, timeout=10, method="INVITE"))
+            talk(peer, CallerScript.parse(app.sim_caller).render("alaw").audio)
+            peer.respond_to(peer.expect("BYE", timeout=30), 200)
+        finally:
+            peer.close()
+        assert host.join(10)
+        assert [r.return_code for r in host.results] == [0]
+        message = read_wav(tmp_path / "recordings" / "message-ivr-1.wav")
+        assert 3.0 < message.duration < 5.0
+        assert audio.level_dbm0(list(message.samples), "alaw") > -35
+    finally:
+        engine.stop()
