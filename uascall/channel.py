@@ -693,8 +693,11 @@ class _Sent:
     def write(self, frame: bytes) -> bool:
         if not self._port.write(frame):
             return False
-        hearing = self._channel._hearing
-        if hearing is not None:
+        channel = self._channel
+        hearing = channel._hearing
+        # kept once the far end can send it back: from the answer, or as soon as anything
+        # is heard (not while an early-media call, not yet heard, only rings)
+        if hearing is not None and (hearing.frames_heard or channel._state is State.ANSWERED):
             hearing.sent(frame, self._port.law)
         return True
 

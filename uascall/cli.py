@@ -162,9 +162,11 @@ def _run(args: argparse.Namespace) -> int:
     with _engine(args) as engine:
         options: dict[str, object] = {}
         if args.backend == "sim":
-            options = {"kind": "E1" if args.law == "alaw" else "T1"}
+            options = {"kind": "E1" if args.law == "alaw" else "T1",
+                       "listen_early": args.listen_early}
         elif args.backend == "dahdi":
             options = {"system_conf": args.system_conf, "spans": args.span or None,
+                       "listen_early": args.listen_early,
                        "node": args.node, "switch": args.switch, "ports": args.port or None,
                        "analog": AnalogSettings(
                            callerid=None if args.callerid == "none" else args.callerid,
@@ -296,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     dahdi.add_argument("--span", type=int, action="append", help="a span to serve "
                        "(repeatable; default: every span with a dchan=)")
     dahdi.add_argument("--node", default="cpe", help="cpe (default) or net")
+    dahdi.add_argument("--listen-early", action="store_true",
+                       help="PRI (and sim): hear the caller during early media too (keys "
+                       "before the answer), where the network connects that side early")
     dahdi.add_argument("--switch", default="euroisdn_e1",
                        help="euroisdn_e1 (default), euroisdn_t1, ni2, ni1, dms100, 5ess, "
                        "4ess, qsig")

@@ -75,12 +75,25 @@ def test_keys_at_ten_a_second_are_all_collected(world):
                                            seconds_interdigit_timeout=T) == "0123456789" * 2
 
 
-def test_keys_during_early_media_are_buffered(world):
+def test_keys_during_early_media_wait_for_the_answer_unless_listening_early(world):
+    """Before the answer a network connects only our side of the B-channel (Q.931 Annex
+    K): keys pressed then are not heard, those after the answer are. With listen_early
+    (a network that connects both sides early) they are heard as they come."""
     channel, far = world.incoming()
     with_tones(channel)
     channel.ring(negotiate_early_media=True, custom_ringtone="RINGBACK_EU", loop_ringtone=True)
     press(world, far, "9")
-    assert channel.DTMFDetector.get_digits(count=1, seconds_predigits_timeout=T) == "9"
+    world.engine.sleep(0.5)
+    assert channel.DTMFDetector.get_digits() == ""
+    assert channel.answer() is State.ANSWERED
+    press(world, far, "8")
+    assert channel.DTMFDetector.get_digits(count=1, seconds_predigits_timeout=T) == "8"
+    world.backend.listen_early = True
+    channel, far = world.incoming()
+    with_tones(channel)
+    channel.ring(negotiate_early_media=True, custom_ringtone="RINGBACK_EU", loop_ringtone=True)
+    press(world, far, "7")
+    assert channel.DTMFDetector.get_digits(count=1, seconds_predigits_timeout=T) == "7"
     assert channel.answer() is State.ANSWERED
 
 

@@ -109,22 +109,27 @@ class BChannelPort(MediaPort):
 class PriLeg(CallLeg):
     """A PRI call as a channel leg (engine thread only).
 
-    Its receive path is the B-channel: once the B-channel is open (early media, the
-    answer), every 20 ms block the span reads from it goes to :meth:`_received`. A leg
-    that is listened to opens its B-channel as soon as there is audio to hear: at the
-    answer, with early media, or when the far end of an outgoing call says it plays
-    something in band (progress indicator #1 or #8).
+    Its receive path is the B-channel: while the leg is listened to and the far end's
+    side of the B-channel carries something to hear, every 20 ms block the span reads
+    from it goes to :meth:`_received`. That is from the answer on, and for an outgoing
+    call as soon as the far end says it plays something in band (progress indicator #1
+    or #8). Before the answer of an incoming call (early media) a network has to connect
+    only the backward side of the B-channel, ours to the caller (Q.931 Annex K), so the
+    caller's side is read then only with ``listen_early`` (for networks that connect
+    both ways early, and applications that take keys before they answer); otherwise a
+    call ringing with early media costs the writes alone.
     """
 
-    def __init__(self, call: PriCall) -> None:
+    def __init__(self, call: PriCall, *, listen_early: bool = False) -> None:
         self.call = call
         self.incoming = call.incoming
         self.call_from = call.calling
         self.call_to = call.called
         self.early_media = False
+        self.listen_early = listen_early
         self._port: BChannelPort | None = None
+        self._reading = False
         call.listeners.append(self._on_call_event)
-        call.on_media(self._on_block)
 
     def describe(self) -> str:
         call = self.call
@@ -154,7 +159,7 @@ class PriLeg(CallLeg):
 
     def answer(self, codecs: list[str] | None = None) -> None:
         self.call.answer()
-        self._open_to_listen()  # the caller's audio comes through from the CONNECT on
+        self._open_to_listen()  # the caller's side is connected from the CONNECT on
 
     def release(self, cause: Cause, raw_cause: str | None = None) -> Cause | None:
         if raw_cause is not None:
@@ -178,17 +183,29 @@ class PriLeg(CallLeg):
     def listen(self, receiver: Callable[[bytes, str], None] | None) -> None:
         super().listen(receiver)
         call = self.call
-        if receiver is not None and (self.early_media or call.inband or call.state in (
-                CallState.CONNECTING, CallState.CONNECTED)):
+        if receiver is None:
+            if self._reading:
+                self._reading = False
+                call.on_media(None)
+        elif (call.state in (CallState.CONNECTING, CallState.CONNECTED)
+              or (not call.incoming and call.inband)
+              or (self.early_media and self.listen_early)):
             self._open_to_listen()
 
     def _open_to_listen(self) -> None:
-        if self._receiver is not None and self._port is None and self.call.live:
-            try:
-                self.media()
-            except (OSError, Error) as exc:
-                log.warning("%s: the B-channel did not open to listen: %s", self.describe(),
-                            exc)
+        """Read the far end's side of the B-channel from now on (what it sent before is
+        dropped: it was not for this listener)."""
+        if self._receiver is None or self._reading or not self.call.live:
+            return
+        try:
+            port = self.media()
+            assert isinstance(port, BChannelPort)
+            port.channel.flush(abi.DAHDI_FLUSH_READ)
+        except (OSError, Error) as exc:
+            log.warning("%s: the B-channel did not open to listen: %s", self.describe(), exc)
+            return
+        self._reading = True
+        self.call.on_media(self._on_block)
 
     def _on_block(self, block: bytes) -> None:
         self._received(block, self.call.law)
@@ -198,7 +215,8 @@ class PriLeg(CallLeg):
         if isinstance(event, CallConnected):
             self._open_to_listen()
             translated = LegAnswered()
-        elif isinstance(event, CallProgress | CallAlerting) and event.inband:
+        elif isinstance(event, CallProgress | CallAlerting) and event.inband \
+                and not call.incoming:
             self._open_to_listen()  # the far end plays ringback or an announcement
         if isinstance(event, CallAlerting):
             translated = LegAlerting(event.inband)
@@ -217,8 +235,9 @@ class DahdiBackend(Backend):
     :class:`~uascall.dahdi.config.SystemConf`). ``spans`` picks PRI span numbers from it
     (default: every span with a D-channel); ``node`` ("cpe" or "net") and ``switch``
     ("euroisdn_e1", "ni2", "dms100", "5ess", "4ess", "qsig", ...) apply to all of them;
-    ``timers`` are libpri timers in ms. ``ports`` picks analog channels (default: every
-    fxsks and fxoks channel), ``analog`` how they behave.
+    ``timers`` are libpri timers in ms; ``listen_early`` reads the caller's side of a
+    B-channel during early media too (see :class:`PriLeg`). ``ports`` picks analog
+    channels (default: every fxsks and fxoks channel), ``analog`` how they behave.
     """
 
     name = "dahdi"
@@ -228,7 +247,8 @@ class DahdiBackend(Backend):
                  spans: Sequence[int] | None = None, node: str = "cpe",
                  switch: str = "euroisdn_e1", timers: dict[str, int] | None = None,
                  ports: Sequence[int] | None = None, analog: AnalogSettings | None = None,
-                 io: DeviceIO | None = None, dev_dir: str = DEV_DIR) -> None:
+                 io: DeviceIO | None = None, dev_dir: str = DEV_DIR,
+                 listen_early: bool = False) -> None:
         super().__init__(engine)
         if node.lower() not in NODES:
             raise ArgumentError(f"node {node!r}; expected one of {', '.join(NODES)}")
@@ -239,6 +259,7 @@ class DahdiBackend(Backend):
         self.node = NODES[node.lower()]
         self.switch = SWITCHES[switch.lower()]
         self.timers = timers
+        self.listen_early = listen_early
         self.io = io
         self.dev_dir = dev_dir
         self.port_numbers = list(ports) if ports is not None else None
@@ -307,7 +328,8 @@ class DahdiBackend(Backend):
                     continue
                 if span.up and span.has_free_channel():
                     law = self._law_for(span, codecs)
-                    return PriLeg(span.call(call_to, calling=call_from, law=law))
+                    return PriLeg(span.call(call_to, calling=call_from, law=law),
+                                  listen_early=self.listen_early)
             if kind == "pri" or not self.ports:
                 raise NoRoute(f"no PRI span can place a call to {call_to!r} now "
                               f"({self._describe_spans(which)})")
@@ -336,6 +358,6 @@ class DahdiBackend(Backend):
                          f"{len(s.calls)} calls" for s in spans)
 
     def _incoming(self, call: PriCall) -> None:
-        if not self._offer(PriLeg(call)):
+        if not self._offer(PriLeg(call, listen_early=self.listen_early)):
             log.warning("%s: nobody takes calls; refusing %r", self.name, call)
             call.hangup(libpri.PRI_CAUSE_CALL_REJECTED)

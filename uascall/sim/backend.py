@@ -30,13 +30,14 @@ class SimBackend(DahdiBackend):
     def __init__(self, engine: Engine, *, kind: str = "E1", pairs: int = 1,
                  switch: str | None = None, timers: dict[str, int] | None = None,
                  tick: float = 0.020, record: bool = True,
-                 kernel: DeviceIO | None = None, conf: str | None = None) -> None:
+                 kernel: DeviceIO | None = None, conf: str | None = None,
+                 listen_early: bool = False) -> None:
         if kind not in ("E1", "T1"):
             raise ArgumentError(f"kind {kind!r}; expected 'E1' or 'T1'")
         if pairs < 1:
             raise ArgumentError(f"pairs={pairs}; expected at least 1")
         switch = switch or ("euroisdn_e1" if kind == "E1" else "ni2")
-        super().__init__(engine, switch=switch, timers=timers)
+        super().__init__(engine, switch=switch, timers=timers, listen_early=listen_early)
         self.kind = kind
         self.pairs = pairs
         self.tick = tick
