@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from uascall.sip.jitter import MAX_FILL, JitterBuffer
+from uascall.sip.jitter import MAX_FILL, SLACK, JitterBuffer
 from uascall.sip.rtp import RtpPacket
 
 SILENCE = 0xD5
@@ -68,12 +68,29 @@ def test_a_lost_packet_becomes_silence_after_the_wait_or_the_depth():
 def test_silence_for_a_pause_is_bounded_by_the_time_that_passed():
     buffer = JitterBuffer(SILENCE)
     buffer.push(packet(1, 160), 0.0)
-    # the next packet claims ten minutes later, but arrives 0.1 s later: fill 0.1 s + slack
+    # the next packet claims ten minutes later, but arrives 0.1 s later: silence up to real
+    # time (plus the slack), then its own audio
     out = buffer.push(packet(2, 160 + 160 + 8000 * 600), 0.1)
-    silence = len(out[0])
-    assert silence == round((0.1 + 0.06) * 8000) and len(out) == 2
+    assert [len(block) for block in out] == [round((0.1 + SLACK) * 8000) - 320, 160]
     later = buffer.push(packet(3, 160 * 10**7), 5000.0)
-    assert len(later[0]) == MAX_FILL * 8000
+    assert len(later[0]) == MAX_FILL * 8000  # a long pause: its silence, at most MAX_FILL
+
+
+def test_nothing_comes_out_faster_than_real_time():
+    """A far end that sends faster than it talks (forged timestamps, oversized payloads,
+    plain packets too often, a new SSRC each time) gets no more out than the time that
+    passed, plus the slack."""
+    for make, audio_dropped in (
+            (lambda i: packet(i, i * 8000, size=1), False),  # timestamps a second apart
+            (lambda i: packet(i, i * 2000, size=2000), True),  # oversized payloads
+            (lambda i: packet(i), True),  # well-formed, but one a millisecond
+            (lambda i: packet(i * 7, i * 12345, ssrc=i), True)):  # a new SSRC every time
+        buffer = JitterBuffer(SILENCE)
+        out = []
+        for i in range(1000):
+            out += buffer.push(make(i), i * 0.001)
+        assert sum(map(len, out)) <= (1.0 + SLACK) * 8000
+        assert (buffer.excess > 0) is audio_dropped
 
 
 def test_a_new_ssrc_starts_afresh_and_a_big_jump_too():

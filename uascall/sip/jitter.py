@@ -15,9 +15,12 @@ whatever the network did to the packets on the way:
   given up already, or that is waiting already.
 * **A lost packet becomes silence** of its length, from the timestamps: the gap between
   the last sample released and the next packet's timestamp. So does a pause in sending
-  (silence suppression), but never more than the time that really passed (the arrival
-  times say) and never more than :data:`MAX_FILL` seconds at once, so a forged timestamp
-  cannot make a recording grow.
+  (silence suppression), but never more than :data:`MAX_FILL` seconds at once.
+* **Never more than real time.** What comes out, audio and silence together, is at most
+  what the time since the first packet holds, plus :data:`SLACK` for a late burst: a far
+  end that sends faster than it talks (forged timestamps, oversized payloads, or plain
+  packets too often) has the excess dropped and counted (:attr:`JitterBuffer.excess`),
+  so it cannot make a recording grow beyond the time the call lasted.
 * **Packets of the stream that carry no audio** (telephone-events in the audio's own
   numbering, RFC 4733 2.5) are not missing: :meth:`JitterBuffer.skip` takes their
   sequence numbers, and the time they stand for is silence like any other pause.
@@ -42,10 +45,12 @@ _HALF_SEQUENCE = 1 << 15
 _TIMESTAMP_MOD = 1 << 32
 _HALF_TIMESTAMP = 1 << 31
 RATE = 8000
-#: the most silence one gap may add, in seconds
-MAX_FILL = 1.0
+#: the most silence one gap may add, in seconds (what real time allows is less, anyway)
+MAX_FILL = 10.0
 #: a sequence jump beyond this many packets is a restart, not reordering or loss
 MAX_JUMP = 100
+#: how far ahead of real time the audio released may run (a burst after a stall), seconds
+SLACK = 0.3
 
 
 class JitterBuffer:
@@ -65,9 +70,12 @@ class JitterBuffer:
         self._next_sequence = 0  # the sequence number released next
         self._next_timestamp = 0  # the timestamp of the next sample released
         self._last_arrival = 0.0  # when the last released packet arrived
+        self._since: float | None = None  # when the first packet arrived
+        self._samples_out = 0  # audio and silence released so far
         # sequence -> (packet, arrival, whether its payload is audio)
         self._held: dict[int, tuple[RtpPacket, float, bool]] = {}
         self.released = 0
+        self.excess = 0  # samples dropped for running ahead of real time
         self.lost = 0
         self.late = 0
         self.duplicates = 0
@@ -89,6 +97,8 @@ class JitterBuffer:
 
     def _take(self, packet: RtpPacket, now: float, audio: bool) -> list[bytes]:
         out: list[bytes] = []
+        if self._since is None:
+            self._since = now
         if not audio and packet.ssrc != self._ssrc:
             return out  # events of a source of their own: nothing to do with the audio's
         if packet.ssrc != self._ssrc:
@@ -139,20 +149,34 @@ class JitterBuffer:
             self._next_sequence = (packet.sequence + 1) % _SEQUENCE_MOD
             return
         gap = (packet.timestamp - self._next_timestamp) % _TIMESTAMP_MOD
+        room = self._room(arrival)
         if 0 < gap < _HALF_TIMESTAMP:
             # samples nobody sent (lost packets, silence suppression): silence, for at
-            # most the time that passed, and at most MAX_FILL
-            passed = max(0.0, arrival - self._last_arrival)
-            fill = min(gap, round((passed + 0.06) * RATE), round(MAX_FILL * RATE))
+            # most MAX_FILL, and leaving room for the packet's own audio
+            fill = min(gap, round(MAX_FILL * RATE), room - len(packet.payload))
             if fill > 0:
                 out.append(bytes([self.silence]) * fill)
+                self._samples_out += fill
+                room -= fill
         # (a timestamp behind the last one released overlaps it: the payload is taken as
         # it comes, the timeline moves on from it)
-        out.append(packet.payload)
+        payload = packet.payload
+        if len(payload) > room:
+            self.excess += len(payload) - room
+            payload = payload[:room]
+        if payload:
+            out.append(payload)
+            self._samples_out += len(payload)
         self.released += 1
         self._next_sequence = (packet.sequence + 1) % _SEQUENCE_MOD
         self._next_timestamp = (packet.timestamp + len(packet.payload)) % _TIMESTAMP_MOD
         self._last_arrival = arrival
+
+    def _room(self, now: float) -> int:
+        """Samples that may still come out by ``now``: real time since the first packet,
+        plus the slack, less what came out."""
+        since = self._since if self._since is not None else now
+        return max(0, round((now - since + SLACK) * RATE) - self._samples_out)
 
     def _release_following(self, out: list[bytes]) -> None:
         while self._next_sequence in self._held:
