@@ -376,6 +376,8 @@ class Engine:
         if timeout is not None and not math.isfinite(timeout):
             raise ArgumentError(f"wait(timeout={timeout!r}): expected a finite number or None")
         if not self.clock.virtual:
+            if timeout is not None and timeout > threading.TIMEOUT_MAX:
+                timeout = None  # centuries: the same as no limit, which threading can take
             try:
                 return future.result(timeout)
             except concurrent.futures.TimeoutError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import os
 import socket
@@ -256,3 +257,15 @@ def test_restarted_timers_do_not_pile_up():
 
         assert engine.run(restart_many) < 200
     assert fired == []
+
+
+def test_a_timeout_of_centuries_is_no_limit():
+    """A finite but huge timeout (the argument checks take it) must not reach threading,
+    which cannot wait that long (OverflowError)."""
+    with Engine() as engine:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        engine.run(engine.call_later, 0.05, future.set_result, "done")
+        assert engine.wait(future, 1e10) == "done"
+        flag = threading.Event()
+        engine.run(engine.call_later, 0.05, flag.set)
+        assert engine.wait_until(flag.is_set, 1e10)
