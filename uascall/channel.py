@@ -27,6 +27,7 @@ import contextlib
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -188,6 +189,8 @@ class UASCallChannel:
         #: called on the engine thread with each ChannelEvent (state changes, media)
         self.listeners: list[Callable[[UASCallChannel, ChannelEvent], None]] = []
         self._hearing: Hearing | None = None  # what the far end sends, once we listen
+        # held while a player or the recorder checks it is free and claims it
+        self._claim = threading.Lock()
         self._leg: CallLeg = leg if leg is not None else _NoCall()
         self._attach(self._leg)
         if leg is None:
@@ -803,11 +806,17 @@ class _PlayerBase:
         ``start(port, finished)``, run that on the engine thread instead (DTMF out of
         band), which calls ``finished(reason)`` when it is over."""
         channel = self._channel
-        self._check(what)
-        port = self._law(what)
-        source = source_for_law(port.law) if source_for_law is not None else None
-        self._generation += 1
-        generation = self._generation
+        with channel._claim:  # two threads asking at once: one plays, the other is refused
+            self._check(what)
+            self._state, self._cause = self.State.PLAYING, self.Cause.NONE
+            self._generation += 1
+            generation = self._generation
+        try:
+            port = self._law(what)
+            source = source_for_law(port.law) if source_for_law is not None else None
+        except BaseException:
+            self._state = self.State.IDLE  # nothing started
+            raise
         done: concurrent.futures.Future = concurrent.futures.Future()
 
         def begin() -> None:
@@ -840,7 +849,6 @@ class _PlayerBase:
             elif source is not None:
                 channel._play(source, finished)
 
-        self._state, self._cause = self.State.PLAYING, self.Cause.NONE
         try:
             channel._engine.run(begin)
             reason = channel._engine.wait(done)
@@ -1122,11 +1130,19 @@ class FileRecorder:
                               timeout=timeout or None,
                               max_bytes=max_file_size if max_file_size is not None
                               else 2 ** 62, name=f"recording {path.name}")
-        writer = WavWriter(path, file_format)
+        with channel._claim:  # two threads asking at once: one records, the other is refused
+            if self._state is self.State.RECORDING:
+                raise Error(f"{what}: already recording; expected it to end or stop() "
+                            "first")
+            self._state, self._cause, self._audio = self.State.RECORDING, self.Cause.NONE, None
+            self._generation += 1
+            generation = self._generation
+        try:
+            writer = WavWriter(path, file_format)
+        except BaseException:
+            self._state = self.State.IDLE
+            raise
         self.file_path = str(path)
-        self._generation += 1
-        generation = self._generation
-        self._state, self._cause, self._audio = self.State.RECORDING, self.Cause.NONE, None
         try:
             channel._engine.run(self._begin, recording, generation, bool(barge_in))
             while True:

@@ -407,3 +407,47 @@ def test_a_ten_megabyte_recording_request_ends_with_a_complete_file(world, tmp_p
     recording = read(tmp_path / "big.wav")
     assert len(recording.samples) == 5_000_000  # 10 MB of 16-bit samples: 625 s
     assert channel.FileRecorder.audio_detected_in_recording() is False
+
+
+def both_at_once(world, first, second):
+    """Run ``first`` and ``second`` in two threads released together; their outcomes
+    (a result, or the exception raised) in the order given."""
+    barrier = threading.Barrier(2)
+    results: list = [None, None]
+
+    def run(index, fn):
+        barrier.wait()
+        try:
+            results[index] = fn()
+        except Exception as exc:  # the refused one
+            results[index] = exc
+
+    threads = [world.engine.start_actor_thread(run, i, fn, name=f"racer {i}")
+               for i, fn in enumerate((first, second))]
+    return threads, results
+
+
+def test_two_recordings_at_once_one_is_refused_and_the_other_ends(world, tmp_path):
+    channel, far = answered(world)
+    channel.media_dir = str(tmp_path)
+    record = lambda name: lambda: channel.FileRecorder.record(  # noqa: E731
+        name, seconds_timeout=None, milliseconds_max_silence=0)
+    threads, results = both_at_once(world, record("a.wav"), record("b.wav"))
+    assert world.engine.wait_until(lambda: any(isinstance(r, Error) for r in results), T)
+    world.engine.run(world.engine.call_later, 0.5, far.hangup)
+    # (waiting on the engine, not in join(): virtual time runs only while this thread does)
+    assert world.engine.wait_until(lambda: not any(t.is_alive() for t in threads), T)
+    assert sorted(type(r).__name__ for r in results) == ["Cause", "Error"]
+    assert channel.FileRecorder.cause() is channel.FileRecorder.Cause.HANGUP
+
+
+def test_two_plays_at_once_one_is_refused_and_stop_reaches_the_other(world):
+    channel, _far = answered(world)
+    with_tones(channel)
+    play = lambda: channel.TonePlayer.play("RINGBACK_EU", 30)  # noqa: E731
+    threads, results = both_at_once(world, play, play)
+    assert world.engine.wait_until(lambda: any(isinstance(r, Error) for r in results), T)
+    assert channel.TonePlayer.state().name == "PLAYING"
+    channel.TonePlayer.stop()
+    assert world.engine.wait_until(lambda: not any(t.is_alive() for t in threads), T)
+    assert [r.name for r in results if not isinstance(r, Error)] == ["ABORTED"]
