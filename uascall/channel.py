@@ -991,6 +991,8 @@ class DTMFPlayer(_PlayerBase):
                 self._timer = engine.call_later(self.PAUSE, next_step)
             else:
                 port.send_digit(key, self.ON_MS)
+                if self._channel._hearing is not None:  # its echo is not the far end's key
+                    self._channel._hearing.sent_key(key)
                 self._timer = engine.call_later((self.ON_MS + self.OFF_MS) / 1000, next_step)
 
         next_step()

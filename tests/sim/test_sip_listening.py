@@ -354,3 +354,17 @@ def test_the_ivr_example_over_sip(tmp_path):
         assert audio.level_dbm0(list(message.samples), "alaw") > -35
     finally:
         engine.stop()
+
+
+def test_the_echo_of_our_telephone_events_in_band_is_not_a_key(uas, peer):
+    """We send 123 as telephone-events; a gateway plays them on its line, whose echo
+    comes back in band in the caller's RTP, 150 ms late and 15 dB down."""
+    channel = answered_alaw(uas, peer)
+    assert channel._leg.media().telephone_events
+    echo = ALAW.encode(dtmf_samples("123", on_ms=80, off_ms=80, low_dbm0=-24,
+                                    high_dbm0=-22, law="alaw"))
+    thread = threading.Thread(target=talk, args=(peer, silence(0.15) + echo + silence(0.2)))
+    thread.start()
+    assert channel.DTMFPlayer.play("123") is channel.DTMFPlayer.Cause.NORMAL
+    thread.join(5)
+    assert channel.DTMFDetector.get_digits(seconds_predigits_timeout=0.5) == ""

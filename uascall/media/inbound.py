@@ -15,9 +15,10 @@ A channel that listens gets a :class:`Hearing`: the receive path of its leg deli
   gateway that leaves the tones in the audio) gives one digit, not two;
 * refuses in-band digits that are our own audio coming back: the frames the call sent
   in the last :data:`ECHO_SECONDS` are kept, and a digit heard in band is checked against
-  them (only then, so this costs nothing while no key is pressed). A far end that echoes
-  our prompt (a hybrid on an analog line, a phone on speaker) must not press keys; a
-  DTMFPlayer's digits coming back are the usual case.
+  them (only then, so this costs nothing while no key is pressed); so are the digits we
+  sent out of band, which a gateway plays on its line, whose echo comes back in band. A
+  far end that echoes our prompt (a hybrid on an analog line, a phone on speaker) must
+  not press keys; a DTMFPlayer's digits coming back are the usual case.
 
 Everything here runs on the engine thread.
 """
@@ -151,6 +152,7 @@ class Hearing:
         #: called with every frame heard, (frame, law), after the DTMF stream has it
         self.taps: list[Callable[[bytes, str], None]] = []
         self._sent: collections.deque[tuple[float, bytes, str]] = collections.deque()
+        self._sent_keys: collections.deque[tuple[float, str]] = collections.deque()
         self.frames_heard = 0
         #: where the latest key press started in what was heard (a sample index), for
         #: those heard in band; None for one reported out of band
@@ -214,8 +216,20 @@ class Hearing:
         while now - sent[0][0] > ECHO_SECONDS:
             sent.popleft()
 
+    def sent_key(self, digit: str) -> None:
+        """A digit we sent out of band now (its echo may come back in band)."""
+        now = self._engine.time()
+        keys = self._sent_keys
+        keys.append((now, digit))
+        while now - keys[0][0] > ECHO_SECONDS:
+            keys.popleft()
+
     def _echoed(self, digit: str, start: float) -> bool:
-        """Whether we sent ``digit`` in band shortly before a press heard at ``start``."""
+        """Whether we sent ``digit``, in band or out, shortly before a press heard at
+        ``start``."""
+        for at, key in self._sent_keys:
+            if key == digit and ECHO_DELAY[0] <= start - at <= ECHO_DELAY[1]:
+                return True
         runs: list[tuple[float, list[bytes], str]] = []
         for at, frame, law in self._sent:
             if not start - ECHO_DELAY[1] - 0.2 <= at <= start - ECHO_DELAY[0]:
