@@ -22,6 +22,7 @@ from uascall.media.dtmf import (
     FREQUENCIES,
     HIGH_FREQUENCIES,
     LOW_FREQUENCIES,
+    DtmfBank,
     DtmfDetector,
     DtmfEvent,
     detect_digits,
@@ -349,3 +350,37 @@ def test_reset_forgets_a_digit_in_progress():
 def test_detector_rejects_bad_arguments(kwargs):
     with pytest.raises(ArgumentError):
         DtmfDetector(**kwargs)
+
+
+def test_a_bank_survives_what_its_callbacks_do():
+    """A callback that closes or feeds another stream waiting in the same pass, or that
+    raises, leaves every other stream hearing (a process() that raised half-way left the
+    rest of the pass never queued again: deaf for good)."""
+    law = g711.ALAW
+    key = law.encode(dtmf_samples("5", on_ms=100, off_ms=100, law="alaw"))
+    bank = DtmfBank()
+    heard: dict[str, list[str]] = {"a": [], "c": [], "d": []}
+
+    def a_start(digit, _sample):
+        heard["a"].append(digit)
+        b.close()
+        d.feed_law(bytes([law.silence]) * 160, "alaw")
+        raise RuntimeError("an application's listener went wrong")
+
+    a = bank.add(on_start=a_start)
+    b = bank.add()
+    c = bank.add(on_start=lambda digit, _sample: heard["c"].append(digit))
+    d = bank.add(on_start=lambda digit, _sample: heard["d"].append(digit))
+    a.feed_law(key, "alaw")
+    b.feed_law(bytes([law.silence]) * 320, "alaw")  # other amounts: later blocks
+    c.feed_law(bytes([law.silence]) * 480, "alaw")
+    d.feed_law(bytes([law.silence]) * 640, "alaw")
+    bank.process()
+    assert heard["a"] == ["5"] and b.closed
+    for stream in (c, d):
+        for _ in range(3):
+            for at in range(0, len(key), 160):
+                stream.feed_law(key[at:at + 160], "alaw")
+                bank.process()
+    assert heard["c"] == ["5"] * 3 and heard["d"] == ["5"] * 3
+    assert not c._law_bytes and not d._law_bytes

@@ -586,7 +586,12 @@ class DtmfBank:
         self._open -= 1
 
     def process(self) -> None:
-        """Analyse everything the streams have queued; their callbacks fire from here."""
+        """Analyse everything the streams have queued; their callbacks fire from here.
+
+        A callback may feed, reset or close any stream, or add one: what each stream had
+        queued is taken out of it before the first callback runs, so what a callback
+        feeds waits for the next pass, and a stream closed meanwhile is left out. A
+        callback that raises is logged; the other streams are not affected."""
         streams = self._queued
         if not streams:
             return
@@ -594,30 +599,33 @@ class DtmfBank:
         # Streams go in blocks of the same kind of audio queued (a law's bytes, or
         # samples), the same amount of it, and as many samples waiting from before: one
         # array for each block (and one table lookup for a law's bytes).
-        blocks: dict[tuple[str, int, int], list[DtmfStream]] = {}
+        blocks: dict[tuple[str, int, int], list[tuple[DtmfStream, bytes | np.ndarray]]] = {}
         for stream in streams:
+            if stream.closed:
+                continue
+            data: bytes | np.ndarray
             if stream._pending:
                 stream._decode_law_bytes()
-                key = ("", sum(part.size for part in stream._pending), stream._tail_len)
+                data = np.concatenate(stream._pending)
+                stream._pending = []
+                key = ("", data.size, stream._tail_len)
             else:
-                key = (stream._law, len(stream._law_bytes), stream._tail_len)
-            block = blocks.get(key)
-            if block is None:
-                blocks[key] = [stream]
-            else:
-                block.append(stream)
-        for (law, size, tail), block in blocks.items():
-            slots = np.array([s._slot for s in block])
+                data = bytes(stream._law_bytes)
+                stream._law_bytes.clear()
+                key = (stream._law, len(data), stream._tail_len)
+            blocks.setdefault(key, []).append((stream, data))
+        for (law, size, tail), entries in blocks.items():
+            entries = [(stream, data) for stream, data in entries if not stream.closed]
+            if not entries:
+                continue
+            block = [stream for stream, _ in entries]
+            slots = np.array([stream._slot for stream in block])
             if law:
-                codes = np.frombuffer(b"".join([s._law_bytes for s in block]), dtype=np.uint8)
-                for stream in block:
-                    stream._law_bytes.clear()
+                codes = np.frombuffer(b"".join([bytes(data) for _, data in entries]),
+                                      dtype=np.uint8)
                 fresh = _DECODE[law][codes].reshape(len(block), size)
             else:
-                fresh = np.concatenate([part for s in block for part in s._pending]
-                                       ).reshape(len(block), size)
-                for stream in block:
-                    stream._pending = []
+                fresh = np.stack([np.asarray(data) for _, data in entries])
             rows = np.concatenate([self._tails[slots, :tail], fresh], axis=1) if tail else fresh
             self._analyse(block, slots, rows)
 
@@ -639,9 +647,13 @@ class DtmfBank:
         busy = self._busy[slots] | (labels.max(axis=1) >= 0)
         for i in np.flatnonzero(busy).tolist():
             stream = streams[i]
-            if not stream.closed:
+            if stream.closed:
+                continue
+            try:
                 stream._windows(labels[i].tolist(), shares[i].tolist(), pairs[i].tolist(),
                                 firsts[i], (before_pair[i], before_share[i]))
+            except Exception:  # a callback's: it must not deafen the other streams
+                _log.exception("DTMF: a callback of %r failed", stream)
 
     def _classify(self, slots: np.ndarray, rows: np.ndarray, count: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
