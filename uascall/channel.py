@@ -64,6 +64,8 @@ CODECS = {"g711a": "alaw", "g711u": "ulaw"}
 CLEARING_TIMEOUT = 60.0
 #: how long answer() waits for the far end to confirm the connection
 ANSWER_TIMEOUT = 30.0
+#: digits kept for DTMFDetector.get_digits(); a far end that sends more is not listened to
+MAX_BUFFERED_DIGITS = 1024
 
 
 class State(Enum):
@@ -211,6 +213,7 @@ class UASCallChannel:
         self._releasing = False
         self._player: Player | None = None
         self._digits = ""  # DTMF received and not yet collected (DTMFDetector)
+        self._digits_dropped = 0  # beyond MAX_BUFFERED_DIGITS
         if self._hearing is not None:
             self._hearing.close()
         self._hearing = None
@@ -576,6 +579,12 @@ class UASCallChannel:
     def _on_key(self, digit: str) -> None:
         """Engine thread: the far end pressed a key (in band or out of band, once)."""
         log.info("%r: DTMF %s", self, digit)
+        if len(self._digits) >= MAX_BUFFERED_DIGITS:
+            self._digits_dropped += 1
+            if self._digits_dropped == 1:
+                log.warning("%r: %d digits wait to be collected; later ones are dropped",
+                            self, MAX_BUFFERED_DIGITS)
+            return
         self._digits += digit
         self._emit(DigitReceived(digit))
         for barge_in in list(self._barge_ins):
@@ -1097,9 +1106,10 @@ class FileRecorder:
         ERROR when the file cannot be written (logged).
 
         Needs ANSWERED: Hangup in IDLE, Error in other states, while recording, or for a
-        file name that leads outside the media directory or into a missing folder;
-        ArgumentError for a bad argument. The signature beyond ``filename`` is ours
-        (UAS's was not seen in full); :attr:`file_path` is the file's path afterwards.
+        file name that leads outside the media directory or into a missing folder, or a
+        file that cannot be created; ArgumentError for a bad argument. The signature
+        beyond ``filename`` is ours (UAS's was not seen in full); :attr:`file_path` is
+        the file's path afterwards.
         """
         channel = self._channel
         what = "FileRecorder.record"
@@ -1122,9 +1132,14 @@ class FileRecorder:
         from uascall.media.recorder import Recording
         from uascall.media.wav import WavWriter
         path = media_path(channel.media_dir, filename, strict=False)
-        if path.is_dir():
+        try:
+            is_dir, parent_is_dir = path.is_dir(), path.parent.is_dir()
+        except OSError as exc:  # a name too long, say
+            raise Error(f"{what}: {filename!r}: {exc.strerror or exc}; expected a file "
+                        "name in the media directory") from None
+        if is_dir:
             raise Error(f"{what}: {str(path)!r} is a directory; expected a file name")
-        if not path.parent.is_dir():
+        if not parent_is_dir:
             raise Error(f"{what}: the folder {str(path.parent)!r} does not exist; expected "
                         "an existing folder in the media directory")
         recording = Recording(channel._engine, encoding=file_format,

@@ -18,7 +18,13 @@ import pytest
 
 from tests import audio
 from uascall import PlayableMedia
-from uascall.channel import DigitReceived, MediaEnded, MediaStarted, State
+from uascall.channel import (
+    MAX_BUFFERED_DIGITS,
+    DigitReceived,
+    MediaEnded,
+    MediaStarted,
+    State,
+)
 from uascall.errors import ArgumentError, Error, Hangup
 
 from .helpers import T, World, with_tones
@@ -324,7 +330,8 @@ def test_recording_stop_size_and_bad_requests(world, tmp_path):
     channel, _far = answered(world)
     channel.media_dir = str(tmp_path)
     (tmp_path / "folder").mkdir()
-    for name in ("../outside.wav", "/tmp/abs.wav", "missing/folder/x.wav", "folder"):
+    for name in ("../outside.wav", "/tmp/abs.wav", "missing/folder/x.wav", "folder",
+                 "x" * 300 + ".wav", "nul\0.wav", ""):
         with pytest.raises(Error):
             channel.FileRecorder.record(name)
     for kwargs in ({"milliseconds_max_silence": -1}, {"seconds_timeout": -1},
@@ -451,3 +458,9 @@ def test_two_plays_at_once_one_is_refused_and_stop_reaches_the_other(world):
     channel.TonePlayer.stop()
     assert world.engine.wait_until(lambda: not any(t.is_alive() for t in threads), T)
     assert [r.name for r in results if not isinstance(r, Error)] == ["ABORTED"]
+
+
+def test_the_digit_buffer_is_bounded(world):
+    channel, _far = answered(world)
+    world.engine.run(lambda: [channel._on_key("5") for _ in range(MAX_BUFFERED_DIGITS + 50)])
+    assert channel.DTMFDetector.get_digits() == "5" * MAX_BUFFERED_DIGITS

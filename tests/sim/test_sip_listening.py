@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests import audio
-from tests.sim.sip_peer import FAST, SipPeer, Uas, answered
+from tests.sim.sip_peer import FAST, SipPeer, Uas, answered, sdp_offer
 from uascall.app import AppHost, Application
 from uascall.backend import open_backend
 from uascall.channel import State
@@ -368,3 +368,49 @@ def test_the_echo_of_our_telephone_events_in_band_is_not_a_key(uas, peer):
     assert channel.DTMFPlayer.play("123") is channel.DTMFPlayer.Cause.NORMAL
     thread.join(5)
     assert channel.DTMFDetector.get_digits(seconds_predigits_timeout=0.5) == ""
+
+
+@pytest.mark.parametrize("skew_ms", [-300, 200, 300])
+def test_one_digit_per_press_when_events_lead_or_lag_the_tones(uas, peer, skew_ms):
+    """A gateway sending each key in band and as telephone-events (a stream of their own)
+    whose events reach us a few hundred milliseconds before or after the tones."""
+    channel = answered_alaw(uas, peer)
+    tones = silence(0.2) + keys_in_band("1234") + silence(0.6)
+    events = RtpSender(101)
+    voice = RtpSender(8)
+    schedule = [(k * 0.02, voice.packet(f)) for k, f in enumerate(frames(tones))]
+    for n, digit in enumerate("1234"):
+        start = 0.2 + n * 0.16 + skew_ms / 1000
+        packets = events.event_packets(digit, 80, telephone_event_pt=101)
+        schedule += [(start + i * 0.02, p) for i, p in enumerate(packets[:-3])]
+        schedule += [(start + (len(packets) - 4) * 0.02, p) for p in packets[-3:]]
+        events.timestamp += 160 * 8
+    t0 = time.monotonic()
+    for at, packet in sorted(schedule, key=lambda item: item[0]):
+        time.sleep(max(0.0, t0 + max(0.0, at) - time.monotonic()))
+        peer.send_rtp([packet])
+    assert channel.DTMFDetector.get_digits(seconds_predigits_timeout=1,
+                                           seconds_interdigit_timeout=1) == "1234"
+
+
+def test_plays_go_on_in_time_while_the_caller_holds_the_call(uas, peer):
+    """On hold (a re-INVITE with a=sendonly) nothing goes to the caller, but a play ends
+    when it would have; telephone-events are not kept for after the hold."""
+    channel = answered_alaw(uas, peer)
+
+    def reinvite(direction: str) -> None:
+        peer.cseq += 1
+        peer.branch = f"z9hG4bK{time.time_ns():x}"
+        peer.send(peer.request("INVITE", branch=peer.branch, to_tag=peer.to_tag,
+                               body=sdp_offer(peer.host, peer.rtp_port, direction=direction)))
+        peer.ack(peer.expect(200, method="INVITE"))
+
+    reinvite("sendonly")
+    peer.drain_rtp()
+    started = time.monotonic()
+    assert channel.DTMFPlayer.play("123") is channel.DTMFPlayer.Cause.NORMAL
+    assert channel.TonePlayer.play("RINGBACK_EU", 0.5) is channel.TonePlayer.Cause.NORMAL
+    assert time.monotonic() - started < 2.0
+    assert peer.rtp_packets(0.3) == []
+    reinvite("sendrecv")
+    assert all(p.payload_type == 8 for p in peer.rtp_packets(0.3))  # no late events

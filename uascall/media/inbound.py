@@ -47,8 +47,9 @@ ECHO_SECONDS = 1.2
 #: a digit heard in band that started this long after (or, for our write-ahead, before)
 #: the same digit in what we sent is its echo
 ECHO_DELAY = (-0.1, 1.0)
-#: out-of-band and in-band reports of one press may be this far apart in time
-MERGE_MARGIN = 0.1
+#: out-of-band and in-band reports of one press may be this far apart in time (a gateway's
+#: events may lead or lag its audio by a couple of hundred milliseconds)
+MERGE_MARGIN = 0.5
 #: a press whose end never came is forgotten after this long (seconds)
 STALE_PRESS = 10.0
 

@@ -197,6 +197,8 @@ class RtpStream(MediaPort):
     def write(self, frame: bytes) -> bool:
         if self.endpoint.closed:
             raise OSError(f"{self.name}: the call's RTP stream is closed")
+        if not self.sending:
+            return True  # the far end holds the call: what plays goes nowhere, in time
         if len(self._queue) >= QUEUE_FRAMES:
             return False
         self._queue.append(frame)
@@ -207,12 +209,15 @@ class RtpStream(MediaPort):
 
     @property
     def telephone_events(self) -> bool:  # type: ignore[override]
-        return self._dtmf is not None and self.remote is not None
+        return self._dtmf is not None
 
     def send_digit(self, digit: str, duration_ms: int) -> None:
-        """Send ``digit`` as RFC 4733 telephone-events from the next tick on."""
+        """Send ``digit`` as RFC 4733 telephone-events from the next tick on (nothing
+        while the far end holds the call: a digit is not kept for later)."""
         if self._dtmf is None or self._sender is None:
             super().send_digit(digit, duration_ms)
+        if not self.sending:
+            return
         assert self._dtmf is not None and self._sender is not None
         packets = self._sender.event_packets(digit, duration_ms,
                                              telephone_event_pt=self._dtmf.payload_type)
