@@ -753,7 +753,34 @@ def _seconds(name: str, value: float | None, *, allow_none: bool) -> float | Non
     return float(value)
 
 
-class _PlayerBase:
+class _Job:
+    """A player's or the recorder's bookkeeping: its state and cause, and a count of its
+    jobs, by which ``stop()`` stops only the job it was called during."""
+
+    _state: Any  # each kind's own State
+
+    def __init__(self, channel: UASCallChannel) -> None:
+        self._channel = channel
+        self._generation = 0  # counts the jobs
+        self._stop_before = -1  # engine: a stop() for this job came before it started
+
+    def _stop(self, running: Any, abort: Callable[[], None]) -> None:
+        """Stop the job in progress (``abort()`` on the engine thread, if it has begun),
+        if the state is ``running``; never a later one. Safe from any thread."""
+        generation = self._generation
+        if self._state is not running:
+            return
+
+        def stop() -> None:
+            if self._generation != generation:
+                return
+            self._stop_before = generation
+            abort()
+
+        self._channel._engine.run(stop)
+
+
+class _PlayerBase(_Job):
     """What the channel's players share: state, cause, one play at a time on the call's
     one outgoing path (a play while another of the channel's players plays is an Error),
     barge-in, and a ``stop()`` that stops only the play it was called during."""
@@ -776,11 +803,9 @@ class _PlayerBase:
                 "bargein": "BARGEIN", "hangup": "HANGUP", "failed": "ERROR"}
 
     def __init__(self, channel: UASCallChannel) -> None:
-        self._channel = channel
+        super().__init__(channel)
         self._state = self.State.IDLE
         self._cause = self.Cause.NONE
-        self._generation = 0  # counts plays: a stop() stops the one it was called during
-        self._stop_before = -1  # engine: a stop() for this play came before it started
         self._done: concurrent.futures.Future | None = None  # engine: the play's end
 
     def state(self) -> Any:
@@ -875,19 +900,11 @@ class _PlayerBase:
     def stop(self) -> None:
         """Stop what this player is playing (its play() returns ABORTED). Safe from any
         thread; does nothing when it is not playing, and never stops a later play."""
-        channel = self._channel
-        generation = self._generation
-        if self._state is not self.State.PLAYING:
-            return
-
-        def stop() -> None:
-            if self._generation != generation:
-                return
-            self._stop_before = generation
-            if channel._playing is self:
+        def abort() -> None:
+            if self._channel._playing is self:
                 self._abort("stopped")
 
-        channel._engine.run(stop)
+        self._stop(self.State.PLAYING, abort)
 
 
 class FilePlayer(_PlayerBase):
@@ -1038,7 +1055,7 @@ def _dtmf_in_band(keys: str, law: str, player: DTMFPlayer) -> FrameSource:
     return BufferSource(g711.codec(law).encode(samples), law)
 
 
-class FileRecorder:
+class FileRecorder(_Job):
     """Records what the far end says into a WAV file (UAS ``FileRecorder``).
 
     The file goes in the channel's media directory (the name may not lead outside it), as
@@ -1069,13 +1086,11 @@ class FileRecorder:
     DEFAULT_MAX_FILE_SIZE = 64 * 1024 * 1024
 
     def __init__(self, channel: UASCallChannel) -> None:
-        self._channel = channel
+        super().__init__(channel)
         self._state = self.State.IDLE
         self._cause = self.Cause.NONE
         self._audio: bool | None = None
         self._recording: Recording | None = None  # engine thread: the one in progress
-        self._generation = 0
-        self._stop_before = -1
         self.file_path: str | None = None
 
     def state(self) -> FileRecorder.State:
@@ -1224,18 +1239,11 @@ class FileRecorder:
     def stop(self) -> None:
         """End the recording in progress (its record() returns ABORTED; the file keeps
         what was recorded). Safe from any thread; never stops a later recording."""
-        generation = self._generation
-        if self._state is not self.State.RECORDING:
-            return
-
-        def stop() -> None:
-            if self._generation != generation:
-                return
-            self._stop_before = generation
+        def abort() -> None:
             if self._recording is not None:
                 self._recording.end("aborted")
 
-        self._channel._engine.run(stop)
+        self._stop(self.State.RECORDING, abort)
 
     def _call_ended(self) -> None:
         """Engine thread: the call is over."""

@@ -10,6 +10,7 @@ from uascall.sim.backend import SimBackend
 from uascall.sim.farend import pri_loop_conf
 
 from .helpers import MEDIA, T, Wire, World
+from .sip_peer import SipPeer, Uas
 
 REAL_TIME_SLACK = 0.15  # seconds: scheduling on a loaded machine, or under emulation
 
@@ -33,3 +34,19 @@ def world(request, rig):
         wire = Wire(backend.loop.tap, backend.loop.cpe.layout.dchannel)
         yield World(engine, backend, channels, wire, kind,
                     slack=0.0 if engine.clock.virtual else REAL_TIME_SLACK)
+
+
+@pytest.fixture
+def uas():
+    """A SIP backend on a real-time engine with the shrunk timers (sip_peer.Uas)."""
+    server = Uas()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def peer(uas):
+    """A scripted SIP caller aimed at ``uas``."""
+    caller = SipPeer(uas.address)
+    yield caller
+    caller.close()

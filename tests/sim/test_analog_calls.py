@@ -251,11 +251,8 @@ def test_fxs_phone_dials_out_rings_in_band_is_answered_and_cleared(lines):
 
 
 def test_fxs_early_media_plays_the_applications_ringtone_instead(lines):
-    engine, phone = lines.engine, lines.phone
-    engine.run(phone.lift)
-    engine.sleep(0.3)
-    engine.run(phone.dial, "7#")
-    channel = lines.incoming()
+    phone = lines.phone
+    channel = phone_calls(lines, "7#")
     greeting = PlayableMedia(text_to_say="Please hold.", channel=channel)
     mark = len(phone.heard)
     state = channel.ring(None, negotiate_early_media=True, custom_ringtone=greeting)
@@ -321,12 +318,17 @@ def test_fxo_records_the_caller_and_our_dtmf_reaches_the_exchange(lines, tmp_pat
     channel.hang_up()
 
 
+def phone_calls(lines, number: str) -> UASCallChannel:
+    """The phone on our FXS port lifts, dials ``number`` and is offered as a call."""
+    lines.engine.run(lines.phone.lift)
+    lines.engine.sleep(0.3)
+    lines.engine.run(lines.phone.dial, number)
+    return lines.incoming()
+
+
 def test_fxs_keys_after_the_answer_not_the_number_dialled(lines):
     engine, phone = lines.engine, lines.phone
-    engine.run(phone.lift)
-    engine.sleep(0.5)
-    engine.run(phone.dial, "5551000#")
-    channel = lines.incoming()
+    channel = phone_calls(lines, "5551000#")
     assert channel.answer() is State.ANSWERED
     engine.sleep(0.3)
     assert channel.DTMFDetector.get_digits() == ""  # the number went to Details.call_to
@@ -348,11 +350,8 @@ def test_fxs_phone_we_called_presses_keys(lines):
 
 
 def test_fxs_ringtone_without_early_media_is_ignored_for_the_ports_ringback(lines):
-    engine, phone = lines.engine, lines.phone
-    engine.run(phone.lift)
-    engine.sleep(0.3)
-    engine.run(phone.dial, "7#")
-    channel = lines.incoming()
+    phone = lines.phone
+    channel = phone_calls(lines, "7#")
     channel.create_tone_player(ToneManager())
     mark = len(phone.heard)
     assert channel.ring(2.0, custom_ringtone="RINGBACK_EU") is State.RING_INCOMING

@@ -26,20 +26,6 @@ from uascall.sip.transaction import DEFAULT_TIMERS
 from uascall.sip.useragent import MAX_LAG
 
 
-@pytest.fixture
-def uas():
-    server = Uas()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def peer(uas):
-    caller = SipPeer(uas.address)
-    yield caller
-    caller.close()
-
-
 # ---------------------------------------------------------------------- ringing
 def test_100_trying_comes_before_the_application_sees_the_call(uas, peer):
     peer.invite()

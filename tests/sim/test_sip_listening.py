@@ -33,20 +33,6 @@ ALAW = g711.ALAW
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def uas():
-    server = Uas()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def peer(uas):
-    caller = SipPeer(uas.address)
-    yield caller
-    caller.close()
-
-
 def frames(data: bytes) -> list[bytes]:
     data += bytes([ALAW.silence]) * (-len(data) % 160)
     return [data[at:at + 160] for at in range(0, len(data), 160)]
