@@ -806,7 +806,6 @@ class _PlayerBase(_Job):
         super().__init__(channel)
         self._state = self.State.IDLE
         self._cause = self.Cause.NONE
-        self._done: concurrent.futures.Future | None = None  # engine: the play's end
 
     def state(self) -> Any:
         return self._state
@@ -824,7 +823,7 @@ class _PlayerBase(_Job):
             raise Error(f"{what} while the {type(other).__name__} plays; expected it to "
                         "finish or stop() first")
 
-    def _law(self, what: str) -> Any:
+    def _port(self, what: str) -> Any:
         """The call's media port, from the engine (Hangup when the call went meanwhile)."""
         channel = self._channel
 
@@ -846,7 +845,7 @@ class _PlayerBase(_Job):
             self._generation += 1
             generation = self._generation
         try:
-            port = self._law(what)
+            port = self._port(what)
             source = source_for_law(port.law) if source_for_law is not None else None
         except BaseException:
             self._state = self.State.IDLE  # nothing started
@@ -875,7 +874,6 @@ class _PlayerBase(_Job):
                     done.set_result(reason)
 
             channel._playing = self
-            self._done = done
             if stop_on_key is not None:
                 channel._barge_ins.append(stop_on_key)
             if start is not None:
@@ -986,7 +984,7 @@ class DTMFPlayer(_PlayerBase):
                         "characters of 0-9 A-D * # and ',' (a 0.5 s pause)"
                         + (f"; {bad[0]!r} is not one" if bad else ""))
         self._check("DTMFPlayer.play")
-        port = self._law("DTMFPlayer.play")
+        port = self._port("DTMFPlayer.play")
         if port.telephone_events:
             return self._play(None, "DTMFPlayer.play",
                               start=lambda port, done: self._send_events(port, keys, done))

@@ -69,8 +69,19 @@ def test_a_press_long_over_is_not_merged_with_a_new_one(keys):
     presses, heard = keys
     presses.down("inband", "4", 0.0, 0.03)
     presses.up("inband", "4", 0.08)
-    presses.down("rfc4733", "4", 0.5, 0.5)
+    presses.down("rfc4733", "4", 0.9, 0.9)
     assert heard == ["4", "4"]
+
+
+def test_events_a_few_hundred_ms_behind_the_tones_are_still_the_same_presses(keys):
+    presses, heard = keys
+    for n, key in enumerate("1212"):  # 80 ms on, 80 off; the events 300 ms behind
+        start = n * 0.16
+        presses.down("inband", key, start, start + 0.03)
+        presses.up("inband", key, start + 0.08)
+        presses.down("rfc4733", key, start + 0.3, start + 0.3)
+        presses.up("rfc4733", key, start + 0.38)
+    assert heard == list("1212")
 
 
 # --------------------------------------------------------------------------- Hearing

@@ -159,10 +159,6 @@ class Hearing:
         #: those heard in band; None for one reported out of band
         self.key_sample: int | None = None
 
-    @property
-    def samples_heard(self) -> int:
-        return self._stream.samples_fed
-
     def close(self) -> None:
         self._stream.close()
         self.taps.clear()
