@@ -94,7 +94,8 @@ class SipPeer:
 
     def request(self, method: str, *, branch: str | None = None, cseq: int | None = None,
                 to_tag: str | None = None, body: str = "", extra: str = "",
-                uri: str | None = None, content_type: str = "application/sdp") -> str:
+                uri: str | None = None, content_type: str = "application/sdp",
+                contact: str | None = None) -> str:
         branch = branch or "z9hG4bK" + secrets.token_hex(6)
         to = f"<sip:service@{self.target_hostport}>" + (f";tag={to_tag}" if to_tag else "")
         number = self.cseq if cseq is None else cseq
@@ -105,17 +106,18 @@ class SipPeer:
                 f"To: {to}\r\n"
                 f"Call-ID: {self.call_id}\r\n"
                 f"CSeq: {number} {method}\r\n"
-                f"Contact: <sip:peer@{self.hostport}>\r\n{extra}")
+                f"Contact: {contact or f'<sip:peer@{self.hostport}>'}\r\n{extra}")
         if body:
             text += f"Content-Type: {content_type}\r\n"
         text += f"Content-Length: {len(body.encode())}\r\n\r\n{body}"
         return text
 
     def invite(self, *, formats: str = "0 8 101", offer: bool = True, extra: str = "",
-               direction: str = "sendrecv") -> str:
+               direction: str = "sendrecv", contact: str | None = None) -> str:
         self.branch = "z9hG4bK" + secrets.token_hex(6)
         body = sdp_offer(self.host, self.rtp_port, formats, direction=direction) if offer else ""
-        self.invite_text = self.request("INVITE", branch=self.branch, body=body, extra=extra)
+        self.invite_text = self.request("INVITE", branch=self.branch, body=body, extra=extra,
+                                        contact=contact)
         self.send(self.invite_text)
         return self.invite_text
 

@@ -34,9 +34,11 @@ RFC 3261 9.1), and a 2xx that crosses the CANCEL is ACKed and BYEd.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import random
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from uascall.backend import (
     CallLeg,
@@ -83,6 +85,22 @@ if TYPE_CHECKING:
     from uascall.sip.useragent import UserAgent
 
 log = logging.getLogger(__name__)
+
+_Step = TypeVar("_Step", bound=Callable[..., Any])
+
+
+def _ends_the_call_on_failure(step: _Step) -> _Step:
+    """Whatever goes wrong in one of a call's steps (a message from the network, a timer)
+    ends that call there and then, with everything it holds (its tables, slot, timers and
+    media): a failure must never leave a call half-way, holding them for ever."""
+    @functools.wraps(step)
+    def guarded(self: SipCall, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return step(self, *args, **kwargs)
+        except Exception as exc:
+            self._abort(step.__name__, exc)
+            return None
+    return guarded  # type: ignore[return-value]
 
 SDP = "application/sdp"
 
@@ -247,6 +265,7 @@ class SipCall(CallLeg):
         return self.stream
 
     # ------------------------------------------------------------------ from the wire
+    @_ends_the_call_on_failure
     def ack_received(self, ack: Request) -> None:
         """An ACK for our 2xx (matched by the user agent through the dialog)."""
         if self.phase is not Phase.ANSWERING:
@@ -263,6 +282,7 @@ class SipCall(CallLeg):
             cause, raw = self._release_after_ack
             self._send_bye(cause, "local", causes.sendable_status(raw) if raw else None)
 
+    @_ends_the_call_on_failure
     def cancelled(self, cancel: Request) -> None:
         """The caller CANCELled the INVITE (the 200 for the CANCEL is already sent)."""
         if self.phase not in (Phase.INCOMING, Phase.EARLY):
@@ -271,6 +291,7 @@ class SipCall(CallLeg):
         reason = cancel.headers.get("Reason")
         self._clear(_remote_cause(reason), reason or "CANCEL", "remote")
 
+    @_ends_the_call_on_failure
     def bye_received(self, bye: Request, tx: NonInviteServerTransaction) -> None:
         self.ua.respond(tx, make_response(bye, 200))
         if self.phase is Phase.ENDED:
@@ -285,6 +306,7 @@ class SipCall(CallLeg):
         if self.phase is not Phase.ENDING:  # crossing BYEs: ours is still to be answered
             self._finish()
 
+    @_ends_the_call_on_failure
     def reinvite_received(self, invite: Request, tx: InviteServerTransaction) -> None:
         """A re-INVITE (hold, resume, a new address): answered with the same codec."""
         if self.phase is not Phase.CONFIRMED or self.stream is None:
@@ -315,6 +337,7 @@ class SipCall(CallLeg):
         response.headers.add("Content-Type", SDP)
         self.ua.respond(tx, response)
 
+    @_ends_the_call_on_failure
     def response_received(self, tx: Transaction, response: Response) -> None:
         """A response to one of our requests (INVITE, CANCEL, BYE)."""
         method = response.cseq[1]
@@ -323,6 +346,7 @@ class SipCall(CallLeg):
         elif method == "BYE" and response.status >= 200 and self.phase is Phase.ENDING:
             self._finish()
 
+    @_ends_the_call_on_failure
     def transaction_timed_out(self, tx: Transaction) -> None:
         if isinstance(tx, InviteServerTransaction):
             return  # no ACK for our failure response: the call was already cleared
@@ -460,6 +484,17 @@ class SipCall(CallLeg):
         self.phase = Phase.ENDED
         self.ua.forget(self)
 
+    def _abort(self, step: str, exc: Exception) -> None:
+        """A step failed unexpectedly: the call is over, whatever its phase."""
+        log.error("%r: %s failed (%s: %s); the call is ended", self, step,
+                  type(exc).__name__, exc, exc_info=exc)
+        for last_step in (lambda: self._clear(Cause.FAILED, "500", "local"), self._finish):
+            try:
+                last_step()
+            except Exception:
+                log.exception("%r: while ending the call after a failure", self)
+        self.phase = Phase.ENDED
+        self.ua.forget(self)
     def _reject(self, status: int, cause: Cause) -> None:
         """Answer the INVITE with a final failure (UAS, before the answer)."""
         assert self.invite is not None and self.invite_tx is not None
@@ -602,6 +637,7 @@ class SipCall(CallLeg):
             if handle is not None:
                 handle.cancel()
 
+    @_ends_the_call_on_failure
     def _fire(self, which: _Timer) -> None:
         self._timers.pop(which, None)
         if which is _Timer.RETRANSMIT_2XX and self.phase is Phase.ANSWERING and self._ok:
@@ -649,11 +685,13 @@ class SipCall(CallLeg):
             return
         self._arm(_Timer.RTP_CHECK, max(timeout - silent_for, 1.0) if not held else timeout)
 
+    @_ends_the_call_on_failure
     def release_unwanted(self) -> None:
         """Nobody takes calls now (no application is listening): 480."""
         self._reject(480, Cause.NOANSWER)
         self._clear(Cause.NOANSWER, "480", "local")
 
+    @_ends_the_call_on_failure
     def shutdown(self) -> None:
         """The backend is stopping: end the call the way its phase allows."""
         if self.phase in (Phase.INCOMING, Phase.EARLY) and self.incoming:

@@ -621,7 +621,7 @@ class UserAgent:
         try:
             uri = parse_name_addr(target).uri
             return resolve(uri.host, uri.port or 5060)
-        except (SipParseError, OSError) as exc:
+        except (SipParseError, OSError, ValueError) as exc:  # UnicodeError: no IDNA name
             if fallback is None:
                 raise
             log.debug("%s: cannot route to %r (%s); using %s", dialog, target, exc, fallback)

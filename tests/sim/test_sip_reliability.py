@@ -1,0 +1,62 @@
+"""The SIP backend when things go wrong inside one call: nothing of it may be left behind
+(a call object, a dialog, an RTP stream, an overload-control slot, a timer)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tests.sim.sip_peer import SipPeer, held_by, incoming
+from uascall.backend import Cause
+from uascall.channel import State
+from uascall.sip.call import SipCall
+
+
+@pytest.mark.parametrize("host", ["a..b", "x" * 64 + ".example"])
+def test_a_contact_no_route_can_be_found_for_leaves_nothing_behind(uas, peer, host):
+    """A caller whose Contact names a host that cannot even be looked up (an empty label,
+    a label over 63 characters: UnicodeError from the IDNA codec) and that never ACKs our
+    200: after 64*T1 the call is ended and everything of it freed (it stayed ENDING for
+    ever, its setup slot taken: 2,000 such datagrams refused every later call)."""
+    channel = incoming(uas, peer, contact=f"<sip:peer@{host}:5060>")
+    got: list[State] = []
+    thread = threading.Thread(target=lambda: got.append(channel.answer()))
+    thread.start()
+    peer.expect(200, method="INVITE")
+    thread.join(10)
+    assert got == [State.IDLE]
+    assert wait_until_empty(uas) == []
+
+
+def wait_until_empty(uas, seconds: float = 10.0) -> list[str]:
+    deadline = time.monotonic() + seconds
+    while (held := uas.engine.run(held_by, uas.backend.ua)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return held
+
+
+def test_any_failure_in_a_calls_step_ends_that_call_and_frees_it(uas, peer, monkeypatch):
+    """Not only that exception: whatever a step of a call raises (here sending the BYE
+    after 64*T1 without an ACK), the call ends there, nothing of it left."""
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a bug in sending the BYE")
+
+    monkeypatch.setattr(SipCall, "_send_bye", broken)
+    channel = incoming(uas, peer)
+    got: list[State] = []
+    thread = threading.Thread(target=lambda: got.append(channel.answer()))
+    thread.start()
+    peer.expect(200, method="INVITE")
+    thread.join(10)
+    assert got == [State.IDLE] and channel.cause() is Cause.FAILED
+    assert wait_until_empty(uas) == []
+    # and the next call is taken as usual
+    second = SipPeer(uas.address)
+    try:
+        second.invite()
+        second.expect(100)
+        assert uas.channel().state() is State.CALL_INCOMING
+    finally:
+        second.close()
