@@ -257,13 +257,21 @@ class Backend:
         """Engine thread: drop calls and close everything."""
         raise NotImplementedError
 
+    def prepare_call(self, call_to: str, route: str | None = None) -> Any:
+        """Any thread but the engine's: what placing a call to ``call_to`` needs that may
+        block (a host name to look up), done before :meth:`place_call` gets it as
+        ``prepared``. Raises ArgumentError for a destination that cannot be reached."""
+        return None
+
     def place_call(self, call_to: str, call_from: str = "", *, route: str | None = None,
                    codecs: list[str] | None = None,
-                   headers: list[tuple[str, str]] | None = None) -> CallLeg:
+                   headers: list[tuple[str, str]] | None = None,
+                   prepared: Any = None) -> CallLeg:
         """Engine thread: start a call out to ``call_to`` and return its leg (events
         follow: alerting, answered, cleared). ``route`` picks where it goes, in the
         backend's own terms; ``headers`` are extra header fields where the protocol has
-        them (SIP). Raises :class:`NoRoute` when nothing can carry it now."""
+        them (SIP); ``prepared`` is what :meth:`prepare_call` returned. Raises
+        :class:`NoRoute` when nothing can carry it now."""
         raise Error(f"the {self.name} backend does not place calls")
 
     def _offer(self, leg: CallLeg) -> bool:

@@ -416,17 +416,22 @@ class UASCallChannel:
                                 "expected milliseconds >= 0")
         wanted = parse_codecs(codecs) if codecs is not None else None
         headers = self.SIP.fields_to_send()
-        self._engine.run(self._engine_place, call_to.strip(), call_from, wanted, headers)
+        assert self._backend is not None
+        # what may block (a name to look up) is done here, never on the engine thread
+        prepared = self._backend.prepare_call(call_to.strip(), self._route)
+        self._engine.run(self._engine_place, call_to.strip(), call_from, wanted, headers,
+                         prepared)
 
     def _engine_place(self, call_to: str, call_from: str, codecs: list[str] | None,
-                      headers: list[tuple[str, str]]) -> None:
+                      headers: list[tuple[str, str]], prepared: Any) -> None:
         if self._state is not State.IDLE:
             raise Error(f"call() in state {self._state.name}; expected IDLE")
         assert self._backend is not None
         old = self._leg
         try:
             leg = self._backend.place_call(call_to, call_from, route=self._route,
-                                           codecs=codecs, headers=headers)
+                                           codecs=codecs, headers=headers,
+                                           prepared=prepared)
         except NoRoute as exc:
             log.info("%r: %s", self, exc)
             self._attach(_NoCall(call_to, call_from))

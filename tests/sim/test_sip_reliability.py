@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -10,7 +11,8 @@ import pytest
 
 from tests.sim.sip_peer import SipPeer, held_by, incoming
 from uascall.backend import Cause
-from uascall.channel import State
+from uascall.channel import State, UASCallChannel
+from uascall.errors import ArgumentError
 from uascall.sip.call import SipCall
 
 
@@ -60,3 +62,26 @@ def test_any_failure_in_a_calls_step_ends_that_call_and_frees_it(uas, peer, monk
         assert uas.channel().state() is State.CALL_INCOMING
     finally:
         second.close()
+
+
+def test_no_name_is_looked_up_on_the_engine_thread(uas, monkeypatch):
+    """A slow resolver must not stall every call's media: names in a call() are looked up
+    on the application's thread; on the engine only IP addresses are taken (in-dialog
+    requests to a name fall back to where the dialog's messages come from)."""
+    real = socket.getaddrinfo
+    on_engine: list[str] = []
+
+    def watched(host, *args, **kwargs):
+        if threading.current_thread().name == uas.engine.name and not (
+                kwargs.get("flags", 0) & socket.AI_NUMERICHOST):
+            on_engine.append(host)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", watched)
+    channel = UASCallChannel(uas.engine, backend=uas.backend, media_clock=uas.clock)
+    assert channel.call("sip:nobody@localhost:9", seconds_timeout=0.3) is State.IDLE
+    with pytest.raises(ArgumentError, match="cannot resolve"):
+        channel.call("sip:nobody@no-such-host.invalid")
+    with pytest.raises(ArgumentError, match="not an IP address"):  # straight on the engine
+        uas.engine.run(uas.backend.place_call, "sip:x@localhost:9")
+    assert on_engine == []

@@ -316,7 +316,8 @@ class DahdiBackend(Backend):
     # ------------------------------------------------------------------ calls out
     def place_call(self, call_to: str, call_from: str = "", *, route: str | None = None,
                    codecs: list[str] | None = None,
-                   headers: list[tuple[str, str]] | None = None) -> CallLeg:
+                   headers: list[tuple[str, str]] | None = None,
+                   prepared: object = None) -> CallLeg:
         kind, _, number = (route or "").partition(":")
         if kind not in ("", "pri", "fxs"):
             raise ArgumentError(f"route {route!r}; expected 'pri', 'pri:SPAN', 'fxs', "

@@ -56,8 +56,8 @@ from uascall.sip.call import SipCall
 from uascall.sip.message import SipParseError, new_call_id, parse_uri
 from uascall.sip.sdp import CODECS
 from uascall.sip.transaction import DEFAULT_TIMERS, Timers
-from uascall.sip.transport import LOOPBACK, format_hostport, parse_hostport
-from uascall.sip.useragent import MAX_LAG, SipSettings, UserAgent, resolve
+from uascall.sip.transport import LOOPBACK, Address, format_hostport, parse_hostport
+from uascall.sip.useragent import MAX_LAG, SipSettings, UserAgent, lookup, resolve
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +119,8 @@ class SipBackend(Backend):
     def _incoming(self, call: SipCall) -> bool:
         return self._offer(call)
 
-    def place_call(self, call_to: str, call_from: str = "", *, route: str | None = None,
-                   codecs: list[str] | None = None,
-                   headers: list[tuple[str, str]] | None = None) -> CallLeg:
-        """Engine thread: an INVITE to ``call_to``: a ``sip:`` URI (``sip:1234@192.0.2.1:5060``),
-        or a bare number sent to ``route`` ("host:port") or the backend's ``outbound``."""
+    def _target(self, call_to: str, route: str | None) -> tuple[str, tuple[str, int]]:
+        """The request URI for ``call_to`` and the (host, port) to send it to."""
         uri_text = call_to.strip()
         if not uri_text.startswith(("sip:", "sips:")):
             target = parse_hostport(route, 5060) if route else self.outbound
@@ -138,18 +135,43 @@ class SipBackend(Backend):
             raise ArgumentError(f"call_to {call_to!r}: {exc.reason}; expected a SIP URI "
                                 "such as sip:1234@127.0.0.1:5060") from None
         if route and call_to.strip().startswith(("sip:", "sips:")):
-            peer = parse_hostport(route, 5060)
-        else:
-            peer = (uri.host, uri.port or 5060)
+            return str(uri), parse_hostport(route, 5060)
+        return str(uri), (uri.host, uri.port or 5060)
+
+    def prepare_call(self, call_to: str, route: str | None = None) -> tuple[str, Address]:
+        """The request URI and the address to send the INVITE to, a host name looked up
+        here (the application's thread: a slow resolver must not stall the engine)."""
+        uri, (host, port) = self._target(call_to, route)
         try:
-            address = resolve(*peer)
-        except OSError as exc:
-            raise ArgumentError(f"call_to {call_to!r}: cannot resolve {peer[0]!r}: {exc}; "
-                                "expected an IP address or a name in /etc/hosts") from None
+            return uri, lookup(host, port)
+        except (OSError, ValueError) as exc:
+            raise ArgumentError(f"call_to {call_to!r}: cannot resolve {host!r}: {exc}; "
+                                "expected an IP address or a name the resolver knows"
+                                ) from None
+
+    def place_call(self, call_to: str, call_from: str = "", *, route: str | None = None,
+                   codecs: list[str] | None = None,
+                   headers: list[tuple[str, str]] | None = None,
+                   prepared: tuple[str, Address] | None = None) -> CallLeg:
+        """Engine thread: an INVITE to ``call_to``: a ``sip:`` URI (``sip:1234@192.0.2.1:5060``),
+        or a bare number sent to ``route`` ("host:port") or the backend's ``outbound``.
+        A host name must have been looked up by :meth:`prepare_call` (a channel's call()
+        does that on its own thread): on the engine thread only IP addresses are taken."""
+        if prepared is not None:
+            uri, address = prepared
+        else:
+            uri, (host, port) = self._target(call_to, route)
+            try:
+                address = resolve(host, port)
+            except (OSError, ValueError):
+                raise ArgumentError(f"call_to {call_to!r}: {host!r} is not an IP address; "
+                                    "names are looked up off the engine thread: expected "
+                                    "prepare_call() first (a channel's call() does it)"
+                                    ) from None
         call = SipCall(self.ua, incoming=False,
                        call_id=new_call_id(self.ua.endpoint_for(address[0]).address[0]))
         self.ua.calls.add(call)
         call.headers_to_send = list(headers or [])
-        call.place(str(uri), call_from, self.ua.codec_preference(codecs), address,
+        call.place(uri, call_from, self.ua.codec_preference(codecs), address,
                    self.ua.endpoint_for(address[0]).address[0])
         return call

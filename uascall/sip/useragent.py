@@ -636,16 +636,23 @@ class _EndedCall:
 
 
 def resolve(host: str, port: int) -> Address:
-    """An IP literal or a name from /etc/hosts (no RFC 3263 DNS: the engine must not block
-    on a resolver; numeric addresses are taken as they are)."""
-    bare = host.strip("[]")
-    try:
-        info = socket.getaddrinfo(bare, port, type=socket.SOCK_DGRAM,
-                                  flags=socket.AI_NUMERICHOST)
-    except socket.gaierror:
-        info = socket.getaddrinfo(bare, port, type=socket.SOCK_DGRAM)
+    """An IP address as the socket API takes it. Only literal addresses: this runs on the
+    engine thread, which must never wait for a resolver (socket.gaierror for a name)."""
+    info = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_DGRAM,
+                              flags=socket.AI_NUMERICHOST)
     address = info[0][4]
     return address[0], address[1]
+
+
+def lookup(host: str, port: int) -> Address:
+    """:func:`resolve`, or a host name looked up (/etc/hosts, DNS): may block, so never
+    on the engine thread."""
+    try:
+        return resolve(host, port)
+    except socket.gaierror:
+        info = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_DGRAM)
+        address = info[0][4]
+        return address[0], address[1]
 
 
 def _accepts_sdp(value: str) -> bool:
