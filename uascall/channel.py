@@ -834,7 +834,13 @@ class _PlayerBase(_Job):
 
         def port() -> Any:
             channel._require((State.ANSWERED,), what)
-            return channel._leg.media()
+            try:
+                return channel._leg.media()
+            except Error:
+                if not channel._leg.live:  # the far end cleared it a moment ago
+                    raise Hangup(f"{what} on a call that has ended", cause=channel._cause
+                                 ) from None
+                raise
 
         return channel._engine.run(port)
 

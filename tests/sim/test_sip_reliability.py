@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+import collections
+import random
 import socket
 import threading
 import time
 
 import pytest
 
-from tests.sim.sip_peer import SipPeer, held_by, incoming
+from tests.sim.sip_peer import SipPeer, answered, held_by, incoming
 from uascall.backend import Cause
 from uascall.channel import State, UASCallChannel
-from uascall.errors import ArgumentError
+from uascall.errors import ArgumentError, Error, Hangup
 from uascall.sip.call import SipCall
 
 
@@ -85,3 +87,30 @@ def test_no_name_is_looked_up_on_the_engine_thread(uas, monkeypatch):
     with pytest.raises(ArgumentError, match="not an IP address"):  # straight on the engine
         uas.engine.run(uas.backend.place_call, "sip:x@localhost:9")
     assert on_engine == []
+
+
+def test_a_bye_racing_plays_gives_hangup_never_error(uas):
+    """The caller's BYE at any moment against plays starting one after the other: each
+    ends HANGUP or raises Hangup, never Error (822 of 10,455 calls of a soak ended with
+    Error "... has no media path now")."""
+    rng = random.Random(12)
+    outcomes: collections.Counter[str] = collections.Counter()
+    for _ in range(25):
+        peer = SipPeer(uas.address)
+        try:
+            channel = answered(uas, peer)
+            threading.Timer(rng.uniform(0.0, 0.15), peer.bye).start()
+            for _ in range(40):
+                try:
+                    outcomes[channel.TonePlayer.play("RINGBACK_EU", 0.02).name] += 1
+                except Hangup:
+                    outcomes["Hangup"] += 1
+                    break
+                except Error as exc:
+                    outcomes[f"Error: {exc}"] += 1
+                    break
+        finally:
+            time.sleep(0.05)
+            peer.close()
+    assert not [k for k in outcomes if k.startswith("Error")], outcomes
+    assert outcomes["Hangup"] + outcomes["HANGUP"] >= 20, outcomes
