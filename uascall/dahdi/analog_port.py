@@ -11,6 +11,7 @@ call itself plays replaces the port's tone, as a write cancels a kernel tone.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 from collections.abc import Callable
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 FRAME = 160
 NUMBUFS = 4  # the player keeps three frames queued ahead
+#: after a device error, the first retry to open the channel and the longest wait
+REOPEN_FIRST = 1.0
+REOPEN_LONGEST = 60.0
 
 
 class AnalogPort:
@@ -63,6 +67,9 @@ class AnalogPort:
         self._listening: str | None = None
         self._detector: DtmfDetector | callerid.CallerIdReceiver | None = None
         self._tone = Player(clock, _ToneSink(self), name=f"port {channo} tones")
+        # after a device error: the retry to open the channel again, and its delay
+        self._reopen_timer: TimerHandle | None = None
+        self._reopen_after = REOPEN_FIRST
 
     def __repr__(self) -> str:
         return f"<AnalogPort {self.kind} channel {self.channo}>"
@@ -97,6 +104,13 @@ class AnalogPort:
         log.info("%r started (%s)", self, self.law)
 
     def stop(self) -> None:
+        if self._reopen_timer is not None:
+            self._reopen_timer.cancel()
+            self._reopen_timer = None
+            self.engine.remove_shutdown_callback(self.stop)
+        self._close()
+
+    def _close(self, why: str = "port-stopped") -> None:
         channel, self.channel = self.channel, None
         if channel is None:
             return
@@ -105,15 +119,48 @@ class AnalogPort:
         self._timers.clear()
         self._tone.stop()
         if self.leg is not None:
-            self.leg._ended(Cause.OUTOFORDER, "port-stopped", "span")
+            self.leg._ended(Cause.OUTOFORDER, why, "span")
         self.engine.remove_fd(channel.fileno())
         self.engine.remove_shutdown_callback(self.stop)
-        channel.close()  # on hook: a call still up is cleared with a kewl
+        with contextlib.suppress(OSError):  # a device that failed may fail to close too
+            channel.close()  # on hook: a call still up is cleared with a kewl
 
     # ------------------------------------------------------------------ the device
     def _ready(self, revents: int) -> None:
-        if self.channel is not None:
+        if self.channel is None:
+            return
+        try:
             self.channel.service(revents, self._heard)
+        except DeviceError as exc:  # the card or its driver went away
+            self._device_failed(exc)
+
+    def _device_failed(self, exc: DeviceError) -> None:
+        """The channel's device failed: the call on it ends (OUTOFORDER), the port closes
+        and tries to open again, waiting longer each time, logging once per change."""
+        if self.channel is None:
+            return
+        log.error("%r: the device failed (%s); the port is closed, its call cleared; "
+                  "opening it again in %g s", self, exc, self._reopen_after)
+        self._close("device-error")
+        self._schedule_reopen()
+
+    def _schedule_reopen(self) -> None:
+        self._reopen_timer = self.engine.call_later(self._reopen_after, self._reopen)
+        self.engine.add_shutdown_callback(self.stop)
+        self._reopen_after = min(2 * self._reopen_after, REOPEN_LONGEST)
+
+    def _reopen(self) -> None:
+        self._reopen_timer = None
+        self.engine.remove_shutdown_callback(self.stop)
+        try:
+            self.start()
+        except (OSError, Error) as exc:
+            log.debug("%r: does not open yet (%s); again in %g s", self, exc,
+                      self._reopen_after)
+            self._schedule_reopen()
+            return
+        log.warning("%r: opened again", self)
+        self._reopen_after = REOPEN_FIRST
 
     def _on_kernel_event(self, code: int) -> None:
         self._run(analog.HookEvent(code))

@@ -38,6 +38,7 @@ Everything here runs on the engine thread.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import time
@@ -71,6 +72,9 @@ log = logging.getLogger(__name__)
 LINE_DOWN_ALARMS = abi.DAHDI_ALARM_RED | abi.DAHDI_ALARM_BLUE | abi.DAHDI_ALARM_LOS
 _HDLC_SIGNALLING = (abi.DAHDI_SIG_HDLCFCS, abi.DAHDI_SIG_HARDHDLC)
 _MAX_FRAMES_PER_WAKEUP = 64  # fairness towards the other descriptors
+#: after a device error, the first retry to open the D-channel and the longest wait
+REOPEN_FIRST = 1.0
+REOPEN_LONGEST = 60.0
 _INBAND = libpri.PRI_PROG_INBAND_AVAILABLE | libpri.PRI_PROG_CALL_NOT_E2E_ISDN
 #: causes libpri clears with RELEASE COMPLETE (freeing the call at once, with no event)
 #: when nothing else was sent for the call yet (Q.931 5.3.2 a)
@@ -82,7 +86,8 @@ _TEMPORARY_FAILURE = libpri.PRI_CAUSE_NORMAL_TEMPORARY_FAILURE
 class SpanEvent:
     """Something that happened to the span: D-channel up/down or an alarm change."""
 
-    kind: str  # "dchannel-up", "dchannel-down", "alarm", "config-error"
+    kind: str  # "dchannel-up", "dchannel-down", "alarm", "config-error", "device-error",
+    # "reopened"
     alarms: int = 0
     detail: str = ""
 
@@ -142,6 +147,10 @@ class PriSpan:
         self._timer: TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._alarm_check_pending = False
+        # after a device error: the error, and the retry to open the D-channel again
+        self._failure: DeviceError | None = None
+        self._reopen_timer: TimerHandle | None = None
+        self._reopen_after = REOPEN_FIRST
 
     def __repr__(self) -> str:
         state = "up" if self.up else "down"
@@ -176,6 +185,13 @@ class PriSpan:
 
     def stop(self) -> None:
         """Drop every call without signalling (cause 41) and close the span's devices."""
+        if self._reopen_timer is not None:
+            self._reopen_timer.cancel()
+            self._reopen_timer = None
+            self.engine.remove_shutdown_callback(self.stop)
+        self._close(_TEMPORARY_FAILURE)
+
+    def _close(self, cause: int) -> None:
         dchan = self._dchan
         if dchan is None:
             return
@@ -183,13 +199,53 @@ class PriSpan:
         self.up = False
         self._dchan = None
         for call in list(self._busy.values()):
-            self._drop(call, _TEMPORARY_FAILURE)
+            self._drop(call, cause)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._pri = None
         self.engine.remove_fd(dchan.fileno())
         self.engine.remove_shutdown_callback(self.stop)
-        dchan.close()
+        with contextlib.suppress(OSError):  # a device that failed may fail to close too
+            dchan.close()
+
+    # ------------------------------------------------------------------ device errors
+    def _device_failed(self, exc: DeviceError) -> None:
+        """The D-channel's device failed (EIO: a card gone, a driver unloaded): noted
+        here, possibly inside a libpri call; the span goes down on the next iteration."""
+        if self._failure is None:
+            self._failure = exc
+            self.engine.call_soon(self._go_down)
+
+    def _go_down(self) -> None:
+        exc, self._failure = self._failure, None
+        if self._dchan is None or exc is None:
+            return
+        log.error("%s: the D-channel failed (%s); the span is down, its calls cleared; "
+                  "opening it again in %g s", self.name, exc, self._reopen_after)
+        self._close(libpri.PRI_CAUSE_NETWORK_OUT_OF_ORDER)
+        self._emit_span(SpanEvent("device-error", self.alarms, str(exc)))
+        self._schedule_reopen()
+
+    def _schedule_reopen(self) -> None:
+        self._reopen_timer = self.engine.call_later(self._reopen_after, self._reopen)
+        self.engine.add_shutdown_callback(self.stop)
+        self._reopen_after = min(2 * self._reopen_after, REOPEN_LONGEST)
+
+    def _reopen(self) -> None:
+        self._reopen_timer = None
+        self.engine.remove_shutdown_callback(self.stop)
+        try:
+            self.start()
+        except (OSError, Error) as exc:
+            log.debug("%s: the D-channel does not open yet (%s); again in %g s", self.name,
+                      exc, self._reopen_after)
+            self._schedule_reopen()
+            return
+        log.warning("%s: the D-channel opened again; the span comes up with layer 2",
+                    self.name)
+        self._reopen_after = REOPEN_FIRST
+        self._emit_span(SpanEvent("reopened", self.alarms))
 
     def _check_layout(self, dchan: Channel) -> None:
         params = dchan.params()
@@ -280,9 +336,13 @@ class PriSpan:
     # ------------------------------------------------------------------ libpri I/O
     def _read_frame(self) -> bytes | None:
         dchan = self._dchan
-        if dchan is None:
+        if dchan is None or self._failure is not None:
             return None
-        frame = dchan.read_frame()
+        try:
+            frame = dchan.read_frame()
+        except DeviceError as exc:
+            self._device_failed(exc)
+            return None
         if frame is not None and self.frame_listeners:
             self._tap("rx", frame[:-2])
         return frame
@@ -291,9 +351,16 @@ class PriSpan:
         dchan = self._dchan
         if dchan is None:
             raise DeviceError(errno.EBADF, self.name, "write", "the span was stopped")
+        if self._failure is not None:
+            return  # going down: the frame is lost with the link
         if self.frame_listeners:
             self._tap("tx", data[:-2])
-        if dchan.write_frame(data) != len(data):
+        try:
+            written = dchan.write_frame(data)
+        except DeviceError as exc:
+            self._device_failed(exc)
+            return
+        if written != len(data):
             raise DeviceError(errno.EAGAIN, dchan.label, "write",
                               "every D-channel transmit buffer is full")
 
@@ -306,11 +373,16 @@ class PriSpan:
 
     def _on_dchannel_ready(self, revents: int) -> None:
         dchan, pri = self._dchan, self._pri
-        assert dchan is not None and pri is not None
-        if revents & EPOLLPRI:
-            dchan.drain_events()
+        if dchan is None or pri is None or self._failure is not None:
+            return
+        try:
+            if revents & EPOLLPRI:
+                dchan.drain_events()
+        except DeviceError as exc:
+            self._device_failed(exc)
+            return
         for _ in range(_MAX_FRAMES_PER_WAKEUP):
-            if self._dchan is None:
+            if self._dchan is None or self._failure is not None:
                 return
             self._handle(pri.check_event())
             if pri.drained:

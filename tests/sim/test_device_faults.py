@@ -1,0 +1,150 @@
+"""Devices that fail under a running span or port (a card pulled, a driver unloaded): the
+calls on them are cleared with OUTOFORDER, the span or port closes and opens again when it
+can, waiting longer each time, and the log says so once per change, not once per read."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import re
+
+import pytest
+
+from uascall.dahdi import abi, libpri
+from uascall.dahdi.analog import AnalogSettings
+from uascall.dahdi.analog_port import AnalogPort
+from uascall.dahdi.config import SystemConf
+from uascall.dahdi.device import DeviceIO, IoctlArg
+from uascall.dahdi.pri_call import CallCleared, CallConnected
+from uascall.engine import Engine, VirtualClock
+from uascall.media.player import MediaClock
+from uascall.sim.analog_farend import Exchange, analog_loop_conf
+from uascall.sim.farend import FarEnd, PriLoop, pri_loop_conf
+from uascall.sim.kernel import SimKernel
+
+
+class FailingDevices(DeviceIO):
+    """A kernel whose channels can be made to fail: every call on a failed channel's
+    descriptors raises EIO, and opening it does too, until it is healed."""
+
+    def __init__(self, io: DeviceIO) -> None:
+        self.io = io
+        self.failed: set[int] = set()
+        self.channel_of: dict[int, int] = {}
+        self.refused = 0  # calls that got EIO
+
+    def describe(self) -> str:
+        return f"failing {self.io.describe()}"
+
+    def _check(self, fd: int) -> None:
+        if self.channel_of.get(fd) in self.failed:
+            self.refused += 1
+            raise OSError(errno.EIO, "Input/output error")
+
+    def open(self, path: str, flags: int) -> int:
+        match = re.fullmatch(r".*/(\d+)", path)
+        if match and int(match.group(1)) in self.failed:
+            self.refused += 1
+            raise OSError(errno.EIO, "Input/output error")
+        fd = self.io.open(path, flags)
+        if match:
+            self.channel_of[fd] = int(match.group(1))
+        return fd
+
+    def close(self, fd: int) -> None:
+        self.channel_of.pop(fd, None)
+        self.io.close(fd)
+
+    def read(self, fd: int, size: int) -> bytes:
+        self._check(fd)
+        return self.io.read(fd, size)
+
+    def write(self, fd: int, data: bytes) -> int:
+        self._check(fd)
+        return self.io.write(fd, data)
+
+    def ioctl(self, fd: int, request: int, arg: IoctlArg = 0) -> int:
+        self._check(fd)
+        result = self.io.ioctl(fd, request, arg)
+        if request == abi.DAHDI_SPECIFY:
+            self.channel_of[fd] = int(getattr(arg, "value", arg))  # type: ignore[arg-type]
+            if self.channel_of[fd] in self.failed:
+                self.refused += 1
+                raise OSError(errno.EIO, "Input/output error")
+        return result
+
+
+@pytest.fixture
+def engine():
+    with Engine(VirtualClock()) as engine, engine.actor():
+        yield engine
+
+
+def test_a_failing_d_channel_clears_its_calls_and_comes_back(engine, caplog):
+    caplog.set_level(logging.DEBUG)
+    sim = SimKernel(engine)
+    conf = pri_loop_conf("E1", dynamic=True)
+    engine.run(sim.configure, SystemConf.parse(conf))
+    devices = FailingDevices(sim)
+    loop = PriLoop.create(engine, "E1", kernel=devices, conf=conf)
+    far = FarEnd(loop)
+    ours: list = []
+    loop.cpe.on_incoming = ours.append
+    assert engine.wait_until(lambda: loop.up, 5)
+    engine.run(far.dial)
+    assert engine.wait_until(lambda: bool(ours), 5)
+    call = ours[0]
+    ended: list = []
+    call.listeners.append(lambda _c, e: ended.append(e) if isinstance(e, CallCleared) else None)
+    engine.run(call.answer)
+    assert engine.wait_until(lambda: any(isinstance(e, CallConnected) for _, e in
+                                         far.calls[0].events), 5)
+    caplog.clear()
+    devices.failed.add(loop.cpe.layout.dchannel)
+    engine.run(far.calls[0].hangup)  # its DISCONNECT reaches a D-channel that fails
+    engine.sleep(10.0)  # the span is down; opening it again fails, waiting longer each time
+    assert ended and ended[0].cause == libpri.PRI_CAUSE_NETWORK_OUT_OF_ORDER
+    assert ended[0].by == "span" and not loop.cpe.up
+    assert devices.refused < 20, f"{devices.refused} failed calls: a hot loop"
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1 and "the D-channel failed" in errors[0].getMessage()
+    devices.failed.clear()
+    engine.sleep(20.0)  # the next try opens it; layer 2 comes up again
+    assert loop.cpe.up
+    assert any("opened again" in r.getMessage() for r in caplog.records)
+    ours.clear()
+    engine.run(far.dial)
+    assert engine.wait_until(lambda: bool(ours), 5)
+
+
+def test_a_failing_analog_port_ends_its_call_and_opens_again(engine, caplog):
+    caplog.set_level(logging.DEBUG)
+    sim = SimKernel(engine)
+    conf = analog_loop_conf(4)
+    engine.run(sim.configure, SystemConf.parse(conf))
+    devices = FailingDevices(sim)
+    clock = MediaClock(engine)
+    port = AnalogPort(engine, 5, clock=clock, settings=AnalogSettings(callerid=None),
+                      io=devices)
+    legs: list = []
+    port.on_incoming = legs.append
+    exchange = Exchange(engine, 1, clock=clock, io=devices)
+    engine.run(port.start)
+    engine.run(exchange.start)
+    engine.sleep(2.1)
+    engine.run(exchange.ring, None)
+    assert engine.wait_until(lambda: bool(legs), 10)
+    ended: list = []
+    legs[0].listener = ended.append
+    caplog.clear()
+    devices.failed.add(5)
+    engine.sleep(10.0)
+    assert ended and ended[-1].cause.name == "OUTOFORDER" and ended[-1].raw_cause == \
+        "device-error"
+    assert devices.refused < 20, f"{devices.refused} failed calls: a hot loop"
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+    devices.failed.clear()
+    engine.sleep(20.0)  # open again: the exchange, still ringing, offers the call anew
+    assert port.channel is not None and len(legs) == 2
+    engine.run(port.stop)
+    engine.run(exchange.stop)
