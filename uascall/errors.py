@@ -6,14 +6,17 @@
      +-- Error                    wrong state, misuse or a bad argument (the spec's R2)
      |    +-- ArgumentError       ... a bad argument (also a ValueError)
      |    +-- LocalProtocolError  ... we asked a protocol machine for a step it cannot take
+     |    +-- DeviceError         ... a DAHDI device operation failed (also an OSError)
+     |    +-- the backends' own: LibpriError; SdpError, NoCommonCodec, RtpError,
+     |        DialogError, TransactionError, TransportError (SIP)
      +-- Hangup                   the call is gone: its state is IDLE (the spec's R1)
      +-- RemoteProtocolError      the far end (or the wire) sent something we cannot accept
      +-- BackendUnavailable       a backend cannot run here (also NotImplementedError)
-     |    +-- LibpriUnavailable   libpri is missing or is not the version our layout was checked on
-     +-- DeviceError              a DAHDI device operation failed (also an OSError: errno kept)
+          +-- LibpriUnavailable   libpri is missing or is not the version our layout was checked on
 
-Every message says what was wrong and what was expected; where a Q.850 cause or a SIP
-status is known it is carried in the exception as well.
+What can reach an application is Hangup or an Error: the backends' exceptions are
+Errors too. Every message says what was wrong and what was expected; where a Q.850 cause
+or a SIP status is known it is carried in the exception as well.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ class LibpriUnavailable(BackendUnavailable):
     """libpri cannot be loaded, or is not a version whose struct layout uascall has checked."""
 
 
-class DeviceError(UascallError, OSError):
+class DeviceError(Error, OSError):
     """A DAHDI device operation failed.
 
     Keeps ``errno`` like any OSError and adds where it happened (``device``: a path or

@@ -66,7 +66,7 @@ from uascall.dahdi.libpri_abi import (  # the names this module uses itself
     c_text,
     copy_event,
 )
-from uascall.errors import ArgumentError, LibpriUnavailable, UascallError
+from uascall.errors import ArgumentError, Error, LibpriUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ ENV_LIBRARY = "UASCALL_LIBPRI"
 _INSTALL_HINT = "apt-get install libpri1.4"
 
 
-class LibpriError(UascallError):
+class LibpriError(Error):
     """A libpri call failed (it returned -1 or NULL); ``function`` names it."""
 
     def __init__(self, message: str, *, function: str = "") -> None:

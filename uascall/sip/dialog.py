@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import random
 
+from uascall.errors import Error
 from uascall.sip.message import (
     Headers,
     NameAddr,
@@ -32,7 +33,7 @@ from uascall.sip.message import (
 log = logging.getLogger(__name__)
 
 
-class DialogError(Exception):
+class DialogError(Error):
     """A request does not fit the dialog (names what was wrong)."""
 
     def __init__(self, message: str, status: int) -> None:

@@ -33,6 +33,8 @@ import secrets
 import struct
 from dataclasses import dataclass, field
 
+from uascall.errors import Error
+
 log = logging.getLogger(__name__)
 
 RTP_VERSION = 2
@@ -56,7 +58,7 @@ _HALF_TIMESTAMP = 1 << 31
 _MAX_EVENT_DURATION = 0xFFFF
 
 
-class RtpError(ValueError):
+class RtpError(Error, ValueError):
     """An RTP packet or telephone-event payload is malformed, or a field is out of range."""
 
 

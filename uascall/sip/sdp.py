@@ -36,6 +36,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from uascall.errors import Error
+
 log = logging.getLogger(__name__)
 
 #: codec names of our API (uascall's ``codecs`` argument, "g711a;g711u") ->
@@ -83,11 +85,11 @@ _RTP_PROTOS = ("RTP/AVP", "RTP/SAVP", "RTP/AVPF", "RTP/SAVPF")
 _ACCEPTED_PROTO = "RTP/AVP"
 
 
-class SdpError(ValueError):
+class SdpError(Error, ValueError):
     """A session description is malformed, or not a usable offer or answer."""
 
 
-class NoCommonCodec(Exception):
+class NoCommonCodec(Error):
     """The offer (or the answer) has no codec we accept; a UAS answers 488 Not Acceptable Here."""
 
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from uascall.errors import Error
 from uascall.sip.message import Headers, Request, Response
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class Timers:
 DEFAULT_TIMERS = Timers()
 
 
-class TransactionError(Exception):
+class TransactionError(Error):
     """Our own misuse of a transaction (the transaction user's fault, not the peer's)."""
 
 
