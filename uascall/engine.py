@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from uascall.errors import ArgumentError, Error
+from uascall.errors import ArgumentError, Error, Hangup
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,8 @@ class Engine:
         self._post_lock = threading.Lock()
         self._accepting = False
         self._waiters: set[_Waiter] = set()
+        # futures application threads wait for in real time (woken if the engine stops)
+        self._real_waits: set[concurrent.futures.Future] = set()
         self._runnable_actors = 0
         self._actor_lock = threading.Lock()
         self._local = threading.local()
@@ -378,17 +380,33 @@ class Engine:
         if not self.clock.virtual:
             if timeout is not None and timeout > threading.TIMEOUT_MAX:
                 timeout = None  # centuries: the same as no limit, which threading can take
+            with self._post_lock:
+                if self._stopped.is_set() or (self._thread is not None
+                                              and not self._accepting):
+                    if not future.done():
+                        raise Hangup(f"engine {self.name!r} has stopped; nothing it would "
+                                     "have done will happen")
+                self._real_waits.add(future)
             try:
                 return future.result(timeout)
             except concurrent.futures.TimeoutError:
                 raise TimeoutError(f"no result within {timeout} s") from None
+            finally:
+                with self._post_lock:
+                    self._real_waits.discard(future)
         if future.done():
             return future.result()
+        if self._stopped.is_set():
+            raise Hangup(f"engine {self.name!r} has stopped; nothing it would have done "
+                         "will happen")
         waiter = _Waiter(actor=self._is_actor())
         # Every way of waking up must be in place before the actor is parked: from then on
         # virtual time may run, and a future completed in that window would wake nobody.
         future.add_done_callback(lambda _f: self._post_wake(waiter))
-        self.call_soon_threadsafe(self._arm_waiter, waiter, timeout)
+        try:
+            self.call_soon_threadsafe(self._arm_waiter, waiter, timeout)
+        except Error:  # the engine stopped a moment ago
+            raise Hangup(f"engine {self.name!r} has stopped") from None
         self._park_actor(waiter)
         try:
             waiter.event.wait()
@@ -397,6 +415,8 @@ class Engine:
             raise
         if future.done():
             return future.result()
+        if self._stopped.is_set() or (self._thread is not None and not self._accepting):
+            raise Hangup(f"engine {self.name!r} stopped")
         raise TimeoutError(f"no result within {timeout} s of engine time")
 
     def sleep(self, seconds: float) -> None:
@@ -653,6 +673,11 @@ class Engine:
             self._accepting = False
         for waiter in list(self._waiters):  # nobody is left to time them out
             self._wake_waiter(waiter)
+        with self._post_lock:
+            waits, self._real_waits = self._real_waits, set()
+        for future in waits:  # nothing will complete them now: their waiters wake
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                future.set_exception(Hangup(f"engine {self.name!r} stopped"))
         if self._fds:
             log.warning("engine %s stopped with fds still registered: %s (their owners did "
                         "not close them)", self.name, sorted(self._fds))

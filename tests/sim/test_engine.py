@@ -12,7 +12,7 @@ import time
 import pytest
 
 from uascall.engine import EPOLLIN, EPOLLPRI, Engine, VirtualClock
-from uascall.errors import Error
+from uascall.errors import Error, Hangup
 
 
 def open_fds() -> set[int]:
@@ -269,3 +269,27 @@ def test_a_timeout_of_centuries_is_no_limit():
         flag = threading.Event()
         engine.run(engine.call_later, 0.05, flag.set)
         assert engine.wait_until(flag.is_set, 1e10)
+
+
+@pytest.mark.parametrize("virtual", [False, True])
+def test_threads_waiting_on_a_stopping_engine_wake_with_hangup(virtual):
+    """An application thread blocked in a wait with no limit (a play, get_digits) wakes
+    with Hangup when the engine stops: nothing it waits for will happen now."""
+    engine = Engine(VirtualClock() if virtual else None).start()
+    never: concurrent.futures.Future = concurrent.futures.Future()
+    outcome: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            engine.wait(never)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    time.sleep(0.1)
+    engine.stop()
+    thread.join(5)
+    assert not thread.is_alive() and isinstance(outcome[0], Hangup)
+    with pytest.raises(Hangup):
+        engine.wait(concurrent.futures.Future())
