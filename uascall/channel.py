@@ -677,7 +677,9 @@ class UASCallChannel:
             return engine.wait(future, timeout)
         except TimeoutError:
             engine.run(self._forget_waiter, future)
-            return False
+            # the condition may have come true at the very deadline, after the wait ended
+            # and before the waiter was forgotten: that is not a timeout
+            return future.result() if future.done() else False
 
     def _forget_waiter(self, future: concurrent.futures.Future) -> None:
         self._waiters = [w for w in self._waiters if w[1] is not future]

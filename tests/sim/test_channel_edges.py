@@ -19,9 +19,10 @@ from uascall.dahdi import libpri
 from uascall.dahdi.pri import PriSpan
 from uascall.errors import ArgumentError, DeviceError, Hangup
 from uascall.media import tts
+from uascall.media.player import MediaClock
 from uascall.media.wav import write_wav
 
-from .helpers import T, drop_message, with_tones
+from .helpers import MEDIA, T, drop_message, with_tones
 
 
 def test_ring_does_not_look_at_a_ringtone_it_will_not_play(world):
@@ -151,3 +152,27 @@ def test_answer_checks_its_codecs(world):
 def test_text_that_is_not_unicode_text_is_an_argument_error():
     with pytest.raises(ArgumentError, match="not a character"):
         tts.synthesize("hello \udc80 world")
+
+
+
+def test_an_answer_at_the_very_deadline_of_call_is_not_a_timeout(world, monkeypatch):
+    """The engine's wait can end by its timer in the same moment as the answer it waited
+    for: call() returns ANSWERED, not a NOANSWER clearing of a call that was answered."""
+    far_end = world.backend.far_end
+    far_end.answer_after = 1.0
+    channel = UASCallChannel(world.engine, backend=world.backend, route="pri",
+                             media_clock=MediaClock(world.engine), media_dir=MEDIA)
+    engine = world.engine
+    wait = engine.wait
+
+    def wait_then_time_out(future, timeout=None):
+        result = wait(future, T if timeout is None else timeout)
+        if timeout != 5:
+            return result
+        raise TimeoutError(f"no result within {timeout} s")  # the timer fired as it came
+
+    monkeypatch.setattr(engine, "wait", wait_then_time_out)
+    assert channel.call("5559000", seconds_timeout=5) is State.ANSWERED
+    assert channel.cause() is Cause.NORMAL
+    monkeypatch.undo()
+    assert channel.hang_up() is State.IDLE
