@@ -8,10 +8,12 @@ alarm, damage a frame, count what it dropped).
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import errno
 import os
 import struct
+import threading
 
 import pytest
 
@@ -430,3 +432,26 @@ def test_dynamic_loc_spans_are_made_as_dahdi_dynamic_loc_makes_them():
             engine.run(kernel.configure, "dynamic=eth,eth0/00:11:22:33:44:55/0,24,0\n")
         with pytest.raises(ValueError, match="key 7 has 1 spans; expected two"):
             engine.run(kernel.configure, "dynamic=loc,7:0,24,0\n")
+
+
+class _ReadsNothing(SimKernel):
+    """A driver whose read returns 0 bytes (end of file) rather than EAGAIN."""
+
+    def read(self, fd, size):
+        return b""
+
+
+def test_a_read_of_nothing_ends_the_service_of_a_ready_channel():
+    """A zero-length read is nothing waiting, not a block: servicing the channel must
+    return (it looped for ever, handing empty blocks on, and the engine hung)."""
+    with Engine(VirtualClock()) as engine, engine.actor():
+        kernel = _ReadsNothing(engine)
+        engine.run(kernel.add_loop, "E1")
+        engine.run(kernel.configure, E1_LOOP_CONF)
+        chan = open_channel(engine, kernel, 1)
+        blocks: list[bytes] = []
+        outcome = concurrent.futures.Future()
+        threading.Thread(target=lambda: outcome.set_result(
+            engine.run(chan.service, EPOLLIN, blocks.append)), daemon=True).start()
+        assert outcome.result(5) is None and blocks == []
+        assert engine.run(chan.read_frame) is None

@@ -438,7 +438,7 @@ class Channel(_Device):
             size = max(size, 1024)  # an HDLC frame can be longer than a block
         for _attempt in range(8):
             try:
-                return self._io.read(self.fileno(), size)
+                return self._io.read(self.fileno(), size) or None  # b"": nothing either
             except BlockingIOError:
                 return None
             except OSError as exc:
