@@ -30,6 +30,7 @@ class FailingDevices(DeviceIO):
     def __init__(self, io: DeviceIO) -> None:
         self.io = io
         self.failed: set[int] = set()
+        self.failing_ioctls: set[int] = set()  # requests that fail on every channel
         self.channel_of: dict[int, int] = {}
         self.refused = 0  # calls that got EIO
 
@@ -65,6 +66,9 @@ class FailingDevices(DeviceIO):
 
     def ioctl(self, fd: int, request: int, arg: IoctlArg = 0) -> int:
         self._check(fd)
+        if request in self.failing_ioctls and fd in self.channel_of:
+            self.refused += 1
+            raise OSError(errno.EIO, "Input/output error")
         result = self.io.ioctl(fd, request, arg)
         if request == abi.DAHDI_SPECIFY:
             self.channel_of[fd] = int(getattr(arg, "value", arg))  # type: ignore[arg-type]
@@ -146,5 +150,38 @@ def test_a_failing_analog_port_ends_its_call_and_opens_again(engine, caplog):
     devices.failed.clear()
     engine.sleep(20.0)  # open again: the exchange, still ringing, offers the call anew
     assert port.channel is not None and len(legs) == 2
+    engine.run(port.stop)
+    engine.run(exchange.stop)
+
+
+def test_an_off_hook_the_device_refuses_ends_the_call_and_the_port_recovers(engine, caplog):
+    """Answering an FXO call takes the line off hook; a DAHDI_HOOK that fails with EIO (not
+    the EBUSY of a hook change still settling) is a failed device: the call ends
+    OUTOFORDER rather than standing answered on a line that never went off hook."""
+    sim = SimKernel(engine)
+    engine.run(sim.configure, SystemConf.parse(analog_loop_conf(4)))
+    devices = FailingDevices(sim)
+    clock = MediaClock(engine)
+    port = AnalogPort(engine, 5, clock=clock, settings=AnalogSettings(callerid=None),
+                      io=devices)
+    legs: list = []
+    port.on_incoming = legs.append
+    exchange = Exchange(engine, 1, clock=clock, io=sim)
+    engine.run(port.start)
+    engine.run(exchange.start)
+    engine.sleep(2.1)
+    engine.run(exchange.ring, None)
+    assert engine.wait_until(lambda: bool(legs), 10)
+    ended: list = []
+    legs[0].listener = ended.append
+    devices.failing_ioctls.add(abi.DAHDI_HOOK)
+    engine.run(legs[0].answer)
+    engine.sleep(1.0)
+    assert ended and ended[-1].cause.name == "OUTOFORDER", ended
+    assert any("DAHDI_HOOK" in r.getMessage() or "Input/output" in r.getMessage()
+               for r in caplog.records if r.levelno >= logging.WARNING)
+    devices.failing_ioctls.clear()
+    engine.sleep(20.0)
+    assert port.channel is not None, "the port did not open again"
     engine.run(port.stop)
     engine.run(exchange.stop)

@@ -232,6 +232,9 @@ class AnalogPort:
         try:
             self.channel.hook(operation)
         except DeviceError as exc:
+            if exc.errno != errno.EBUSY:  # the device failed: not a call that goes on
+                self._device_failed(exc)
+                return
             # EBUSY: the kernel is still settling an earlier hook change (a kewl); the
             # machine's next step (a hook check, a timeout) will find the line as it is.
             log.warning("%r: DAHDI_HOOK %d refused: %s", self, operation, exc)
