@@ -4,17 +4,21 @@
 from __future__ import annotations
 
 import collections
+import gc
 import random
 import socket
 import threading
 import time
+import warnings
 
 import pytest
 
 from tests.sim.sip_peer import SipPeer, answered, held_by, incoming
 from uascall.backend import Cause
 from uascall.channel import State, UASCallChannel
+from uascall.engine import Engine
 from uascall.errors import ArgumentError, Error, Hangup
+from uascall.sip.backend import SipBackend
 from uascall.sip.call import SipCall
 
 
@@ -114,3 +118,27 @@ def test_a_bye_racing_plays_gives_hangup_never_error(uas):
             peer.close()
     assert not [k for k in outcomes if k.startswith("Error")], outcomes
     assert outcomes["Hangup"] + outcomes["HANGUP"] >= 20, outcomes
+
+
+def test_a_listen_address_in_use_leaves_no_socket_of_the_others_open():
+    """Starting on two addresses when the second is taken: the error names it, and the
+    first address's socket is closed with it (a restart on the same ports would find it
+    taken by our own dead user agent)."""
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    free = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    free.bind(("127.0.0.1", 0))
+    free_port = free.getsockname()[1]
+    free.close()
+    with Engine() as engine, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with pytest.raises(Error, match=str(taken.getsockname()[1])):
+            SipBackend(engine, listen=[f"127.0.0.1:{free_port}",
+                                       f"127.0.0.1:{taken.getsockname()[1]}"])
+        gc.collect()
+        assert not [w for w in caught if issubclass(w.category, ResourceWarning)], \
+            "a socket was left for the garbage collector to close"
+        again = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        again.bind(("127.0.0.1", free_port))  # EADDRINUSE if our socket were left open
+        again.close()
+    taken.close()

@@ -145,11 +145,17 @@ class UserAgent:
         for name in settings.codecs:
             if name not in CODECS:
                 raise ArgumentError(f"codec {name!r}; expected one of {', '.join(CODECS)}")
-        self.endpoints: list[UdpEndpoint] = [
-            UdpEndpoint(engine, address, self._make_receiver(index), allow=self.allow,
-                        max_size=settings.max_message_size, rcvbuf=settings.rcvbuf,
-                        measure_delay=True, name=f"sip {format_hostport(address)}")
-            for index, address in enumerate(settings.listen)]
+        self.endpoints: list[UdpEndpoint] = []
+        try:
+            for index, address in enumerate(settings.listen):
+                self.endpoints.append(UdpEndpoint(
+                    engine, address, self._make_receiver(index), allow=self.allow,
+                    max_size=settings.max_message_size, rcvbuf=settings.rcvbuf,
+                    measure_delay=True, name=f"sip {format_hostport(address)}"))
+        except BaseException:  # one address in use: the sockets opened so far go too
+            for endpoint in self.endpoints:
+                endpoint.close()
+            raise
         self.ticker = RtpTicker(engine)
         self.rtp_ports = RtpPorts(*settings.rtp_ports)
         self.server_tx: dict[tuple[str, str, str], ServerTransaction] = {}
