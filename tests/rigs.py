@@ -68,6 +68,15 @@ class Rig:
                                  "not come up")
         return loop
 
+    def raise_alarm(self, engine: Engine, loop: PriLoop, alarm: int, pair: int = 0) -> None:
+        """Put our span of ``pair`` in ``alarm`` (``abi.DAHDI_ALARM_RED``...) as a line
+        fault does; the exchange's side of the pair loses its line with it."""
+        raise NotImplementedError
+
+    def clear_alarm(self, engine: Engine, loop: PriLoop, pair: int = 0) -> None:
+        """Undo :meth:`raise_alarm`: the line comes back (layer 2 then comes up again)."""
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         return f"<{self.name} rig>"
 
@@ -80,6 +89,24 @@ class SimRig(Rig):
         kernel = SimKernel(engine)
         engine.run(kernel.configure, conf)
         return kernel
+
+    def raise_alarm(self, engine: Engine, loop: PriLoop, alarm: int, pair: int = 0) -> None:
+        kernel, ours, theirs = self._spans(loop, pair)
+        if alarm == abi.DAHDI_ALARM_YELLOW:  # the far end lost our signal and says so
+            engine.run(kernel.set_alarm, theirs, abi.DAHDI_ALARM_RED)
+        else:
+            engine.run(kernel.set_alarm, ours, alarm)
+
+    def clear_alarm(self, engine: Engine, loop: PriLoop, pair: int = 0) -> None:
+        kernel, ours, theirs = self._spans(loop, pair)
+        engine.run(kernel.set_alarm, ours, 0)
+        engine.run(kernel.set_alarm, theirs, 0)
+
+    @staticmethod
+    def _spans(loop: PriLoop, pair: int) -> tuple[SimKernel, int, int]:
+        assert isinstance(loop.kernel, SimKernel), loop.kernel
+        return (loop.kernel, loop.cpe_spans[pair].layout.spanno,
+                loop.net_spans[pair].layout.spanno)
 
 
 class VmRig(Rig):
@@ -104,6 +131,34 @@ class VmRig(Rig):
         if held:
             raise AssertionError("vm rig: this process still holds " + ", ".join(held)
                                  + "; an earlier scenario did not close its channels")
+        self._dahdi_cfg(conf)
+        self._wait_for_spans(len([line for line in conf.splitlines()
+                                  if line.startswith("dynamic=")]))
+        return OS_IO
+
+    def raise_alarm(self, engine: Engine, loop: PriLoop, alarm: int, pair: int = 0) -> None:
+        """RED only: the exchange's span is stopped and its dynamic span destroyed, so ours
+        hears nothing and dahdi_dynamic raises RED a second or two later. The loc driver
+        cannot hold a span in another alarm: YELLOW lasts only from a destroyed peer's
+        re-creation to its first frame."""
+        if alarm != abi.DAHDI_ALARM_RED:
+            raise AssertionError(f"vm rig: {abi.alarm_names(alarm)} cannot be raised on the "
+                                 "loc spans; only RED (the far span destroyed)")
+        engine.run(loop.net_spans[pair].stop)
+        far = loop.conf.dynamic[2 * pair + 1]
+        with ControlDevice.open() as ctl:
+            ctl.destroy_dynamic_span(far.driver, far.address, far.channels)
+
+    def clear_alarm(self, engine: Engine, loop: PriLoop, pair: int = 0) -> None:
+        """dahdi_cfg makes the exchange's span again (given only its lines, it leaves ours,
+        with its channels open, alone); the exchange starts on it again."""
+        net = loop.net_spans[pair]
+        pairs = len(loop.net_spans)
+        self._dahdi_cfg(pri_loop_conf(loop.kind, pairs, dynamic=True,
+                                      spans=[net.layout.spanno]))
+        engine.run(net.start)
+
+    def _dahdi_cfg(self, conf: str) -> None:
         with tempfile.NamedTemporaryFile("w", suffix=".conf", prefix="system-") as file:
             file.write(conf)
             file.flush()
@@ -112,9 +167,6 @@ class VmRig(Rig):
         if result.returncode != 0:
             raise AssertionError(f"dahdi_cfg failed ({result.returncode}): "
                                  f"{result.stderr.strip() or result.stdout.strip()}\n{conf}")
-        self._wait_for_spans(len([line for line in conf.splitlines()
-                                  if line.startswith("dynamic=")]))
-        return OS_IO
 
     def _wait_for_spans(self, count: int) -> None:
         """Until the new spans exist and are out of their initial alarm."""

@@ -456,6 +456,20 @@ class DahdiVersionInfo(ctypes.Structure):
     ]
 
 
+class DahdiDynamicSpan(ctypes.Structure):
+    """DAHDI_DYNAMIC_DESTROY argument: the span a ``dynamic=`` line of system.conf made
+    (dahdi_cfg creates them with DAHDI_DYNAMIC_CREATE, which fills in spanno)."""
+
+    _c_name_ = "dahdi_dynamic_span"
+    _fields_ = [
+        ("driver", ctypes.c_char * 20),
+        ("addr", ctypes.c_char * 40),
+        ("numchans", ctypes.c_int),
+        ("timing", ctypes.c_int),
+        ("spanno", ctypes.c_int),
+    ]
+
+
 class DahdiVmwiInfo(ctypes.Structure):
     """DAHDI_VMWI_CONFIG argument; vmwi_type is a mask of DAHDI_VMWI_* bits."""
 
@@ -515,6 +529,8 @@ DAHDI_SETTXBITS = _IOW(DAHDI_CODE, 43, ctypes.c_int)
 DAHDI_ECHOTRAIN = _IOW(DAHDI_CODE, 50, ctypes.c_int)
 DAHDI_ONHOOKTRANSFER = _IOW(DAHDI_CODE, 51, ctypes.c_int)
 DAHDI_GETVERSION = _IOR(DAHDI_CODE, 57, DahdiVersionInfo)
+# /dev/dahdi/ctl only; destroying fails with EBUSY while a channel of the span is open
+DAHDI_DYNAMIC_DESTROY = _IOW(DAHDI_CODE, 81, DahdiDynamicSpan)
 # Handled by the board driver, not dahdi-base: fails where there is no hardware DTMF.
 DAHDI_TONEDETECT = _IOW(DAHDI_CODE, 91, ctypes.c_int)
 DAHDI_SETPOLARITY = _IOW(DAHDI_CODE, 92, ctypes.c_int)

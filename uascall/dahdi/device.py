@@ -249,6 +249,14 @@ class ControlDevice(_Device):
         self._ioctl(abi.DAHDI_GET_PARAMS, params)
         return params
 
+    def destroy_dynamic_span(self, driver: str, address: str, channels: int) -> None:
+        """DAHDI_DYNAMIC_DESTROY: remove the dynamic span a ``dynamic=DRIVER,ADDRESS,
+        CHANNELS,...`` line made (its peer then hears nothing and goes RED). Fails with
+        EBUSY while a channel of that span is open; ``dahdi_cfg`` makes it again."""
+        span = abi.DahdiDynamicSpan(driver=driver.encode(), addr=address.encode(),
+                                    numchans=channels)
+        self._ioctl(abi.DAHDI_DYNAMIC_DESTROY, span)
+
     def version(self) -> tuple[str, str]:
         """(driver version, echo canceller) from DAHDI_GETVERSION."""
         info = abi.DahdiVersionInfo()

@@ -471,7 +471,9 @@ class PriSpan:
         if self._busy.get(call.chanpos) is call:
             del self._busy[call.chanpos]
 
-    def _clear_all(self, cause: int) -> None:
+    def drop_calls(self, cause: int = _TEMPORARY_FAILURE) -> None:
+        """Drop every call without signalling, as a RESTART of the whole interface does
+        (the far end is told by the RESTART, or cannot be told: an alarm)."""
         for call in list(self._busy.values()):
             self._drop(call, cause)
 
@@ -533,7 +535,7 @@ class PriSpan:
         self.alarms = alarms
         log.warning("%s: span alarms %s", self.name, abi.alarm_names(alarms) or "cleared")
         if alarms & LINE_DOWN_ALARMS:
-            self._clear_all(libpri.PRI_CAUSE_NETWORK_OUT_OF_ORDER)
+            self.drop_calls(libpri.PRI_CAUSE_NETWORK_OUT_OF_ORDER)
         self._emit_span(SpanEvent("alarm", alarms))
 
     def _on_dchan_up(self, event: libpri.DchanUp, call: None) -> None:

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import array
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
-from uascall.dahdi import libpri
+from uascall.dahdi import libpri, q931
 from uascall.dahdi.backend import BChannelPort
 from uascall.dahdi.config import SystemConf
 from uascall.dahdi.device import DeviceIO
 from uascall.dahdi.pri import CallCleared, CallConnected, CallEvent, PriCall, PriSpan
+from uascall.dahdi.q931_ie import RestartIndicator
 from uascall.engine import Engine
 from uascall.media import g711
 from uascall.media.dtmf import dtmf_samples
@@ -38,6 +39,9 @@ from uascall.sim.wiretap import WireTap
 
 log = logging.getLogger(__name__)
 
+#: Q.931 restart indicator classes (4.5.25) for a RESTART without a channel
+RESTART_SINGLE_INTERFACE = 6
+RESTART_ALL_INTERFACES = 7
 DEFAULT_SWITCH = {"E1": libpri.Switch.EUROISDN_E1, "T1": libpri.Switch.NI2}
 _LAYOUT = {
     # kind: (channels, D-channel position, framing line, zone)
@@ -46,29 +50,39 @@ _LAYOUT = {
 }
 
 
-def pri_loop_conf(kind: str = "E1", pairs: int = 1, *, dynamic: bool = False) -> str:
+def pri_loop_conf(kind: str = "E1", pairs: int = 1, *, dynamic: bool = False,
+                  spans: Collection[int] | None = None) -> str:
     """system.conf for ``pairs`` looped pairs of PRI spans (spans 1..2*pairs).
 
     With ``dynamic`` the spans are ``dahdi_dynamic_loc`` pairs, which the real driver
     loops itself (the vm rig's configuration): E1 and T1 then differ only in their
     channel count, D-channel position and law (``alaw=`` lines, since loc spans default
-    to mu-law).
+    to mu-law). ``spans`` keeps only the lines of those spans: dahdi_cfg given them
+    makes again the dynamic spans among them that are gone, and touches no other span.
     """
     if kind not in _LAYOUT:
         raise ValueError(f"span kind {kind!r}; expected one of {sorted(SPAN_KINDS)}")
     if dynamic and pairs > 9:
         raise ValueError(f"{pairs} dynamic pairs; expected at most 9 (loc keys are digits)")
+    every = range(1, 2 * pairs + 1)
+    chosen = list(every) if spans is None else sorted(spans)
+    if not chosen or not set(chosen) <= set(every):
+        raise ValueError(f"spans {sorted(spans or [])}; expected some of 1..{2 * pairs}")
     count, dpos, framing, zone = _LAYOUT[kind]
     law = "A-law" if kind == "E1" else "mu-law"
     lines = [f"# {2 * pairs} {kind} spans looped back to back in pairs ({law})"]
-    for spanno in range(1, 2 * pairs + 1):
+    if spans is not None:
+        lines.append(f"# only span(s) {', '.join(map(str, chosen))}")
+    for spanno in chosen:
         if dynamic:
             lines.append(f"dynamic=loc,{(spanno + 1) // 2}:{(spanno + 1) % 2},{count},0")
         else:
             lines.append(f"span={spanno},{1 if spanno == 1 else 0},0,{framing}")
-    if dynamic and kind == "E1":
+    if dynamic and kind == "E1" and spans is None:
         lines.append(f"alaw=1-{2 * pairs * count}")
-    for spanno in range(1, 2 * pairs + 1):
+    elif dynamic and kind == "E1":
+        lines += [f"alaw={(n - 1) * count + 1}-{n * count}" for n in chosen]
+    for spanno in chosen:
         base = (spanno - 1) * count
         dchan = base + dpos
         ranges = [f"{base + 1}-{dchan - 1}"]
@@ -147,6 +161,23 @@ class PriLoop:
         """Close every span (engine thread)."""
         for span in self.cpe_spans + self.net_spans:
             span.stop()
+
+    def restart_interface(self, pair: int = 0, restart_class: int = RESTART_ALL_INTERFACES
+                          ) -> None:
+        """Engine thread: the exchange of ``pair`` restarts the whole interface: it drops
+        its own calls there and sends RESTART with no channel, restart class 7 (all
+        interfaces) or 6 (a single interface). libpri 1.6 cannot send that (its
+        ``pri_restart()`` does nothing), so the message goes onto the D-channel in a UI
+        frame, which libpri takes as it takes an I frame; its acknowledgement comes back
+        to the exchange's libpri, which ignores it."""
+        if restart_class not in (RESTART_ALL_INTERFACES, RESTART_SINGLE_INTERFACE):
+            raise ValueError(f"restart class {restart_class}; expected 6 (single "
+                             "interface) or 7 (all interfaces)")
+        self.net_spans[pair].drop_calls()
+        message = q931.Message(q931.MessageType.RESTART, call_reference=0,
+                               ies=(RestartIndicator(restart_class).to_ie(),))
+        frame = q931.LapdFrame(kind="UI", sapi=0, tei=0, cr=1, info=message.serialize())
+        self.tap.inject_frame(self.cpe_spans[pair].layout.dchannel, frame.serialize())
 
 
 class FarEndCall:
