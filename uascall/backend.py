@@ -28,6 +28,7 @@ from enum import Enum
 from importlib import metadata
 from typing import Any
 
+from uascall import faultlog
 from uascall.engine import Engine
 from uascall.errors import ArgumentError, BackendUnavailable, Error
 
@@ -230,8 +231,8 @@ class CallLeg:
             return
         try:
             listener(event)
-        except Exception:
-            log.exception("%s: listener failed on %s", self.describe(), event)
+        except Exception as exc:
+            faultlog.record("a call leg's listener", exc, f"{self.describe()}, {event}")
 
 
 # --------------------------------------------------------------------------- backends

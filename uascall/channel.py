@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from uascall import faultlog
 from uascall.backend import (
     REJECT_CAUSES,
     Backend,
@@ -601,8 +602,8 @@ class UASCallChannel:
         for listener in list(self.listeners):
             try:
                 listener(self, event)
-            except Exception:
-                log.exception("%r: listener failed on %s", self, event)
+            except Exception as exc:
+                faultlog.record("a channel listener", exc, f"{self!r}, {event}")
 
     def _play(self, source: FrameSource, on_done: Callable[[str], None] | None = None) -> None:
         """Engine thread: play ``source`` on this call, telling listeners what plays."""

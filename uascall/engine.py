@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from uascall.errors import ArgumentError, Error, Hangup
+from uascall.faultlog import FaultLog, describe_callable
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,16 @@ EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
 EPOLLPRI = select.EPOLLPRI
 EPOLLERR = select.EPOLLERR
+
+#: failures in a row after which a descriptor's handler is given up on: the fd is
+#: unregistered and its owner told (a level-triggered fd whose handler fails before it
+#: reads would otherwise be dispatched again at once, for ever: a hot loop)
+MAX_FD_FAILURES = 5
+
+
+class DescriptorDropped(Error):
+    """Passed to an fd's ``on_error`` when the engine unregistered the fd because its
+    handler kept failing; the handler's last exception is the ``__cause__``."""
 EPOLLHUP = select.EPOLLHUP
 
 
@@ -200,6 +211,9 @@ class Engine:
         self._wakeup_fd = -1
         self._thread: threading.Thread | None = None
         self._fds: dict[int, tuple[FdCallback, ErrorCallback | None]] = {}
+        self._fd_failures: dict[int, int] = {}  # fd -> its handler's failures in a row
+        #: failures of callbacks and handlers, by cause (logged once per cause)
+        self.faults = FaultLog(f"engine {name}")
         self._timers = _Timers()
         # In virtual mode wall-clock-bound timers (libpri) live on their own real-time heap.
         self._real_timers = _Timers() if self.clock.virtual else self._timers
@@ -305,8 +319,11 @@ class Engine:
                on_error: Callable[[BaseException], None] | None = None) -> None:
         """*Engine thread*: call ``callback(revents)`` whenever ``fd`` is ready for ``events``.
 
-        If the callback raises, the exception is logged and passed to ``on_error`` (which
-        should clear whatever the descriptor belongs to); the engine goes on.
+        If the callback raises, the exception is counted in :attr:`faults` (logged once
+        per cause) and passed to ``on_error`` (which should clear whatever the descriptor
+        belongs to); the engine goes on. After :data:`MAX_FD_FAILURES` failures in a row
+        the fd is unregistered and ``on_error`` gets a :class:`DescriptorDropped`: the
+        owner must close it or register it again.
         """
         if fd in self._fds:
             raise Error(f"fd {fd} is already registered with the engine; expected a new fd")
@@ -321,6 +338,7 @@ class Engine:
 
     def remove_fd(self, fd: int) -> None:
         """*Engine thread*: stop watching ``fd`` (before closing it). Unknown fds are ignored."""
+        self._fd_failures.pop(fd, None)
         if self._fds.pop(fd, None) is not None and self._epoll is not None:
             try:
                 self._epoll.unregister(fd)
@@ -566,9 +584,9 @@ class Engine:
             while not self._stopping:
                 try:
                     self._iterate()
-                except Exception:
+                except Exception as exc:
                     # The loop machinery itself must survive anything a callback left behind.
-                    log.exception("engine %s: unexpected error in the loop; going on", self.name)
+                    self.faults.record("the loop itself", exc)
             self._run_shutdown_callbacks()
         finally:
             self._close()
@@ -635,9 +653,32 @@ class Engine:
             try:
                 callback(revents)
             except BaseException as exc:  # nothing may end the I/O thread
-                log.exception("engine %s: handler for fd %d failed", self.name, fd)
-                if on_error is not None:
-                    self._guard(on_error, (exc,))
+                self._fd_failed(fd, callback, on_error, exc)
+            else:
+                if self._fd_failures:
+                    self._fd_failures.pop(fd, None)
+
+    def _fd_failed(self, fd: int, callback: FdCallback, on_error: ErrorCallback | None,
+                   exc: BaseException) -> None:
+        handler = describe_callable(callback)
+        self.faults.record(f"the handler of an fd ({handler})", exc)
+        failures = self._fd_failures.get(fd, 0) + 1
+        self._fd_failures[fd] = failures
+        if failures >= MAX_FD_FAILURES:
+            self.remove_fd(fd)
+            dropped = DescriptorDropped(
+                f"engine {self.name!r}: fd {fd} unregistered: its handler {handler} failed "
+                f"{failures} times in a row (last: {type(exc).__name__}: {exc}); expected "
+                "its owner to close it or register it again")
+            dropped.__cause__ = exc
+            if on_error is None:
+                log.error("%s (it has no on_error: nothing more will be read from it)",
+                          dropped)
+            else:  # the owner says what it does about it
+                log.info("%s", dropped)
+            exc = dropped
+        if on_error is not None:
+            self._guard(on_error, (exc,))
 
     def _run_timers(self) -> None:
         for handle in self._timers.pop_due(self.clock.now()):
@@ -649,8 +690,8 @@ class Engine:
     def _guard(self, callback: Callable[..., Any], args: tuple) -> None:
         try:
             callback(*args)
-        except BaseException:  # a SystemExit in a callback would strand every waiter
-            log.exception("engine %s: callback %r failed", self.name, callback)
+        except BaseException as exc:  # a SystemExit in a callback would strand every waiter
+            self.faults.record(f"callback {describe_callable(callback)}", exc)
 
     def _run_shutdown_callbacks(self) -> None:
         while self._shutdown_callbacks:
@@ -682,6 +723,7 @@ class Engine:
             log.warning("engine %s stopped with fds still registered: %s (their owners did "
                         "not close them)", self.name, sorted(self._fds))
             self._fds.clear()
+        self.faults.close()
         if self._epoll is not None:
             self._epoll.close()
         with self._post_lock:

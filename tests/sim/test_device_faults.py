@@ -16,7 +16,7 @@ from uascall.dahdi.analog_port import AnalogPort
 from uascall.dahdi.config import SystemConf
 from uascall.dahdi.device import DeviceIO, IoctlArg
 from uascall.dahdi.pri_call import CallCleared, CallConnected
-from uascall.engine import Engine, VirtualClock
+from uascall.engine import MAX_FD_FAILURES, Engine, VirtualClock
 from uascall.media.player import MediaClock
 from uascall.sim.analog_farend import Exchange, analog_loop_conf
 from uascall.sim.farend import FarEnd, PriLoop, pri_loop_conf
@@ -31,6 +31,7 @@ class FailingDevices(DeviceIO):
         self.io = io
         self.failed: set[int] = set()
         self.failing_ioctls: set[int] = set()  # requests that fail on every channel
+        self.buggy: set[int] = set()  # channels whose reads raise what no driver would
         self.channel_of: dict[int, int] = {}
         self.refused = 0  # calls that got EIO
 
@@ -58,6 +59,9 @@ class FailingDevices(DeviceIO):
 
     def read(self, fd: int, size: int) -> bytes:
         self._check(fd)
+        if self.channel_of.get(fd) in self.buggy:
+            self.refused += 1
+            raise RuntimeError("not an OSError: a bug below the span")
         return self.io.read(fd, size)
 
     def write(self, fd: int, data: bytes) -> int:
@@ -185,3 +189,41 @@ def test_an_off_hook_the_device_refuses_ends_the_call_and_the_port_recovers(engi
     assert port.channel is not None, "the port did not open again"
     engine.run(port.stop)
     engine.run(exchange.stop)
+
+
+def test_a_d_channel_whose_handler_keeps_failing_is_taken_down_like_a_dead_device(engine,
+                                                                                   caplog):
+    """Not a DeviceError but a bug below the span (here the read raises RuntimeError): the
+    engine gives the D-channel's fd up after MAX_FD_FAILURES failures in a row, and the
+    span treats that as a failed device: calls cleared OUTOFORDER, reopened with backoff;
+    the failures are logged once, with a count, not once per wake-up."""
+    sim = SimKernel(engine)
+    conf = pri_loop_conf("E1", dynamic=True)
+    engine.run(sim.configure, SystemConf.parse(conf))
+    devices = FailingDevices(sim)
+    loop = PriLoop.create(engine, "E1", kernel=devices, conf=conf)
+    far = FarEnd(loop)
+    ours: list = []
+    loop.cpe.on_incoming = ours.append
+    assert engine.wait_until(lambda: loop.up, 5)
+    engine.run(far.dial)
+    assert engine.wait_until(lambda: bool(ours), 5)
+    ended: list = []
+    ours[0].listeners.append(lambda _c, e: ended.append(e) if isinstance(e, CallCleared)
+                             else None)
+    engine.run(ours[0].answer)
+    engine.sleep(1.0)
+    caplog.clear()
+    devices.buggy.add(loop.cpe.layout.dchannel)
+    engine.run(far.calls[0].hangup)
+    engine.sleep(10.0)
+    assert ended and ended[0].cause == libpri.PRI_CAUSE_NETWORK_OUT_OF_ORDER
+    assert not loop.cpe.up
+    # opened again after 1, 2, 4 s (it fails as soon as it opens: no quicker retries)
+    downs = [r for r in caplog.records if "the D-channel failed" in r.getMessage()]
+    assert len(downs) == 4 and devices.refused == 4 * MAX_FD_FAILURES, devices.refused
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and "RuntimeError" in tracebacks[0].getMessage()
+    devices.buggy.clear()
+    engine.sleep(20.0)
+    assert loop.cpe.up

@@ -51,7 +51,8 @@ def test_failing_timer_and_fd_handler_are_logged_not_fatal(caplog):
         a.close()
         b.close()
     assert isinstance(errors[0], RuntimeError)
-    assert "handler for fd" in caplog.text
+    assert "the handler of an fd (test_failing_timer_and_fd_handler_are_logged_not_fatal" \
+        ".<locals>.bad_handler)" in caplog.text
     assert "ZeroDivisionError" in caplog.text
 
 

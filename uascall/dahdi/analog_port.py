@@ -28,7 +28,7 @@ from uascall.dahdi import abi, analog
 from uascall.dahdi.analog import AnalogSettings, FxoPort, FxsPort
 from uascall.dahdi.config import ConfigError
 from uascall.dahdi.device import DEV_DIR, Channel, DeviceIO
-from uascall.engine import EPOLLIN, EPOLLPRI, Engine, TimerHandle
+from uascall.engine import EPOLLIN, EPOLLPRI, DescriptorDropped, Engine, TimerHandle
 from uascall.errors import DeviceError, Error, LocalProtocolError
 from uascall.media import callerid, g711
 from uascall.media.dtmf import DtmfDetector
@@ -43,6 +43,9 @@ NUMBUFS = 4  # the player keeps three frames queued ahead
 #: after a device error, the first retry to open the channel and the longest wait
 REOPEN_FIRST = 1.0
 REOPEN_LONGEST = 60.0
+#: a port that worked this long before failing starts its retries at REOPEN_FIRST again
+#: (one that fails as soon as it opens keeps waiting longer each time)
+STABLE_FOR = 60.0
 
 
 class AnalogPort:
@@ -70,6 +73,7 @@ class AnalogPort:
         # after a device error: the retry to open the channel again, and its delay
         self._reopen_timer: TimerHandle | None = None
         self._reopen_after = REOPEN_FIRST
+        self._opened_at = 0.0
 
     def __repr__(self) -> str:
         return f"<AnalogPort {self.kind} channel {self.channo}>"
@@ -95,11 +99,13 @@ class AnalogPort:
             channel.set_blocksize(FRAME)
             channel.set_buffers(numbufs=NUMBUFS)
             channel.on_event = self._on_kernel_event
-            self.engine.add_fd(channel.fileno(), EPOLLIN | EPOLLPRI, self._ready)
+            self.engine.add_fd(channel.fileno(), EPOLLIN | EPOLLPRI, self._ready,
+                               on_error=self._handler_failed)
         except BaseException:
             channel.close()
             raise
         self.channel = channel
+        self._opened_at = self.engine.time()
         self.engine.add_shutdown_callback(self.stop)
         log.info("%r started (%s)", self, self.law)
 
@@ -134,11 +140,17 @@ class AnalogPort:
         except DeviceError as exc:  # the card or its driver went away
             self._device_failed(exc)
 
-    def _device_failed(self, exc: DeviceError) -> None:
+    def _handler_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, DescriptorDropped):  # failing on every wake-up: as a dead device
+            self._device_failed(exc)
+
+    def _device_failed(self, exc: Exception) -> None:
         """The channel's device failed: the call on it ends (OUTOFORDER), the port closes
         and tries to open again, waiting longer each time, logging once per change."""
         if self.channel is None:
             return
+        if self.engine.time() - self._opened_at >= STABLE_FOR:
+            self._reopen_after = REOPEN_FIRST
         log.error("%r: the device failed (%s); the port is closed, its call cleared; "
                   "opening it again in %g s", self, exc, self._reopen_after)
         self._close("device-error")
@@ -160,7 +172,6 @@ class AnalogPort:
             self._schedule_reopen()
             return
         log.warning("%r: opened again", self)
-        self._reopen_after = REOPEN_FIRST
 
     def _on_kernel_event(self, code: int) -> None:
         self._run(analog.HookEvent(code))

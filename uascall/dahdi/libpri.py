@@ -52,6 +52,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from uascall import faultlog
 from uascall.dahdi import libpri_abi
 from uascall.dahdi.libpri_abi import *  # noqa: F403 - the ABI is part of this module's API
 from uascall.dahdi.libpri_abi import (  # the names this module uses itself
@@ -381,10 +382,9 @@ class Pri:
     def _on_read(self, _pri: int, buf: int, buflen: int) -> int:
         try:
             data = self._read()
-        except Exception:
-            log.exception("%s: read callback raised; libpri sees no frame", self._name)
-            data = None
-        except BaseException as exc:  # re-raised after the libpri call returns
+        except BaseException as exc:
+            # Re-raised when the libpri call returns: the caller decides. Swallowed here, a
+            # read that keeps failing on a ready descriptor would be a silent hot loop.
             self._interrupt, data = exc, None
         if not data:
             self._drained = True
@@ -405,8 +405,9 @@ class Pri:
     def _on_write(self, _pri: int, buf: int, buflen: int) -> int:
         try:
             self._write(ctypes.string_at(buf, buflen))
-        except Exception:
-            log.exception("%s: write callback raised; libpri sees a failed write", self._name)
+        except Exception as exc:
+            faultlog.record(f"{self._name}: libpri's write callback (libpri sees a failed "
+                            "write)", exc)
             return -1
         except BaseException as exc:  # re-raised after the libpri call returns
             self._interrupt = exc

@@ -59,7 +59,7 @@ from uascall.dahdi.pri_call import (
     CallState,
     PriCall,
 )
-from uascall.engine import EPOLLIN, EPOLLPRI, Engine, TimerHandle
+from uascall.engine import EPOLLIN, EPOLLPRI, DescriptorDropped, Engine, TimerHandle
 from uascall.errors import DeviceError, Error
 
 __all__ = [
@@ -75,6 +75,9 @@ _MAX_FRAMES_PER_WAKEUP = 64  # fairness towards the other descriptors
 #: after a device error, the first retry to open the D-channel and the longest wait
 REOPEN_FIRST = 1.0
 REOPEN_LONGEST = 60.0
+#: a D-channel that worked this long before failing starts its retries at REOPEN_FIRST
+#: again (one that fails as soon as it opens keeps waiting longer each time)
+STABLE_FOR = 60.0
 _INBAND = libpri.PRI_PROG_INBAND_AVAILABLE | libpri.PRI_PROG_CALL_NOT_E2E_ISDN
 #: causes libpri clears with RELEASE COMPLETE (freeing the call at once, with no event)
 #: when nothing else was sent for the call yet (Q.931 5.3.2 a)
@@ -148,9 +151,10 @@ class PriSpan:
         self._timer_deadline: float | None = None
         self._alarm_check_pending = False
         # after a device error: the error, and the retry to open the D-channel again
-        self._failure: DeviceError | None = None
+        self._failure: Exception | None = None
         self._reopen_timer: TimerHandle | None = None
         self._reopen_after = REOPEN_FIRST
+        self._opened_at = 0.0
 
     def __repr__(self) -> str:
         state = "up" if self.up else "down"
@@ -172,13 +176,15 @@ class PriSpan:
             self._pri.hangup_fix_enable(True)
             for timer, value in self._timers.items():
                 self._pri.set_timer(timer, value)
-            self.engine.add_fd(dchan.fileno(), EPOLLIN | EPOLLPRI, self._on_dchannel_ready)
+            self.engine.add_fd(dchan.fileno(), EPOLLIN | EPOLLPRI, self._on_dchannel_ready,
+                               on_error=self._dchannel_handler_failed)
             self.engine.add_shutdown_callback(self.stop)
         except BaseException:
             self._dchan = None
             dchan.close()
             raise
         self._reschedule()
+        self._opened_at = self.engine.time()
         log.info("%s: started on D-channel %d (%s, %s, %d B-channels, %s)", self.name,
                  self.layout.dchannel, self.node.name, self.switch.name, len(self._chanpos),
                  self.law)
@@ -210,7 +216,11 @@ class PriSpan:
             dchan.close()
 
     # ------------------------------------------------------------------ device errors
-    def _device_failed(self, exc: DeviceError) -> None:
+    def _dchannel_handler_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, DescriptorDropped):  # failing on every wake-up: as a dead device
+            self._device_failed(exc)
+
+    def _device_failed(self, exc: Exception) -> None:
         """The D-channel's device failed (EIO: a card gone, a driver unloaded): noted
         here, possibly inside a libpri call; the span goes down on the next iteration."""
         if self._failure is None:
@@ -221,6 +231,8 @@ class PriSpan:
         exc, self._failure = self._failure, None
         if self._dchan is None or exc is None:
             return
+        if self.engine.time() - self._opened_at >= STABLE_FOR:
+            self._reopen_after = REOPEN_FIRST
         log.error("%s: the D-channel failed (%s); the span is down, its calls cleared; "
                   "opening it again in %g s", self.name, exc, self._reopen_after)
         self._close(libpri.PRI_CAUSE_NETWORK_OUT_OF_ORDER)
@@ -244,7 +256,6 @@ class PriSpan:
             return
         log.warning("%s: the D-channel opened again; the span comes up with layer 2",
                     self.name)
-        self._reopen_after = REOPEN_FIRST
         self._emit_span(SpanEvent("reopened", self.alarms))
 
     def _check_layout(self, dchan: Channel) -> None:
@@ -368,8 +379,8 @@ class PriSpan:
         for listener in self.frame_listeners:
             try:
                 listener(direction, frame)
-            except Exception:
-                log.exception("%s: frame listener failed", self.name)
+            except Exception as exc:
+                self.engine.faults.record(f"{self.name}: a frame listener", exc)
 
     def _on_dchannel_ready(self, revents: int) -> None:
         dchan, pri = self._dchan, self._pri
@@ -494,8 +505,8 @@ class PriSpan:
                 log.debug("%s: %s for %r, which is already clearing", self.name, event, call)
             else:
                 handler(self, event, call)
-        except Exception:
-            log.exception("%s: handling %s failed", self.name, event)
+        except Exception as exc:
+            self.engine.faults.record(f"{self.name}: handling a libpri event", exc, event)
             if call is not None:
                 self._fail(call, _TEMPORARY_FAILURE)
 
@@ -513,8 +524,8 @@ class PriSpan:
         for listener in list(self.listeners):
             try:
                 listener(event)
-            except Exception:
-                log.exception("%s: span listener failed on %s", self.name, event)
+            except Exception as exc:
+                self.engine.faults.record(f"{self.name}: a span listener", exc, event)
 
     def _on_dchannel_event(self, event: int) -> None:
         # Called from drain_events(), possibly inside libpri's read callback: only note it.
@@ -592,8 +603,8 @@ class PriSpan:
             return
         try:
             self.on_incoming(call)
-        except Exception:
-            log.exception("%s: incoming-call handler failed on %r", self.name, call)
+        except Exception as exc:
+            self.engine.faults.record(f"{self.name}: the incoming-call handler", exc, call)
             self._fail(call, _TEMPORARY_FAILURE)
 
     def _follow_channel(self, call: PriCall, channel: int) -> bool:

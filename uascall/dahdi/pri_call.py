@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from uascall import faultlog
 from uascall.dahdi import libpri
 from uascall.errors import ArgumentError, LocalProtocolError
 
@@ -253,8 +254,8 @@ class PriCall:
         for listener in list(self.listeners):
             try:
                 listener(self, event)
-            except Exception:
-                log.exception("%r: listener failed on %s", self, event)
+            except Exception as exc:
+                faultlog.record("a PRI call's listener", exc, f"{self!r}, {event}")
 
     def _clear(self, cause: int, by: str) -> None:
         """The call is over for its users (the libpri record may live a little longer).

@@ -93,6 +93,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from uascall import faultlog
 from uascall.errors import ArgumentError
 from uascall.media import g711
 from uascall.media.source import BufferSource
@@ -652,8 +653,8 @@ class DtmfBank:
             try:
                 stream._windows(labels[i].tolist(), shares[i].tolist(), pairs[i].tolist(),
                                 firsts[i], (before_pair[i], before_share[i]))
-            except Exception:  # a callback's: it must not deafen the other streams
-                _log.exception("DTMF: a callback of %r failed", stream)
+            except Exception as exc:  # a callback's: it must not deafen the other streams
+                faultlog.record("a DTMF stream's callback", exc, stream)
 
     def _classify(self, slots: np.ndarray, rows: np.ndarray, count: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

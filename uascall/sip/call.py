@@ -491,8 +491,8 @@ class SipCall(CallLeg):
         for last_step in (lambda: self._clear(Cause.FAILED, "500", "local"), self._finish):
             try:
                 last_step()
-            except Exception:
-                log.exception("%r: while ending the call after a failure", self)
+            except Exception as exc:
+                self.engine.faults.record("ending a SIP call after a failure", exc, self)
         self.phase = Phase.ENDED
         self.ua.forget(self)
     def _reject(self, status: int, cause: Cause) -> None:

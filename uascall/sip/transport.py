@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from uascall.engine import EPOLLIN, Engine
+from uascall.engine import EPOLLIN, DescriptorDropped, Engine
 from uascall.errors import ArgumentError, Error
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 #: datagrams read per wake-up before the engine gets to its other descriptors
 BATCH = 64
+#: seconds before a socket the engine gave up on (its handler kept failing) listens again
+RELISTEN_AFTER = 1.0
 #: receive buffer asked for on the signalling socket
 SIGNALLING_RCVBUF = 8 * 1024 * 1024
 #: source hosts whose allow-list verdict an endpoint remembers (forgotten all at once when
@@ -274,10 +276,10 @@ class UdpEndpoint:
                 continue
             try:
                 deliver(data, (host, port))
-            except Exception:
-                # A bug in a handler must not cost us the socket: log it, go on.
-                log.exception("%s: handling a datagram from %s failed", self.name,
-                              format_hostport((host, port)))
+            except Exception as exc:
+                # A bug in a handler must not cost us the socket: count it, go on.
+                self.engine.faults.record(f"{self.name}: handling a datagram", exc,
+                                          f"a datagram from {format_hostport((host, port))}")
 
     def _note_delay(self, ancdata: list[tuple[int, int, bytes]]) -> None:
         for level, kind, data in ancdata:
@@ -290,7 +292,17 @@ class UdpEndpoint:
                     self.queue_delay = delay
 
     def _failed(self, exc: BaseException) -> None:
-        log.error("%s: receive loop failed: %s", self.name, exc)
+        if not isinstance(exc, DescriptorDropped) or self.closed:
+            return  # counted by the engine; the next datagram is tried as ever
+        # The engine gave the socket up (its handler failed on every wake-up): listen again
+        # after a pause, so a bug costs a second of service, not the server, nor a hot loop.
+        self._registered = False
+        log.error("%s: receiving again in %g s", self.name, RELISTEN_AFTER)
+        self.engine.call_later(RELISTEN_AFTER, self._relisten)
+
+    def _relisten(self) -> None:
+        if not self.closed:
+            self.start()
 
 
 def _enable_timestamps(sock: socket.socket, name: str) -> bool:
