@@ -40,6 +40,15 @@ How libpri is driven (theory of operation):
   engine thread). The read/write callbacks run inside those calls, on that thread.
 * libpri's message and error output is process-global; the loader routes it to this
   module's logger (errors at WARNING, messages at DEBUG) with the instance name.
+* Without service-message support (its default, and ours), libpri 1.6 answers every
+  message with a maintenance protocol discriminator (0x03, 0x43) by sending it straight
+  back with its message type less 8: a stand-in meant to turn SERVICE (0x0F) into SERVICE
+  ACKNOWLEDGE (0x07). The echo carries the same discriminator, so two libpri ends (the
+  simulator's loop, or a span facing an Asterisk box) echo each other's echoes for ever,
+  as fast as the line goes, from a single such frame. The read callback therefore lets
+  libpri see SERVICE only and takes the message out of every other maintenance frame
+  (:func:`defuse_maintenance_echo`): Q.931 ignores an empty message, Q.921 still counts
+  and acknowledges the frame. A switch that really sends SERVICE is still answered.
 """
 
 from __future__ import annotations
@@ -295,6 +304,41 @@ def cause_text(cause: int) -> str:
     return (load().pri_cause2str(cause) or b"Unknown").decode("latin-1")
 
 
+# --- a guard against libpri's echo of maintenance messages -------------------------------
+
+#: the protocol discriminators libpri 1.6 echoes back without service-message support
+#: (MAINTENANCE_PROTOCOL_DISCRIMINATOR_1 and _2 in pri_q931.h)
+MAINTENANCE_DISCRIMINATORS = frozenset({0x03, 0x43})
+#: ATT_SERVICE: the one maintenance message whose echo (type less 8) is a correct answer
+_SERVICE = (0x03, 0x0F)
+_SAPI_CALL_CONTROL = 0
+
+
+def defuse_maintenance_echo(frame: bytes) -> bytes:
+    """``frame`` (a LAPD frame with its 2 FCS bytes, as read from the D-channel) as
+    libpri may see it: an I or UI frame on SAPI 0 carrying a maintenance message other
+    than SERVICE comes back with its information field removed; any other frame is
+    returned as it is (the same object). See the module docstring for why."""
+    if len(frame) < 5 or frame[0] >> 2 != _SAPI_CALL_CONTROL:
+        return frame
+    control = frame[2]
+    if not control & 0x01:
+        start = 4  # I frame: two control octets
+    elif control & 0xEF == 0x03:
+        start = 3  # UI frame, P bit either way
+    else:
+        return frame
+    info = frame[start:-2]
+    if len(info) < 3 or info[0] not in MAINTENANCE_DISCRIMINATORS:
+        return frame
+    type_at = 2 + (info[1] & 0x0F)
+    if type_at >= len(info):  # libpri drops a message too short for its call reference
+        return frame
+    if (info[0], info[type_at]) == _SERVICE:
+        return frame
+    return frame[:start] + frame[-2:]
+
+
 # --- an instance: one D-channel -----------------------------------------------------------
 
 _HINT_INVALID = ("libpri returns -1 when the call is not a live call of this instance "
@@ -345,6 +389,9 @@ class Pri:
         self._read, self._write = read, write
         self._interrupt: BaseException | None = None
         self._drained = True
+        #: frames the read callback kept from libpri, by reason ("too long", "too short",
+        #: "maintenance"); the first of each reason is logged at WARNING, the rest at DEBUG
+        self.frames_dropped: dict[str, int] = {}
         # Named before pri_new_cb: libpri already writes (SABME) from inside it.
         self._name = name or f"pri-{self.node.name.lower()}"
         # Kept referenced for the instance's life: libpri calls them through raw pointers.
@@ -392,15 +439,33 @@ class Pri:
         self._drained = False
         size = len(data)
         if size > buflen:
-            log.warning("%s: dropped a %d-byte frame: libpri reads at most %d", self._name,
-                        size, buflen)
+            self._dropped("too long", "dropped a %d-byte frame: libpri reads at most %d",
+                          size, buflen)
             return 0
         if size < 5:  # libpri would parse header bytes it was not given
-            log.warning("%s: dropped a %d-byte frame: a LAPD frame is at least 3 bytes plus "
-                        "the 2 FCS bytes read() must include", self._name, size)
+            self._dropped("too short", "dropped a %d-byte frame: a LAPD frame is at least 3 "
+                          "bytes plus the 2 FCS bytes read() must include", size)
             return 0
+        defused = defuse_maintenance_echo(data)
+        if defused is not data:
+            info = data[len(defused) - 2:-2]
+            self._dropped("maintenance", "ignored a maintenance message (protocol "
+                          "discriminator 0x%02x, %d octets): libpri would echo it back, and "
+                          "two libpri ends echo each other for ever; only SERVICE is "
+                          "answered", info[0], len(info))
+            data, size = defused, len(defused)
         ctypes.memmove(buf, bytes(data), size)
         return size
+
+    def _dropped(self, reason: str, message: str, *args: object) -> None:
+        # Garbage on a line comes by the thousand: the first of a kind is news, the rest
+        # are counted (frames_dropped) and logged at DEBUG.
+        count = self.frames_dropped.get(reason, 0) + 1
+        self.frames_dropped[reason] = count
+        level = logging.WARNING if count == 1 else logging.DEBUG
+        log.log(level, "%s: " + message + ("" if count > 1 else
+                                           "; more of these are logged at DEBUG only"),
+                self._name, *args)
 
     def _on_write(self, _pri: int, buf: int, buflen: int) -> int:
         try:
@@ -601,6 +666,6 @@ class Pri:
 
 
 __all__ = [
-    "ENV_LIBRARY", "SONAME", "SUPPORTED_VERSIONS", "LibpriError", "Pri", "cause_text",
-    "load", *libpri_abi.__all__,
+    "ENV_LIBRARY", "MAINTENANCE_DISCRIMINATORS", "SONAME", "SUPPORTED_VERSIONS", "LibpriError",
+    "Pri", "cause_text", "defuse_maintenance_echo", "load", *libpri_abi.__all__,
 ]
