@@ -29,12 +29,18 @@ Options (``uascall.open_backend("sip", engine, **options)``):
     behind NAT, or that names another of its addresses), which our RTP then goes back to
     (RFC 4961). With True, the first source from anywhere is taken so (a far end whose
     RTP leaves by another public address than its SIP). Default False.
-``max_setups`` / ``max_lag`` / ``retry_after``
-    overload control: new INVITEs get 503 with ``Retry-After: retry_after`` while
-    ``max_setups`` calls (2000) are ringing unanswered or the engine runs ``max_lag`` seconds
-    late (0.2, below T1 so that callers are refused before they retransmit): a timer fires
-    that late, or a SIP datagram waited that long in the kernel before it was read. The
-    warning this logs comes at most once a second, with the number refused since the last.
+``max_setups`` / ``max_source_setups`` / ``max_lag`` / ``retry_after``
+    overload control: new INVITEs get 503 with ``Retry-After: retry_after``, sent
+    statelessly (nothing kept, nothing retransmitted), while ``max_setups`` calls (2000)
+    are being set up (not yet ACKed), or the engine runs ``max_lag`` seconds late (0.2,
+    below T1 so that callers are refused before they retransmit): a timer fires that late,
+    or a SIP datagram waited that long in the kernel before it was read. A source host
+    that has not completed a call (none ACKed our 200) may hold at most
+    ``max_source_setups`` of those calls (default a twentieth of ``max_setups``), and such
+    sources together nine tenths; one that has is refused only at ``max_setups`` or twice
+    ``max_lag``. So a flood from one address cannot take the calls of the others (see
+    :mod:`uascall.sip.useragent`). The warning this logs comes at most once a second, with
+    the number refused since the last.
 ``max_message_size``
     datagrams longer than this are dropped (default 16384).
 ``timers``
@@ -81,15 +87,16 @@ class SipBackend(Backend):
                  allow: Sequence[str] = LOOPBACK, codecs: str | Sequence[str] = "g711a;g711u",
                  rtp_ports: tuple[int, int] = (16384, 32767), rtp_timeout: float = 60.0,
                  symmetric_rtp: bool = False, max_setups: int = 2000,
-                 max_lag: float = MAX_LAG, retry_after: int = 5,
+                 max_source_setups: int | None = None, max_lag: float = MAX_LAG,
+                 retry_after: int = 5,
                  max_message_size: int = 16384, outbound: str | None = None,
                  timers: Timers = DEFAULT_TIMERS, **unknown: Any) -> None:
         super().__init__(engine)
         if unknown:
             raise ArgumentError(f"sip backend: unknown option(s) {', '.join(sorted(unknown))};"
                                 " expected listen, allow, codecs, rtp_ports, rtp_timeout, "
-                                "symmetric_rtp, max_setups, max_lag, retry_after, "
-                                "max_message_size, outbound, timers")
+                                "symmetric_rtp, max_setups, max_source_setups, max_lag, "
+                                "retry_after, max_message_size, outbound, timers")
         listens = [listen] if isinstance(listen, str) else list(listen)
         if not listens:
             raise ArgumentError("sip backend: listen is empty; expected at least one "
@@ -99,7 +106,9 @@ class SipBackend(Backend):
             codecs=_codec_list(codecs), rtp_ports=tuple(rtp_ports),  # type: ignore[arg-type]
             rtp_timeout=float(rtp_timeout), symmetric_rtp=bool(symmetric_rtp),
             max_message_size=int(max_message_size),
-            max_setups=int(max_setups), max_lag=float(max_lag), retry_after=int(retry_after),
+            max_setups=int(max_setups), max_source_setups=(
+                None if max_source_setups is None else int(max_source_setups)),
+            max_lag=float(max_lag), retry_after=int(retry_after),
             timers=timers)
         self.outbound = parse_hostport(outbound, 5060) if outbound else None
         # Sockets open here, on the caller's thread, so a port in use fails at once.

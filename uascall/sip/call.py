@@ -648,6 +648,7 @@ class SipCall(CallLeg):
             log.info("%r: no ACK for our 200 within 64*T1; ending the call with BYE", self)
             self._disarm(_Timer.RETRANSMIT_2XX)
             self.phase = Phase.CONFIRMED
+            self.ua.never_acked(self)
             if self._release_after_ack is not None:  # the application hung up meanwhile
                 cause, raw = self._release_after_ack
                 self._send_bye(cause, "local", causes.sendable_status(raw) if raw else None)

@@ -11,14 +11,44 @@ Datagrams from :class:`~uascall.sip.transport.UdpEndpoint` are parsed
 - CANCEL finds the INVITE's transaction: 200 for the CANCEL, then the call answers the
   INVITE 487 (481 when there is no such INVITE);
 - a new INVITE passes the checks RFC 3261 8.2 puts in order (method 405/501, URI scheme
-  416, Require 420, Content-Type 415, Accept 406), overload control (503 + Retry-After
-  when too many calls are being set up, or the engine runs late: its timers, or datagrams
-  waiting in the kernel; one warning a second at most), and the SDP offer check (400
-  for bad SDP, 488 when no codec we have was offered); it then gets 100 Trying at once and
-  becomes a :class:`~uascall.sip.call.SipCall` offered to the backend's listener;
+  416, Require 420, Content-Type 415, Accept 406), overload control (503 + Retry-After,
+  below) and the SDP offer check (400 for bad SDP, 488 when no codec we have was offered);
+  it then gets 100 Trying at once and becomes a :class:`~uascall.sip.call.SipCall` offered
+  to the backend's listener;
 - BYE and re-INVITE go to their call through the dialog (481 when there is none);
   OPTIONS is answered 200 with what we allow and accept, in or out of a dialog;
 - a response goes to its client transaction (top Via branch and CSeq method).
+
+A request answered at once with a final response, nothing set up for it (the refusals
+of the 8.2 checks and of overload control, 400 for bad SDP, OPTIONS and 481 outside a
+dialog), is answered **statelessly** (RFC 3261 8.2.7): no server transaction, so nothing
+is kept and nothing retransmitted; a retransmission of the request is answered again,
+with the same To-tag (a keyed hash of the request's transaction identifiers), and the ACK
+for a refused INVITE matches nothing and is dropped. Under a flood of INVITEs this is the
+difference between forgetting each one at once and keeping each for 64*T1 while its 503
+is resent ten times (80,000 INVITEs drew 564,254 retransmitted 503s and 385 MB).
+
+Overload control
+----------------
+A new INVITE is refused with 503 + Retry-After (one warning a second at most, with the
+count) when one of these holds, checked in this order:
+
+- ``max_setups`` calls are being set up (incoming, not yet ACKed or ended);
+- its source host has completed no call (none of its calls reached the ACK of our 2xx)
+  and either holds ``max_source_setups`` calls being set up already, or such sources
+  hold nine tenths of ``max_setups`` together (the last tenth is kept for the others);
+- the engine runs late by more than ``max_lag`` (its timers, or datagrams waiting in the
+  kernel); twice that for a source with completed calls (still below T1 by default).
+
+So a flood from one source (never ACKed: it completes nothing) holds at most
+``max_source_setups`` calls and gets stateless 503s for the rest, while a source that
+completed calls before is still served, and requests within a dialog (ACK, BYE,
+re-INVITE) are never refused for load. The hosts with completed calls are remembered in
+a table of at most :data:`KNOWN_SOURCES` (the least recent forgotten first); a source
+whose 200 goes unACKed for 64*T1 is forgotten there. Only a real round trip (the ACK
+names our To-tag) earns a place, so a flood from forged addresses cannot fill the table
+or displace it; the per-source counts exist only for hosts with calls being set up, so
+they are bounded by ``max_setups``.
 
 A message that does not parse never raises out of here: a request whose Via, Call-ID,
 CSeq, From and To could still be read gets a stateless 400 (or 505), anything else is
@@ -32,9 +62,12 @@ call, forget).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
+import secrets
 import socket
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -101,6 +134,10 @@ LAG_PROBE = 0.1
 MAX_LAG = 0.2
 #: at most one overload warning per this many seconds; it counts the INVITEs refused since
 OVERLOAD_LOG_INTERVAL = 1.0
+#: source hosts remembered as having completed calls (overload control prefers them)
+KNOWN_SOURCES = 4096
+#: ``max_source_setups`` when not given: this fraction of ``max_setups``
+SOURCE_SHARE = 20
 
 
 @dataclass
@@ -115,6 +152,9 @@ class SipSettings:
     symmetric_rtp: bool = False
     max_message_size: int = 16384
     max_setups: int = 2000
+    #: calls being set up one source host without completed calls may hold (None:
+    #: max_setups // SOURCE_SHARE, at least 1)
+    max_source_setups: int | None = None
     max_lag: float = MAX_LAG
     retry_after: int = 5
     user_agent: str = f"uascall/{__version__}"
@@ -129,6 +169,8 @@ class UaStats:
     malformed: int = 0
     stateless_errors: int = 0
     overloaded: int = 0
+    #: requests answered with no transaction kept (RFC 3261 8.2.7)
+    stateless: int = 0
     calls: int = 0
 
 
@@ -163,6 +205,15 @@ class UserAgent:
         self.dialogs: dict[tuple[str, str], SipCall] = {}
         self.calls: set[SipCall] = set()
         self.setups = 0  # incoming calls not yet answered or cleared
+        #: host -> its calls among ``setups`` (hosts with none are not kept)
+        self.setups_by_source: dict[str, int] = {}
+        #: hosts that completed calls, the most recent last (at most KNOWN_SOURCES)
+        self.known_sources: OrderedDict[str, None] = OrderedDict()
+        self.max_source_setups = (settings.max_source_setups
+                                  if settings.max_source_setups is not None
+                                  else max(1, settings.max_setups // SOURCE_SHARE))
+        self._unproven_setups = settings.max_setups - settings.max_setups // 10
+        self._tag_key = secrets.token_bytes(16)  # for the To-tags of stateless responses
         self.stats = UaStats()
         self.allow_header = ", ".join(ALLOWED)
         self._lag = 0.0
@@ -216,12 +267,26 @@ class UserAgent:
         self._lag_due = now + LAG_PROBE
         self._lag_timer = self.engine.call_at(self._lag_due, self._probe_lag)
 
-    def overloaded(self) -> str | None:
-        if self.setups >= self.settings.max_setups:
-            return f"{self.setups} calls being set up (limit {self.settings.max_setups})"
-        if self._lag > self.settings.max_lag:
+    def overloaded(self, host: str | None = None) -> str | None:
+        """Why a new INVITE from ``host`` would be refused now (see the module docstring),
+        or None; without a host, for a source with no completed call."""
+        settings = self.settings
+        if self.setups >= settings.max_setups:
+            return f"{self.setups} calls being set up (limit {settings.max_setups})"
+        known = host is not None and host in self.known_sources
+        if not known:
+            held = self.setups_by_source.get(host, 0) if host is not None else 0
+            if held >= self.max_source_setups:
+                return (f"{host} holds {held} calls being set up (limit "
+                        f"{self.max_source_setups} for a source with no completed call)")
+            if self.setups >= self._unproven_setups:
+                return (f"{self.setups} calls being set up (limit {self._unproven_setups} "
+                        "for sources with no completed call)")
+        max_lag = 2 * settings.max_lag if known else settings.max_lag
+        if self._lag > max_lag:
+            whose = " for a source with completed calls" if known else ""
             return (f"the engine runs {self._lag * 1000:.0f} ms late (limit "
-                    f"{self.settings.max_lag * 1000:.0f} ms)")
+                    f"{max_lag * 1000:.0f} ms{whose})")
         return None
 
     def _refused_overloaded(self, why: str) -> None:
@@ -312,48 +377,77 @@ class UserAgent:
             self._run(tx, tx.receive(request))
             return
         self._note_source(request, source)
+        refusal = self._refusal(request)
+        if refusal is not None:
+            self._answer_statelessly(request, refusal, source, endpoint)
+            return
+        if method == "CANCEL":
+            tx = self._server_tx(request, source, endpoint, key)
+            self._cancel(request, tx, key)
+            return
+        to_tag = request.to.tag
+        if to_tag:
+            self._in_dialog(request, source, endpoint, key, to_tag)
+            return
         if method == "INVITE":
+            self._new_call(request, source, endpoint, key)
+        elif method == "OPTIONS":
+            self._answer_statelessly(request, self._options_answer(request), source, endpoint)
+        else:  # BYE without a dialog
+            self._answer_statelessly(request, self._reply(request, 481), source, endpoint)
+
+    def _server_tx(self, request: Request, source: Address, endpoint: UdpEndpoint,
+                   key: tuple[str, str, str]) -> ServerTransaction:
+        tx: ServerTransaction
+        if request.method == "INVITE":
             tx = InviteServerTransaction(request, self.timers)
         else:
             tx = NonInviteServerTransaction(request, self.timers)
         tx.peer, tx.endpoint, tx.key = source, endpoint, key
         self.server_tx[key] = tx
-        refusal = self._refusal(request)
-        if refusal is not None:
-            self.respond(tx, refusal)
-            return
-        if method == "CANCEL":
-            self._cancel(request, tx, key)
-            return
-        to_tag = request.to.tag
-        if to_tag:
-            self._in_dialog(request, tx, to_tag)
-            return
-        if method == "INVITE":
-            self._new_call(request, tx)
-        elif method == "OPTIONS":
-            self.respond(tx, self._options_answer(request))
-        else:  # BYE without a dialog
-            self.respond(tx, make_response(request, 481))
+        return tx
+
+    def _answer_statelessly(self, request: Request, response: Response, source: Address,
+                            endpoint: UdpEndpoint) -> None:
+        """RFC 3261 8.2.7: send ``response`` and keep nothing; a retransmission of
+        ``request`` comes through here again and gets the same answer."""
+        if self.settings.user_agent and "Server" not in response.headers:
+            response.headers.add("Server", self.settings.user_agent)
+        self.stats.stateless += 1
+        endpoint.send(response.serialize(), source)
+
+    def _reply(self, request: Request, status: int,
+               headers: list[tuple[str, str]] | None = None) -> Response:
+        """A final response sent statelessly, with the To-tag that request always gets."""
+        return make_response(request, status, to_tag=self._stateless_tag(request),
+                             headers=headers or ())
+
+    def _stateless_tag(self, request: Request) -> str:
+        # The same tag for a request and its retransmissions (RFC 3261 8.2.7), which no
+        # one can predict for a request of their choosing (keyed with a secret).
+        via = request.top_via
+        text = "\0".join((via.branch or "", via.host, str(via.port), request.call_id,
+                          request.from_.tag or "", str(request.cseq[0]), request.method))
+        return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8,
+                               key=self._tag_key).hexdigest()
 
     def _refusal(self, request: Request) -> Response | None:
         """The checks of RFC 3261 8.2.1-8.2.3, in that order; None when the request passes."""
         method = request.method
         if method not in ALLOWED:
             status = 405 if method in KNOWN else 501
-            return make_response(request, status, headers=[("Allow", self.allow_header)])
+            return self._reply(request, status, [("Allow", self.allow_header)])
         try:
             scheme = request.parsed_uri.scheme
         except SipParseError:
-            return make_response(request, 400, headers=[("Warning", '399 uascall "bad '
-                                                         'Request-URI"')])
+            return self._reply(request, 400, [("Warning", '399 uascall "bad Request-URI"')])
         if scheme not in ("sip", "sips"):
-            return make_response(request, 416)
+            return self._reply(request, 416)
         if method not in ("ACK", "CANCEL"):
             unsupported = [tag for tag in request.headers.get_all("Require")
                            if tag.strip() and tag.strip() not in SUPPORTED_EXTENSIONS]
             if unsupported:
-                return make_response(request, 420, headers=[("Unsupported", ", ".join(
+                return self._reply(request, 420, [("Unsupported", ", ".join(
                     tag.strip() for tag in unsupported))])
         if method == "INVITE":
             content_type = (request.headers.get("Content-Type") or "").split(";")[0]
@@ -361,11 +455,11 @@ class UserAgent:
             encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
             if request.body and (content_type not in ACCEPTABLE_BODIES
                                  or encoding != "identity"):
-                return make_response(request, 415, headers=[
+                return self._reply(request, 415, [
                     ("Accept", ", ".join(ACCEPTABLE_BODIES)), ("Accept-Encoding", "identity")])
             accept = request.headers.get_all("Accept")
             if accept and not any(_accepts_sdp(value) for value in accept):
-                return make_response(request, 406, headers=[
+                return self._reply(request, 406, [
                     ("Warning", '399 uascall "only application/sdp bodies are supported"')])
         return None
 
@@ -389,7 +483,7 @@ class UserAgent:
             request.headers.add("Via", value)
 
     def _options_answer(self, request: Request) -> Response:
-        return make_response(request, 200, headers=[
+        return self._reply(request, 200, [
             ("Allow", self.allow_header), ("Accept", ", ".join(ACCEPTABLE_BODIES)),
             ("Accept-Encoding", "identity"), ("Accept-Language", "en"),
             ("Supported", ", ".join(SUPPORTED_EXTENSIONS)),
@@ -409,14 +503,15 @@ class UserAgent:
         self.respond(tx, make_response(cancel, 200, to_tag=call.local_tag))
         call.cancelled(cancel)
 
-    def _in_dialog(self, request: Request, tx: ServerTransaction, to_tag: str) -> None:
+    def _in_dialog(self, request: Request, source: Address, endpoint: UdpEndpoint,
+                   key: tuple[str, str, str], to_tag: str) -> None:
         call = self.dialogs.get((request.call_id, to_tag))
         if call is None or call.dialog is None:
-            if request.method == "OPTIONS":
-                self.respond(tx, self._options_answer(request))
-            else:
-                self.respond(tx, make_response(request, 481))
+            answer = (self._options_answer(request) if request.method == "OPTIONS"
+                      else self._reply(request, 481))
+            self._answer_statelessly(request, answer, source, endpoint)
             return
+        tx = self._server_tx(request, source, endpoint, key)
         try:
             call.dialog.check_request(request)
         except DialogError as exc:
@@ -433,27 +528,33 @@ class UserAgent:
         else:  # OPTIONS in a dialog
             self.respond(tx, self._options_answer(request))
 
-    def _new_call(self, invite: Request, tx: InviteServerTransaction) -> None:
-        busy = self.overloaded()
+    def _new_call(self, invite: Request, source: Address, endpoint: UdpEndpoint,
+                  key: tuple[str, str, str]) -> None:
+        host = source[0]
+        busy = self.overloaded(host)
         if busy is not None:
             self._refused_overloaded(busy)
-            self.respond(tx, make_response(invite, 503, headers=[
-                ("Retry-After", str(self.settings.retry_after))]))
+            self._answer_statelessly(invite, self._reply(invite, 503, [
+                ("Retry-After", str(self.settings.retry_after))]), source, endpoint)
             return
         offer = None
         if invite.body:
             try:
                 offer = parse_sdp(invite.body)
             except SdpError as exc:
-                self.respond(tx, make_response(invite, 400, headers=[
-                    ("Warning", f'399 uascall "malformed SDP: {_quote(str(exc))}"')]))
+                self._answer_statelessly(invite, self._reply(invite, 400, [
+                    ("Warning", f'399 uascall "malformed SDP: {_quote(str(exc))}"')]),
+                    source, endpoint)
                 return
+        tx = self._server_tx(invite, source, endpoint, key)
+        assert isinstance(tx, InviteServerTransaction)
         self.respond(tx, make_response(invite, 100))
         call = SipCall.incoming_call(self, invite, tx, offer)
         tx.user = call
         self.calls.add(call)
         self.register_dialog(call)
         self.setups += 1
+        self.setups_by_source[host] = self.setups_by_source.get(host, 0) + 1
         call.counted_setup = True
         self.stats.calls += 1
         if not self.on_call(call):
@@ -562,8 +663,7 @@ class UserAgent:
     def forget(self, call: SipCall) -> None:
         """A call is over: drop it from the tables (its transactions finish on their own)."""
         if call.counted_setup:
-            call.counted_setup = False
-            self.setups -= 1
+            self._setup_over(call, completed=False)
         self.calls.discard(call)
         if call.dialog is not None and self.dialogs.get(call.dialog.key) is call:
             del self.dialogs[call.dialog.key]
@@ -576,10 +676,36 @@ class UserAgent:
             tx.user = _EndedCall(call.local_tag)
 
     def answered(self, call: SipCall) -> None:
-        """An incoming call is no longer being set up (for overload control)."""
+        """An incoming call is no longer being set up: the ACK for our 2xx came (for
+        overload control: its source has now completed a call)."""
         if call.counted_setup:
-            call.counted_setup = False
-            self.setups -= 1
+            self._setup_over(call, completed=True)
+
+    def never_acked(self, call: SipCall) -> None:
+        """Our 2xx went unACKed for 64*T1: the call is no longer being set up (it ends
+        with a BYE), and its source, which did not behave, loses its standing."""
+        if call.counted_setup:
+            self._setup_over(call, completed=False, unacked=True)
+
+    def _setup_over(self, call: SipCall, *, completed: bool, unacked: bool = False) -> None:
+        call.counted_setup = False
+        self.setups -= 1
+        host = call.source[0] if call.source is not None else ""
+        held = self.setups_by_source.get(host, 0) - 1
+        if held > 0:
+            self.setups_by_source[host] = held
+        else:
+            self.setups_by_source.pop(host, None)
+        known = self.known_sources
+        if completed:
+            known[host] = None
+            known.move_to_end(host)
+            while len(known) > KNOWN_SOURCES:
+                known.popitem(last=False)
+        elif unacked and host in known:
+            del known[host]
+            log.info("%s: our 200 was never ACKed; no longer counted as a source with "
+                     "completed calls", host)
 
     def open_stream(self, host: str, call: SipCall) -> RtpStream:
         return self.rtp_ports.open(self.engine, self.ticker, host, allow=self.allow,
