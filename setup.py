@@ -13,7 +13,7 @@ setup(
     license="GPL-2.0-or-later",
     python_requires=">=3.11",
     packages=find_packages(include=["uascall", "uascall.*"]),
-    install_requires=["pyserial>=3.5", "numpy>=1.24"],
+    install_requires=["pyserial>=3.5", "numpy>=1.24", "soxr>=0.3.7"],
     extras_require={"test": ["pytest>=7.4", "ruff>=0.4"]},
     entry_points={
         "console_scripts": ["uascall = uascall.cli:main"],
