@@ -3,8 +3,8 @@
 Theory of operation
 -------------------
 An application thread calls ``ring()``, ``answer()``, ``hang_up()``... Each call checks the
-state, validates its arguments and prepares media (decoding a file or rendering speech
-happens here, never on the engine), then hands the protocol step to the engine thread and,
+state, validates its arguments and prepares media (decoding a file, starting to render
+speech: here, never on the engine), then hands the protocol step to the engine thread and,
 where the method blocks, waits there for a state change or its deadline, measured on the
 engine's clock (so the simulator's virtual time makes a ``ring(10)`` instant).
 
@@ -53,7 +53,7 @@ from uascall.media.source import FrameSource
 from uascall.sipfields import ChannelSIP
 
 if TYPE_CHECKING:
-    from uascall.media.playable import PlayableMedia
+    from uascall.media.playable import OpenMedia, PlayableMedia
     from uascall.media.recorder import Recording
     from uascall.media.tones import ToneManager
 
@@ -67,6 +67,10 @@ CLEARING_TIMEOUT = 60.0
 ANSWER_TIMEOUT = 30.0
 #: digits kept for DTMFDetector.get_digits(); a far end that sends more is not listened to
 MAX_BUFFERED_DIGITS = 1024
+#: seconds (real time) ring() and play() wait for the first words of a text being spoken
+#: before they go on without them (espeak-ng's come in about 10 ms here, whatever the
+#: text's length): the bound on how late a long announcement makes the ringing signal
+FIRST_WORDS_WAIT = 0.5
 
 
 class State(Enum):
@@ -250,11 +254,11 @@ class UASCallChannel:
         """Signal ringing to the caller, with early media if asked for and available.
 
         ``seconds_ringtime``: 0 does not block, N blocks until N seconds after the ringing
-        is signalled (a PlayableMedia ringtone is loaded first), None blocks for the length
-        of ``custom_ringtone`` from when it starts (0 without early media;
-        ``loop_ringtone`` is then forced off). ``custom_ringtone`` is a tone name (this
-        channel's tone player and its tone manager must know it) or a PlayableMedia; it is
-        ignored without early media.
+        is signalled (a PlayableMedia file is loaded first), None blocks for the length of
+        ``custom_ringtone`` from when it starts until its last sample is heard (0 without
+        early media; ``loop_ringtone`` is then forced off). ``custom_ringtone`` is a tone
+        name (this channel's tone player and its tone manager must know it) or a
+        PlayableMedia; it is ignored without early media.
         ``codecs`` ("g711a;g711u") orders the codec choice on SIP (ours, not the caller's
         order, decides); on TDM it is validated and the law is the span's.
 
@@ -270,6 +274,18 @@ class UASCallChannel:
         unknown tone, a missing file) raises Error before anything is signalled when
         early media is asked for, and is not loaded when it is not (a ringtone of the wrong
         type always raises ArgumentError).
+
+        A text to say is not spoken to its end before the ringing is signalled (a long
+        announcement took longer than the caller's network waits): its rendering starts,
+        the signal goes out with its first words (within FIRST_WORDS_WAIT = 0.5 s however
+        long the text; about 10 ms normally), and the caller hears it as it is rendered.
+        Should the words be late (a loaded machine), the caller hears silence until they
+        come, and no word is skipped; ``seconds_ringtime=None`` counts that silence in. A
+        text that cannot be spoken at all (espeak-ng missing, an unknown voice) raises
+        Error before anything is signalled; one whose rendering fails after the signal
+        stops the ringtone, and ring() raises Error if it is blocking for that ringtone
+        (None), while the call stays RING_INCOMING. A call that ends while the text is
+        rendered stops the rendering.
         """
         self._require(_INCOMING, "ring")
         wanted_codecs = parse_codecs(codecs) if codecs is not None else None
@@ -282,13 +298,27 @@ class UASCallChannel:
         # ringtone that cannot be played fails here, before anything is signalled.
         _check_ringtone_type(custom_ringtone)
         wanted = bool(negotiate_early_media) or self._early_media
-        prepared = self._prepare_ringtone(custom_ringtone) if wanted else None
+        opened: OpenMedia | None = None
+        if wanted and custom_ringtone is not None and not isinstance(custom_ringtone, str):
+            # here, on the application thread: a file is loaded, a text's first words come
+            opened = self._open(custom_ringtone)
+        try:
+            prepared = self._prepare_ringtone(custom_ringtone, opened) if wanted else None
+            return self._ring(ringtime, loop, bool(negotiate_early_media), wanted_codecs,
+                              prepared)
+        finally:
+            if opened is not None:
+                opened.close()  # the ringtone's source holds what it plays
+
+    def _ring(self, ringtime: float | None, loop: bool, negotiate_early_media: bool,
+              wanted_codecs: list[str] | None,
+              prepared: Callable[[str, bool], FrameSource] | None) -> State:
         # N seconds of ringing are N seconds from the ringing indication, whatever sending
         # it and starting the ringtone took (tens of ms, more on a loaded or emulated
         # machine): a deadline, not a sleep after those steps.
         signalled_at = self._engine.time()
         alert = self._engine_alert if prepared is not None else self._engine_alert_quiet
-        early, law = self._engine.run(alert, bool(negotiate_early_media), wanted_codecs)
+        early, law = self._engine.run(alert, negotiate_early_media, wanted_codecs)
         if self._releasing:  # the ringing indication could not be sent: the call is going
             self._wait(lambda: self._state is State.IDLE, CLEARING_TIMEOUT)
             return self._state
@@ -298,16 +328,41 @@ class UASCallChannel:
             ringtime = ringtime or 0.0  # _engine_alert has stopped any earlier ringtone
         else:
             # The source is made here, on this thread, once the law is known: a second step.
-            duration = self._engine.run(self._engine_play_ringtone, prepared(law, loop))
+            source = prepared(law, loop)
+            ended: concurrent.futures.Future = concurrent.futures.Future()
+            duration = self._engine.run(self._engine_play_ringtone, source, ended)
             if ringtime is None:
                 # the whole ringtone is heard: its length counts from when it starts
-                ringtime, signalled_at = duration, self._engine.time()
+                signalled_at = self._engine.time()
+                ringtime = duration if source.complete else self._ringtone_length(source,
+                                                                                  ended)
         remaining = signalled_at + ringtime - self._engine.time() if ringtime else 0.0
         if remaining > 0:
             self._wait(lambda: self._state is State.IDLE, remaining)
         return self._state
 
-    def _prepare_ringtone(self, ringtone: str | PlayableMedia | None
+    def _ringtone_length(self, source: FrameSource,
+                         ended: concurrent.futures.Future) -> float:
+        """The length of a ringtone still being made (speech being rendered), once it is
+        known: when it has played to its end (or stopped). Raises Error if it failed."""
+        self._wait(lambda: self._state is State.IDLE or ended.done(), None)
+        reason = ended.result() if ended.done() else "hangup"
+        if reason == "failed":
+            raise Error(f"ring(): the ringtone {getattr(source, 'label', source)} stopped: "
+                        f"{source.error or 'it failed'}")
+        if reason == "hangup":  # the call is being cleared: ring() returns it IDLE
+            self._wait(lambda: self._state is State.IDLE, CLEARING_TIMEOUT)
+            return 0.0
+        return self._engine.run(lambda: source.duration or 0.0)
+
+    def _open(self, media: PlayableMedia) -> OpenMedia:
+        """``media`` ready to play: loaded, or a text's rendering started (on a thread
+        that virtual time waits for) and its first words there or FIRST_WORDS_WAIT gone."""
+        return media.open(first_audio_within=FIRST_WORDS_WAIT,
+                          start_thread=self._engine.start_actor_thread)
+
+    def _prepare_ringtone(self, ringtone: str | PlayableMedia | None,
+                          opened: OpenMedia | None
                           ) -> Callable[[str, bool], FrameSource] | None:
         """Check the ringtone now and return what makes its source once the law is known."""
         if ringtone is None:
@@ -319,8 +374,8 @@ class UASCallChannel:
                             "tone_manager) first")
             tone = self.TonePlayer.tone_manager.get(ringtone)
             return lambda law, loop: _Labelled(tone.source(law, loop=loop), f"tone {tone.name}")
-        ringtone.duration  # noqa: B018 - load or render it here, on the application thread
-        return lambda law, loop: _Labelled(ringtone.source(law, loop=loop), repr(ringtone))
+        assert opened is not None
+        return lambda law, loop: _Labelled(opened.source(law, loop=loop), opened.label)
 
     def _engine_alert(self, early_media: bool, codecs: list[str] | None
                       ) -> tuple[bool, str]:
@@ -343,16 +398,27 @@ class UASCallChannel:
             self._engine_play_ringtone(None)
         return early, law
 
-    def _engine_play_ringtone(self, source: FrameSource | None) -> float:
+    def _engine_play_ringtone(self, source: FrameSource | None,
+                              ended: concurrent.futures.Future | None = None) -> float:
         # Only on a call still ringing: another thread may have answered or cleared it
         # between ring()'s two steps, and a ringtone must not start on that.
         if self._state is not State.RING_INCOMING or self._releasing:
+            if source is not None:
+                source.close()
+            if ended is not None:
+                ended.set_result("not played")
             return 0.0
         if source is None:
             if self._player is not None:
                 self._player.stop()
             return 0.0
-        self._play(source)
+
+        def over(reason: str) -> None:
+            if ended is not None and not ended.done():
+                ended.set_result(reason)
+                self._recheck_waiters()
+
+        self._play(source, over)
         return source.duration or 0.0
 
     # ------------------------------------------------------------------ call out
@@ -539,12 +605,13 @@ class UASCallChannel:
     # ------------------------------------------------------------------ engine thread
     def _on_leg_event(self, event: Any) -> None:
         if isinstance(event, LegCleared):
-            if self._player is not None:
-                self._player.stop("hangup")
             pending = self._pending_cause
             self._cause = pending if pending is not None and event.by == "local" else event.cause
             self.Details.raw_cause = event.raw_cause
+            # IDLE first: a play or ring() the stop wakes finds the call over, not ANSWERED
             self._set_state(State.IDLE)
+            if self._player is not None:
+                self._player.stop("hangup")
             return
         if isinstance(event, LegDigit):
             if self._hearing is not None:
@@ -595,6 +662,11 @@ class UASCallChannel:
         self._emit(DigitReceived(digit))
         for barge_in in list(self._barge_ins):
             barge_in()
+        if self._waiters:
+            self._waiters = [w for w in self._waiters if not _settle(*w)]
+
+    def _recheck_waiters(self) -> None:
+        """Engine thread: wake the waits whose condition holds now (not a state change)."""
         if self._waiters:
             self._waiters = [w for w in self._waiters if not _settle(*w)]
 
@@ -730,10 +802,19 @@ class _Labelled(FrameSource):
         self.label = label
         self.law = source.law
         self.next_frame = source.next_frame  # type: ignore[method-assign]
+        self.close = source.close  # type: ignore[method-assign]
 
     @property
     def duration(self) -> float | None:
         return self._source.duration
+
+    @property
+    def complete(self) -> bool:
+        return self._source.complete
+
+    @property
+    def error(self) -> Exception | None:
+        return self._source.error
 
 
 def _settle(condition: Callable[[], bool], future: concurrent.futures.Future) -> bool:
@@ -865,6 +946,7 @@ class _PlayerBase(_Job):
             self._state = self.State.IDLE  # nothing started
             raise
         done: concurrent.futures.Future = concurrent.futures.Future()
+        taken: list[FrameSource] = []  # the source, once a player owns (and closes) it
 
         def begin() -> None:
             if self._stop_before == generation:  # stop() came first, from another thread
@@ -893,10 +975,15 @@ class _PlayerBase(_Job):
             if start is not None:
                 start(port, finished)
             elif source is not None:
+                taken.append(source)
                 channel._play(source, finished)
 
         try:
-            channel._engine.run(begin)
+            try:
+                channel._engine.run(begin)
+            finally:
+                if source is not None and not taken:
+                    source.close()  # never played: what it holds is let go here
             reason = channel._engine.wait(done)
         except BaseException:
             self._state = self.State.ERROR
@@ -928,14 +1015,19 @@ class FilePlayer(_PlayerBase):
         playing. Returns a ``FilePlayer.Cause``: NORMAL, BARGEIN (``barge_in`` and the far
         end pressed a key: the digit stays for ``DTMFDetector.get_digits()``), ABORTED
         (``stop()``), HANGUP. Barge-in stops the prompt at once: what was queued for the
-        far end is dropped too. Digits already waiting do not barge in."""
+        far end is dropped too. Digits already waiting do not barge in.
+
+        A text to say plays as it is rendered, from its first words on (as for ring();
+        Error if it cannot be spoken at all); a rendering that fails after that ends the
+        play with ERROR. A play that ends early stops the rendering."""
         self._check("FilePlayer.play")
         from uascall.media.playable import PlayableMedia
         media = file_name if isinstance(file_name, PlayableMedia) else PlayableMedia(
             file_to_play=file_name, channel=self._channel)
-        media.duration  # noqa: B018 - load it here, on the application thread
-        return self._play(lambda law: _Labelled(media.source(law), repr(media)),
-                          "FilePlayer.play", barge_in=bool(barge_in))
+        # here, on the application thread: a file is loaded, a text's first words come
+        with self._channel._open(media) as opened:
+            return self._play(lambda law: _Labelled(opened.source(law), opened.label),
+                              "FilePlayer.play", barge_in=bool(barge_in))
 
 
 class TonePlayer(_PlayerBase):

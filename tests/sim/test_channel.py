@@ -175,9 +175,16 @@ class SlowToStart(PlayableMedia):
         super().__init__(**kwargs)
         self._engine, self._delay = engine, delay
 
-    def source(self, law: str, *, loop: bool = False):
-        self._engine.sleep(self._delay)
-        return super().source(law, loop=loop)
+    def open(self, **kwargs):
+        opened = super().open(**kwargs)
+        make = opened.source
+
+        def source(law: str, *, loop: bool = False):
+            self._engine.sleep(self._delay)
+            return make(law, loop=loop)
+
+        opened.source = source
+        return opened
 
 
 def test_ring_for_n_seconds_counts_them_from_the_ringing_indication(world):

@@ -315,17 +315,27 @@ def test_repr():
 
 @pytest.fixture
 def espeak_runs(monkeypatch, tmp_path):
-    """The argv of every espeak-ng rendering (not version queries), with a private cache."""
+    """(argv, bytes written to its standard input) of every espeak-ng rendering (its
+    --version is not one), with a private cache. espeak-ng runs for real."""
     monkeypatch.setenv("UASCALL_CACHE", str(tmp_path / "cache"))
-    runs = []
-    real = subprocess.run
+    runs: list[tuple[list[str], bytearray]] = []
+    stdin: dict[int, bytearray] = {}  # fd of a rendering's standard input -> what it got
 
-    def counting(argv, *args, **kwargs):
-        if "--version" not in argv:
-            runs.append((list(argv), kwargs.get("input")))
-        return real(argv, *args, **kwargs)
+    class Recording(subprocess.Popen):
+        def __init__(self, argv, *args, **kwargs):
+            super().__init__(argv, *args, **kwargs)
+            if "--version" not in argv:
+                runs.append((list(argv), bytearray()))
+                stdin[self.stdin.fileno()] = runs[-1][1]
 
-    monkeypatch.setattr(tts.subprocess, "run", counting)
+    def write(fd, data):
+        written = os.write(fd, data)
+        if fd in stdin:
+            stdin[fd] += bytes(data[:written])
+        return written
+
+    monkeypatch.setattr(tts.subprocess, "Popen", Recording)
+    monkeypatch.setattr(tts, "os", types.SimpleNamespace(**{**vars(os), "write": write}))
     return runs
 
 

@@ -1,13 +1,15 @@
 """The media clock and players, in virtual time: pacing, a full port, replacing a source,
-and one broken call not silencing the others."""
+one broken call not silencing the others, sources closed when done, and audio played as
+it is made (GrowingSource)."""
 
 from __future__ import annotations
 
 import pytest
 
 from uascall.engine import Engine, VirtualClock
+from uascall.errors import Error
 from uascall.media.player import DEFAULT_LEAD, MediaClock, Player
-from uascall.media.source import BufferSource, FrameSource
+from uascall.media.source import BufferSource, FrameSource, GrowingSource
 
 FRAME = 160
 
@@ -140,3 +142,83 @@ def test_a_source_that_fails_at_once_ends_the_play_not_the_caller(engine):
     ended: list[str] = []
     engine.run(player.play, Numbered(10, fail_at=0), ended.append)  # does not raise
     assert ended == ["failed"] and not player.playing and clock.active == 0
+
+
+# -- audio that is still being made (speech as espeak-ng renders it) ----------------------------
+
+
+class GrowingFeed:
+    """A Feed whose audio a test adds piece by piece (law bytes, as a rendering has)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.complete = False
+        self.error: Exception | None = None
+        self.closed = 0
+
+    @property
+    def available(self) -> int:
+        return len(self.data)
+
+    def encoded(self, law: str, start: int = 0, stop: int | None = None) -> bytes:
+        return bytes(self.data[start:stop])
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_growing_source_plays_silence_while_late_and_skips_nothing():
+    feed = GrowingFeed()
+    source = GrowingSource(feed, "alaw")
+    silence = bytes([0xD5]) * FRAME
+    assert source.next_frame() == silence  # nothing rendered yet: a gap
+    feed.data += bytes(range(200))  # a frame and a bit
+    assert source.next_frame() == bytes(range(160))
+    assert source.next_frame() == silence  # the bit waits for the rest of its frame
+    feed.data += bytes(range(200, 256)) + bytes(range(64))
+    assert source.next_frame() == bytes(range(160, 256)) + bytes(range(64))
+    assert not source.complete and source.duration == (2 * FRAME + 320) / 8000
+    feed.data += b"\x01" * 10
+    feed.complete = True  # the last frame is padded, and it ends
+    assert source.complete and source.next_frame() == b"\x01" * 10 + silence[:150]
+    assert source.next_frame() is None
+    assert source.gap_frames == 2 and source.duration == (2 * FRAME + 330) / 8000
+    source.close()
+    assert feed.closed == 1
+
+
+def test_growing_source_loops_once_complete_and_raises_the_feed_error():
+    feed = GrowingFeed()
+    looped = GrowingSource(feed, "ulaw", loop=True)
+    feed.data += bytes(range(240))
+    assert looped.next_frame() == bytes(range(160))
+    feed.complete = True
+    assert looped.next_frame() == bytes(range(160, 240)) + bytes(range(80))
+    assert looped.duration is None
+    failing = GrowingSource(GrowingFeed(), "alaw")
+    failing._feed.error = Error("espeak-ng failed (exit status -9)")
+    with pytest.raises(Error, match="exit status -9"):
+        failing.next_frame()
+
+
+class Closing(Numbered):
+    closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_the_player_closes_every_source_it_is_done_with(engine):
+    """Finished, replaced, stopped or failed: the source is closed once (what it holds,
+    a rendering under way, is let go)."""
+    player = Player(MediaClock(engine), Sink(), name="closing")
+    finished, replaced, stopped, failing = Closing(2), Closing(100), Closing(100), \
+        Closing(100, fail_at=1)
+    engine.run(player.play, finished)
+    engine.sleep(0.1)
+    engine.run(player.play, replaced)
+    engine.run(player.play, stopped)
+    engine.run(player.stop)
+    engine.run(player.play, failing)
+    engine.sleep(0.1)
+    assert [s.closed for s in (finished, replaced, stopped, failing)] == [1, 1, 1, 1]

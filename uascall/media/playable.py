@@ -4,6 +4,11 @@
 (decoded, mixed down and resampled; or spoken by :mod:`uascall.media.tts`) and encoded per
 G.711 law on demand. One object may be shared by any number of threads and calls.
 
+A text need not be spoken to its end before it plays: :meth:`PlayableMedia.open` starts
+the rendering and returns as soon as the first words are there (or a bound has passed),
+and its sources play the speech as it is rendered. That is how a channel rings with a
+long announcement without keeping the caller waiting for the signal.
+
 Files are looked up in a media directory and cannot name anything outside it: absolute
 names are refused, and so is any name whose resolved path (``..`` and symlinks followed)
 is not inside the resolved directory. The check is made when the object is built and again
@@ -29,7 +34,7 @@ from typing import Any
 from uascall.errors import ArgumentError, Error
 from uascall.media import g711, tts
 from uascall.media.resample import resample
-from uascall.media.source import BufferSource
+from uascall.media.source import BufferSource, FrameSource, GrowingSource
 from uascall.media.wav import read_wav
 
 log = logging.getLogger(__name__)
@@ -45,9 +50,9 @@ class _Decoded:
 
     __slots__ = ("_encoded", "_lock", "pcm")
 
-    def __init__(self, pcm: array.array) -> None:
+    def __init__(self, pcm: array.array, encoded: dict[str, bytes] | None = None) -> None:
         self.pcm = pcm
-        self._encoded: dict[str, bytes] = {}
+        self._encoded: dict[str, bytes] = dict(encoded or {})
         self._lock = threading.Lock()
 
     def encoded(self, law: str) -> bytes:
@@ -169,9 +174,37 @@ class PlayableMedia:
         return self._load().encoded(_law(law))
 
     def source(self, law: str, *, loop: bool = False) -> BufferSource:
-        """A new frame source playing the media in ``law``, once or looped seamlessly."""
+        """A new frame source playing the media in ``law``, once or looped seamlessly.
+        Loads (or renders all of) it first; :meth:`open` does not wait for a text."""
         law = _law(law)
         return BufferSource(self.encoded(law), law, loop=loop)
+
+    def open(self, *, first_audio_within: float | None = None,
+             start_thread: tts.ThreadStarter | None = None) -> OpenMedia:
+        """Get the media ready to play, without waiting for a whole text to be spoken.
+
+        A file is loaded (as by :attr:`duration`). A text starts rendering (or joins the
+        rendering under way) and this returns once its first words are rendered, or after
+        ``first_audio_within`` seconds (None: no limit) without them; the sources of the
+        :class:`OpenMedia` then play the speech as it is rendered (silence while it is
+        late, never a word skipped). ``start_thread`` starts the render thread (see
+        :func:`uascall.media.tts.speak`). Close the OpenMedia when its sources are made:
+        a rendering nobody holds any more stops.
+
+        Raises :class:`~uascall.errors.Error` as ``pcm`` does: a missing or bad file,
+        espeak-ng missing, or espeak-ng failing before its first words (an unknown voice).
+        """
+        if self._text is None or self._decoded is not None:
+            return OpenMedia(repr(self), decoded=self._load())
+        speech = tts.speak(self._text, voice=self._voice, start_thread=start_thread)
+        try:
+            speech.wait_for_audio(first_audio_within)
+        except BaseException:
+            speech.close()
+            raise
+        if speech.complete and self._decoded is None:
+            self._decoded = _from_speech(speech)
+        return OpenMedia(repr(self), speech=speech)
 
     def _load(self) -> _Decoded:
         decoded = self._decoded
@@ -180,7 +213,9 @@ class PlayableMedia:
         with self._lock:
             if self._decoded is None:
                 if self._text is not None:
-                    self._decoded = _Decoded(tts.synthesize(self._text, voice=self._voice))
+                    with tts.speak(self._text, voice=self._voice) as speech:
+                        speech.wait()
+                        self._decoded = _from_speech(speech)
                 else:
                     self._decoded = _load_file(self._contained(strict=True), self._describe())
             return self._decoded
@@ -194,6 +229,50 @@ class PlayableMedia:
         """The resolved file path, refused unless it lies inside the resolved media dir."""
         assert self._file is not None
         return media_path(self._dir, self._file, strict=strict)
+
+
+class OpenMedia:
+    """A :class:`PlayableMedia` made ready by :meth:`PlayableMedia.open`: it makes frame
+    sources, each of which holds what it plays until the player closes it. Close this
+    when done making them (or use it as a context manager); closing twice is harmless."""
+
+    def __init__(self, label: str, *, decoded: _Decoded | None = None,
+                 speech: tts.Speech | None = None) -> None:
+        self.label = label
+        self._decoded = decoded
+        self._speech = speech
+
+    def __enter__(self) -> OpenMedia:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @property
+    def complete(self) -> bool:
+        """Whether all of the audio is there (a file; a text spoken to its end)."""
+        return self._speech is None or self._speech.complete
+
+    def source(self, law: str, *, loop: bool = False) -> FrameSource:
+        """A new source playing the media in ``law``, once or looped seamlessly. For a
+        text still being spoken, a source that plays it as it comes."""
+        law = _law(law)
+        speech = self._speech
+        if speech is None:
+            assert self._decoded is not None
+            return BufferSource(self._decoded.encoded(law), law, loop=loop)
+        if speech.complete:
+            return BufferSource(speech.encoded(law), law, loop=loop)
+        return GrowingSource(speech.reopen(), law, loop=loop)
+
+    def close(self) -> None:
+        if self._speech is not None:
+            self._speech.close()
+
+
+def _from_speech(speech: tts.Speech) -> _Decoded:
+    """A complete speech as loaded media: its samples and the encodings it already has."""
+    return _Decoded(speech.pcm(), {law: speech.encoded(law) for law in tts.LAWS})
 
 
 def media_path(directory: str | os.PathLike[str], name: str, *, strict: bool) -> Path:

@@ -11,7 +11,9 @@ is full (the device is ahead of our clock) simply takes the frame on a later tic
 
 Starting a stream writes its lead frames at once: the first in-band frame leaves the
 player in the same engine iteration as the request, not a tick later. Replacing a source
-keeps the timeline, so audio never overlaps or leaves a gap beyond the lead.
+keeps the timeline, so audio never overlaps or leaves a gap beyond the lead. A source the
+player is done with (finished, stopped, replaced, failed) is closed at once, so that what
+it holds (speech still being rendered) is let go.
 
 Everything here runs on the engine thread.
 """
@@ -23,6 +25,7 @@ import math
 from collections.abc import Callable
 
 from uascall.engine import Engine, TimerHandle
+from uascall.errors import Error
 from uascall.media.source import FRAME_SECONDS, FrameSource
 
 log = logging.getLogger(__name__)
@@ -105,12 +108,14 @@ class Player:
     def play(self, source: FrameSource, on_done: Callable[[str], None] | None = None) -> None:
         """Start ``source`` now, replacing what was playing (its ``on_done`` gets
         "replaced"). ``on_done`` gets "finished", "stopped", "replaced" or "failed"."""
-        previous = self._on_done
+        previous, replaced = self._on_done, self._source
         if self._source is None:
             self._start = self.clock.engine.time()
             self._written = 0
         self._pending = None
         self._source, self._on_done = source, on_done
+        if replaced is not None and replaced is not source:
+            _close(replaced, self.name)
         if previous is not None:
             previous("replaced")
         self.clock._activate(self)
@@ -123,17 +128,22 @@ class Player:
         self._finish(reason)
 
     def _finish(self, reason: str) -> None:
-        on_done = self._on_done
+        on_done, source = self._on_done, self._source
         self._source = None
         self._on_done = None
         self._pending = None
         self.clock._deactivate(self)
+        if source is not None:
+            _close(source, self.name)
         if on_done is not None:
             on_done(reason)
 
     def _pump_guarded(self, now: float) -> None:
         try:
             self._pump(now)
+        except Error as exc:  # the source could not go on (speech that failed to render)
+            log.warning("%s: playback stops: %s", self.name, exc)
+            self._finish("failed")
         except Exception:  # a broken source or port must not silence every other call
             log.exception("%s: playback failed", self.name)
             self._finish("failed")
@@ -161,3 +171,10 @@ class Player:
         except OSError as exc:
             log.warning("%s: writing failed (%s); playback stops", self.name, exc)
             self._finish("failed")
+
+
+def _close(source: FrameSource, name: str) -> None:
+    try:
+        source.close()
+    except Exception:  # closing is letting go: it must not stop the player's bookkeeping
+        log.exception("%s: closing %r failed", name, source)
