@@ -95,7 +95,14 @@ class RtpTicker:
         if lateness > self.max_lateness:
             self.max_lateness = lateness
         for stream in list(self._streams):
-            stream._send_next()
+            try:
+                stream._send_next()
+            except Exception as exc:
+                # One stream's failure must not cost every call its media (raised out of
+                # here, it left the ticker unarmed: all RTP stopped for good): that stream
+                # stops sending, the failure is counted.
+                self._streams.pop(stream, None)
+                self.engine.faults.record("sending a stream's RTP", exc, stream)
         if not self._streams:
             self._timer = None
             return

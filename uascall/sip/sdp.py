@@ -32,6 +32,7 @@ Both sides produce a :class:`Negotiated`: the facts the RTP stream needs.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -456,7 +457,17 @@ def _addrtype(address: str) -> str:
 def _peer(address: tuple[str, str] | None, port: int) -> tuple[str, int] | None:
     if address is None or port == 0 or address[1] in _UNSPECIFIED:
         return None
-    return address[1], port
+    host = address[1]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        # A name (RFC 4566 allows one) would be looked up by the kernel's sendto on the
+        # engine thread, where nothing may wait for a resolver; text no host has made
+        # sendto raise. Neither is an address we can send to.
+        log.info("SDP connection address %r is not an IP address: no RTP is sent there",
+                 host[:100])
+        return None
+    return host, port
 
 
 def _remote(peer: tuple[str, int] | None, direction: str) -> tuple[str, int] | None:
