@@ -9,7 +9,8 @@ channels FXS ports (:mod:`uascall.dahdi.analog_port`), whose calls are
 :class:`~uascall.dahdi.analog_port.AnalogLeg`.
 
 Calls out (:meth:`DahdiBackend.place_call`) take a ``route``: ``"pri"`` (the first PRI
-span with a free B-channel), ``"pri:N"`` (span N), ``"fxs"`` (the first idle FXS port) or
+span in service, out of alarm with its D-channel up, that has a free B-channel),
+``"pri:N"`` (span N), ``"fxs"`` (the first idle FXS port) or
 ``"fxs:N"`` (the FXS port on channel N); None tries PRI, then FXS.
 """
 
@@ -81,6 +82,15 @@ def _route_number(route: str | None, number: str) -> int | None:
     if not number.isdigit():
         raise ArgumentError(f"route {route!r}: {number!r} is not a span or channel number")
     return int(number)
+
+
+def _span_state(span: PriSpan) -> str:
+    if span.alarms:
+        return f"in alarm ({', '.join(abi.alarm_names(span.alarms))})"
+    if not span.up:
+        return "D-channel down"
+    refused = len(span.out_of_service)
+    return f"up ({refused} B-channels out of service)" if refused else "up"
 
 
 def q850_of(raw_cause: str | int) -> int | None:
@@ -327,7 +337,7 @@ class DahdiBackend(Backend):
             for span in self.spans:
                 if which is not None and span.layout.spanno != which:
                     continue
-                if span.up and span.has_free_channel():
+                if span.in_service and span.has_free_channel():
                     law = self._law_for(span, codecs)
                     return PriLeg(span.call(call_to, calling=call_from, law=law),
                                   listen_early=self.listen_early)
@@ -355,8 +365,8 @@ class DahdiBackend(Backend):
         spans = [s for s in self.spans if which is None or s.layout.spanno == which]
         if not spans:
             return f"there is no PRI span {which}" if which else "there is no PRI span"
-        return ", ".join(f"span {s.layout.spanno} {'up' if s.up else 'down'}, "
-                         f"{len(s.calls)} calls" for s in spans)
+        return ", ".join(f"span {s.layout.spanno} {_span_state(s)}, {len(s.calls)} calls"
+                         for s in spans)
 
     def _incoming(self, call: PriCall) -> None:
         if not self._offer(PriLeg(call, listen_early=self.listen_early)):

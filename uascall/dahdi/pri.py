@@ -26,12 +26,19 @@ Rules learnt from libpri 1.6 that shape this module:
   cannot overtake our RELEASE on the wire.
 - libpri must not be re-entered from its own callbacks: DAHDI events drained while libpri
   reads a frame (alarms) are handled on the next engine iteration.
-- A span in RED (or BLUE, LOS) carries nothing: its calls are cleared at once with cause 38
-  (network out of order) and their libpri records dropped. D-channel loss alone is left to
-  libpri: unanswered calls end with cause 27 when layer 2 cannot be re-established, answered
-  ones after T309, so a short outage does not drop conversations.
+- A span in alarm (RED, YELLOW, BLUE, LOS, ...: :data:`SPAN_DOWN_ALARMS`) carries nothing
+  both ways: its calls are cleared at once with cause 38 (network out of order) and their
+  libpri records dropped; no call is placed or taken on it until the alarm clears
+  (:attr:`PriSpan.in_service`). D-channel loss alone is left to libpri, as Q.931 5.8.8
+  asks: unanswered calls end with cause 27 when layer 2 cannot be re-established,
+  answered ones after T309, so a short outage does not drop conversations; no call is
+  placed meanwhile.
 - An incoming RESTART is acknowledged by libpri, which does not clear the calls on the
-  restarted channels: we drop them with cause 41.
+  restarted channels: we drop them with cause 41 (temporary failure: try again at once).
+- A B-channel the far end refuses for our call with cause 44 (requested circuit/channel
+  not available) is left out of our channel choice until a RESTART for it or for the
+  interface, from either end (:attr:`PriSpan.out_of_service`): offered again at once, it
+  would be refused again, call after call.
 
 Everything here runs on the engine thread.
 """
@@ -69,7 +76,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LINE_DOWN_ALARMS = abi.DAHDI_ALARM_RED | abi.DAHDI_ALARM_BLUE | abi.DAHDI_ALARM_LOS
+#: alarms under which a span carries no call: the line is down (RED, LOS, loss of frame or
+#: multiframe alignment), the far end says it lost us (YELLOW) or sends all ones (BLUE), or
+#: the driver has not opened the span (NOTOPEN). RECOVER (coming out of alarm) and
+#: LOOPBACK (a maintenance loop someone set up on purpose) are only logged.
+SPAN_DOWN_ALARMS = (abi.DAHDI_ALARM_RED | abi.DAHDI_ALARM_YELLOW | abi.DAHDI_ALARM_BLUE
+                    | abi.DAHDI_ALARM_NOTOPEN | abi.DAHDI_ALARM_LOS | abi.DAHDI_ALARM_LFA
+                    | abi.DAHDI_ALARM_LMFA)
 _HDLC_SIGNALLING = (abi.DAHDI_SIG_HDLCFCS, abi.DAHDI_SIG_HARDHDLC)
 _MAX_FRAMES_PER_WAKEUP = 64  # fairness towards the other descriptors
 #: after a device error, the first retry to open the D-channel and the longest wait
@@ -147,6 +160,7 @@ class PriSpan:
         self._chanpos: tuple[int, ...] = ()
         self._calls: dict[int, PriCall] = {}    # libpri pointer → call, while libpri has it
         self._busy: dict[int, PriCall] = {}     # chanpos → call using it
+        self._out_of_service: set[int] = set()  # chanpos the far end refused (cause 44)
         self._timer: TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._alarm_check_pending = False
@@ -284,6 +298,22 @@ class PriSpan:
         return self._base + chanpos - 1
 
     @property
+    def in_service(self) -> bool:
+        """Whether the span can carry calls: started, layer 2 up and not in alarm."""
+        return self._dchan is not None and self.up and not self.alarms & SPAN_DOWN_ALARMS
+
+    @property
+    def out_of_service(self) -> frozenset[int]:
+        """B-channels (positions) the far end said it cannot use (cause 44), left out of
+        our choice until a RESTART for them or for the interface."""
+        return frozenset(self._out_of_service)
+
+    def _why_not_in_service(self) -> str:
+        if self.alarms & SPAN_DOWN_ALARMS:
+            return f"in alarm ({', '.join(abi.alarm_names(self.alarms))})"
+        return "its D-channel is down" if self._dchan is not None else "not started"
+
+    @property
     def calls(self) -> list[PriCall]:
         """Calls holding a B-channel, cleared ones included until RELEASE COMPLETE."""
         return list(self._busy.values())
@@ -294,8 +324,9 @@ class PriSpan:
         """Place a call (SETUP). Raises Error when the span cannot carry one now."""
         if self._pri is None or self._dchan is None:
             raise Error(f"{self.name}: call() on a span that is not started; expected start()")
-        if not self.up or self.alarms & LINE_DOWN_ALARMS:
-            raise Error(f"{self.name}: the D-channel is down; expected an established link")
+        if not self.in_service:
+            raise Error(f"{self.name}: the span is {self._why_not_in_service()}; expected "
+                        "an established link and no alarm")
         if chanpos is None:
             chanpos = self._free_channel()
             if chanpos is None:
@@ -337,12 +368,32 @@ class PriSpan:
         return self._free_channel() is not None
 
     def _free_channel(self, preferred: int | None = None) -> int | None:
-        if preferred in self._chanpos and preferred not in self._busy:
+        if (preferred in self._chanpos and preferred not in self._busy
+                and preferred not in self._out_of_service):
             return preferred
         # The network hunts upwards and the user side downwards, so that both ends rarely
         # pick the same channel at the same moment (glare).
         order = self._chanpos if self.node is libpri.Node.NETWORK else self._chanpos[::-1]
-        return next((pos for pos in order if pos not in self._busy), None)
+        return next((pos for pos in order
+                     if pos not in self._busy and pos not in self._out_of_service), None)
+
+    def _refused_channel(self, call: PriCall, cause: int) -> None:
+        """The far end cleared our call with ``cause``: with 44 it cannot use the
+        B-channel we asked for (out of service at its end, or stuck), so leave it alone."""
+        if (call.incoming or cause != libpri.PRI_CAUSE_REQUESTED_CHAN_UNAVAIL
+                or call.chanpos in self._out_of_service):
+            return
+        self._out_of_service.add(call.chanpos)
+        log.warning("%s: B-channel %d: the far end cannot use it (cause 44); not offered "
+                    "again until it is restarted", self.name, call.chanpos)
+
+    def _back_in_service(self, chanpos: int | None, why: str) -> None:
+        """A RESTART (``chanpos`` None: of the interface) puts refused channels back."""
+        back = (set(self._out_of_service) if chanpos is None
+                else self._out_of_service & {chanpos})
+        for pos in sorted(back):
+            self._out_of_service.discard(pos)
+            log.info("%s: B-channel %d is in service again (%s)", self.name, pos, why)
 
     # ------------------------------------------------------------------ libpri I/O
     def _read_frame(self) -> bytes | None:
@@ -545,7 +596,7 @@ class PriSpan:
             return
         self.alarms = alarms
         log.warning("%s: span alarms %s", self.name, abi.alarm_names(alarms) or "cleared")
-        if alarms & LINE_DOWN_ALARMS:
+        if alarms & SPAN_DOWN_ALARMS:
             self.drop_calls(libpri.PRI_CAUSE_NETWORK_OUT_OF_ORDER)
         self._emit_span(SpanEvent("alarm", alarms))
 
@@ -566,7 +617,10 @@ class PriSpan:
         requested = libpri.b_channel(event.channel)
         chanpos: int | None = None
         refuse = None
-        if event.ctype not in (libpri.PRI_TRANS_CAP_SPEECH, libpri.PRI_TRANS_CAP_3_1K_AUDIO):
+        if self.alarms & SPAN_DOWN_ALARMS:  # what we send may never reach the caller
+            refuse = (libpri.PRI_CAUSE_NORMAL_CIRCUIT_CONGESTION, "the span is in alarm")
+        elif event.ctype not in (libpri.PRI_TRANS_CAP_SPEECH,
+                                 libpri.PRI_TRANS_CAP_3_1K_AUDIO):
             refuse = (libpri.PRI_CAUSE_INCOMPATIBLE_DESTINATION, "not a voice call")
         elif requested is not None and requested not in self._chanpos:
             refuse = (libpri.PRI_CAUSE_IDENTIFIED_CHANNEL_NOTEXIST, "no such B-channel")
@@ -656,12 +710,15 @@ class PriSpan:
     def _on_hangup_req(self, event: libpri.HangupReq, call: PriCall) -> None:
         # The far end sent DISCONNECT: release (RELEASE); HANGUP_ACK frees the record.
         cause = _cause_or(event.cause, libpri.PRI_CAUSE_NORMAL_UNSPECIFIED)
+        self._refused_channel(call, cause)
         if self._pri_call(call, libpri.Pri.hangup, cause):
             call._clear(cause, "remote")
 
     def _on_hangup(self, event: libpri.Hangup, call: PriCall) -> None:
         # RELEASE (or a timer, or layer 2 gone for good): one more hangup frees the record.
         cause = _cause_or(event.cause, libpri.PRI_CAUSE_NORMAL_UNSPECIFIED)
+        if call.live:  # cleared by the far end's RELEASE (COMPLETE), not after ours
+            self._refused_channel(call, cause)
         if not self._pri_call(call, libpri.Pri.hangup, cause):
             return
         self._forget(call)
@@ -679,6 +736,10 @@ class PriSpan:
         for victim in list(self._busy.values()):
             if chanpos is None or victim.chanpos == chanpos:
                 self._drop(victim, _TEMPORARY_FAILURE)
+        self._back_in_service(chanpos, "restarted by the far end")
+
+    def _on_restart_ack(self, event: libpri.RestartAck, call: None) -> None:
+        self._back_in_service(libpri.b_channel(event.channel), "restarted")
 
     def _on_config_error(self, event: libpri.ConfigError, call: None) -> None:
         log.error("%s: libpri configuration error: %s", self.name, event.message)
@@ -742,7 +803,7 @@ _EVENT_HANDLERS: dict[type, Callable[[PriSpan, libpri.Event, PriCall | None], No
     libpri.Hangup: PriSpan._on_hangup,
     libpri.HangupAck: PriSpan._on_hangup_ack,
     libpri.Restart: PriSpan._on_restart,
-    libpri.RestartAck: PriSpan._on_informational,
+    libpri.RestartAck: PriSpan._on_restart_ack,
     libpri.ConfigError: PriSpan._on_config_error,
     libpri.InfoReceived: PriSpan._on_informational,
     libpri.KeypadDigit: PriSpan._on_informational,
