@@ -36,7 +36,7 @@ from typing import Any
 from uascall.backend import Backend, CallLeg, Cause
 from uascall.channel import State, UASCallChannel
 from uascall.engine import Engine
-from uascall.errors import ArgumentError, Error
+from uascall.errors import ArgumentError, Error, Hangup
 from uascall.media.player import MediaClock
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,9 @@ RC_INVALID_APP = -4
 RC_RESERVED = -5
 RC_HOST_ERROR = -9
 RC_RANGE = (-(2**63), 2**63 - 1)  # what a call record (SQLite INTEGER) holds
-#: call records AppHost.results keeps, the most recent ones (the SQLite file keeps all)
-KEEP_RESULTS = 10000
+#: call records AppHost.results keeps, the most recent ones (the SQLite file keeps all):
+#: a view's worth; each costs about 700 bytes, so 10,000 were 7 MB of a server's memory
+KEEP_RESULTS = 1000
 MAIN_PARAMETERS = ("channel", "application_instance_id", "file_man", "my_log",
                    "application_parameters")
 
@@ -145,7 +146,7 @@ class FileManager:
         return sorted(p.name for p in self.media_dir.iterdir() if p.is_file())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CallRecord:
     """One application instance's record (UAS's ADR)."""
 
@@ -342,7 +343,16 @@ class AppHost:
             return [instance.channel for instance in self._running.values()]
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait (real time) for the running application instances; False on timeout."""
+        """Wait for the running application instances; False on timeout.
+
+        On a running engine with a virtual clock the caller waits as the engine's actors
+        do, ``timeout`` in engine time: blocked in a thread join instead, an actor would
+        stop virtual time, and the applications with it (a hang-up waits for the network's
+        RELEASE, which takes the D-channel's time to arrive). Otherwise in real time.
+        """
+        if self.engine.clock.virtual and self.engine.running:
+            with contextlib.suppress(Error, Hangup):  # the engine stopped: wait for real
+                return self.engine.wait_until(self._all_returned, timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
@@ -354,6 +364,10 @@ class AppHost:
                 thread.join(left)
                 if thread.is_alive():
                     return False
+
+    def _all_returned(self) -> bool:
+        with self._lock:
+            return not any(i.thread is not None for i in self._running.values())
 
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Application thread: end the service without losing a call or a record.
