@@ -19,8 +19,9 @@ machine, see ``bench/sip_cps.py``). Against it, at once:
 - **OPTIONS probes** from 127.0.0.3 every 50 ms, no retransmission: a probe is lost
   without an answer in 2 s; round trips during the flood and after it (p50, p99, max);
 - the server's **RSS** (``/proc/PID/status`` VmRSS) every 100 ms: at the start (after the
-  warm-up calls), its peak, and at the end (``--after`` s after the flood stopped, more
-  than the 64*T1 = 32 s a transaction may linger);
+  warm-up calls), its peak, and at the end (``--after`` s after the flood stopped: 60,
+  by when the flood's calls are over, each 64*T1 = 32 s waiting for its ACK and as long
+  for the BYE the flood never answers);
 - **recovery**: from the flood's end to the end of the last probe or call attempt that
   went wrong (lost or later than 100 ms, refused or failed); 0 when nothing went wrong
   after the flood.
@@ -30,7 +31,7 @@ The server's stderr is kept in the run's directory; its tracebacks are counted
 back within 10 % of the start after, no retransmitted 503, OPTIONS answered promptly,
 calls of the caller that behaves getting through.
 
-    python bench/flood_sip.py [--rate 4000] [--seconds 20] [--after 40] [--sources 1]
+    python bench/flood_sip.py [--rate 4000] [--seconds 20] [--after 60] [--sources 1]
                               [--call-interval 0.5] [--smoke]
 
 ``--smoke`` floods at 500/s for 1.5 s and waits 3 s (a few seconds in all; its figures
@@ -334,7 +335,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=4000.0, help="INVITEs a second")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long the flood lasts")
-    parser.add_argument("--after", type=float, default=40.0,
+    parser.add_argument("--after", type=float, default=60.0,
                         help="seconds measured after the flood (RSS at the end of them)")
     parser.add_argument("--sources", type=int, default=1,
                         help="loopback addresses the flood comes from (default 1)")
