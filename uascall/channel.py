@@ -907,7 +907,12 @@ class _PlayerBase(_Job):
         self._channel._require((State.ANSWERED,), what)
         if self._state is self.State.PLAYING:
             raise Error(f"{what}: already playing; expected it to finish or stop() first")
-        other = self._channel._playing
+        channel = self._channel
+        # A play being started on another thread is PLAYING before the engine has made it
+        # the channel's player: both count, or the later play could start first.
+        starting = (p for p in (channel.FilePlayer, channel.TonePlayer, channel.DTMFPlayer)
+                    if p is not None and p is not self and p._state is self.State.PLAYING)
+        other = channel._playing or next(starting, None)
         if other is not None and other is not self:
             raise Error(f"{what} while the {type(other).__name__} plays; expected it to "
                         "finish or stop() first")

@@ -241,6 +241,31 @@ def test_one_player_at_a_time(world):
     thread.join(T)
 
 
+def test_a_play_starting_on_another_thread_already_holds_the_channel(world, monkeypatch):
+    """A play is PLAYING from its claim, before the engine makes it the channel's player:
+    a second play asked for in between is refused (it could start first and play over
+    the other, which then failed in its own thread)."""
+    channel, _far = answered(world)
+    with_tones(channel)
+    held = threading.Event()
+    go_on = threading.Event()
+    port = type(channel.TonePlayer)._port
+
+    def slow_port(self, what):
+        held.set()
+        go_on.wait(T)
+        return port(self, what)
+
+    monkeypatch.setattr(type(channel.TonePlayer), "_port", slow_port)
+    thread = threading.Thread(target=channel.TonePlayer.play, args=("RINGBACK_EU", 1))
+    thread.start()
+    assert held.wait(T)
+    with pytest.raises(Error, match="while the TonePlayer plays"):
+        channel.FilePlayer.play("goodbye.wav")
+    go_on.set()
+    thread.join(T)
+
+
 # --------------------------------------------------------------------------- recording
 
 def read_wav(path) -> tuple[str, list[int]]:
