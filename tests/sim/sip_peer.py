@@ -36,11 +36,13 @@ class Received:
 
 
 def held_by(ua: UserAgent) -> list[str]:
-    """What ``ua`` still holds: calls, dialogs, RTP streams, calls being set up; [] once
-    the calls of a test have left nothing behind. Call it on the engine thread."""
+    """What ``ua`` still holds: calls, dialogs, RTP streams, calls being set up (in all
+    and by source); [] once the calls of a test have left nothing behind. Call it on the
+    engine thread."""
     return [f"{what}: {value}" for what, value in (
         ("calls", sorted(map(repr, ua.calls))), ("dialogs", len(ua.dialogs)),
-        ("RTP streams", ua.ticker.active), ("setups", ua.setups)) if value]
+        ("RTP streams", ua.ticker.active), ("setups", ua.setups),
+        ("setups by source", dict(ua.setups_by_source))) if value]
 
 
 def sdp_offer(host: str, port: int, formats: str = "0 8 101", *, direction: str = "sendrecv"
