@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +115,17 @@ def reader(engine: Engine, chan) -> list[bytes]:
     engine.run(engine.add_fd, chan.fileno(), EPOLLIN | EPOLLPRI,
                lambda revents: chan.service(revents, frames.append))
     return frames
+
+
+def wait_for_libpri(engine: Engine, predicate, timeout: float = T) -> bool:
+    """Wait until ``predicate()`` holds when it needs one of libpri's timers (T200, T305,
+    T308...), which run on the wall clock even on a virtual engine, and then frames that
+    take the D-channel's time on the engine's clock: real time passes in short sleeps
+    (virtual time stands still meanwhile) with a little engine time between them."""
+    deadline = time.monotonic() + timeout
+    while not engine.run(predicate):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+        engine.sleep(0.05)
+    return True

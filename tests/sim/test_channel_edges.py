@@ -22,7 +22,7 @@ from uascall.media import tts
 from uascall.media.player import MediaClock
 from uascall.media.wav import write_wav
 
-from .helpers import MEDIA, T, drop_message, with_tones
+from .helpers import MEDIA, T, drop_message, wait_for_libpri, with_tones
 
 
 def test_ring_does_not_look_at_a_ringtone_it_will_not_play(world):
@@ -79,6 +79,8 @@ def test_while_our_disconnect_waits_for_release_the_call_is_being_cleared(world)
     with pytest.raises(Hangup, match="being cleared"):
         channel.answer()
     wire.frame_filter = None
+    # libpri sends RELEASE again when its T308 (wall clock) runs out
+    assert wait_for_libpri(world.engine, lambda: channel.state() is State.IDLE)
     hanging_up.join(T)
     assert channel.state() is State.IDLE and channel.cause() is Cause.NORMAL
     assert far.cleared

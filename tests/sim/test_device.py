@@ -400,6 +400,7 @@ def test_a_failing_frame_tap_loses_no_frame(sim):
         raise RuntimeError("tap bug")
 
     kernel.frame_taps.append(broken_tap)
+    engine.run(d1.set_buffers, numbufs=8, bufsize=1024)  # room for the three frames
     engine.run(d2.set_buffers, numbufs=8, bufsize=1024)
     got = reader(engine, d2)
     for n in range(3):

@@ -356,8 +356,11 @@ class Pri:
       while an event is queued). It must not block. libpri has no error code for reads:
       None and an exception both mean "no frame".
     * ``write(data)`` receives the frame PLUS 2 spare bytes where the driver puts the FCS,
-      and must send all of it (raise if it cannot). The wrapper returns the full length
-      to libpri, which otherwise logs "Short write" and fails the Q.921 transmission.
+      and must send all of it (raise if it cannot), or return False when the frame was
+      lost because the line is full (every transmit buffer busy: not a fault, no
+      exception). The wrapper returns the full length to libpri either way: libpri
+      ignores a failed write beyond logging "Short write" for it, and keeps its I frames
+      until they are acknowledged, so a lost one is sent again after T200.
 
     An exception raised in a callback is logged with the instance name and reported to
     libpri as an empty read or a failed write; KeyboardInterrupt and SystemExit are
@@ -372,7 +375,7 @@ class Pri:
     """
 
     def __init__(self, node: int, switch: int, *, read: Callable[[], bytes | None],
-                 write: Callable[[bytes], None], fd: int = -1, name: str = "") -> None:
+                 write: Callable[[bytes], bool | None], fd: int = -1, name: str = "") -> None:
         try:
             self.node = Node(node)
         except ValueError:

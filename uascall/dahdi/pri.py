@@ -169,6 +169,11 @@ class PriSpan:
         self._reopen_timer: TimerHandle | None = None
         self._reopen_after = REOPEN_FIRST
         self._opened_at = 0.0
+        #: frames libpri wrote while every D-channel transmit buffer was full (lost, as
+        #: on a line that is busy: Q.921 retransmits its I frames)
+        self.frames_not_sent = 0
+        self._line_full = False
+        self._config_errors: set[str] = set()  # each logged once at ERROR
 
     def __repr__(self) -> str:
         state = "up" if self.up else "down"
@@ -311,7 +316,7 @@ class PriSpan:
     def _why_not_in_service(self) -> str:
         if self.alarms & SPAN_DOWN_ALARMS:
             return f"in alarm ({', '.join(abi.alarm_names(self.alarms))})"
-        return "its D-channel is down" if self._dchan is not None else "not started"
+        return "down (its D-channel is not up)" if self._dchan is not None else "not started"
 
     @property
     def calls(self) -> list[PriCall]:
@@ -409,22 +414,34 @@ class PriSpan:
             self._tap("rx", frame[:-2])
         return frame
 
-    def _write_frame(self, data: bytes) -> None:
+    def _write_frame(self, data: bytes) -> bool:
         dchan = self._dchan
         if dchan is None:
             raise DeviceError(errno.EBADF, self.name, "write", "the span was stopped")
         if self._failure is not None:
-            return  # going down: the frame is lost with the link
+            return True  # going down: the frame is lost with the link
         if self.frame_listeners:
             self._tap("tx", data[:-2])
         try:
             written = dchan.write_frame(data)
         except DeviceError as exc:
             self._device_failed(exc)
-            return
+            return True
         if written != len(data):
-            raise DeviceError(errno.EAGAIN, dchan.label, "write",
-                              "every D-channel transmit buffer is full")
+            # Every transmit buffer holds a frame the line has not carried yet (a far end
+            # that floods us with requests, a line slower than libpri's bursts). The frame
+            # is lost as on a busy line; libpri is told and Q.921 retransmits.
+            self.frames_not_sent += 1
+            if not self._line_full:
+                self._line_full = True
+                log.warning("%s: every D-channel transmit buffer is full; frames are lost "
+                            "until the line drains", self.name)
+            return False
+        if self._line_full:
+            self._line_full = False
+            log.warning("%s: the D-channel transmits again (%d frames lost so far while it "
+                        "was full)", self.name, self.frames_not_sent)
+        return True
 
     def _tap(self, direction: str, frame: bytes) -> None:
         for listener in self.frame_listeners:
@@ -742,7 +759,11 @@ class PriSpan:
         self._back_in_service(libpri.b_channel(event.channel), "restarted")
 
     def _on_config_error(self, event: libpri.ConfigError, call: None) -> None:
-        log.error("%s: libpri configuration error: %s", self.name, event.message)
+        # libpri says this for every frame whose C/R bit is the wrong way round: a
+        # misconfigured far end sends nothing else, garbage now and then.
+        level = logging.DEBUG if event.message in self._config_errors else logging.ERROR
+        self._config_errors.add(event.message)
+        log.log(level, "%s: libpri configuration error: %s", self.name, event.message)
         self._emit_span(SpanEvent("config-error", self.alarms, event.message))
 
     def _on_informational(self, event: libpri.Event, call: PriCall | None) -> None:

@@ -32,13 +32,18 @@ What it models
   DAHDI_BUFFER_EVENTS), linear mode (s16 converted with the channel's law by the
   kernel's own tables, :mod:`uascall.sim.linear`, in audio mode only) are as in the kernel.
 - D-channels (HDLCFCS): a write is one frame whose last two bytes the kernel overwrites
-  with the FCS; the peer reads frame + FCS. A frame with a bad FCS, or as long as the
+  with the FCS; the peer reads frame + FCS. The line carries 64 kbit/s on the engine's
+  clock: a frame holds it for a flag, its octets and FCS and the zeros stuffed into them
+  (:func:`uascall.sim.hdlc.line_bits`), after the frames written before it, and reaches
+  the peer when its last bit has crossed. Until then it holds one of the channel's write
+  buffers: a write that finds all ``numbufs`` of them holding frames fails with EAGAIN,
+  as the driver's does (the 32 buffers libpri users ask for hold 32 frames, about 40 ms
+  of the line for the shortest). A frame with a bad FCS, or as long as the
   receiver's block size, is not delivered and BADFCS or OVERRUN is queued instead (not in
   alarm); a frame that finds every read buffer full is lost without a word. After an
   overrun the receiver hunts for a flag from where it stopped, so a frame that followed
-  the long one back to back (written before it had left at 64 kbit/s, with no idle flags
-  between) is lost with BADFCS too, as on the real driver. Frames reach the peer on the
-  next engine iteration.
+  the long one back to back (written before it had left, with no idle flags between) is
+  lost with BADFCS too, as on the real driver.
 - Events: a queue of at most 63 per channel (newer ones are dropped when it is full),
   read and write fail with ELAST while any are queued, POLLPRI is raised.
 - Alarms: :meth:`set_alarm` puts a span in alarm; nothing crosses the line while either
@@ -51,13 +56,14 @@ What it does not model
 Kernel-generated tones and dialling (SENDTONE/DIAL need a tone zone: ENODATA without one,
 and with one they are accepted but produce no audio), conferencing, echo cancellers
 (ECHOCANCEL_PARAMS is accepted and does nothing, like a kernel without an echocanceller=
-module), gains (stored, not applied), the D-channel's 64 kbit/s rate, blocking reads and
-writes (they fail with EAGAIN as if O_NONBLOCK were set: the simulator must never block
-the engine), and POLLOUT (a write that finds no free buffer fails with EAGAIN, as on the
-kernel). Analog hook signalling arrives with the analog backend.
+module), gains (stored, not applied), blocking reads and writes (they fail with EAGAIN
+as if O_NONBLOCK were set: the simulator must never block the engine), and POLLOUT (a
+write that finds no free buffer fails with EAGAIN, as on the kernel). Analog hook
+signalling arrives with the analog backend.
 
 Test hooks beyond the kernel: :meth:`SimKernel.set_alarm`, :meth:`SimKernel.cut_dchannel`,
-:meth:`SimKernel.corrupt_next_frame`, :meth:`SimKernel.inject_frame`,
+:meth:`SimKernel.corrupt_next_frame`, :meth:`SimKernel.inject_frame` (straight into a
+reader, not over the line),
 :attr:`SimKernel.frame_filter` (rewrite or lose frames on the wire), ``frame_taps`` and
 per-channel :class:`ChannelStats`.
 """
@@ -69,7 +75,6 @@ import logging
 import math
 import os
 import re
-from collections import deque
 from collections.abc import Callable
 
 from uascall.dahdi import abi
@@ -80,6 +85,7 @@ from uascall.sim import hdlc, ioctls
 from uascall.sim.cas import CasLines
 from uascall.sim.linear import kernel_law
 from uascall.sim.model import (
+    DCHANNEL_BITS_PER_SECOND,
     DYNAMIC,
     LINE_DOWN,
     MAX_QUEUED_EVENTS,
@@ -122,8 +128,6 @@ class SimKernel(DeviceIO):
         self._tick_timer: TimerHandle | None = None
         self._ticking_since = 0.0  # when the B-channel clock started (0: stopped)
         self._bytes_moved = 0
-        self._tx_frames: deque[tuple[SimChannel, bytes, bool]] = deque()
-        self._flush_pending = False
         self._corrupt_next: set[int] = set()
 
     def describe(self) -> str:
@@ -264,8 +268,9 @@ class SimKernel(DeviceIO):
         self._corrupt_next.add(channo)
 
     def inject_frame(self, channo: int, frame: bytes) -> None:
-        """Deliver ``frame`` (without FCS) to D-channel ``channo``'s reader, as if it came
-        from the peer: for feeding malformed Q.931 to the layer above."""
+        """Deliver ``frame`` (without FCS) to D-channel ``channo``'s reader at once, as if
+        it came from the peer, without taking the line's time: for feeding malformed Q.931
+        to the layer above."""
         chan = self._chan(channo)
         self._receive_frame(chan, frame + hdlc.fcs(frame))
 
@@ -367,6 +372,8 @@ class SimKernel(DeviceIO):
         else:
             data = bytes(data[: chan.blocksize])
         if chan.is_hdlc:
+            if len(chan.hdlc_tx) >= chan.numbufs:  # each buffer holds a frame until sent
+                raise oserror(errno.EAGAIN, chan.name)
             self._transmit_frame(chan, data)
             return len(data)
         if not chan.tx and not chan.flowing and chan.tx_starts_at is None:
@@ -549,21 +556,25 @@ class SimKernel(DeviceIO):
         chan.stats.frames_sent += 1
         now = self.engine.time()
         back_to_back = chan.hdlc_tx_free_at > now
-        # the frame, its FCS, a flag and about a byte of bit stuffing, at 8000 bytes/s
-        chan.hdlc_tx_free_at = max(now, chan.hdlc_tx_free_at) + (len(frame) + 4) / 8000
-        self._tx_frames.append((chan, frame + fcs, back_to_back))
-        if not self._flush_pending:
-            self._flush_pending = True
-            self.engine.call_soon(self._flush_frames)
+        wire = frame + fcs
+        arrives = (max(now, chan.hdlc_tx_free_at)
+                   + hdlc.line_bits(wire) / DCHANNEL_BITS_PER_SECOND)
+        chan.hdlc_tx_free_at = arrives
+        chan.hdlc_tx.append((arrives, wire, back_to_back))
+        if chan.hdlc_timer is None:
+            chan.hdlc_timer = self.engine.call_at(arrives, self._frames_across, chan)
 
-    def _flush_frames(self) -> None:
-        self._flush_pending = False
-        frames, self._tx_frames = self._tx_frames, deque()
-        for chan, frame, back_to_back in frames:
+    def _frames_across(self, chan: SimChannel) -> None:
+        """The first frames on ``chan``'s line have crossed: deliver them (every one due,
+        when the engine ran late) and wait for the next."""
+        chan.hdlc_timer = None
+        now = self.engine.time()
+        while chan.hdlc_tx and chan.hdlc_tx[0][0] <= now:
+            arrived, frame, back_to_back = chan.hdlc_tx.popleft()
             peer = self._peer_chan(chan)
             delivered = (peer is not None and chan.span.line_up()
                          and not chan.span.dchannel_cut and peer.is_hdlc)
-            record = FrameRecord(self.engine.time(), chan.channo,
+            record = FrameRecord(arrived, chan.channo,
                                  peer.channo if peer is not None else 0, frame[:-2], delivered)
             for tap in self.frame_taps:
                 try:
@@ -573,6 +584,9 @@ class SimKernel(DeviceIO):
             if delivered:
                 assert peer is not None
                 self._receive_frame(peer, frame, back_to_back)
+        if chan.hdlc_tx and chan.hdlc_timer is None:
+            chan.hdlc_timer = self.engine.call_at(chan.hdlc_tx[0][0], self._frames_across,
+                                                  chan)
 
     def _receive_frame(self, chan: SimChannel, frame: bytes,
                        back_to_back: bool = False) -> None:

@@ -17,9 +17,12 @@ from uascall.media import g711
 from uascall.sim.readiness import ReadinessFd
 
 if TYPE_CHECKING:
+    from uascall.engine import TimerHandle
     from uascall.sim.cas import CasState
 
 SAMPLE_RATE = 8000
+#: what a D-channel carries: one E1/T1 timeslot, flags, FCS and stuffed bits included
+DCHANNEL_BITS_PER_SECOND = 64_000
 MAX_QUEUED_EVENTS = abi.DAHDI_MAX_EVENTSIZE - 1  # one slot stays empty in the ring
 SIGNALLING = {
     "bchan": abi.DAHDI_SIG_CLEAR, "inclear": abi.DAHDI_SIG_CLEAR,
@@ -84,6 +87,11 @@ class SimChannel:
     overrun_flag: bool = False
     #: D-channel: when the frames written so far will have left at 64 kbit/s
     hdlc_tx_free_at: float = 0.0
+    #: D-channel: frames written and not yet across, each (when its last bit arrives,
+    #: frame + FCS, written while another was still on the line); each holds a buffer
+    hdlc_tx: deque[tuple[float, bytes, bool]] = field(default_factory=deque)
+    #: D-channel: delivers the first of hdlc_tx when its last bit has crossed
+    hdlc_timer: TimerHandle | None = None
     #: D-channel: an overrun left the receiver hunting for a flag mid-stream
     hdlc_rx_hunting: bool = False
     flowing: bool = False
@@ -148,6 +156,12 @@ class SimChannel:
             self.tx.clear()
             self.tx_offset = 0
             self.tx_starts_at = None
+            # a frame on the line is aborted and the line idles with flags at once
+            self.hdlc_tx.clear()
+            self.hdlc_tx_free_at = 0.0
+            if self.hdlc_timer is not None:
+                self.hdlc_timer.cancel()
+                self.hdlc_timer = None
 
     def codec(self) -> g711.Codec:
         return g711.ALAW if self.law == abi.DAHDI_LAW_ALAW else g711.ULAW
