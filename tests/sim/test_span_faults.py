@@ -308,22 +308,32 @@ def test_restart_of_the_interface_ends_every_call_on_the_span(lines, restart_cla
 def test_a_b_channel_the_far_end_cannot_use_is_left_alone_until_it_is_restarted(
         lines, restart, caplog):
     """The exchange clears our call with cause 44 (requested circuit/channel not
-    available): that B-channel is not offered again, by us, until a RESTART for it (from
-    either end) or for the interface. Our side hunts from the top channel down, so the
-    channel refused first is the one it would take next."""
+    available). The first time we RESTART that B-channel (the far end may still hold a
+    call there that we no longer have) and take it again once the RESTART is
+    acknowledged; refused again with no call connected on it meanwhile, it is not offered
+    again, by us, until a RESTART for it (from either end) or for the interface. Our side
+    hunts from the top channel down, so the channel refused first is the one it would
+    take next."""
     caplog.set_level(logging.INFO, logger="uascall.dahdi.pri")
     engine, loop, far_end = lines.engine, lines.loop, lines.backend.far_end
     far_end.reject_cause = 44
     refused, state = call_out(lines)
     assert state is State.IDLE and refused.cause() is Cause.NOCHANNELS
     bad = far_end.incoming[-1].call.chanpos
+    assert engine.wait_until(lambda: "RESTART" in lines.wire.names("cpe")
+                             and bad not in loop.cpe.out_of_service, PATIENCE)
+    assert lines.wire.find("cpe", "RESTART").channel == bad
+    refused, state = call_out(lines)
+    assert state is State.IDLE and refused.cause() is Cause.NOCHANNELS
+    assert far_end.incoming[-1].call.chanpos == bad
+    assert lines.wire.names("cpe").count("RESTART") == 1  # once only
     far_end.reject_cause = None
     far_end.answer_after = 0.2
     avoided, state = call_out(lines)
     assert lines.wire.find("cpe", "SETUP").channel not in (bad, None)
     assert state is State.ANSWERED
     assert engine.run(lambda: bad in loop.cpe.out_of_service)
-    assert len(span_log(caplog, loop.cpe.name, f"B-channel {bad}")) == 1
+    assert len(span_log(caplog, loop.cpe.name, f"B-channel {bad}: the far end")) == 1
     if restart == "channel":
         engine.run(loop.net.restart, bad)
     elif restart == "interface":

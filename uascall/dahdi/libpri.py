@@ -158,6 +158,8 @@ class _Library:
         self.pri_new_call = m("pri_new_call", p, [p])
         # void pri_destroycall(struct pri *pri, q931_call *call);
         self.pri_destroycall = m("pri_destroycall", v, [p, p])
+        # int pri_get_crv(struct pri *pri, q931_call *call, int *callmode);
+        self.pri_get_crv = m("pri_get_crv", i, [p, p, ctypes.POINTER(ctypes.c_int)])
         # struct pri_sr *pri_sr_new(void);
         self.pri_sr_new = m("pri_sr_new", p, [])
         # void pri_sr_free(struct pri_sr *sr);
@@ -660,6 +662,23 @@ class Pri:
     def destroy_call(self, call: int) -> None:
         """Free a call record without signalling (e.g. to ignore a SETUP)."""
         self._invoke(self._lib.pri_destroycall, call)
+
+    def call_reference(self, call: int) -> int | None:
+        """The Q.931 call reference value (15 bits, without the flag) of the record
+        ``call`` points to, or None when this instance holds no such record
+        (``pri_get_crv``, which checks the pointer against libpri's call pool first).
+
+        libpri frees some calls without any event (a SETUP or RESTART with a mandatory
+        IE missing on a live call's reference, a RELEASE COMPLETE before any answer), and
+        malloc gives the freed address to the next call: a pointer alone does not say
+        the record is still the same call, its pointer and call reference together do.
+        An invalid pointer makes libpri log "Called with invalid call ptr" (DEBUG here).
+        """
+        mode = ctypes.c_int(0)
+        value = self._invoke(self._lib.pri_get_crv, call, ctypes.byref(mode))
+        if value < 0:
+            return None
+        return (value << 3 | mode.value & 0x7) & 0x7FFF
 
     def restart(self, channel: int) -> None:
         """Send RESTART for one B-channel (``pri_reset``); RestartAck follows."""

@@ -36,9 +36,24 @@ Rules learnt from libpri 1.6 that shape this module:
 - An incoming RESTART is acknowledged by libpri, which does not clear the calls on the
   restarted channels: we drop them with cause 41 (temporary failure: try again at once).
 - A B-channel the far end refuses for our call with cause 44 (requested circuit/channel
-  not available) is left out of our channel choice until a RESTART for it or for the
-  interface, from either end (:attr:`PriSpan.out_of_service`): offered again at once, it
-  would be refused again, call after call.
+  not available) is restarted, once until a call on it connects: most often the far end
+  still holds a call there that we no longer have, and RESTART clears it at both ends
+  (Asterisk's force_restart_unavailable_chans). Refused again, it is left out of our
+  channel choice until a RESTART for it or for the interface, from either end
+  (:attr:`PriSpan.out_of_service`): offered again at once, it would be refused again.
+- libpri ends some calls without any event (a SETUP or RESTART with a mandatory IE missing
+  on a live call's reference frees it; a RESTART ACKNOWLEDGE on it leaves it Null, and the
+  next hangup frees it sending nothing), and malloc gives a freed record's address to the
+  next call. So a call is known by its pointer *and* libpri's call reference for it
+  (``pri_get_crv``); after every frame and timer the span checks that libpri still holds
+  each call, and a lost one is cleared with cause 41 and its B-channel restarted. A freed
+  pointer is never handed back to libpri.
+- Clearing is bounded: a call whose clearing began (our DISCONNECT, or our RELEASE after the
+  far end's) and is not over after T305 + 2 x T308 + one layer 2 re-establishment
+  (:meth:`PriSpan.clearing_bound`) is released by the span, logged once. When T308 expires
+  the second time (libpri's HANGUP_ACK from a timer) the B-channel goes to maintenance and
+  is restarted, as Q.931 5.3.4.3 says; both cases RESTART the channel, which is out of our
+  choice until the RESTART is acknowledged (sent again every T316, 120 s, until it is).
 
 Everything here runs on the engine thread.
 """
@@ -96,6 +111,8 @@ _INBAND = libpri.PRI_PROG_INBAND_AVAILABLE | libpri.PRI_PROG_CALL_NOT_E2E_ISDN
 #: when nothing else was sent for the call yet (Q.931 5.3.2 a)
 _RELEASE_COMPLETE_CAUSES = frozenset({1, 34, 44, 81, 82, 88})
 _TEMPORARY_FAILURE = libpri.PRI_CAUSE_NORMAL_TEMPORARY_FAILURE
+#: Q.931's T316 default: a RESTART not acknowledged this long (seconds) is sent again
+RESTART_AGAIN_AFTER = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +178,13 @@ class PriSpan:
         self._calls: dict[int, PriCall] = {}    # libpri pointer → call, while libpri has it
         self._busy: dict[int, PriCall] = {}     # chanpos → call using it
         self._out_of_service: set[int] = set()  # chanpos the far end refused (cause 44)
+        # chanpos in maintenance: left out of our choice until our RESTART for it is
+        # acknowledged (sent as soon as no call of ours holds the channel)
+        self._maintenance: set[int] = set()
+        self._restart_unsent: set[int] = set()
+        self._restart_timer: TimerHandle | None = None
+        # chanpos we restarted after a cause 44, until a call on them connects
+        self._restarted_after_44: set[int] = set()
         self._timer: TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._alarm_check_pending = False
@@ -228,6 +252,9 @@ class PriSpan:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._restart_timer is not None:
+            self._restart_timer.cancel()
+            self._restart_timer = None
         self._pri = None
         self.engine.remove_fd(dchan.fileno())
         self.engine.remove_shutdown_callback(self.stop)
@@ -310,8 +337,9 @@ class PriSpan:
     @property
     def out_of_service(self) -> frozenset[int]:
         """B-channels (positions) the far end said it cannot use (cause 44), left out of
-        our choice until a RESTART for them or for the interface."""
-        return frozenset(self._out_of_service)
+        our choice until a RESTART for them or for the interface, and those in
+        maintenance until our RESTART for them is acknowledged."""
+        return frozenset(self._out_of_service | self._maintenance)
 
     def _why_not_in_service(self) -> str:
         if self.alarms & SPAN_DOWN_ALARMS:
@@ -340,6 +368,8 @@ class PriSpan:
             raise Error(f"{self.name}: B-channel {chanpos} is busy or not on this span")
         law = law or self.law
         ref = self._pri.new_call()
+        if ref in self._calls:  # libpri freed that call without telling us
+            self._lost(self._calls[ref], "its record was given to a new call")
         layer1 = libpri.PRI_LAYER_1_ALAW if law == "alaw" else libpri.PRI_LAYER_1_ULAW
         try:
             self._pri.setup(ref, called=called, calling=calling, calling_name=calling_name,
@@ -350,6 +380,7 @@ class PriSpan:
             raise
         call = PriCall(self, ref, incoming=False, chanpos=chanpos, law=law, called=called,
                        calling=calling, calling_name=calling_name)
+        call._libpri_cr = self._pri.call_reference(ref)
         self._calls[ref] = call
         self._busy[chanpos] = call
         self._reschedule()
@@ -373,32 +404,46 @@ class PriSpan:
         return self._free_channel() is not None
 
     def _free_channel(self, preferred: int | None = None) -> int | None:
-        if (preferred in self._chanpos and preferred not in self._busy
-                and preferred not in self._out_of_service):
+        unusable = self._out_of_service | self._maintenance
+        if preferred in self._chanpos and preferred not in self._busy \
+                and preferred not in unusable:
             return preferred
         # The network hunts upwards and the user side downwards, so that both ends rarely
         # pick the same channel at the same moment (glare).
         order = self._chanpos if self.node is libpri.Node.NETWORK else self._chanpos[::-1]
         return next((pos for pos in order
-                     if pos not in self._busy and pos not in self._out_of_service), None)
+                     if pos not in self._busy and pos not in unusable), None)
 
     def _refused_channel(self, call: PriCall, cause: int) -> None:
         """The far end cleared our call with ``cause``: with 44 it cannot use the
         B-channel we asked for (out of service at its end, or stuck), so leave it alone."""
         if (call.incoming or cause != libpri.PRI_CAUSE_REQUESTED_CHAN_UNAVAIL
-                or call.chanpos in self._out_of_service):
+                or call.chanpos in self._out_of_service or call.chanpos in self._maintenance):
+            return
+        if call.chanpos not in self._restarted_after_44:
+            # Most often the far end still holds a call there that we no longer have (a
+            # release lost on the way): a RESTART clears it at both ends. Once only, until
+            # a call on the channel connects: refused again, the channel is unusable there.
+            self._restarted_after_44.add(call.chanpos)
+            self._to_maintenance(call.chanpos, "the far end cannot use it (cause 44)")
             return
         self._out_of_service.add(call.chanpos)
-        log.warning("%s: B-channel %d: the far end cannot use it (cause 44); not offered "
-                    "again until it is restarted", self.name, call.chanpos)
+        log.warning("%s: B-channel %d: the far end cannot use it (cause 44) even after a "
+                    "RESTART; not offered again until it is restarted", self.name,
+                    call.chanpos)
 
     def _back_in_service(self, chanpos: int | None, why: str) -> None:
         """A RESTART (``chanpos`` None: of the interface) puts refused channels back."""
-        back = (set(self._out_of_service) if chanpos is None
-                else self._out_of_service & {chanpos})
+        unusable = self._out_of_service | self._maintenance
+        back = set(unusable) if chanpos is None else unusable & {chanpos}
         for pos in sorted(back):
             self._out_of_service.discard(pos)
+            self._maintenance.discard(pos)
+            self._restart_unsent.discard(pos)
             log.info("%s: B-channel %d is in service again (%s)", self.name, pos, why)
+        if not self._maintenance and self._restart_timer is not None:
+            self._restart_timer.cancel()
+            self._restart_timer = None
 
     # ------------------------------------------------------------------ libpri I/O
     def _read_frame(self) -> bytes | None:
@@ -467,6 +512,7 @@ class PriSpan:
             if pri.drained:
                 break
         self._run_timers()
+        self._audit()
 
     def _pri_call(self, call: PriCall, operation: Callable[..., None], *args: object) -> bool:
         """``operation(pri, call, *args)``; if libpri refuses, the call is cleared with
@@ -477,6 +523,9 @@ class PriSpan:
             operation(self._pri, call._ref, *args)
             return True
         except libpri.LibpriError as exc:
+            if call._ref in self._calls and not self._holds(call):
+                self._lost(call, f"{operation.__name__}() found no such call")
+                return False
             log.error("%s: %s on %r failed: %s", self.name, operation.__name__, call, exc)
             if call.live and operation is not libpri.Pri.hangup:
                 self._hang_up(call, _TEMPORARY_FAILURE, "span")
@@ -505,6 +554,7 @@ class PriSpan:
         self._timer = None
         self._timer_deadline = None
         self._run_timers()
+        self._audit()
 
     def _run_timers(self) -> None:
         pri = self._pri
@@ -512,8 +562,120 @@ class PriSpan:
             event = pri.schedule_run()
             if event is None:
                 break
+            if (isinstance(event, libpri.HangupAck) and self.up
+                    and event.cause != libpri.PRI_CAUSE_DESTINATION_OUT_OF_ORDER):
+                # A HANGUP_ACK from a timer, the link up: T308 expired twice (Q.931
+                # 5.3.4.3), the far end never confirmed the release.
+                call = self._calls.get(event.call)
+                if call is not None:
+                    self._to_maintenance(call.chanpos, f"{call!r}: no RELEASE COMPLETE "
+                                         "after T308 twice")
             self._handle(event)
         self._reschedule()
+
+    # ------------------------------------------------------------------ libpri's records
+    def _holds(self, call: PriCall) -> bool:
+        """Whether libpri still has ``call``'s record: the pointer is in its pool and
+        carries the call reference it had when the call began."""
+        return (self._pri is not None and call._libpri_cr is not None
+                and self._pri.call_reference(call._ref) == call._libpri_cr)
+
+    def _audit(self) -> None:
+        """Clear every call whose record libpri freed without an event (after frames
+        and timers: garbage with a call's reference can make it do so)."""
+        if self._pri is None:
+            return
+        for call in list(self._calls.values()):
+            if not self._holds(call):
+                self._lost(call, "libpri freed it without an event")
+
+    def _lost(self, call: PriCall, why: str) -> None:
+        """libpri dropped ``call`` without telling us (``why``): it ends here, and its
+        B-channel is restarted, since the far end may still hold a call there."""
+        if self._calls.get(call._ref) is not call:
+            return
+        del self._calls[call._ref]
+        log.warning("%s: %r lost: %s; cleared here, B-channel %d restarted", self.name,
+                    call, why, call.chanpos)
+        self._to_maintenance(call.chanpos, f"{call!r} was lost", quiet=True)
+        self._forget(call)
+        call._clear(_TEMPORARY_FAILURE, "span")
+
+    # ------------------------------------------------------------------ clearing bound
+    def clearing_bound(self) -> float:
+        """The longest a call may take from the start of its clearing to its end
+        (seconds): T305 (our DISCONNECT unanswered, libpri sends RELEASE), T308 twice
+        (RELEASE sent again, then libpri gives up: Q.931 5.3.4.3), and one re-establishment
+        of layer 2 ((N200 + 1) x T200) on the way."""
+        assert self._pri is not None
+
+        def timer(which: libpri.Timer, default: int) -> float:
+            value = self._pri.get_timer(which) if self._pri is not None else -1
+            return (value if value > 0 else default) / 1000.0
+
+        t200 = timer(libpri.Timer.T200, 1000)
+        n200 = self._pri.get_timer(libpri.Timer.N200)
+        return (timer(libpri.Timer.T305, 30000) + 2 * timer(libpri.Timer.T308, 4000)
+                + (max(n200, 1) + 1) * t200)
+
+    def _bound_clearing(self, call: PriCall) -> None:
+        """``call`` is clearing and libpri still holds it: it must end within
+        :meth:`clearing_bound`, whatever libpri does meanwhile."""
+        if call._clearing_deadline is None and call._ref in self._calls:
+            call._clearing_deadline = self.engine.call_later_real(
+                self.clearing_bound(), self._clearing_overdue, call)
+
+    def _clearing_overdue(self, call: PriCall) -> None:
+        call._clearing_deadline = None
+        if self._calls.get(call._ref) is not call:
+            return
+        log.warning("%s: %r still clearing after %.1f s (T305 + 2 x T308 + a layer 2 "
+                    "re-establishment): released here, B-channel %d restarted", self.name,
+                    call, self.clearing_bound(), call.chanpos)
+        self._to_maintenance(call.chanpos, f"{call!r} did not clear", quiet=True)
+        self._forget(call, destroy=True)
+        call._clear(_TEMPORARY_FAILURE, "span")
+
+    # ------------------------------------------------------------------ maintenance
+    def _to_maintenance(self, chanpos: int, why: str, *, quiet: bool = False) -> None:
+        """Take a B-channel out of our choice and RESTART it (as soon as no call of ours
+        holds it), so that both ends agree it is idle; it is back on the RESTART's
+        acknowledgement (or a RESTART from the far end)."""
+        if chanpos not in self._chanpos or chanpos in self._maintenance:
+            return
+        self._maintenance.add(chanpos)
+        self._restart_unsent.add(chanpos)
+        if not quiet:
+            log.warning("%s: B-channel %d to maintenance (%s); restarting it", self.name,
+                        chanpos, why)
+        self._send_restarts()
+
+    def _send_restarts(self) -> None:
+        if self._pri is None or not self.in_service:
+            return  # sent when the link is back (_on_dchan_up)
+        for chanpos in sorted(self._restart_unsent):
+            if chanpos in self._busy:
+                continue  # sent once the call on it is gone (_forget)
+            self._restart_unsent.discard(chanpos)
+            try:
+                self._pri.restart(chanpos)
+            except libpri.LibpriError as exc:
+                log.error("%s: RESTART for B-channel %d not sent: %s", self.name, chanpos,
+                          exc)
+        self._reschedule()
+        if self._maintenance and self._restart_timer is None:
+            self._restart_timer = self.engine.call_later_real(RESTART_AGAIN_AFTER,
+                                                              self._restart_again)
+
+    def _restart_again(self) -> None:
+        """T316: RESTARTs not acknowledged yet go out again."""
+        self._restart_timer = None
+        if self._maintenance:
+            log.warning("%s: no RESTART ACKNOWLEDGE for B-channel(s) %s in %g s; sending "
+                        "RESTART again", self.name, sorted(self._maintenance),
+                        RESTART_AGAIN_AFTER)
+            self._restart_unsent |= self._maintenance
+            self._send_restarts()
 
     # ------------------------------------------------------------------ clearing
     def _hang_up(self, call: PriCall, cause: int, by: str) -> None:
@@ -525,10 +687,17 @@ class PriSpan:
         call.cause, call.cleared_by = cause, by
         call.close_media()
         call.state = CallState.CLEARING
-        if self._pri_call(call, libpri.Pri.hangup, cause) and at_once:
-            # RELEASE COMPLETE went out and libpri freed the call: no event will follow.
-            self._forget(call)
-            call._clear(cause, by)
+        if self._pri_call(call, libpri.Pri.hangup, cause):
+            if at_once:
+                # RELEASE COMPLETE went out and libpri freed the call: no event follows.
+                self._forget(call)
+                call._clear(cause, by)
+            elif not self._holds(call):
+                # libpri freed a record that garbage had put in the Null state, sending
+                # nothing: the far end may still hold the call
+                self._lost(call, "libpri freed it at our hangup without clearing")
+            else:
+                self._bound_clearing(call)
 
     def _fail(self, call: PriCall, cause: int) -> None:
         """Clear a call that went wrong on our side or on the wire, telling the far end."""
@@ -541,14 +710,21 @@ class PriSpan:
         call._clear(cause, "span")
 
     def _forget(self, call: PriCall, *, destroy: bool = False) -> None:
-        """libpri no longer has the call (or must drop it now): free its B-channel."""
-        if self._calls.pop(call._ref, None) is not None and destroy and self._pri is not None:
-            try:
+        """libpri no longer has the call (or must drop it now): free its B-channel.
+        Only a record that is still this call's is destroyed: a freed one's address may
+        be another call's by now."""
+        if self._calls.get(call._ref) is call:
+            if destroy and self._holds(call):
+                assert self._pri is not None
                 self._pri.destroy_call(call._ref)
-            except libpri.LibpriError:
-                pass
+            del self._calls[call._ref]
+        if call._clearing_deadline is not None:
+            call._clearing_deadline.cancel()
+            call._clearing_deadline = None
         if self._busy.get(call.chanpos) is call:
             del self._busy[call.chanpos]
+            if call.chanpos in self._restart_unsent:
+                self._send_restarts()
 
     def drop_calls(self, cause: int = _TEMPORARY_FAILURE) -> None:
         """Drop every call without signalling, as a RESTART of the whole interface does
@@ -562,6 +738,12 @@ class PriSpan:
             return
         handler = _EVENT_HANDLERS.get(type(event))
         call = self._calls.get(getattr(event, "call", 0) or 0)
+        if call is not None and not isinstance(event, libpri.Ring) and not self._holds(call):
+            # an event for another record at a freed call's address (HANGUP_ACK comes
+            # after libpri's final hangup freed the record: it is ours all the same)
+            if not isinstance(event, libpri.HangupAck):
+                self._lost(call, "its record was given to another call")
+                call = None
         try:
             if handler is None:
                 log.info("%s: %s ignored", self.name, event)
@@ -621,6 +803,8 @@ class PriSpan:
         self.up = True
         log.info("%s: D-channel up", self.name)
         self._emit_span(SpanEvent("dchannel-up", self.alarms))
+        if self._restart_unsent:
+            self._send_restarts()
 
     def _on_dchan_down(self, event: libpri.DchanDown, call: None) -> None:
         # Calls are libpri's to clear: cause 27 when layer 2 stays down, after T309 for
@@ -631,6 +815,8 @@ class PriSpan:
 
     def _on_ring(self, event: libpri.Ring, _call: None) -> None:
         assert self._pri is not None
+        if event.call in self._calls:  # libpri freed that call without telling us
+            self._lost(self._calls[event.call], "its record was given to a new call")
         requested = libpri.b_channel(event.channel)
         chanpos: int | None = None
         refuse = None
@@ -662,6 +848,7 @@ class PriSpan:
                        called=event.called_number, calling=event.calling_number,
                        calling_name=event.calling_name, cref=event.cref & 0x7FFF)
         call.progress_mask = event.progress_mask
+        call._libpri_cr = self._pri.call_reference(event.call)
         self._calls[event.call] = call
         self._busy[chanpos] = call
         log.info("%s: incoming %r", self.name, call)
@@ -717,6 +904,7 @@ class PriSpan:
     def _on_answer(self, event: libpri.Answer, call: PriCall) -> None:
         if self._transition(call, "Answer") and self._follow_channel(call, event.channel):
             if self._pri_call(call, libpri.Pri.connect_ack, call.chanpos):
+                self._restarted_after_44.discard(call.chanpos)  # the channel works
                 call._emit(CallConnected())
 
     def _on_connect_ack(self, event: libpri.ConnectAck, call: PriCall) -> None:
@@ -729,6 +917,7 @@ class PriSpan:
         cause = _cause_or(event.cause, libpri.PRI_CAUSE_NORMAL_UNSPECIFIED)
         self._refused_channel(call, cause)
         if self._pri_call(call, libpri.Pri.hangup, cause):
+            self._bound_clearing(call)
             call._clear(cause, "remote")
 
     def _on_hangup(self, event: libpri.Hangup, call: PriCall) -> None:

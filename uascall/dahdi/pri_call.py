@@ -29,6 +29,7 @@ from uascall.errors import ArgumentError, LocalProtocolError
 if TYPE_CHECKING:
     from uascall.dahdi.device import Channel
     from uascall.dahdi.pri import PriSpan
+    from uascall.engine import TimerHandle
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,11 @@ class PriCall:
                  cref: int | None = None) -> None:
         self.span = span
         self._ref = ref
+        #: libpri's call reference for ``_ref`` (pri_get_crv), checked with the pointer
+        #: to tell our record from another that malloc later put at the same address
+        self._libpri_cr: int | None = None
+        #: the span's bound on clearing (see PriSpan.clearing_bound), while it runs
+        self._clearing_deadline: TimerHandle | None = None
         #: the Q.931 call reference value (without the flag bit), for traces
         self.cref = cref
         self.incoming = incoming
