@@ -8,7 +8,9 @@ engine's (wall) clock. For ``--seconds`` (60) at once:
 
 - **calls** both ways, ``--in-flight`` (10) at a time: each is answered (ALERTING,
   CONNECT), held 50-500 ms and cleared by whichever side placed it; a caller that has no
-  answer in 5 s gives up and hangs up, as a real one would;
+  answer in 5 s gives up and hangs up, as a real one would; a call a span refuses at
+  once (its D-channel down, no channel free) is an attempt, counted apart, and tried
+  again 100 ms later;
 - the **fuzzer** puts ``--rate`` (100) frames a second onto the line, half towards each
   side: random octets; frames seen on the wire (real SETUP, CONNECT, RELEASE, RR...) with
   one to three mutations (octets flipped, cut short, extended, an IE duplicated, an IE
@@ -206,6 +208,7 @@ class Calls:
         self.causes: collections.Counter[int] = collections.Counter()
         self.refused: collections.Counter[str] = collections.Counter()
         self.history: dict[PriCall, list[str]] = {}
+        self._retry_pending = False
         for span in (loop.cpe, loop.net):
             span.on_incoming = self._incoming
 
@@ -219,24 +222,35 @@ class Calls:
         self.place_more()
 
     def place_more(self) -> None:
-        # once per gap: a call refused at once (no channel free yet) is retried later
+        # once per gap; a call refused at once (no channel free, D-channel down) stops
+        # this round, and one retry is pending at a time (one per refusal grew
+        # geometrically: millions of attempts and gigabytes while a link was down)
         for _ in range(self.in_flight - len(self.up) if self.running else 0):
-            self.place(self.loop.net if len(self.placed) % 2 else self.loop.cpe)
+            if not self.place(self.loop.net if len(self.placed) % 2 else self.loop.cpe):
+                break
 
-    def place(self, span: PriSpan) -> None:
+    def _retry_later(self) -> None:
+        if not self._retry_pending:
+            self._retry_pending = True
+            self.engine.call_later(0.1, self._retry)
+
+    def _retry(self) -> None:
+        self._retry_pending = False
+        self.place_more()
+
+    def place(self, span: PriSpan) -> bool:
         try:
             call = span.call("5551000", calling="5552000")
         except Exception as exc:  # the span refused: no channel, D-channel down
-            self.failed += 1
-            self.causes[-1] += 1
-            self.refused[str(exc)[:120]] += 1
-            self.engine.call_later(0.1, self.place_more)
-            return
+            self.refused[str(exc)[:120]] += 1  # an attempt, not a call
+            self._retry_later()
+            return False
         self.placed.append(call)
         self.up.add(call)
         call.listeners.append(self._event)
         self._follow(call)
         self.engine.call_later(GIVE_UP_AFTER, self._give_up, call)
+        return True
 
     def _give_up(self, call: PriCall) -> None:
         if call in self.up and call.live and call not in self.connected:
@@ -254,7 +268,7 @@ class Calls:
                 self.engine.call_soon(self.place_more)
             else:
                 self.failed += 1
-                self.engine.call_later(0.1, self.place_more)
+                self._retry_later()
             self.connected.discard(call)
 
     def _follow(self, call: PriCall) -> None:
