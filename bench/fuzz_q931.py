@@ -23,7 +23,10 @@ engine's (wall) clock. For ``--seconds`` (60) at once:
   ways, so garbage also stands where a call's own message should have been.
 
 Then the fuzzer stops, every call still up is cleared by its owner, and the run checks:
-that no call is left on either span after 60 s (``q931_fuzz_stuck_calls``); that the line
+that no call is left on either span once the spans' clearing bound has passed (T305 +
+2 x T308 + a layer 2 re-establishment, 42 s with libpri's timers, then 5 s more: a call
+whose DISCONNECT the garbage took may need all of it; ``q931_fuzz_stuck_calls``); that
+the line
 goes quiet (``q931_fuzz_idle_frames_per_s`` over ``--idle`` seconds: only Q.921's own
 keep-alive, RR every T203 = 10 s, belongs there; a storm of echoes does not); that
 ``--calls`` (20) calls made afterwards, both ways, all connect and clear normally
@@ -36,7 +39,8 @@ counted apart. Frame ``i`` is the same on every run of a seed.
                               [--in-flight 10] [--calls 20] [--idle 10] [--kind E1|T1]
                               [--smoke]
 
-``--smoke`` fuzzes for 3 s, makes 4 calls after and watches 2 s of idle. Last line:
+``--smoke`` fuzzes for 3 s, makes 4 calls after and watches 2 s of idle, with T305 = 2 s
+and T308 = 1 s so that its clearing bound is 8 s. Last line:
 ``RESULT q931_fuzz_frames=<n> q931_fuzz_engine_errors=<n> q931_fuzz_calls_during=<ok>/<n>
 q931_fuzz_calls_ok=<ok>/<n> q931_fuzz_stuck_calls=<n> q931_fuzz_idle_frames_per_s=<x>
 q931_fuzz_idle_cpu_pct=<x>``. The exit status is 1 when an engine error, a stuck call, a
@@ -65,8 +69,11 @@ from uascall.sim.model import FrameRecord
 NORMAL_CLEARING = 16
 #: a caller with no answer after this long hangs up
 GIVE_UP_AFTER = 5.0
-#: the longest wait for every call to be cleared once the fuzzing stops
-SETTLE_TIMEOUT = 60.0
+#: the wait for every call to be cleared once the fuzzing stops, beyond the spans'
+#: clearing bound (PriSpan.clearing_bound)
+SETTLE_MARGIN = 5.0
+#: --smoke's Q.931 clearing timers (ms): short, so that a lost DISCONNECT costs seconds
+SMOKE_TIMERS = {"T305": 2000, "T308": 1000}
 #: what an idle line may carry: Q.921's RR every T203 (10 s) each way, with margin
 IDLE_FRAMES_PER_S_LIMIT = 2.0
 #: the fuzzer's sending tick (seconds)
@@ -382,7 +389,7 @@ def main() -> int:
     fuzzer = Fuzzer(args.seed)
     sent = {"frames": 0, "line_full": 0}
     with Engine(name="fuzz-q931") as engine:
-        loop = PriLoop.create(engine, args.kind)
+        loop = PriLoop.create(engine, args.kind, timers=SMOKE_TIMERS if args.smoke else None)
         if not engine.wait_until(lambda: loop.up, 10):
             print("the simulated D-channels did not come up", file=sys.stderr)
             return 1
@@ -429,8 +436,9 @@ def main() -> int:
               f"{dict(calls.refused.most_common(3))}", flush=True)
 
         engine.run(calls.hang_up_all)
+        settle = max(engine.run(span.clearing_bound) for span in (loop.cpe, loop.net))
         settled = engine.wait_until(lambda: not calls.left_on_spans() and loop.up,
-                                    SETTLE_TIMEOUT)
+                                    settle + SETTLE_MARGIN)
         stuck = engine.run(calls.left_on_spans)
         for span in (loop.cpe, loop.net):
             for call in engine.run(lambda span=span: list(span.calls)):
