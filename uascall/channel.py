@@ -330,12 +330,12 @@ class UASCallChannel:
             # The source is made here, on this thread, once the law is known: a second step.
             source = prepared(law, loop)
             ended: concurrent.futures.Future = concurrent.futures.Future()
-            duration = self._engine.run(self._engine_play_ringtone, source, ended)
+            length = self._engine.run(self._engine_play_ringtone, source, ended)
             if ringtime is None:
                 # the whole ringtone is heard: its length counts from when it starts
                 signalled_at = self._engine.time()
-                ringtime = duration if source.complete else self._ringtone_length(source,
-                                                                                  ended)
+                ringtime = length if length is not None else self._ringtone_length(source,
+                                                                                   ended)
         remaining = signalled_at + ringtime - self._engine.time() if ringtime else 0.0
         if remaining > 0:
             self._wait(lambda: self._state is State.IDLE, remaining)
@@ -399,7 +399,10 @@ class UASCallChannel:
         return early, law
 
     def _engine_play_ringtone(self, source: FrameSource | None,
-                              ended: concurrent.futures.Future | None = None) -> float:
+                              ended: concurrent.futures.Future | None = None
+                              ) -> float | None:
+        """Play ``source`` as the ringtone; its whole length, or None while it is still
+        being made (speech being rendered: its length is known when it has played)."""
         # Only on a call still ringing: another thread may have answered or cleared it
         # between ring()'s two steps, and a ringtone must not start on that.
         if self._state is not State.RING_INCOMING or self._releasing:
@@ -418,8 +421,11 @@ class UASCallChannel:
                 ended.set_result(reason)
                 self._recheck_waiters()
 
+        # Whether it is complete is read before its length, and both here: a rendering
+        # that ends a moment later must not make a partial length pass for the whole.
+        complete = source.complete
         self._play(source, over)
-        return source.duration or 0.0
+        return (source.duration or 0.0) if complete else None
 
     # ------------------------------------------------------------------ call out
     def call(self, call_to: str, call_from: str = "", seconds_timeout: float | None = 120,

@@ -238,6 +238,37 @@ def test_the_first_words_are_heard_while_the_rest_is_rendered(live_world):
     assert eventually(lambda: not espeak_children() and not render_threads())
 
 
+def test_ring_none_blocks_for_the_whole_text_when_its_rendering_ends_as_it_starts(
+        live_world, monkeypatch):
+    """The rendering ends just after the ringtone starts: ring(None) still blocks until
+    the whole text is heard. It took the length played so far when the ringtone started
+    for the whole one as soon as the rendering was complete (a race seen in CI: an FXS
+    greeting of 1.05 s cut to 0.44 s)."""
+    channel, far = live_world.incoming()
+    greeting = PlayableMedia(text_to_say="Please hold the line.", channel=channel)
+    stall = Stall()
+    play_ringtone = channel._engine_play_ringtone
+
+    def rendering_ends_as_it_starts(source, ended=None):
+        length = play_ringtone(source, ended)
+        os.kill(stall.pid, signal.SIGCONT)
+        deadline = time.monotonic() + T
+        while not source.complete and time.monotonic() < deadline:
+            time.sleep(0.002)  # on the engine thread: nothing else moves meanwhile
+        return length
+
+    monkeypatch.setattr(channel, "_engine_play_ringtone", rendering_ends_as_it_starts)
+    mark = len(far.heard)
+    ringing = InThread(lambda: channel.ring(None, negotiate_early_media=True,
+                                            custom_ringtone=greeting))
+    assert stall.stopped()
+    assert ringing.outcome() is State.RING_INCOMING
+    heard = far.heard_pcm()[mark:]
+    assert greeting.duration > 1.0
+    assert len(heard) >= 0.9 * greeting.duration * 8000
+    channel.hang_up()
+
+
 def far_hangup(world: World, far) -> None:
     world.engine.run(far.hangup)
 
