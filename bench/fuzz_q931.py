@@ -26,9 +26,9 @@ Then the fuzzer stops, every call still up is cleared by its owner, and the run 
 that no call is left on either span once the spans' clearing bound has passed (T305 +
 2 x T308 + a layer 2 re-establishment, 42 s with libpri's timers, then 5 s more: a call
 whose DISCONNECT the garbage took may need all of it; ``q931_fuzz_stuck_calls``); that
-the line
-goes quiet (``q931_fuzz_idle_frames_per_s`` over ``--idle`` seconds: only Q.921's own
-keep-alive, RR every T203 = 10 s, belongs there; a storm of echoes does not); that
+the line goes quiet (``q931_fuzz_idle_frames_per_s`` over ``--idle`` seconds: only
+Q.921's own keep-alive, RR every T203 = 10 s, belongs there; a storm of echoes does not);
+that
 ``--calls`` (20) calls made afterwards, both ways, all connect and clear normally
 (``q931_fuzz_calls_ok``); and that the engine's guard caught nothing and no traceback was
 logged (``q931_fuzz_engine_errors``: each one a defect to fix). ERROR lines that are not
