@@ -462,6 +462,19 @@ def both_at_once(world, first, second):
     return threads, results
 
 
+def both_returned(world, threads, results) -> bool:
+    """Wait (on the engine: virtual time runs only while this thread does) until both
+    racers have their outcome, then for their threads to end. An outcome, set while the
+    racer is still an actor, is what the engine can see; a thread's end is not: on a
+    virtual clock the last racer's exit wakes the engine a moment before is_alive() turns
+    False, and time then ran to the deadline."""
+    if not world.engine.wait_until(lambda: all(r is not None for r in results), T):
+        return False
+    for thread in threads:
+        thread.join(T)
+    return not any(thread.is_alive() for thread in threads)
+
+
 def test_two_recordings_at_once_one_is_refused_and_the_other_ends(world, tmp_path):
     channel, far = answered(world)
     channel.media_dir = str(tmp_path)
@@ -470,8 +483,7 @@ def test_two_recordings_at_once_one_is_refused_and_the_other_ends(world, tmp_pat
     threads, results = both_at_once(world, record("a.wav"), record("b.wav"))
     assert world.engine.wait_until(lambda: any(isinstance(r, Error) for r in results), T)
     world.engine.run(world.engine.call_later, 0.5, far.hangup)
-    # (waiting on the engine, not in join(): virtual time runs only while this thread does)
-    assert world.engine.wait_until(lambda: not any(t.is_alive() for t in threads), T)
+    assert both_returned(world, threads, results)
     assert sorted(type(r).__name__ for r in results) == ["Cause", "Error"]
     assert channel.FileRecorder.cause() is channel.FileRecorder.Cause.HANGUP
 
@@ -484,7 +496,7 @@ def test_two_plays_at_once_one_is_refused_and_stop_reaches_the_other(world):
     assert world.engine.wait_until(lambda: any(isinstance(r, Error) for r in results), T)
     assert channel.TonePlayer.state().name == "PLAYING"
     channel.TonePlayer.stop()
-    assert world.engine.wait_until(lambda: not any(t.is_alive() for t in threads), T)
+    assert both_returned(world, threads, results)
     assert [r.name for r in results if not isinstance(r, Error)] == ["ABORTED"]
 
 
