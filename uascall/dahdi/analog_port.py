@@ -28,6 +28,7 @@ from uascall.dahdi import abi, analog
 from uascall.dahdi.analog import AnalogSettings, FxoPort, FxsPort
 from uascall.dahdi.config import ConfigError
 from uascall.dahdi.device import DEV_DIR, Channel, DeviceIO
+from uascall.dahdi.reopen import Reopener
 from uascall.engine import EPOLLIN, EPOLLPRI, DescriptorDropped, Engine, TimerHandle
 from uascall.errors import DeviceError, Error, LocalProtocolError
 from uascall.media import callerid, g711
@@ -40,12 +41,6 @@ log = logging.getLogger(__name__)
 
 FRAME = 160
 NUMBUFS = 4  # the player keeps three frames queued ahead
-#: after a device error, the first retry to open the channel and the longest wait
-REOPEN_FIRST = 1.0
-REOPEN_LONGEST = 60.0
-#: a port that worked this long before failing starts its retries at REOPEN_FIRST again
-#: (one that fails as soon as it opens keeps waiting longer each time)
-STABLE_FOR = 60.0
 
 
 class AnalogPort:
@@ -71,9 +66,8 @@ class AnalogPort:
         self._detector: DtmfDetector | callerid.CallerIdReceiver | None = None
         self._tone = Player(clock, _ToneSink(self), name=f"port {channo} tones")
         # after a device error: the retry to open the channel again, and its delay
-        self._reopen_timer: TimerHandle | None = None
-        self._reopen_after = REOPEN_FIRST
-        self._opened_at = 0.0
+        self._reopener = Reopener(engine, start=self._start_again, stop=self.stop,
+                                  name=repr(self))
 
     def __repr__(self) -> str:
         return f"<AnalogPort {self.kind} channel {self.channo}>"
@@ -105,15 +99,12 @@ class AnalogPort:
             channel.close()
             raise
         self.channel = channel
-        self._opened_at = self.engine.time()
+        self._reopener.opened()
         self.engine.add_shutdown_callback(self.stop)
         log.info("%r started (%s)", self, self.law)
 
     def stop(self) -> None:
-        if self._reopen_timer is not None:
-            self._reopen_timer.cancel()
-            self._reopen_timer = None
-            self.engine.remove_shutdown_callback(self.stop)
+        self._reopener.cancel()
         self._close()
 
     def _close(self, why: str = "port-stopped") -> None:
@@ -149,28 +140,13 @@ class AnalogPort:
         and tries to open again, waiting longer each time, logging once per change."""
         if self.channel is None:
             return
-        if self.engine.time() - self._opened_at >= STABLE_FOR:
-            self._reopen_after = REOPEN_FIRST
         log.error("%r: the device failed (%s); the port is closed, its call cleared; "
-                  "opening it again in %g s", self, exc, self._reopen_after)
+                  "opening it again in %g s", self, exc, self._reopener.first_delay())
         self._close("device-error")
-        self._schedule_reopen()
+        self._reopener.schedule()
 
-    def _schedule_reopen(self) -> None:
-        self._reopen_timer = self.engine.call_later(self._reopen_after, self._reopen)
-        self.engine.add_shutdown_callback(self.stop)
-        self._reopen_after = min(2 * self._reopen_after, REOPEN_LONGEST)
-
-    def _reopen(self) -> None:
-        self._reopen_timer = None
-        self.engine.remove_shutdown_callback(self.stop)
-        try:
-            self.start()
-        except (OSError, Error) as exc:
-            log.debug("%r: does not open yet (%s); again in %g s", self, exc,
-                      self._reopen_after)
-            self._schedule_reopen()
-            return
+    def _start_again(self) -> None:
+        self.start()
         log.warning("%r: opened again", self)
 
     def _on_kernel_event(self, code: int) -> None:

@@ -81,6 +81,7 @@ from uascall.dahdi.pri_call import (
     CallState,
     PriCall,
 )
+from uascall.dahdi.reopen import Reopener
 from uascall.engine import EPOLLIN, EPOLLPRI, DescriptorDropped, Engine, TimerHandle
 from uascall.errors import DeviceError, Error
 
@@ -100,12 +101,6 @@ SPAN_DOWN_ALARMS = (abi.DAHDI_ALARM_RED | abi.DAHDI_ALARM_YELLOW | abi.DAHDI_ALA
                     | abi.DAHDI_ALARM_LMFA)
 _HDLC_SIGNALLING = (abi.DAHDI_SIG_HDLCFCS, abi.DAHDI_SIG_HARDHDLC)
 _MAX_FRAMES_PER_WAKEUP = 64  # fairness towards the other descriptors
-#: after a device error, the first retry to open the D-channel and the longest wait
-REOPEN_FIRST = 1.0
-REOPEN_LONGEST = 60.0
-#: a D-channel that worked this long before failing starts its retries at REOPEN_FIRST
-#: again (one that fails as soon as it opens keeps waiting longer each time)
-STABLE_FOR = 60.0
 _INBAND = libpri.PRI_PROG_INBAND_AVAILABLE | libpri.PRI_PROG_CALL_NOT_E2E_ISDN
 #: causes libpri clears with RELEASE COMPLETE (freeing the call at once, with no event)
 #: when nothing else was sent for the call yet (Q.931 5.3.2 a)
@@ -190,9 +185,8 @@ class PriSpan:
         self._alarm_check_pending = False
         # after a device error: the error, and the retry to open the D-channel again
         self._failure: Exception | None = None
-        self._reopen_timer: TimerHandle | None = None
-        self._reopen_after = REOPEN_FIRST
-        self._opened_at = 0.0
+        self._reopener = Reopener(engine, start=self._start_again, stop=self.stop,
+                                  name=f"{self.name}: the D-channel")
         #: frames libpri wrote while every D-channel transmit buffer was full (lost, as
         #: on a line that is busy: Q.921 retransmits its I frames)
         self.frames_not_sent = 0
@@ -227,17 +221,14 @@ class PriSpan:
             dchan.close()
             raise
         self._reschedule()
-        self._opened_at = self.engine.time()
+        self._reopener.opened()
         log.info("%s: started on D-channel %d (%s, %s, %d B-channels, %s)", self.name,
                  self.layout.dchannel, self.node.name, self.switch.name, len(self._chanpos),
                  self.law)
 
     def stop(self) -> None:
         """Drop every call without signalling (cause 41) and close the span's devices."""
-        if self._reopen_timer is not None:
-            self._reopen_timer.cancel()
-            self._reopen_timer = None
-            self.engine.remove_shutdown_callback(self.stop)
+        self._reopener.cancel()
         self._close(_TEMPORARY_FAILURE)
 
     def _close(self, cause: int) -> None:
@@ -277,29 +268,14 @@ class PriSpan:
         exc, self._failure = self._failure, None
         if self._dchan is None or exc is None:
             return
-        if self.engine.time() - self._opened_at >= STABLE_FOR:
-            self._reopen_after = REOPEN_FIRST
         log.error("%s: the D-channel failed (%s); the span is down, its calls cleared; "
-                  "opening it again in %g s", self.name, exc, self._reopen_after)
+                  "opening it again in %g s", self.name, exc, self._reopener.first_delay())
         self._close(libpri.PRI_CAUSE_NETWORK_OUT_OF_ORDER)
         self._emit_span(SpanEvent("device-error", self.alarms, str(exc)))
-        self._schedule_reopen()
+        self._reopener.schedule()
 
-    def _schedule_reopen(self) -> None:
-        self._reopen_timer = self.engine.call_later(self._reopen_after, self._reopen)
-        self.engine.add_shutdown_callback(self.stop)
-        self._reopen_after = min(2 * self._reopen_after, REOPEN_LONGEST)
-
-    def _reopen(self) -> None:
-        self._reopen_timer = None
-        self.engine.remove_shutdown_callback(self.stop)
-        try:
-            self.start()
-        except (OSError, Error) as exc:
-            log.debug("%s: the D-channel does not open yet (%s); again in %g s", self.name,
-                      exc, self._reopen_after)
-            self._schedule_reopen()
-            return
+    def _start_again(self) -> None:
+        self.start()
         log.warning("%s: the D-channel opened again; the span comes up with layer 2",
                     self.name)
         self._emit_span(SpanEvent("reopened", self.alarms))
