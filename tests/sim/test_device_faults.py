@@ -125,23 +125,31 @@ def test_a_failing_d_channel_clears_its_calls_and_comes_back(engine, caplog):
     assert engine.wait_until(lambda: bool(ours), 5)
 
 
-def test_a_failing_analog_port_ends_its_call_and_opens_again(engine, caplog):
-    caplog.set_level(logging.DEBUG)
+def exchange_rings_our_fxo_port(engine, *, exchange_fails_too: bool):
+    """Our FXO port (channel 5) on devices that can be made to fail, rung by the simulated
+    exchange on the line's other end (its own devices failing with ours, or not): the
+    failing devices, the port, the exchange and the legs offered so far (one)."""
     sim = SimKernel(engine)
-    conf = analog_loop_conf(4)
-    engine.run(sim.configure, SystemConf.parse(conf))
+    engine.run(sim.configure, SystemConf.parse(analog_loop_conf(4)))
     devices = FailingDevices(sim)
     clock = MediaClock(engine)
     port = AnalogPort(engine, 5, clock=clock, settings=AnalogSettings(callerid=None),
                       io=devices)
     legs: list = []
     port.on_incoming = legs.append
-    exchange = Exchange(engine, 1, clock=clock, io=devices)
+    exchange = Exchange(engine, 1, clock=clock, io=devices if exchange_fails_too else sim)
     engine.run(port.start)
     engine.run(exchange.start)
     engine.sleep(2.1)
     engine.run(exchange.ring, None)
     assert engine.wait_until(lambda: bool(legs), 10)
+    return devices, port, exchange, legs
+
+
+def test_a_failing_analog_port_ends_its_call_and_opens_again(engine, caplog):
+    caplog.set_level(logging.DEBUG)
+    devices, port, exchange, legs = exchange_rings_our_fxo_port(engine,
+                                                                exchange_fails_too=True)
     ended: list = []
     legs[0].listener = ended.append
     caplog.clear()
@@ -162,20 +170,8 @@ def test_an_off_hook_the_device_refuses_ends_the_call_and_the_port_recovers(engi
     """Answering an FXO call takes the line off hook; a DAHDI_HOOK that fails with EIO (not
     the EBUSY of a hook change still settling) is a failed device: the call ends
     OUTOFORDER rather than standing answered on a line that never went off hook."""
-    sim = SimKernel(engine)
-    engine.run(sim.configure, SystemConf.parse(analog_loop_conf(4)))
-    devices = FailingDevices(sim)
-    clock = MediaClock(engine)
-    port = AnalogPort(engine, 5, clock=clock, settings=AnalogSettings(callerid=None),
-                      io=devices)
-    legs: list = []
-    port.on_incoming = legs.append
-    exchange = Exchange(engine, 1, clock=clock, io=sim)
-    engine.run(port.start)
-    engine.run(exchange.start)
-    engine.sleep(2.1)
-    engine.run(exchange.ring, None)
-    assert engine.wait_until(lambda: bool(legs), 10)
+    devices, port, exchange, legs = exchange_rings_our_fxo_port(engine,
+                                                                exchange_fails_too=False)
     ended: list = []
     legs[0].listener = ended.append
     devices.failing_ioctls.add(abi.DAHDI_HOOK)
