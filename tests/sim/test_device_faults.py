@@ -88,8 +88,9 @@ def engine():
         yield engine
 
 
-def test_a_failing_d_channel_clears_its_calls_and_comes_back(engine, caplog):
-    caplog.set_level(logging.DEBUG)
+def the_exchange_calls_our_span(engine):
+    """An E1 loop on devices that can be made to fail, and a call from the exchange to our
+    span: the failing devices, the loop, the far end and our calls so far (one)."""
     sim = SimKernel(engine)
     conf = pri_loop_conf("E1", dynamic=True)
     engine.run(sim.configure, SystemConf.parse(conf))
@@ -101,6 +102,12 @@ def test_a_failing_d_channel_clears_its_calls_and_comes_back(engine, caplog):
     assert engine.wait_until(lambda: loop.up, 5)
     engine.run(far.dial)
     assert engine.wait_until(lambda: bool(ours), 5)
+    return devices, loop, far, ours
+
+
+def test_a_failing_d_channel_clears_its_calls_and_comes_back(engine, caplog):
+    caplog.set_level(logging.DEBUG)
+    devices, loop, far, ours = the_exchange_calls_our_span(engine)
     call = ours[0]
     ended: list = []
     call.listeners.append(lambda _c, e: ended.append(e) if isinstance(e, CallCleared) else None)
@@ -193,17 +200,7 @@ def test_a_d_channel_whose_handler_keeps_failing_is_taken_down_like_a_dead_devic
     engine gives the D-channel's fd up after MAX_FD_FAILURES failures in a row, and the
     span treats that as a failed device: calls cleared OUTOFORDER, reopened with backoff;
     the failures are logged once, with a count, not once per wake-up."""
-    sim = SimKernel(engine)
-    conf = pri_loop_conf("E1", dynamic=True)
-    engine.run(sim.configure, SystemConf.parse(conf))
-    devices = FailingDevices(sim)
-    loop = PriLoop.create(engine, "E1", kernel=devices, conf=conf)
-    far = FarEnd(loop)
-    ours: list = []
-    loop.cpe.on_incoming = ours.append
-    assert engine.wait_until(lambda: loop.up, 5)
-    engine.run(far.dial)
-    assert engine.wait_until(lambda: bool(ours), 5)
+    devices, loop, far, ours = the_exchange_calls_our_span(engine)
     ended: list = []
     ours[0].listeners.append(lambda _c, e: ended.append(e) if isinstance(e, CallCleared)
                              else None)
