@@ -58,7 +58,16 @@ import threading
 import time
 from pathlib import Path
 
-from sip_client import Caller, CallResult, OptionsProber, rss_mb, sdp, status_of, summary
+from sip_client import (
+    Caller,
+    CallResult,
+    OptionsProber,
+    receive_datagrams,
+    rss_mb,
+    sdp,
+    status_of,
+    summary,
+)
 from sip_cps import Processes, _terminate, cpu_seconds, uascall_server
 
 HERE = Path(__file__).resolve().parent
@@ -110,38 +119,28 @@ def flooder(target: tuple[str, int], rate: float, seconds: float, drain: float,
               "100": 0, "18x": 0, "200": 0, "other": 0, "bye": 0, "rtp": 0}
     refused: set[bytes] = set()
 
+    def on_datagram(data: bytes) -> None:
+        status = status_of(data)
+        if status == 503:
+            call_id = data.partition(b"Call-ID: ")[2].partition(b"\r\n")[0]
+            if call_id in refused:
+                counts["503_retransmissions"] += 1
+            else:
+                refused.add(call_id)
+                counts["503"] += 1
+        elif status == 100:
+            counts["100"] += 1
+        elif status is not None and 180 <= status < 190:
+            counts["18x"] += 1
+        elif status == 200:
+            counts["200"] += 1
+        elif data.startswith(b"BYE "):
+            counts["bye"] += 1
+        else:
+            counts["other"] += 1
+
     def receive(timeout: float) -> None:
-        for key, _ in selector.select(timeout):
-            sock = key.fileobj
-            assert isinstance(sock, socket.socket)
-            for _ in range(256):
-                try:
-                    data = sock.recv(65535)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    continue
-                if sock is rtp:
-                    counts["rtp"] += 1
-                    continue
-                status = status_of(data)
-                if status == 503:
-                    call_id = data.partition(b"Call-ID: ")[2].partition(b"\r\n")[0]
-                    if call_id in refused:
-                        counts["503_retransmissions"] += 1
-                    else:
-                        refused.add(call_id)
-                        counts["503"] += 1
-                elif status == 100:
-                    counts["100"] += 1
-                elif status is not None and 180 <= status < 190:
-                    counts["18x"] += 1
-                elif status == 200:
-                    counts["200"] += 1
-                elif data.startswith(b"BYE "):
-                    counts["bye"] += 1
-                else:
-                    counts["other"] += 1
+        receive_datagrams(selector, timeout, on_datagram, rtp, counts)
 
     start = time.monotonic()
     end = start + seconds

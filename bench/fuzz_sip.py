@@ -57,7 +57,17 @@ import threading
 import time
 from pathlib import Path
 
-from sip_client import Caller, CallResult, OptionsProber, header, sdp, status_of, summary, to_tag
+from sip_client import (
+    Caller,
+    CallResult,
+    OptionsProber,
+    header,
+    receive_datagrams,
+    sdp,
+    status_of,
+    summary,
+    to_tag,
+)
 from sip_cps import Processes, _terminate, cpu_seconds, uascall_server
 
 HERE = Path(__file__).resolve().parent
@@ -340,20 +350,7 @@ def fuzzer(target: tuple[str, int], count: int, rate: float, seed: int) -> dict[
             send(mutate(bye, rng, [bye]) if rng.random() < 0.05 else bye)
 
     def receive(timeout: float) -> None:
-        for key, _ in selector.select(timeout):
-            source = key.fileobj
-            assert isinstance(source, socket.socket)
-            for _ in range(256):
-                try:
-                    data = source.recv(65535)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    continue
-                if source is rtp:
-                    counts["rtp"] += 1
-                else:
-                    on_datagram(data)
+        receive_datagrams(selector, timeout, on_datagram, rtp, counts)
 
     start = time.monotonic()
     print(json.dumps({"started": start}), flush=True)

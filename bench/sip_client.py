@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 T1 = 0.5
@@ -71,6 +73,28 @@ def status_of(data: bytes) -> int | None:
         return int(data[8:11])
     except ValueError:
         return None
+
+
+def receive_datagrams(selector: selectors.BaseSelector, timeout: float,
+                      on_datagram: Callable[[bytes], None], rtp: socket.socket,
+                      counts: dict[str, int]) -> None:
+    """Read what has arrived on the sockets of ``selector`` within ``timeout``: up to 256
+    datagrams a socket per call, RTP (on ``rtp``) counted in ``counts["rtp"]``, the rest
+    handed to ``on_datagram``."""
+    for key, _ in selector.select(timeout):
+        sock = key.fileobj
+        assert isinstance(sock, socket.socket)
+        for _ in range(256):
+            try:
+                data = sock.recv(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue
+            if sock is rtp:
+                counts["rtp"] += 1
+            else:
+                on_datagram(data)
 
 
 def header(data: bytes, name: bytes) -> bytes | None:
