@@ -28,7 +28,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -193,6 +193,9 @@ class UASCallChannel:
         self.DTMFPlayer = DTMFPlayer(self)
         self.FileRecorder = FileRecorder(self)
         self.SIP = ChannelSIP(self)
+        #: the application instance's outbound channels (UAS ``ExtraChannel[0..2]``), set
+        #: by the application host; a channel made otherwise has none
+        self.ExtraChannel: Sequence[UASCallChannel] = NO_EXTRA_CHANNELS
         #: called on the engine thread with each ChannelEvent (state changes, media)
         self.listeners: list[Callable[[UASCallChannel, ChannelEvent], None]] = []
         self._hearing: Hearing | None = None  # what the far end sends, once we listen
@@ -762,6 +765,20 @@ class UASCallChannel:
 
     def _forget_waiter(self, future: concurrent.futures.Future) -> None:
         self._waiters = [w for w in self._waiters if w[1] is not future]
+
+
+class _NoExtraChannels(Sequence["UASCallChannel"]):
+    """``ExtraChannel`` of a channel that has none: any index is an Error."""
+
+    def __len__(self) -> int:
+        return 0
+
+    def __getitem__(self, index: Any) -> Any:
+        raise Error(f"ExtraChannel[{index!r}]: this channel has no extra channels; expected "
+                    "the channel of an application run by uascall run or uascall call")
+
+
+NO_EXTRA_CHANNELS = _NoExtraChannels()
 
 
 class _NoCall(CallLeg):
