@@ -122,6 +122,12 @@ class MediaPort:
         """Drop what is queued and not yet sent, so that the far end stops hearing it now
         (barge-in). Nothing to do where nothing waits."""
 
+    def limit_queue(self, frames: int | None) -> None:
+        """Hold at most ``frames`` frames (not fewer than 2) queued and not yet sent, so
+        that a write beyond them is refused (a bridge's audio: no delay beyond that);
+        None gives the port back its own length (a player's lead and slack). What is
+        queued may be dropped on the change."""
+
     def send_digit(self, digit: str, duration_ms: int) -> None:
         """Send ``digit`` out of band, the key held ``duration_ms``; only where
         :attr:`telephone_events` is true. The audio gives way while it lasts."""

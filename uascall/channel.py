@@ -22,8 +22,10 @@ silent the choices are ours and say so in their docstrings.
 from __future__ import annotations
 
 import array
+import collections
 import concurrent.futures
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -47,6 +49,8 @@ from uascall.backend import (
 )
 from uascall.engine import Engine, TimerHandle
 from uascall.errors import ArgumentError, Error, Hangup
+from uascall.media import g711
+from uascall.media.bridge import BRIDGE_DEPTH, AudioLink
 from uascall.media.inbound import Hearing, InboundDsp
 from uascall.media.player import MediaClock, Player
 from uascall.media.source import FrameSource
@@ -138,6 +142,22 @@ class MediaEnded(ChannelEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class Connected(ChannelEvent):
+    """connect() joined this call to another (``other``: its ``Details.call_id``)."""
+
+    other: str
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected(ChannelEvent):
+    """The connection ended: disconnect(), or the other call ended (``cause``: its cause),
+    or this one did."""
+
+    other: str
+    cause: Cause | None
+
+
+@dataclass(frozen=True, slots=True)
 class DigitReceived(ChannelEvent):
     """The far end pressed a key (heard in band, or out of band; once per press)."""
 
@@ -155,6 +175,16 @@ class CallDetails:
     direction: str = "inbound"
     #: where the call is: "span 1 B-channel 5 (alaw)", a SIP dialog...
     channel: str = ""
+    #: this call's id in this process ("call-17"), what another's ``connected_id`` names
+    call_id: str = ""
+    #: the ``call_id`` of the call connect() joined this one to; "" when not connected
+    connected_id: str = ""
+    #: why the last connection ended when the other call ended (that call's cause);
+    #: None while connected, after disconnect() or this call's own end, or never connected
+    disconnect_cause: Cause | None = None
+
+
+_call_ids = itertools.count(1)
 
 
 class UASCallChannel:
@@ -201,6 +231,7 @@ class UASCallChannel:
         self._hearing: Hearing | None = None  # what the far end sends, once we listen
         # held while a player or the recorder checks it is free and claims it
         self._claim = threading.Lock()
+        self._bridge_breaks = 0  # connections ended by the other call's end (wait_for_idle)
         self._leg: CallLeg = leg if leg is not None else _NoCall()
         self._attach(self._leg)
         if leg is None:
@@ -215,7 +246,13 @@ class UASCallChannel:
         self.Details = CallDetails(call_from=leg.call_from, call_to=leg.call_to,
                                    direction="inbound" if leg.incoming else "outbound",
                                    channel=leg.describe())
+        self.Details.call_id = f"call-{next(_call_ids)}"
         self._early_media = False
+        self._bridge: _Bridge | None = None  # connect()'s, while connected
+        # taps on what the far end sends, for those who follow this call's audio (another
+        # call's ringtone: ring(custom_ringtone=channel)); they go on the hearing when it
+        # exists
+        self._followers: list[Callable[[bytes, str], None]] = []
         self._pending_cause: Cause | None = None  # the cause we asked for when we clear
         # We have asked the far end to clear: the call is as good as IDLE for new work.
         self._releasing = False
@@ -252,8 +289,8 @@ class UASCallChannel:
 
     # ------------------------------------------------------------------ ring
     def ring(self, seconds_ringtime: float | None = 0, negotiate_early_media: bool = False,
-             custom_ringtone: str | PlayableMedia | None = None, loop_ringtone: bool = False,
-             codecs: str | None = None) -> State:
+             custom_ringtone: str | PlayableMedia | UASCallChannel | None = None,
+             loop_ringtone: bool = False, codecs: str | None = None) -> State:
         """Signal ringing to the caller, with early media if asked for and available.
 
         ``seconds_ringtime``: 0 does not block, N blocks until N seconds after the ringing
@@ -261,7 +298,12 @@ class UASCallChannel:
         ``custom_ringtone`` from when it starts until its last sample is heard (0 without
         early media; ``loop_ringtone`` is then forced off). ``custom_ringtone`` is a tone
         name (this channel's tone player and its tone manager must know it) or a
-        PlayableMedia; it is ignored without early media.
+        PlayableMedia; it is ignored without early media. Ours: it may also be another
+        channel placing a call (an extra channel after ``start_call()``): the caller then
+        hears that call's far end, its ringback or announcement, as a gateway passes early
+        media on; the ringtone lasts until that call is answered or ends (so None blocks
+        until then), and while it rings without sending audio of its own the caller hears
+        this channel's tone player's default ringback (silence without a tone player).
         ``codecs`` ("g711a;g711u") orders the codec choice on SIP (ours, not the caller's
         order, decides); on TDM it is validated and the law is the span's.
 
@@ -302,7 +344,8 @@ class UASCallChannel:
         _check_ringtone_type(custom_ringtone)
         wanted = bool(negotiate_early_media) or self._early_media
         opened: OpenMedia | None = None
-        if wanted and custom_ringtone is not None and not isinstance(custom_ringtone, str):
+        if wanted and custom_ringtone is not None and not isinstance(custom_ringtone,
+                                                                     str | UASCallChannel):
             # here, on the application thread: a file is loaded, a text's first words come
             opened = self._open(custom_ringtone)
         try:
@@ -364,12 +407,20 @@ class UASCallChannel:
         return media.open(first_audio_within=FIRST_WORDS_WAIT,
                           start_thread=self._engine.start_actor_thread)
 
-    def _prepare_ringtone(self, ringtone: str | PlayableMedia | None,
+    def _prepare_ringtone(self, ringtone: str | PlayableMedia | UASCallChannel | None,
                           opened: OpenMedia | None
                           ) -> Callable[[str, bool], FrameSource] | None:
         """Check the ringtone now and return what makes its source once the law is known."""
         if ringtone is None:
             return None
+        if isinstance(ringtone, UASCallChannel):
+            if ringtone is self or ringtone._engine is not self._engine:
+                raise Error(f"custom_ringtone={ringtone!r}: expected another channel of "
+                            "this process, placing a call")
+            tones = self.TonePlayer.tone_manager if self.TonePlayer is not None else None
+            return lambda law, loop: _FarEndAudio(
+                ringtone, law,
+                tones.get("DEFAULT").source(law, loop=True) if tones is not None else None)
         if isinstance(ringtone, str):
             if self.TonePlayer is None:
                 raise Error(f"custom_ringtone {ringtone!r} is a tone name, but this channel "
@@ -518,6 +569,9 @@ class UASCallChannel:
         old.listener = None
         self._attach(leg, listen=False)
         self._emit(StateChanged(self._state))
+        # what the far end sends before the answer (ringback, an announcement) is heard
+        # too, as soon as it comes: another call may ring with it
+        self._listen()
         leg.listener = self._on_leg_event  # what it said while being placed comes now
 
     # ------------------------------------------------------------------ answer / clear
@@ -600,15 +654,95 @@ class UASCallChannel:
             return False
         self._releasing = True
         self._pending_cause = sent
+        if self._bridge is not None:
+            self._bridge.close(ended=self)
         if self._player is not None:
             self._player.stop("hangup")
         return True
 
     def wait_for_idle(self, seconds_timeout: float | None = None) -> State:
         """Block until the call is IDLE (the far end hung up), or ``seconds_timeout`` passes
-        (None: no limit). Returns the state."""
+        (None: no limit). Returns the state.
+
+        Our choice: while the call is connected to another (:meth:`connect`), the end of
+        that other call ends the connection and wakes this wait too, with this call still
+        ANSWERED and the other's cause in ``Details.disconnect_cause``: one wait serves
+        for "either side hung up"."""
         timeout = _seconds("seconds_timeout", seconds_timeout, allow_none=True)
-        self._wait(lambda: self._state is State.IDLE, timeout)
+        breaks = self._bridge_breaks
+        self._wait(lambda: self._state is State.IDLE or self._bridge_breaks != breaks,
+                   timeout)
+        return self._state
+
+    # ------------------------------------------------------------------ connect
+    def connect(self, other_call: UASCallChannel) -> bool:
+        """Join this call to ``other_call``: each far end hears the other, 20 ms frames
+        both ways as they arrive (converted where one is A-law and the other mu-law), and
+        the keys pressed at one end reach the other (as RFC 4733 events where that end
+        takes them, otherwise in band). Sets ``Details.connected_id`` on both.
+
+        UAS rules: this call must be ANSWERED (Hangup in IDLE, Error otherwise); returns
+        False, changing nothing, when ``other_call`` is not ANSWERED (ringing, ended);
+        Error when either call is already connected, or a player (file, tone, DTMF) plays
+        on either. Ours: Error for ``other_call`` being this channel or a channel of
+        another engine. While connected, a play on either call is an Error; the DTMF
+        detectors and recorders go on hearing their own far ends. The connection ends
+        with :meth:`disconnect` (on either channel), or when either call ends: the other
+        is then told (a blocked :meth:`wait_for_idle` returns, ``Details.disconnect_cause``
+        says why) and stays up, hearing silence. A call's end makes the bridge stop in the
+        same engine step: nothing is written to a call being cleared.
+        """
+        if not isinstance(other_call, UASCallChannel):
+            raise ArgumentError(f"connect({other_call!r}): expected a UASCallChannel")
+        self._require((State.ANSWERED,), "connect")
+        if other_call is self:
+            raise Error("connect(): a call cannot be connected to itself; expected another "
+                        "channel (an extra channel's call, another application's)")
+        if other_call._engine is not self._engine:
+            raise Error("connect(): the other channel belongs to another engine; expected "
+                        "two channels of one process")
+        return self._engine.run(self._engine_connect, other_call)
+
+    def _engine_connect(self, other: UASCallChannel) -> bool:
+        self._require((State.ANSWERED,), "connect")
+        for channel in (self, other):
+            if channel._bridge is not None:
+                raise Error(f"connect(): {channel!r} is already connected to "
+                            f"{channel.Details.connected_id}; expected disconnect() first")
+        if other._state is not State.ANSWERED or other._releasing:
+            log.info("%r: connect() to %r, which is not ANSWERED", self, other)
+            return False
+        for channel in (self, other):
+            playing = channel._playing or next(
+                (p for p in (channel.FilePlayer, channel.TonePlayer, channel.DTMFPlayer)
+                 if p is not None and p._state is _PlayerBase.State.PLAYING), None)
+            if playing is not None or (channel._player is not None
+                                       and channel._player.playing):
+                what = type(playing).__name__ if playing is not None else "ringtone"
+                raise Error(f"connect() while the {what} of {channel!r} plays; expected it "
+                            "to finish or stop() first")
+        _Bridge(self, other)
+        return True
+
+    def disconnect(self) -> bool:
+        """End the connection :meth:`connect` made (from either of its channels): both
+        calls stay up, each far end hears silence until something plays. Returns True
+        if there was a connection, False otherwise (also in IDLE: harmless, like
+        hang_up())."""
+        return self._engine.run(self._engine_disconnect)
+
+    def _engine_disconnect(self) -> bool:
+        if self._bridge is None:
+            return False
+        self._bridge.close(ended=None)
+        return True
+
+    def wait_for_ringing(self, seconds_timeout: float | None = None) -> State:
+        """Block until an outgoing call rings at the far end (RING_OUTGOING), is
+        answered or ends, or ``seconds_timeout`` passes (our API, for :meth:`start_call`:
+        a gateway rings its caller when the far end rings). Returns the state."""
+        timeout = _seconds("seconds_timeout", seconds_timeout, allow_none=True)
+        self._wait(lambda: self._state not in (State.CALL_OUTGOING,), timeout)
         return self._state
 
     # ------------------------------------------------------------------ engine thread
@@ -640,6 +774,8 @@ class UASCallChannel:
         if state in (State.ANSWERING, State.ANSWERED):
             self._listen()
         elif state is State.IDLE:
+            if self._bridge is not None:
+                self._bridge.close(ended=self)
             if self._playing is not None:
                 self._playing._abort("hangup")
             self.FileRecorder._call_ended()
@@ -656,11 +792,29 @@ class UASCallChannel:
             return
         self._hearing = Hearing(InboundDsp.of(self._engine), self._on_key,
                                 name=self.Details.channel)
+        self._hearing.taps.extend(self._followers)
         self._leg.listen(self._hearing.heard)
+
+    def _follow(self, tap: Callable[[bytes, str], None], *, stop: bool = False) -> None:
+        """Engine thread: hand what the far end sends to ``tap`` too (or, ``stop``, no
+        longer), from when this call listens."""
+        taps = self._hearing.taps if self._hearing is not None else None
+        if stop:
+            if tap in self._followers:
+                self._followers.remove(tap)
+            if taps is not None and tap in taps:
+                taps.remove(tap)
+            return
+        self._followers.append(tap)
+        if taps is not None:
+            taps.append(tap)
 
     def _on_key(self, digit: str) -> None:
         """Engine thread: the far end pressed a key (in band or out of band, once)."""
         log.info("%r: DTMF %s", self, digit)
+        if self._bridge is not None:
+            assert self._hearing is not None
+            self._bridge.key_from(self, digit, in_band=self._hearing.key_sample is not None)
         if len(self._digits) >= MAX_BUFFERED_DIGITS:
             self._digits_dropped += 1
             if self._digits_dropped == 1:
@@ -713,6 +867,11 @@ class UASCallChannel:
                 self._leg.media().flush()
 
     # ------------------------------------------------------------------ helpers
+    def _check_not_connected(self, what: str) -> None:
+        if self._bridge is not None:
+            raise Error(f"{what} while the call is connected to {self.Details.connected_id};"
+                        " expected disconnect() first (the other call is its audio now)")
+
     def _live(self) -> bool:
         return self._state is not State.IDLE and not self._releasing
 
@@ -850,9 +1009,131 @@ def _settle(condition: Callable[[], bool], future: concurrent.futures.Future) ->
 
 def _check_ringtone_type(ringtone: object) -> None:
     from uascall.media.playable import PlayableMedia  # media imports channel lazily too
-    if ringtone is not None and not isinstance(ringtone, str | PlayableMedia):
-        raise ArgumentError(f"custom_ringtone {ringtone!r}: expected a tone name or a "
-                            "PlayableMedia")
+    if ringtone is not None and not isinstance(ringtone, str | PlayableMedia
+                                               | UASCallChannel):
+        raise ArgumentError(f"custom_ringtone {ringtone!r}: expected a tone name, a "
+                            "PlayableMedia or a channel placing a call")
+
+
+class _Bridge:
+    """What connect() made: an :class:`AudioLink` each way between two answered calls
+    (engine thread). Made and closed in one engine step each, so no frame goes one way
+    only, nor to a call that is being cleared."""
+
+    def __init__(self, a: UASCallChannel, b: UASCallChannel) -> None:
+        for channel in (a, b):
+            channel._listen()  # ANSWERED calls listen already; this is a no-op then
+        # every step that can fail (a port that cannot be opened) before anything changes
+        self.links = {a: self._link(a, b), b: self._link(b, a)}
+        self.a, self.b = a, b
+        for source, link in self.links.items():
+            link.open()
+            assert source._hearing is not None
+            source._hearing.taps.append(link.heard)
+        a._bridge = b._bridge = self
+        a.Details.connected_id, b.Details.connected_id = b.Details.call_id, a.Details.call_id
+        a.Details.disconnect_cause = b.Details.disconnect_cause = None
+        log.info("%r and %r connected", a, b)
+        a._emit(Connected(b.Details.call_id))
+        b._emit(Connected(a.Details.call_id))
+
+    @staticmethod
+    def _link(source: UASCallChannel, target: UASCallChannel) -> AudioLink:
+        heard, told = source._hearing, target._hearing
+        assert heard is not None and told is not None
+        return AudioLink(target._leg.media(),
+                         name=f"{source.Details.call_id} -> {target.Details.call_id}",
+                         key_held=heard.inband_key_held, sent=told.sent,
+                         sent_key=told.sent_key)
+
+    def key_from(self, source: UASCallChannel, digit: str, *, in_band: bool) -> None:
+        self.links[source].key(digit, in_band)
+
+    def close(self, *, ended: UASCallChannel | None) -> None:
+        """Take the bridge down; ``ended`` is the call whose end (or release) did it, or
+        None for disconnect(). The other is told, with the ended call's cause."""
+        a, b = self.a, self.b
+        if a._bridge is not self:
+            return
+        for source, link in self.links.items():
+            link.close()
+            hearing = source._hearing
+            if hearing is not None and link.heard in hearing.taps:
+                hearing.taps.remove(link.heard)
+        a._bridge = b._bridge = None
+        a.Details.connected_id = b.Details.connected_id = ""
+        log.info("%r and %r disconnected%s", a, b,
+                 "" if ended is None else f": {ended!r} ended")
+        for channel, other in ((a, b), (b, a)):
+            cause = None
+            if ended is other:
+                pending = other._pending_cause
+                cause = pending if other._state is not State.IDLE and pending else other._cause
+                channel.Details.disconnect_cause = cause
+                channel._bridge_breaks += 1
+                channel._recheck_waiters()
+            channel._emit(Disconnected(other.Details.call_id, cause))
+
+
+class _FarEndAudio(FrameSource):
+    """Another call's far end as this call's ringtone (``ring(custom_ringtone=channel)``):
+    what it sends while it is being placed or rings, and ``ringback`` (the tone player's
+    default) while it rings without sending anything. It ends when that call is answered
+    or ends. Its frames wait in a queue of :data:`BRIDGE_DEPTH`: the oldest slips when
+    that call's clock runs ahead of ours."""
+
+    def __init__(self, other: UASCallChannel, law: str,
+                 ringback: FrameSource | None) -> None:
+        self.law = law
+        self.label = f"the far end of {other.Details.call_id} ({other.Details.call_to})"
+        self._other = other
+        self._ringback = ringback
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._tables: dict[str, bytes | None] = {}
+        self._following = False
+        self._heard_any = False
+        self._silence = g711.codec(law).silence_frame
+        self.slips = 0
+
+    @property
+    def duration(self) -> float | None:
+        return None
+
+    @property
+    def complete(self) -> bool:
+        return False  # how long it lasts is known when the other call is answered
+
+    def _heard(self, frame: bytes, law: str) -> None:
+        table = self._tables.get(law, b"")
+        if table == b"":
+            table = self._tables[law] = g711.transcoder(law, self.law)
+        self._heard_any = True
+        self._queue.append(frame if table is None else frame.translate(table))
+        if len(self._queue) > BRIDGE_DEPTH:
+            self._queue.popleft()
+            self.slips += 1
+
+    def next_frame(self) -> bytes | None:  # engine thread: the player pulls
+        other = self._other
+        if not self._following:
+            other._follow(self._heard)
+            self._following = True
+        if other._state not in (State.CALL_OUTGOING, State.RING_OUTGOING) \
+                or other._releasing:
+            return None
+        if self._queue:
+            return self._queue.popleft()
+        if not self._heard_any and self._ringback is not None \
+                and other._state is State.RING_OUTGOING:
+            return self._ringback.next_frame() or self._silence
+        return self._silence
+
+    def close(self) -> None:
+        if self._following:
+            self._following = False
+            self._other._follow(self._heard, stop=True)
+        if self._ringback is not None:
+            self._ringback.close()
 
 
 def _seconds(name: str, value: float | None, *, allow_none: bool) -> float | None:
@@ -928,6 +1209,7 @@ class _PlayerBase(_Job):
     def _check(self, what: str) -> None:
         """R1/R2 for a play, before its arguments are looked at."""
         self._channel._require((State.ANSWERED,), what)
+        self._channel._check_not_connected(what)
         if self._state is self.State.PLAYING:
             raise Error(f"{what}: already playing; expected it to finish or stop() first")
         channel = self._channel
@@ -982,6 +1264,11 @@ class _PlayerBase(_Job):
                 return
             if channel._state is not State.ANSWERED or channel._releasing:
                 done.set_result("hangup")
+                return
+            try:
+                channel._check_not_connected(what)
+            except Error as exc:
+                done.set_exception(exc)
                 return
             if channel._playing is not None:
                 done.set_exception(Error(f"{what} while the {type(channel._playing).__name__}"

@@ -127,7 +127,7 @@ def test_ring_refuses_wrong_states_and_bad_arguments(world):
     with_tones(channel)
     with pytest.raises(Error, match="RINGBACK_XX"):
         channel.ring(negotiate_early_media=True, custom_ringtone="RINGBACK_XX")
-    with pytest.raises(ArgumentError, match="expected a tone name or a PlayableMedia"):
+    with pytest.raises(ArgumentError, match="expected a tone name, a PlayableMedia or a channel"):
         channel.ring(custom_ringtone=42)
     for bad in (-1, "5", True, float("nan")):
         with pytest.raises(ArgumentError, match="seconds_ringtime"):

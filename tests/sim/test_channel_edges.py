@@ -34,7 +34,7 @@ def test_ring_does_not_look_at_a_ringtone_it_will_not_play(world):
     missing = PlayableMedia(file_to_play="no-such.wav", channel=channel)
     assert channel.ring(1, custom_ringtone=missing) is State.RING_INCOMING
     assert [m.progress_descriptions for m in world.alertings()] == [[]]
-    with pytest.raises(ArgumentError, match="expected a tone name or a PlayableMedia"):
+    with pytest.raises(ArgumentError, match="expected a tone name, a PlayableMedia or a channel"):
         channel.ring(custom_ringtone=42)  # the wrong type is a bug whatever is asked
 
 

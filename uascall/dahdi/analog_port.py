@@ -341,6 +341,10 @@ class PortAudio(MediaPort):
         if self.port.channel is not None:
             self.port.channel.flush(abi.DAHDI_FLUSH_WRITE)
 
+    def limit_queue(self, frames: int | None) -> None:
+        if self.port.channel is not None:
+            self.port.channel.limit_write_queue(frames)
+
 
 class AnalogLeg(CallLeg):
     """A call on an analog port as a channel leg (engine thread only)."""

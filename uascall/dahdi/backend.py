@@ -115,6 +115,9 @@ class BChannelPort(MediaPort):
     def flush(self) -> None:
         self.channel.flush(abi.DAHDI_FLUSH_WRITE)
 
+    def limit_queue(self, frames: int | None) -> None:
+        self.channel.limit_write_queue(frames)
+
 
 class PriLeg(CallLeg):
     """A PRI call as a channel leg (engine thread only).

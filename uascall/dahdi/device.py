@@ -33,6 +33,9 @@ from uascall.errors import ArgumentError, DeviceError
 log = logging.getLogger(__name__)
 
 DEV_DIR = "/dev/dahdi"
+#: write buffers (20 ms blocks) a voice channel keeps: a player's three frames of lead and
+#: one for the phase between its clock and the line's
+MEDIA_NUMBUFS = 4
 UDEV_HINT = ("give this user access to /dev/dahdi: 'sudo bash udev/install.sh USER' from the "
              "uascall source installs the rules (group dahdi, mode 0660) and adds USER to "
              "that group (see udev/README.md)")
@@ -370,6 +373,12 @@ class Channel(_Device):
         self._ioctl(abi.DAHDI_SET_BUFINFO, info)
         if bufsize is not None:
             self._blocksize = bufsize
+
+    def limit_write_queue(self, frames: int | None) -> None:
+        """Hold at most ``frames`` 20 ms blocks (2 or more) in the kernel's write buffers,
+        or, with None, :data:`MEDIA_NUMBUFS`. A voice port's queue is those buffers:
+        DAHDI has no call that says how many are full, so their number is the bound."""
+        self.set_buffers(numbufs=MEDIA_NUMBUFS if frames is None else max(2, frames))
 
     def set_law(self, law: int) -> None:
         """DAHDI_SETLAW: how DAHDI interprets this channel's bytes. It does not transcode:

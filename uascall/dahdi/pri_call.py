@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from uascall import faultlog
 from uascall.dahdi import libpri
+from uascall.dahdi.device import MEDIA_NUMBUFS
 from uascall.errors import ArgumentError, LocalProtocolError
 
 if TYPE_CHECKING:
@@ -233,7 +234,7 @@ class PriCall:
             self.span._hang_up(self, cause, "local")
 
     # ------------------------------------------------------------------ media
-    def open_media(self, *, numbufs: int = 4) -> Channel:
+    def open_media(self, *, numbufs: int = MEDIA_NUMBUFS) -> Channel:
         """Open the B-channel for voice: 160-byte (20 ms) blocks in the call's law."""
         if self.media is None:
             if not self.live:

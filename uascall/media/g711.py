@@ -150,3 +150,21 @@ def codec(name: str) -> Codec:
     if key in ("alaw", "pcma", "g711a", "a-law"):
         return ALAW
     raise ValueError(f"unknown G.711 law {name!r}; expected 'ulaw' or 'alaw'")
+
+
+_TRANSCODERS: dict[tuple[str, str], bytes] = {}
+
+
+def transcoder(from_law: str, to_law: str) -> bytes | None:
+    """A 256-byte table for ``bytes.translate`` that turns ``from_law`` codes into
+    ``to_law`` codes (each code decoded and encoded again: a code of one law maps to the
+    nearest of the other), or None when the laws are the same and nothing is to be done."""
+    source, target = codec(from_law), codec(to_law)
+    if source is target:
+        return None
+    key = (source.name, target.name)
+    table = _TRANSCODERS.get(key)
+    if table is None:
+        table = _TRANSCODERS[key] = bytes(target.encode_sample(source.decode_sample(code))
+                                          for code in range(256))
+    return table

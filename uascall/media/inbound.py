@@ -158,6 +158,7 @@ class Hearing:
         #: where the latest key press started in what was heard (a sample index), for
         #: those heard in band; None for one reported out of band
         self.key_sample: int | None = None
+        self._inband_key: str | None = None  # a key down in band now
 
     def close(self) -> None:
         self._stream.close()
@@ -199,10 +200,17 @@ class Hearing:
                      self.name, digit)
             return
         self.key_sample = sample
+        self._inband_key = digit
         self.keys.down("inband", digit, start, self._engine.time())
 
     def _inband_up(self, event: DtmfEvent) -> None:
+        if self._inband_key == event.digit:
+            self._inband_key = None
         self.keys.up("inband", event.digit, self._time_of(event.end))
+
+    def inband_key_held(self) -> bool:
+        """Whether the far end holds a key down in band now (as far as heard)."""
+        return self._inband_key is not None
 
     # ------------------------------------------------------------------ out
     def sent(self, frame: bytes, law: str) -> None:

@@ -136,6 +136,7 @@ class RtpStream(MediaPort):
         self._sender: RtpSender | None = None
         self._silence = b""
         self._queue: collections.deque[bytes] = collections.deque()
+        self._queue_limit = QUEUE_FRAMES
         self._events: collections.deque[list[bytes]] = collections.deque()  # per tick
         self._dtmf: DtmfReceiver | None = None
         self._jitter: JitterBuffer | None = None
@@ -206,13 +207,18 @@ class RtpStream(MediaPort):
             raise OSError(f"{self.name}: the call's RTP stream is closed")
         if not self.sending:
             return True  # the far end holds the call: what plays goes nowhere, in time
-        if len(self._queue) >= QUEUE_FRAMES:
+        if len(self._queue) >= self._queue_limit:
             return False
         self._queue.append(frame)
         return True
 
     def flush(self) -> None:
         self._queue.clear()
+
+    def limit_queue(self, frames: int | None) -> None:
+        self._queue_limit = QUEUE_FRAMES if frames is None else max(2, frames)
+        while len(self._queue) > self._queue_limit:
+            self._queue.popleft()
 
     @property
     def telephone_events(self) -> bool:  # type: ignore[override]

@@ -1,0 +1,168 @@
+"""Joining two calls: what one far end sends goes to the other, 20 ms at a time.
+
+Theory of operation
+-------------------
+A bridge is two :class:`AudioLink` objects, one for each direction. A link is a tap on one
+call's receive path (the frames its far end sends, in that call's law) and writes each
+frame, as it arrives, to the other call's outgoing media port: no ticker of ours in
+between, so the bridge adds no delay beyond the frame the port may already hold.
+
+The two calls' clocks differ (two E1 lines, a line and this machine's clock that paces
+RTP): one side delivers frames slightly faster than the other takes them. The port's
+queue is kept short (:data:`BRIDGE_DEPTH` frames, :meth:`MediaPort.limit_queue`), and a
+frame that finds it full is dropped: a *slip*, one 20 ms frame lost every few minutes
+at the worst crystal tolerances, instead of a buffer that grows for as long as the call
+lasts. The other way round (the taking side is faster) its port runs dry now and then
+and sends a frame of silence (a SIP stream's ticker; a DAHDI channel's underrun), which
+is the same slip the other way. Either way the delay stays bounded for an hour as for a
+minute.
+
+Where the laws differ (an E1 caller, a mu-law SIP phone) each frame is converted by a
+256-byte table (:func:`~uascall.media.g711.transcoder`).
+
+Keys pressed at one end reach the other as that end takes them: where its port takes
+RFC 4733 telephone-events, as events, and the tone heard in band is muted while the key
+is down (only its first tens of milliseconds, before the detector knows it is a key, go
+through); otherwise in band, where a key that came out of band is played as a tone
+(:data:`DIGIT_MS`) in place of the audio.
+
+Everything here runs on the engine thread; it knows media ports (``write``,
+``limit_queue``, ``telephone_events``, ``send_digit``, ``law``) and nothing of calls.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from uascall.media import g711
+from uascall.media.dtmf import dtmf_samples
+from uascall.media.source import FRAME_SAMPLES
+
+log = logging.getLogger(__name__)
+
+#: frames a bridged port may hold before a frame slips: one queued behind the one going
+#: out, so that the phase of the two clocks never costs a frame, and no more
+BRIDGE_DEPTH = 2
+#: how long a key carried across is played (in band) or signalled (RFC 4733), ms
+DIGIT_MS = 100
+#: the most frames the in-band tone of a key is muted for, should its end never be heard
+MAX_MUTED_FRAMES = 100
+
+
+class AudioLink:
+    """One direction of a bridge: frames heard from one call, written to ``port``.
+
+    ``key_held()`` tells whether the source's far end holds a key down in band now (its
+    tone is muted on a port that takes the key as a telephone-event); ``sent(frame,
+    law)`` and ``sent_key(digit)`` tell the destination call what its far end was sent
+    (its echo guard must not take our own keys coming back for the far end's).
+    """
+
+    def __init__(self, port: Any, *, name: str = "bridge",
+                 key_held: Callable[[], bool] | None = None,
+                 sent: Callable[[bytes, str], None] | None = None,
+                 sent_key: Callable[[str], None] | None = None) -> None:
+        self.port = port
+        self.name = name
+        self._key_held = key_held
+        self._sent = sent
+        self._sent_key = sent_key
+        self._law = g711.codec(port.law).name
+        self._tables: dict[str, bytes | None] = {}
+        self._overlay: collections.deque[bytes] = collections.deque()
+        self._muted = 0  # frames left to mute of a key's in-band tone
+        self.closed = False
+        #: frames heard and frames written on; frames dropped because the port was full
+        self.frames_in = 0
+        self.frames_out = 0
+        self.slips = 0
+
+    def open(self) -> None:
+        """Start: the destination port keeps its queue to :data:`BRIDGE_DEPTH` frames."""
+        self.port.limit_queue(BRIDGE_DEPTH)
+
+    def close(self) -> None:
+        """Stop writing; the port goes back to its own queue length (players' lead)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._overlay.clear()
+        try:
+            self.port.limit_queue(None)
+        except OSError as exc:  # the call's device is gone: nothing to give back
+            log.debug("%s: the port could not be given back its queue: %s", self.name, exc)
+        if self.slips:
+            log.info("%s: %d of %d frames slipped (the two clocks differ)", self.name,
+                     self.slips, self.frames_in)
+
+    # ------------------------------------------------------------------ audio
+    def heard(self, frame: bytes, law: str) -> None:
+        """The source call's tap: one 20 ms frame from its far end."""
+        if self.closed:
+            return
+        self.frames_in += 1
+        if self._overlay:
+            frame = self._overlay.popleft()
+        else:
+            frame = self._convert(frame, law)
+            if self._muted:
+                if self._key_held is not None and self._key_held():
+                    self._muted -= 1
+                    frame = g711.codec(self._law).silence_frame
+                else:
+                    self._muted = 0
+        try:
+            written = self.port.write(frame)
+        except OSError as exc:  # the other call's device failed: its owner clears it
+            log.debug("%s: the port refused a frame: %s", self.name, exc)
+            return
+        if not written:
+            self.slips += 1
+            return
+        self.frames_out += 1
+        if self._sent is not None:
+            self._sent(frame, self._law)
+
+    def _convert(self, frame: bytes, law: str) -> bytes:
+        try:
+            table = self._tables[law]
+        except KeyError:
+            table = self._tables[law] = g711.transcoder(law, self._law)
+        return frame if table is None else frame.translate(table)
+
+    # ------------------------------------------------------------------ keys
+    def key(self, digit: str, in_band: bool) -> None:
+        """The source's far end pressed ``digit`` (heard ``in_band``, or out of band)."""
+        if self.closed:
+            return
+        if self.port.telephone_events:
+            try:
+                self.port.send_digit(digit, DIGIT_MS)
+            except OSError as exc:
+                log.debug("%s: DTMF %s not sent: %s", self.name, digit, exc)
+                return
+            if self._sent_key is not None:
+                self._sent_key(digit)
+            if in_band:
+                self._muted = MAX_MUTED_FRAMES
+        elif not in_band:
+            self._overlay.extend(_digit_frames(digit, self._law))
+        # a key heard in band on a port without events goes on in band, in the audio
+
+
+_DIGIT_FRAMES: dict[tuple[str, str], tuple[bytes, ...]] = {}
+
+
+def _digit_frames(digit: str, law: str) -> tuple[bytes, ...]:
+    """``digit`` as DIGIT_MS of tone and a frame of silence, in 20 ms frames of ``law``."""
+    frames = _DIGIT_FRAMES.get((digit, law))
+    if frames is None:
+        codec = g711.codec(law)
+        samples = codec.encode(dtmf_samples(digit, on_ms=DIGIT_MS, off_ms=20, law=law))
+        samples += bytes([codec.silence]) * (-len(samples) % FRAME_SAMPLES)
+        frames = _DIGIT_FRAMES[(digit, law)] = tuple(
+            samples[at:at + FRAME_SAMPLES] for at in range(0, len(samples), FRAME_SAMPLES))
+    return frames
