@@ -86,7 +86,7 @@ def test_keys_cross_the_bridge_in_band_and_reach_both_detectors(world):
 
 
 def test_the_far_end_hanging_up_disconnects_and_wakes_the_other(world):
-    a, far_a, b, far_b = joined(world)
+    a, _far_a, b, far_b = joined(world)
     seen = events_of(a)
     world.engine.run(far_b.hangup, 17)
     state, took = world.elapsed(a.wait_for_idle, T)
@@ -102,7 +102,7 @@ def test_the_far_end_hanging_up_disconnects_and_wakes_the_other(world):
 
 
 def test_hanging_up_one_side_tells_the_other_with_normal(world):
-    a, far_a, b, far_b = joined(world)
+    a, far_a, b, _far_b = joined(world)
     assert a.hang_up() is State.IDLE
     assert b.wait_for_idle(T) is State.ANSWERED
     assert b.Details.disconnect_cause is Cause.NORMAL

@@ -1,0 +1,180 @@
+"""The bridge's audio links on their own: clock slip over an hour, law conversion, keys.
+
+A link is fed and drained by two clocks that differ, as two lines' (or a line's and this
+machine's) do; the port is a model of a media port with a bounded queue that sends one
+frame per tick of its own clock (as a DAHDI channel's kernel buffers and a SIP stream's
+ticker do).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+import pytest
+
+from tests import audio
+from uascall.media import g711
+from uascall.media.bridge import BRIDGE_DEPTH, DIGIT_MS, AudioLink
+
+FRAME = 0.020
+
+
+class QueuePort:
+    """A media port: ``limit_queue`` frames at most, one sent per tick of its clock."""
+
+    def __init__(self, law: str = "ulaw", *, telephone_events: bool = False) -> None:
+        self.law = law
+        self.telephone_events = telephone_events
+        self.limit = 5
+        self.queue: list[bytes] = []
+        self.sent: list[bytes] = []
+        self.underruns = 0
+        self.max_depth = 0
+        self.digits: list[tuple[str, int]] = []
+
+    def limit_queue(self, frames: int | None) -> None:
+        self.limit = 5 if frames is None else max(2, frames)
+
+    def write(self, frame: bytes) -> bool:
+        if len(self.queue) >= self.limit:
+            return False
+        self.queue.append(frame)
+        self.max_depth = max(self.max_depth, len(self.queue))
+        return True
+
+    def tick(self) -> None:
+        if self.queue:
+            self.sent.append(self.queue.pop(0))
+        else:
+            self.underruns += 1
+
+    def send_digit(self, digit: str, duration_ms: int) -> None:
+        self.digits.append((digit, duration_ms))
+
+
+def numbered(n: int) -> bytes:
+    """A frame that says which it was (its first bytes)."""
+    return n.to_bytes(4, "big") + bytes(156)
+
+
+def run(link: AudioLink, port: QueuePort, seconds: float, source_ppm: float,
+        sink_ppm: float, *, phase: float = 0.0077) -> int:
+    """Feed ``link`` from a clock ``source_ppm`` off and drain ``port`` by one
+    ``sink_ppm`` off, for ``seconds``; returns the frames fed."""
+    source_period = FRAME * (1 + source_ppm * 1e-6)
+    sink_period = FRAME * (1 + sink_ppm * 1e-6)
+    events = [(0.0, 0, "source"), (phase, 1, "sink")]
+    fed = 0
+    while events:
+        at, _order, what = heapq.heappop(events)
+        if at > seconds:
+            break
+        if what == "source":
+            link.heard(numbered(fed), port.law)
+            fed += 1
+            heapq.heappush(events, (fed * source_period, 0, "source"))
+        else:
+            port.tick()
+            heapq.heappush(events, (at + sink_period, 1, "sink"))
+    return fed
+
+
+@pytest.mark.parametrize("source_ppm, sink_ppm", [(100, -100), (-100, 100), (0, 0),
+                                                  (32, 0)])
+def test_an_hour_of_two_clocks_never_grows_the_queue(source_ppm, sink_ppm):
+    port = QueuePort()
+    link = AudioLink(port)
+    link.open()
+    fed = run(link, port, 3600.0, source_ppm, sink_ppm)
+    assert port.limit == BRIDGE_DEPTH and port.max_depth <= BRIDGE_DEPTH
+    # what the two clocks differ by over the hour, in frames, is what slips (either way)
+    drift = 3600.0 * abs(source_ppm - sink_ppm) * 1e-6 / FRAME
+    if source_ppm < sink_ppm:  # the source's frames come faster than the port sends
+        assert link.slips == pytest.approx(drift, abs=2)
+        assert port.underruns <= 1
+    else:
+        assert link.slips == 0
+        assert port.underruns == pytest.approx(drift, abs=2)
+    # in order, nothing repeated; each frame is late by at most the depth
+    order = [int.from_bytes(frame[:4], "big") for frame in port.sent]
+    assert order == sorted(set(order))
+    assert fed - len(port.sent) - link.slips <= BRIDGE_DEPTH
+    link.close()
+    assert port.limit == 5  # the port's own queue again
+
+
+@pytest.mark.parametrize("source, target", [("alaw", "ulaw"), ("ulaw", "alaw")])
+def test_frames_are_converted_where_the_laws_differ(source, target):
+    port = QueuePort(target)
+    port.limit = 100
+    link = AudioLink(port)
+    tone = [round(8000 * math.sin(2 * math.pi * 1004 * n / 8000)) for n in range(8000)]
+    sent = g711.codec(source).encode(tone)
+    for at in range(0, 8000, 160):
+        link.heard(sent[at:at + 160], source)
+    link.heard(g711.codec(target).encode(tone[:160]), target)  # the same law: as it is
+    assert port.queue[-1] == g711.codec(target).encode(tone[:160])
+    heard = audio.decode(b"".join(port.queue[:-1]), target)
+    before = audio.decode(sent, source)
+    # the same signal, give or take the second law's quantisation: where the two laws'
+    # steps lie half a step apart (as they do here) a level moves by up to 0.2 dB
+    assert audio.db(audio.rms(heard) / audio.rms(before)) == pytest.approx(0.0, abs=0.25)
+    assert max(abs(a - b) for a, b in zip(heard, before, strict=True)) <= 256
+    assert audio.dominant_frequency(heard) == pytest.approx(1004, abs=2)
+
+
+def test_a_key_heard_in_band_goes_on_in_band_to_a_port_without_events():
+    port = QueuePort()
+    link = AudioLink(port)
+    link.key("5", in_band=True)
+    assert port.digits == [] and not port.queue  # the tone itself is in the audio
+
+
+def test_a_key_from_out_of_band_is_played_in_band_where_events_are_not_taken():
+    port = QueuePort("alaw")
+    link = AudioLink(port)
+    link.key("7", in_band=False)
+    silence = g711.codec("ulaw").silence_frame
+    for _ in range(10):
+        link.heard(silence, "ulaw")
+    heard = audio.decode(b"".join(port.queue), "alaw")
+    assert audio.dtmf_keys(heard, "alaw") == "7"
+    runs = audio.on_off_segments(heard, law="alaw")
+    assert runs[0] == (True, pytest.approx(DIGIT_MS / 1000, abs=0.021))
+
+
+def test_a_key_goes_as_an_event_where_the_port_takes_them_and_its_tone_is_muted():
+    port = QueuePort(telephone_events=True)
+    told: list[str] = []
+    held = [True]
+    link = AudioLink(port, key_held=lambda: held[0], sent_key=told.append)
+    tone = g711.codec("ulaw").encode(
+        [round(6000 * math.sin(2 * math.pi * 770 * n / 8000)) for n in range(160)])
+    link.heard(tone, "ulaw")  # before the detector knew: it goes through
+    link.key("5", in_band=True)
+    link.heard(tone, "ulaw")
+    link.heard(tone, "ulaw")
+    held[0] = False
+    link.heard(tone, "ulaw")  # the key is up: audio again
+    assert port.digits == [("5", DIGIT_MS)] and told == ["5"]
+    silence = g711.codec("ulaw").silence_frame
+    assert port.queue[1:3] == [silence, silence]
+    assert port.queue[0] == port.queue[3] == tone
+
+
+def test_a_key_from_out_of_band_is_relayed_as_an_event():
+    port = QueuePort(telephone_events=True)
+    link = AudioLink(port)
+    link.key("#", in_band=False)
+    assert port.digits == [("#", DIGIT_MS)]
+
+
+def test_a_closed_link_writes_nothing():
+    port = QueuePort()
+    link = AudioLink(port)
+    link.open()
+    link.close()
+    link.heard(g711.codec("ulaw").silence_frame, "ulaw")
+    link.key("1", in_band=False)
+    assert port.queue == [] and port.digits == []
