@@ -1,0 +1,225 @@
+"""A PRI call joined to a SIP call: early media passed on, law conversion, keys both ways.
+
+The box is one engine (real time: SIP is real UDP) with a simulated E1 span (A-law; the
+exchange is a real libpri instance in network mode) and a SIP backend. The SIP far end is
+a phone: another uascall SIP user agent on an engine of its own, which takes mu-law only,
+so every frame is converted. The exchange and the phone record what they hear; the test
+analyses it with its own filters (``tests/audio.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import wave
+
+import pytest
+
+from tests import audio
+from uascall.backend import Cause, open_backend
+from uascall.channel import State, UASCallChannel
+from uascall.engine import Engine
+from uascall.media.player import MediaClock
+from uascall.media.tones import ToneManager
+from uascall.sim.backend import SimBackend
+
+from .helpers import T, Wire
+from .sip_peer import FAST
+
+LAW = "alaw"  # the E1 span's; the phone speaks mu-law
+
+
+def tone_manager() -> ToneManager:
+    tones = ToneManager()
+    # steady tones, one for each direction, told apart by frequency
+    tones.create_tone([({"frequency": 1209, "amplitude": 16}, {}, {"duration": 9999})],
+                      "PHONE_TONE")
+    tones.create_tone([({"frequency": 1633, "amplitude": 12}, {}, {"duration": 9999})],
+                      "EARLY_TONE")
+    return tones
+
+
+class Phone:
+    """A SIP phone: a uascall SIP user agent whose calls come to :meth:`call`."""
+
+    def __init__(self, media_dir) -> None:
+        self.engine = Engine().start()
+        self.backend = open_backend("sip", self.engine, listen="127.0.0.1:0", timers=FAST,
+                                    codecs="g711u")
+        self.clock = MediaClock(self.engine)
+        self.calls: queue.Queue[UASCallChannel] = queue.Queue()
+        self.media_dir = media_dir
+
+        def incoming(leg) -> None:
+            channel = UASCallChannel(self.engine, leg, media_clock=self.clock,
+                                     media_dir=media_dir)
+            channel.create_tone_player(tone_manager())
+            self.calls.put(channel)
+
+        self.backend.on_incoming = incoming
+        self.engine.run(self.backend.start)
+
+    @property
+    def uri(self) -> str:
+        host, port = self.backend.addresses[0]
+        return f"sip:phone@{host}:{port}"
+
+    def call(self) -> UASCallChannel:
+        return self.calls.get(timeout=T)
+
+    def close(self) -> None:
+        self.engine.run(self.backend.stop)
+        self.engine.stop()
+
+
+class Box:
+    """The gateway box: a simulated E1 span and a SIP backend on one engine."""
+
+    def __init__(self) -> None:
+        self.engine = Engine().start()
+        self.clock = MediaClock(self.engine)
+        self.sim = SimBackend(self.engine, kind="E1")
+        self.sip = open_backend("sip", self.engine, listen="127.0.0.1:0", timers=FAST)
+        self.incoming: queue.Queue[UASCallChannel] = queue.Queue()
+
+        def incoming(leg) -> None:
+            channel = UASCallChannel(self.engine, leg, media_clock=self.clock)
+            channel.create_tone_player(ToneManager())
+            self.incoming.put(channel)
+
+        self.sim.on_incoming = incoming
+        self.engine.run(self.sim.start)
+        self.engine.run(self.sip.start)
+        assert self.engine.wait_until(lambda: self.sim.up, T)
+        assert self.sim.loop is not None
+        self.wire = Wire(self.sim.loop.tap, self.sim.loop.cpe.layout.dchannel)
+
+    def outbound(self) -> UASCallChannel:
+        return UASCallChannel(self.engine, backend=self.sip, media_clock=self.clock)
+
+    def exchange_calls(self):
+        far = self.engine.run(self.sim.far_end.dial, "5551000")
+        return self.incoming.get(timeout=T), far
+
+    def close(self) -> None:
+        self.engine.run(self.sip.stop)
+        self.engine.run(self.sim.stop)
+        self.engine.stop()
+
+
+@pytest.fixture
+def box():
+    gateway = Box()
+    yield gateway
+    gateway.close()
+
+
+@pytest.fixture
+def phone(tmp_path):
+    far = Phone(tmp_path)
+    yield far
+    far.close()
+
+
+def tone(freq: float, seconds: float, level_dbm0: float, law: str) -> list[int]:
+    peak = audio.reference_rms(law) * math.sqrt(2) * 10 ** (level_dbm0 / 20)
+    return [round(peak * math.sin(2 * math.pi * freq * n / 8000))
+            for n in range(round(seconds * 8000))]
+
+
+def in_thread(engine: Engine, fn, *args, **kwargs) -> list:
+    result: list = []
+    thread = engine.start_actor_thread(lambda: result.append(fn(*args, **kwargs)))
+    result.append(thread)
+    return result
+
+
+def finished(result: list):
+    result[0].join(T)
+    assert len(result) == 2, "the blocking call did not return"
+    return result[1]
+
+
+def pri_to_sip(box: Box, phone: Phone):
+    """The exchange calls the box, which calls the phone and passes its early media on
+    until it answers; then the two are connected. Returns (ours in, exchange's call,
+    ours out, the phone's channel) and the index of what the exchange heard at CONNECT."""
+    ours, far = box.exchange_calls()
+    out = box.outbound()
+    assert out.start_call(phone.uri, call_from="5552000") is State.CALL_OUTGOING
+    theirs = phone.call()
+    ringing = in_thread(phone.engine, theirs.ring, 0, negotiate_early_media=True,
+                        custom_ringtone="EARLY_TONE", loop_ringtone=True)
+    assert finished(ringing) is State.RING_INCOMING
+    assert out.wait_for_ringing(T) is State.RING_OUTGOING
+    rung = in_thread(box.engine, ours.ring, None, negotiate_early_media=True,
+                     custom_ringtone=out)
+    box.engine.sleep(1.5)
+    answered = in_thread(phone.engine, theirs.answer)
+    assert finished(rung) is State.RING_INCOMING  # ring(None) ends with the answer
+    assert finished(answered) is State.ANSWERED
+    assert out.wait_for_answer(T) is State.ANSWERED
+    assert ours.answer() is State.ANSWERED
+    at_connect = len(far.heard)
+    assert ours.connect(out) is True
+    return ours, far, out, theirs, at_connect
+
+
+def test_pri_caller_hears_the_sip_sides_early_media_then_talks_both_ways(box, phone):
+    ours, far, out, theirs, at_connect = pri_to_sip(box, phone)
+    alerting = box.wire.find("cpe", "ALERTING")
+    assert alerting.progress_descriptions == [8]  # in-band information now available
+    early = audio.decode(bytes(far.heard[:at_connect]), LAW)
+    # the phone's early tone, sent in mu-law RTP, heard in A-law on the B-channel
+    assert audio.dominant_frequency(early[-8000:]) == pytest.approx(1633, abs=3)
+    assert audio.level_dbm0(early[-8000:], LAW) == pytest.approx(-12.0, abs=0.5)
+    assert box.wire.names("cpe").index("ALERTING") < box.wire.names("cpe").index("CONNECT")
+
+    # both ways once connected: the exchange's caller talks, the phone records it
+    recording = in_thread(phone.engine, theirs.FileRecorder.record, "heard.wav",
+                          milliseconds_max_silence=0, seconds_timeout=2.5,
+                          file_format="pcm16")
+    mark = len(far.heard)
+    box.engine.run(far.say, tone(697.0, 1.0, -10.0, LAW))
+    playing = in_thread(phone.engine, theirs.TonePlayer.play, "PHONE_TONE",
+                        seconds_duration=1.0)
+    assert finished(playing) is theirs.TonePlayer.Cause.NORMAL
+    assert finished(recording) is theirs.FileRecorder.Cause.TIMEOUT
+    with wave.open(str(phone.media_dir / "heard.wav")) as wav:
+        heard_by_phone = list(memoryview(wav.readframes(wav.getnframes())).cast("h"))
+    assert audio.dominant_frequency(heard_by_phone) == pytest.approx(697, abs=3)
+    loud = [s for s in heard_by_phone if abs(s) > 1000]
+    assert len(loud) > 4000
+    box.engine.sleep(0.3)
+    # (the first 0.1 s may still be the early tone the phone had queued when it answered)
+    heard_by_caller = audio.decode(bytes(far.heard[mark:]), LAW)[1600:7200]
+    assert audio.dominant_frequency(heard_by_caller) == pytest.approx(1209, abs=3)
+    assert audio.component_level_dbm0(heard_by_caller, 1209, LAW) == pytest.approx(
+        -16.0, abs=0.5)
+
+    # the phone hangs up: the box is told and clears the caller with the same cause
+    assert theirs.hang_up() is State.IDLE
+    assert ours.wait_for_idle(T) is State.ANSWERED
+    assert ours.Details.disconnect_cause is Cause.NORMAL and out.state() is State.IDLE
+    assert ours.hang_up() is State.IDLE
+    assert box.engine.wait_until(lambda: far.cleared, T) and far.call.cause == 16
+
+
+def test_keys_cross_from_pri_in_band_to_sip_as_events_and_back(box, phone):
+    ours, far, out, theirs, _ = pri_to_sip(box, phone)
+    assert out._leg.media().telephone_events  # the phone offered telephone-event
+    box.engine.run(lambda: far.press("159"))
+    assert theirs.DTMFDetector.get_digits(count=3, seconds_predigits_timeout=T,
+                                          seconds_interdigit_timeout=T) == "159"
+    mark = len(far.heard)
+    assert theirs.DTMFPlayer.play("*0#") is theirs.DTMFPlayer.Cause.NORMAL
+    box.engine.sleep(0.5)
+    assert audio.dtmf_keys(audio.decode(bytes(far.heard[mark:]), LAW), LAW) == "*0#"
+    # one digit per press on the phone: the events, not the tone leaking before them too
+    assert theirs.DTMFDetector.get_digits(count=1, seconds_predigits_timeout=0.5) == ""
+    # and the caller hangs up: the phone's side is told
+    box.engine.run(far.hangup)
+    assert out.wait_for_idle(T) is State.ANSWERED
+    assert out.Details.disconnect_cause is Cause.NORMAL
+    out.hang_up()
+    assert theirs.wait_for_idle(T) is State.IDLE
