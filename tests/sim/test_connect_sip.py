@@ -206,7 +206,7 @@ def test_pri_caller_hears_the_sip_sides_early_media_then_talks_both_ways(box, ph
 
 
 def test_keys_cross_from_pri_in_band_to_sip_as_events_and_back(box, phone):
-    ours, far, out, theirs, _ = pri_to_sip(box, phone)
+    _ours, far, out, theirs, _ = pri_to_sip(box, phone)
     assert out._leg.media().telephone_events  # the phone offered telephone-event
     box.engine.run(lambda: far.press("159"))
     assert theirs.DTMFDetector.get_digits(count=3, seconds_predigits_timeout=T,
