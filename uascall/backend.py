@@ -122,6 +122,11 @@ class MediaPort:
         """Drop what is queued and not yet sent, so that the far end stops hearing it now
         (barge-in). Nothing to do where nothing waits."""
 
+    def queued(self) -> int | None:
+        """Frames written and not yet sent, where the port can tell (None where it
+        cannot: a DAHDI channel's kernel buffers)."""
+        return None
+
     def limit_queue(self, frames: int | None) -> None:
         """Hold at most ``frames`` frames (not fewer than 2) queued and not yet sent, so
         that a write beyond them is refused (a bridge's audio: no delay beyond that);

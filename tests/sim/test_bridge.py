@@ -15,7 +15,7 @@ import pytest
 
 from tests import audio
 from uascall.media import g711
-from uascall.media.bridge import BRIDGE_DEPTH, DIGIT_MS, AudioLink
+from uascall.media.bridge import BRIDGE_DEPTH, DIGIT_MS, SETTLE_FRAMES, AudioLink
 
 FRAME = 0.020
 
@@ -32,11 +32,17 @@ class QueuePort:
         self.underruns = 0
         self.max_depth = 0
         self.digits: list[tuple[str, int]] = []
+        self.knows_depth = True
+        self.depths: list[int] = []  # before each frame written
 
     def limit_queue(self, frames: int | None) -> None:
         self.limit = 5 if frames is None else max(2, frames)
 
+    def queued(self) -> int | None:
+        return len(self.queue) if self.knows_depth else None
+
     def write(self, frame: bytes) -> bool:
+        self.depths.append(len(self.queue))
         if len(self.queue) >= self.limit:
             return False
         self.queue.append(frame)
@@ -80,16 +86,21 @@ def run(link: AudioLink, port: QueuePort, seconds: float, source_ppm: float,
     return fed
 
 
+@pytest.mark.parametrize("knows_depth", [True, False], ids=["sip-like", "dahdi-like"])
 @pytest.mark.parametrize("source_ppm, sink_ppm", [(100, -100), (-100, 100), (0, 0),
                                                   (32, 0)])
-def test_an_hour_of_two_clocks_never_grows_the_queue(source_ppm, sink_ppm):
+def test_an_hour_of_two_clocks_never_grows_the_queue(source_ppm, sink_ppm, knows_depth):
     port = QueuePort()
+    port.knows_depth = knows_depth
     link = AudioLink(port)
     link.open()
     fed = run(link, port, 3600.0, source_ppm, sink_ppm)
     assert port.limit == BRIDGE_DEPTH and port.max_depth <= BRIDGE_DEPTH
     # what the two clocks differ by over the hour, in frames, is what slips (either way)
     drift = 3600.0 * abs(source_ppm - sink_ppm) * 1e-6 / FRAME
+    if knows_depth:
+        # a frame waits behind another only until the bridge sees the source is ahead
+        assert sum(depth > 1 for depth in port.depths) <= (drift + 2) * SETTLE_FRAMES
     if source_ppm < sink_ppm:  # the source's frames come faster than the port sends
         assert link.slips == pytest.approx(drift, abs=2)
         assert port.underruns <= 1
@@ -102,6 +113,17 @@ def test_an_hour_of_two_clocks_never_grows_the_queue(source_ppm, sink_ppm):
     assert fed - len(port.sent) - link.slips <= BRIDGE_DEPTH
     link.close()
     assert port.limit == 5  # the port's own queue again
+
+
+def test_a_burst_of_two_frames_fits_behind_the_one_going_out():
+    port = QueuePort()
+    link = AudioLink(port)
+    link.open()
+    for n in range(3):  # one waiting, then two that a late engine iteration delivers at once
+        link.heard(numbered(n), "ulaw")
+    assert link.slips == 0 and len(port.queue) == 3
+    link.heard(numbered(3), "ulaw")
+    assert link.slips == 1  # the fourth would be 60 ms late: it slips
 
 
 @pytest.mark.parametrize("source, target", [("alaw", "ulaw"), ("ulaw", "alaw")])

@@ -17,6 +17,15 @@ and sends a frame of silence (a SIP stream's ticker; a DAHDI channel's underrun)
 is the same slip the other way. Either way the delay stays bounded for an hour as for a
 minute.
 
+The depth is three frames, the one going out and two behind it, because frames do not
+arrive like clockwork: a late engine iteration, or a jitter buffer that releases two
+frames at once, delivers a burst that a queue of two would lose. The delay is kept at one
+frame all the same where the port says how full it is (:meth:`MediaPort.queued`, a SIP
+stream): when more than one frame has waited there for :data:`SETTLE_FRAMES` frames in a
+row, the source's clock is ahead and a frame is dropped then, so the queue goes back to
+one. A DAHDI channel cannot say (the kernel has no such call): there a faster source
+keeps the queue full until it slips, two frames (40 ms) of delay at most.
+
 Where the laws differ (an E1 caller, a mu-law SIP phone) each frame is converted by a
 256-byte table (:func:`~uascall.media.g711.transcoder`).
 
@@ -43,9 +52,12 @@ from uascall.media.source import FRAME_SAMPLES
 
 log = logging.getLogger(__name__)
 
-#: frames a bridged port may hold before a frame slips: one queued behind the one going
-#: out, so that the phase of the two clocks never costs a frame, and no more
-BRIDGE_DEPTH = 2
+#: frames a bridged port may hold before a frame slips: the one going out and two behind
+#: it, for frames that come in bursts (see above)
+BRIDGE_DEPTH = 3
+#: frames in a row that more than one frame may wait in a port that says so before the
+#: bridge drops one to bring the delay back to a frame (a second)
+SETTLE_FRAMES = 50
 #: how long a key carried across is played (in band) or signalled (RFC 4733), ms
 DIGIT_MS = 100
 #: the most frames the in-band tone of a key is muted for, should its end never be heard
@@ -74,6 +86,7 @@ class AudioLink:
         self._tables: dict[str, bytes | None] = {}
         self._overlay: collections.deque[bytes] = collections.deque()
         self._muted = 0  # frames left to mute of a key's in-band tone
+        self._ahead = 0  # frames in a row that found more than one frame waiting
         self.closed = False
         #: frames heard and frames written on; frames dropped because the port was full
         self.frames_in = 0
@@ -114,6 +127,13 @@ class AudioLink:
                     frame = g711.codec(self._law).silence_frame
                 else:
                     self._muted = 0
+        waiting = self.port.queued()
+        if waiting is not None:
+            self._ahead = self._ahead + 1 if waiting > 1 else 0
+            if self._ahead >= SETTLE_FRAMES:  # the source runs ahead: back to one frame
+                self._ahead = 0
+                self.slips += 1
+                return
         try:
             written = self.port.write(frame)
         except OSError as exc:  # the other call's device failed: its owner clears it

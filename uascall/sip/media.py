@@ -215,6 +215,9 @@ class RtpStream(MediaPort):
     def flush(self) -> None:
         self._queue.clear()
 
+    def queued(self) -> int | None:
+        return len(self._queue)
+
     def limit_queue(self, frames: int | None) -> None:
         self._queue_limit = QUEUE_FRAMES if frames is None else max(2, frames)
         while len(self._queue) > self._queue_limit:
