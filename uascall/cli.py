@@ -4,9 +4,15 @@
   calls in, and ``examples/early_media.py`` ringing with early media, answering, playing a
   file and hanging up; the Q.931 exchange is printed as a ladder and what the caller heard
   is written to a WAV file.
-- ``uascall run APP.py --backend sim|dahdi``: serve a UAS-style application. On ``sim`` the
-  simulated exchange places ``--calls`` calls and the command ends when they have; on
-  ``dahdi`` it serves the boards' PRI spans until interrupted.
+- ``uascall run APP.py --backend sim|dahdi|sip``: serve a UAS-style (inbound)
+  application. On ``sim`` the simulated exchange places ``--calls`` calls and the command
+  ends when they have; on ``dahdi`` and ``sip`` it serves calls until interrupted.
+  ``--backend`` may be given more than once (or as a comma list): the host then takes
+  calls from every backend and places its calls by destination (:mod:`uascall.routing`).
+- ``uascall call APP.py --to NUMBER --calls N --rate R --concurrent M``: a call generator.
+  Each call is an instance of an outbound application, whose ``main`` gets ``--to`` as
+  ``outbound_parameters`` and places the call; a progress line while it runs, a summary
+  by cause at the end (:mod:`uascall.callgen`). It takes the same backend options.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from uascall import __version__
-from uascall.app import AppHost, Application, CallRecord
+from uascall.app import INBOUND, OUTBOUND, AppHost, Application, ApplicationError, CallRecord
 from uascall.backend import Backend, open_backend
+from uascall.callgen import CallGenerator, Progress
 from uascall.channel import (
     ChannelEvent,
     DigitReceived,
@@ -36,7 +44,9 @@ from uascall.dahdi import q931
 from uascall.dahdi.analog import AnalogSettings
 from uascall.engine import Engine, VirtualClock
 from uascall.errors import UascallError
+from uascall.extra import MAX_EXTRA_CHANNELS
 from uascall.media import wav
+from uascall.routing import RoutingBackend
 from uascall.sim.backend import SimBackend
 from uascall.sim.caller import CallerScript
 from uascall.sim.farend import FarEndCall
@@ -155,36 +165,93 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if host.total_calls and not failed else 1
 
 
+def _load(path: str, command: str) -> Application:
+    """The application, or the reason it cannot run, with its UAS return code."""
+    try:
+        app = Application.load(path)
+    except ApplicationError as exc:
+        raise UascallError(f"{exc} (UAS return code {exc.rc})") from None
+    wanted = INBOUND if command == "run" else OUTBOUND
+    if app.direction != wanted:
+        other = "call" if command == "run" else "run"
+        what = ("each incoming call is rejected" if command == "run"
+                else "no call is placed")
+        takes = ("six parameters, the last outbound_parameters" if app.direction == OUTBOUND
+                 else "five parameters")
+        print(f"uascall: {app.path} is an {app.direction} application (its main takes "
+              f"{takes}); uascall {command} runs {wanted} ones, so {what} and recorded with "
+              f"return code -6 (wrong direction); expected uascall {other}", file=sys.stderr)
+    return app
+
+
+def _backend_names(args: argparse.Namespace) -> list[str]:
+    names = [name.strip() for given in (args.backend or ["sim"])
+             for name in given.split(",") if name.strip()]
+    if not names:
+        raise UascallError("--backend is empty; expected sim, dahdi or sip (or several)")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UascallError(f"--backend {', '.join(repeated)} given twice; expected each "
+                           "backend once")
+    return names
+
+
+def _backend_options(name: str, args: argparse.Namespace) -> dict[str, object]:
+    if name == "sim":
+        return {"kind": "E1" if args.law == "alaw" else "T1",
+                "listen_early": args.listen_early}
+    if name == "dahdi":
+        return {"system_conf": args.system_conf, "spans": args.span or None,
+                "listen_early": args.listen_early,
+                "node": args.node, "switch": args.switch, "ports": args.port or None,
+                "analog": AnalogSettings(
+                    callerid=None if args.callerid == "none" else args.callerid,
+                    zone=args.zone, ring_timeout=args.ring_timeout)}
+    if name == "sip":
+        # a call generator needs no well-known port: any free one will do
+        listen = args.listen or ["127.0.0.1:5060" if args.command == "run" else "127.0.0.1:0"]
+        return {"listen": listen, "allow": args.allow or list(LOOPBACK),
+                "codecs": args.codecs, "rtp_timeout": args.rtp_timeout,
+                "outbound": args.outbound}
+    return {}
+
+
+def _open_backends(engine: Engine, args: argparse.Namespace
+                   ) -> tuple[Backend, SimBackend | None]:
+    """The backend (a RoutingBackend over several), and the simulator among them, whose
+    exchange ``uascall run`` lets place calls."""
+    names = _backend_names(args)
+    if args.virtual and names != ["sim"]:
+        raise UascallError("--virtual needs --backend sim alone: real boards and SIP keep "
+                           "real time")
+    backends = [open_backend(name, engine, **_backend_options(name, args)) for name in names]
+    sim = backends[names.index("sim")] if "sim" in names else None
+    assert sim is None or isinstance(sim, SimBackend)
+    if len(backends) == 1:
+        return backends[0], sim
+    return RoutingBackend(engine, backends), sim
+
+
+def _host(engine: Engine, backend: Backend, app: Application,
+          args: argparse.Namespace) -> AppHost:
+    return AppHost(engine, backend, app, application_parameters=args.param,
+                   media_dir=args.media_dir, records=args.records, tts_voice=args.voice,
+                   extra_channels=args.extra_channels, route=args.route)
+
+
 def _run(args: argparse.Namespace) -> int:
-    app = Application.load(args.app)
-    if args.virtual and args.backend != "sim":
-        raise UascallError("--virtual needs --backend sim: real boards keep real time")
+    app = _load(args.app, "run")
     with _engine(args) as engine:
-        options: dict[str, object] = {}
-        if args.backend == "sim":
-            options = {"kind": "E1" if args.law == "alaw" else "T1",
-                       "listen_early": args.listen_early}
-        elif args.backend == "dahdi":
-            options = {"system_conf": args.system_conf, "spans": args.span or None,
-                       "listen_early": args.listen_early,
-                       "node": args.node, "switch": args.switch, "ports": args.port or None,
-                       "analog": AnalogSettings(
-                           callerid=None if args.callerid == "none" else args.callerid,
-                           zone=args.zone, ring_timeout=args.ring_timeout)}
-        elif args.backend == "sip":
-            options = {"listen": args.listen or ["127.0.0.1:5060"],
-                       "allow": args.allow or list(LOOPBACK), "codecs": args.codecs,
-                       "rtp_timeout": args.rtp_timeout, "outbound": args.outbound}
-        backend: Backend = open_backend(args.backend, engine, **options)
-        host = AppHost(engine, backend, app, application_parameters=args.param,
-                       media_dir=args.media_dir, records=args.records, tts_voice=args.voice)
-        if args.backend == "sim":
-            assert isinstance(backend, SimBackend)
+        backend, sim = _open_backends(engine, args)
+        host = _host(engine, backend, app, args)
+        if sim is not None:
+            # the simulated exchange's calls, with whatever else serves beside it
             engine.run(host.start)
             ladder = None
             if args.ladder:
                 ladder = q931.Ladder("uascall (CPE)", "exchange (NET)", span=80, brief=False)
-            calls = _sim_calls(host, backend, args, ladder)
+            calls = _sim_calls(host, sim, args, ladder)
+            engine.run(host.stop)
             if ladder is not None:
                 print(ladder.render())
             if args.wav_dir:
@@ -206,6 +273,59 @@ def _run(args: argparse.Namespace) -> int:
                     print("uascall: some applications had not returned; recorded with "
                           "return code -9", file=sys.stderr)
         return _print_results(host)
+
+
+class _ProgressLine:
+    """The generator's progress on ``stream``: one line rewritten in place on a terminal,
+    a line each report otherwise (a log, a pipe)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._width = 0
+
+    def __call__(self, progress: Progress) -> None:
+        line = progress.line()
+        if self.tty:
+            self.stream.write("\r" + line.ljust(self._width))
+            self._width = len(line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self._width:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _call(args: argparse.Namespace) -> int:
+    app = _load(args.app, "call")
+    progress = _ProgressLine(sys.stderr)
+    interval = args.progress if args.progress is not None else (1.0 if progress.tty
+                                                                 else 5.0)
+    with _engine(args) as engine:
+        backend, _sim = _open_backends(engine, args)
+        host = _host(engine, backend, app, args)
+        generator = CallGenerator(host, args.to, calls=args.calls, rate=args.rate,
+                                  concurrent=args.concurrent,
+                                  progress=progress if interval > 0 else None,
+                                  progress_interval=interval if interval > 0 else 1.0)
+        with _until_interrupted() as stopped:
+            engine.run(host.start, take_calls=False)
+            # a simulated span's first call waits for its D-channel, as the exchange's do
+            simulated = [b for b in getattr(backend, "backends", [backend])
+                         if isinstance(b, SimBackend)]
+            if not engine.wait_until(lambda: all(b.up for b in simulated), 10):
+                raise UascallError("the simulated D-channels did not come up")
+            try:
+                summary = generator.run(stopped, shutdown_timeout=args.shutdown_timeout)
+            finally:
+                progress.close()
+        if not summary.interrupted:
+            engine.run(host.stop)
+    print(summary.render())
+    return 1 if summary.failures else 0
 
 
 @contextlib.contextmanager
@@ -266,16 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "as the CPU allows (timestamps are still those of the call)")
     demo.set_defaults(func=_demo)
 
-    run = commands.add_parser("run", help="serve a UAS-style application")
+    run = commands.add_parser("run", help="serve a UAS-style (inbound) application")
     run.add_argument("app", help="the application file (with main(channel, ...))")
-    run.add_argument("--backend", default="sim", help="sim (default), dahdi or sip")
-    run.add_argument("--param", default="", help="application_parameters for main()")
-    run.add_argument("--media-dir", help="the application's media files (default: "
-                     "media/ beside it, or its own folder)")
-    run.add_argument("--records", metavar="FILE", help="SQLite file for call records")
-    run.add_argument("--voice", help="espeak-ng voice for text_to_say")
-    sim = run.add_argument_group("sim backend")
-    sim.add_argument("--law", choices=("alaw", "ulaw"), default="alaw")
+    groups = _add_host_options(run)
+    sim = groups["sim"]
     sim.add_argument("--calls", type=int, default=1, help="calls the exchange places")
     sim.add_argument("--interval", type=float, default=0.0, help="seconds between calls")
     sim.add_argument("--timeout", type=float, default=600.0, help="give up after this long")
@@ -288,13 +402,59 @@ def build_parser() -> argparse.ArgumentParser:
                      "application's __uas_sim_caller__, else nothing)")
     sim.add_argument("--ladder", action="store_true",
                      help="print the Q.931 ladder with what was played and heard")
+    run.set_defaults(func=_run)
+
+    call = commands.add_parser("call", help="a call generator: instances of an outbound "
+                               "application, each placing a call, with a summary by cause")
+    call.add_argument("app", help="the outbound application file (with main(channel, ..., "
+                      "application_parameters, outbound_parameters))")
+    call.add_argument("--to", required=True, metavar="DESTINATION",
+                      help="outbound_parameters for main(): where each instance calls (a "
+                      "number, tel:NUMBER or sip:user@host:port)")
+    call.add_argument("--calls", type=int, default=1, help="instances (calls) in all "
+                      "(default %(default)s)")
+    call.add_argument("--rate", type=float, default=10.0, metavar="PER_SECOND",
+                      help="new instances a second (default %(default)s)")
+    call.add_argument("--concurrent", type=int, default=10, metavar="M",
+                      help="at most M instances at once; the rate waits (default "
+                      "%(default)s)")
+    call.add_argument("--progress", type=float, metavar="SECONDS",
+                      help="seconds between progress reports on stderr (default 1 on a "
+                      "terminal, 5 otherwise; 0: none)")
+    _add_host_options(call)
+    call.set_defaults(func=_call)
+    return parser
+
+
+def _add_host_options(command: argparse.ArgumentParser
+                      ) -> dict[str, argparse._ArgumentGroup]:
+    """The options ``run`` and ``call`` share: the application's, and each backend's in a
+    group of its own (returned by name, for a command's own additions)."""
+    command.add_argument("--backend", action="append", metavar="NAME",
+                         help="sim (default), dahdi or sip; repeat it (or give a comma "
+                         "list, sim,sip) for a host over several: calls in from all, calls "
+                         "out by destination (sip: URIs to sip, numbers to dahdi or sim)")
+    command.add_argument("--param", default="", help="application_parameters for main()")
+    command.add_argument("--media-dir", help="the application's media files (default: "
+                         "media/ beside it, or its own folder)")
+    command.add_argument("--records", metavar="FILE", help="SQLite file for call records")
+    command.add_argument("--voice", help="espeak-ng voice for text_to_say")
+    command.add_argument("--extra-channels", type=int, default=MAX_EXTRA_CHANNELS,
+                         choices=range(MAX_EXTRA_CHANNELS + 1), metavar="N",
+                         help="extra channels each application instance may use, "
+                         "channel.ExtraChannel[0..N-1] (0 to 3, default %(default)s)")
+    command.add_argument("--route", help="where the host's outbound channels place calls, "
+                         "in the backend's terms: pri, pri:SPAN, fxs, fxs:CHANNEL, fxo... "
+                         "on dahdi and sim, host:port on sip (default: the backend's choice)")
+    command.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="SECONDS",
+                         help="on Ctrl-C, how long the applications get to return after "
+                         "their calls are hung up (default %(default)s)")
+    sim = command.add_argument_group("sim backend")
+    sim.add_argument("--law", choices=("alaw", "ulaw"), default="alaw")
     sim.add_argument("--virtual", action="store_true",
                      help="run in virtual time, as fast as the CPU allows")
-    dahdi = run.add_argument_group("dahdi backend")
+    dahdi = command.add_argument_group("dahdi backend")
     dahdi.add_argument("--system-conf", default="/etc/dahdi/system.conf")
-    dahdi.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="SECONDS",
-                       help="on Ctrl-C, how long the applications get to return after their "
-                       "calls are hung up (default %(default)s)")
     dahdi.add_argument("--span", type=int, action="append", help="a span to serve "
                        "(repeatable; default: every span with a dchan=)")
     dahdi.add_argument("--node", default="cpe", help="cpe (default) or net")
@@ -315,10 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
     dahdi.add_argument("--ring-timeout", type=float, default=8.0, metavar="SECONDS",
                        help="an unanswered call on an FXO port has ended this long after "
                        "its last ring (default %(default)s)")
-    sip = run.add_argument_group("sip backend")
+    sip = command.add_argument_group("sip backend")
     sip.add_argument("--listen", action="append", metavar="HOST:PORT",
                      help="where to receive SIP over UDP (repeatable, e.g. 127.0.0.1:5080 and "
-                     "[::1]:5080; default 127.0.0.1:5060)")
+                     "[::1]:5080; default 127.0.0.1:5060 for run, any free port for call)")
     sip.add_argument("--allow", action="append", metavar="NETWORK",
                      help="accept SIP and RTP from this network (repeatable, e.g. "
                      "192.0.2.0/24; default loopback only)")
@@ -329,8 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "end (default %(default)s; 0: never)")
     sip.add_argument("--outbound", metavar="HOST:PORT",
                      help="where outgoing calls to bare numbers go")
-    run.set_defaults(func=_run)
-    return parser
+    return {"sim": sim, "dahdi": dahdi, "sip": sip}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
