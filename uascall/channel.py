@@ -94,6 +94,18 @@ class State(Enum):
     IDLE = "idle"
 
 
+class TransferCause(Enum):
+    """How the last transfer went (UAS's ``TransferCause``)."""
+
+    NONE = "none"
+    NORMAL = "normal"  # transferred
+    TIMEOUT = "timeout"  # the target did not answer in time
+    HANGUP = "hangup"  # the caller hung up while being transferred
+    TARGETREJECT = "targetreject"  # the target refused the call (busy, rejected...)
+    TARGETHANGUP = "targethangup"  # the target hung up: the call was taken back
+    FAIL = "fail"  # the call to the target could not be placed
+
+
 _S = State
 #: what the far end's news does to the state: event → {state it counts in: new state}
 TRANSITIONS: dict[type, dict[State, State]] = {
@@ -201,6 +213,7 @@ class UASCallChannel:
 
     State = State
     Cause = Cause
+    TransferCause = TransferCause
 
     def __init__(self, engine: Engine, leg: CallLeg | None = None, *,
                  media_clock: MediaClock, backend: Backend | None = None,
@@ -232,6 +245,7 @@ class UASCallChannel:
         # held while a player or the recorder checks it is free and claims it
         self._claim = threading.Lock()
         self._bridge_breaks = 0  # connections ended by the other call's end (wait_for_idle)
+        self._transfer_cause = TransferCause.NONE
         self._leg: CallLeg = leg if leg is not None else _NoCall()
         self._attach(self._leg)
         if leg is None:
@@ -737,6 +751,132 @@ class UASCallChannel:
         self._bridge.close(ended=None)
         return True
 
+    # ------------------------------------------------------------------ transfer
+    def transfer_cause(self) -> TransferCause:
+        """How the last :meth:`retrievable_transfer` went (NONE before any)."""
+        return self._transfer_cause
+
+    def retrievable_transfer(self, other_call: UASCallChannel, call_to: str | None = None,
+                             call_from: str = "", ringback_tone: str | None = None,
+                             seconds_timeout: float | None = 120) -> State:
+        """Transfer this answered call to ``call_to``, reached through ``other_call`` (an
+        IDLE outbound channel: one of ``ExtraChannel``), keeping it retrievable.
+
+        The call goes TRANSFERRING and ``other_call`` places the call; while it is being
+        placed and rings, the caller hears ``ringback_tone`` (a tone name of this
+        channel's tone player: one must exist; default RINGBACK), or the target's own
+        early media where it sends some. Blocks until the target answers (the two are
+        connected; the state is TRANSFERRED, :meth:`transfer_cause` NORMAL), refuses
+        (back to ANSWERED, TARGETREJECT; FAIL when the call could not be placed), does not
+        answer within ``seconds_timeout`` (None: no limit; the attempt is cancelled,
+        ANSWERED, TIMEOUT), or the caller hangs up (IDLE, HANGUP; the attempt is
+        cancelled). Returns the state.
+
+        Once transferred the application keeps control: when the target hangs up the
+        call is taken back (RECONNECTING, then ANSWERED, TARGETHANGUP; a blocked
+        :meth:`wait_for_idle` returns) and may be played to or transferred again; when the
+        caller hangs up, the target's call is hung up too (NORMAL); :meth:`disconnect` (or
+        ``hang_up()`` on ``other_call``) takes it back at any time.
+
+        Needs ANSWERED (Hangup in IDLE, Error otherwise or while connected or playing);
+        Error when ``other_call`` is not an IDLE outbound channel or this channel has no
+        tone player; ArgumentError for a missing ``call_to`` or an unknown tone.
+        """
+        what = "retrievable_transfer"
+        self._require((State.ANSWERED,), what)
+        self._check_not_connected(what)
+        if not isinstance(other_call, UASCallChannel):
+            raise ArgumentError(f"{what}(other_call={other_call!r}): expected a "
+                                "UASCallChannel (an extra channel)")
+        if other_call is self or other_call._backend is None:
+            raise Error(f"{what}(): other_call must be an outbound channel (an extra "
+                        "channel), not this call or another inbound one")
+        if other_call._engine is not self._engine:
+            raise Error(f"{what}(): other_call belongs to another engine")
+        if other_call.state() is not State.IDLE:
+            raise Error(f"{what}(): other_call is {other_call.state().name}; expected IDLE "
+                        "(it places the call to the target)")
+        if not isinstance(call_to, str) or not call_to.strip():
+            raise ArgumentError(f"{what}(call_to={call_to!r}): expected the target's "
+                                "number or SIP URI")
+        if self.TonePlayer is None:
+            raise Error(f"{what}(): this channel has no tone player; expected "
+                        "channel.create_tone_player(tone_manager) first (the caller hears "
+                        "its ringback)")
+        tone = self.TonePlayer.tone_manager.get(ringback_tone or "RINGBACK")
+        timeout = _seconds("seconds_timeout", seconds_timeout, allow_none=True)
+        self._engine.run(self._engine_begin_transfer, other_call)
+        try:
+            other_call.start_call(call_to, call_from)
+        except BaseException:
+            self._engine.run(self._engine_end_transfer, other_call, TransferCause.FAIL)
+            raise
+        law = self._engine.run(lambda: self._leg.media().law)
+        ringback = _FarEndAudio(other_call, law, tone.source(law, loop=True))
+        self._engine.run(self._engine_transfer_ringback, ringback)
+        self._wait(lambda: self._state is State.IDLE or self._releasing
+                   or other_call._state in (State.ANSWERED, State.IDLE), timeout)
+        return self._engine.run(self._engine_finish_transfer, other_call)
+
+    def _engine_begin_transfer(self, other: UASCallChannel) -> None:
+        self._require((State.ANSWERED,), "retrievable_transfer")
+        self._check_not_connected("retrievable_transfer")
+        if self._playing is not None or (self._player is not None and self._player.playing):
+            raise Error("retrievable_transfer() while a player plays; expected it to "
+                        "finish or stop() first")
+        self._transfer_cause = TransferCause.NONE
+        self._set_state(State.TRANSFERRING)
+        # the target's news wakes the wait on this channel
+        other.listeners.append(self._transfer_news)
+
+    def _transfer_news(self, _other: UASCallChannel, event: ChannelEvent) -> None:
+        if isinstance(event, StateChanged):
+            self._recheck_waiters()
+
+    def _engine_transfer_ringback(self, ringback: _FarEndAudio) -> None:
+        if self._state is State.TRANSFERRING and not self._releasing:
+            self._play(ringback)
+        else:
+            ringback.close()
+
+    def _engine_end_transfer(self, other: UASCallChannel, cause: TransferCause) -> State:
+        if self._transfer_news in other.listeners:
+            other.listeners.remove(self._transfer_news)
+        if self._player is not None:
+            self._player.stop()
+        self._transfer_cause = cause
+        if self._state is State.TRANSFERRING and not self._releasing:
+            self._set_state(State.ANSWERED)
+        return self._state
+
+    def _engine_finish_transfer(self, other: UASCallChannel) -> State:
+        if self._state is State.IDLE or self._releasing:
+            other._engine_release(Cause.NORMAL, None)
+            return self._engine_end_transfer(other, TransferCause.HANGUP)
+        if other._state is State.ANSWERED and not other._releasing:
+            self._engine_end_transfer(other, TransferCause.NORMAL)
+            _Bridge(self, other, transfer=True)
+            self._set_state(State.TRANSFERRED)
+            return self._state
+        if other._state is State.IDLE:
+            failed = other._cause in (Cause.NOCHANNELS, Cause.OUTOFORDER, Cause.FAILED,
+                                      Cause.ERROR, Cause.OTHER)
+            return self._engine_end_transfer(
+                other, TransferCause.FAIL if failed else TransferCause.TARGETREJECT)
+        # no answer in time: the attempt is cancelled
+        other._engine_release(Cause.NOANSWER if other._state is State.RING_OUTGOING
+                              else Cause.TIMEOUT, None)
+        return self._engine_end_transfer(other, TransferCause.TIMEOUT)
+
+    def _taken_back(self, cause: TransferCause | None) -> None:
+        """Engine thread: a transferred call is ours again: its target has gone (``cause``
+        TARGETHANGUP), or the application disconnected it (None: the cause stays)."""
+        if self._state is State.TRANSFERRED and not self._releasing:
+            if cause is not None:
+                self._transfer_cause = cause
+            self._set_state(State.RECONNECTING)
+            self._set_state(State.ANSWERED)
+
     def wait_for_ringing(self, seconds_timeout: float | None = None) -> State:
         """Block until an outgoing call rings at the far end (RING_OUTGOING), is
         answered or ends, or ``seconds_timeout`` passes (our API, for :meth:`start_call`:
@@ -1020,7 +1160,11 @@ class _Bridge:
     (engine thread). Made and closed in one engine step each, so no frame goes one way
     only, nor to a call that is being cleared."""
 
-    def __init__(self, a: UASCallChannel, b: UASCallChannel) -> None:
+    def __init__(self, a: UASCallChannel, b: UASCallChannel, *,
+                 transfer: bool = False) -> None:
+        #: a retrievable transfer of ``a`` to ``b``: when ``a``'s caller hangs up ``b`` is
+        #: hung up too; when ``b`` ends, ``a`` is taken back
+        self.transfer = transfer
         for channel in (a, b):
             channel._listen()  # ANSWERED calls listen already; this is a no-op then
         # every step that can fail (a port that cannot be opened) before anything changes
@@ -1073,6 +1217,11 @@ class _Bridge:
                 channel._bridge_breaks += 1
                 channel._recheck_waiters()
             channel._emit(Disconnected(other.Details.call_id, cause))
+        if self.transfer:
+            if ended is a:  # the caller hung up: the transferred call ends with it
+                b._engine_release(Cause.NORMAL, None)
+            else:  # the target hung up, or the call was taken back with disconnect()
+                a._taken_back(TransferCause.TARGETHANGUP if ended is b else None)
 
 
 class _FarEndAudio(FrameSource):

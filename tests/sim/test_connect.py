@@ -202,3 +202,105 @@ def test_no_play_while_connected_and_no_connect_while_playing(world):
     assert a.connect(b) is True
     a.hang_up()
     b.hang_up()
+
+
+# --------------------------------------------------------------------------- transfer
+
+def outbound_channel(world: World) -> UASCallChannel:
+    return UASCallChannel(world.engine, backend=world.backend, route="pri",
+                          media_clock=MediaClock(world.engine), media_dir=MEDIA)
+
+
+def test_a_retrievable_transfer_rings_back_connects_and_is_taken_back(world):
+    a, far_a = answered_in(world)
+    with_tones(a)
+    leg = outbound_channel(world)
+    world.backend.far_end.answer_after = 2.0
+    mark = len(far_a.heard)
+    state, took = world.elapsed(a.retrievable_transfer, leg, "5559000", call_from="5551000")
+    assert state is State.TRANSFERRED and a.transfer_cause() is a.TransferCause.NORMAL
+    assert took == world.approx(2.0, 0.1)
+    assert leg.state() is State.ANSWERED and a.Details.connected_id == leg.Details.call_id
+    # the caller heard US ringback (440 + 480 Hz) while the target rang
+    ringback = audio.decode(bytes(far_a.heard[mark:]), world.law)
+    assert audio.component_level_dbm0(ringback[2000:14000], 440, world.law) > -25
+    assert audio.component_level_dbm0(ringback[2000:14000], 480, world.law) > -25
+    far_b = world.backend.far_end.incoming[-1]
+    assert far_b.call.called == "5559000"
+    # transferred: the two far ends talk
+    mark = len(far_b.heard)
+    world.engine.run(far_a.say, tone(697.0, 0.5, -10.0, world.law))
+    world.engine.sleep(0.8)
+    assert audio.dominant_frequency(heard_since(far_b, mark, world.law)) == pytest.approx(
+        697, abs=3)
+    with pytest.raises(Error, match="TRANSFERRED"):
+        a.FilePlayer.play("goodbye.wav")
+    # the target hangs up: the call is ours again
+    world.engine.run(far_b.hangup)
+    assert a.wait_for_idle(T) is State.ANSWERED
+    assert a.transfer_cause() is a.TransferCause.TARGETHANGUP
+    assert a.Details.connected_id == "" and leg.wait_for_idle(T) is State.IDLE
+    assert a.TonePlayer.play("RINGBACK", seconds_duration=0.2) is a.TonePlayer.Cause.NORMAL
+    a.hang_up()
+
+
+@pytest.mark.parametrize("q850, expected", [(17, "TARGETREJECT"), (34, "FAIL")])
+def test_a_transfer_the_target_refuses_leaves_the_call_answered(world, q850, expected):
+    a, _far_a = answered_in(world)
+    with_tones(a)
+    leg = outbound_channel(world)
+    world.backend.far_end.reject_cause = q850
+    assert a.retrievable_transfer(leg, "5559000") is State.ANSWERED
+    assert a.transfer_cause() is a.TransferCause[expected]
+    assert leg.state() is State.IDLE and a.Details.connected_id == ""
+    world.backend.far_end.reject_cause = None
+    assert a.retrievable_transfer(leg, "5559000") is State.TRANSFERRED  # and again
+    a.hang_up()
+    assert leg.wait_for_idle(T) is State.IDLE  # the caller gone: the target is hung up
+
+
+def test_a_transfer_not_answered_in_time_is_cancelled(world):
+    a, _far_a = answered_in(world)
+    with_tones(a)
+    leg = outbound_channel(world)
+    world.backend.far_end.answer_after = None
+    state, took = world.elapsed(a.retrievable_transfer, leg, "5559000", seconds_timeout=3)
+    assert state is State.ANSWERED and took == world.approx(3.0, 0.1)
+    assert a.transfer_cause() is a.TransferCause.TIMEOUT
+    assert leg.wait_for_idle(T) is State.IDLE and leg.cause() is Cause.NOANSWER
+    far_b = world.backend.far_end.incoming[-1]
+    assert world.engine.wait_until(lambda: far_b.cleared, T)
+    a.hang_up()
+
+
+def test_the_caller_hanging_up_during_a_transfer_cancels_it(world):
+    a, far_a = answered_in(world)
+    with_tones(a)
+    leg = outbound_channel(world)
+    world.backend.far_end.answer_after = None
+    world.engine.call_later(1.0, far_a.hangup)
+    assert a.retrievable_transfer(leg, "5559000") is State.IDLE
+    assert a.transfer_cause() is a.TransferCause.HANGUP
+    assert leg.wait_for_idle(T) is State.IDLE
+    assert world.engine.wait_until(lambda: world.backend.far_end.incoming[-1].cleared, T)
+
+
+def test_retrievable_transfer_refuses_what_it_cannot_do(world):
+    a, far_a = answered_in(world)
+    leg = outbound_channel(world)
+    with pytest.raises(Error, match="tone player"):
+        a.retrievable_transfer(leg, "5559000")
+    with_tones(a)
+    b, _far_b = answered_in(world)
+    with pytest.raises(Error, match="outbound channel"):
+        a.retrievable_transfer(b, "5559000")
+    with pytest.raises(ArgumentError, match="call_to"):
+        a.retrievable_transfer(leg, None)
+    with pytest.raises(Error, match="no tone named"):
+        a.retrievable_transfer(leg, "5559000", ringback_tone="NO_SUCH_TONE")
+    assert a.state() is State.ANSWERED and leg.state() is State.IDLE
+    world.engine.run(far_a.hangup)
+    assert a.wait_for_idle(T) is State.IDLE
+    with pytest.raises(Hangup):
+        a.retrievable_transfer(leg, "5559000")
+    b.hang_up()
