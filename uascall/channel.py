@@ -842,8 +842,7 @@ class UASCallChannel:
     def _engine_end_transfer(self, other: UASCallChannel, cause: TransferCause) -> State:
         if self._transfer_news in other.listeners:
             other.listeners.remove(self._transfer_news)
-        if self._player is not None:
-            self._player.stop()
+        self._stop_playing("stopped")  # the ringback, and what of it waits to go out
         self._transfer_cause = cause
         if self._state is State.TRANSFERRING and not self._releasing:
             self._set_state(State.ANSWERED)
@@ -1208,6 +1207,12 @@ class _Bridge:
         a.Details.connected_id = b.Details.connected_id = ""
         log.info("%r and %r disconnected%s", a, b,
                  "" if ended is None else f": {ended!r} ended")
+        if self.transfer:
+            # first, so that whoever the end wakes finds the state it leads to
+            if ended is a:  # the caller hung up: the transferred call ends with it
+                b._engine_release(Cause.NORMAL, None)
+            else:  # the target hung up, or the call was taken back with disconnect()
+                a._taken_back(TransferCause.TARGETHANGUP if ended is b else None)
         for channel, other in ((a, b), (b, a)):
             cause = None
             if ended is other:
@@ -1217,11 +1222,6 @@ class _Bridge:
                 channel._bridge_breaks += 1
                 channel._recheck_waiters()
             channel._emit(Disconnected(other.Details.call_id, cause))
-        if self.transfer:
-            if ended is a:  # the caller hung up: the transferred call ends with it
-                b._engine_release(Cause.NORMAL, None)
-            else:  # the target hung up, or the call was taken back with disconnect()
-                a._taken_back(TransferCause.TARGETHANGUP if ended is b else None)
 
 
 class _FarEndAudio(FrameSource):
