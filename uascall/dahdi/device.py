@@ -120,6 +120,9 @@ def _hint(err: int, operation: str, channo: int | None, path: str) -> str:
     if err == errno.ENODATA:
         return ("no tone zone is loaded: add loadzone= and defaultzone= to "
                 "/etc/dahdi/system.conf and run dahdi_cfg")
+    if err == errno.ENOTTY and operation == "DAHDI_SETPOLARITY":
+        return (f"{chan}'s span cannot reverse a line: polarity is an analog card's (an FXS "
+                "port's); a dynamic span carries only hook state")
     if err == errno.ENOTTY:
         return "this DAHDI driver does not know that ioctl (driver and binding versions differ?)"
     if err == errno.EINVAL:
@@ -415,6 +418,33 @@ class Channel(_Device):
         ring = abi.DahdiRingCadence()
         ring.ringcadence[:len(values)] = values
         self._ioctl(abi.DAHDI_SETCADENCE, ring)
+
+    def set_params(self, params: abi.DahdiParams) -> None:
+        """DAHDI_SET_PARAMS: the channel's signalling times (wink, flash, debounce, pulse
+        break, make and pause...), all of them: start from :meth:`params`."""
+        self._ioctl(abi.DAHDI_SET_PARAMS, params)
+
+    def dial(self, dialstr: str, op: int = abi.DAHDI_DIAL_OP_REPLACE) -> None:
+        """DAHDI_DIAL: the kernel dials ``dialstr`` ("T" DTMF, "P" pulse, "W" a 0.5 s
+        pause...) and queues DAHDI_EVENT_DIALCOMPLETE when done. Anything written to the
+        channel meanwhile, or a DAHDI_HOOK, stops it."""
+        if len(dialstr) >= abi.DAHDI_MAX_DTMF_BUF:
+            raise ArgumentError(f"dial string of {len(dialstr)} characters; expected fewer "
+                                f"than {abi.DAHDI_MAX_DTMF_BUF}")
+        operation = abi.DahdiDialOperation()
+        operation.op = op
+        operation.dialstr = dialstr.encode("ascii")
+        self._ioctl(abi.DAHDI_DIAL, operation)
+
+    def dialing(self) -> bool:
+        """DAHDI_DIALING: whether the kernel is still dialling a DAHDI_DIAL string."""
+        return bool(self._ioctl_int(abi.DAHDI_DIALING))
+
+    def set_polarity(self, reversed_: bool) -> None:
+        """DAHDI_SETPOLARITY on an FXS port (``fxoks``): reverse the line's polarity, or
+        put it back. Only analog cards have it: a span without (a dynamic span, an E1)
+        refuses with ENOTTY; an FXO port, or a line ringing or without battery, EINVAL."""
+        self._ioctl_int(abi.DAHDI_SETPOLARITY, int(reversed_))
 
     def hook_state(self) -> HookState:
         """What DAHDI_GET_PARAMS says of an analog channel's hook signalling."""

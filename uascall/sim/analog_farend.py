@@ -5,6 +5,10 @@ On a looped pair of spans configured by :func:`analog_loop_conf`, channel *n* of
 span 2 is ``fxsks`` (a phone or a PBX's line port: our FXO port). Both far ends here drive
 real DAHDI channels through :mod:`uascall.dahdi.device`, so they run on the simulated
 kernel and on the real driver alike.
+
+The pair is a pair of ``dahdi_dynamic_loc`` spans (the vm rig's, whose lines carry hook
+state and audio but no polarity), or with ``dynamic=False`` the simulator's analog card
+pair (``SimKernel.add_loop("ANALOG")``), whose lines also carry polarity reversals.
 """
 
 from __future__ import annotations
@@ -27,16 +31,18 @@ log = logging.getLogger(__name__)
 FRAME = 160
 
 
-def analog_loop_conf(channels: int = 24, *, law: str = "ulaw") -> str:
-    """system.conf for one dahdi_dynamic_loc pair of analog ports: channels
-    1..``channels`` fxoks (span 1), the next ``channels`` fxsks (span 2), wired 1 to 1."""
+def analog_loop_conf(channels: int = 24, *, law: str = "ulaw", dynamic: bool = True) -> str:
+    """system.conf for one looped pair of analog ports: channels 1..``channels`` fxoks
+    (span 1), the next ``channels`` fxsks (span 2), wired 1 to 1. The pair is two
+    dahdi_dynamic_loc spans, or without ``dynamic`` the spans already there (the
+    simulator's analog cards: ``SimKernel.add_loop("ANALOG", channels=channels)``)."""
     if not 1 <= channels <= 48:
         raise ValueError(f"{channels} channels; expected 1..48")
     last = 2 * channels
     lines = [
         f"# {channels} analog lines looped: fxoks (exchange side) <-> fxsks (phone side)",
-        f"dynamic=loc,1:0,{channels},0",
-        f"dynamic=loc,1:1,{channels},0",
+        *([f"dynamic=loc,1:0,{channels},0", f"dynamic=loc,1:1,{channels},0"] if dynamic
+          else []),
         f"fxoks=1-{channels}",
         f"fxsks={channels + 1}-{last}",
     ]

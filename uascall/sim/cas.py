@@ -14,6 +14,27 @@ phone, "S") RING sends ringing and a phone going off hook shows as RINGOFFHOOK; 
 ``fxsks`` side (the phone's or a PBX line port's end, "L") rings show as RINGBEGIN at each
 burst and RINGOFFHOOK 50 ms after it, and the far end dropping battery for its kewlstart
 disconnect shows as ONHOOK.
+
+Dialling (DAHDI_DIAL) is dahdi-base's ``__do_dtmf``: the dial string is taken a character
+at a time, "T", "M", "O", "R" and "P" choosing DTMF, MF R1, MF R2 forward or backward and
+pulse digits; a pulse digit 0-9 is that many loop breaks (the channel's pulse break and
+make times, then its pulse-after pause) through the hook state machine, exactly as the
+kernel makes them, so the far end counts them as it would on the real driver. A "W" waits
+0.5 s; a tone digit lasts as long as the kernel's tone and its silence (100 + 100 ms for
+DTMF) but sounds nothing here (the simulator generates no kernel tones). When the string
+is done, DIALCOMPLETE is queued. DAHDI_HOOK, a hangup, SENDTONE and DIAL_OP_CANCEL stop
+dialling; a write stops it during a tone digit or a pulse digit's breaks (not in the pause
+after one), as ``dahdi_chan_write`` does.
+
+Line polarity exists on analog cards only (their ``DAHDI_SETPOLARITY`` is the card
+driver's ioctl): it is modelled on the spans of a simulated analog card pair (kind
+"ANALOG", :meth:`~uascall.sim.kernel.SimKernel.add_loop`), as wctdm24xxp has it. An FXS
+port (``fxoks``) reverses its line with DAHDI_SETPOLARITY, refused with EINVAL while it
+rings or has dropped battery (a kewl); the FXO port (``fxsks``) at the other end of the
+wire reports DAHDI_EVENT_POLARITY once the new polarity has lasted 64 ms with battery on
+the line (a flip back within that is no event). On ``dahdi_dynamic`` spans, which carry
+only the four signalling bits, SETPOLARITY fails with ENOTTY as on the real driver (the
+dynamic span has no ioctl of its own), and no reversal ever crosses.
 """
 
 from __future__ import annotations
@@ -43,6 +64,16 @@ AFTERKEWL_TIME = 0.300
 AFTERSTART_TIME = 0.500
 MIN_PULSE, MAX_PULSE = 0.015, 0.200
 PULSE_TIMEOUT = 0.250
+#: wctdm24xxp: how long a polarity must last before an FXO port reports it
+POLARITY_DEBOUNCE = 0.064
+#: dahdi_config.h: a "W" in a dial string; a DTMF digit and the silence after it (global
+#: dial parameters' defaults); an MF R1 digit and its silence; an MF R2 digit and its
+DIAL_PAUSE_MS = 500
+DIAL_TONE_MS = {"T": 100 + 100, "M": 68 + 68, "O": 100 + 100, "R": 100 + 100}
+DIAL_TONE_DIGITS = {"T": "0123456789*#ABCD", "M": "0123456789*#ABC",
+                    "O": "123456789ABCDEF", "R": "123456789ABCDEF"}
+#: the span kind of a simulated analog card pair (an FXS card wired to an FXO card)
+ANALOG = "ANALOG"
 UNCONFIGURED_BITS = A | C | D  # what a channel without signalling sends
 
 #: ring cadences (ms on, ms off, ...) of the zones dahdi-tools knows, the common ones
@@ -82,6 +113,9 @@ class Tx(Enum):
     RINGOFF = auto()
     KEWL = auto()
     AFTERKEWL = auto()
+    PULSEBREAK = auto()
+    PULSEMAKE = auto()
+    PULSEAFTER = auto()
 
 
 @dataclass
@@ -126,11 +160,29 @@ class CasState:
     pulse_timer: TimerHandle | None = None
     #: the next tick, which takes the bits transmitted then to the peer
     tick: TimerHandle | None = None
+    #: loop breaks left in the pulse digit being dialled (the kernel's pdialcount)
+    pdialcount: int = 0
+    #: analog cards: the line's polarity as this FXS port drives it, and as this FXO
+    #: port last reported it; the FXO port's polarity debounce
+    polarity: bool = False
+    rx_polarity: bool = False
+    polarity_timer: TimerHandle | None = None
 
     @property
     def is_fxo(self) -> bool:
         """fxoks: the exchange's end (it rings; it sees the phone's hook)."""
         return self.sig == abi.DAHDI_SIG_FXOKS
+
+
+@dataclass(eq=False)
+class DialState:
+    """A channel's kernel dialling: what is left of the string, the digit mode, and the
+    timer of a tone digit or pause being "played"."""
+
+    buffer: str = ""
+    mode: str = "T"
+    dialing: bool = False
+    tone: TimerHandle | None = None
 
 
 class CasLines:
@@ -139,6 +191,7 @@ class CasLines:
     def __init__(self, kernel: SimKernel) -> None:
         self.kernel = kernel
         self.engine = kernel.engine
+        self._dials: dict[SimChannel, DialState] = {}
 
     # ------------------------------------------------------------------ configuration
     def configure(self, channels: list[SimChannel]) -> None:
@@ -146,6 +199,10 @@ class CasLines:
         kernel settles in a second or so later, when both sides have heard each other
         (the events of that settling are lost anyway: opening a channel empties its
         queue)."""
+        for chan in list(self._dials):  # channels gone with the dynamic spans replaced
+            if self.kernel.channels.get(chan.channo) is not chan:
+                self.cancel_dial(chan)
+                del self._dials[chan]
         for chan in channels:
             if chan.cas is not None:
                 self._cancel_all(chan.cas)
@@ -167,6 +224,7 @@ class CasLines:
 
     def opened(self, chan: SimChannel) -> None:
         """initialize_channel: default times, the zone's cadence, and a hangup."""
+        self.cancel_dial(chan)
         cas = chan.cas
         if cas is None:
             return
@@ -177,6 +235,7 @@ class CasLines:
 
     def closed(self, chan: SimChannel) -> None:
         """close_channel hangs up: a call still up is cleared with a kewl on fxoks."""
+        self.cancel_dial(chan)
         if chan.cas is not None:
             self.hangup(chan)
 
@@ -195,6 +254,7 @@ class CasLines:
         """DAHDI_HOOK on an analog channel (dahdi_chan_ioctl's rules and errnos)."""
         cas = chan.cas
         assert cas is not None
+        self.cancel_dial(chan)  # "if dialing, stop it"
         if value == abi.DAHDI_ONHOOK:
             self.hangup(chan)
             return 0
@@ -276,12 +336,159 @@ class CasLines:
             t.prewink, t.preflash, t.wink, t.flash, t.start, t.rxwink, t.rxflash,
             t.debounce, t.pulsebreak, t.pulsemake, t.pulseafter)
 
+    def set_params(self, chan: SimChannel, params: abi.DahdiParams) -> None:
+        """DAHDI_SET_PARAMS: every time at once, as dahdi_ioctl_setparams copies them."""
+        cas = chan.cas
+        if cas is None:
+            return  # the kernel keeps them for any channel; only analog ones use them
+        cas.timing = Timing(
+            prewink=params.prewinktime, preflash=params.preflashtime,
+            wink=params.winktime, flash=params.flashtime, start=params.starttime,
+            rxwink=params.rxwinktime, rxflash=params.rxflashtime,
+            debounce=params.debouncetime, pulsebreak=params.pulsebreaktime,
+            pulsemake=params.pulsemaketime, pulseafter=params.pulseaftertime)
+
+    # ------------------------------------------------------------------ dialling
+    def dial(self, chan: SimChannel, op: int, dialstr: str) -> None:
+        """DAHDI_DIAL (ioctl_dahdi_dial): replace or append to the dial string, or cancel."""
+        if not self.kernel.zones:
+            raise oserror(errno.ENODATA, f"{chan.name}: no tone zone loaded")
+        dial = self._dials.setdefault(chan, DialState())
+        dialstr = dialstr[:abi.DAHDI_MAX_DTMF_BUF - 1].upper()
+        if op == abi.DAHDI_DIAL_OP_CANCEL:
+            self.cancel_dial(chan)
+        elif op == abi.DAHDI_DIAL_OP_REPLACE:
+            self._stop_tone(dial)
+            dial.buffer, dial.dialing = dialstr, True
+            self._next_digit(chan)
+        elif op == abi.DAHDI_DIAL_OP_APPEND:
+            if len(dialstr) + len(dial.buffer) >= abi.DAHDI_MAX_DTMF_BUF - 1:
+                raise oserror(errno.EBUSY, f"{chan.name}: dial string full")
+            dial.buffer += dialstr
+            if not dial.dialing:
+                dial.dialing = True
+                self._next_digit(chan)
+        else:
+            raise oserror(errno.EINVAL, f"{chan.name}: DAHDI_DIAL op {op}")
+
+    def dialing(self, chan: SimChannel) -> bool:
+        dial = self._dials.get(chan)
+        return dial is not None and dial.dialing
+
+    def cancel_dial(self, chan: SimChannel) -> None:
+        """Stop dialling (DAHDI_HOOK, a hangup, SENDTONE, DIAL_OP_CANCEL): no
+        DIALCOMPLETE follows, but a pulse digit's breaks already under way run out."""
+        dial = self._dials.get(chan)
+        if dial is not None:
+            self._stop_tone(dial)
+            dial.buffer, dial.dialing = "", False
+        if chan.cas is not None:
+            chan.cas.pdialcount = 0
+
+    def written(self, chan: SimChannel) -> None:
+        """dahdi_chan_write: data written stops a tone digit or a pulse digit's breaks."""
+        dial = self._dials.get(chan)
+        pulsing = chan.cas is not None and chan.cas.pdialcount > 0
+        if dial is not None and (dial.tone is not None or pulsing):
+            self.cancel_dial(chan)
+
+    @staticmethod
+    def _stop_tone(dial: DialState) -> None:
+        if dial.tone is not None:
+            dial.tone.cancel()
+            dial.tone = None
+
+    def _next_digit(self, chan: SimChannel) -> None:
+        """__do_dtmf: act on the next character of the dial string, or report it done."""
+        dial = self._dials.setdefault(chan, DialState())
+        cas = chan.cas
+        while dial.buffer:
+            c, dial.buffer = dial.buffer[0], dial.buffer[1:]
+            if c in "TMORP":
+                dial.mode = c
+                continue
+            if c != "W" and dial.mode == "P":
+                if c.isdigit() and cas is not None and cas.txhooksig == TXSIG_OFFHOOK:
+                    cas.pdialcount = 10 if c == "0" else int(c)
+                    self._sethook(chan, TXSIG_ONHOOK, Tx.PULSEBREAK, cas.timing.pulsebreak)
+                    return
+                continue  # not a pulse digit, or the line is not off hook: skipped
+            if c == "W":
+                ms = DIAL_PAUSE_MS
+            elif c in DIAL_TONE_DIGITS.get(dial.mode, ""):
+                ms = DIAL_TONE_MS[dial.mode]
+            else:
+                continue  # no such tone: skipped
+            dial.tone = self.engine.call_later(ms / 1000, self._tone_done, chan)
+            return
+        dial.dialing = False
+        self._event(chan, abi.DAHDI_EVENT_DIALCOMPLETE)
+
+    def _tone_done(self, chan: SimChannel) -> None:
+        dial = self._dials.get(chan)
+        if dial is None or dial.tone is None:
+            return
+        dial.tone = None
+        if dial.dialing:
+            self._next_digit(chan)
+
+    # ------------------------------------------------------------------ polarity
+    def set_polarity(self, chan: SimChannel, reverse: bool) -> None:
+        """DAHDI_SETPOLARITY, as an analog card's driver answers it (wctdm24xxp)."""
+        if chan.span.kind != ANALOG:
+            raise oserror(errno.ENOTTY, f"{chan.name}: DAHDI_SETPOLARITY on a "
+                          f"{chan.span.kind} span (no analog card)")
+        cas = chan.cas
+        if cas is None or not cas.is_fxo:
+            raise oserror(errno.EINVAL, f"{chan.name}: DAHDI_SETPOLARITY on a port that is "
+                          "not an FXS port")
+        if cas.txstate in (Tx.RINGON, Tx.KEWL):
+            raise oserror(errno.EINVAL, f"{chan.name}: DAHDI_SETPOLARITY while "
+                          f"{'ringing' if cas.txstate is Tx.RINGON else 'battery is off'}")
+        if cas.polarity == reverse:
+            return
+        cas.polarity = reverse
+        peer = self.kernel._peer_chan(chan)
+        if peer is not None and peer.cas is not None and not peer.cas.is_fxo:
+            self._polarity_seen(peer)
+
+    def _polarity_seen(self, chan: SimChannel) -> None:
+        """The FXO port's voltage reading: a polarity other than the one it reported
+        starts (or keeps) its debounce; the one it reported stops it."""
+        cas = chan.cas
+        assert cas is not None
+        driver = self.kernel._peer_chan(chan)
+        line = driver is not None and driver.cas is not None and driver.cas.polarity
+        if line == cas.rx_polarity:
+            self._cancel(cas, "polarity_timer")
+        elif cas.polarity_timer is None:
+            cas.polarity_timer = self.engine.call_later(POLARITY_DEBOUNCE,
+                                                        self._polarity_debounced, chan)
+
+    def _polarity_debounced(self, chan: SimChannel) -> None:
+        cas = chan.cas
+        if cas is None:
+            return
+        cas.polarity_timer = None
+        driver = self.kernel._peer_chan(chan)
+        if driver is None or driver.cas is None:
+            return
+        if driver.cas.txstate in (Tx.KEWL, Tx.AFTERKEWL):
+            # no battery: the port cannot read the polarity until it comes back
+            cas.polarity_timer = self.engine.call_later(POLARITY_DEBOUNCE,
+                                                        self._polarity_debounced, chan)
+            return
+        if driver.cas.polarity != cas.rx_polarity:
+            cas.rx_polarity = driver.cas.polarity
+            self._event(chan, abi.DAHDI_EVENT_POLARITY)
+
     # ------------------------------------------------------------------ transmit side
     def hangup(self, chan: SimChannel) -> None:
         """dahdi_hangup: on hook, with a kewl when an fxoks channel had a call up; both
-        buffer rings are emptied."""
+        buffer rings are emptied, dialling stops."""
         cas = chan.cas
         assert cas is not None
+        self.cancel_dial(chan)
         cas.kewlonhook = False
         if not cas.is_fxo:
             cas.ringdeb_until = self.engine.time() + RING_DEBOUNCE
@@ -351,6 +558,18 @@ class CasLines:
             if cas.kewlonhook:
                 self._event(chan, abi.DAHDI_EVENT_ONHOOK)
             cas.gotgs = False
+        elif state is Tx.PULSEBREAK:
+            self._sethook(chan, TXSIG_OFFHOOK, Tx.PULSEMAKE, cas.timing.pulsemake)
+        elif state is Tx.PULSEMAKE:
+            if cas.pdialcount:
+                cas.pdialcount -= 1
+            if cas.pdialcount:
+                self._sethook(chan, TXSIG_ONHOOK, Tx.PULSEBREAK, cas.timing.pulsebreak)
+            else:  # the digit is out: the pause before the next (the bits stay off hook)
+                self._sethook(chan, TXSIG_OFFHOOK, Tx.PULSEAFTER, cas.timing.pulseafter)
+        elif state is Tx.PULSEAFTER:
+            cas.txstate = Tx.OFFHOOK
+            self._next_digit(chan)
 
     @staticmethod
     def _next_cadence(cas: CasState) -> int:
@@ -490,7 +709,7 @@ class CasLines:
             setattr(cas, name, None)
 
     def _cancel_all(self, cas: CasState) -> None:
-        for name in ("otimer", "itimer", "trailer", "pulse_timer", "tick"):
+        for name in ("otimer", "itimer", "trailer", "pulse_timer", "tick", "polarity_timer"):
             self._cancel(cas, name)
 
 

@@ -241,10 +241,36 @@ def setcadence(kernel: SimKernel, file: OpenFile, arg: IoctlArg) -> int:
 
 
 def sendtone(kernel: SimKernel, file: OpenFile, arg: IoctlArg) -> int:
-    need_chan(file)
+    chan = need_chan(file)
+    kernel.cas.cancel_dial(chan)  # start_tone stops the current tone and any dialling
     if _int_in(arg) == abi.DAHDI_TONE_STOP:
         return 0
     return needs_zone(kernel, file, arg)
+
+
+def set_params(kernel: SimKernel, file: OpenFile, arg: IoctlArg) -> int:
+    params = _struct(arg, abi.DahdiParams)
+    chan = file.chan if file.chan is not None else kernel.channels.get(params.channo)
+    if chan is None:
+        raise oserror(errno.EINVAL, f"channel {params.channo}")
+    kernel.cas.set_params(chan, params)
+    return 0
+
+
+def dial(kernel: SimKernel, file: OpenFile, arg: IoctlArg) -> int:
+    chan = need_chan(file)
+    operation = _struct(arg, abi.DahdiDialOperation)
+    kernel.cas.dial(chan, operation.op, operation.dialstr.decode("ascii", "replace"))
+    return 0
+
+
+def dialing(kernel: SimKernel, file: OpenFile, arg: IoctlArg) -> int:
+    return _int_out(arg, int(kernel.cas.dialing(need_chan(file))))
+
+
+def setpolarity(kernel: SimKernel, file: OpenFile, arg: IoctlArg) -> int:
+    kernel.cas.set_polarity(need_chan(file), bool(_int_in(arg)))
+    return 0
 
 
 def needs_zone(kernel: SimKernel, file: OpenFile, arg: IoctlArg) -> int:
@@ -302,7 +328,10 @@ HANDLERS: dict[int, Callable[[SimKernel, OpenFile, IoctlArg], int]] = {
     abi.DAHDI_SETCADENCE: setcadence,
     abi.DAHDI_SENDTONE: sendtone,
     abi.DAHDI_ECHOCANCEL_PARAMS: echocancel_params,
-    abi.DAHDI_DIAL: needs_zone,
+    abi.DAHDI_DIAL: dial,
+    abi.DAHDI_DIALING: dialing,
+    abi.DAHDI_SET_PARAMS: set_params,
+    abi.DAHDI_SETPOLARITY: setpolarity,
     abi.DAHDI_GETGAINS: getgains,
     abi.DAHDI_SETGAINS: setgains,
     abi.DAHDI_GETVERSION: getversion,

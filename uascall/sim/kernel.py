@@ -53,13 +53,16 @@ What it models
 
 What it does not model
 ----------------------
-Kernel-generated tones and dialling (SENDTONE/DIAL need a tone zone: ENODATA without one,
-and with one they are accepted but produce no audio), conferencing, echo cancellers
-(ECHOCANCEL_PARAMS is accepted and does nothing, like a kernel without an echocanceller=
-module), gains (stored, not applied), blocking reads and writes (they fail with EAGAIN
-as if O_NONBLOCK were set: the simulator must never block the engine), and POLLOUT (a
-write that finds no free buffer fails with EAGAIN, as on the kernel). Analog hook
-signalling arrives with the analog backend.
+Kernel-generated tones (SENDTONE needs a tone zone: ENODATA without one, and with one it is
+accepted but produces no audio; DAHDI_DIAL's tone digits take the kernel's time but sound
+nothing, its pulse digits are made for real: :mod:`uascall.sim.cas`), conferencing, echo
+cancellers (ECHOCANCEL_PARAMS is accepted and does nothing, like a kernel without an
+echocanceller= module), gains (stored, not applied), blocking reads and writes (they
+fail with EAGAIN as if O_NONBLOCK were set: the simulator must never block the engine),
+and POLLOUT (a write that finds no free buffer fails with EAGAIN, as on the kernel). Analog
+hook signalling is dahdi-base's robbed-bit machinery (:mod:`uascall.sim.cas`) on every
+span; ``add_loop("ANALOG")`` is an FXS card wired to an FXO card, whose lines also carry
+polarity (DAHDI_SETPOLARITY), which nothing else does.
 
 Test hooks beyond the kernel: :meth:`SimKernel.set_alarm`, :meth:`SimKernel.cut_dchannel`,
 :meth:`SimKernel.corrupt_next_frame`, :meth:`SimKernel.inject_frame` (straight into a
@@ -367,6 +370,7 @@ class SimKernel(DeviceIO):
             raise oserror(abi.ELAST, chan.name)
         if len(chan.tx) >= chan.numbufs:
             raise oserror(errno.EAGAIN, chan.name)
+        self.cas.written(chan)  # a write stops the kernel's dialling
         if chan.linear:
             data = kernel_law(chan.codec().name).encode_s16le(bytes(data[: chan.blocksize * 2]))
         else:

@@ -36,6 +36,8 @@ SPAN_KINDS = {
     "E1": (31, abi.DAHDI_LAW_ALAW,
            abi.DAHDI_CONFIG_CCS | abi.DAHDI_CONFIG_HDB3 | abi.DAHDI_CONFIG_CRC4, "E1"),
     "T1": (24, abi.DAHDI_LAW_MULAW, abi.DAHDI_CONFIG_ESF | abi.DAHDI_CONFIG_B8ZS, "T1"),
+    # an FXS card's ports wired to an FXO card's, pair by pair (uascall.sim.cas)
+    "ANALOG": (24, abi.DAHDI_LAW_MULAW, 0, "analog"),
 }
 #: the span type dahdi_dynamic reports (``spantype`` is "DYNAM", five characters at most)
 DYNAMIC = "DYNAMIC"
