@@ -148,8 +148,11 @@ def test_fxo_caller_giving_up_is_a_ring_timeout():
     out = port.handle(TimerExpired(RING_TIMER))
     ended = [o for o in out if isinstance(o, CallEnded)]
     assert ended and ended[0].by == "remote" and "rings stopped" in ended[0].reason
-    with pytest.raises(LocalProtocolError, match="not supported"):
-        port.place_call("123")
+    ringing = FxoPort(AnalogSettings(callerid=None))
+    ringing.handle(RINGBEGIN)
+    with pytest.raises(LocalProtocolError, match=r"place_call\(\) on FXO port fxo: the "
+                                                 r"port is OFFERED; expected IDLE"):
+        ringing.place_call("123")  # a call out while a call comes in
 
 
 # --------------------------------------------------------------------------- FXS

@@ -3,14 +3,23 @@
 
 An :class:`AnalogPort` keeps its channel open for as long as it runs: the kernel queues
 its hook events there, and a line carries audio in every hook state, so the port reads
-every 20 ms block (the caller ID or DTMF detector gets them when the machine listens, and
-the call's leg, its receive path, while the line is connected: off hook) and plays its
-tones (dial tone, ringback, the caller ID spill) with a player of its own. Whatever the
-call itself plays replaces the port's tone, as a write cancels a kernel tone.
+every 20 ms block (the caller ID, DTMF or call-progress detector gets them when the machine
+listens, and the call's leg, its receive path, while the line is connected: off hook) and
+plays its tones (dial tone, ringback, the caller ID spill, the digits an FXO port dials in
+DTMF) with a player of its own. Whatever the call itself plays replaces the port's tone,
+as a write cancels a kernel tone.
+
+An FXO port dials in DTMF with that player (our generator, the levels and timing of
+:class:`~uascall.channel.UASCallChannel`'s DTMFPlayer), and in pulses with the kernel's
+DAHDI_DIAL ("P" digits): a loop break must last 60 ms and a make 40 ms to the millisecond,
+which only the kernel's 1 ms signalling tick keeps (the engine's timers wake a few ms
+late on a loaded machine, tens of ms under emulation). The port writes nothing while the
+kernel dials, since a write would stop it.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
 import errno
 import logging
@@ -30,10 +39,11 @@ from uascall.dahdi.config import ConfigError
 from uascall.dahdi.device import DEV_DIR, Channel, DeviceIO
 from uascall.dahdi.reopen import Reopener
 from uascall.engine import EPOLLIN, EPOLLPRI, DescriptorDropped, Engine, TimerHandle
-from uascall.errors import DeviceError, Error, LocalProtocolError
+from uascall.errors import DeviceError, Error
 from uascall.media import callerid, g711
-from uascall.media.dtmf import DtmfDetector
+from uascall.media.dtmf import DtmfDetector, dtmf_samples
 from uascall.media.player import MediaClock, Player
+from uascall.media.progress import ProgressDetector
 from uascall.media.source import BufferSource
 from uascall.media.tones import call_progress_tone
 
@@ -41,6 +51,11 @@ log = logging.getLogger(__name__)
 
 FRAME = 160
 NUMBUFS = 4  # the player keeps three frames queued ahead
+#: pulse dialling, 10 pulses a second: ms of loop break and make (60/40, the usual
+#: ratio), and between digits (the kernel's own default)
+PULSE_BREAK_MS, PULSE_MAKE_MS, PULSE_PAUSE_MS = 60, 40, 750
+#: what a comma in a number waits, in ms (the kernel's "W": 0.5 s)
+DIAL_PAUSE_MS = 500
 
 
 class AnalogPort:
@@ -62,8 +77,9 @@ class AnalogPort:
         #: called with each new incoming leg (the backend offers it to the application)
         self.on_incoming: Callable[[AnalogLeg], None] | None = None
         self._timers: dict[str, TimerHandle] = {}
-        self._listening: str | None = None
-        self._detector: DtmfDetector | callerid.CallerIdReceiver | None = None
+        self._listening: tuple[str | None, tuple[str, ...]] = (None, ())
+        self._detector: (DtmfDetector | callerid.CallerIdReceiver | ProgressDetector
+                         | None) = None
         self._tone = Player(clock, _ToneSink(self), name=f"port {channo} tones")
         # after a device error: the retry to open the channel again, and its delay
         self._reopener = Reopener(engine, start=self._start_again, stop=self.stop,
@@ -90,6 +106,10 @@ class AnalogPort:
                                   "expected fxsks (an FXO port) or fxoks (an FXS port) in "
                                   "system.conf")
             self.law = "alaw" if params.curlaw == abi.DAHDI_LAW_ALAW else "ulaw"
+            if isinstance(self.machine, FxoPort):
+                params.pulsebreaktime, params.pulsemaketime = PULSE_BREAK_MS, PULSE_MAKE_MS
+                params.pulseaftertime = PULSE_PAUSE_MS
+                channel.set_params(params)  # an open resets them: ours from here on
             channel.set_blocksize(FRAME)
             channel.set_buffers(numbufs=NUMBUFS)
             channel.on_event = self._on_kernel_event
@@ -163,6 +183,12 @@ class AnalogPort:
         if isinstance(detector, DtmfDetector):
             for event in detector.feed(samples):
                 self._run(analog.DigitHeard(event.digit))
+        elif isinstance(detector, ProgressDetector):
+            for tone in detector.feed(samples):
+                log.info("%r: %s heard", self, tone.kind)
+                self._run(analog.ToneHeard(tone.kind))
+                if self._detector is not detector:
+                    break  # the machine listens for something else now
         else:
             for heard in detector.feed(samples):
                 if heard.caller_id is not None:
@@ -202,7 +228,9 @@ class AnalogPort:
             elif isinstance(out, analog.CancelTimer):
                 self._cancel_timer(out.name)
             elif isinstance(out, analog.Listen):
-                self._listen(out.what)
+                self._listen(out.what, out.expect)
+            elif isinstance(out, analog.Dial):
+                self._dial(out.digits, out.method)
             elif isinstance(out, analog.PlayTone):
                 self._play_tone(out.kind)
             elif isinstance(out, analog.SendCallerId):
@@ -235,12 +263,14 @@ class AnalogPort:
         if timer is not None:
             timer.cancel()
 
-    def _listen(self, what: str | None) -> None:
-        if what == self._listening:
+    def _listen(self, what: str | None, expect: tuple[str, ...] = ()) -> None:
+        if (what, expect) == self._listening:
             return
-        self._listening = what
+        self._listening = (what, expect)
         if what == "dtmf":
             self._detector = DtmfDetector()
+        elif what == "progress":
+            self._detector = ProgressDetector(self.settings.zone, expect)
         elif what == "callerid":
             self._detector = callerid.CallerIdReceiver(self.settings.callerid or "bell")
         else:
@@ -252,6 +282,31 @@ class AnalogPort:
             return
         tone = call_progress_tone(kind, self.settings.zone)
         self._tone.play(tone.source(self.law, loop=True))
+
+    def _dial(self, digits: str, method: str) -> None:
+        """Send ``digits``: DTMF through the port's player, pulses by the kernel."""
+        log.info("%r: dialling %s (%s)", self, digits, method)
+        if method == "pulse":
+            assert self.channel is not None
+            try:
+                self.channel.dial("P" + digits.replace(",", "W"))
+            except DeviceError as exc:  # the device failed: not a call that goes on
+                self._device_failed(exc)
+            return
+        codec = g711.codec(self.law)
+        samples = array.array("h")
+        for i, chunk in enumerate(digits.split(",")):
+            if i:
+                samples.extend(bytes(DIAL_PAUSE_MS * g711.SAMPLE_RATE // 1000))
+            if chunk:
+                samples.extend(dtmf_samples(chunk, law=self.law))
+        source = BufferSource(codec.encode(samples), self.law)
+
+        def played(reason: str) -> None:
+            if reason == "finished":
+                self._run(analog.DialComplete())
+
+        self._tone.play(source, played)
 
     def stop_tone(self) -> None:
         """The call plays something: the port's own tone gives way."""
@@ -273,19 +328,21 @@ class AnalogPort:
         if leg is None:
             return
         if isinstance(event, analog.CallAlerting):
-            leg._emit(LegAlerting(False))
+            leg._emit(LegAlerting(event.inband))
         elif isinstance(event, analog.CallAnswered):
             leg._answered = True
             leg._emit(LegAnswered())
         elif isinstance(event, analog.CallEnded):
-            cause = leg._release_cause or Cause.NORMAL
-            raw = "" if event.by == "local" else _RAW_CAUSES.get(event.reason, "")
+            cause = event.cause or leg._release_cause or Cause.NORMAL
+            raw = "" if event.by == "local" else event.raw
             leg._ended(cause, raw, event.by)
 
     # ------------------------------------------------------------------ calls
     def place_call(self, call_to: str, call_from: str = "", calling_name: str = ""
                    ) -> AnalogLeg:
-        """A call out of this port: on an FXS port, ring the phone."""
+        """A call out of this port: on an FXS port, ring the phone; on an FXO port,
+        seize the line and dial ``call_to`` (ArgumentError for a number the port's
+        dialling cannot carry)."""
         if self.leg is not None:
             raise Error(f"{self!r} already has a call")
         leg = AnalogLeg(self, incoming=False, call_from=call_from, call_to=call_to,
@@ -298,7 +355,7 @@ class AnalogPort:
                 self.command("place_call", caller)
             else:
                 self.command("place_call", call_to)
-        except LocalProtocolError:
+        except Error:  # the machine refused it (a busy port, a number it cannot dial)
             self.leg = None
             raise
         return leg
@@ -307,13 +364,6 @@ class AnalogPort:
     def idle(self) -> bool:
         machine = self.machine
         return machine is not None and self.leg is None and machine.state.name == "IDLE"
-
-
-_RAW_CAUSES = {
-    "the far end hung up (loop current dropped)": "loop-current-drop",
-    "the caller gave up (the rings stopped)": "rings-stopped",
-    "the phone hung up": "on-hook",
-}
 
 
 class _ToneSink:

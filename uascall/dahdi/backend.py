@@ -10,8 +10,10 @@ channels FXS ports (:mod:`uascall.dahdi.analog_port`), whose calls are
 
 Calls out (:meth:`DahdiBackend.place_call`) take a ``route``: ``"pri"`` (the first PRI
 span in service, out of alarm with its D-channel up, that has a free B-channel),
-``"pri:N"`` (span N), ``"fxs"`` (the first idle FXS port) or
-``"fxs:N"`` (the FXS port on channel N); None tries PRI, then FXS.
+``"pri:N"`` (span N), ``"fxs"`` (the first idle FXS port: rings its phone),
+``"fxs:N"`` (the FXS port on channel N), ``"fxo"`` (the first idle FXO port: dials the
+number on its line) or ``"fxo:N"`` (the FXO port on channel N); None tries PRI, then
+FXS.
 """
 
 from __future__ import annotations
@@ -332,9 +334,9 @@ class DahdiBackend(Backend):
                    headers: list[tuple[str, str]] | None = None,
                    prepared: object = None) -> CallLeg:
         kind, _, number = (route or "").partition(":")
-        if kind not in ("", "pri", "fxs"):
+        if kind not in ("", "pri", "fxs", "fxo"):
             raise ArgumentError(f"route {route!r}; expected 'pri', 'pri:SPAN', 'fxs', "
-                                "'fxs:CHANNEL' or None")
+                                "'fxs:CHANNEL', 'fxo', 'fxo:CHANNEL' or None")
         which = _route_number(route, number)
         if kind in ("", "pri"):
             for span in self.spans:
@@ -347,12 +349,13 @@ class DahdiBackend(Backend):
             if kind == "pri" or not self.ports:
                 raise NoRoute(f"no PRI span can place a call to {call_to!r} now "
                               f"({self._describe_spans(which)})")
+        analog = "FXO" if kind == "fxo" else "FXS"
         for port in self.ports:
-            if port.kind != "FXS" or (which is not None and port.channo != which):
+            if port.kind != analog or (which is not None and port.channo != which):
                 continue
             if port.idle:
                 return port.place_call(call_to, call_from)
-        raise NoRoute(f"no idle FXS port for a call to {call_to!r}"
+        raise NoRoute(f"no idle {analog} port for a call to {call_to!r}"
                       + (f" (channel {which})" if which is not None else ""))
 
     @staticmethod

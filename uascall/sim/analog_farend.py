@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import array
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from uascall.dahdi import abi
 from uascall.dahdi.device import DEV_DIR, Channel, DeviceIO
-from uascall.engine import EPOLLIN, EPOLLPRI, Engine
+from uascall.engine import EPOLLIN, EPOLLPRI, Engine, TimerHandle
+from uascall.errors import DeviceError
 from uascall.media import callerid, g711
 from uascall.media.callerid import CallerId
-from uascall.media.dtmf import dtmf_samples
+from uascall.media.dtmf import DtmfDetector, dtmf_samples
 from uascall.media.player import MediaClock, Player
 from uascall.media.source import BufferSource
+from uascall.media.tones import call_progress_tone
 
 log = logging.getLogger(__name__)
 
@@ -133,16 +136,78 @@ class LineEnd:
         return g711.codec(self.law).decode(bytes(self.heard[since_byte:]))
 
 
-class Exchange(LineEnd):
-    """An exchange on the fxoks end of a line into an FXO port: it rings the line (with
-    caller ID after the first ring), connects when the port answers, and clears."""
+@dataclass(frozen=True)
+class Destination:
+    """What the exchange does with a call to one of its numbers: ``action`` "answer" (the
+    called party answers after ``answer_after`` seconds of ringing, the line reversed at
+    the answer when ``polarity``), "ring" (rings and is never answered), "busy" or
+    "congestion"."""
 
-    def __init__(self, engine: Engine, channo: int, **kwargs: Any) -> None:
+    action: str = "answer"
+    answer_after: float = 3.0
+    polarity: bool = True
+
+    def __post_init__(self) -> None:
+        if self.action not in ("answer", "ring", "busy", "congestion"):
+            raise ValueError(f"action {self.action!r}; expected 'answer', 'ring', 'busy' "
+                             "or 'congestion'")
+
+
+class Exchange(LineEnd):
+    """An exchange on the fxoks end of a line into an FXO port.
+
+    Calls to the line: it rings (with caller ID after the first ring), connects when the
+    port answers, and clears (:meth:`hang_up`, a kewl).
+
+    Calls from the line: when the port goes off hook the exchange goes off hook too and,
+    ``dial_tone_delay`` later, plays the zone's dial tone (none at all while ``dead``);
+    it collects the number in DTMF (heard in the line's audio) or in pulses (the loop
+    breaks its kernel counts), recording each digit in :attr:`digits_heard`, until the
+    digits are one of :attr:`numbers` or ``digit_timeout`` passes after the last; then it
+    does what the number's :class:`Destination` says, in the zone's tones (a number it
+    does not know gets congestion). After the answer the called party is this object:
+    :meth:`play` is what it says, :attr:`heard` what it hears, :meth:`hang_up` its
+    hanging up. The port going on hook clears the call; the exchange notes when
+    (:attr:`released_at`, after its 1.25 s on-hook debounce).
+    """
+
+    #: the exchange's own off-hook debounce is 600 ms: dial tone must wait for it, or the
+    #: first pulses dialled would fall into it and be lost
+    DIAL_TONE_DELAY = 0.7
+    FIRST_DIGIT_TIMEOUT = 10.0
+
+    def __init__(self, engine: Engine, channo: int, *, zone: str = "us",
+                 numbers: dict[str, Destination] | None = None,
+                 dial_tone_delay: float = DIAL_TONE_DELAY, digit_timeout: float = 3.0,
+                 **kwargs: Any) -> None:
         super().__init__(engine, channo, **kwargs)
         self.state = "idle"
+        self.zone = zone
+        self.numbers: dict[str, Destination] = dict(numbers or {})
+        self.dial_tone_delay = dial_tone_delay
+        self.digit_timeout = digit_timeout
+        #: a dead line: a seizure gets no dial tone
+        self.dead = False
+        #: the number dialled on the current (or last) call, and each digit as it came
+        self.dialled = ""
+        self.digits_heard: list[tuple[str, str]] = []
+        self.seized_at: float | None = None
+        self.answered_at: float | None = None
+        self.released_at: float | None = None
+        #: the line is reversed; why a reversal was refused (ENOTTY on a dynamic span)
+        self.polarity_reversed = False
+        self.polarity_error: DeviceError | None = None
         self._caller: CallerId | None = None
         self._standard = "bell"
+        self._timer: TimerHandle | None = None
+        self._detector: DtmfDetector | None = None
 
+    def stop(self) -> None:
+        self._cancel_timer()
+        self._detector = None
+        super().stop()
+
+    # ------------------------------------------------------------------ calls to the line
     def ring(self, caller: CallerId | None = None, *, standard: str = "bell") -> None:
         """Ring the line; the caller's number goes as FSK after the first ring."""
         self._caller, self._standard = caller, standard
@@ -155,10 +220,13 @@ class Exchange(LineEnd):
         self.state = "idle"
 
     def hang_up(self) -> None:
-        """The caller hangs up after the answer: battery drops (kewlstart)."""
+        """The far party hangs up after the answer: battery drops (kewlstart)."""
+        self._quiet()
+        self._set_polarity(False)
         self.hook(abi.DAHDI_ONHOOK)
         self.state = "idle"
 
+    # ------------------------------------------------------------------ the line's events
     def _on_event(self, code: int) -> None:
         if code == abi.DAHDI_EVENT_RINGEROFF and self._caller is not None:
             caller, self._caller = self._caller, None
@@ -166,8 +234,116 @@ class Exchange(LineEnd):
         elif code == abi.DAHDI_EVENT_RINGOFFHOOK and self.state == "ringing":
             self.hook(abi.DAHDI_OFFHOOK)  # the line answered: stop ringing, connect
             self.state = "connected"
-        elif code == abi.DAHDI_EVENT_ONHOOK and self.state == "connected":
-            self.state = "idle"  # the line hung up
+        elif code == abi.DAHDI_EVENT_RINGOFFHOOK and self.state == "idle":
+            self._seized()
+        elif code == abi.DAHDI_EVENT_PULSE_START and self.state == "dialling":
+            self._player.stop()  # dial tone stops at the first break
+        elif code & abi.DAHDI_EVENT_PULSEDIGIT and self.state == "dialling":
+            self._digit(chr(code & 0xFF), "pulse")
+        elif code == abi.DAHDI_EVENT_ONHOOK and self.state not in ("idle", "ringing"):
+            self._released()  # the line hung up
+
+    def _heard(self, block: bytes) -> None:
+        detector = self._detector
+        if detector is None:
+            return
+        for event in detector.feed(g711.codec(self.law).decode(block)):
+            self._digit(event.digit, "dtmf")
+
+    # ------------------------------------------------------------------ calls from the line
+    def _seized(self) -> None:
+        self.seized_at = self.engine.time()
+        self.dialled, self.digits_heard = "", []
+        self.answered_at = self.released_at = None
+        if self.dead:
+            self.state = "dead"
+            log.info("exchange %d: line seized, but it is dead", self.channo)
+            return
+        self.hook(abi.DAHDI_OFFHOOK)
+        self.state = "seized"
+        self._after(self.dial_tone_delay, self._give_dial_tone)
+
+    def _give_dial_tone(self) -> None:
+        self.state = "dialling"
+        self.tone("dial")
+        self._detector = DtmfDetector()
+        self._after(self.FIRST_DIGIT_TIMEOUT, self._route)
+
+    def _digit(self, digit: str, how: str) -> None:
+        if self.state != "dialling":
+            return
+        if not self.dialled:
+            self._player.stop()  # dial tone stops at the first digit
+        self.dialled += digit
+        self.digits_heard.append((digit, how))
+        log.debug("exchange %d: %s digit %s", self.channo, how, digit)
+        if self.dialled in self.numbers:
+            self._route()
+        else:
+            self._after(self.digit_timeout, self._route)
+
+    def _route(self) -> None:
+        self._cancel_timer()
+        self._detector = None
+        destination = self.numbers.get(self.dialled, Destination("congestion"))
+        log.info("exchange %d: call to %r: %s", self.channo, self.dialled,
+                 destination.action)
+        if destination.action in ("busy", "congestion"):
+            self.state = destination.action
+            self.tone(destination.action)
+            return
+        self.state = "ringback"
+        self.tone("ringback")
+        if destination.action == "answer":
+            self._after(destination.answer_after, self._answer, destination)
+
+    def _answer(self, destination: Destination) -> None:
+        self._timer = None
+        self._player.stop()
+        self.state = "connected"
+        self.answered_at = self.engine.time()
+        if destination.polarity:
+            self._set_polarity(True)
+
+    def _released(self) -> None:
+        self._quiet()
+        self._set_polarity(False)
+        self.state = "idle"
+        self.released_at = self.engine.time()
+        self.hook(abi.DAHDI_ONHOOK)
+
+    # ------------------------------------------------------------------ helpers
+    def _set_polarity(self, reverse: bool) -> None:
+        if reverse == self.polarity_reversed or self.channel is None:
+            return
+        try:
+            self.channel.set_polarity(reverse)
+        except DeviceError as exc:  # a line that cannot reverse (a dynamic span)
+            self.polarity_error = exc
+            log.info("exchange %d: no polarity reversal: %s", self.channo, exc)
+            return
+        self.polarity_reversed = reverse
+
+    def tone(self, kind: str) -> None:
+        """Play the zone's ``kind`` tone ("dial", "ringback", "busy", "congestion") on
+        the line, looped, until something else plays (as an exchange does after the
+        called party cleared, the loop left closed)."""
+        tone = call_progress_tone(kind, self.zone)
+        self._player.play(tone.source(self.law, loop=True))
+
+    def _after(self, seconds: float, action: Any, *args: Any) -> None:
+        self._cancel_timer()
+        self._timer = self.engine.call_later(seconds, action, *args)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _quiet(self) -> None:
+        self._cancel_timer()
+        self._detector = None
+        self._player.stop()
 
 
 class Phone(LineEnd):
