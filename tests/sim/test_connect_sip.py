@@ -272,3 +272,36 @@ def test_a_sip_call_is_transferred_to_the_pri_exchange_and_taken_back(box, phone
     assert ours.transfer_cause() is ours.TransferCause.TARGETHANGUP
     assert ours.hang_up() is State.IDLE
     assert caller.wait_for_idle(T) is State.IDLE
+
+
+def test_a_sip_caller_hears_the_pri_sides_inband_ringback_as_early_media(box, phone):
+    caller = UASCallChannel(phone.engine, backend=phone.backend, media_clock=phone.clock,
+                            media_dir=phone.media_dir)
+    dialled = in_thread(phone.engine, caller.call, box.uri, call_from="phone")
+    ours = box.incoming.get(timeout=T)
+    early: list[bytes] = []  # what the caller hears before the answer
+    phone.engine.run(caller._follow, lambda frame, law: early.append(frame))
+    box.sim.far_end.inband = True  # ALERTING with progress indicator #8
+    box.sim.far_end.answer_after = None
+    leg = box.outbound(box.sim, route="pri")
+    leg.start_call("5559000", call_from="5551000")
+    assert leg.wait_for_ringing(T) is State.RING_OUTGOING
+    target = box.sim.far_end.incoming[-1]
+    box.engine.run(target.say, tone(425.0, 3.0, -13.0, LAW))  # the exchange's ringback
+    ringing = in_thread(box.engine, ours.ring, None, negotiate_early_media=True,
+                        custom_ringtone=leg)
+    phone.engine.sleep(1.5)
+    assert caller.state() is State.RING_OUTGOING  # a 183 with SDP
+    heard = audio.decode(b"".join(early), "ulaw")
+    assert len(heard) > 8000, "no early media reached the SIP caller"
+    assert audio.dominant_frequency(heard[-4000:]) == pytest.approx(425, abs=3)
+    assert audio.level_dbm0(heard[-4000:], "ulaw") == pytest.approx(-13.0, abs=0.5)
+    box.engine.run(target.call.answer)
+    assert finished(ringing) is State.RING_INCOMING
+    assert ours.answer() is State.ANSWERED and ours.connect(leg)
+    assert finished(dialled) is State.ANSWERED
+    assert caller.hang_up() is State.IDLE
+    assert ours.wait_for_idle(T) is State.IDLE and leg.wait_for_idle(T) is State.ANSWERED
+    assert leg.Details.disconnect_cause is Cause.NORMAL
+    assert leg.hang_up() is State.IDLE
+    assert box.engine.wait_until(lambda: target.cleared, T) and target.call.cause == 16
