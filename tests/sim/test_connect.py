@@ -168,12 +168,22 @@ def test_connecting_after_a_hang_up_is_hangup_or_false(world):
 
 
 def test_a_call_in_a_bridge_cannot_join_another(world):
-    a, _fa, b, _fb = joined(world)
-    c, _fc = answered_in(world)
+    a, far_a, b, far_b = joined(world)
+    c, far_c = answered_in(world)
     for first, second in ((c, a), (a, c), (b, c)):
         with pytest.raises(Error, match="already connected"):
             first.connect(second)
     assert a.Details.connected_id == b.Details.call_id and c.Details.connected_id == ""
+    # nothing leaks to the third call, and the bridge still carries both ways
+    marks = len(far_a.heard), len(far_b.heard), len(far_c.heard)
+    world.engine.run(far_a.say, tone(697.0, 0.5, -10.0, world.law))
+    world.engine.run(far_b.say, tone(1209.0, 0.5, -10.0, world.law))
+    world.engine.sleep(0.8)
+    assert audio.level_dbm0(heard_since(far_c, marks[2], world.law), world.law) < -60
+    assert audio.dominant_frequency(heard_since(far_b, marks[1], world.law)) == \
+        pytest.approx(697, abs=3)
+    assert audio.dominant_frequency(heard_since(far_a, marks[0], world.law)) == \
+        pytest.approx(1209, abs=3)
     for channel in (a, b, c):
         channel.hang_up()
 
