@@ -811,9 +811,13 @@ class UASCallChannel:
         except BaseException:
             self._engine.run(self._engine_end_transfer, other_call, TransferCause.FAIL)
             raise
-        law = self._engine.run(lambda: self._leg.media().law)
-        ringback = _FarEndAudio(other_call, law, tone.source(law, loop=True))
-        self._engine.run(self._engine_transfer_ringback, ringback)
+        try:
+            law = self._engine.run(lambda: self._leg.media().law)
+        except Error as exc:  # the call is going: the wait ends at once, and all is undone
+            log.info("%r: no ringback for the transfer: %s", self, exc)
+        else:
+            ringback = _FarEndAudio(other_call, law, tone.source(law, loop=True))
+            self._engine.run(self._engine_transfer_ringback, ringback)
         self._wait(lambda: self._state is State.IDLE or self._releasing
                    or other_call._state in (State.ANSWERED, State.IDLE), timeout)
         return self._engine.run(self._engine_finish_transfer, other_call)
