@@ -25,7 +25,7 @@ import pytest
 
 from tests import audio
 from tests.rigs import SimRig
-from uascall.backend import Cause
+from uascall.backend import Cause, LegAlerting
 from uascall.channel import State, StateChanged, UASCallChannel
 from uascall.dahdi import abi
 from uascall.dahdi.analog import (
@@ -598,6 +598,33 @@ def test_ringback_then_the_answer_by_polarity(cards):
     assert channel.wait_for_idle(T) is State.IDLE
     assert channel.cause() is Cause.NORMAL
     assert channel.Details.raw_cause == "loop-current-drop"
+
+
+def test_the_lines_ringback_is_early_media_for_a_listener(cards):
+    """What a bridge would do: listen to the leg before the answer. Once the number is
+    dialled the leg delivers the line's audio (the exchange's ringback), not before (no
+    dial tone), and reports alerting as in band."""
+    cards.exchange.numbers[NUMBER] = Destination("ring")
+    engine = cards.engine
+    events: list = []
+    frames: list[bytes] = []
+
+    def place():
+        leg = cards.backend.place_call(NUMBER, route="fxo")
+        leg.listener = events.append
+        leg.listen(lambda frame, law: frames.append(frame))
+        return leg
+
+    leg = engine.run(place)
+    assert engine.wait_until(lambda: any(isinstance(e, LegAlerting) for e in events), 3 * T)
+    assert [e for e in events if isinstance(e, LegAlerting)] == [LegAlerting(True)]
+    heard = audio.decode(b"".join(frames), "ulaw")
+    assert len(heard) >= 2.5 * 8000  # from the end of dialling: 2 s on, then the pause
+    assert audio.component_level_dbm0(heard, 440, "ulaw") > -30  # ringback, 440 + 480 Hz
+    assert audio.component_level_dbm0(heard, 480, "ulaw") > -30
+    assert audio.component_level_dbm0(heard, 350, "ulaw") < -45  # no dial tone in it
+    engine.run(leg.release, Cause.NORMAL)
+    assert cards.released()
 
 
 def test_pulse_dialling_answered_by_polarity(cards):

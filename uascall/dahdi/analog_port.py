@@ -34,7 +34,7 @@ from uascall.backend import (
     MediaPort,
 )
 from uascall.dahdi import abi, analog
-from uascall.dahdi.analog import AnalogSettings, FxoPort, FxsPort
+from uascall.dahdi.analog import AnalogSettings, FxoPort, FxoState, FxsPort
 from uascall.dahdi.config import ConfigError
 from uascall.dahdi.device import DEV_DIR, Channel, DeviceIO
 from uascall.dahdi.reopen import Reopener
@@ -421,10 +421,17 @@ class AnalogLeg(CallLeg):
     @property
     def hears(self) -> bool:
         """Whether the line carries the far end's audio to the call now: from the answer
-        on, and from the start for a phone that called us (it is off hook)."""
+        on, from the start for a phone that called us (it is off hook), and on a call
+        out of an FXO port from the number dialled (the exchange's ringback or busy tone
+        is the call's early media; dial tone and our own digits are not)."""
         if self._over:
             return False
-        return self._answered or (self.incoming and isinstance(self.port.machine, FxsPort))
+        if self._answered:
+            return True
+        machine = self.port.machine
+        if self.incoming:
+            return isinstance(machine, FxsPort)
+        return isinstance(machine, FxoPort) and machine.state is FxoState.PROCEEDING
 
     def alert(self, early_media: bool, codecs: list[str] | None = None) -> bool:
         """On an FXO port the exchange plays the ringback: nothing to signal, no early
