@@ -130,6 +130,31 @@ def test_keys_the_far_end_presses_while_we_send_other_digits_count(engine):
     assert listen(engine, send="1111", receive="2") == ["2"]
 
 
+def test_the_guard_goes_by_time_a_key_long_after_ours_counts(engine):
+    # We send 5 in band, then say nothing; 2 s later (beyond ECHO_SECONDS) the far end
+    # presses 5 itself: our old frames are still kept (the guard keeps the latest frames,
+    # not only the last 1.2 s) but are too old to be its echo.
+    keys: list[str] = []
+    out = frames(dtmf_samples("5", law=LAW))
+    back = frames(dtmf_samples("5", law=LAW))
+    silent = bytes([CODEC.silence]) * 160
+    press_at = len(out) + 100  # frames: 2 s after our tone ended
+
+    def run() -> None:
+        hearing = Hearing(InboundDsp.of(engine), keys.append, name="test")
+        for tick in range(press_at + len(back) + 20):
+            def step(tick=tick) -> None:
+                if tick < len(out):
+                    hearing.sent(out[tick], LAW)
+                at = tick - press_at
+                hearing.heard(back[at] if 0 <= at < len(back) else silent, LAW)
+            engine.call_later(0.02 * tick, step)
+
+    engine.run(run)
+    engine.sleep(0.02 * (press_at + len(back) + 40))
+    assert keys == ["5"]
+
+
 def test_the_bank_batches_streams_and_processes_within_5_ms(engine):
     dsp = InboundDsp.of(engine)
     assert InboundDsp.of(engine) is dsp

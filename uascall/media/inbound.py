@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 PROCESS_INTERVAL = 0.005
 #: how far back our own outgoing audio is kept to recognise its echo (seconds)
 ECHO_SECONDS = 1.2
+#: frames of our own audio kept for the echo guard: ECHO_SECONDS and the guard's margin
+#: at up to 75 frames a second (a player's lead comes on top of its 50)
+SENT_FRAMES = 128
 #: a digit heard in band that started this long after (or, for our write-ahead, before)
 #: the same digit in what we sent is its echo
 ECHO_DELAY = (-0.1, 1.0)
@@ -152,7 +155,10 @@ class Hearing:
         self._fed_at = 0.0  # engine time of the latest frame queued
         #: called with every frame heard, (frame, law), after the DTMF stream has it
         self.taps: list[Callable[[bytes, str], None]] = []
-        self._sent: collections.deque[tuple[float, bytes, str]] = collections.deque()
+        # what we sent in the last ECHO_SECONDS and more (the guard looks at the times):
+        # a bounded deque, not trimmed by time on every frame
+        self._sent: collections.deque[tuple[float, bytes, str]] = collections.deque(
+            maxlen=SENT_FRAMES)
         self._sent_keys: collections.deque[tuple[float, str]] = collections.deque()
         self.frames_heard = 0
         #: where the latest key press started in what was heard (a sample index), for
@@ -168,14 +174,17 @@ class Hearing:
     # ------------------------------------------------------------------ in
     def heard(self, frame: bytes, law: str) -> None:
         """The leg's receiver: one 20 ms frame from the far end."""
-        if self._stream.closed:
+        stream = self._stream
+        if stream.closed:
             return
         self.frames_heard += 1
         self._fed_at = self._engine.time()
-        self._stream.feed_law(frame, law)
-        self._dsp.queued()
-        for tap in list(self.taps):
-            tap(frame, law)
+        stream.feed_law(frame, law)
+        if self._dsp._timer is None:  # else a pass is due already and takes this frame
+            self._dsp.queued()
+        if self.taps:
+            for tap in tuple(self.taps):  # a tap may take itself off
+                tap(frame, law)
 
     def out_of_band(self, digit: str, ended: bool) -> None:
         """The backend reported a key going down (or, ``ended``, up) out of band."""
@@ -215,11 +224,7 @@ class Hearing:
     # ------------------------------------------------------------------ out
     def sent(self, frame: bytes, law: str) -> None:
         """A frame we sent the far end (kept a while for the echo guard)."""
-        now = self._engine.time()
-        sent = self._sent
-        sent.append((now, frame, law))
-        while now - sent[0][0] > ECHO_SECONDS:
-            sent.popleft()
+        self._sent.append((self._engine.time(), frame, law))
 
     def sent_key(self, digit: str) -> None:
         """A digit we sent out of band now (its echo may come back in band)."""
