@@ -251,6 +251,20 @@ class UASCallChannel:
         if leg is None:
             self._state = State.IDLE
 
+    @property
+    def route(self) -> str | None:
+        """Where this outbound channel's calls go, in the backend's terms (``"pri"``,
+        ``"fxo:5"``, a SIP ``host:port``; see README "Calls out"); None: the backend's
+        choice. Set it before :meth:`call` to send one call another way."""
+        return self._route
+
+    @route.setter
+    def route(self, route: str | None) -> None:
+        if route is not None and (not isinstance(route, str) or not route.strip()):
+            raise ArgumentError(f"route={route!r}; expected a route such as 'pri', "
+                                "'fxo:5' or 'host:port', or None")
+        self._route = route
+
     def _attach(self, leg: CallLeg, *, listen: bool = True) -> None:
         """Make ``leg`` this channel's call, with everything about the last one reset
         (``listen``: hear its events now; otherwise the caller starts listening)."""
@@ -576,9 +590,10 @@ class UASCallChannel:
         except NoRoute as exc:
             log.info("%r: %s", self, exc)
             self._attach(_NoCall(call_to, call_from))
-            self._state = State.IDLE
+            self._emit(StateChanged(self._state))  # a call asked for, as any other
             self._cause = Cause.NOCHANNELS
             self.Details.raw_cause = str(exc)
+            self._set_state(State.IDLE)
             return
         old.listener = None
         self._attach(leg, listen=False)

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from uascall.backend import Backend, Cause
+from uascall.backend import Backend
 from uascall.channel import ChannelEvent, State, StateChanged, UASCallChannel
 from uascall.engine import Engine
 from uascall.errors import ArgumentError, Error
@@ -72,26 +72,11 @@ class _ExtraChannel(UASCallChannel):
 
     def call(self, call_to: str, *args: Any, **kwargs: Any) -> State:
         self._owner._check_open(self._index)
-        placed = self._owner._placed(self._index)
-        state = super().call(call_to, *args, **kwargs)
-        self._note_refused(placed)
-        return state
+        return super().call(call_to, *args, **kwargs)
 
     def start_call(self, call_to: str, *args: Any, **kwargs: Any) -> State:
         self._owner._check_open(self._index)
-        placed = self._owner._placed(self._index)
-        state = super().start_call(call_to, *args, **kwargs)
-        self._note_refused(placed)
-        return state
-
-    def _note_refused(self, placed_before: int) -> None:
-        # A call nothing could carry ends at once (NOCHANNELS) without a state change
-        # to hear: note it here, so that the record counts every call asked for.
-        if self._owner._placed(self._index) == placed_before \
-                and self.state() is State.IDLE and self.cause() is Cause.NOCHANNELS:
-            self._owner._add(ExtraCall(self._index, self.Details.call_to,
-                                       cause=Cause.NOCHANNELS.name,
-                                       raw_cause=self.Details.raw_cause))
+        return super().start_call(call_to, *args, **kwargs)
 
     def _note(self, channel: UASCallChannel, event: ChannelEvent) -> None:
         """Engine thread: follow the calls placed on this channel."""

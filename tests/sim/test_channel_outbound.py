@@ -80,8 +80,12 @@ def test_no_free_channel_ends_the_call_at_once_with_nochannels(world):
     for channel in busy:
         assert channel.start_call("5559000") in (State.CALL_OUTGOING, State.RING_OUTGOING)
     extra = outbound(world)
+    seen = []
+    world.engine.run(extra.listeners.append, lambda ch, event: seen.append(event))
     assert extra.call("5559000") is State.IDLE
     assert extra.cause() is Cause.NOCHANNELS and "no PRI span" in extra.Details.raw_cause
+    # listeners see the call asked for and its end, as for any other call
+    assert [e.state for e in seen] == [State.CALL_OUTGOING, State.IDLE]
     for channel in busy:
         channel.hang_up()
 
@@ -100,6 +104,12 @@ def test_call_refusals(world):
         out.call("123", codecs="g729")
     with pytest.raises(ArgumentError, match="route 'isdn'"):
         outbound(world, route="isdn").call("123")
+    rerouted = outbound(world, route="isdn")
+    rerouted.route = "pri"  # one channel's calls may go another way, call by call
+    assert rerouted.route == "pri"
+    for bad in ("", 5):
+        with pytest.raises(ArgumentError, match="route="):
+            rerouted.route = bad
     world.backend.far_end.answer_after = 0.5
     assert out.call("123") is State.ANSWERED
     with pytest.raises(Error, match=r"call\(\) in state ANSWERED; expected IDLE"):
