@@ -279,3 +279,16 @@ def dtmf_keys(samples: Sequence[int], law: str = "ulaw") -> str:
             keys.append(run_digit)
         run_digit, run = digit, 1
     return "".join(keys)
+
+
+def steady(samples: Sequence[int], freq: float, law: str = "ulaw",
+           threshold_dbm0: float = -40.0) -> list[int]:
+    """The 20 ms frames of ``samples`` that carry ``freq`` at ``threshold_dbm0`` or more,
+    from the first to the last of them, but those two (where the tone starts and stops
+    part-way): the steady part of a tone, whatever idle pattern a line sends around it."""
+    frames = [samples[at:at + 160] for at in range(0, len(samples) - 159, 160)]
+    on = [n for n, frame in enumerate(frames)
+          if component_level_dbm0(frame, freq, law) >= threshold_dbm0]
+    if len(on) < 3:
+        return []
+    return [s for frame in frames[on[0] + 1:on[-1]] for s in frame]

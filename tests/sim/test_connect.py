@@ -46,6 +46,18 @@ def heard_since(far, mark: int, law: str) -> list[int]:
     return audio.decode(bytes(far.heard[mark:]), law)
 
 
+def keys_heard(world: World, far, mark: int, expected: str) -> str:
+    """The keys ``far`` heard in band since ``mark``, once they are ``expected`` or T
+    seconds have passed (the real driver's path is slower than the simulator's)."""
+    keys = ""
+    for _ in range(round(T / 0.2)):
+        keys = audio.dtmf_keys(heard_since(far, mark, world.law), world.law)
+        if keys == expected:
+            break
+        world.engine.sleep(0.2)
+    return keys
+
+
 def test_each_far_end_hears_the_other(world):
     a, far_a, b, far_b = joined(world)
     assert a.Details.connected_id == b.Details.call_id != ""
@@ -58,14 +70,14 @@ def test_each_far_end_hears_the_other(world):
     to_b = heard_since(far_b, marks[1], law)
     to_a = heard_since(far_a, marks[0], law)
     for heard, freq, level in ((to_b, 697.0, -10.0), (to_a, 1209.0, -16.0)):
-        assert audio.dominant_frequency(heard) == pytest.approx(freq, abs=3)
-        runs = audio.on_off_segments(heard, law=law)
-        assert [on for on, _ in runs] == [False, True, False], runs
-        assert runs[1][1] == pytest.approx(1.0, abs=2 * world.run_tolerance)
-        start = round(runs[0][1] * 8000) + 160  # whole frames of tone, edges left out
-        on = heard[start:start + 6400]
+        on = audio.steady(heard, freq, law)
+        # the whole second but its two edge frames (and, on the real driver in real time,
+        # a frame a late engine may slip)
+        assert 0.94 - world.slack / 5 <= len(on) / 8000 <= 1.0
+        assert audio.dominant_frequency(on) == pytest.approx(freq, abs=3)
         # a G.711 path is transparent: the level arrives as it was sent
-        assert audio.level_dbm0(on, law) == pytest.approx(level, abs=0.3)
+        levels = sorted(audio.level_dbm0(on[n:n + 160], law) for n in range(0, len(on), 160))
+        assert levels[len(levels) // 2] == pytest.approx(level, abs=0.3)
     a.hang_up()
     b.hang_up()
 
@@ -77,8 +89,7 @@ def test_keys_cross_the_bridge_in_band_and_reach_both_detectors(world):
     # a's own detector still hears its far end's keys
     assert a.DTMFDetector.get_digits(count=4, seconds_predigits_timeout=T,
                                      seconds_interdigit_timeout=T) == "159#"
-    world.engine.sleep(0.3)
-    assert audio.dtmf_keys(heard_since(far_b, mark, world.law), world.law) == "159#"
+    assert keys_heard(world, far_b, mark, "159#") == "159#"
     # b's detector does not take the keys it passed on for its own far end's
     assert b.DTMFDetector.get_digits(count=1, seconds_predigits_timeout=0.5) == ""
     a.hang_up()
@@ -121,7 +132,8 @@ def test_disconnect_keeps_both_calls_up_and_either_side_may_do_it(world):
     mark = len(far_b.heard)
     world.engine.run(far_a.say, tone(697.0, 0.5, -10.0, world.law))
     world.engine.sleep(0.6)
-    assert audio.level_dbm0(heard_since(far_b, mark, world.law), world.law) < -60
+    assert audio.component_level_dbm0(heard_since(far_b, mark, world.law), 697.0,
+                                      world.law) < -60
     assert a.connect(b) is True  # and again
     assert [type(e) for _, e in seen] == [Disconnected, Connected]
     a.hang_up()
@@ -179,11 +191,11 @@ def test_a_call_in_a_bridge_cannot_join_another(world):
     world.engine.run(far_a.say, tone(697.0, 0.5, -10.0, world.law))
     world.engine.run(far_b.say, tone(1209.0, 0.5, -10.0, world.law))
     world.engine.sleep(0.8)
-    assert audio.level_dbm0(heard_since(far_c, marks[2], world.law), world.law) < -60
-    assert audio.dominant_frequency(heard_since(far_b, marks[1], world.law)) == \
-        pytest.approx(697, abs=3)
-    assert audio.dominant_frequency(heard_since(far_a, marks[0], world.law)) == \
-        pytest.approx(1209, abs=3)
+    heard_by_c = heard_since(far_c, marks[2], world.law)
+    assert audio.component_level_dbm0(heard_by_c, 697.0, world.law) < -60
+    assert audio.component_level_dbm0(heard_by_c, 1209.0, world.law) < -60
+    assert audio.steady(heard_since(far_b, marks[1], world.law), 697.0, world.law)
+    assert audio.steady(heard_since(far_a, marks[0], world.law), 1209.0, world.law)
     for channel in (a, b, c):
         channel.hang_up()
 
@@ -241,8 +253,8 @@ def test_a_retrievable_transfer_rings_back_connects_and_is_taken_back(world):
     mark = len(far_b.heard)
     world.engine.run(far_a.say, tone(697.0, 0.5, -10.0, world.law))
     world.engine.sleep(0.8)
-    assert audio.dominant_frequency(heard_since(far_b, mark, world.law)) == pytest.approx(
-        697, abs=3)
+    assert audio.dominant_frequency(audio.steady(heard_since(far_b, mark, world.law), 697,
+                                                 world.law)) == pytest.approx(697, abs=3)
     with pytest.raises(Error, match="TRANSFERRED"):
         a.FilePlayer.play("goodbye.wav")
     # the target hangs up: the call is ours again

@@ -133,15 +133,6 @@ def tone(freq: float, seconds: float, level_dbm0: float, law: str) -> list[int]:
             for n in range(round(seconds * 8000))]
 
 
-def steady(samples: list[int], freq: float, law: str) -> list[int]:
-    """The frames of ``samples`` that carry ``freq`` (above -40 dBm0), but the first and
-    last of them, where it starts and stops part-way."""
-    frames = [samples[at:at + 160] for at in range(0, len(samples) - 159, 160)]
-    on = [n for n, frame in enumerate(frames)
-          if audio.component_level_dbm0(frame, freq, law) > -40]
-    return [s for frame in frames[on[0] + 1:on[-1]] for s in frame] if len(on) > 2 else []
-
-
 def in_thread(engine: Engine, fn, *args, **kwargs) -> dict:
     result: dict = {}
     result["thread"] = engine.start_actor_thread(
@@ -207,7 +198,7 @@ def test_pri_caller_hears_the_sip_sides_early_media_then_talks_both_ways(box, ph
     assert len(loud) > 4000
     box.engine.sleep(0.3)
     # (the first 0.1 s may still be the early tone the phone had queued when it answered)
-    heard_by_caller = steady(audio.decode(bytes(far.heard[mark:]), LAW), 1209, LAW)
+    heard_by_caller = audio.steady(audio.decode(bytes(far.heard[mark:]), LAW), 1209, LAW)
     # the tone's frames but the two at its ends; in real time, with the machine busy, a
     # late engine may cost a frame or two (a slip, an underrun), never more
     assert 0.90 <= len(heard_by_caller) / 8000 <= 1.0
@@ -265,7 +256,7 @@ def test_a_sip_call_is_transferred_to_the_pri_exchange_and_taken_back(box, phone
         heard = list(memoryview(wav.readframes(wav.getnframes())).cast("h"))
     # the ringback stopped when the target answered (nothing of it was left queued)
     assert audio.component_level_dbm0(heard[:800], 440, "ulaw") < -50
-    assert audio.dominant_frequency(steady(heard, 941, "ulaw")) == pytest.approx(941, abs=3)
+    assert audio.dominant_frequency(audio.steady(heard, 941, "ulaw")) == pytest.approx(941, abs=3)
     # the target hangs up: the box has its caller back
     box.engine.run(target.hangup)
     assert ours.wait_for_idle(T) is State.ANSWERED
