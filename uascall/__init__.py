@@ -7,7 +7,14 @@ does no I/O at import time and loads no backend: they are imported when first op
 """
 
 from uascall.backend import Cause, open_backend
-from uascall.channel import CallDetails, FilePlayer, State, TonePlayer, UASCallChannel
+from uascall.channel import (
+    CallDetails,
+    FilePlayer,
+    State,
+    TonePlayer,
+    TransferCause,
+    UASCallChannel,
+)
 from uascall.errors import (
     ArgumentError,
     BackendUnavailable,
@@ -40,6 +47,7 @@ __all__ = [
     "State",
     "ToneManager",
     "TonePlayer",
+    "TransferCause",
     "UASCallChannel",
     "UascallError",
     "__version__",
