@@ -206,7 +206,9 @@ def _backend_options(name: str, args: argparse.Namespace) -> dict[str, object]:
                 "node": args.node, "switch": args.switch, "ports": args.port or None,
                 "analog": AnalogSettings(
                     callerid=None if args.callerid == "none" else args.callerid,
-                    zone=args.zone, ring_timeout=args.ring_timeout)}
+                    zone=args.zone, ring_timeout=args.ring_timeout, dialing=args.dialing,
+                    answer_supervision=args.answer_supervision,
+                    dial_tone_timeout=args.dial_tone_timeout)}
     if name == "sip":
         # a call generator needs no well-known port: any free one will do
         listen = args.listen or ["127.0.0.1:5060" if args.command == "run" else "127.0.0.1:0"]
@@ -475,6 +477,15 @@ def _add_host_options(command: argparse.ArgumentParser
     dahdi.add_argument("--ring-timeout", type=float, default=8.0, metavar="SECONDS",
                        help="an unanswered call on an FXO port has ended this long after "
                        "its last ring (default %(default)s)")
+    dahdi.add_argument("--dialing", choices=("dtmf", "pulse"), default="dtmf",
+                       help="how calls out of FXO ports dial: dtmf (default) or pulse "
+                       "(loop breaks, 10 a second)")
+    dahdi.add_argument("--answer-supervision", choices=("none", "polarity"), default="none",
+                       help="how an FXO call out knows it is answered: none (default: "
+                       "answered once dialled) or polarity (the line's reversal)")
+    dahdi.add_argument("--dial-tone-timeout", type=float, default=5.0, metavar="SECONDS",
+                       help="an FXO line without dial tone this long after going off hook "
+                       "is dead (default %(default)s)")
     sip = command.add_argument_group("sip backend")
     sip.add_argument("--listen", action="append", metavar="HOST:PORT",
                      help="where to receive SIP over UDP (repeatable, e.g. 127.0.0.1:5080 and "

@@ -162,3 +162,16 @@ def test_the_ivr_example_on_the_simulator_with_its_caller(capsys, tmp_path, virt
     # and what the caller heard at the end: its own message played back to it
     heard = wav.read_wav(tmp_path / "heard" / "call1.wav")
     assert heard.duration > 20
+
+
+def test_analog_options_reach_the_dahdi_backends_settings():
+    from uascall.cli import _backend_options, build_parser
+    args = build_parser().parse_args(
+        ["run", "app.py", "--backend", "dahdi", "--dialing", "pulse",
+         "--answer-supervision", "polarity", "--dial-tone-timeout", "2.5", "--zone", "de"])
+    analog = _backend_options("dahdi", args)["analog"]
+    assert (analog.dialing, analog.answer_supervision, analog.dial_tone_timeout,
+            analog.zone) == ("pulse", "polarity", 2.5, "de")
+    default = _backend_options("dahdi", build_parser().parse_args(["run", "app.py"]))
+    assert (default["analog"].dialing, default["analog"].answer_supervision) == (
+        "dtmf", "none")
