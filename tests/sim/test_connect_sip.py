@@ -193,9 +193,13 @@ def test_pri_caller_hears_the_sip_sides_early_media_then_talks_both_ways(box, ph
     assert finished(recording) is theirs.FileRecorder.Cause.TIMEOUT
     with wave.open(str(phone.media_dir / "heard.wav")) as wav:
         heard_by_phone = list(memoryview(wav.readframes(wav.getnframes())).cast("h"))
-    assert audio.dominant_frequency(heard_by_phone) == pytest.approx(697, abs=3)
-    loud = [s for s in heard_by_phone if abs(s) > 1000]
-    assert len(loud) > 4000
+    # the caller's tone, judged on its steady frames (a frame a late engine slips in real
+    # time breaks the phase: the median of 100 ms windows is not moved by one)
+    tone_heard = audio.steady(heard_by_phone, 697, "ulaw")
+    assert len(tone_heard) / 8000 >= 0.9
+    windows = sorted(audio.dominant_frequency(tone_heard[n:n + 800])
+                     for n in range(0, len(tone_heard) - 799, 800))
+    assert windows[len(windows) // 2] == pytest.approx(697, abs=3)
     box.engine.sleep(0.3)
     # (the first 0.1 s may still be the early tone the phone had queued when it answered)
     heard_by_caller = audio.steady(audio.decode(bytes(far.heard[mark:]), LAW), 1209, LAW)
