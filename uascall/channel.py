@@ -427,7 +427,7 @@ class UASCallChannel:
         if reason == "hangup":  # the call is being cleared: ring() returns it IDLE
             self._wait(lambda: self._state is State.IDLE, CLEARING_TIMEOUT)
             return 0.0
-        return self._engine.run(lambda: source.duration or 0.0)
+        return self._run(lambda: source.duration or 0.0)
 
     def _open(self, media: PlayableMedia) -> OpenMedia:
         """``media`` ready to play: loaded, or a text's rendering started (on a thread
@@ -730,7 +730,7 @@ class UASCallChannel:
         if other_call._engine is not self._engine:
             raise Error("connect(): the other channel belongs to another engine; expected "
                         "two channels of one process")
-        return self._engine.run(self._engine_connect, other_call)
+        return self._run(self._engine_connect, other_call)
 
     def _engine_connect(self, other: UASCallChannel) -> bool:
         self._require((State.ANSWERED,), "connect")
@@ -758,7 +758,9 @@ class UASCallChannel:
         calls stay up, each far end hears silence until something plays. Returns True
         if there was a connection, False otherwise (also in IDLE: harmless, like
         hang_up())."""
-        return self._engine.run(self._engine_disconnect)
+        if self._bridge is None:  # and once the engine has stopped there is none
+            return False
+        return self._run(self._engine_disconnect)
 
     def _engine_disconnect(self) -> bool:
         if self._bridge is None:
@@ -820,22 +822,28 @@ class UASCallChannel:
                         "its ringback)")
         tone = self.TonePlayer.tone_manager.get(ringback_tone or "RINGBACK")
         timeout = _seconds("seconds_timeout", seconds_timeout, allow_none=True)
-        self._engine.run(self._engine_begin_transfer, other_call)
+        self._run(self._engine_begin_transfer, other_call)
         try:
             other_call.start_call(call_to, call_from)
         except BaseException:
-            self._engine.run(self._engine_end_transfer, other_call, TransferCause.FAIL)
+            self._run(self._engine_end_transfer, other_call, TransferCause.FAIL)
             raise
         try:
-            law = self._engine.run(lambda: self._leg.media().law)
+            law = self._run(lambda: self._leg.media().law)
+        except Hangup:
+            raise
         except Error as exc:  # the call is going: the wait ends at once, and all is undone
             log.info("%r: no ringback for the transfer: %s", self, exc)
         else:
             ringback = _FarEndAudio(other_call, law, tone.source(law, loop=True))
-            self._engine.run(self._engine_transfer_ringback, ringback)
+            self._run(self._engine_transfer_ringback, ringback)
         self._wait(lambda: self._state is State.IDLE or self._releasing
                    or other_call._state in (State.ANSWERED, State.IDLE), timeout)
-        return self._engine.run(self._engine_finish_transfer, other_call)
+        state = self._run(self._engine_finish_transfer, other_call)
+        if state is not State.IDLE and self._releasing:  # the caller is being cleared
+            self._wait(lambda: self._state is State.IDLE, CLEARING_TIMEOUT)
+            state = self._state
+        return state
 
     def _engine_begin_transfer(self, other: UASCallChannel) -> None:
         self._require((State.ANSWERED,), "retrievable_transfer")
@@ -872,6 +880,12 @@ class UASCallChannel:
             other._engine_release(Cause.NORMAL, None)
             return self._engine_end_transfer(other, TransferCause.HANGUP)
         if other._state is State.ANSWERED and not other._releasing:
+            busy = other._bridge is not None or other._playing is not None or (
+                other._player is not None and other._player.playing)
+            if busy:  # the application joined or played to the target meanwhile
+                log.warning("%r: the transfer target %r is connected or playing already; "
+                            "the transfer fails", self, other)
+                return self._engine_end_transfer(other, TransferCause.FAIL)
             self._engine_end_transfer(other, TransferCause.NORMAL)
             _Bridge(self, other, transfer=True)
             self._set_state(State.TRANSFERRED)
@@ -1071,7 +1085,17 @@ class UASCallChannel:
         if engine.in_engine_thread:
             register()  # and Engine.wait() refuses to block the engine, as ever
         else:
-            engine.call_soon_threadsafe(register)
+            try:
+                engine.call_soon_threadsafe(register)
+            except Error:
+                if engine.accepting:
+                    raise
+                # The engine has stopped: nothing will change any more. What holds now
+                # holds (an ended call is IDLE); anything else can never come.
+                if step is None and condition():
+                    return True
+                raise Hangup(f"{self!r}: the engine {engine.name!r} has stopped",
+                             cause=self._cause) from None
         try:
             return engine.wait(future, timeout)
         except TimeoutError:
@@ -1079,6 +1103,17 @@ class UASCallChannel:
             # the condition may have come true at the very deadline, after the wait ended
             # and before the waiter was forgotten: that is not a timeout
             return future.result() if future.done() else False
+
+    def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on the engine thread; Hangup once the engine has stopped (every
+        call is over then), as for a thread that was waiting when it stopped."""
+        try:
+            return self._engine.run(fn, *args)
+        except Error:
+            if self._engine.accepting:
+                raise
+            raise Hangup(f"{self!r}: the engine {self._engine.name!r} has stopped",
+                         cause=self._cause) from None
 
     def _forget_waiter(self, future: concurrent.futures.Future) -> None:
         self._waiters = [w for w in self._waiters if w[1] is not future]
@@ -1183,6 +1218,7 @@ class _Bridge:
         #: a retrievable transfer of ``a`` to ``b``: when ``a``'s caller hangs up ``b`` is
         #: hung up too; when ``b`` ends, ``a`` is taken back
         self.transfer = transfer
+        self.closed = False
         for channel in (a, b):
             channel._listen()  # ANSWERED calls listen already; this is a no-op then
         # every step that can fail (a port that cannot be opened) before anything changes
@@ -1215,15 +1251,18 @@ class _Bridge:
         """Take the bridge down; ``ended`` is the call whose end (or release) did it, or
         None for disconnect(). The other is told, with the ended call's cause."""
         a, b = self.a, self.b
-        if a._bridge is not self:
+        if self.closed:
             return
+        self.closed = True
         for source, link in self.links.items():
             link.close()
             hearing = source._hearing
             if hearing is not None and link.heard in hearing.taps:
                 hearing.taps.remove(link.heard)
-        a._bridge = b._bridge = None
-        a.Details.connected_id = b.Details.connected_id = ""
+        for channel in (a, b):
+            if channel._bridge is self:
+                channel._bridge = None
+                channel.Details.connected_id = ""
         log.info("%r and %r disconnected%s", a, b,
                  "" if ended is None else f": {ended!r} ended")
         if self.transfer:

@@ -269,6 +269,11 @@ class Engine:
         return self._thread is not None and not self._stopped.is_set()
 
     @property
+    def accepting(self) -> bool:
+        """Whether work can still be posted (False from the start of :meth:`stop` on)."""
+        return self._accepting
+
+    @property
     def in_engine_thread(self) -> bool:
         return threading.current_thread() is self._thread
 

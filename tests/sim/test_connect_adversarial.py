@@ -519,7 +519,7 @@ def key_tone(digit: str, law: str, frames: int) -> list[bytes]:
     return [samples[at:at + 160] for at in range(0, len(samples), 160)]
 
 
-@pytest.mark.parametrize("held_s", [1.0, 2.0])
+@pytest.mark.parametrize("held_s", [1.0, 2.0, 3.0, 10.0])
 def test_a_key_held_in_band_towards_an_events_port_is_one_key(held_s):
     """A PRI caller holds a key ``held_s``; the SIP side takes telephone-events: one
     event, and no tone left in band after the mute (a second key at the SIP side)."""
@@ -587,3 +587,155 @@ def test_a_key_pressed_across_connect_and_disconnect(clean):
     assert audio.dtmf_keys(heard_since(far_b, mark, world.law), world.law) in ("", "7")
     a.hang_up()
     b.hang_up()
+
+
+# ---------------------------------------------------------------- found by these probes,
+# fixed in channel.py and bridge.py (each failed before its fix)
+
+def test_transfer_target_connected_elsewhere_as_it_answers(clean):
+    """Another thread of the application joins the extra channel to a third call in the
+    moment the target answers, before retrievable_transfer() has connected it."""
+    world = clean
+    a, far_a = answered_in(world)
+    with_tones(a)
+    c, far_c = answered_in(world)
+    extra = outbound(world)
+    world.backend.far_end.answer_after = 1.0
+
+    def on_answer(channel, event):
+        if isinstance(event, StateChanged) and event.state is State.ANSWERED:
+            c.connect(channel)
+
+    extra.listeners.append(on_answer)
+    try:
+        state = a.retrievable_transfer(extra, "5559000")
+    except Error:
+        state = a.state()
+    far_b = world.backend.far_end.incoming[-1]
+    # the target's voice reaches one caller only (a's, or c's if c's connect won)
+    law = world.law
+    marks = len(far_a.heard), len(far_c.heard)
+    world.engine.run(far_b.say, tone(1633.0, 0.5, -10.0, law))
+    world.engine.sleep(0.8)
+    hearing = [name for name, far, mark in (("a", far_a, marks[0]), ("c", far_c, marks[1]))
+               if audio.component_level_dbm0(heard_since(far, mark, law), 1633.0, law) > -40]
+    assert len(hearing) == 1, f"the target is heard by {hearing}"
+    # and the two channels agree on who is connected to whom
+    if c.Details.connected_id:
+        assert extra.Details.connected_id == c.Details.call_id
+        assert a.Details.connected_id == "" and state is State.ANSWERED
+    else:
+        assert extra.Details.connected_id == a.Details.call_id
+    for channel in (a, c, extra):
+        channel.hang_up()
+
+
+def test_the_caller_hangs_up_in_the_step_the_target_answers(clean):
+    """The caller's clearing reaches us in the very engine step the target's answer does
+    (simulated by releasing our side of the caller's call from the answer's listener)."""
+    world = clean
+    a, _far_a, extra = transferring(world, answer_after=1.0)
+
+    def on_answer(channel, event):
+        if isinstance(event, StateChanged) and event.state is State.ANSWERED:
+            a._engine_release(Cause.NORMAL, None)
+
+    extra.listeners.append(on_answer)
+    # the docstring: "or the caller hangs up (IDLE, HANGUP; the attempt is cancelled)"
+    assert a.retrievable_transfer(extra, "5559000") is State.IDLE
+    assert a.transfer_cause() is a.TransferCause.HANGUP
+    assert extra.wait_for_idle(T) is State.IDLE
+    assert a.Details.connected_id == extra.Details.connected_id == ""
+    assert no_transfer_listener(a, extra) and no_taps_left(extra)
+
+
+def test_the_engine_stopping_wakes_every_blocked_thread(world):
+    """DESIGN.md: when the engine stops, every application thread blocked on it wakes
+    with Hangup (or, where the backend's stop cleared its call first, returns IDLE)."""
+    a, _fa = answered_in(world)
+    b, _fb = answered_out(world)
+    assert a.connect(b)
+    c, _fc = world.incoming()
+    extra, _target = ringing_extra(world)
+    x, _fx = answered_in(world)
+    with_tones(x)
+    spare = outbound(world)
+    blocked = {"a.wait_for_idle": in_thread(world.engine, a.wait_for_idle),
+               "b.wait_for_idle": in_thread(world.engine, b.wait_for_idle, 100),
+               "c.ring(None, custom_ringtone=extra)": in_thread(
+                   world.engine, c.ring, None, negotiate_early_media=True,
+                   custom_ringtone=extra),
+               "x.retrievable_transfer": in_thread(world.engine, x.retrievable_transfer,
+                                                   spare, "5559001")}
+    world.engine.sleep(1.0)
+    assert all("value" not in r and "error" not in r for r in blocked.values())
+    world.engine.stop()
+    woke = {}
+    for name, result in blocked.items():
+        result["thread"].join(T)
+        assert not result["thread"].is_alive()
+        woke[name] = type(result["error"]).__name__ if "error" in result \
+            else result["value"].name
+    assert woke["a.wait_for_idle"] == woke["b.wait_for_idle"] == "IDLE"
+    assert woke["c.ring(None, custom_ringtone=extra)"] in ("IDLE", "Hangup")
+    assert woke["x.retrievable_transfer"] in ("IDLE", "Hangup")
+
+
+def test_after_the_engine_stopped_an_ended_call_answers_as_in_idle(world):
+    """After the stop: Hangup, or the harmless results the docstrings promise in IDLE
+    (disconnect() False, wait_for_idle() and wait_for_ringing() the state)."""
+    a, _fa = answered_in(world)
+    b, _fb = answered_out(world)
+    assert a.connect(b)
+    extra, _target = ringing_extra(world)
+    world.engine.stop()
+    assert a.state() is b.state() is extra.state() is State.IDLE
+    after = {}
+    for name, call in (("a.connect(b)", lambda: a.connect(b)),
+                       ("a.disconnect()", a.disconnect),
+                       ("a.wait_for_idle(1)", lambda: a.wait_for_idle(1)),
+                       ("extra.wait_for_ringing(1)", lambda: extra.wait_for_ringing(1)),
+                       ("a.hang_up()", a.hang_up)):
+        try:
+            after[name] = repr(call())
+        except Hangup:
+            after[name] = "Hangup"
+        except Error as exc:
+            after[name] = f"Error: {exc}"
+    assert after == {"a.connect(b)": "Hangup", "a.disconnect()": "False",
+                     "a.wait_for_idle(1)": repr(State.IDLE),
+                     "extra.wait_for_ringing(1)": repr(State.IDLE),
+                     "a.hang_up()": repr(State.IDLE)}
+
+
+def test_out_of_band_keys_faster_than_digit_ms_stay_two_keys_in_band():
+    """An RFC 4733 far end keying "11" at 60 ms on / 40 ms off (inside Q.24's 40 ms
+    minimum tone and pause) towards a TDM call: the far end must hear two keys."""
+    port = DrainedPort("alaw")
+    link = AudioLink(port)
+    silence = g711.codec("ulaw").silence_frame
+    for frame in range(30):
+        if frame in (0, 5):  # a key down every 100 ms
+            link.key("1", in_band=False)
+        link.heard(silence, "ulaw")
+    heard = audio.decode(b"".join(port.sent), "alaw")
+    assert [event.digit for event in detect_digits(heard)] == ["1", "1"]
+
+
+def test_a_key_held_three_seconds_on_pri_is_one_digit_on_sip(tmp_path):
+    box, phone = Box(), Phone(tmp_path)
+    try:
+        a_key_held_three_seconds(box, phone)
+    finally:
+        phone.close()
+        box.close()
+
+
+def a_key_held_three_seconds(box: Box, phone: Phone) -> None:
+    _ours, far, out, theirs, _ = pri_to_sip(box, phone)
+    assert out._leg.media().telephone_events
+    theirs.DTMFDetector.clear_digits()
+    box.engine.run(lambda: far.press("5", on_ms=3000, off_ms=100))
+    phone.engine.sleep(4.0)
+    assert theirs.DTMFDetector.get_digits(seconds_predigits_timeout=0) == "5"
+    theirs.hang_up()

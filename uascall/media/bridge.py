@@ -61,7 +61,11 @@ SETTLE_FRAMES = 50
 #: how long a key carried across is played (in band) or signalled (RFC 4733), ms
 DIGIT_MS = 100
 #: the most frames the in-band tone of a key is muted for, should its end never be heard
-MAX_MUTED_FRAMES = 100
+#: (30 s: a key held longer than that is not a key)
+MAX_MUTED_FRAMES = 1500
+#: silence after each key played in band, so that keys that come faster than DIGIT_MS
+#: stay apart for the far end's detector (Q.24: a pause of 40 ms is one)
+DIGIT_GAP_MS = 60
 
 
 class AudioLink:
@@ -177,11 +181,12 @@ _DIGIT_FRAMES: dict[tuple[str, str], tuple[bytes, ...]] = {}
 
 
 def _digit_frames(digit: str, law: str) -> tuple[bytes, ...]:
-    """``digit`` as DIGIT_MS of tone and a frame of silence, in 20 ms frames of ``law``."""
+    """``digit`` as DIGIT_MS of tone and DIGIT_GAP_MS of silence, in 20 ms frames of
+    ``law``."""
     frames = _DIGIT_FRAMES.get((digit, law))
     if frames is None:
         codec = g711.codec(law)
-        samples = codec.encode(dtmf_samples(digit, on_ms=DIGIT_MS, off_ms=20, law=law))
+        samples = codec.encode(dtmf_samples(digit, on_ms=DIGIT_MS, off_ms=DIGIT_GAP_MS, law=law))
         samples += bytes([codec.silence]) * (-len(samples) % FRAME_SAMPLES)
         frames = _DIGIT_FRAMES[(digit, law)] = tuple(
             samples[at:at + FRAME_SAMPLES] for at in range(0, len(samples), FRAME_SAMPLES))
