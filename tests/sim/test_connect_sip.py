@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import queue
+import time
 import wave
 
 import pytest
@@ -142,6 +143,15 @@ def median_level(samples: list[int], freq: float, law: str) -> float:
     return levels[len(levels) // 2]
 
 
+def recording_started(path) -> None:
+    """Wait until a recording's file exists: the recorder hears from then on (the thread
+    that starts it may start late on a loaded machine)."""
+    deadline = time.monotonic() + T
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name}: the recording never started"
+        time.sleep(0.01)
+
+
 def in_thread(engine: Engine, fn, *args, **kwargs) -> dict:
     result: dict = {}
     result["thread"] = engine.start_actor_thread(
@@ -194,6 +204,7 @@ def test_pri_caller_hears_the_sip_sides_early_media_then_talks_both_ways(box, ph
     recording = in_thread(phone.engine, theirs.FileRecorder.record, "heard.wav",
                           milliseconds_max_silence=0, seconds_timeout=2.5,
                           file_format="pcm16")
+    recording_started(phone.media_dir / "heard.wav")
     mark = len(far.heard)
     box.engine.run(far.say, tone(697.0, 1.0, -10.0, LAW))
     playing = in_thread(phone.engine, theirs.TonePlayer.play, "PHONE_TONE",
@@ -261,6 +272,7 @@ def test_a_sip_call_is_transferred_to_the_pri_exchange_and_taken_back(box, phone
     recording = in_thread(phone.engine, caller.FileRecorder.record, "target.wav",
                           milliseconds_max_silence=0, seconds_timeout=1.5,
                           file_format="pcm16")
+    recording_started(phone.media_dir / "target.wav")
     box.engine.run(target.say, tone(941.0, 1.0, -12.0, LAW))
     assert finished(recording) is caller.FileRecorder.Cause.TIMEOUT
     with wave.open(str(phone.media_dir / "target.wav")) as wav:
@@ -292,7 +304,9 @@ def test_a_sip_caller_hears_the_pri_sides_inband_ringback_as_early_media(box, ph
     box.engine.run(target.say, tone(425.0, 3.0, -13.0, LAW))  # the exchange's ringback
     ringing = in_thread(box.engine, ours.ring, None, negotiate_early_media=True,
                         custom_ringtone=leg)
-    phone.engine.sleep(2.0)
+    deadline = time.monotonic() + T
+    while len(early) < 75 and time.monotonic() < deadline:  # 1.5 s of early media
+        time.sleep(0.05)
     assert caller.state() is State.RING_OUTGOING  # a 183 with SDP
     heard = audio.decode(b"".join(early), "ulaw")
     assert len(heard) > 4000, "no early media reached the SIP caller"
