@@ -1107,6 +1107,9 @@ def sox_stat(wav: Path) -> dict[str, str]:
 # --------------------------------------------------------------------------- baresip
 
 BARESIP_MODULES = Path("/usr/lib/baresip/modules")
+#: baresip 1.0's account answer modes: ring and wait for "a" (180), answer with 183 and
+#: SDP but send nothing until "a" (see BaresipCallee), answer at once (200)
+ANSWERMODES = ("manual", "early", "auto")
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -1159,10 +1162,12 @@ class BaresipResult:
 
 def baresip_config(workdir: Path, *, listen_port: int, mic: Path, rec_dir: Path,
                    codecs: Sequence[str] = ("PCMA", "PCMU"), rtp_ports: tuple[int, int]
-                   | None = None, console: bool = False) -> Path:
+                   | None = None, console: bool = False, answermode: str | None = None
+                   ) -> Path:
     """Write baresip 1.0's ``config`` and ``accounts`` into ``workdir``: SIP on
     127.0.0.1:``listen_port``, the ``mic`` WAV as microphone (aufile), the ALSA
-    the sndfile filter recording into ``rec_dir``.
+    the sndfile filter recording into ``rec_dir``. ``answermode`` (the account's:
+    manual, early or auto) says how it takes a call (:class:`BaresipCallee`).
 
     The speaker is ``aubridge`` (a virtual device), not ALSA's ``null`` PCM: that one
     never blocks, so baresip 1.0's player thread spins at 100 % CPU for the whole call
@@ -1188,8 +1193,12 @@ def baresip_config(workdir: Path, *, listen_port: int, mic: Path, rec_dir: Path,
     if rtp_ports:
         lines.append(f"rtp_ports {rtp_ports[0]}-{rtp_ports[1]}")
     (workdir / "config").write_text("\n".join(lines) + "\n")
-    (workdir / "accounts").write_text(
-        f"<sip:baresip@{LOCALHOST}>;regint=0;audio_codecs={','.join(codecs)}\n")
+    account = f"<sip:baresip@{LOCALHOST}>;regint=0;audio_codecs={','.join(codecs)}"
+    if answermode is not None:
+        if answermode not in ANSWERMODES:
+            raise ValueError(f"answermode {answermode!r}; expected one of {ANSWERMODES}")
+        account += f";answermode={answermode}"
+    (workdir / "accounts").write_text(account + "\n")
     return workdir
 
 
@@ -1214,6 +1223,16 @@ def _parse_baresip_log(text: str) -> dict[str, object]:
         "decoder": decoder[-1].strip() if decoder else "",
         "rtp_established": "incoming rtp for 'audio' established" in text,
     }
+
+
+def _clean_baresip_log(raw: str, typed: str = "") -> str:
+    """baresip's output without ANSI colours, the "\\r[0:00:01] audio=64000/64000
+    (bit/s)" status updates and the echo of a ``-e`` command ``typed``, which it prints
+    one key at a time ("/", "/d", "/di", ...)."""
+    raw = _ANSI.sub("", raw)
+    return "\n".join(part for line in raw.splitlines() for part in line.split("\r")
+                     if part.strip() and not part.startswith("[")
+                     and not (typed and typed.startswith(part.strip())))
 
 
 def _type_keys(proc: subprocess.Popen, keys: str, at: float, gap: float) -> None:
@@ -1268,13 +1287,7 @@ def run_baresip(uri: str, *, seconds: int, workdir: Path,
         finally:
             _stop(proc, (signal.SIGINT, 2.0), (signal.SIGTERM, 2.0))
     assert proc is not None
-    raw = _ANSI.sub("", _read(log_path))
-    # Drop the "\r[0:00:01] audio=64000/64000 (bit/s)" status updates and the echo of
-    # the -e command, typed one key at a time ("/", "/d", "/di", ...).
-    typed = f"/dial {uri}"
-    text = "\n".join(part for line in raw.splitlines() for part in line.split("\r")
-                     if part.strip() and not part.startswith("[")
-                     and not typed.startswith(part.strip()))
+    text = _clean_baresip_log(_read(log_path), typed=f"/dial {uri}")
     decs = sorted(rec.glob("*-dec.wav"))
     encs = sorted(rec.glob("*-enc.wav"))
     return BaresipResult(
@@ -1283,3 +1296,212 @@ def run_baresip(uri: str, *, seconds: int, workdir: Path,
         duration_s=time.monotonic() - started, timed_out=timed_out,
         **_parse_baresip_log(text),  # type: ignore[arg-type]
     )
+
+
+def _tcp_port_free(port: int, host: str = LOCALHOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_sip_port(host: str = LOCALHOST) -> int:
+    """A port P free for UDP, with P and P + 1 free for TCP, on ``host``: baresip listens
+    on UDP and TCP P and on TCP P + 1 (and gives up, "ua: init failed (Address already
+    in use)", when one is taken)."""
+    for _ in range(50):
+        port = free_udp_port(host)
+        if port < 65535 and _tcp_port_free(port, host) and _tcp_port_free(port + 1, host):
+            return port
+    raise PeerError(f"no port free for both UDP and TCP found on {host}")
+
+
+class BaresipCallee:
+    """baresip 1.0 as the called party: it waits for calls on a free loopback port and is
+    driven through its console (stdin), as a person at the keyboard drives it. ``with
+    BaresipCallee(workdir, answermode="early") as phone:`` starts it (``-s``: its log
+    holds every SIP message it sent and received) and quits it at the end.
+
+    ``answermode`` is the account's: "manual" answers an INVITE with 180 and waits for
+    :meth:`accept` (a 200) or :meth:`hang_up` (486 "Rejected"); "early" answers with 180
+    and then 183 with SDP, and starts *receiving* at once, but 1.0.0 starts its encoder
+    and its microphone only at the 200 (its log: "call: stream start (active=0)" at the
+    183, "audio: Set audio encoder" after "Answering"), so it sends no early media;
+    "auto" answers with 200 at once. In a call, digits typed (:meth:`press`) go out as
+    RFC 4733 telephone-events when the far end offered them ("audio: send DTMF digit"),
+    and the events it receives are logged ("received event: '5' (end=1)").
+
+    The microphone is ``mic`` (a WAV, aufile), played from its start at the answer; the
+    sndfile filter records what it decoded (``dec_wav``) and what it encoded
+    (``enc_wav``) from the answer on, right beside the codec: no gain, no echo
+    canceller, no jitter concealment of its own in between.
+    """
+
+    def __init__(self, workdir: Path, *, answermode: str = "manual", mic: Path | None = None,
+                 codecs: Sequence[str] = ("PCMU",), listen_port: int | None = None) -> None:
+        self.workdir = workdir / "baresip"
+        self.rec = self.workdir / "rec"
+        self.rec.mkdir(parents=True, exist_ok=True)
+        self.answermode = answermode
+        self.listen_port = listen_port or free_sip_port()
+        self.mic = mic or write_silence_wav(self.workdir / "mic.wav", 60)
+        baresip_config(self.workdir, listen_port=self.listen_port, mic=self.mic,
+                       rec_dir=self.rec, codecs=codecs, console=True, answermode=answermode)
+        # -n: baresip binds its SIP transports to the addresses it finds on the network
+        # interfaces, loopback left out; where there is no other (the vm rig's guest) it
+        # listened nowhere, and said nothing. Named, 127.0.0.1 is taken (and its SDP
+        # names it).
+        self.command = ["baresip", "-f", str(self.workdir), "-s", "-n", LOCALHOST]
+        self.log_path = self.workdir / "baresip.log"
+        self._log_size, self._log_text = -1, ""
+        self.proc: subprocess.Popen | None = None
+
+    def uri(self, user: str = "baresip") -> str:
+        return f"sip:{user}@{LOCALHOST}:{self.listen_port}"
+
+    def start(self, timeout: float = 30.0) -> BaresipCallee:
+        """Start it and wait until it listens and says it is ready (about 0.1 s here, 3 s
+        in the vm rig's emulated guest)."""
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.command, cwd=self.workdir,
+                                         stdin=subprocess.PIPE, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        try:
+            self.wait_for(r"baresip is ready", timeout)
+            wait_bound(self.listen_port, self.proc, timeout)
+        except PeerError as exc:
+            self.stop()
+            raise PeerError(f"{exc}\n{self.describe()}") from None
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    # ------------------------------------------------------------------ the keyboard
+    def press(self, keys: str, gap: float = 0.3) -> None:
+        """Type ``keys`` into the console, one every ``gap`` seconds (the last one
+        ``gap`` before this returns): menu keys, or in a call DTMF digits."""
+        assert self.proc is not None and self.proc.stdin is not None, "not started"
+        for key in keys:
+            self.proc.stdin.write(key.encode())
+            self.proc.stdin.flush()
+            time.sleep(gap)
+
+    def accept(self) -> None:
+        """The "a" key: answer the call that rings (200 with SDP)."""
+        self.press("a", gap=0.0)
+
+    def hang_up(self) -> None:
+        """The "b" key: hang up the call (BYE), or refuse one that rings (486)."""
+        self.press("b", gap=0.0)
+
+    # ------------------------------------------------------------------ what it said
+    @property
+    def log(self) -> str:
+        """Its output so far (written as it goes), cleaned as :func:`run_baresip` does;
+        read again only when the file has grown (tests poll it while calls run)."""
+        try:
+            size = self.log_path.stat().st_size
+        except OSError:
+            return ""
+        if size != self._log_size:
+            self._log_size, self._log_text = size, _clean_baresip_log(_read(self.log_path))
+        return self._log_text
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        """The first match of the regular expression ``pattern`` in its log, once there;
+        PeerError after ``timeout`` seconds or if baresip exits first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.search(pattern, self.log)
+            if found:
+                return found
+            if self.proc is not None and self.proc.poll() is not None:
+                raise PeerError(f"baresip exited ({self.proc.returncode}) before logging "
+                                f"{pattern!r}\n{self.describe()}")
+            if time.monotonic() > deadline:
+                raise PeerError(f"baresip did not log {pattern!r} within {timeout} s\n"
+                                f"{self.describe()}")
+            time.sleep(0.05)
+
+    def sip_messages(self) -> list[tuple[str, str]]:
+        """Every SIP message of its trace (``-s``) in order, as ("in" or "out", its first
+        line): ("in", "INVITE sip:baresip@..."), ("out", "SIP/2.0 180 Ringing")."""
+        lines = self.log.splitlines()
+        out = []
+        for n, line in enumerate(lines[:-1]):
+            found = re.fullmatch(r"(?:UDP|TCP) (\S+) -> (\S+)", line.strip())
+            if found and n > 0 and lines[n - 1].strip() == "#":
+                to_us = found.group(2).endswith(f":{self.listen_port}")
+                out.append(("in" if to_us else "out", lines[n + 1].strip()))
+        return out
+
+    def sent(self) -> list[str]:
+        """What it sent: each response's status ("180", "486") or request's method."""
+        return [_sip_what(first) for way, first in self.sip_messages() if way == "out"]
+
+    def received(self) -> list[str]:
+        """What it received, as :meth:`sent` names them."""
+        return [_sip_what(first) for way, first in self.sip_messages() if way == "in"]
+
+    def received_keys(self) -> str:
+        """The telephone-events it received, a digit per event (its end)."""
+        return "".join(re.findall(r"received event: '(.)' \(end=1\)", self.log))
+
+    def sent_keys(self) -> str:
+        """The digits it sent as telephone-events."""
+        return "".join(re.findall(r"audio: send DTMF digit: '(.)'", self.log))
+
+    @property
+    def dec_wav(self) -> Path | None:
+        """What it heard and decoded, from the answer on (sndfile)."""
+        found = sorted(self.rec.glob("*-dec.wav"))
+        return found[-1] if found else None
+
+    @property
+    def enc_wav(self) -> Path | None:
+        found = sorted(self.rec.glob("*-enc.wav"))
+        return found[-1] if found else None
+
+    def describe(self, lines: int = 60) -> str:
+        state = ("not started" if self.proc is None else "running"
+                 if self.proc.poll() is None else f"exit {self.proc.returncode}")
+        return "\n".join([
+            f"baresip callee on {self.uri()} (answermode={self.answermode}): {state}",
+            f"sent {self.sent()} received {self.received()} keys received "
+            f"{self.received_keys()!r} sent {self.sent_keys()!r}",
+            "command: " + " ".join(self.command),
+            f"--- log (tail) ---\n{_tail(self.log, lines)}",
+        ])
+
+    def stop(self) -> int | None:
+        """Quit ("q", then signals if it lingers); its exit status."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None and proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError, OSError, ValueError):
+                proc.stdin.write(b"q")
+                proc.stdin.flush()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=3.0)
+        _stop(proc, (signal.SIGINT, 2.0), (signal.SIGTERM, 2.0))
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        return proc.returncode
+
+    def __enter__(self) -> BaresipCallee:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _sip_what(first_line: str) -> str:
+    """A SIP message's status ("183") or method ("BYE") from its first line."""
+    if first_line.startswith("SIP/2.0 "):
+        return first_line.split()[1]
+    return first_line.split()[0] if first_line else ""
