@@ -200,3 +200,23 @@ def test_a_closed_link_writes_nothing():
     link.heard(g711.codec("ulaw").silence_frame, "ulaw")
     link.key("1", in_band=False)
     assert port.queue == [] and port.digits == []
+
+
+def test_a_key_played_in_band_is_not_lost_when_the_port_is_full():
+    """Frames come twice as fast as the port sends (a burst): audio slips, the key's
+    tone does not, so the far end hears all of it."""
+    port = QueuePort("ulaw")
+    link = AudioLink(port)
+    link.open()
+    silence = g711.codec("ulaw").silence_frame
+    for _ in range(BRIDGE_DEPTH):
+        link.heard(silence, "ulaw")  # the port is full
+    link.key("9", in_band=False)
+    for n in range(30):
+        link.heard(silence, "ulaw")
+        if n % 2:
+            port.tick()
+    heard = audio.decode(b"".join(port.sent + port.queue), "ulaw")
+    assert audio.dtmf_keys(heard, "ulaw") == "9"
+    runs = audio.on_off_segments(heard)
+    assert runs[1] == (True, pytest.approx(DIGIT_MS / 1000, abs=0.001)), runs

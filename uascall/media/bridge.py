@@ -121,7 +121,8 @@ class AudioLink:
         if self.closed:
             return
         self.frames_in += 1
-        if self._overlay:
+        key_frame = bool(self._overlay)
+        if key_frame:
             frame = self._overlay.popleft()
         else:
             frame = self._convert(frame, law)
@@ -134,7 +135,7 @@ class AudioLink:
         waiting = self.port.queued()
         if waiting is not None:
             self._ahead = self._ahead + 1 if waiting > 1 else 0
-            if self._ahead >= SETTLE_FRAMES:  # the source runs ahead: back to one frame
+            if self._ahead >= SETTLE_FRAMES and not key_frame:  # the source runs ahead
                 self._ahead = 0
                 self.slips += 1
                 return
@@ -145,6 +146,8 @@ class AudioLink:
             return
         if not written:
             self.slips += 1
+            if key_frame:  # a key's tone is not slipped: it goes with the next frame
+                self._overlay.appendleft(frame)
             return
         self.frames_out += 1
         if self._sent is not None:
