@@ -24,13 +24,13 @@ from collections.abc import Callable, Collection
 from uascall.dahdi import libpri, q931
 from uascall.dahdi.backend import BChannelPort
 from uascall.dahdi.config import SystemConf
-from uascall.dahdi.device import DeviceIO
+from uascall.dahdi.device import MEDIA_NUMBUFS, DeviceIO
 from uascall.dahdi.pri import CallCleared, CallConnected, CallEvent, PriCall, PriSpan
 from uascall.dahdi.q931_ie import RestartIndicator
 from uascall.engine import Engine
 from uascall.media import g711
 from uascall.media.dtmf import dtmf_samples
-from uascall.media.player import MediaClock, Player
+from uascall.media.player import DEFAULT_LEAD, MediaClock, Player
 from uascall.media.source import BufferSource
 from uascall.sim.caller import CallerScript, Rendered
 from uascall.sim.kernel import SimKernel
@@ -51,7 +51,8 @@ _LAYOUT = {
 
 
 def pri_loop_conf(kind: str = "E1", pairs: int = 1, *, dynamic: bool = False,
-                  spans: Collection[int] | None = None) -> str:
+                  spans: Collection[int] | None = None, first_span: int = 1,
+                  first_channel: int = 1) -> str:
     """system.conf for ``pairs`` looped pairs of PRI spans (spans 1..2*pairs).
 
     With ``dynamic`` the spans are ``dahdi_dynamic_loc`` pairs, which the real driver
@@ -59,35 +60,51 @@ def pri_loop_conf(kind: str = "E1", pairs: int = 1, *, dynamic: bool = False,
     channel count, D-channel position and law (``alaw=`` lines, since loc spans default
     to mu-law). ``spans`` keeps only the lines of those spans: dahdi_cfg given them
     makes again the dynamic spans among them that are gone, and touches no other span.
+
+    ``first_span`` and ``first_channel`` number the spans from ``first_span`` and their
+    channels from ``first_channel`` on, for a system.conf whose other spans come first
+    (their lines before these: the kernel numbers dynamic spans and their channels in
+    line order). A loc pair's key is ``(first span + 1) // 2`` as without them, so pairs
+    that start on odd spans never share a key.
     """
     if kind not in _LAYOUT:
         raise ValueError(f"span kind {kind!r}; expected one of {sorted(SPAN_KINDS)}")
-    if dynamic and pairs > 9:
-        raise ValueError(f"{pairs} dynamic pairs; expected at most 9 (loc keys are digits)")
-    every = range(1, 2 * pairs + 1)
+    if first_span < 1 or first_channel < 1:
+        raise ValueError(f"first_span={first_span}, first_channel={first_channel}; "
+                         "expected numbers from 1")
+    first_key = (first_span + 1) // 2
+    if dynamic and first_key + pairs - 1 > 9:
+        raise ValueError(f"{pairs} dynamic pairs from span {first_span}; expected loc keys "
+                         f"{first_key}..{first_key + pairs - 1} to be digits (at most 9)")
+    every = range(first_span, first_span + 2 * pairs)
     chosen = list(every) if spans is None else sorted(spans)
     if not chosen or not set(chosen) <= set(every):
-        raise ValueError(f"spans {sorted(spans or [])}; expected some of 1..{2 * pairs}")
+        raise ValueError(f"spans {sorted(spans or [])}; expected some of "
+                         f"{every[0]}..{every[-1]}")
     count, dpos, framing, zone = _LAYOUT[kind]
     law = "A-law" if kind == "E1" else "mu-law"
+
+    def base(spanno: int) -> int:  # the channel before the span's first
+        return first_channel - 1 + (spanno - first_span) * count
+
     lines = [f"# {2 * pairs} {kind} spans looped back to back in pairs ({law})"]
     if spans is not None:
         lines.append(f"# only span(s) {', '.join(map(str, chosen))}")
     for spanno in chosen:
         if dynamic:
-            lines.append(f"dynamic=loc,{(spanno + 1) // 2}:{(spanno + 1) % 2},{count},0")
+            pair, side = divmod(spanno - first_span, 2)
+            lines.append(f"dynamic=loc,{first_key + pair}:{side},{count},0")
         else:
-            lines.append(f"span={spanno},{1 if spanno == 1 else 0},0,{framing}")
+            lines.append(f"span={spanno},{1 if spanno == first_span else 0},0,{framing}")
     if dynamic and kind == "E1" and spans is None:
-        lines.append(f"alaw=1-{2 * pairs * count}")
+        lines.append(f"alaw={base(first_span) + 1}-{base(first_span) + 2 * pairs * count}")
     elif dynamic and kind == "E1":
-        lines += [f"alaw={(n - 1) * count + 1}-{n * count}" for n in chosen]
+        lines += [f"alaw={base(n) + 1}-{base(n) + count}" for n in chosen]
     for spanno in chosen:
-        base = (spanno - 1) * count
-        dchan = base + dpos
-        ranges = [f"{base + 1}-{dchan - 1}"]
+        dchan = base(spanno) + dpos
+        ranges = [f"{base(spanno) + 1}-{dchan - 1}"]
         if dpos < count:
-            ranges.append(f"{dchan + 1}-{base + count}")
+            ranges.append(f"{dchan + 1}-{base(spanno) + count}")
         lines.append(f"bchan={','.join(ranges)}")
         lines.append(f"dchan={dchan}")
     lines += [f"loadzone={zone}", f"defaultzone={zone}", ""]
@@ -183,8 +200,8 @@ class PriLoop:
 class FarEndCall:
     """A call the exchange placed, and everything its caller heard (engine thread)."""
 
-    def __init__(self, call: PriCall, *, record: bool, clock: MediaClock | None = None
-                 ) -> None:
+    def __init__(self, call: PriCall, *, record: bool, clock: MediaClock | None = None,
+                 numbufs: int = MEDIA_NUMBUFS) -> None:
         self.call = call
         self.events: list[tuple[float, CallEvent]] = []
         #: the law bytes that reached the caller's B-channel, from SETUP on
@@ -196,9 +213,10 @@ class FarEndCall:
         self.echo = False
         self._clock = clock
         self._player: Player | None = None
+        self._numbufs = numbufs
         call.listeners.append(self._on_event)
         if record:
-            call.open_media()
+            call.open_media(numbufs=numbufs)
             call.on_media(self._heard)
 
     @property
@@ -231,7 +249,7 @@ class FarEndCall:
         at (now, when nothing else plays)."""
         if self._clock is None:
             raise RuntimeError("this far end has no media clock to pace what it sends")
-        media = self.call.open_media()
+        media = self.call.open_media(numbufs=self._numbufs)
         if self._player is None:
             self._player = Player(self._clock, BChannelPort(media, self.law),
                                   name=f"far end B{self.call.chanpos}")
@@ -276,12 +294,24 @@ class FarEndCall:
 class FarEnd:
     """The exchange side of a :class:`PriLoop`: places calls towards the application, and
     takes the calls it places: with ``reject_cause`` set they are refused with it;
-    otherwise they are alerted (ringback in band when ``inband``) and answered after
-    ``answer_after`` seconds (None: never; the caller must give up)."""
+    otherwise they are alerted (with progress indicator #8 when ``inband``: what is
+    then heard in band is what the call's :meth:`FarEndCall.send` plays, a ringback or
+    an announcement) and answered after ``answer_after`` seconds (None: never; the
+    caller must give up).
 
-    def __init__(self, loop: PriLoop, *, record: bool = True) -> None:
+    What its callers send is written ``lead`` frames ahead of time into ``numbufs``
+    B-channel buffers: more of both let it ride out an engine that runs late (the vm
+    rig's emulated guest on a busy host) without a gap in what it sends, at the cost of
+    a delay that a caller's voice or keys can bear."""
+
+    def __init__(self, loop: PriLoop, *, record: bool = True, lead: int = DEFAULT_LEAD,
+                 numbufs: int = MEDIA_NUMBUFS) -> None:
+        if not 1 <= lead < numbufs:
+            raise ValueError(f"lead={lead}, numbufs={numbufs}; expected 1 <= lead < "
+                             "numbufs (the lead's frames wait in the buffers)")
         self.loop = loop
         self.record = record
+        self.numbufs = numbufs
         self.calls: list[FarEndCall] = []
         self.on_call: Callable[[FarEndCall], None] | None = None
         #: calls the application placed towards the exchange
@@ -290,14 +320,14 @@ class FarEnd:
         self.reject_cause: int | None = None
         self.inband = False
         #: paces what the callers send (FarEndCall.send)
-        self.clock = MediaClock(loop.engine)
+        self.clock = MediaClock(loop.engine, lead=lead)
         #: what each caller does once answered (a rendered CallerScript), or None
         self.script: Rendered | None = None
         for span in loop.net_spans:
             span.on_incoming = self._incoming
 
     def _incoming(self, call: PriCall) -> None:
-        far = FarEndCall(call, record=self.record, clock=self.clock)
+        far = FarEndCall(call, record=self.record, clock=self.clock, numbufs=self.numbufs)
         self.incoming.append(far)
         if self.reject_cause is not None:
             call.hangup(self.reject_cause)
@@ -316,7 +346,7 @@ class FarEnd:
         """Engine thread: SETUP from the exchange on net span ``span`` (0: the first)."""
         call = self.loop.net_spans[span].call(called, calling=calling,
                                               calling_name=calling_name)
-        far = FarEndCall(call, record=self.record, clock=self.clock)
+        far = FarEndCall(call, record=self.record, clock=self.clock, numbufs=self.numbufs)
         self.calls.append(far)
         script = self.script
         if script is not None:
