@@ -46,24 +46,20 @@ ticks): the benchmark keeps them on a fixed 20 ms grid, as a card's crystal woul
 (``--line-clock simulator`` leaves the simulator's own). On a shared machine other
 processes hold the thread off its core (the engine thread's time runnable but waiting,
 from ``/proc/self/task/TID/schedstat``, is shown): ``--realtime`` runs the engine thread
-at SCHED_FIFO priority, as a telephony server would. ``--clock virtual`` does the same
-work on the engine's virtual clock, as fast as it goes: the CPU figures alone, with no
-waiting for a core (and no lateness to judge).
+at SCHED_FIFO priority, as a telephony server would (a stall of the virtual machine
+itself, its host's doing, it cannot prevent).
 
     python bench/bridge.py [--pairs 60,120,240,360,480,600] [--seconds 10] [--realtime]
-    python bench/bridge.py --clock virtual --pairs 480 --seconds 10
     python bench/bridge.py --smoke      # 15 pairs for 1 s: a check that it runs
 
 Last line: ``RESULT bridged_pairs_per_core=<largest N that passed> uascall_pct_at_<N>=...``
-(uascall's share of a core, with and without the device calls, at the largest N run);
-with ``--clock virtual``: ``RESULT uascall_us_per_pair=... uascall_pairs_in_budget=...``.
+(uascall's share of a core, with and without the device calls, at the largest N run).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import gc
 import logging
 import math
@@ -78,7 +74,7 @@ from typing import Any
 import numpy as np
 
 from uascall.channel import State, UASCallChannel
-from uascall.engine import Engine, VirtualClock
+from uascall.engine import Engine
 from uascall.media import g711
 from uascall.media.player import MediaClock
 from uascall.media.resample import resample
@@ -290,14 +286,10 @@ def meter_device_calls(io: Any, meter: Meter) -> None:
 
 
 def run(pairs: int, seconds: float, *, warmup: float = 2.0, card_clock: bool = True,
-        overhead: float = 0.0, virtual: bool = False, realtime: bool = False
-        ) -> dict[str, Any]:
+        overhead: float = 0.0, realtime: bool = False) -> dict[str, Any]:
     e1_pairs, t1_pairs = math.ceil(pairs / E1_CHANNELS), math.ceil(pairs / T1_CHANNELS)
     whole, e1_conf, t1_conf = span_confs(e1_pairs, t1_pairs)
-    with contextlib.ExitStack() as stack:
-        engine = stack.enter_context(Engine(VirtualClock() if virtual else None))
-        if virtual:  # this thread's blocking calls hold virtual time while they run
-            stack.enter_context(engine.actor())
+    with Engine() as engine:
         if realtime:  # the engine thread alone (Linux: the calling thread's policy)
             engine.run(os.sched_setscheduler, 0, os.SCHED_FIFO, os.sched_param(10))
         def make_kernel() -> SimKernel:
@@ -488,10 +480,6 @@ def main() -> None:
     parser.add_argument("--line-clock", choices=("card", "simulator"), default="card",
                         help="the simulated kernel's ticks on a fixed 20 ms grid (card), "
                              "or armed 20 ms after each tick's work (simulator)")
-    parser.add_argument("--clock", choices=("real", "virtual"), default="real",
-                        help="real time (the result), or the engine's virtual clock: "
-                             "the same work as fast as it runs, CPU figures only, "
-                             "untouched by other processes' load")
     parser.add_argument("--realtime", action="store_true",
                         help="run the engine thread at SCHED_FIFO priority 10 (root), as a "
                              "telephony server on a shared machine would, so that other "
@@ -505,7 +493,7 @@ def main() -> None:
     overhead = wrapper_cost()
     load = os.getloadavg()
     print(f"# {platform.machine()}, Python {platform.python_version()}, {seconds:g} s per "
-          f"setting ({args.clock} time), E1 A-law calls connected to T1 mu-law calls, "
+          f"setting, E1 A-law calls connected to T1 mu-law calls, "
           f"{args.line_clock} line clock"
           f"{', engine thread SCHED_FIFO' if args.realtime else ''}, load average "
           f"{load[0]:.2f}; a meter wrapper costs {1e6 * overhead:.2f} µs")
@@ -514,7 +502,7 @@ def main() -> None:
     for n in ladder:
         r = run(n, seconds, warmup=0.5 if args.smoke else 2.0,
                 card_clock=args.line_clock == "card", overhead=overhead,
-                virtual=args.clock == "virtual", realtime=args.realtime)
+                realtime=args.realtime)
         passed = (r["late"] == 0 and r["uascall_io"] <= args.budget
                   and r["answered"] == 2 * n and r["audio"] == "ok")
         print(f"{n:4d} pairs: uascall {100 * r['uascall_io']:5.1f} % of a core with the "
@@ -532,10 +520,6 @@ def main() -> None:
         if passed:
             best = max(best, n)
         last = r
-    if args.clock == "virtual":  # no lateness in virtual time: what the CPU allows
-        print(f"RESULT uascall_us_per_pair={last['us_per_pair']:.0f} "
-              f"uascall_pairs_in_budget={int(args.budget * 1e6 / last['us_per_pair'])}")
-        return
     print(f"RESULT bridged_pairs_per_core={best} "
           f"uascall_pct_at_{last['pairs']}={100 * last['uascall_io']:.1f} "
           f"uascall_pct_without_device_calls_at_{last['pairs']}={100 * last['uascall']:.1f}")
