@@ -26,6 +26,8 @@ from uascall.sim.kernel import SimKernel
 log = logging.getLogger(__name__)
 
 RIGS = ("sim", "vm")
+#: span numbers the vm rig looks through for dynamic spans left by an earlier scenario
+MAX_SPANS = 32
 
 
 class Rig:
@@ -131,6 +133,7 @@ class VmRig(Rig):
         if held:
             raise AssertionError("vm rig: this process still holds " + ", ".join(held)
                                  + "; an earlier scenario did not close its channels")
+        self._destroy_dynamic_spans()
         self._dahdi_cfg(conf)
         self._wait_for_spans(len([line for line in conf.splitlines()
                                   if line.startswith("dynamic=")]))
@@ -157,6 +160,25 @@ class VmRig(Rig):
         self._dahdi_cfg(pri_loop_conf(loop.kind, pairs, dynamic=True,
                                       spans=[net.layout.spanno]))
         engine.run(net.start)
+
+    @staticmethod
+    def _destroy_dynamic_spans() -> None:
+        """Remove every dynamic span there is, as the simulator's configure() does before
+        it makes a file's dynamic spans. dahdi_cfg replaces only the dynamic spans its
+        file names (by driver and address) and leaves the others with their span and
+        channel numbers: after a scenario with two loc pairs (keys 1 and 2), one with the
+        key 1 pair alone got spans 5 and 6, and dahdi_cfg failed with "DAHDI_CHANCONFIG
+        failed on channel 1: Invalid argument"."""
+        with ControlDevice.open() as ctl:
+            for spanno in range(1, MAX_SPANS + 1):
+                try:
+                    status = ctl.span_status(spanno)
+                except OSError:  # no such span (numbers may have gaps)
+                    continue
+                kind, _, rest = status.name.partition("/")
+                if kind == "DYN":
+                    driver, _, address = rest.partition("/")
+                    ctl.destroy_dynamic_span(driver, address, status.totalchans)
 
     def _dahdi_cfg(self, conf: str) -> None:
         with tempfile.NamedTemporaryFile("w", suffix=".conf", prefix="system-") as file:
