@@ -68,13 +68,6 @@ KEY_GAP_BLOCKS = 5
 #: send, so that a gap heard is ours to answer for
 FAR_LEAD = 6
 
-# Simulator only for now: on the vm rig the four spans this file configures (an analog
-# loop and a PRI loop on one kernel) left the guest's DAHDI configuration such that
-# dahdi_cfg refused later scenarios' spans ("Signaling is being assigned to channel 16
-# of an E1 CAS span"), failing the rest of that guest's run. Back on the vm rig once the
-# rig restores its configuration after these scenarios.
-pytestmark = pytest.mark.sim_only
-
 
 @dataclasses.dataclass(frozen=True)
 class Wiring:
