@@ -293,6 +293,67 @@ class Backend:
         self.on_incoming(leg)
         return True
 
+    # ------------------------------------------------------------- the command line
+    # What the ``uascall`` command knows of a backend is its name and these hooks, so that
+    # a backend installed from another package (entry point ``uascall.backends``) is
+    # configured and driven from the command line like the built-in ones.
+
+    #: whether it can run in virtual time (``--virtual``): nothing real under it, no
+    #: device or network keeping the time of the outside world
+    virtual_time = False
+
+    @classmethod
+    def add_arguments(cls, group: Any, command: str) -> None:
+        """Add this backend's command-line options for ``command`` ("run", "call" or
+        "demo") to ``group``, the argparse argument group titled with its name. Prefix
+        them with the backend's name unless they are meant to be shared: an option
+        another backend already added with the same flags (``--listen-early`` of
+        ``dahdi`` and ``sim``) is shared, added once, and one whose flags clash with the
+        command's own is left out with a warning."""
+
+    @classmethod
+    def options_from_arguments(cls, args: Any, command: str) -> dict[str, Any]:
+        """The keyword arguments for the constructor from the parsed command line
+        (``args``, an argparse Namespace with every backend's options, whether or not
+        this backend added them itself)."""
+        return {}
+
+    @property
+    def ready(self) -> bool:
+        """Whether calls can be placed now (a simulated span: once its D-channel is up);
+        ``uascall call`` waits for it before the first call."""
+        return True
+
+    def command_line_far_end(self, args: Any, command: str) -> FarEndDriver | None:
+        """The far end of its own that places calls to the application from the command
+        line (the simulator's exchange, for ``uascall run`` and ``uascall demo``), or None
+        (the default): ``uascall run`` then serves calls until interrupted."""
+        return None
+
+
+class FarEndDriver:
+    """A backend's far end driven from the command line (see
+    :meth:`Backend.command_line_far_end`): it places its calls once the host has started,
+    then reports on them."""
+
+    def intro(self, host: Any) -> str:
+        """What ``uascall demo`` prints before the calls (empty: nothing)."""
+        return ""
+
+    def place_calls(self, host: Any) -> None:
+        """Place the calls the command line asked for and return once every one has
+        ended (an application thread, not the engine's). Raises Error when they cannot
+        be placed or do not end in time."""
+        raise NotImplementedError
+
+    def report(self) -> None:
+        """Print or write what the calls showed (a ladder, what each caller heard), after
+        the host has stopped and before its results are printed."""
+
+    def epilogue(self) -> str:
+        """A last line for after the host's results (empty: nothing)."""
+        return ""
+
 
 BACKENDS: dict[str, str] = {
     "dahdi": "uascall.dahdi.backend:DahdiBackend",

@@ -13,6 +13,14 @@
   Each call is an instance of an outbound application, whose ``main`` gets ``--to`` as
   ``outbound_parameters`` and places the call; a progress line while it runs, a summary
   by cause at the end (:mod:`uascall.callgen`). It takes the same backend options.
+
+The command knows backends by name only (:mod:`uascall.backend`'s registry and its
+``uascall.backends`` entry points): each adds its own options, in a group of its own in
+``--help`` (:meth:`~uascall.backend.Backend.add_arguments`), builds its constructor's
+arguments from them, and may bring a far end that calls the application from the command
+line (:meth:`~uascall.backend.Backend.command_line_far_end`: the simulator's exchange,
+which ``uascall demo`` uses too), so a backend installed from another package is
+configured and driven like the built-in ones.
 """
 
 from __future__ import annotations
@@ -30,31 +38,18 @@ from typing import TextIO
 
 from uascall import __version__
 from uascall.app import INBOUND, OUTBOUND, AppHost, Application, ApplicationError, CallRecord
-from uascall.backend import Backend, open_backend
+from uascall.backend import Backend, backend_class, known_backends, open_backend
 from uascall.callgen import CallGenerator, Progress
-from uascall.channel import (
-    ChannelEvent,
-    DigitReceived,
-    MediaEnded,
-    MediaStarted,
-    State,
-    UASCallChannel,
-)
-from uascall.dahdi import q931
-from uascall.dahdi.analog import AnalogSettings
 from uascall.engine import Engine, VirtualClock
 from uascall.errors import UascallError
 from uascall.extra import MAX_EXTRA_CHANNELS
-from uascall.media import wav
 from uascall.routing import RoutingBackend
-from uascall.sim.backend import SimBackend
-from uascall.sim.caller import CallerScript
-from uascall.sim.farend import FarEndCall
-from uascall.sip.transport import LOOPBACK
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
+#: the backend whose far end calls the application in ``uascall demo``
+DEMO_BACKEND = "sim"
 EXAMPLE_DIRS = (HERE.parent / "examples", Path(sys.prefix) / "share" / "uascall" / "examples")
 
 
@@ -84,84 +79,26 @@ def _print_results(host: AppHost) -> int:
     return 1 if failures else 0
 
 
-def _sim_calls(host: AppHost, backend: SimBackend, args: argparse.Namespace,
-               ladder: q931.Ladder | None = None) -> list[FarEndCall]:
-    """Let the simulated exchange place the calls and wait until every one has cleared;
-    with ``ladder``, draw on it the Q.931 messages and what the application plays and
-    hears between them."""
-    engine = host.engine
-    script = args.caller if args.caller is not None else host.application.sim_caller
-    if script:
-        law = "alaw" if backend.kind == "E1" else "ulaw"
-        # a voice of its own, so that its message played back is told from the prompts
-        rendered = CallerScript.parse(script).render(law, voice="en+f2")
-    if not engine.wait_until(lambda: backend.up, 10):
-        raise UascallError("the simulated D-channels did not come up")
-    start = engine.time()
-    if ladder is not None:
-        def trace(direction: str, frame: bytes) -> None:
-            try:
-                item = q931.LapdFrame.parse(frame)
-            except q931.Q931DecodeError as exc:
-                log.warning("undecodable D-channel frame %s: %s", frame.hex(), exc)
-                return
-            ladder.add(engine.time() - start, "->" if direction == "tx" else "<-", item)
-        assert backend.loop is not None
-        backend.loop.cpe.frame_listeners.append(trace)
-
-        def annotate(channel: UASCallChannel, event: ChannelEvent) -> None:
-            at = engine.time() - start
-            if isinstance(event, MediaStarted):
-                where = "in band" if channel.state() is not State.ANSWERED else "on the call"
-                ladder.note(at, f"~ {where}: {event.what} ~")
-            elif isinstance(event, DigitReceived):
-                ladder.note(at, f"~ heard in band: key {event.digit} ~")
-            elif isinstance(event, MediaEnded) and event.reason == "bargein":
-                ladder.note(at, f"~ barge-in: {event.what} stopped ~")
-
-        host.on_channel = lambda channel: channel.listeners.append(annotate)
-    calls = []
-    assert backend.far_end is not None
-    if script:
-        backend.far_end.script = rendered
-    for n in range(args.calls):
-        calls.append(engine.run(backend.far_end.dial, args.called, calling=args.calling,
-                                calling_name=args.calling_name))
-        if n + 1 < args.calls and args.interval:
-            engine.sleep(args.interval)
-    if not engine.wait_until(lambda: all(c.cleared for c in calls), args.timeout):
-        raise UascallError(f"the calls did not end within {args.timeout} s")
-    host.join(10)
-    engine.sleep(0.05)  # let the last RELEASE COMPLETE cross, for the ladder
-    return calls
-
-
-def _write_heard(call: FarEndCall, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    wav.write_wav(path, call.heard_pcm(), 8000, call.law)
-
-
 def _demo(args: argparse.Namespace) -> int:
-    kind = "E1" if args.law == "alaw" else "T1"
+    """One call from the demo backend's far end (the simulator's exchange) to the
+    application, with what that far end shows of it (the ladder, what the caller heard)."""
     app = Application.load(args.app or _example("early_media.py"))
-    args.calls, args.interval, args.timeout = 1, 0.0, 120.0
-    args.calling_name = "Demo Caller"
-    flavour = "EuroISDN, A-law" if kind == "E1" else "NI2, mu-law"
-    print(f"uascall {__version__} demo: {app.path.name} answers a call from a real libpri "
-          f"exchange on a simulated {kind} span ({flavour})\n")
-    ladder = q931.Ladder("uascall (CPE)", "exchange (NET)", show_layer2=args.layer2,
-                         span=80, brief=False)
     with _engine(args) as engine:
-        backend = SimBackend(engine, kind=kind)
+        backend = open_backend(DEMO_BACKEND, engine, **_backend_options(DEMO_BACKEND, args))
+        driver = backend.command_line_far_end(args, "demo")
+        if driver is None:
+            raise UascallError(f"the {DEMO_BACKEND} backend has no far end to call the demo")
         host = AppHost(engine, backend, app, application_parameters=args.param)
+        intro = driver.intro(host)
+        if intro:
+            print(intro)
         engine.run(host.start)
-        calls = _sim_calls(host, backend, args, ladder)
-    print(ladder.render())
+        driver.place_calls(host)
+    driver.report()
     failed = _print_results(host)
-    heard = calls[0]
-    _write_heard(heard, Path(args.wav))
-    seconds = len(heard.heard) / 8000
-    print(f"what the caller heard ({seconds:.1f} s, {heard.law}): {args.wav}")
+    epilogue = driver.epilogue()
+    if epilogue:
+        print(epilogue)
     return 0 if host.total_calls and not failed else 1
 
 
@@ -197,41 +134,33 @@ def _backend_names(args: argparse.Namespace) -> list[str]:
 
 
 def _backend_options(name: str, args: argparse.Namespace) -> dict[str, object]:
-    if name == "sim":
-        return {"kind": "E1" if args.law == "alaw" else "T1",
-                "listen_early": args.listen_early}
-    if name == "dahdi":
-        return {"system_conf": args.system_conf, "spans": args.span or None,
-                "listen_early": args.listen_early,
-                "node": args.node, "switch": args.switch, "ports": args.port or None,
-                "analog": AnalogSettings(
-                    callerid=None if args.callerid == "none" else args.callerid,
-                    zone=args.zone, ring_timeout=args.ring_timeout, dialing=args.dialing,
-                    answer_supervision=args.answer_supervision,
-                    dial_tone_timeout=args.dial_tone_timeout)}
-    if name == "sip":
-        # a call generator needs no well-known port: any free one will do
-        listen = args.listen or ["127.0.0.1:5060" if args.command == "run" else "127.0.0.1:0"]
-        return {"listen": listen, "allow": args.allow or list(LOOPBACK),
-                "codecs": args.codecs, "rtp_timeout": args.rtp_timeout,
-                "outbound": args.outbound}
-    return {}
+    """The constructor's keyword arguments for backend ``name``, which builds them from
+    the parsed command line itself."""
+    return backend_class(name).options_from_arguments(args, args.command)
 
 
 def _open_backends(engine: Engine, args: argparse.Namespace
-                   ) -> tuple[Backend, SimBackend | None]:
-    """The backend (a RoutingBackend over several), and the simulator among them, whose
-    exchange ``uascall run`` lets place calls."""
+                   ) -> tuple[Backend, list[Backend]]:
+    """The backend (a RoutingBackend over several), and the backends themselves."""
     names = _backend_names(args)
-    if args.virtual and names != ["sim"]:
-        raise UascallError("--virtual needs --backend sim alone: real boards and SIP keep "
-                           "real time")
+    if args.virtual:
+        real = [name for name in names if not backend_class(name).virtual_time]
+        if real:
+            virtual = [name for name in known_backends() if _virtual_time(name)]
+            raise UascallError(f"--virtual needs --backend {' or '.join(virtual)} alone: "
+                               f"{', '.join(real)} {'keeps' if len(real) == 1 else 'keep'} "
+                               "real time")
     backends = [open_backend(name, engine, **_backend_options(name, args)) for name in names]
-    sim = backends[names.index("sim")] if "sim" in names else None
-    assert sim is None or isinstance(sim, SimBackend)
     if len(backends) == 1:
-        return backends[0], sim
-    return RoutingBackend(engine, backends), sim
+        return backends[0], backends
+    return RoutingBackend(engine, backends), backends
+
+
+def _virtual_time(name: str) -> bool:
+    try:
+        return backend_class(name).virtual_time
+    except UascallError:  # not installed here: it runs in no time at all
+        return False
 
 
 def _host(engine: Engine, backend: Backend, app: Application,
@@ -244,21 +173,18 @@ def _host(engine: Engine, backend: Backend, app: Application,
 def _run(args: argparse.Namespace) -> int:
     app = _load(args.app, "run")
     with _engine(args) as engine:
-        backend, sim = _open_backends(engine, args)
+        backend, backends = _open_backends(engine, args)
         host = _host(engine, backend, app, args)
-        if sim is not None:
-            # the simulated exchange's calls, with whatever else serves beside it
+        drivers = [driver for driver in (b.command_line_far_end(args, "run")
+                                         for b in backends) if driver is not None]
+        if drivers:
+            # a far end's calls (the simulated exchange's), with whatever serves beside it
             engine.run(host.start)
-            ladder = None
-            if args.ladder:
-                ladder = q931.Ladder("uascall (CPE)", "exchange (NET)", span=80, brief=False)
-            calls = _sim_calls(host, sim, args, ladder)
+            for driver in drivers:
+                driver.place_calls(host)
             engine.run(host.stop)
-            if ladder is not None:
-                print(ladder.render())
-            if args.wav_dir:
-                for n, call in enumerate(calls, 1):
-                    _write_heard(call, Path(args.wav_dir) / f"call{n}.wav")
+            for driver in drivers:
+                driver.report()
         else:
             with _until_interrupted() as stopped:
                 engine.run(host.start)
@@ -307,7 +233,7 @@ def _call(args: argparse.Namespace) -> int:
     interval = args.progress if args.progress is not None else (1.0 if progress.tty
                                                                  else 5.0)
     with _engine(args) as engine:
-        backend, _sim = _open_backends(engine, args)
+        backend, backends = _open_backends(engine, args)
         host = _host(engine, backend, app, args)
         generator = CallGenerator(host, args.to, calls=args.calls, rate=args.rate,
                                   concurrent=args.concurrent,
@@ -316,10 +242,11 @@ def _call(args: argparse.Namespace) -> int:
         with _until_interrupted() as stopped:
             engine.run(host.start, take_calls=False)
             # a simulated span's first call waits for its D-channel, as the exchange's do
-            simulated = [b for b in getattr(backend, "backends", [backend])
-                         if isinstance(b, SimBackend)]
-            if not engine.wait_until(lambda: all(b.up for b in simulated), 10):
-                raise UascallError("the simulated D-channels did not come up")
+            if not engine.wait_until(lambda: all(b.ready for b in backends), 10):
+                waiting = [b.name for b in backends if not b.ready]
+                raise UascallError(f"backend {', '.join(waiting)} not ready to place calls "
+                                   "within 10 s (a simulated span: its D-channel did not "
+                                   "come up)")
             try:
                 summary = generator.run(stopped, shutdown_timeout=args.shutdown_timeout)
             finally:
@@ -361,6 +288,56 @@ def _until_interrupted() -> Iterator[threading.Event]:
             signal.signal(signum, handler)
 
 
+class _BackendGroup:
+    """One backend's argument group in a command's ``--help``, as
+    :meth:`Backend.add_arguments` gets it: ``add_argument`` as argparse's. An option
+    another backend added with the same flags and the same settings is shared (added
+    once, with the first one's help); one whose flags clash with another's, or with the
+    command's own, is left out with a warning, so that one backend cannot break the
+    command for the others."""
+
+    def __init__(self, name: str, group: argparse._ArgumentGroup,
+                 added: dict[str, tuple[str, dict[str, object]]]) -> None:
+        self.name = name
+        self.group = group
+        self._added = added  # flag -> (backend, its settings but the help), per command
+
+    def add_argument(self, *flags: str, **settings: object) -> argparse.Action | None:
+        compared = {key: value for key, value in settings.items() if key != "help"}
+        for flag in flags:
+            if flag in self._added:
+                owner, theirs = self._added[flag]
+                if theirs == compared:
+                    return None  # shared: added by ``owner`` already
+                log.warning("backend %r: option %s left out: backend %r added it with "
+                            "other settings", self.name, flag, owner)
+                return None
+        try:
+            action = self.group.add_argument(*flags, **settings)  # type: ignore[arg-type]
+        except argparse.ArgumentError as exc:
+            log.warning("backend %r: option %s left out: %s", self.name, "/".join(flags),
+                        exc)
+            return None
+        for flag in action.option_strings:
+            self._added[flag] = (self.name, compared)
+        return action
+
+
+def _add_backend_options(command: argparse.ArgumentParser, command_name: str,
+                         names: Sequence[str]) -> None:
+    """Each backend's options in a group of its own, added by the backend itself; a
+    backend that cannot be imported here gets a group that says why."""
+    added: dict[str, tuple[str, dict[str, object]]] = {}
+    for name in names:
+        try:
+            cls = backend_class(name)
+        except UascallError as exc:
+            command.add_argument_group(f"{name} backend", f"not available here: {exc}")
+            continue
+        group = command.add_argument_group(f"{name} backend")
+        cls.add_arguments(_BackendGroup(name, group, added), command_name)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uascall", description="uascall: UAS-style "
                                      "telephony channels over DAHDI, SIP and a simulator")
@@ -371,39 +348,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="an early-media call on the simulator: the Q.931 "
                                "ladder, and what the caller heard in a WAV file")
-    demo.add_argument("--law", choices=("alaw", "ulaw"), default="alaw",
-                      help="alaw: an E1 span with EuroISDN; ulaw: a T1 span with NI2")
-    demo.add_argument("--wav", default="demo-out/caller.wav", metavar="PATH",
-                      help="where to write what the caller heard (default %(default)s)")
-    demo.add_argument("--layer2", action="store_true",
-                      help="show Q.921 frames (SABME, UA, RR) in the ladder too")
     demo.add_argument("--app", help="another application than examples/early_media.py")
     demo.add_argument("--param", default="", help="application_parameters for main()")
-    demo.add_argument("--caller", metavar="SCRIPT", help="what the caller does once "
-                      "answered: 'wait 2; press 1; say Hello; hangup' (default: the "
-                      "application's __uas_sim_caller__, else nothing)")
-    demo.add_argument("--called", default="5551000")
-    demo.add_argument("--calling", default="5552000")
     demo.add_argument("--virtual", action="store_true", help="run in virtual time, as fast "
                       "as the CPU allows (timestamps are still those of the call)")
+    _add_backend_options(demo, "demo", [DEMO_BACKEND])
     demo.set_defaults(func=_demo)
 
     run = commands.add_parser("run", help="serve a UAS-style (inbound) application")
     run.add_argument("app", help="the application file (with main(channel, ...))")
-    groups = _add_host_options(run)
-    sim = groups["sim"]
-    sim.add_argument("--calls", type=int, default=1, help="calls the exchange places")
-    sim.add_argument("--interval", type=float, default=0.0, help="seconds between calls")
-    sim.add_argument("--timeout", type=float, default=600.0, help="give up after this long")
-    sim.add_argument("--called", default="5551000")
-    sim.add_argument("--calling", default="5552000")
-    sim.add_argument("--calling-name", default="")
-    sim.add_argument("--wav-dir", help="write what each caller heard here (callN.wav)")
-    sim.add_argument("--caller", metavar="SCRIPT", help="what each caller does once "
-                     "answered: 'wait 2; press 1; say Hello; hangup' (default: the "
-                     "application's __uas_sim_caller__, else nothing)")
-    sim.add_argument("--ladder", action="store_true",
-                     help="print the Q.931 ladder with what was played and heard")
+    _add_host_options(run, "run")
     run.set_defaults(func=_run)
 
     call = commands.add_parser("call", help="a call generator: instances of an outbound "
@@ -423,19 +377,20 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--progress", type=float, metavar="SECONDS",
                       help="seconds between progress reports on stderr (default 1 on a "
                       "terminal, 5 otherwise; 0: none)")
-    _add_host_options(call)
+    _add_host_options(call, "call")
     call.set_defaults(func=_call)
     return parser
 
 
-def _add_host_options(command: argparse.ArgumentParser
-                      ) -> dict[str, argparse._ArgumentGroup]:
+def _add_host_options(command: argparse.ArgumentParser, command_name: str) -> None:
     """The options ``run`` and ``call`` share: the application's, and each backend's in a
-    group of its own (returned by name, for a command's own additions)."""
+    group of its own."""
+    known = known_backends()
     command.add_argument("--backend", action="append", metavar="NAME",
-                         help="sim (default), dahdi or sip; repeat it (or give a comma "
-                         "list, sim,sip) for a host over several: calls in from all, calls "
-                         "out by destination (sip: URIs to sip, numbers to dahdi or sim)")
+                         help=f"{', '.join(known)} (default sim); repeat it (or give a "
+                         "comma list, sim,sip) for a host over several: calls in from all, "
+                         "calls out by destination (sip: URIs to sip, numbers to dahdi or "
+                         "sim)")
     command.add_argument("--param", default="", help="application_parameters for main()")
     command.add_argument("--media-dir", help="the application's media files (default: "
                          "media/ beside it, or its own folder)")
@@ -451,56 +406,10 @@ def _add_host_options(command: argparse.ArgumentParser
     command.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="SECONDS",
                          help="on Ctrl-C, how long the applications get to return after "
                          "their calls are hung up (default %(default)s)")
-    sim = command.add_argument_group("sim backend")
-    sim.add_argument("--law", choices=("alaw", "ulaw"), default="alaw")
-    sim.add_argument("--virtual", action="store_true",
-                     help="run in virtual time, as fast as the CPU allows")
-    dahdi = command.add_argument_group("dahdi backend")
-    dahdi.add_argument("--system-conf", default="/etc/dahdi/system.conf")
-    dahdi.add_argument("--span", type=int, action="append", help="a span to serve "
-                       "(repeatable; default: every span with a dchan=)")
-    dahdi.add_argument("--node", default="cpe", help="cpe (default) or net")
-    dahdi.add_argument("--listen-early", action="store_true",
-                       help="PRI (and sim): hear the caller during early media too (keys "
-                       "before the answer), where the network connects that side early")
-    dahdi.add_argument("--switch", default="euroisdn_e1",
-                       help="euroisdn_e1 (default), euroisdn_t1, ni2, ni1, dms100, 5ess, "
-                       "4ess, qsig")
-    dahdi.add_argument("--port", type=int, action="append", metavar="CHANNEL",
-                       help="an analog port to serve (repeatable; default: every fxsks "
-                       "and fxoks channel)")
-    dahdi.add_argument("--callerid", choices=("bell", "etsi", "none"), default="bell",
-                       help="caller ID FSK on analog ports: bell (Bell 202, default), "
-                       "etsi (V.23) or none")
-    dahdi.add_argument("--zone", default="us", help="tone zone for analog ports' dial tone "
-                       "and ringback (us, uk, de, nl...; default us)")
-    dahdi.add_argument("--ring-timeout", type=float, default=8.0, metavar="SECONDS",
-                       help="an unanswered call on an FXO port has ended this long after "
-                       "its last ring (default %(default)s)")
-    dahdi.add_argument("--dialing", choices=("dtmf", "pulse"), default="dtmf",
-                       help="how calls out of FXO ports dial: dtmf (default) or pulse "
-                       "(loop breaks, 10 a second)")
-    dahdi.add_argument("--answer-supervision", choices=("none", "polarity"), default="none",
-                       help="how an FXO call out knows it is answered: none (default: "
-                       "answered once dialled) or polarity (the line's reversal)")
-    dahdi.add_argument("--dial-tone-timeout", type=float, default=5.0, metavar="SECONDS",
-                       help="an FXO line without dial tone this long after going off hook "
-                       "is dead (default %(default)s)")
-    sip = command.add_argument_group("sip backend")
-    sip.add_argument("--listen", action="append", metavar="HOST:PORT",
-                     help="where to receive SIP over UDP (repeatable, e.g. 127.0.0.1:5080 and "
-                     "[::1]:5080; default 127.0.0.1:5060 for run, any free port for call)")
-    sip.add_argument("--allow", action="append", metavar="NETWORK",
-                     help="accept SIP and RTP from this network (repeatable, e.g. "
-                     "192.0.2.0/24; default loopback only)")
-    sip.add_argument("--codecs", default="g711a;g711u",
-                     help="codec priority (default %(default)s)")
-    sip.add_argument("--rtp-timeout", type=float, default=60.0, metavar="SECONDS",
-                     help="end an answered call after this long without RTP from the far "
-                     "end (default %(default)s; 0: never)")
-    sip.add_argument("--outbound", metavar="HOST:PORT",
-                     help="where outgoing calls to bare numbers go")
-    return {"sim": sim, "dahdi": dahdi, "sip": sip}
+    command.add_argument("--virtual", action="store_true",
+                         help="run in virtual time, as fast as the CPU allows (backends "
+                         "with nothing real under them only: sim)")
+    _add_backend_options(command, command_name, list(known))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -86,6 +86,9 @@ class ServedSim(SimBackend):
     def __init__(self, engine, **dahdi_options) -> None:
         super().__init__(engine)
 
+    def command_line_far_end(self, args, command):
+        return None  # not the exchange's --calls: served like boards, until Ctrl-C
+
     def start(self) -> None:
         super().start()
         threading.Thread(target=self._drive, daemon=True).start()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from uascall.backend import (
     Backend,
@@ -282,6 +283,55 @@ class DahdiBackend(Backend):
         self.spans: list[PriSpan] = []
         self.ports: list[AnalogPort] = []
         self.media_clock = MediaClock(engine)  # paces the analog ports' own tones
+
+    # the command line's part: what `uascall run/call --backend dahdi` takes
+    @classmethod
+    def add_arguments(cls, group: Any, command: str) -> None:
+        if command == "demo":
+            return
+        group.add_argument("--system-conf", default=DEFAULT_PATH)
+        group.add_argument("--span", type=int, action="append", help="a span to serve "
+                           "(repeatable; default: every span with a dchan=)")
+        group.add_argument("--node", default="cpe", help="cpe (default) or net")
+        group.add_argument("--listen-early", action="store_true",
+                           help="PRI (and sim): hear the caller during early media too "
+                           "(keys before the answer), where the network connects that side "
+                           "early")
+        group.add_argument("--switch", default="euroisdn_e1",
+                           help="euroisdn_e1 (default), euroisdn_t1, ni2, ni1, dms100, "
+                           "5ess, 4ess, qsig")
+        group.add_argument("--port", type=int, action="append", metavar="CHANNEL",
+                           help="an analog port to serve (repeatable; default: every fxsks "
+                           "and fxoks channel)")
+        group.add_argument("--callerid", choices=("bell", "etsi", "none"), default="bell",
+                           help="caller ID FSK on analog ports: bell (Bell 202, default), "
+                           "etsi (V.23) or none")
+        group.add_argument("--zone", default="us", help="tone zone for analog ports' dial "
+                           "tone and ringback (us, uk, de, nl...; default us)")
+        group.add_argument("--ring-timeout", type=float, default=8.0, metavar="SECONDS",
+                           help="an unanswered call on an FXO port has ended this long "
+                           "after its last ring (default %(default)s)")
+        group.add_argument("--dialing", choices=("dtmf", "pulse"), default="dtmf",
+                           help="how calls out of FXO ports dial: dtmf (default) or pulse "
+                           "(loop breaks, 10 a second)")
+        group.add_argument("--answer-supervision", choices=("none", "polarity"),
+                           default="none", help="how an FXO call out knows it is answered: "
+                           "none (default: answered once dialled) or polarity (the line's "
+                           "reversal)")
+        group.add_argument("--dial-tone-timeout", type=float, default=5.0,
+                           metavar="SECONDS", help="an FXO line without dial tone this long "
+                           "after going off hook is dead (default %(default)s)")
+
+    @classmethod
+    def options_from_arguments(cls, args: Any, command: str) -> dict[str, Any]:
+        return {"system_conf": args.system_conf, "spans": args.span or None,
+                "listen_early": args.listen_early,
+                "node": args.node, "switch": args.switch, "ports": args.port or None,
+                "analog": AnalogSettings(
+                    callerid=None if args.callerid == "none" else args.callerid,
+                    zone=args.zone, ring_timeout=args.ring_timeout, dialing=args.dialing,
+                    answer_supervision=args.answer_supervision,
+                    dial_tone_timeout=args.dial_tone_timeout)}
 
     def start(self) -> None:
         conf = (self.system_conf if isinstance(self.system_conf, SystemConf)

@@ -8,6 +8,9 @@ that exchange and records what each caller hears, for demos and tests.
 
 from __future__ import annotations
 
+from typing import Any
+
+from uascall.backend import FarEndDriver
 from uascall.dahdi.backend import DahdiBackend
 from uascall.dahdi.device import DeviceIO
 from uascall.engine import Engine
@@ -26,6 +29,7 @@ class SimBackend(DahdiBackend):
     """
 
     name = "sim"
+    virtual_time = True
 
     def __init__(self, engine: Engine, *, kind: str = "E1", pairs: int = 1,
                  switch: str | None = None, timers: dict[str, int] | None = None,
@@ -58,6 +62,25 @@ class SimBackend(DahdiBackend):
     @property
     def up(self) -> bool:
         return self.loop is not None and self.loop.up
+
+    @property
+    def ready(self) -> bool:
+        return self.up
+
+    # the command line's part (uascall.sim.command): options, the exchange's calls
+    @classmethod
+    def add_arguments(cls, group: Any, command: str) -> None:
+        from uascall.sim.command import add_arguments
+        add_arguments(group, command)
+
+    @classmethod
+    def options_from_arguments(cls, args: Any, command: str) -> dict[str, Any]:
+        from uascall.sim.command import options_from_arguments
+        return options_from_arguments(args, command)
+
+    def command_line_far_end(self, args: Any, command: str) -> FarEndDriver | None:
+        from uascall.sim.command import ExchangeCalls
+        return ExchangeCalls(self, args, command)
 
     def stop(self) -> None:
         if self.loop is not None:

@@ -114,6 +114,34 @@ class SipBackend(Backend):
         # Sockets open here, on the caller's thread, so a port in use fails at once.
         self.ua = UserAgent(engine, self.settings, self._incoming)
 
+    # the command line's part: what `uascall run/call --backend sip` takes
+    @classmethod
+    def add_arguments(cls, group: Any, command: str) -> None:
+        if command == "demo":
+            return
+        group.add_argument("--listen", action="append", metavar="HOST:PORT",
+                           help="where to receive SIP over UDP (repeatable, e.g. "
+                           "127.0.0.1:5080 and [::1]:5080; default 127.0.0.1:5060 for run, "
+                           "any free port for call)")
+        group.add_argument("--allow", action="append", metavar="NETWORK",
+                           help="accept SIP and RTP from this network (repeatable, e.g. "
+                           "192.0.2.0/24; default loopback only)")
+        group.add_argument("--codecs", default="g711a;g711u",
+                           help="codec priority (default %(default)s)")
+        group.add_argument("--rtp-timeout", type=float, default=60.0, metavar="SECONDS",
+                           help="end an answered call after this long without RTP from the "
+                           "far end (default %(default)s; 0: never)")
+        group.add_argument("--outbound", metavar="HOST:PORT",
+                           help="where outgoing calls to bare numbers go")
+
+    @classmethod
+    def options_from_arguments(cls, args: Any, command: str) -> dict[str, Any]:
+        # a call generator needs no well-known port: any free one will do
+        listen = args.listen or ["127.0.0.1:5060" if command == "run" else "127.0.0.1:0"]
+        return {"listen": listen, "allow": args.allow or list(LOOPBACK),
+                "codecs": args.codecs, "rtp_timeout": args.rtp_timeout,
+                "outbound": args.outbound}
+
     @property
     def addresses(self) -> list[tuple[str, int]]:
         """Where we listen (with the ports the kernel chose for ``:0``)."""
