@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 
 from uascall.errors import ArgumentError, Error, Hangup
 from uascall.faultlog import FaultLog, describe_callable
+from uascall.trace.taps import Taps
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,8 @@ class Engine:
         self._fd_failures: dict[int, int] = {}  # fd -> its handler's failures in a row
         #: failures of callbacks and handlers, by cause (logged once per cause)
         self.faults = FaultLog(f"engine {name}")
+        #: what crosses the I/O seams, for whoever listens (a trace, a ladder)
+        self.taps = Taps()
         self._timers = _Timers()
         # In virtual mode wall-clock-bound timers (libpri) live on their own real-time heap.
         self._real_timers = _Timers() if self.clock.virtual else self._timers

@@ -36,6 +36,7 @@ from uascall.sim.caller import CallerScript, Rendered
 from uascall.sim.kernel import SimKernel
 from uascall.sim.model import SPAN_KINDS
 from uascall.sim.wiretap import WireTap
+from uascall.trace.device import tap_devices
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,9 @@ class PriLoop:
 
     Build it on the engine thread (``PriLoop(engine)``) or from any thread with
     :meth:`create`; :meth:`stop` closes every span. ``cpe``/``net`` are the first pair's.
-    The spans' device I/O goes through :attr:`tap`, a :class:`WireTap` on the D-channels.
+    The spans' device I/O goes through :attr:`tap`, a :class:`WireTap` on the D-channels;
+    ours also through the engine's device taps when a trace asked for them before the
+    loop was built (:func:`~uascall.trace.device.tap_devices`).
     """
 
     def __init__(self, engine: Engine, kind: str = "E1", *, pairs: int = 1,
@@ -149,13 +152,16 @@ class PriLoop:
         for ours, theirs in zip(layouts[::2], layouts[1::2], strict=True):
             peers[ours.dchannel], peers[theirs.dchannel] = theirs.dchannel, ours.dchannel
         self.tap = WireTap(kernel, peers, engine.time)
+        # our spans' devices, tapped when the engine's taps ask for it (a trace); the
+        # exchange's are the far end's, and stay out of it
+        ours_io = tap_devices(self.tap, engine, network=False)
         switch = switch or DEFAULT_SWITCH[kind]
         self.cpe_spans: list[PriSpan] = []
         self.net_spans: list[PriSpan] = []
         for n, (ours, theirs) in enumerate(zip(layouts[::2], layouts[1::2], strict=True)):
             suffix = f"-{n + 1}" if pairs > 1 else ""
             self.cpe_spans.append(PriSpan(engine, ours, node=libpri.Node.CPE, switch=switch,
-                                          io=self.tap, timers=timers,
+                                          io=ours_io, timers=timers,
                                           name=f"uascall{suffix}"))
             self.net_spans.append(PriSpan(engine, theirs, node=libpri.Node.NETWORK,
                                           switch=switch, io=self.tap, timers=timers,

@@ -9,6 +9,8 @@ datagram to its owner. On the way in it applies:
   dropped (default: loopback only, so a test box is not an open SIP service by accident);
 - the **size limit**: a datagram longer than ``max_size`` is dropped unread (we read one
   byte more than the limit to tell);
+- the **tap**: every datagram received (before the checks above) and sent goes to
+  ``engine.taps.datagram`` when someone listens (:mod:`uascall.trace.taps`);
 - a **large receive buffer**: at thousands of calls a second the default 208 KiB queue
   overflows and ACKs and BYEs are lost in the kernel. As root ``SO_RCVBUFFORCE`` sets it
   regardless of ``net.core.rmem_max``; otherwise ``SO_RCVBUF`` is capped by that sysctl
@@ -237,6 +239,9 @@ class UdpEndpoint:
             log.debug("%s: sendto %s failed: %s", self.name, format_hostport(address), exc)
             return False
         self.stats.sent += 1
+        tap = self.engine.taps.datagram
+        if tap is not None:
+            tap(self.engine.time(), True, data, self.address, address)
         return True
 
     def _readable(self, revents: int) -> None:
@@ -245,6 +250,7 @@ class UdpEndpoint:
         deliver = self.on_datagram
         stats = self.stats
         stamped = self._timestamps  # the first datagram of a batch is the oldest queued
+        taps = self.engine.taps
         for _ in range(BATCH):
             try:
                 if stamped:
@@ -262,6 +268,8 @@ class UdpEndpoint:
                 continue
             stats.received += 1
             host, port = source[0], source[1]
+            if taps.datagram is not None:  # what arrived, before any of it is judged
+                taps.datagram(self.engine.time(), False, data, (host, port), self.address)
             if self.allow is not None and not self.allowed(host):
                 stats.dropped_not_allowed += 1
                 if host not in stats.seen_denied and len(stats.seen_denied) < 1000:
