@@ -16,9 +16,11 @@ Three layers, each on its own:
 
 from __future__ import annotations
 
+import array
 import contextlib
 import dataclasses
 import errno
+import math
 from typing import Any
 
 import pytest
@@ -38,7 +40,6 @@ from uascall.dahdi.analog import (
     CallEnded,
     CancelTimer,
     Dial,
-    DialComplete,
     FxoPort,
     FxoState,
     HookEvent,
@@ -53,6 +54,7 @@ from uascall.dahdi.backend import DahdiBackend
 from uascall.dahdi.config import SystemConf
 from uascall.engine import Engine
 from uascall.errors import ArgumentError, DeviceError, LocalProtocolError
+from uascall.media import g711
 from uascall.media.dtmf import dtmf_samples
 from uascall.media.player import MediaClock
 from uascall.sim.analog_farend import Destination, Exchange, analog_loop_conf
@@ -77,8 +79,7 @@ def dialled(**settings: Any) -> FxoPort:
     port = seized(**settings)
     port.handle(TimerExpired(HOLD_TIMER))
     port.handle(ToneHeard("dialtone"))
-    port.handle(DialComplete() if port.settings.dialing == "dtmf"
-                else HookEvent(abi.DAHDI_EVENT_DIALCOMPLETE))
+    port.handle(HookEvent(abi.DAHDI_EVENT_DIALCOMPLETE))
     return port
 
 
@@ -133,7 +134,7 @@ def test_no_dial_tone_is_a_dead_line():
 def test_without_answer_supervision_the_call_is_answered_once_dialled():
     port = seized(answer_supervision="none")
     port.handle(ToneHeard("dialtone"))
-    out = port.handle(DialComplete())
+    out = port.handle(HookEvent(abi.DAHDI_EVENT_DIALCOMPLETE))
     assert out == [Listen("progress", ("busy", "congestion")), CallAnswered()]
     assert port.state is FxoState.CONNECTED
     assert port.handle(ToneHeard("ringback")) == []  # answered already: nothing to say
@@ -142,10 +143,11 @@ def test_without_answer_supervision_the_call_is_answered_once_dialled():
                                    "busy-tone")
 
 
-def test_pulses_end_with_the_kernels_dialcomplete():
-    port = seized(dialing="pulse", answer_supervision="polarity")
-    assert port.handle(ToneHeard("dialtone"))[-1] == Dial(NUMBER, "pulse")
-    assert port.handle(DialComplete()) == []  # not ours to wait for
+@pytest.mark.parametrize("dialing", ["dtmf", "pulse"])
+def test_digits_end_with_the_kernels_dialcomplete(dialing):
+    port = seized(dialing=dialing, answer_supervision="polarity")
+    assert port.handle(ToneHeard("dialtone"))[-1] == Dial(NUMBER, dialing)
+    assert port.handle(ToneHeard("ringback")) == []  # still dialling: not yet
     out = port.handle(HookEvent(abi.DAHDI_EVENT_DIALCOMPLETE))
     assert out == [Listen("progress", AFTER)] and port.state is FxoState.PROCEEDING
 
@@ -195,7 +197,7 @@ def test_hanging_up_goes_on_hook_at_every_stage(stage):
     if stage != "seizing":
         port.handle(ToneHeard("dialtone"))
     if stage in ("proceeding", "connected"):
-        port.handle(DialComplete())
+        port.handle(HookEvent(abi.DAHDI_EVENT_DIALCOMPLETE))
     if stage == "connected":
         port.handle(HookEvent(abi.DAHDI_EVENT_POLARITY))
     out = port.hang_up()
@@ -312,6 +314,56 @@ def test_a_write_stops_the_pulses_after_the_one_under_way(loop, tick):
     engine.sleep(1.0)
     digits = [chr(e & 0xFF) for t, e in s.events if t >= t0 and e & abi.DAHDI_EVENT_PULSEDIGIT]
     assert len(digits) == 1 and digits[0] in "234", digits
+
+
+def test_dtmf_digits_are_sounded_by_the_kernel_after_what_was_written(loop, tick):
+    """L dials "T1#" with DAHDI_DIAL: the far end hears the 60 ms of 1 kHz written before,
+    then each digit (the zone's DTMF: each tone at -10 dBm0, 100 ms on and 100 ms off),
+    which the test's own detector finds; DIALCOMPLETE comes after the last digit's
+    silence. A write during a digit stops the dialling."""
+    engine, s, line = loop
+    law = "ulaw"
+    line.hook(abi.DAHDI_OFFHOOK)
+    s.wait_for(abi.DAHDI_EVENT_RINGOFFHOOK)
+    s.hook(abi.DAHDI_OFFHOOK)
+    engine.sleep(1.0)
+    mark, t0 = len(s.heard), engine.time()
+    peak = audio.reference_rms(law) * math.sqrt(2) * 10 ** (-10 / 20)
+    sine = array.array("h", (round(peak * math.sin(2 * math.pi * 1000 * n / 8000))
+                             for n in range(480)))
+    written = g711.codec(law).encode(sine)
+    for at in range(0, 480, 160):
+        engine.run(line.chan.write_frame, written[at:at + 160])
+    engine.run(line.chan.dial, "T1#")
+    done = line.wait_for(abi.DAHDI_EVENT_DIALCOMPLETE, t0)
+    assert done == pytest.approx(0.06 + 2 * 0.2, abs=0.02 + tick)
+    engine.sleep(0.2)
+    heard = audio.decode(bytes(s.heard[mark:]), law)
+    # (each 20 ms frame's 1000, 697, 1209, 941 and 1477 Hz, for a failure's message)
+    table = "; ".join(f"{at // 160}: " + " ".join(
+        f"{max(-99.0, audio.component_level_dbm0(heard[at:at + 160], freq, law)):.0f}"
+        for freq in (1000, 697, 1209, 941, 1477)) for at in range(0, len(heard) - 159, 160))
+    assert audio.dtmf_keys(heard, law) == "1#", table
+    first = {freq: next(at for at in range(0, len(heard) - 159, 160)
+                        if audio.component_level_dbm0(heard[at:at + 160], freq, law) > -15)
+             for freq in (1000, 697, 941)}
+    assert first[1000] < first[697] < first[941], table
+    # the frames that hold the "1" whole, each measured alone: the kernel's oscillator
+    # (integer arithmetic) drifts in phase over 100 ms enough to spoil one long window
+    frames = [heard[at:at + 160] for at in range(0, len(heard) - 159, 160)]
+    levels = [[audio.component_level_dbm0(frame, freq, law) for freq in (697, 1209)]
+              for frame in frames]
+    whole = [pair for pair in levels if min(pair) > -11.5]
+    assert len(whole) >= 3, table
+    assert all(level == pytest.approx(-10, abs=1) for pair in whole for level in pair), table
+    # a write during a digit stops the dialling: no DIALCOMPLETE, the rest unsaid
+    t1 = engine.time()
+    engine.run(line.chan.dial, "T555")
+    engine.sleep(0.05)
+    engine.run(line.chan.write_frame, bytes([0xFF]) * 160)
+    engine.sleep(1.0)
+    assert "DIALCOMPLETE" not in line.names(t1)
+    assert not engine.run(line.chan.dialing)
 
 
 def test_a_dynamic_span_cannot_reverse_a_line(loop):

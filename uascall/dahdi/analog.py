@@ -26,7 +26,7 @@ phone is already off hook.
 
 The machines are fed what happened (:class:`HookEvent` from the kernel's queue,
 :class:`TimerExpired`, :class:`CallerIdHeard`, :class:`DigitHeard`, :class:`HookChecked`,
-:class:`ToneHeard`, :class:`DialComplete`) and commands from the call above (answer, hang
+:class:`ToneHeard`) and commands from the call above (answer, hang
 up, ring, place a call); each returns a list of what to do (:class:`SetHook`, timers,
 :class:`Listen`, :class:`PlayTone`, :class:`SendCallerId`, :class:`CheckHook`,
 :class:`Dial`) and what the call should learn
@@ -179,12 +179,6 @@ class ToneHeard:
     kind: str
 
 
-@dataclass(frozen=True, slots=True)
-class DialComplete:
-    """The digits of a :class:`Dial` in DTMF have all been played out. (Pulses end with
-    the kernel's DAHDI_EVENT_DIALCOMPLETE, a :class:`HookEvent`.)"""
-
-
 # --------------------------------------------------------------------------- actions
 @dataclass(frozen=True, slots=True)
 class SetHook:
@@ -238,9 +232,8 @@ class CheckHook:
 
 @dataclass(frozen=True, slots=True)
 class Dial:
-    """Dial ``digits`` (from :func:`dial_string`) by ``method``: "dtmf" in band, answered
-    with :class:`DialComplete`; "pulse" by the kernel (DAHDI_DIAL), which queues
-    DAHDI_EVENT_DIALCOMPLETE when done."""
+    """Dial ``digits`` (from :func:`dial_string`) by ``method`` ("dtmf" or "pulse"): the
+    kernel dials them (DAHDI_DIAL) and queues DAHDI_EVENT_DIALCOMPLETE when done."""
 
     digits: str
     method: str
@@ -284,8 +277,7 @@ class CallEnded:
 
 Output = (SetHook | StartTimer | CancelTimer | Listen | PlayTone | SendCallerId | CheckHook
           | Dial | CallOffered | CallAlerting | CallAnswered | CallEnded)
-Input = (HookEvent | TimerExpired | CallerIdHeard | DigitHeard | HookChecked | ToneHeard
-         | DialComplete)
+Input = HookEvent | TimerExpired | CallerIdHeard | DigitHeard | HookChecked | ToneHeard
 
 RING_TIMER = "ring"
 CALLERID_TIMER = "callerid"
@@ -370,10 +362,6 @@ class FxoPort:
             return []
         if isinstance(event, ToneHeard):
             return self._tone_heard(event.kind)
-        if isinstance(event, DialComplete):
-            if self.state is FxoState.DIALLING and self.settings.dialing == "dtmf":
-                return self._dialled()
-            return []
         return []  # digits and hook checks mean nothing on a line
 
     def _hook_event(self, code: int) -> list[Output]:
@@ -398,8 +386,7 @@ class FxoPort:
             self.holding = False  # the exchange has cleared: nothing to hold for
             return self._release(CallEnded("the far end hung up (loop current dropped)",
                                            "remote", raw="loop-current-drop"))
-        if code == abi.DAHDI_EVENT_DIALCOMPLETE and state is FxoState.DIALLING \
-                and self.settings.dialing == "pulse":
+        if code == abi.DAHDI_EVENT_DIALCOMPLETE and state is FxoState.DIALLING:
             return self._dialled()
         if code == abi.DAHDI_EVENT_POLARITY:
             if state is FxoState.PROCEEDING and self.settings.answer_supervision == "polarity":

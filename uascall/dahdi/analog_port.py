@@ -9,17 +9,18 @@ plays its tones (dial tone, ringback, the caller ID spill, the digits an FXO por
 DTMF) with a player of its own. Whatever the call itself plays replaces the port's tone,
 as a write cancels a kernel tone.
 
-An FXO port dials in DTMF with that player (our generator, the levels and timing of
-:class:`~uascall.channel.UASCallChannel`'s DTMFPlayer), and in pulses with the kernel's
-DAHDI_DIAL ("P" digits): a loop break must last 60 ms and a make 40 ms to the millisecond,
-which only the kernel's 1 ms signalling tick keeps (the engine's timers wake a few ms
-late on a loaded machine, tens of ms under emulation). The port writes nothing while the
-kernel dials, since a write would stop it.
+An FXO port dials with the kernel's DAHDI_DIAL, as chan_dahdi does: DTMF ("T" digits,
+the tone zone's DTMF at 100 ms on and 100 ms off) and pulses ("P" digits). The kernel
+makes both on its own clock: a loop break must last 60 ms and a make 40 ms to the
+millisecond, which only its 1 ms signalling tick keeps, and a DTMF digit our engine
+wrote would break in two wherever the engine ran late by more than the channel's write
+buffers (a few ms late on a loaded machine, hundreds under emulation), which the far
+end's detector would count as two digits. The port writes nothing while the kernel
+dials, since a write would stop it.
 """
 
 from __future__ import annotations
 
-import array
 import contextlib
 import errno
 import logging
@@ -41,7 +42,7 @@ from uascall.dahdi.reopen import Reopener
 from uascall.engine import EPOLLIN, EPOLLPRI, DescriptorDropped, Engine, TimerHandle
 from uascall.errors import DeviceError, Error
 from uascall.media import callerid, g711
-from uascall.media.dtmf import DtmfDetector, dtmf_samples
+from uascall.media.dtmf import DtmfDetector
 from uascall.media.player import MediaClock, Player
 from uascall.media.progress import ProgressDetector
 from uascall.media.source import BufferSource
@@ -54,8 +55,6 @@ NUMBUFS = 4  # the player keeps three frames queued ahead
 #: pulse dialling, 10 pulses a second: ms of loop break and make (60/40, the usual
 #: ratio), and between digits (the kernel's own default)
 PULSE_BREAK_MS, PULSE_MAKE_MS, PULSE_PAUSE_MS = 60, 40, 750
-#: what a comma in a number waits, in ms (the kernel's "W": 0.5 s)
-DIAL_PAUSE_MS = 500
 
 
 class AnalogPort:
@@ -284,29 +283,15 @@ class AnalogPort:
         self._tone.play(tone.source(self.law, loop=True))
 
     def _dial(self, digits: str, method: str) -> None:
-        """Send ``digits``: DTMF through the port's player, pulses by the kernel."""
+        """Send ``digits`` (DTMF or pulses) by the kernel; DIALCOMPLETE follows."""
         log.info("%r: dialling %s (%s)", self, digits, method)
-        if method == "pulse":
-            assert self.channel is not None
-            try:
-                self.channel.dial("P" + digits.replace(",", "W"))
-            except DeviceError as exc:  # the device failed: not a call that goes on
-                self._device_failed(exc)
-            return
-        codec = g711.codec(self.law)
-        samples = array.array("h")
-        for i, chunk in enumerate(digits.split(",")):
-            if i:
-                samples.extend(bytes(DIAL_PAUSE_MS * g711.SAMPLE_RATE // 1000))
-            if chunk:
-                samples.extend(dtmf_samples(chunk, law=self.law))
-        source = BufferSource(codec.encode(samples), self.law)
-
-        def played(reason: str) -> None:
-            if reason == "finished":
-                self._run(analog.DialComplete())
-
-        self._tone.play(source, played)
+        assert self.channel is not None
+        mode = "P" if method == "pulse" else "T"
+        self._tone.stop()  # a write would stop the kernel's dialling
+        try:
+            self.channel.dial(mode + digits.replace(",", "W"))
+        except DeviceError as exc:  # the device failed: not a call that goes on
+            self._device_failed(exc)
 
     def stop_tone(self) -> None:
         """The call plays something: the port's own tone gives way."""

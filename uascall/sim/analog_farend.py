@@ -24,7 +24,7 @@ from uascall.engine import EPOLLIN, EPOLLPRI, Engine, TimerHandle
 from uascall.errors import DeviceError
 from uascall.media import callerid, g711
 from uascall.media.callerid import CallerId
-from uascall.media.dtmf import DtmfDetector, dtmf_samples
+from uascall.media.dtmf import DtmfDetector
 from uascall.media.player import MediaClock, Player
 from uascall.media.source import BufferSource
 from uascall.media.tones import call_progress_tone
@@ -370,7 +370,12 @@ class Phone(LineEnd):
     lift = answer  # off hook, to make a call
 
     def dial(self, digits: str) -> None:
-        self.play(dtmf_samples(digits, law=self.law))
+        """Key ``digits`` (0-9 * # A-D): the kernel sounds them (DAHDI_DIAL), as a phone's
+        keypad does in hardware, each 100 ms on and 100 ms off, whatever this thread's
+        timing."""
+        assert self.channel is not None
+        self._player.stop()  # a write would stop the kernel's dialling
+        self.channel.dial("T" + digits)
 
     def hang_up(self) -> None:
         self.hook(abi.DAHDI_ONHOOK)

@@ -21,8 +21,11 @@ pulse digits; a pulse digit 0-9 is that many loop breaks (the channel's pulse br
 make times, then its pulse-after pause) through the hook state machine, exactly as the
 kernel makes them, so the far end counts them as it would on the real driver. A "W" waits
 0.5 s; a tone digit lasts as long as the kernel's tone and its silence (100 + 100 ms for
-DTMF) but sounds nothing here (the simulator generates no kernel tones). When the string
-is done, DIALCOMPLETE is queued. DAHDI_HOOK, a hangup, SENDTONE and DIAL_OP_CANCEL stop
+DTMF). A DTMF digit sounds on the line as the kernel's tone generator makes it from the
+zone that libtonezone loaded (each of its two tones at -10 dBm0, the builtin zones'
+level), after the data already written has gone out, as the kernel sends a channel's
+write buffers before its tone; MF digits take their time but sound nothing here. When
+the string is done, DIALCOMPLETE is queued. DAHDI_HOOK, a hangup, SENDTONE and DIAL_OP_CANCEL stop
 dialling; a write stops it during a tone digit or a pulse digit's breaks (not in the pause
 after one), as ``dahdi_chan_write`` does.
 
@@ -40,6 +43,7 @@ dynamic span has no ioctl of its own), and no reversal ever crosses.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 from dataclasses import dataclass, field
 from enum import Enum, auto
@@ -47,7 +51,9 @@ from typing import TYPE_CHECKING
 
 from uascall.dahdi import abi
 from uascall.engine import TimerHandle
-from uascall.sim.model import oserror
+from uascall.media import g711
+from uascall.media.dtmf import dtmf_samples
+from uascall.sim.model import SAMPLE_RATE, oserror
 
 if TYPE_CHECKING:
     from uascall.sim.kernel import SimKernel
@@ -72,6 +78,10 @@ DIAL_PAUSE_MS = 500
 DIAL_TONE_MS = {"T": 100 + 100, "M": 68 + 68, "O": 100 + 100, "R": 100 + 100}
 DIAL_TONE_DIGITS = {"T": "0123456789*#ABCD", "M": "0123456789*#ABC",
                     "O": "123456789ABCDEF", "R": "123456789ABCDEF"}
+#: the sounding part of a DTMF digit dialled by the kernel, and the level of each of its
+#: two tones (libtonezone's builtin zones: dtmf_low_level = dtmf_high_level = -10)
+DIAL_DTMF_ON_MS = 100
+DIAL_DTMF_DBM0 = -10.0
 #: the span kind of a simulated analog card pair (an FXS card wired to an FXO card)
 ANALOG = "ANALOG"
 UNCONFIGURED_BITS = A | C | D  # what a channel without signalling sends
@@ -183,6 +193,9 @@ class DialState:
     mode: str = "T"
     dialing: bool = False
     tone: TimerHandle | None = None
+    #: the DTMF digit sounding now, in the channel's law, and when it starts on the line
+    sound: bytes = b""
+    sound_from: float = 0.0
 
 
 class CasLines:
@@ -392,11 +405,29 @@ class CasLines:
         if dial is not None and (dial.tone is not None or pulsing):
             self.cancel_dial(chan)
 
+    def tone_bytes(self, chan: SimChannel, start: float, nbytes: int) -> bytes | None:
+        """What the kernel's tone generator sends in the ``nbytes`` from ``start`` (the
+        digit's tone, or silence before and after it), or None if it is not dialling a
+        tone digit then."""
+        dial = self._dials.get(chan)
+        if dial is None or dial.tone is None or not dial.sound:
+            return None
+        silence = bytes([chan.idle_byte()])
+        at = round((start - dial.sound_from) * SAMPLE_RATE)
+        if at >= len(dial.sound):
+            return silence * nbytes
+        lead = max(-at, 0)
+        if lead >= nbytes:
+            return silence * nbytes
+        part = dial.sound[max(at, 0): max(at, 0) + nbytes - lead]
+        return silence * lead + part + silence * (nbytes - lead - len(part))
+
     @staticmethod
     def _stop_tone(dial: DialState) -> None:
         if dial.tone is not None:
             dial.tone.cancel()
             dial.tone = None
+        dial.sound = b""
 
     def _next_digit(self, chan: SimChannel) -> None:
         """__do_dtmf: act on the next character of the dial string, or report it done."""
@@ -413,13 +444,19 @@ class CasLines:
                     self._sethook(chan, TXSIG_ONHOOK, Tx.PULSEBREAK, cas.timing.pulsebreak)
                     return
                 continue  # not a pulse digit, or the line is not off hook: skipped
+            lead = 0.0
             if c == "W":
                 ms = DIAL_PAUSE_MS
             elif c in DIAL_TONE_DIGITS.get(dial.mode, ""):
                 ms = DIAL_TONE_MS[dial.mode]
+                if dial.mode == "T":
+                    # the write buffers go out first; the digit sounds after them
+                    lead = self.kernel.tx_queued(chan) / SAMPLE_RATE
+                    dial.sound = _dtmf_sound(c, chan.codec().name)
+                    dial.sound_from = self.engine.time() + lead
             else:
                 continue  # no such tone: skipped
-            dial.tone = self.engine.call_later(ms / 1000, self._tone_done, chan)
+            dial.tone = self.engine.call_later(lead + ms / 1000, self._tone_done, chan)
             return
         dial.dialing = False
         self._event(chan, abi.DAHDI_EVENT_DIALCOMPLETE)
@@ -428,7 +465,7 @@ class CasLines:
         dial = self._dials.get(chan)
         if dial is None or dial.tone is None:
             return
-        dial.tone = None
+        dial.tone, dial.sound = None, b""
         if dial.dialing:
             self._next_digit(chan)
 
@@ -721,3 +758,11 @@ def _decode(sig: int, bits: int) -> int:
         return RXSIG_RING
     return RXSIG_ONHOOK if bits & A else RXSIG_OFFHOOK
 
+
+@functools.cache
+def _dtmf_sound(digit: str, law: str) -> bytes:
+    """The sounding part of a kernel DTMF digit, encoded in ``law``."""
+    codec = g711.codec(law)
+    return codec.encode(dtmf_samples(digit, on_ms=DIAL_DTMF_ON_MS, off_ms=0,
+                                     low_dbm0=DIAL_DTMF_DBM0, high_dbm0=DIAL_DTMF_DBM0,
+                                     law=law))

@@ -53,9 +53,10 @@ What it models
 
 What it does not model
 ----------------------
-Kernel-generated tones (SENDTONE needs a tone zone: ENODATA without one, and with one it is
-accepted but produces no audio; DAHDI_DIAL's tone digits take the kernel's time but sound
-nothing, its pulse digits are made for real: :mod:`uascall.sim.cas`), conferencing, echo
+Most kernel-generated tones (SENDTONE needs a tone zone: ENODATA without one, and with one
+it is accepted but produces no audio; DAHDI_DIAL's MF digits take the kernel's time but
+sound nothing, while its DTMF digits sound and its pulse digits are made for real:
+:mod:`uascall.sim.cas`), conferencing, echo
 cancellers (ECHOCANCEL_PARAMS is accepted and does nothing, like a kernel without an
 echocanceller= module), gains (stored, not applied), blocking reads and writes (they
 fail with EAGAIN as if O_NONBLOCK were set: the simulator must never block the engine),
@@ -479,6 +480,12 @@ class SimKernel(DeviceIO):
             return len(chan.tx) >= chan.numbufs // 2
         return True
 
+    def tx_queued(self, chan: SimChannel) -> int:
+        """Bytes written to the channel that have not gone out on the line yet."""
+        if chan.txdisable or not chan.tx:
+            return 0
+        return sum(map(len, chan.tx)) - chan.tx_offset
+
     def _take_tx(self, chan: SimChannel, nbytes: int, window_start: float) -> bytes:
         """The ``nbytes`` the channel puts on the line in the window that began at
         ``window_start``: idle until a stream written meanwhile starts, then its data."""
@@ -503,6 +510,12 @@ class SimKernel(DeviceIO):
                         chan.txdisable = True
         sent = len(out)
         chan.stats.tx_bytes += sent - lead
+        if sent < nbytes:
+            # the kernel's tone generator sends while the write buffers are empty
+            tone = self.cas.tone_bytes(chan, window_start + sent / SAMPLE_RATE,
+                                       nbytes - sent)
+            if tone is not None:
+                return bytes(out) + tone
         if sent < nbytes:
             # Counted for tests and benchmarks: the writer had a stream going and was late.
             if chan.flowing:
