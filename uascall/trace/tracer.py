@@ -71,6 +71,14 @@ AUDIO_PORT_BASE = 10000
 SSRC_BASE = 0x55430000
 _FRAME, _AUDIO, _DATAGRAM = 0, 1, 2
 _RTP = struct.Struct("!BBHII")
+# An audio packet's Enhanced Packet Block: its head, then IPv4, UDP, RTP and 160 bytes
+# (200, already 32-bit aligned), then its flags option, the end of options and its length.
+_AUDIO_EPB = struct.Struct("<IIIIIII")
+_AUDIO_PACKET_LENGTH = 20 + 8 + 12 + FRAME_BYTES
+_AUDIO_BLOCK_LENGTH = _AUDIO_EPB.size + _AUDIO_PACKET_LENGTH + 8 + 4 + 4
+_AUDIO_TAIL = {flags: struct.pack("<HHIHHI", pcapng.EPB_FLAGS, 4, flags, 0, 0,
+                                  _AUDIO_BLOCK_LENGTH)
+               for flags in (pcapng.FLAG_INBOUND, pcapng.FLAG_OUTBOUND)}
 _PAYLOAD_TYPES = {"alaw": 8, "ulaw": 0}
 
 
@@ -124,6 +132,19 @@ class _AudioStream:
         payload, self.pending = self.pending, b""
         packet = self._packet(payload)
         return packet
+
+    def block(self, interface: int, timestamp: int, payload: bytes, flags: bytes) -> bytes:
+        """The Enhanced Packet Block of the next full frame, built in one go."""
+        second = self.payload_type | (0x80 if self.marker else 0)
+        self.marker = False
+        sequence, stamp = self.sequence, self.timestamp
+        self.sequence = (sequence + 1) & 0xFFFF
+        self.timestamp = (stamp + FRAME_BYTES) & 0xFFFFFFFF
+        return b"".join((_AUDIO_EPB.pack(pcapng.BLOCK_EPB, _AUDIO_BLOCK_LENGTH, interface,
+                                         timestamp >> 32, timestamp & 0xFFFFFFFF,
+                                         _AUDIO_PACKET_LENGTH, _AUDIO_PACKET_LENGTH),
+                         self.header, _RTP.pack(0x80, second, sequence, stamp, self.ssrc),
+                         payload, flags))
 
     def _packet(self, payload: bytes) -> bytes:
         second = self.payload_type | (0x80 if self.marker else 0)
@@ -194,10 +215,10 @@ class Tracer:
         self._open_file()  # an unwritable path fails here, at once, with its reason
         taps = self.engine.taps
         taps.devices = True
-        taps.listen("frame", self._on_frame)
-        taps.listen("datagram", self._on_datagram)
+        taps.listen("frame", self._on_frame, guarded=True)
+        taps.listen("datagram", self._on_datagram, guarded=True)
         if self.audio:
-            taps.listen("audio", self._on_audio)
+            taps.listen("audio", self._on_audio, guarded=True)
         self._listening = True
         self._thread = threading.Thread(target=self._run, name="uascall-trace", daemon=True)
         self._thread.start()
@@ -236,23 +257,40 @@ class Tracer:
             taps.unlisten("audio", self._on_audio)
 
     # ------------------------------------------------------------------ the taps (engine thread)
+    # Each catches everything (they are listened to unguarded): a failure stops the trace.
     def _on_frame(self, *record: Any) -> None:
-        if len(self._queue) < self.queue_limit:
-            self._queue.append((_FRAME, *record))
-        else:
-            self.stats.dropped += 1
+        try:
+            if len(self._queue) < self.queue_limit:
+                self._queue.append((_FRAME, *record))
+            else:
+                self.stats.dropped += 1
+        except Exception as exc:
+            self._tap_failed(exc)
 
     def _on_audio(self, *record: Any) -> None:
-        if len(self._queue) < self.queue_limit:
-            self._queue.append((_AUDIO, *record))
-        else:
-            self.stats.dropped += 1
+        try:
+            if len(self._queue) < self.queue_limit:
+                self._queue.append((_AUDIO, *record))
+            else:
+                self.stats.dropped += 1
+        except Exception as exc:
+            self._tap_failed(exc)
 
     def _on_datagram(self, *record: Any) -> None:
-        if len(self._queue) < self.queue_limit:
-            self._queue.append((_DATAGRAM, *record))
-        else:
-            self.stats.dropped += 1
+        try:
+            if len(self._queue) < self.queue_limit:
+                self._queue.append((_DATAGRAM, *record))
+            else:
+                self.stats.dropped += 1
+        except Exception as exc:
+            self._tap_failed(exc)
+
+    def _tap_failed(self, exc: Exception) -> None:
+        if self._listening:
+            log.error("trace %s: queueing a record failed (%r); tracing stopped", self.path,
+                      exc)
+            self.stats.failure = f"queueing a record failed: {exc!r}"
+            self._unlisten()
 
     # ------------------------------------------------------------------ the writer thread
     def _run(self) -> None:
@@ -290,7 +328,7 @@ class Tracer:
                 self._frame(record, out)
             else:
                 self._datagram(record, out)
-            if len(out) >= 256:
+            if len(out) >= 1024:
                 self._write(out)
                 out = []
         if out:
@@ -352,6 +390,9 @@ class Tracer:
             data = g711.codec("alaw").encode(samples)
         flags = pcapng.FLAG_OUTBOUND if sent else pcapng.FLAG_INBOUND
         stamp = self._timestamp(at)
+        if len(data) == FRAME_BYTES and not rtp.pending:  # the common case, made quick
+            out.append(rtp.block(index, stamp, data, _AUDIO_TAIL[flags]))
+            return
         for n, packet in enumerate(rtp.packets(data)):
             # a block of several frames written at once is heard one frame after another
             out.append(pcapng.EnhancedPacket(index, stamp + 20_000 * n, packet,
@@ -373,6 +414,13 @@ class Tracer:
     # ------------------------------------------------------------------ files
     def _write(self, blocks: list[bytes]) -> None:
         if self._file is None:
+            return
+        if self.max_bytes is None and len(self._interface_blocks) == self._described:
+            # no limit to watch and no interface to describe: every block is a packet
+            data = b"".join(blocks)
+            self._file.write(data)
+            self.stats.bytes += len(data)
+            self.stats.records += len(blocks)
             return
         records = 0
         for block in blocks:
