@@ -446,9 +446,14 @@ def test_trace_options_and_the_dahdi_backends_devices(tmp_path):
             engine.sleep(1.0)
             engine.run(backend.stop)
     # both spans of the loop are ours here, each the network side: what each sent and
-    # received is in the trace, on an interface per span
+    # received is in the trace, on an interface per span, and Wireshark reads what we
+    # sent as going from the network to the user, what we received the other way
     rows = fields(tmp_path / "cli.pcapng", "lapd", "frame.interface_name", "lapd.direction")
     assert {row[0] for row in rows} == {"span1-dchan", "span2-dchan"}
+    packets = pcapng.read(str(tmp_path / "cli.pcapng")).packets
+    assert [pcapng.parse_lapd(p.data)[1] for p in packets] == [True] * len(rows)
+    assert [row[1] for row in rows] == ["1" if p.sent else "0" for p in packets]
+    assert {p.sent for p in packets} == {True, False}
 
 
 def test_no_trace_option_no_tracer(tmp_path):
