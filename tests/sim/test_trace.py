@@ -12,6 +12,7 @@ queue drops and counts, a full disk stops the trace and never the call.
 from __future__ import annotations
 
 import argparse
+import array
 import errno
 import io
 import logging
@@ -25,10 +26,12 @@ from tests.sim.helpers import MEDIA, T, with_tones
 from tests.sim.sip_peer import SipPeer, Uas, incoming, sdp_address
 from uascall.backend import Cause
 from uascall.channel import State, UASCallChannel
-from uascall.dahdi import q931
+from uascall.dahdi import abi, q931
 from uascall.dahdi.backend import DahdiBackend
 from uascall.dahdi.config import SystemConf
+from uascall.dahdi.device import Channel
 from uascall.engine import Engine, VirtualClock
+from uascall.media import g711
 from uascall.media.player import MediaClock
 from uascall.sim.backend import SimBackend
 from uascall.sim.farend import pri_loop_conf
@@ -209,6 +212,58 @@ def test_malformed_d_channel_frame_is_shown_and_the_span_goes_on(traced_world):
     rows = fields(path, "q931", "q931.message_type", "_ws.malformed")
     assert rows[0][0] == "0x05" and "_ws.malformed" in rows[0][1]  # the broken SETUP
     assert ["0x05", ""] in rows[1:]  # the good one after it
+
+
+def test_b_channel_audio_follows_the_channels_law_and_linear_mode(tmp_path):
+    """Each opening of a channel is a stream of its own; the payload type follows
+    DAHDI_SETLAW, a linear channel's samples are written A-law, and a block that is not
+    a whole frame is carried over to the next (the last part at the end)."""
+    conf = pri_loop_conf("E1", dynamic=True)
+    path = tmp_path / "audio.pcapng"
+    tone = [int(8000 * ((n % 20) - 10) / 10) for n in range(160)]
+    with Engine(VirtualClock()) as engine, engine.actor():
+        kernel = SimKernel(engine)
+        engine.run(kernel.configure, conf)
+        channo = SystemConf.parse(conf).pri_spans()[0].bchannels[0]
+        tracer = Tracer(engine, str(path), audio=True).start()
+        io = TapDeviceIO(kernel, engine, network=False)
+
+        def one_call(law: int | None, blocks: list[bytes]) -> None:
+            channel = Channel.open(channo, io=io)
+            channel.set_blocksize(160)
+            channel.set_buffers(numbufs=8)
+            channel.set_audio_mode(True)
+            if law is None:
+                channel.set_linear(True)
+            else:
+                channel.set_law(law)
+            for block in blocks:
+                assert channel.write_frame(block) == len(block)
+            channel.close()
+
+        engine.run(one_call, abi.DAHDI_LAW_MULAW, [g711.codec("ulaw").encode(tone)] * 2)
+        engine.run(one_call, None, [array_bytes(tone)])
+        engine.run(one_call, abi.DAHDI_LAW_ALAW, [bytes(100), bytes(100), bytes(130)])
+        tracer.stop()
+    rows = fields(path, "rtp", "rtp.ssrc", "rtp.p_type", "rtp.seq", "rtp.timestamp",
+                  "rtp.marker", "udp.length", heuristic=True)
+    by_ssrc: dict[str, list[list[str]]] = {}
+    for ssrc, *rest in rows:
+        by_ssrc.setdefault(ssrc, []).append(rest)
+    ulaw, linear, pieces = by_ssrc.values()
+    assert [row[:4] for row in ulaw] == [["0", "0", "0", "1"], ["0", "1", "160", "0"]]
+    assert [row[0] for row in linear] == ["8"]
+    payload = bytes.fromhex(fields(path, "rtp.ssrc == " + list(by_ssrc)[1], "rtp.payload",
+                                   heuristic=True)[0][0].replace(":", ""))
+    assert payload == g711.codec("alaw").encode(tone)
+    # 100 + 100 + 130 bytes: a 160-byte frame, 160 more, which the last block made, and
+    # what was left, 10 bytes, when the trace stopped
+    assert [(row[1], row[2], row[4]) for row in pieces] == [
+        ("0", "0", "180"), ("1", "160", "180"), ("2", "320", "30")]
+
+
+def array_bytes(samples: list[int]) -> bytes:
+    return array.array("h", samples).tobytes()
 
 
 # --------------------------------------------------------------------------- a SIP call
