@@ -216,8 +216,9 @@ def test_malformed_d_channel_frame_is_shown_and_the_span_goes_on(traced_world):
 
 def test_b_channel_audio_follows_the_channels_law_and_linear_mode(tmp_path):
     """Each opening of a channel is a stream of its own; the payload type follows
-    DAHDI_SETLAW, a linear channel's samples are written A-law, and a block that is not
-    a whole frame is carried over to the next (the last part at the end)."""
+    DAHDI_SETLAW, a linear channel's samples are written A-law, a gap in the audio is a
+    jump of the RTP timestamp, and a block that is not a whole frame is carried over to
+    the next (the last part at the end)."""
     conf = pri_loop_conf("E1", dynamic=True)
     path = tmp_path / "audio.pcapng"
     tone = [int(8000 * ((n % 20) - 10) / 10) for n in range(160)]
@@ -228,8 +229,16 @@ def test_b_channel_audio_follows_the_channels_law_and_linear_mode(tmp_path):
         tracer = Tracer(engine, str(path), audio=True).start()
         io = TapDeviceIO(kernel, engine, network=False)
 
-        def one_call(law: int | None, blocks: list[bytes]) -> None:
-            channel = Channel.open(channo, io=io)
+        def one_call(law: int | None, blocks: list[bytes], pause: float = 0.0) -> None:
+            channel = engine.run(Channel.open, channo, io=io)
+            engine.run(setup, channel, law)
+            for n, block in enumerate(blocks):
+                if n and pause:
+                    engine.sleep(pause)
+                assert engine.run(channel.write_frame, block) == len(block)
+            engine.run(channel.close)
+
+        def setup(channel: Channel, law: int | None) -> None:
             channel.set_blocksize(160)
             channel.set_buffers(numbufs=8)
             channel.set_audio_mode(True)
@@ -237,13 +246,11 @@ def test_b_channel_audio_follows_the_channels_law_and_linear_mode(tmp_path):
                 channel.set_linear(True)
             else:
                 channel.set_law(law)
-            for block in blocks:
-                assert channel.write_frame(block) == len(block)
-            channel.close()
 
-        engine.run(one_call, abi.DAHDI_LAW_MULAW, [g711.codec("ulaw").encode(tone)] * 2)
-        engine.run(one_call, None, [array_bytes(tone)])
-        engine.run(one_call, abi.DAHDI_LAW_ALAW, [bytes(100), bytes(100), bytes(130)])
+        # two frames a second apart: the line carried 49 frames of nothing between them
+        one_call(abi.DAHDI_LAW_MULAW, [g711.codec("ulaw").encode(tone)] * 2, pause=1.0)
+        one_call(None, [array_bytes(tone)])
+        one_call(abi.DAHDI_LAW_ALAW, [bytes(100), bytes(100), bytes(130)])
         tracer.stop()
     rows = fields(path, "rtp", "rtp.ssrc", "rtp.p_type", "rtp.seq", "rtp.timestamp",
                   "rtp.marker", "udp.length", heuristic=True)
@@ -251,7 +258,7 @@ def test_b_channel_audio_follows_the_channels_law_and_linear_mode(tmp_path):
     for ssrc, *rest in rows:
         by_ssrc.setdefault(ssrc, []).append(rest)
     ulaw, linear, pieces = by_ssrc.values()
-    assert [row[:4] for row in ulaw] == [["0", "0", "0", "1"], ["0", "1", "160", "0"]]
+    assert [row[:4] for row in ulaw] == [["0", "0", "0", "1"], ["0", "1", "8000", "1"]]
     assert [row[0] for row in linear] == ["8"]
     payload = bytes.fromhex(fields(path, "rtp.ssrc == " + list(by_ssrc)[1], "rtp.payload",
                                    heuristic=True)[0][0].replace(":", ""))

@@ -22,9 +22,11 @@ What a file holds:
   of the channel (a call): payload type 8 (A-law) or 0 (mu-law; a channel in linear mode
   is encoded A-law), 160 bytes per 20 ms packet, SSRC ``0x55430000 + 2 * stream`` for
   what the line sent us and that ``+ 1`` for what we sent to the line, marker on the first
-  packet. The line's side of span S, position C is 198.18.S.C and ours 198.19.S.C (the
-  RFC 2544 benchmarking range, never a real peer's), both on UDP port
-  ``10000 + 2 * (stream % 20000)``. Wireshark has no SDP for these: decode them with
+  packet (after a gap the RTP timestamp jumps by the frames missed, with the marker:
+  the player puts the audio when it was on the line). The line's side of span S,
+  position C is 198.18.S.C and ours 198.19.S.C (the RFC 2544 benchmarking range, never a
+  real peer's), both on UDP port ``10000 + 2 * (stream % 20000)``. Wireshark has no SDP
+  for these: decode them with
   "Decode As... RTP" or the ``rtp_udp`` heuristic (``tshark --enable-heuristic rtp_udp``);
   the RTP player then plays what was in band on the timeslot.
 
@@ -67,6 +69,8 @@ FLUSH_INTERVAL = 0.05
 #: about 96 000 a second, so this is a second of it
 QUEUE_LIMIT = 100_000
 FRAME_BYTES = 160  # one 20 ms G.711 RTP packet
+FRAME_MICROSECONDS = 20_000
+_GAP = 2 * FRAME_MICROSECONDS  # later than this after the frames before: a gap
 AUDIO_PORT_BASE = 10000
 SSRC_BASE = 0x55430000
 _FRAME, _AUDIO, _DATAGRAM = 0, 1, 2
@@ -96,8 +100,8 @@ class TraceStats:
 class _AudioStream:
     """One direction of one opening of a channel, as RTP."""
 
-    __slots__ = ("header", "marker", "payload_type", "pending", "sequence", "ssrc",
-                 "timestamp")
+    __slots__ = ("header", "marker", "next_at", "payload_type", "pending", "sequence",
+                 "ssrc", "timestamp")
 
     def __init__(self, stream: int, span: int, chanpos: int, sent: bool, law: str) -> None:
         self.ssrc = (SSRC_BASE + 2 * stream + sent) & 0xFFFFFFFF
@@ -106,6 +110,8 @@ class _AudioStream:
         self.timestamp = 0
         self.marker = True
         self.pending = b""
+        #: when the line plays the next frame (µs): after those written before it
+        self.next_at = 0
         line = f"198.18.{span & 0xFF}.{chanpos & 0xFF}"
         ours = f"198.19.{span & 0xFF}.{chanpos & 0xFF}"
         port = AUDIO_PORT_BASE + 2 * (stream % 20000)
@@ -115,6 +121,18 @@ class _AudioStream:
         # built once, so that a second of 960 channels' audio costs little to write.
         self.header = pcapng.udp_packet(bytes(_RTP.size + FRAME_BYTES), source,
                                         destination)[:-(_RTP.size + FRAME_BYTES)]
+
+    def follow_time(self, stamp: int, frames: int) -> None:
+        """``frames`` frames come at ``stamp`` (µs): when nothing came for more than two
+        frames, the line carried no audio of ours meanwhile (a player that stopped, a
+        reader that did not read), so the RTP timestamp jumps by as many frames and the
+        marker starts a new talkspurt: a player puts the audio when it was on the line."""
+        if self.next_at and stamp > self.next_at + _GAP:
+            missed = (stamp - self.next_at) // FRAME_MICROSECONDS
+            self.timestamp = (self.timestamp + missed * FRAME_BYTES) & 0xFFFFFFFF
+            self.marker = True
+            self.next_at += missed * FRAME_MICROSECONDS
+        self.next_at = max(self.next_at, stamp) + frames * FRAME_MICROSECONDS
 
     def packets(self, payload: bytes) -> list[bytes]:
         data = self.pending + payload if self.pending else payload
@@ -391,11 +409,13 @@ class Tracer:
         flags = pcapng.FLAG_OUTBOUND if sent else pcapng.FLAG_INBOUND
         stamp = self._timestamp(at)
         if len(data) == FRAME_BYTES and not rtp.pending:  # the common case, made quick
+            rtp.follow_time(stamp, 1)
             out.append(rtp.block(index, stamp, data, _AUDIO_TAIL[flags]))
             return
+        rtp.follow_time(stamp, (len(rtp.pending) + len(data)) // FRAME_BYTES)
         for n, packet in enumerate(rtp.packets(data)):
             # a block of several frames written at once is heard one frame after another
-            out.append(pcapng.EnhancedPacket(index, stamp + 20_000 * n, packet,
+            out.append(pcapng.EnhancedPacket(index, stamp + FRAME_MICROSECONDS * n, packet,
                                              flags).serialize())
 
     def _flush_streams(self) -> None:
