@@ -517,6 +517,13 @@ class AppHost:
         with self._lock:
             return [instance.channel for instance in self._running.values()]
 
+    def running_instances(self) -> list[tuple[str, UASCallChannel, float]]:
+        """(instance id, its channel, when it started on the engine's clock) of each
+        instance whose ``main()`` has not returned yet: what ``uascall channels`` shows."""
+        with self._lock:
+            return [(instance.instance_id, instance.channel, instance.start)
+                    for instance in self._running.values()]
+
     @property
     def running_count(self) -> int:
         """How many instances have not returned (or been recorded) yet; safe on any

@@ -330,6 +330,21 @@ class Backend:
         (the default): ``uascall run`` then serves calls until interrupted."""
         return None
 
+    def status(self, calls: dict[CallLeg, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        """Engine thread: this backend's part of ``uascall channels`` and ``uascall
+        monitor``: ``{"spans": [...], "channels": [...]}`` in :mod:`uascall.status`'s
+        terms. ``calls`` maps the legs of the host's calls to what the host knows of each,
+        for the backend to put on the channels they use (:func:`uascall.status.with_call`).
+        The default: nothing."""
+        return {"spans": [], "channels": []}
+
+    @classmethod
+    def offline_status(cls, args: Any) -> dict[str, Any] | None:
+        """What ``uascall channels`` shows of this backend's equipment when no uascall
+        runs (DAHDI: sysfs and /proc/dahdi), a snapshot as :mod:`uascall.status` has it;
+        None (the default): nothing to show."""
+        return None
+
 
 class FarEndDriver:
     """A backend's far end driven from the command line (see

@@ -28,7 +28,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -38,12 +40,14 @@ from typing import TextIO
 
 from uascall import __version__
 from uascall.app import INBOUND, OUTBOUND, AppHost, Application, ApplicationError, CallRecord
-from uascall.backend import Backend, backend_class, known_backends, open_backend
+from uascall.backend import Backend, FarEndDriver, backend_class, known_backends, open_backend
 from uascall.callgen import CallGenerator, Progress
+from uascall.control import ENGINE_TIMEOUT, ControlClient, ControlServer, NotRunning, default_path
 from uascall.engine import Engine, VirtualClock
 from uascall.errors import UascallError
 from uascall.extra import MAX_EXTRA_CHANNELS
 from uascall.routing import RoutingBackend
+from uascall.status import Snapshot, render, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -177,30 +181,67 @@ def _run(args: argparse.Namespace) -> int:
         host = _host(engine, backend, app, args)
         drivers = [driver for driver in (b.command_line_far_end(args, "run")
                                          for b in backends) if driver is not None]
-        if drivers:
-            # a far end's calls (the simulated exchange's), with whatever serves beside it
-            engine.run(host.start)
-            for driver in drivers:
-                driver.place_calls(host)
-            engine.run(host.stop)
-            for driver in drivers:
-                driver.report()
-        else:
-            with _until_interrupted() as stopped:
-                engine.run(host.start)
-                # What start-up made (modules, the backend, the application) lives as long
-                # as the server: out of the collector's sight, so that its full passes,
-                # which stop every thread, scan only what calls leave behind.
-                gc.collect()
-                gc.freeze()
-                log.info("serving calls; stop with Ctrl-C")
-                while not stopped.wait(1.0):
-                    pass
-                print("uascall: stopping; hanging up the calls still up", file=sys.stderr)
-                if not host.shutdown(args.shutdown_timeout):
-                    print("uascall: some applications had not returned; recorded with "
-                          "return code -9", file=sys.stderr)
+        with _control_socket(args, engine, host, backends, "run"):
+            _serve(args, engine, host, drivers)
         return _print_results(host)
+
+
+def _serve(args: argparse.Namespace, engine: Engine, host: AppHost,
+           drivers: list[FarEndDriver]) -> None:
+    """`uascall run`'s calls: a far end's (the simulated exchange's), or whatever comes
+    until Ctrl-C."""
+    if drivers:
+        # a far end's calls (the simulated exchange's), with whatever serves beside it
+        engine.run(host.start)
+        for driver in drivers:
+            driver.place_calls(host)
+        engine.run(host.stop)
+        for driver in drivers:
+            driver.report()
+    else:
+        with _until_interrupted() as stopped:
+            engine.run(host.start)
+            # What start-up made (modules, the backend, the application) lives as long
+            # as the server: out of the collector's sight, so that its full passes,
+            # which stop every thread, scan only what calls leave behind.
+            gc.collect()
+            gc.freeze()
+            log.info("serving calls; stop with Ctrl-C")
+            while not stopped.wait(1.0):
+                pass
+            print("uascall: stopping; hanging up the calls still up", file=sys.stderr)
+            if not host.shutdown(args.shutdown_timeout):
+                print("uascall: some applications had not returned; recorded with "
+                      "return code -9", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _control_socket(args: argparse.Namespace, engine: Engine, host: AppHost,
+                    backends: list[Backend], command: str) -> Iterator[ControlServer | None]:
+    """The control socket (:mod:`uascall.control`) while the host runs, unless --control
+    none. The default path taken by another uascall is no reason to stop: this one then
+    has none, with a warning; a path given that cannot be served is."""
+    if args.control == "none":
+        yield None
+        return
+    path = args.control or default_path()
+    source = f"uascall {command} (pid {os.getpid()})"
+
+    def channels(request: dict[str, object]) -> Snapshot:
+        return engine.run(snapshot, host, backends, source, timeout=ENGINE_TIMEOUT)
+
+    try:
+        server = ControlServer(path, {"channels": channels}).start()
+    except UascallError as exc:
+        if args.control:
+            raise
+        log.warning("no control socket: %s", exc)
+        yield None
+        return
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 class _ProgressLine:
@@ -239,7 +280,8 @@ def _call(args: argparse.Namespace) -> int:
                                   concurrent=args.concurrent,
                                   progress=progress if interval > 0 else None,
                                   progress_interval=interval if interval > 0 else 1.0)
-        with _until_interrupted() as stopped:
+        with _until_interrupted() as stopped, \
+                _control_socket(args, engine, host, backends, "call"):
             engine.run(host.start, take_calls=False)
             # a simulated span's first call waits for its D-channel, as the exchange's do
             if not engine.wait_until(lambda: all(b.ready for b in backends), 10):
@@ -255,6 +297,46 @@ def _call(args: argparse.Namespace) -> int:
             engine.run(host.stop)
     print(summary.render())
     return 1 if summary.failures else 0
+
+
+def _channels(args: argparse.Namespace) -> int:
+    snap = None
+    if not args.offline:
+        try:
+            with ControlClient(args.control) as client:
+                snap = client.request("channels")
+                snap.pop("ok", None)
+        except NotRunning as exc:
+            log.info("%s; reading what the kernel shows", exc)
+    if snap is None:
+        snap = _offline_status(args)
+        if snap is None:
+            path = args.control or default_path()
+            raise UascallError(f"no uascall runs (nothing serves {path}) and no backend "
+                               "has anything to show without one (no DAHDI driver loaded: "
+                               "no DAHDI buses in sysfs, no /proc/dahdi)")
+    print(json.dumps(snap, indent=1) if args.json else render(snap))
+    return 0
+
+
+def _offline_status(args: argparse.Namespace) -> Snapshot | None:
+    """Every backend's offline part (:meth:`Backend.offline_status`), merged."""
+    merged: Snapshot | None = None
+    for name in known_backends():
+        try:
+            part = backend_class(name).offline_status(args)
+        except UascallError:
+            continue  # not installed here
+        if part is None:
+            continue
+        if merged is None:
+            merged = {"source": part.get("source", name), "spans": [], "channels": [],
+                      "calls": []}
+        else:
+            merged["source"] += f", {part.get('source', name)}"
+        for key in ("spans", "channels", "calls"):
+            merged[key] += part.get(key, [])
+    return merged
 
 
 @contextlib.contextmanager
@@ -379,6 +461,18 @@ def build_parser() -> argparse.ArgumentParser:
                       "terminal, 5 otherwise; 0: none)")
     _add_host_options(call, "call")
     call.set_defaults(func=_call)
+
+    channels = commands.add_parser(
+        "channels", help="spans and channels, and the call on each: from a running "
+        "uascall's control socket, else from sysfs and /proc/dahdi")
+    channels.add_argument("--control", metavar="PATH", help="the running uascall's control "
+                          f"socket (default {default_path()})")
+    channels.add_argument("--offline", action="store_true", help="do not ask a running "
+                          "uascall: what the kernel shows (sysfs, /proc/dahdi)")
+    channels.add_argument("--json", action="store_true", help="the listing as one JSON "
+                          "object (the control socket's answer)")
+    _add_backend_options(channels, "channels", list(known_backends()))
+    channels.set_defaults(func=_channels)
     return parser
 
 
@@ -409,6 +503,9 @@ def _add_host_options(command: argparse.ArgumentParser, command_name: str) -> No
     command.add_argument("--virtual", action="store_true",
                          help="run in virtual time, as fast as the CPU allows (backends "
                          "with nothing real under them only: sim)")
+    command.add_argument("--control", metavar="PATH",
+                         help="the control socket that `uascall channels` and `uascall "
+                         f"monitor` read (default {default_path()}; none: no socket)")
     _add_backend_options(command, command_name, list(known))
 
 

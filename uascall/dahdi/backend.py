@@ -244,6 +244,14 @@ class PriLeg(CallLeg):
             self._emit(translated)
 
 
+#: the analog states (their values) in which a port is off hook, for `uascall channels`:
+#: an FXO port's own hook, the phone's on an FXS port
+_OFF_HOOK_STATES = {
+    "FXO": frozenset({"connected", "closing", "seizing", "dialling", "proceeding"}),
+    "FXS": frozenset({"dialling", "offered", "connected", "parked"}),
+}
+
+
 class DahdiBackend(Backend):
     """PRI spans and analog ports on DAHDI boards.
 
@@ -287,7 +295,15 @@ class DahdiBackend(Backend):
     # the command line's part: what `uascall run/call --backend dahdi` takes
     @classmethod
     def add_arguments(cls, group: Any, command: str) -> None:
-        if command == "demo":
+        if command == "channels":
+            group.add_argument("--sysfs", default="/sys", metavar="DIR",
+                               help="where sysfs is, for the spans when no uascall runs "
+                               "(default %(default)s)")
+            group.add_argument("--proc", default="/proc", metavar="DIR",
+                               help="where procfs is: /proc/dahdi when sysfs has no DAHDI "
+                               "buses (default %(default)s)")
+            return
+        if command not in ("run", "call"):
             return
         group.add_argument("--system-conf", default=DEFAULT_PATH)
         group.add_argument("--span", type=int, action="append", help="a span to serve "
@@ -332,6 +348,61 @@ class DahdiBackend(Backend):
                     zone=args.zone, ring_timeout=args.ring_timeout, dialing=args.dialing,
                     answer_supervision=args.answer_supervision,
                     dial_tone_timeout=args.dial_tone_timeout)}
+
+    @classmethod
+    def offline_status(cls, args: Any) -> dict[str, Any] | None:
+        from uascall.dahdi import sysfs
+        return sysfs.read(args.sysfs, args.proc)
+
+    def status(self, calls: dict[CallLeg, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        from uascall.status import channel_row, span_row, with_call
+        by_pri_call = {leg.call: info for leg, info in calls.items()
+                       if isinstance(leg, PriLeg)}
+        spans, channels = [], []
+        for span in self.spans:
+            layout = span.layout
+            spans.append(span_row(
+                self.name, layout.spanno, name=span.name, kind=layout.kind, law=span.law,
+                switch=span.switch.name.lower(), node=span.node.name.lower(),
+                dchannel="up" if span.up else "down",
+                alarms=abi.alarm_names(span.alarms)))
+            rows = [channel_row(
+                self.name, layout.dchannel, span=layout.spanno, signalling="PRI D",
+                in_use=True, state="up" if span.up else "down",
+                alarms=abi.alarm_names(span.alarms))]
+            by_channel = {}
+            for call in span.calls:
+                if call.chanpos:
+                    by_channel[span.channo_of(call.chanpos)] = call
+            out_of_service = {span.channo_of(pos) for pos in span.out_of_service}
+            for channo in layout.bchannels:
+                call = by_channel.get(channo)
+                row = channel_row(self.name, channo, span=layout.spanno,
+                                  signalling="PRI B",
+                                  state="out of service" if channo in out_of_service
+                                  else "idle")
+                if call is not None:
+                    row.update(in_use=True, state=call.state.value, codec=call.law,
+                               direction="inbound" if call.incoming else "outbound",
+                               far_end=call.calling if call.incoming else call.called)
+                    with_call(row, by_pri_call.get(call))
+                rows.append(row)
+            channels += sorted(rows, key=lambda row: row["channel"])
+        for port in self.ports:
+            state = getattr(port.machine, "state", None)
+            value = state.value if state is not None else ""
+            # FXO: our own hook; FXS: the phone's
+            off_hook = _OFF_HOOK_STATES.get(port.kind, frozenset())
+            row = channel_row(self.name, port.channo, signalling=port.kind,
+                              hook="" if state is None else (
+                                  "off" if value in off_hook else "on"),
+                              state=value, in_use=port.leg is not None, codec=port.law)
+            if port.leg is not None:
+                row.update(far_end=port.leg.call_from if port.leg.incoming
+                           else port.leg.call_to)
+                with_call(row, calls.get(port.leg))
+            channels.append(row)
+        return {"spans": spans, "channels": channels}
 
     def start(self) -> None:
         conf = (self.system_conf if isinstance(self.system_conf, SystemConf)

@@ -78,6 +78,10 @@ class SimBackend(DahdiBackend):
         from uascall.sim.command import options_from_arguments
         return options_from_arguments(args, command)
 
+    @classmethod
+    def offline_status(cls, args: Any) -> dict[str, Any] | None:
+        return None  # the simulated kernel lives in its uascall process only
+
     def command_line_far_end(self, args: Any, command: str) -> FarEndDriver | None:
         from uascall.sim.command import ExchangeCalls
         return ExchangeCalls(self, args, command)

@@ -44,6 +44,8 @@ CALLER_HELP = ("what {each} caller does once answered: 'wait 2; press 1; say Hel
 
 def add_arguments(group: Any, command: str) -> None:
     """The simulator's options for ``command`` (see :meth:`Backend.add_arguments`)."""
+    if command not in ("run", "call", "demo"):
+        return
     group.add_argument("--law", choices=("alaw", "ulaw"), default="alaw", help=LAW_HELP)
     if command == "demo":
         group.add_argument("--wav", default="demo-out/caller.wav", metavar="PATH",

@@ -117,7 +117,7 @@ class SipBackend(Backend):
     # the command line's part: what `uascall run/call --backend sip` takes
     @classmethod
     def add_arguments(cls, group: Any, command: str) -> None:
-        if command == "demo":
+        if command not in ("run", "call"):
             return
         group.add_argument("--listen", action="append", metavar="HOST:PORT",
                            help="where to receive SIP over UDP (repeatable, e.g. "
@@ -141,6 +141,21 @@ class SipBackend(Backend):
         return {"listen": listen, "allow": args.allow or list(LOOPBACK),
                 "codecs": args.codecs, "rtp_timeout": args.rtp_timeout,
                 "outbound": args.outbound}
+
+    def status(self, calls: dict[CallLeg, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        from uascall.status import channel_row, with_call
+        channels = []
+        for call in sorted(self.ua.calls, key=lambda c: c.call_id):
+            negotiated = call.negotiated
+            far = call.source or (negotiated.remote if negotiated is not None else None)
+            row = channel_row(self.name, call.call_id, signalling="SIP", in_use=True,
+                              state=call.phase.value,
+                              direction="inbound" if call.incoming else "outbound",
+                              far_end=call.call_from if call.incoming else call.call_to,
+                              address=format_hostport(far) if far else "",
+                              codec=negotiated.law if negotiated is not None else "")
+            channels.append(with_call(row, calls.get(call)))
+        return {"spans": [], "channels": channels}
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
