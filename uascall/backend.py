@@ -372,6 +372,7 @@ class FarEndDriver:
 
 BACKENDS: dict[str, str] = {
     "dahdi": "uascall.dahdi.backend:DahdiBackend",
+    "modem": "uascall.modem.backend:ModemBackend",
     "sim": "uascall.sim.backend:SimBackend",
     "sip": "uascall.sip.backend:SipBackend",
 }
