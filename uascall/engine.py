@@ -13,6 +13,12 @@ masks: DAHDI channels ask for ``EPOLLPRI`` as well as ``EPOLLIN``, because the k
 reports a queued signalling event as POLLPRI (and as errno 500, ELAST, from read and
 write). An ``eventfd`` wakes the loop when another thread posts work.
 
+A simulator that runs on this thread (the simulated DAHDI kernel) says when one of its
+descriptors is ready with :meth:`Engine.set_readiness` instead of making the descriptor
+itself readable: the loop then dispatches it exactly as epoll would (level-triggered,
+with the events it is watched for), without the system calls that would otherwise cost a
+quarter of the thread at a thousand channels.
+
 Clocks
 ------
 Every timer is set on the engine's :class:`Clock`. With :class:`MonotonicClock` that is
@@ -213,6 +219,11 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._fds: dict[int, tuple[FdCallback, ErrorCallback | None]] = {}
         self._fd_failures: dict[int, int] = {}  # fd -> its handler's failures in a row
+        # simulated readiness: fd -> events watched (every registered fd), fd -> events a
+        # simulator says are ready, and fd -> the two together where they meet (due now)
+        self._watched: dict[int, int] = {}
+        self._asserted: dict[int, int] = {}
+        self._due: dict[int, int] = {}
         #: failures of callbacks and handlers, by cause (logged once per cause)
         self.faults = FaultLog(f"engine {name}")
         #: what crosses the I/O seams, for whoever listens (a trace, a ladder)
@@ -338,20 +349,45 @@ class Engine:
         assert self._epoll is not None, "engine not started"
         self._epoll.register(fd, events)
         self._fds[fd] = (callback, on_error)
+        self._watched[fd] = events
+        self._update_due(fd)
 
     def modify_fd(self, fd: int, events: int) -> None:
         """*Engine thread*: change the events ``fd`` is watched for."""
         assert self._epoll is not None
         self._epoll.modify(fd, events)
+        if fd in self._watched:
+            self._watched[fd] = events
+            self._update_due(fd)
 
     def remove_fd(self, fd: int) -> None:
         """*Engine thread*: stop watching ``fd`` (before closing it). Unknown fds are ignored."""
         self._fd_failures.pop(fd, None)
+        self._watched.pop(fd, None)
+        self._due.pop(fd, None)
         if self._fds.pop(fd, None) is not None and self._epoll is not None:
             try:
                 self._epoll.unregister(fd)
             except OSError as exc:  # already closed by its owner: epoll forgot it then
                 log.debug("epoll unregister of fd %d: %s", fd, exc)
+
+    def set_readiness(self, fd: int, events: int) -> None:
+        """*Engine thread*: a simulator says ``fd`` is ready for ``events`` (0: for nothing)
+        until it says otherwise. Whoever watches ``fd`` (:meth:`add_fd`) is called as if
+        epoll had reported it: every iteration while the events it watches are ready. The
+        simulator calls it with 0 before it closes ``fd``."""
+        if events:
+            self._asserted[fd] = events
+        else:
+            self._asserted.pop(fd, None)
+        self._update_due(fd)
+
+    def _update_due(self, fd: int) -> None:
+        due = self._asserted.get(fd, 0) & self._watched.get(fd, 0)
+        if due:
+            self._due[fd] = due
+        else:
+            self._due.pop(fd, None)
 
     # ------------------------------------------------------------------ any thread
     def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
@@ -613,7 +649,7 @@ class Engine:
                 return
         may_advance = False
         timeout: float | None
-        if ready or posted:
+        if ready or posted or self._due:
             timeout = 0.0
         elif self.clock.virtual:
             next_virtual = self._timers.next_when()
@@ -629,6 +665,8 @@ class Engine:
             timeout = None if next_when is None else max(0.0, next_when - self.clock.now())
         assert self._epoll is not None
         events = self._epoll.poll(-1 if timeout is None else timeout)
+        if self._due:
+            events += self._due.items()
         if events:
             self._dispatch(events)
         elif may_advance and not self._posted and self._runnable_actors <= 0:
@@ -731,6 +769,9 @@ class Engine:
             log.warning("engine %s stopped with fds still registered: %s (their owners did "
                         "not close them)", self.name, sorted(self._fds))
             self._fds.clear()
+        self._watched.clear()
+        self._asserted.clear()
+        self._due.clear()
         self.faults.close()
         if self._epoll is not None:
             self._epoll.close()

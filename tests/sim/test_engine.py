@@ -294,3 +294,48 @@ def test_threads_waiting_on_a_stopping_engine_wake_with_hangup(virtual):
     assert not thread.is_alive() and isinstance(outcome[0], Hangup)
     with pytest.raises(Hangup):
         engine.wait(concurrent.futures.Future())
+
+
+def test_readiness_set_by_a_simulator_is_dispatched_like_epolls():
+    """set_readiness: level-triggered (called every iteration while ready), only the
+    events watched, nothing for an fd nobody watches, and nothing once cleared, modified
+    away or removed; virtual time does not move while something is ready."""
+    fd = os.eventfd(0, os.EFD_NONBLOCK)
+    calls: list[int] = []
+    stop_after = 3
+
+    def ready(revents: int) -> None:
+        calls.append(revents)
+        if len(calls) == stop_after:
+            engine.set_readiness(fd, 0)
+
+    with Engine(VirtualClock()) as engine:
+        start = engine.time()
+        engine.run(engine.set_readiness, fd, EPOLLIN | EPOLLPRI)  # not watched yet
+        engine.sleep(0.1)
+        assert calls == []
+        engine.run(engine.add_fd, fd, EPOLLPRI, ready)
+        assert engine.wait_until(lambda: len(calls) >= stop_after, 1.0)
+        # three calls, each with the one event watched, before virtual time moved
+        assert calls == [EPOLLPRI] * 3
+        assert engine.run(engine.time) == start + 0.1
+        engine.sleep(0.1)
+        assert len(calls) == 3  # cleared
+        engine.run(engine.set_readiness, fd, EPOLLIN)  # not watched: nothing
+        engine.sleep(0.1)
+        assert len(calls) == 3
+        stop_after = 4
+        engine.run(engine.modify_fd, fd, EPOLLIN)
+        assert engine.wait_until(lambda: len(calls) == 4, 1.0) and calls[-1] == EPOLLIN
+
+        def ready_then_removed() -> None:
+            engine.set_readiness(fd, EPOLLIN)
+            engine.remove_fd(fd)
+
+        engine.run(ready_then_removed)
+        engine.sleep(0.1)
+        assert len(calls) == 4
+        engine.run(engine.add_fd, fd, EPOLLIN, ready)  # watched again: still ready
+        assert engine.wait_until(lambda: len(calls) > 4, 1.0)
+        engine.run(engine.remove_fd, fd)
+    os.close(fd)

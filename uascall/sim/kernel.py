@@ -2,9 +2,9 @@
 
 :class:`SimKernel` implements :class:`~uascall.dahdi.device.DeviceIO` (open, close, read,
 write, ioctl) with the rules of dahdi-base.c, over real descriptors whose POLLIN/POLLPRI
-readiness it sets (:mod:`uascall.sim.readiness`), so the engine waits on it with the same
-``epoll`` call it uses on boards. It runs on the engine thread and keeps time with the
-engine's clock, real or virtual.
+readiness it sets for the engine (:mod:`uascall.sim.readiness`), so the binding waits on
+them as it does on boards, registered with the engine. It runs on the engine thread and
+keeps time with the engine's clock, real or virtual.
 
 What it models
 --------------
@@ -290,7 +290,7 @@ class SimKernel(DeviceIO):
     # ================================================================== the seam
     def open(self, path: str, flags: int) -> int:
         kind, chan = self._resolve(path)
-        file = OpenFile(ReadinessFd(), kind, bool(flags & os.O_NONBLOCK))
+        file = OpenFile(ReadinessFd(self.engine), kind, bool(flags & os.O_NONBLOCK))
         try:
             if chan is not None:
                 self._open_channel(file, chan)
