@@ -48,6 +48,7 @@ from uascall.errors import UascallError
 from uascall.extra import MAX_EXTRA_CHANNELS
 from uascall.routing import RoutingBackend
 from uascall.status import Snapshot, render, snapshot
+from uascall.trace.command import add_trace_options, tracing
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,9 @@ def _demo(args: argparse.Namespace) -> int:
     """One call from the demo backend's far end (the simulator's exchange) to the
     application, with what that far end shows of it (the ladder, what the caller heard)."""
     app = Application.load(args.app or _example("early_media.py"))
-    with _engine(args) as engine:
+    with _engine(args) as engine, tracing(engine, args) as trace:
         backend = open_backend(DEMO_BACKEND, engine, **_backend_options(DEMO_BACKEND, args))
+        trace.attach(backend)
         driver = backend.command_line_far_end(args, "demo")
         if driver is None:
             raise UascallError(f"the {DEMO_BACKEND} backend has no far end to call the demo")
@@ -176,8 +178,9 @@ def _host(engine: Engine, backend: Backend, app: Application,
 
 def _run(args: argparse.Namespace) -> int:
     app = _load(args.app, "run")
-    with _engine(args) as engine:
+    with _engine(args) as engine, tracing(engine, args) as trace:
         backend, backends = _open_backends(engine, args)
+        trace.attach(backend)
         host = _host(engine, backend, app, args)
         drivers = [driver for driver in (b.command_line_far_end(args, "run")
                                          for b in backends) if driver is not None]
@@ -273,8 +276,9 @@ def _call(args: argparse.Namespace) -> int:
     progress = _ProgressLine(sys.stderr)
     interval = args.progress if args.progress is not None else (1.0 if progress.tty
                                                                  else 5.0)
-    with _engine(args) as engine:
+    with _engine(args) as engine, tracing(engine, args) as trace:
         backend, backends = _open_backends(engine, args)
+        trace.attach(backend)
         host = _host(engine, backend, app, args)
         generator = CallGenerator(host, args.to, calls=args.calls, rate=args.rate,
                                   concurrent=args.concurrent,
@@ -435,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--virtual", action="store_true", help="run in virtual time, as fast "
                       "as the CPU allows (timestamps are still those of the call)")
     _add_backend_options(demo, "demo", [DEMO_BACKEND])
+    add_trace_options(demo)
     demo.set_defaults(func=_demo)
 
     run = commands.add_parser("run", help="serve a UAS-style (inbound) application")
@@ -507,6 +512,7 @@ def _add_host_options(command: argparse.ArgumentParser, command_name: str) -> No
                          help="the control socket that `uascall channels` and `uascall "
                          f"monitor` read (default {default_path()}; none: no socket)")
     _add_backend_options(command, command_name, list(known))
+    add_trace_options(command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
