@@ -119,8 +119,8 @@ def choose_format(vsm_list: list[str]) -> tuple[int, str]:
         if not match:
             continue
         number, name = int(match.group(1)), match.group(2).upper().replace(".", "")
-        if "ADPCM" in name:
-            continue
+        if "ADPCM" in name or "16-BIT" in name or "16 BIT" in name:
+            continue  # formats an 8-bit byte stream cannot be
         if "711U" in name or "ULAW" in name or "MU-LAW" in name:
             found.setdefault("ulaw", number)
         elif "711A" in name or "ALAW" in name or "A-LAW" in name:
