@@ -13,8 +13,12 @@ setup(
     license="GPL-2.0-or-later",
     python_requires=">=3.11",
     packages=find_packages(include=["uascall", "uascall.*"]),
-    install_requires=["pyserial>=3.5", "numpy>=1.24", "soxr>=0.3.7"],
-    extras_require={"test": ["pytest>=7.4", "ruff>=0.4"]},
+    install_requires=["pyserial>=3.5", "numpy>=1.24", "soxr>=0.3.7",
+                      # uascall monitor's terminal view; --metrics's Prometheus text
+                      "rich>=13", "prometheus-client>=0.17"],
+    extras_require={"test": ["pytest>=7.4", "ruff>=0.4",
+                             # uascall monitor in a pseudo-terminal, its screen read back
+                             "pexpect>=4.8", "pyte>=0.8"]},
     entry_points={
         "console_scripts": ["uascall = uascall.cli:main"],
         # Backends by name; another package can add its own under this group.

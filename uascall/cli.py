@@ -47,6 +47,7 @@ from uascall.engine import Engine, VirtualClock
 from uascall.errors import UascallError
 from uascall.extra import MAX_EXTRA_CHANNELS
 from uascall.routing import RoutingBackend
+from uascall.stats import RunStats
 from uascall.status import Snapshot, render, snapshot
 from uascall.trace.command import add_trace_options, tracing
 
@@ -229,22 +230,31 @@ def _control_socket(args: argparse.Namespace, engine: Engine, host: AppHost,
         return
     path = args.control or default_path()
     source = f"uascall {command} (pid {os.getpid()})"
+    if args.levels:
+        engine.taps.devices = True  # before the backends start: their devices tapped
+    stats = RunStats(engine, host, backends, source=source, levels=args.levels)
 
     def channels(request: dict[str, object]) -> Snapshot:
         return engine.run(snapshot, host, backends, source, timeout=ENGINE_TIMEOUT)
 
+    def monitor(request: dict[str, object]) -> Snapshot:
+        return engine.run(stats.snapshot, timeout=ENGINE_TIMEOUT)
+
     try:
-        server = ControlServer(path, {"channels": channels}).start()
+        server = ControlServer(path, {"channels": channels, "monitor": monitor}).start()
     except UascallError as exc:
         if args.control:
             raise
         log.warning("no control socket: %s", exc)
         yield None
         return
+    engine.run(stats.attach)
     try:
         yield server
     finally:
         server.close()
+        if engine.running:
+            engine.run(stats.detach)
 
 
 class _ProgressLine:
@@ -321,6 +331,13 @@ def _channels(args: argparse.Namespace) -> int:
                                "no DAHDI buses in sysfs, no /proc/dahdi)")
     print(json.dumps(snap, indent=1) if args.json else render(snap))
     return 0
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from uascall import monitor  # rich is needed here only
+    if not args.interval > 0:
+        raise UascallError(f"--interval {args.interval}; expected seconds > 0")
+    return monitor.run(args.control, once=args.once, interval=args.interval)
 
 
 def _offline_status(args: argparse.Namespace) -> Snapshot | None:
@@ -478,6 +495,17 @@ def build_parser() -> argparse.ArgumentParser:
                           "object (the control socket's answer)")
     _add_backend_options(channels, "channels", list(known_backends()))
     channels.set_defaults(func=_channels)
+
+    monitor = commands.add_parser(
+        "monitor", help="a live view of a running uascall: calls with state, duration, "
+        "levels and keys, spans with alarms, counters (q or Ctrl-C ends it)")
+    monitor.add_argument("--control", metavar="PATH", help="the running uascall's control "
+                         f"socket (default {default_path()})")
+    monitor.add_argument("--interval", type=float, default=0.25, metavar="SECONDS",
+                         help="seconds between refreshes (default %(default)s)")
+    monitor.add_argument("--once", action="store_true", help="print one screen and end "
+                         "(status 1 when no uascall answers)")
+    monitor.set_defaults(func=_monitor)
     return parser
 
 
@@ -512,6 +540,9 @@ def _add_host_options(command: argparse.ArgumentParser, command_name: str) -> No
                          help="the control socket that `uascall channels` and `uascall "
                          f"monitor` read (default {default_path()}; none: no socket)")
     _add_backend_options(command, command_name, list(known))
+    command.add_argument("--levels", action="store_true",
+                         help="measure each B-channel's audio level in and out for `uascall "
+                         "monitor` (taps the devices: some CPU per channel)")
     add_trace_options(command)
 
 

@@ -24,8 +24,11 @@ CALL: what the host knows of each running instance: ``call`` (instance id),
 ``call_id``, ``state``, ``direction``, ``far_end``, ``where`` (``Details.channel``),
 ``duration``.
 
-Each backend contributes its spans and channels (:meth:`Backend.status`, on the engine
-thread); the host's calls are put on the channels they use by the backend that knows
+``backend_counters``: each backend's own counters by its name (the SIP backend's INVITEs
+refused with 503, its RTP streams' underruns...).
+
+Each backend contributes its spans, channels and counters (:meth:`Backend.status`, on the
+engine thread); the host's calls are put on the channels they use by the backend that knows
 its own legs.
 """
 
@@ -71,6 +74,7 @@ def snapshot(host: AppHost, backends: Sequence[Backend], source: str = "") -> Sn
     calls = host_calls(host)
     spans: list[dict[str, Any]] = []
     channels: list[dict[str, Any]] = []
+    counters: dict[str, dict[str, Any]] = {}
     for backend in backends:
         try:
             part = backend.status(calls)
@@ -79,8 +83,11 @@ def snapshot(host: AppHost, backends: Sequence[Backend], source: str = "") -> Sn
             continue
         spans += part.get("spans", [])
         channels += part.get("channels", [])
+        if part.get("counters"):
+            counters[backend.name] = part["counters"]
     return {"source": source or f"uascall (pid {os.getpid()})", "spans": spans,
-            "channels": channels, "calls": list(calls.values())}
+            "channels": channels, "calls": list(calls.values()),
+            "backend_counters": counters}
 
 
 def channel_row(backend: str, channel: int | str, **fields: Any) -> dict[str, Any]:

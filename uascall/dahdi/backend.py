@@ -378,6 +378,7 @@ class DahdiBackend(Backend):
             for channo in layout.bchannels:
                 call = by_channel.get(channo)
                 row = channel_row(self.name, channo, span=layout.spanno,
+                                  chanpos=channo - span.channo_of(1) + 1,
                                   signalling="PRI B",
                                   state="out of service" if channo in out_of_service
                                   else "idle")
@@ -402,7 +403,11 @@ class DahdiBackend(Backend):
                            else port.leg.call_to)
                 with_call(row, calls.get(port.leg))
             channels.append(row)
-        return {"spans": spans, "channels": channels}
+        return {"spans": spans, "channels": channels,
+                "counters": {"late_ticks": self.media_clock.late_ticks,
+                             "frames_not_sent": sum(s.frames_not_sent for s in self.spans),
+                             "spans_in_alarm": sum(1 for s in self.spans if s.alarms),
+                             "dchannels_up": sum(1 for s in self.spans if s.up)}}
 
     def start(self) -> None:
         conf = (self.system_conf if isinstance(self.system_conf, SystemConf)

@@ -143,7 +143,14 @@ class ExchangeCalls(FarEndDriver):
                 elif isinstance(event, MediaEnded) and event.reason == "bargein":
                     ladder.note(at, f"~ barge-in: {event.what} stopped ~")
 
-            host.on_channel = lambda channel: channel.listeners.append(annotate)
+            earlier = host.on_channel
+
+            def on_channel(channel: UASCallChannel) -> None:
+                channel.listeners.append(annotate)
+                if earlier is not None:
+                    earlier(channel)
+
+            host.on_channel = on_channel
         far_end = backend.far_end
         assert far_end is not None
         if script:

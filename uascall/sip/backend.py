@@ -155,7 +155,14 @@ class SipBackend(Backend):
                               address=format_hostport(far) if far else "",
                               codec=negotiated.law if negotiated is not None else "")
             channels.append(with_call(row, calls.get(call)))
-        return {"spans": [], "channels": channels}
+        stats = self.ua.stats
+        streams = [call.stream for call in self.ua.calls if call.stream is not None]
+        return {"spans": [], "channels": channels, "counters": {
+            "setups_refused": stats.overloaded, "requests": stats.requests,
+            "malformed": stats.malformed, "calls": stats.calls,
+            # of the streams up now: a stream's counts go with it
+            "media_underruns": sum(stream.underruns for stream in streams),
+            "late_ticks": self.ua.ticker.late_ticks}}
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
