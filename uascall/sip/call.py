@@ -220,7 +220,7 @@ class SipCall(CallLeg):
         assert self.invite is not None and self.invite_tx is not None
         response = make_response(self.invite, 200, to_tag=self.local_tag,
                                  headers=[*self._contact_headers(), *self.headers_to_send],
-                                 body=self._answer_sdp or b"")
+                                 body=self._answer_sdp or b"", record_route=True)
         response.headers.add("Content-Type", SDP)
         self.phase = Phase.ANSWERING
         self.ua.respond(self.invite_tx, response)
@@ -517,7 +517,8 @@ class SipCall(CallLeg):
     def _send_provisional(self, status: int, sdp: bytes | None = None) -> None:
         assert self.invite is not None and self.invite_tx is not None
         response = make_response(self.invite, status, to_tag=self.local_tag,
-                                 headers=self._contact_headers(), body=sdp or b"")
+                                 headers=self._contact_headers(), body=sdp or b"",
+                                 record_route=True)
         if sdp:
             response.headers.add("Content-Type", SDP)
         self._provisional = status

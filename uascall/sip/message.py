@@ -1224,12 +1224,16 @@ def _has_tag(headers: Headers, to: str) -> bool:
 
 def make_response(request: Request, status: int, reason: str | None = None, *,
                   to_tag: str | None = None, headers: Iterable[tuple[str, str]] = (),
-                  body: bytes = b"") -> Response:
+                  body: bytes = b"", record_route: bool = False) -> Response:
     """A response to ``request`` per RFC 3261 8.2.6.
 
     Copies every Via (in order), From, Call-ID and CSeq, and To with ``;tag=to_tag`` added
-    when given and the To has none; a 100 also copies Timestamp (8.2.6.1). Works on the
-    partial headers of a SipParseError too (missing fields are just not copied).
+    when given and the To has none; a 100 also copies Timestamp (8.2.6.1). With
+    ``record_route`` (a response that makes a dialog: 1xx with a To-tag, 2xx to INVITE)
+    every Record-Route is copied too, in order and as received (12.1.1), so that the
+    proxies that record-routed stay on the path of the caller's requests in the dialog.
+    Works on the partial headers of a SipParseError too (missing fields are just not
+    copied).
     """
     if not isinstance(status, int) or not 100 <= status <= 699:
         raise ArgumentError(f"status {status!r}: expected an int 100..699")
@@ -1250,6 +1254,8 @@ def make_response(request: Request, status: int, reason: str | None = None, *,
             else:
                 out.append(item)
         elif key == "timestamp" and status == 100:
+            out.append(item)
+        elif key == "record-route" and record_route:
             out.append(item)
     resp_headers = Headers._trusted(out)
     for name, value in headers:
