@@ -16,7 +16,8 @@ Datagrams from :class:`~uascall.sip.transport.UdpEndpoint` are parsed
   it then gets 100 Trying at once and becomes a :class:`~uascall.sip.call.SipCall` offered
   to the backend's listener;
 - BYE and re-INVITE go to their call through the dialog (481 when there is none);
-  OPTIONS is answered 200 with what we allow and accept, in or out of a dialog;
+  OPTIONS is answered 200 with what we allow and accept, in or out of a dialog (503 +
+  Retry-After outside a dialog while draining, below);
 - a response goes to its client transaction (top Via branch and CSeq method).
 
 A request answered at once with a final response, nothing set up for it (the refusals
@@ -27,6 +28,15 @@ with the same To-tag (a keyed hash of the request's transaction identifiers), an
 for a refused INVITE matches nothing and is dropped. Under a flood of INVITEs this is the
 difference between forgetting each one at once and keeping each for 64*T1 while its 503
 is resent ten times (80,000 INVITEs drew 564,254 retransmitted 503s and 385 MB).
+
+Draining
+--------
+:meth:`UserAgent.drain` (a node leaving a pool behind a proxy, e.g. on SIGTERM) stops
+taking calls while the calls up go on: from then on every new INVITE and every OPTIONS
+outside a dialog is answered 503 + Retry-After, statelessly. A dispatcher that probes its
+nodes with OPTIONS (Kamailio's, deploy/kamailio/) then takes the node out of its set and
+sends it no new calls; requests within the dialogs up (ACK, BYE, re-INVITE, OPTIONS) are
+served as before. :meth:`UserAgent.resume` takes calls again.
 
 Overload control
 ----------------
@@ -223,6 +233,8 @@ class UserAgent:
         self._overload_logged = -OVERLOAD_LOG_INTERVAL  # engine time of that warning
         self._overload_reason = ""
         self._sessions = random.randrange(1, 2**31)
+        #: not taking new calls (see the module docstring's "Draining")
+        self.draining = False
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -244,6 +256,20 @@ class UserAgent:
             self._log_overload(self.engine.time(), force=True)
         for endpoint in self.endpoints:
             endpoint.close()
+
+    def drain(self) -> None:
+        """Stop taking calls (503 to new INVITEs and to OPTIONS outside a dialog), the
+        calls up going on (engine thread)."""
+        if not self.draining:
+            log.info("draining: new calls and OPTIONS are answered 503 from now on; %d "
+                     "calls up go on", len(self.calls))
+        self.draining = True
+
+    def resume(self) -> None:
+        """Take calls again after :meth:`drain` (engine thread)."""
+        if self.draining:
+            log.info("taking calls again")
+        self.draining = False
 
     @property
     def addresses(self) -> list[Address]:
@@ -392,7 +418,9 @@ class UserAgent:
         if method == "INVITE":
             self._new_call(request, source, endpoint, key)
         elif method == "OPTIONS":
-            self._answer_statelessly(request, self._options_answer(request), source, endpoint)
+            answer = self._draining_answer(request) if self.draining else None
+            self._answer_statelessly(request, answer or self._options_answer(request),
+                                     source, endpoint)
         else:  # BYE without a dialog
             self._answer_statelessly(request, self._reply(request, 481), source, endpoint)
 
@@ -482,6 +510,11 @@ class UserAgent:
         for value in vias[1:]:
             request.headers.add("Via", value)
 
+    def _draining_answer(self, request: Request) -> Response:
+        return self._reply(request, 503, [
+            ("Retry-After", str(self.settings.retry_after)),
+            ("Warning", '399 uascall "draining: not taking new calls"')])
+
     def _options_answer(self, request: Request) -> Response:
         return self._reply(request, 200, [
             ("Allow", self.allow_header), ("Accept", ", ".join(ACCEPTABLE_BODIES)),
@@ -530,6 +563,9 @@ class UserAgent:
 
     def _new_call(self, invite: Request, source: Address, endpoint: UdpEndpoint,
                   key: tuple[str, str, str]) -> None:
+        if self.draining:
+            self._answer_statelessly(invite, self._draining_answer(invite), source, endpoint)
+            return
         host = source[0]
         busy = self.overloaded(host)
         if busy is not None:
