@@ -9,7 +9,9 @@ and signalling. An HDLC channel is a D-channel: what is read (a frame and its 2 
 bytes) and written (a frame and the 2 bytes the kernel overwrites with the FCS) goes to
 ``taps.frame`` without the FCS. Any other channel carries audio: each block read or
 written goes to ``taps.audio`` with the channel's law (DAHDI_SETLAW, DAHDI_SETLINEAR
-are followed).
+are followed). An audio channel opened while nobody listens to audio is not followed at
+all (a call's B-channel is opened for the call: a listener added later hears the calls
+that start after it).
 
 Everything it does for the taps is guarded: a failure there is logged once and the
 descriptor is no longer tapped; the syscall's own result or error is the caller's as if
@@ -130,6 +132,8 @@ class TapDeviceIO(DeviceIO):
             return
         dchannel = bool(params.sigtype & abi.DAHDI_SIG_HDLCRAW == abi.DAHDI_SIG_HDLCRAW
                         or params.sigtype == abi.DAHDI_SIG_HARDHDLC)
+        if not dchannel and self.taps.audio is None:
+            return  # nobody listens to audio: its reads and writes pass a dict test only
         self._fds[fd] = _Tapped(params.spanno, params.channo, params.chanpos, dchannel,
                                 _LAWS.get(params.curlaw, "ulaw"), False,
                                 0 if dchannel else next(self._streams))
