@@ -128,7 +128,9 @@ class SimKernel(DeviceIO):
         #: D-channel frame written on ``channo`` before the kernel adds its FCS
         self.frame_filter: Callable[[int, bytes], bytes | None] | None = None
         self._files: dict[int, OpenFile] = {}
-        self._open_audio: list[SimChannel] = []  # open channels the line clock moves
+        # open channels the line clock moves, each with the channel wired to it (fixed
+        # while it is open: spans are only replaced while their channels are closed)
+        self._open_audio: dict[SimChannel, SimChannel | None] = {}
         self._tick_timer: TimerHandle | None = None
         self._ticking_since = 0.0  # when the B-channel clock started (0: stopped)
         self._bytes_moved = 0
@@ -330,7 +332,7 @@ class SimKernel(DeviceIO):
         file.chan = chan
         self.cas.opened(chan)
         if chan.carries_audio:
-            self._open_audio.append(chan)
+            self._open_audio[chan] = self._peer_chan(chan)
             self._start_ticking()
 
     def close(self, fd: int) -> None:
@@ -345,8 +347,7 @@ class SimKernel(DeviceIO):
             chan.events.clear()
             chan.linear = False
             chan.law = chan.deflaw or chan.span.deflaw
-            if chan in self._open_audio:
-                self._open_audio.remove(chan)
+            self._open_audio.pop(chan, None)
         file.readiness.close()
 
     def read(self, fd: int, size: int) -> bytes:
@@ -455,16 +456,17 @@ class SimKernel(DeviceIO):
             self._start_ticking()
             return
         window_start = self.engine.time() - nbytes / SAMPLE_RATE
-        sent = {chan: self._take_tx(chan, nbytes, window_start) for chan in self._open_audio}
-        for chan in self._open_audio:
-            peer = self._peer_chan(chan)
-            if peer is None or not chan.span.line_up():
-                continue  # a span in RED receives nothing at all
-            if peer in sent:
-                data = sent[peer]
-            else:  # a closed transmitter still sends its idle pattern
+        open_audio = self._open_audio
+        take, receive = self._take_tx, self._receive_bytes
+        sent = {chan: take(chan, nbytes, window_start) for chan in open_audio}
+        for chan, peer in open_audio.items():
+            span = chan.span
+            if peer is None or span.alarms & LINE_DOWN or peer.span.alarms & LINE_DOWN:
+                continue  # a span in RED receives nothing at all (span.line_up())
+            data = sent.get(peer)
+            if data is None:  # a closed transmitter still sends its idle pattern
                 data = bytes([peer.idle_byte()]) * nbytes if peer.sig else b"\xff" * nbytes
-            self._receive_bytes(chan, data)
+            receive(chan, data)
         self._start_ticking()
 
     def _peer_chan(self, chan: SimChannel) -> SimChannel | None:
@@ -489,6 +491,40 @@ class SimKernel(DeviceIO):
     def _take_tx(self, chan: SimChannel, nbytes: int, window_start: float) -> bytes:
         """The ``nbytes`` the channel puts on the line in the window that began at
         ``window_start``: idle until a stream written meanwhile starts, then its data."""
+        tx = chan.tx
+        if tx and not chan.txdisable and chan.tx_starts_at is None:
+            # The common case, a stream going: the window's bytes are in the first block or
+            # two written, each taken whole when it can be (no copy).
+            offset = chan.tx_offset
+            head = tx[0]
+            end = offset + nbytes
+            if end < len(head):
+                chan.tx_offset = end
+                chan.stats.tx_bytes += nbytes
+                chan.underrun_flag = False
+                chan.flowing = True
+                return head[offset:end]
+            if len(tx) > 1:
+                rest = end - len(head)  # what the second block gives
+                second = tx[1]
+                if rest < len(second) or (rest == len(second) and (
+                        len(tx) > 2 or chan.txpolicy == abi.DAHDI_POLICY_IMMEDIATE)):
+                    tx.popleft()
+                    first = head[offset:] if offset else head
+                    if rest == len(second):
+                        tx.popleft()
+                        rest = 0
+                        out = first + second
+                    else:
+                        out = first + second[:rest] if rest else first
+                    chan.tx_offset = rest
+                    chan.stats.tx_bytes += nbytes
+                    chan.underrun_flag = False
+                    chan.flowing = True
+                    return out
+        return self._take_tx_slowly(chan, nbytes, window_start)
+
+    def _take_tx_slowly(self, chan: SimChannel, nbytes: int, window_start: float) -> bytes:
         out = bytearray()
         lead = 0
         if chan.tx_starts_at is not None and not chan.txdisable:
@@ -536,11 +572,14 @@ class SimKernel(DeviceIO):
         partial = chan.rx_partial
         partial += data
         blocksize = chan.blocksize
+        if len(partial) < blocksize:
+            return
+        rx = chan.rx
+        numbufs = chan.numbufs
+        whole = len(partial) - len(partial) % blocksize
         got_block = False
-        while len(partial) >= blocksize:
-            block = bytes(partial[:blocksize])
-            del partial[:blocksize]
-            if len(chan.rx) >= chan.numbufs:
+        for at in range(0, whole, blocksize):
+            if len(rx) >= numbufs:
                 # Every read buffer is full: the new block is lost, once noted per episode.
                 chan.stats.rx_overruns += 1
                 if not chan.overrun_flag:
@@ -549,10 +588,11 @@ class SimKernel(DeviceIO):
                         self._queue_event(chan, abi.DAHDI_EVENT_READ_OVERRUN)
                 continue
             chan.overrun_flag = False
-            chan.rx.append(block)
+            rx.append(bytes(partial[at:at + blocksize]))
             got_block = True
-        if got_block:
-            self._update_readiness(chan)
+        del partial[:whole]
+        if got_block and chan.file is not None:
+            chan.file.readiness.update(True, bool(chan.events))
 
     # ================================================================== D-channels
     def _transmit_frame(self, chan: SimChannel, data: bytes) -> None:
