@@ -1,0 +1,144 @@
+"""A real Kamailio for the interop tests: deploy/kamailio/kamailio.cfg, run unprivileged
+in the foreground on a loopback port, its settings given with ``-A`` as a user would.
+
+:class:`Kamailio` writes the dispatcher list, starts ``kamailio -f CFG -DD -E -Y RUNDIR``
+(foreground, log to stderr, runtime files in the test's directory), waits until it has
+bound its port, and keeps its log in a file the tests read (:meth:`Kamailio.log`,
+:meth:`Kamailio.wait_for`). It is stopped with SIGTERM (Kamailio's clean shutdown), then
+SIGKILL if it does not go.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tests import in_ci
+from tests.interop import peers
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "deploy" / "kamailio" / "kamailio.cfg"
+#: Debian's modules directory (the configuration's default too)
+MODULES = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules")
+
+
+def missing() -> str | None:
+    """Why Kamailio cannot run here, or None."""
+    if shutil.which("kamailio") is None:
+        return "kamailio is not installed (Debian: apt-get install kamailio)"
+    if not (MODULES / "dispatcher.so").exists():
+        return f"Kamailio's dispatcher module is not in {MODULES}"
+    return None
+
+
+def require() -> None:
+    """Fail (in CI, which must install it) or skip the calling test without Kamailio."""
+    import pytest
+
+    why = missing()
+    if why is None:
+        return
+    if in_ci():
+        pytest.fail(f"{why}; CI is set, so this is an error, not a skip", pytrace=False)
+    pytest.skip(why)
+
+
+class Kamailio:
+    """deploy/kamailio/kamailio.cfg on 127.0.0.1:``port`` dispatching to ``nodes``
+    ("host:port" each, probed with OPTIONS every ``ping_interval`` seconds)."""
+
+    def __init__(self, workdir: Path, nodes: Sequence[str], *, ping_interval: int = 1,
+                 fr_timer_ms: int = 1000, defines: Sequence[str] = ()) -> None:
+        self.workdir = workdir / "kamailio"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = peers.free_udp_port()
+        self.list_file = self.workdir / "dispatcher.list"
+        self.list_file.write_text("".join(f"1 sip:{node} 8\n" for node in nodes))
+        self.log_path = self.workdir / "kamailio.log"
+        self.command = [
+            "kamailio", "-f", str(CONFIG), "-DD", "-E", "-Y", str(self.workdir),
+            "-m", "64", "-M", "8",
+            "-A", f"LISTEN=udp:{peers.LOCALHOST}:{self.port}",
+            "-A", f'DISPATCHER_LIST="{self.list_file}"',
+            "-A", f"PING_INTERVAL={ping_interval}",
+            "-A", f"FR_TIMER={fr_timer_ms}",
+            "-A", "CHILDREN=2",
+            *(arg for define in defines for arg in ("-A", define)),
+        ]
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{peers.LOCALHOST}:{self.port}"
+
+    def check(self) -> subprocess.CompletedProcess:
+        """``kamailio -c``: the configuration parses with these settings."""
+        command = [self.command[0], "-c", *self.command[1:]]
+        command.remove("-DD")
+        return subprocess.run(command, capture_output=True, text=True, timeout=30)
+
+    def start(self, timeout: float = 15.0) -> Kamailio:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.command, cwd=self.workdir,
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        try:
+            peers.wait_bound(self.port, self.proc, timeout)
+        except peers.PeerError as exc:
+            self.stop()
+            raise peers.PeerError(f"{exc}; its log:\n{self.log()[-3000:]}") from exc
+        return self
+
+    def stop(self) -> int | None:
+        """SIGTERM (Kamailio stops its children and exits), SIGKILL after 5 s."""
+        peers._stop(self.proc, (signal.SIGTERM, 5.0))
+        return self.proc.returncode if self.proc is not None else None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def lines(self, pattern: str) -> list[str]:
+        regex = re.compile(pattern)
+        return [line for line in self.log().splitlines() if regex.search(line)]
+
+    def wait_for(self, pattern: str, timeout: float, *, count: int = 1) -> list[str]:
+        """The log lines matching ``pattern`` once there are ``count`` of them; raises
+        AssertionError with the log's tail after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.lines(pattern)
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {count} lines matching {pattern!r} in Kamailio's "
+                                     f"log within {timeout} s; its end:\n"
+                                     f"{self.log()[-3000:]}")
+            time.sleep(0.05)
+
+    def __enter__(self) -> Kamailio:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def proxied_scenario(name: str, workdir: Path) -> Path:
+    """A copy of scenario ``name`` whose requests in the dialog (ACK for the 200, BYE)
+    carry SIPp's ``[routes]``: the Route headers from the 200's Record-Route, so that
+    they go through the proxy as RFC 3261 12.2.1.1 wants."""
+    text = peers.scenario_path(name).read_text()
+    text = re.sub(r"(\n([ \t]*)(?:ACK|BYE) \[\$contact\] SIP/2\.0\n(?:.*\n)*?"
+                  r"[ \t]*Max-Forwards: 70\n)",
+                  lambda m: m.group(1) + m.group(2) + "[routes]\n", text)
+    if "[routes]" not in text:
+        raise ValueError(f"{name}: no ACK or BYE to the Contact found to add [routes] to")
+    path = workdir / f"proxied_{Path(name).name}"
+    path.write_text(text)
+    return path
