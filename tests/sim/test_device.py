@@ -18,7 +18,7 @@ import threading
 import pytest
 
 from uascall.dahdi import abi
-from uascall.dahdi.device import Channel, ControlDevice
+from uascall.dahdi.device import Channel, ControlDevice, OsDeviceIO
 from uascall.engine import EPOLLIN, EPOLLPRI, Engine, VirtualClock
 from uascall.errors import DeviceError
 from uascall.media import g711
@@ -456,3 +456,26 @@ def test_a_read_of_nothing_ends_the_service_of_a_ready_channel():
             engine.run(chan.service, EPOLLIN, blocks.append)), daemon=True).start()
         assert outcome.result(5) is None and blocks == []
         assert engine.run(chan.read_frame) is None
+
+
+def test_may_read_says_whether_a_read_would_fail_with_eagain(sim):
+    """The simulator answers may_read() as the read would: False exactly when it would
+    fail with EAGAIN, True while a block or an event (ELAST) waits; the real driver's
+    answer is always True (read and see)."""
+    engine, kernel = sim
+    a, b = open_channel(engine, kernel, 1), open_channel(engine, kernel, 32)
+    assert engine.run(b.may_read) is False
+    with pytest.raises(BlockingIOError):
+        engine.run(kernel.read, b.fileno(), 160)
+    engine.run(b.set_blocksize, 160)
+    engine.run(a.write_frame, b"\x55" * 320)
+    assert engine.wait_until(lambda: engine.run(b.may_read), 1)
+    assert engine.run(kernel.read, b.fileno(), 160)
+    engine.run(kernel.set_alarm, 1, abi.DAHDI_ALARM_RED)  # an event queued on both sides
+    assert engine.run(a.may_read) is True
+    with pytest.raises(OSError) as info:
+        engine.run(kernel.read, a.fileno(), 160)
+    assert info.value.errno == abi.ELAST
+    engine.run(a.drain_events)
+    assert engine.run(a.may_read) is False
+    assert OsDeviceIO().may_read(-1) is True

@@ -67,6 +67,13 @@ class DeviceIO:
     def ioctl(self, fd: int, request: int, arg: IoctlArg = 0) -> int:
         raise NotImplementedError
 
+    def may_read(self, fd: int) -> bool:
+        """False when a read of ``fd`` is known to fail with EAGAIN now (nothing waiting,
+        no event queued); True when it may succeed, or nobody knows: a real device is
+        read until EAGAIN, which tells. A simulator that keeps the data itself answers,
+        so that a reader stops without the failed read."""
+        return True
+
     def describe(self) -> str:
         return type(self).__name__
 
@@ -495,6 +502,11 @@ class Channel(_Device):
                 if self.closed:
                     return None
         return None
+
+    def may_read(self) -> bool:
+        """False when a read is known to find nothing now (see :meth:`DeviceIO.may_read`);
+        True when it may find something."""
+        return self._io.may_read(self.fileno())
 
     def service(self, revents: int, on_block: Callable[[bytes], None]) -> None:
         """What to do when the engine finds the descriptor ready (``revents`` from epoll):

@@ -972,6 +972,10 @@ class PriSpan:
             if block is None:
                 break
             call._on_media(block)
+            # where the device knows nothing more is waiting (the simulator), stop without
+            # the read that would fail with EAGAIN; on a board, read on until it does
+            if not media.closed and not media.may_read():
+                break
 
 
 _CLEARING_EVENTS = (libpri.HangupReq, libpri.Hangup, libpri.HangupAck)

@@ -351,18 +351,29 @@ class SimKernel(DeviceIO):
         file.readiness.close()
 
     def read(self, fd: int, size: int) -> bytes:
-        chan = self._channel_of(fd, "read")
+        file = self._files.get(fd)
+        chan = file.chan if file is not None else None
+        if chan is None:
+            chan = self._channel_of(fd, "read")  # raises EBADF or ENOSYS
         if size < 1:
             raise oserror(errno.EINVAL, chan.name)
         if chan.events:
             raise oserror(abi.ELAST, chan.name)
-        if not chan.rx:
+        rx = chan.rx
+        if not rx:
             raise oserror(errno.EAGAIN, chan.name)
-        block = chan.rx.popleft()
-        self._update_readiness(chan)
+        block = rx.popleft()
+        if file is not None:
+            file.readiness.update(bool(rx), False)  # no events queued: ELAST above
         if chan.linear:
             return kernel_law(chan.codec().name).decode_s16le(block)[:size & ~1]
         return block[:size]
+
+    def may_read(self, fd: int) -> bool:
+        """False when a read would fail with EAGAIN (the binding then need not try)."""
+        file = self._files.get(fd)
+        chan = file.chan if file is not None else None
+        return chan is None or bool(chan.rx or chan.events)
 
     def write(self, fd: int, data: bytes) -> int:
         chan = self._channel_of(fd, "write")

@@ -85,6 +85,9 @@ class WireTap(DeviceIO):
     def read(self, fd: int, size: int) -> bytes:
         return self.io.read(fd, size)
 
+    def may_read(self, fd: int) -> bool:
+        return self.io.may_read(fd)
+
     def write(self, fd: int, data: bytes) -> int:
         channo = self._channel_of.get(fd)
         if channo is None or len(data) <= FCS_LENGTH:
