@@ -122,6 +122,38 @@ class Kamailio:
                                      f"{self.log()[-3000:]}")
             time.sleep(0.05)
 
+    def node_state(self, address: str) -> str | None:
+        """"up" or "down": the dispatcher's last word on node ``address`` (host:port)
+        in the log, None before any."""
+        changes = self.lines(rf"dispatcher: node sip:{re.escape(address)} (up|down)$")
+        return changes[-1].rsplit(" ", 1)[1] if changes else None
+
+    def wait_node(self, address: str, state: str, timeout: float, *, settle: float = 1.5
+                  ) -> float:
+        """Wait until the dispatcher has said ``state`` last about ``address`` and kept
+        to it for ``settle`` seconds (a probe sent while the node was dead can time out
+        after it came back, and take it out once more until the next probe); returns
+        the seconds it took to say it first. Raises AssertionError after ``timeout``."""
+        start = time.monotonic()
+        first: float | None = None
+        since: float | None = None
+        count = -1
+        while True:
+            now = time.monotonic()
+            changes = self.lines(rf"dispatcher: node sip:{re.escape(address)} (up|down)$")
+            if len(changes) != count:
+                count, since = len(changes), now
+            said = changes[-1].rsplit(" ", 1)[1] if changes else None
+            if said == state:
+                first = first if first is not None else now - start
+                if since is not None and now - since >= settle:
+                    return first
+            if now - start > timeout + settle:
+                raise AssertionError(f"Kamailio did not keep node {address} {state} "
+                                     f"within {timeout} s; its log's end:\n"
+                                     f"{self.log()[-3000:]}")
+            time.sleep(0.05)
+
     def __enter__(self) -> Kamailio:
         return self.start()
 
