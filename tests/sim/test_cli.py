@@ -66,7 +66,7 @@ def test_run_reports_an_invalid_application(capsys, tmp_path):
 
 def test_unknown_backend_lists_the_known_ones(capsys):
     assert main(["run", "examples/early_media.py", "--backend", "carrier-pigeon"]) == 1
-    assert "unknown backend 'carrier-pigeon'; expected one of dahdi, sim" in \
+    assert "unknown backend 'carrier-pigeon'; expected one of dahdi, modem, sim" in \
         capsys.readouterr().err
 
 

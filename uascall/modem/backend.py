@@ -229,7 +229,8 @@ class VoiceModem:
         self.line_relay = 1
         self.caller_id = False
         self.law = "ulaw"
-        #: closed, init, idle, ringing, answering, dialling, connected, stopping, failed
+        #: closed, init, idle, ringing, answering, dialling, connected, draining (the
+        #: last audio playing out before the stop), stopping, ending, hanging up, failed
         self.state = "closed"
         self.leg: ModemLeg | None = None
         #: why it was last closed or failed, for status and tests
@@ -288,7 +289,8 @@ class VoiceModem:
 
     def stop(self) -> None:
         self._reopener.cancel()
-        if self.state in ("connected", "stopping") and self._serial is not None:
+        if self.state in ("connected", "draining", "stopping") \
+                and self._serial is not None:
             self._send(self.dialect.stop_receive)
         if self.state not in ("closed", "init", "failed") and self._serial is not None:
             self._send(b"ATH\r")
@@ -473,7 +475,7 @@ class VoiceModem:
 
     # ------------------------------------------------------------------ what comes in
     def _received(self, data: bytes) -> None:
-        if self.state in ("connected", "stopping"):
+        if self.state in ("connected", "draining", "stopping"):
             self._voice(data)
             return
         line = self._line
@@ -484,7 +486,7 @@ class VoiceModem:
                     line.clear()
                     if text:
                         self._text(text)
-                        if self.state in ("connected", "stopping"):
+                        if self.state in ("connected", "draining", "stopping"):
                             # CONNECT: what follows in this read is voice data
                             rest = data.split(b"CONNECT", 1)[-1].lstrip(b"\r\n")
                             if rest:
@@ -729,9 +731,16 @@ class VoiceModem:
         if self.state == "ringing":
             self._refused = True  # a modem cannot reject: it lets it ring
         elif self.state == "connected":
-            self._stop_voice()
+            # what was sent is played out first (the end of a message), then the stop
+            self.state = "draining"
+            self.engine.call_later(self.tx_ahead() / RATE, self._drained)
         elif self.state in ("dialling", "answering"):
             self._send(b"\r")  # any character aborts dialling; the result follows
+
+    def _drained(self) -> None:
+        if self.state == "draining":
+            self.state = "connected"
+            self._stop_voice()
 
     def _stop_voice(self) -> None:
         """End the voice state: DLE ! (or ^), then DLE ETX and OK come back."""

@@ -764,61 +764,115 @@ class ExchangeLine(Exchange):
 
 
 # ---------------------------------------------------------------------- the command
+class _Caller:
+    """The simulated exchange's caller in :func:`main`: rings the modem with caller ID,
+    notes what it hears once answered, hangs up after ``hold`` seconds if the modem has
+    not, and prints one line per call."""
+
+    def __init__(self, engine: Engine, exchange: Exchange, caller: CallerId, *,
+                 every: float, hold: float, calls: int) -> None:
+        self.engine = engine
+        self.exchange = exchange
+        self.caller = caller
+        self.every, self.hold, self.calls = every, hold, calls
+        self.placed = 0
+        self._rang_at = 0.0
+        self._answered_at: float | None = None
+        self._mark = 0
+        self._hold_timer: TimerHandle | None = None
+
+    def start(self) -> None:
+        self.engine.call_later(2.5, self._ring)  # rings count 2 s after a line opens
+        self._watch()
+
+    def _ring(self) -> None:
+        if self.calls and self.placed >= self.calls:
+            return
+        if self.exchange.state == "idle":
+            self.placed += 1
+            self._rang_at = self.engine.time()
+            self._answered_at = None
+            self.exchange.ring(self.caller)
+        if self.every > 0:
+            self.engine.call_later(self.every, self._ring)
+
+    def _watch(self) -> None:
+        exchange = self.exchange
+        if exchange.state == "connected" and self._answered_at is None:
+            self._answered_at = self.engine.time()
+            self._mark = len(exchange.heard)
+            self._hold_timer = self.engine.call_later(self.hold, self._hang_up)
+        elif exchange.state == "idle" and self._answered_at is not None:
+            self._report("the modem")
+        self.engine.call_later(0.05, self._watch)
+
+    def _hang_up(self) -> None:
+        self._hold_timer = None
+        if self.exchange.state == "connected":
+            self.exchange.hang_up()
+            self._report("the caller")
+
+    def _report(self, by: str) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        assert self._answered_at is not None
+        codec = g711.codec(self.exchange.law)
+        heard = codec.decode(bytes(self.exchange.heard[self._mark:]))
+        loud = sum(1 for at in range(0, len(heard) - FRAME + 1, FRAME)
+                   if max(abs(x) for x in heard[at:at + FRAME]) > 300)
+        print(f"call {self.placed}: answered after {self._answered_at - self._rang_at:.1f} s;"
+              f" heard {loud * FRAME / 8000:.2f} s of sound in "
+              f"{len(heard) / 8000:.2f} s; cleared by {by}", flush=True)
+        self._answered_at = None
+
+
 def main(argv: list[str] | None = None) -> int:
     """A modem in phone mode on a simulated line, called by a simulated exchange with
-    caller ID every ``--every`` seconds (0: never); each call is hung up by the exchange
-    ``--hold`` seconds after the modem answers. Prints the pty's path and runs until
-    interrupted."""
+    caller ID every ``--every`` seconds (0: once); each call is hung up by the caller
+    ``--hold`` seconds after the modem answers, if the modem has not hung up. Prints the
+    pty's path, then a line per answered call (how much sound the caller heard), and runs
+    until interrupted or ``--calls`` calls were placed and have ended."""
     from uascall.sim.analog_farend import analog_loop_conf
     from uascall.sim.kernel import SimKernel
 
     parser = argparse.ArgumentParser(prog="python -m uascall.modem.emulator",
                                      description=main.__doc__)
     parser.add_argument("--link", help="keep a symlink to the pty here (e.g. /tmp/ttyMODEM)")
-    parser.add_argument("--every", type=float, default=15.0, metavar="SECONDS")
-    parser.add_argument("--hold", type=float, default=8.0, metavar="SECONDS")
+    parser.add_argument("--every", type=float, default=20.0, metavar="SECONDS")
+    parser.add_argument("--hold", type=float, default=15.0, metavar="SECONDS")
+    parser.add_argument("--calls", type=int, default=0, help="calls in all (0: no limit)")
     parser.add_argument("--caller", default="5552000")
     parser.add_argument("--name", default="Sim Caller")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     with Engine() as engine:
-        conf = analog_loop_conf(1, dynamic=False)
         kernel = SimKernel(engine)
 
-        def setup() -> EmulatedModem:
+        def setup() -> tuple[EmulatedModem, _Caller]:
             kernel.add_loop("ANALOG", channels=1)
-            kernel.configure(conf)
+            kernel.configure(analog_loop_conf(1, dynamic=False))
             clock = MediaClock(engine)
             exchange = Exchange(engine, 1, clock=clock, io=kernel)
             exchange.start()
             modem = EmulatedModem(engine, PhoneLine(engine, 2, clock=clock, io=kernel),
                                   link=args.link)
             modem.start()
+            caller = _Caller(engine, exchange, CallerId(number=args.caller, name=args.name),
+                             every=args.every, hold=args.hold, calls=args.calls)
+            caller.start()
+            return modem, caller
 
-            def call() -> None:
-                if exchange.state == "idle":
-                    exchange.ring(CallerId(number=args.caller, name=args.name))
-                engine.call_later(args.every, call)
-
-            def watch() -> None:
-                if exchange.state == "connected" and exchange.answered_at is None:
-                    exchange.answered_at = engine.time()
-                    engine.call_later(args.hold, exchange.hang_up)
-                if exchange.state == "idle":
-                    exchange.answered_at = None
-                engine.call_later(0.1, watch)
-
-            if args.every > 0:
-                engine.call_later(2.5, call)
-            watch()
-            return modem
-
-        modem = engine.run(setup)
+        modem, caller = engine.run(setup)
         print(modem.path, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             while engine.running:
-                time.sleep(1)
+                time.sleep(0.2)
+                if args.calls and caller.placed >= args.calls \
+                        and caller.exchange.state == "idle" \
+                        and caller._answered_at is None:
+                    break
         engine.run(modem.stop)
     return 0
 
