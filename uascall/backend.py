@@ -338,6 +338,11 @@ class Backend:
         The default: nothing."""
         return {"spans": [], "channels": []}
 
+    def owns(self, leg: CallLeg) -> bool:
+        """Whether ``leg`` is one of this backend's calls (any thread: it looks at the
+        leg alone), so that counts by backend can be kept over several."""
+        return False
+
     @classmethod
     def offline_status(cls, args: Any) -> dict[str, Any] | None:
         """What ``uascall channels`` shows of this backend's equipment when no uascall

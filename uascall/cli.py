@@ -185,7 +185,7 @@ def _run(args: argparse.Namespace) -> int:
         host = _host(engine, backend, app, args)
         drivers = [driver for driver in (b.command_line_far_end(args, "run")
                                          for b in backends) if driver is not None]
-        with _control_socket(args, engine, host, backends, "run"):
+        with _observed(args, engine, host, backends, "run"):
             _serve(args, engine, host, drivers)
         return _print_results(host)
 
@@ -220,41 +220,50 @@ def _serve(args: argparse.Namespace, engine: Engine, host: AppHost,
 
 
 @contextlib.contextmanager
-def _control_socket(args: argparse.Namespace, engine: Engine, host: AppHost,
-                    backends: list[Backend], command: str) -> Iterator[ControlServer | None]:
-    """The control socket (:mod:`uascall.control`) while the host runs, unless --control
-    none. The default path taken by another uascall is no reason to stop: this one then
-    has none, with a warning; a path given that cannot be served is."""
-    if args.control == "none":
-        yield None
-        return
-    path = args.control or default_path()
+def _observed(args: argparse.Namespace, engine: Engine, host: AppHost,
+              backends: list[Backend], command: str) -> Iterator[RunStats]:
+    """While the host runs: its counters (:class:`~uascall.stats.RunStats`), the control
+    socket (:mod:`uascall.control`) unless --control none, and with --metrics the
+    Prometheus endpoint (:mod:`uascall.metrics`). The default control path taken by
+    another uascall is no reason to stop: this one then has none, with a warning; a path
+    given that cannot be served is."""
     source = f"uascall {command} (pid {os.getpid()})"
     if args.levels:
         engine.taps.devices = True  # before the backends start: their devices tapped
     stats = RunStats(engine, host, backends, source=source, levels=args.levels)
+    with contextlib.ExitStack() as stack:
+        if args.metrics:
+            from uascall.metrics import MetricsServer  # prometheus-client only here
+            stack.callback(MetricsServer(args.metrics, stats).start().close)
+        if args.control != "none":
+            server = _control_server(args, engine, host, backends, stats)
+            if server is not None:
+                stack.callback(server.close)
+        engine.run(stats.attach)
+        try:
+            yield stats
+        finally:
+            if engine.running:
+                engine.run(stats.detach)
+
+
+def _control_server(args: argparse.Namespace, engine: Engine, host: AppHost,
+                    backends: list[Backend], stats: RunStats) -> ControlServer | None:
+    path = args.control or default_path()
 
     def channels(request: dict[str, object]) -> Snapshot:
-        return engine.run(snapshot, host, backends, source, timeout=ENGINE_TIMEOUT)
+        return engine.run(snapshot, host, backends, stats.source, timeout=ENGINE_TIMEOUT)
 
     def monitor(request: dict[str, object]) -> Snapshot:
         return engine.run(stats.snapshot, timeout=ENGINE_TIMEOUT)
 
     try:
-        server = ControlServer(path, {"channels": channels, "monitor": monitor}).start()
+        return ControlServer(path, {"channels": channels, "monitor": monitor}).start()
     except UascallError as exc:
         if args.control:
             raise
         log.warning("no control socket: %s", exc)
-        yield None
-        return
-    engine.run(stats.attach)
-    try:
-        yield server
-    finally:
-        server.close()
-        if engine.running:
-            engine.run(stats.detach)
+        return None
 
 
 class _ProgressLine:
@@ -295,7 +304,7 @@ def _call(args: argparse.Namespace) -> int:
                                   progress=progress if interval > 0 else None,
                                   progress_interval=interval if interval > 0 else 1.0)
         with _until_interrupted() as stopped, \
-                _control_socket(args, engine, host, backends, "call"):
+                _observed(args, engine, host, backends, "call"):
             engine.run(host.start, take_calls=False)
             # a simulated span's first call waits for its D-channel, as the exchange's do
             if not engine.wait_until(lambda: all(b.ready for b in backends), 10):
@@ -540,6 +549,8 @@ def _add_host_options(command: argparse.ArgumentParser, command_name: str) -> No
                          help="the control socket that `uascall channels` and `uascall "
                          f"monitor` read (default {default_path()}; none: no socket)")
     _add_backend_options(command, command_name, list(known))
+    command.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus "
+                         "metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464)")
     command.add_argument("--levels", action="store_true",
                          help="measure each B-channel's audio level in and out for `uascall "
                          "monitor` (taps the devices: some CPU per channel)")

@@ -195,9 +195,15 @@ class ControlServer:
         with conn:
             refused = self._allowed(conn)
             if refused is not None:
-                log.warning("control socket: refused pid's connection: %s", refused)
+                log.warning("control socket: refused a connection: %s", refused)
                 with contextlib.suppress(OSError):
                     conn.sendall(_line({"ok": False, "error": refused}))
+                    # Read what the client sent before closing: closed with its request
+                    # unread, the socket would be reset and the answer lost to it.
+                    conn.shutdown(socket.SHUT_WR)
+                    conn.settimeout(2.0)
+                    while conn.recv(4096):
+                        pass
                 return
             reader = conn.makefile("rb")
             while True:
@@ -285,6 +291,9 @@ class ControlClient:
         answer or a connection that ended."""
         try:
             self.sock.sendall(_line({"cmd": cmd, **fields}))
+        except OSError:
+            pass  # the server may have answered and closed already (a refusal): read it
+        try:
             raw = self._reader.readline()
         except OSError as exc:
             raise UascallError(f"{self.path}: {exc}") from None

@@ -3,7 +3,8 @@ engine's lag, each call's digits and, where the device seam is tapped, its level
 
 :class:`RunStats` watches a running host:
 
-- calls ended, by cause (the host's records, counted as they are made);
+- calls ended, by cause and by backend and cause (the host's records, counted as they
+  are made);
 - the engine's lag: a probe every 100 ms of real time measures how late the engine ran
   it (histogram buckets in seconds, the last and the largest);
 - the media clock's late ticks (a 20 ms tick run more than a frame late);
@@ -92,6 +93,7 @@ class RunStats:
         self.source = source
         self.levels_wanted = levels
         self.by_cause: collections.Counter[str] = collections.Counter()
+        self.by_backend_cause: collections.Counter[tuple[str, str]] = collections.Counter()
         self.lag_buckets = [0] * (len(LAG_BUCKETS) + 1)
         self.lag_sum = 0.0
         self.lag_count = 0
@@ -111,6 +113,7 @@ class RunStats:
 
         def on_record(record: CallRecord) -> None:
             self.by_cause[record.cause] += 1
+            self.by_backend_cause[(self._backend_of(record.instance_id), record.cause)] += 1
             if earlier_record is not None:
                 earlier_record(record)
 
@@ -124,6 +127,19 @@ class RunStats:
             self.engine.taps.listen("audio", self._audio)
         self._due = time.monotonic() + PROBE_INTERVAL
         self._timer = self.engine.call_later_real(PROBE_INTERVAL, self._probe)
+
+    def _backend_of(self, instance_id: str) -> str:
+        """The name of the backend that carried the instance's call (its instance is still
+        running while its record is made)."""
+        if len(self.backends) == 1:
+            return self.backends[0].name
+        for running_id, channel, _start in self.host.running_instances():
+            if running_id == instance_id:
+                leg = getattr(channel, "_leg", None)  # its last call
+                for backend in self.backends:
+                    if leg is not None and backend.owns(leg):
+                        return backend.name
+        return "unknown"
 
     def detach(self) -> None:
         self._stopped = True

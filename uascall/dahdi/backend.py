@@ -349,6 +349,11 @@ class DahdiBackend(Backend):
                     answer_supervision=args.answer_supervision,
                     dial_tone_timeout=args.dial_tone_timeout)}
 
+    def owns(self, leg: CallLeg) -> bool:
+        if isinstance(leg, PriLeg):
+            return leg.call.span in self.spans
+        return isinstance(leg, AnalogLeg) and leg.port in self.ports
+
     @classmethod
     def offline_status(cls, args: Any) -> dict[str, Any] | None:
         from uascall.dahdi import sysfs

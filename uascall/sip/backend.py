@@ -142,6 +142,9 @@ class SipBackend(Backend):
                 "codecs": args.codecs, "rtp_timeout": args.rtp_timeout,
                 "outbound": args.outbound}
 
+    def owns(self, leg: CallLeg) -> bool:
+        return isinstance(leg, SipCall) and leg.ua is self.ua
+
     def status(self, calls: dict[CallLeg, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         from uascall.status import channel_row, with_call
         channels = []
