@@ -131,7 +131,14 @@ class ControlServer:
             os.umask(old_umask)
         try:
             if self.gid is not None:
-                os.chown(self.path, -1, self.gid)
+                try:
+                    os.chown(self.path, -1, self.gid)
+                except PermissionError:
+                    # a user outside the group may not give it away: the socket stays
+                    # the user's own (and its own group's), still mode 0660
+                    log.warning("control socket %s: cannot give it to group %s (not a "
+                                "member); only this user can use it", self.path, self.group)
+                    self.gid = None
             os.chmod(self.path, 0o660)
         except OSError as exc:
             sock.close()

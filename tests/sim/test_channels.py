@@ -276,3 +276,28 @@ def test_nothing_to_show(tmp_path, capsys):
     assert main(["channels", "--control", str(tmp_path / "none.sock"), "--sysfs",
                  str(tmp_path), "--proc", str(tmp_path)]) == 1
     assert "no uascall runs (nothing serves" in capsys.readouterr().err
+
+
+def test_a_user_outside_the_group_keeps_the_socket_to_itself(shared_dir):
+    """uascall run by a user who is not in the group: the socket stays the user's own,
+    still mode 0660, and still serves that user."""
+    own = shared_dir / "nobody"
+    own.mkdir()
+    os.chown(own, NOBODY, NOBODY)
+    path = own / "control.sock"
+    script = textwrap.dedent(f"""\
+        import os
+        from uascall.control import ControlClient, ControlServer
+        with ControlServer({str(path)!r}, {{}}, group="daemon").start():
+            info = os.stat({str(path)!r})
+            print(oct(info.st_mode & 0o777), info.st_uid, info.st_gid)
+            with ControlClient({str(path)!r}) as client:
+                print(client.request("ping")["ok"])
+        """)
+    done = subprocess.run([PYTHON, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          preexec_fn=lambda: (os.setgroups([]), os.setgid(NOBODY),
+                                              os.setuid(NOBODY)))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0o660", str(NOBODY), str(NOBODY), "True"]
+    assert "cannot give it to group daemon (not a member)" in done.stderr
