@@ -122,6 +122,14 @@ class Kamailio:
                                      f"{self.log()[-3000:]}")
             time.sleep(0.05)
 
+    def dispatcher_view(self) -> dict[str, str]:
+        """The dispatcher's view through kamcmd (the ctl module's socket in the run
+        directory): node URI -> its flags ("AP" active and probed, "IP" inactive)."""
+        out = subprocess.run(["kamcmd", "-s", f"unix:{self.workdir}/kamailio_ctl",
+                              "dispatcher.list"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout
+        return dict(re.findall(r"URI: (\S+)\s+FLAGS: (\S+)", out))
+
     def node_state(self, address: str) -> str | None:
         """"up" or "down": the dispatcher's last word on node ``address`` (host:port)
         in the log, None before any."""

@@ -120,15 +120,27 @@ def test_calls_spread_over_the_nodes_a_dead_node_is_out_and_back(nodes, workdir:
         spread = _calls(kam, workdir, 6)
         assert spread == {str(n.port): 2 for n in (a, b, c)}, (spread, kam.log()[-2000:])
 
+        assert set(kam.dispatcher_view().values()) == {"AP"}, kam.dispatcher_view()
         c.kill()
         assert kam.wait_node(c.address, "down", OUT_WITHIN) <= OUT_WITHIN
+        assert kam.dispatcher_view()[f"sip:{c.address}"] == "IP"  # inactive, probed
         spread = _calls(kam, workdir, 6)
         assert str(c.port) not in spread and sum(spread.values()) == 6, spread
 
         c.start()  # the same port again
         assert kam.wait_node(c.address, "up", OUT_WITHIN) <= OUT_WITHIN
+        assert kam.dispatcher_view()[f"sip:{c.address}"] == "AP"
         spread = _calls(kam, workdir, 6)
         assert spread[str(c.port)] >= 1 and sum(spread.values()) == 6, spread
+
+
+def test_the_shipped_configuration_and_list_check_in_both_modes(workdir: Path) -> None:
+    """kamailio -c passes deploy/kamailio as shipped, round robin and by call load."""
+    for defines in ((), ("WITH_CALL_LOAD",)):
+        kam = kamailio.Kamailio(workdir, [], defines=defines)
+        kam.list_file.write_text((ROOT / "deploy/kamailio/dispatcher.list").read_text())
+        checked = kam.check()
+        assert checked.returncode == 0, (defines, checked.stderr[-3000:])
 
 
 def test_no_node_up_the_proxy_answers_503(nodes, workdir: Path) -> None:
