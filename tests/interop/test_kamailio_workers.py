@@ -1,0 +1,130 @@
+"""Workers: one supervisor, N ``uascall run`` processes (uascall/workers.py), behind
+deploy/kamailio's dispatcher.
+
+The supervisor runs as a user would (``python -m uascall.workers N run ...``, what
+``uascall run --workers N`` calls): each worker on its own port and records file; the
+calls through Kamailio are spread over them; a worker killed is started again on its port
+by the supervisor and takes calls again; Ctrl-C (SIGINT) to the supervisor stops every
+worker and it exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.interop import kamailio, peers
+from tests.interop.test_kamailio_dispatcher import OUT_WITHIN, _calls
+from uascall.errors import ArgumentError
+from uascall.workers import worker_argv
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------------- the commands
+def test_each_worker_gets_its_port_records_trace_metrics_and_control_socket() -> None:
+    argv = ["-v", "run", "app.py", "--backend", "sip", "--listen", "127.0.0.1:5071",
+            "--listen=[::1]:5071", "--workers", "3", "--records", "/var/calls.sqlite",
+            "--trace=/tmp/t.pcapng", "--metrics", "0.0.0.0:9100", "--control", "/run/c.sock"]
+    assert worker_argv(argv, 2) == [
+        "-v", "run", "app.py", "--backend", "sip", "--listen", "127.0.0.1:5073",
+        "--listen=[::1]:5073", "--records", "/var/calls.w2.sqlite",
+        "--trace=/tmp/t.w2.pcapng", "--metrics", "0.0.0.0:9102", "--control",
+        "/run/c.sock.w2"]
+    # no --listen: the default port and up; no --control: the first worker's default
+    assert worker_argv(["run", "a.py", "--backend=sip", "--workers=2"], 0) == [
+        "run", "a.py", "--backend=sip", "--listen", "127.0.0.1:5060"]
+    assert worker_argv(["run", "a.py", "--backend=sip", "--workers=2"], 1) == [
+        "run", "a.py", "--backend=sip", "--listen", "127.0.0.1:5061", "--control", "none"]
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["run", "a.py", "--workers", "2"], "--backend sip alone"),
+    (["run", "a.py", "--backend", "sip", "--backend", "sim"], "--backend sip alone"),
+    (["call", "a.py", "--backend", "sip"], "an option of `uascall run`"),
+    (["run", "a.py", "--backend", "sip", "--listen", "h:65535"], "below 65536"),
+])
+def test_commands_that_cannot_be_split_are_refused(argv: list[str], expected: str) -> None:
+    with pytest.raises(ArgumentError, match=expected):
+        worker_argv(argv, 1)
+
+
+# ---------------------------------------------------------------------- for real
+def _children(pid: int) -> dict[int, int]:
+    """The supervisor's workers: SIP port -> pid (from their command lines)."""
+    found = {}
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    for child in map(int, text.split()):
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            continue
+        if b"--listen" not in argv:
+            continue  # a worker that died and is not reaped yet (empty cmdline)
+        listen = argv[argv.index(b"--listen") + 1].decode()
+        found[int(listen.rsplit(":", 1)[1])] = child
+    return found
+
+
+def _wait_children(pid: int, ports: set[int], timeout: float) -> dict[int, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        children = _children(pid)
+        if set(children) == ports and all(peers._udp_bound(port) for port in ports):
+            return children
+        if time.monotonic() > deadline:
+            raise AssertionError(f"workers on {sorted(ports)} not up within {timeout} s: "
+                                 f"{children}")
+        time.sleep(0.1)
+
+
+def test_workers_behind_kamailio_one_killed_is_restarted_ctrl_c_stops_all(
+        workdir: Path) -> None:
+    kamailio.require()
+    base = peers.free_udp_port(span=2)
+    records = workdir / "calls.sqlite"
+    command = [sys.executable, "-m", "uascall.workers", "2", "run",
+               str(ROOT / "examples/early_media.py"), "--backend", "sip",
+               "--listen", f"127.0.0.1:{base}", "--param", "0.5", "--control", "none",
+               "--records", str(records)]
+    with open(workdir / "supervisor.log", "wb") as log:
+        supervisor = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL,
+                                      stdout=log, stderr=log)
+    try:
+        ports = {base, base + 1}
+        first = _wait_children(supervisor.pid, ports, 20)
+        nodes = [f"127.0.0.1:{port}" for port in sorted(ports)]
+        with kamailio.Kamailio(workdir, nodes) as kam:
+            spread = _calls(kam, workdir, 4)
+            assert spread == {str(port): 2 for port in ports}, spread
+
+            victim = base + 1
+            os.kill(first[victim], signal.SIGKILL)
+            again = _wait_children(supervisor.pid, ports, 15)
+            assert again[victim] != first[victim] and again[base] == first[base]
+            kam.wait_node(f"127.0.0.1:{victim}", "up", OUT_WITHIN)
+            spread = _calls(kam, workdir, 4)
+            assert spread == {str(port): 2 for port in ports}, spread
+
+        supervisor.send_signal(signal.SIGINT)
+        assert supervisor.wait(timeout=20) == 0, (workdir / "supervisor.log").read_text()
+        assert not any(Path(f"/proc/{pid}").exists() for pid in again.values())
+    finally:
+        peers._stop(supervisor, (signal.SIGINT, 10.0), (signal.SIGTERM, 5.0))
+    log_text = (workdir / "supervisor.log").read_text()
+    assert "worker 1 exited with SIGKILL" in log_text, log_text
+    counts = []
+    for number in (0, 1):
+        with sqlite3.connect(workdir / f"calls.w{number}.sqlite") as db:
+            counts.append(db.execute("SELECT count(*) FROM calls WHERE return_code = 0"
+                                     ).fetchone()[0])
+    # worker 0: its 4 calls; worker 1: the 2 after its restart (the first process's 2
+    # records were written by it before the kill, to the same file)
+    assert counts == [4, 4], counts
