@@ -68,7 +68,7 @@ from uascall.media.callerid import Absence, CallerId
 from uascall.media.dtmf import DtmfDetector, dtmf_samples
 from uascall.media.player import MediaClock
 from uascall.media.progress import ProgressDetector
-from uascall.media.source import FrameSource
+from uascall.media.source import BufferSource, FrameSource
 from uascall.modem.dle import CAN, DLE, ETX, DleReader, converter, shield
 from uascall.sim.analog_farend import Exchange, Phone
 
@@ -770,8 +770,10 @@ class _Caller:
     not, and prints one line per call."""
 
     def __init__(self, engine: Engine, exchange: Exchange, caller: CallerId, *,
-                 every: float, hold: float, calls: int) -> None:
+                 every: float, hold: float, calls: int, script: Any = None) -> None:
         self.engine = engine
+        #: what the caller does once answered (a rendered CallerScript), or nothing
+        self.script = script
         self.exchange = exchange
         self.caller = caller
         self.every, self.hold, self.calls = every, hold, calls
@@ -781,8 +783,8 @@ class _Caller:
         self._mark = 0
         self._hold_timer: TimerHandle | None = None
 
-    def start(self) -> None:
-        self.engine.call_later(2.5, self._ring)  # rings count 2 s after a line opens
+    def start(self, delay: float) -> None:
+        self.engine.call_later(max(delay, 2.1), self._ring)  # no rings for 2 s at first
         self._watch()
 
     def _ring(self) -> None:
@@ -802,6 +804,14 @@ class _Caller:
             self._answered_at = self.engine.time()
             self._mark = len(exchange.heard)
             self._hold_timer = self.engine.call_later(self.hold, self._hang_up)
+            script = self.script
+            if script is not None:
+                if script.audio:
+                    exchange._player.play(BufferSource(script.audio, exchange.law))
+                if script.hangup_at is not None:
+                    self._hold_timer.cancel()
+                    self._hold_timer = self.engine.call_later(script.hangup_at,
+                                                              self._hang_up)
         elif exchange.state == "idle" and self._answered_at is not None:
             self._report("the modem")
         self.engine.call_later(0.05, self._watch)
@@ -809,8 +819,8 @@ class _Caller:
     def _hang_up(self) -> None:
         self._hold_timer = None
         if self.exchange.state == "connected":
-            self.exchange.hang_up()
             self._report("the caller")
+            self.exchange.hang_up()
 
     def _report(self, by: str) -> None:
         if self._hold_timer is not None:
@@ -825,6 +835,19 @@ class _Caller:
               f" heard {loud * FRAME / 8000:.2f} s of sound in "
               f"{len(heard) / 8000:.2f} s; cleared by {by}", flush=True)
         self._answered_at = None
+
+
+def _app_script(path: str) -> str:
+    """An application file's ``__uas_sim_caller__`` (read, not run)."""
+    import ast
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "__uas_sim_caller__"
+                for t in node.targets):
+            return str(ast.literal_eval(node.value))
+    raise SystemExit(f"{path} has no __uas_sim_caller__; expected a caller script there")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -842,11 +865,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=float, default=20.0, metavar="SECONDS")
     parser.add_argument("--hold", type=float, default=15.0, metavar="SECONDS")
     parser.add_argument("--calls", type=int, default=0, help="calls in all (0: no limit)")
+    parser.add_argument("--delay", type=float, default=2.5, metavar="SECONDS",
+                        help="before the first call (at least 2.1: a line just opened "
+                        "reports no rings for 2 s)")
     parser.add_argument("--caller", default="5552000")
     parser.add_argument("--name", default="Sim Caller")
+    parser.add_argument("--script", help="what the caller does once answered, as "
+                        "uascall.sim.caller has it (e.g. 'wait 2; press 1; say Hello.; "
+                        "wait 3; hangup'); 'APP.py' takes the application's "
+                        "__uas_sim_caller__")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    script = None
+    if args.script:
+        from uascall.sim.caller import CallerScript
+        text = args.script
+        if text.endswith(".py"):
+            text = _app_script(text)
+        script = CallerScript.parse(text).render("ulaw")  # the loop's law
     with Engine() as engine:
         kernel = SimKernel(engine)
 
@@ -860,8 +897,9 @@ def main(argv: list[str] | None = None) -> int:
                                   link=args.link)
             modem.start()
             caller = _Caller(engine, exchange, CallerId(number=args.caller, name=args.name),
-                             every=args.every, hold=args.hold, calls=args.calls)
-            caller.start()
+                             every=args.every, hold=args.hold, calls=args.calls,
+                             script=script)
+            caller.start(args.delay)
             return modem, caller
 
         modem, caller = engine.run(setup)
