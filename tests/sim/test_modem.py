@@ -314,3 +314,26 @@ def test_garbage_cut_dle_codes_and_a_burst_do_not_hang_the_engine(bench):
     called.hang_up()
     assert caller.wait_for_idle(T) is State.IDLE
     assert bench.engine.time() - t0 < 3 * T
+
+
+def test_the_modem_dials_out_through_the_fxs_port_after_its_dial_tone(bench):
+    # phone mode: off hook, the port's dial tone heard, the number keyed in DTMF; the
+    # port offers the call, which is answered without ringback: no ringback for 8 s is
+    # the CX93001's answer (VCON)
+    caller = bench.channel(bench.modems, f"modem:{bench.phone_modem.link}")
+    calling = in_thread(caller.call, "5551000#")
+    called = bench.incoming(bench.at_dahdi)
+    assert called.Details.call_to == "5551000"
+    assert called.answer() is State.ANSWERED
+    assert joined(calling, 4 * T) is State.ANSWERED
+    assert heard_tone(bench, caller, called, "from_phone_modem") > -25
+    called.hang_up()
+    assert caller.wait_for_idle(T) is State.IDLE
+    assert caller.Details.raw_cause == "loop current interruption"
+
+
+def test_a_second_host_on_the_same_modem_is_refused(bench):
+    modem = bench.modem(bench.phone_modem)
+    other = ModemBackend(bench.engine, modems=[modem.path])
+    with pytest.raises(OSError, match=r"lock|Resource temporarily unavailable"):
+        bench.engine.run(other.modems[0].start)

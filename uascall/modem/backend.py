@@ -270,7 +270,10 @@ class VoiceModem:
         import serial  # pyserial, a declared dependency; imported here for a lazy backend
 
         try:
-            port = serial.Serial(self.path, self.baudrate, timeout=0, write_timeout=0)
+            # exclusive: a second uascall (or a getty) on the same modem is refused at
+            # once, rather than both reading half of its answers
+            port = serial.Serial(self.path, self.baudrate, timeout=0, write_timeout=0,
+                                 exclusive=True)
         except (serial.SerialException, ValueError) as exc:
             raise DeviceError(getattr(exc, "errno", None) or 19, self.path, "open",
                               str(exc)) from exc
