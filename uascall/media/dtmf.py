@@ -290,6 +290,9 @@ def _dirichlet(delta: np.ndarray) -> np.ndarray:
 # undoes the nominal frequency's own phase advance over one hop
 _DEROTATE = np.exp(-2j * np.pi * _FREQS * HOP / RATE).astype(np.complex64)
 _HZ_PER_RADIAN = RATE / (2.0 * np.pi * HOP)
+#: the squared gains of a tone right on its frequency (0 Hz off)
+_GAIN_HANN_0 = np.square(np.interp(0.0, _GAIN_HZ, _GAIN_HANN))
+_GAIN_RECT_0 = np.square(np.interp(0.0, _GAIN_HZ, _GAIN_RECT))
 _TOLERANCE_HZ = FREQUENCY_TOLERANCE[0] * _FREQS + FREQUENCY_TOLERANCE[1]
 #: (row, column) -> index of the digit in DIGITS
 _DIGIT_INDEX = np.array([[DIGITS.index(key) for key in row] for row in _KEYPAD], dtype=np.int8)
@@ -400,7 +403,8 @@ class DtmfStream:
                 law = g711.codec(law).name
             self._decode_law_bytes()
             self._law = law
-        self._enqueue()
+        if not self._law_bytes and not self._pending:  # _enqueue(), inline: every frame
+            self._bank._queued.append(self)
         self._law_bytes += data
         self._fed += len(data)
 
@@ -622,7 +626,7 @@ class DtmfBank:
             block = [stream for stream, _ in entries]
             slots = np.array([stream._slot for stream in block])
             if law:
-                codes = np.frombuffer(b"".join([bytes(data) for _, data in entries]),
+                codes = np.frombuffer(b"".join([data for _, data in entries]),  # bytes here
                                       dtype=np.uint8)
                 fresh = _DECODE[law][codes].reshape(len(block), size)
             else:
@@ -698,15 +702,28 @@ class DtmfBank:
         # Each tone's offset from nominal: its phase advance since the window before, less
         # the nominal frequency's (without the same pair there, there is no phase to use).
         phased = (pair >= 0) & (prev_pair == pair)
-        d_row = np.angle(x[n, row] * np.conj(prev_x[n, row]) * _DEROTATE[row]) * _HZ_PER_RADIAN
-        d_col = np.angle(x[n, col] * np.conj(prev_x[n, col]) * _DEROTATE[col]) * _HZ_PER_RADIAN
-        d_row[~phased] = 0.0
-        d_col[~phased] = 0.0
+        # Computed for those windows only (in speech, a few): the others are 0 Hz off, whose
+        # gains are the constants at 0 Hz.
+        at = np.flatnonzero(phased)
+        d_row = np.zeros(row.size, dtype=np.float32)
+        d_col = np.zeros(row.size, dtype=np.float32)
+        gain_hann_row = np.full(row.size, _GAIN_HANN_0)
+        gain_hann_col = np.full(row.size, _GAIN_HANN_0)
+        gain_rect_row = np.full(row.size, _GAIN_RECT_0)
+        gain_rect_col = np.full(row.size, _GAIN_RECT_0)
+        if at.size:
+            r, c = row[at], col[at]
+            d_row[at] = np.angle(x[at, r] * np.conj(prev_x[at, r]) * _DEROTATE[r]) * _HZ_PER_RADIAN
+            d_col[at] = np.angle(x[at, c] * np.conj(prev_x[at, c]) * _DEROTATE[c]) * _HZ_PER_RADIAN
+            gain_hann_row[at] = np.square(np.interp(d_row[at], _GAIN_HZ, _GAIN_HANN))
+            gain_hann_col[at] = np.square(np.interp(d_col[at], _GAIN_HZ, _GAIN_HANN))
+            gain_rect_row[at] = np.square(np.interp(d_row[at], _GAIN_HZ, _GAIN_RECT))
+            gain_rect_col[at] = np.square(np.interp(d_col[at], _GAIN_HZ, _GAIN_RECT))
         # The tones' own levels: the bins' powers less the loss for a tone that far off.
-        h_row = h_row / np.square(np.interp(d_row, _GAIN_HZ, _GAIN_HANN))
-        h_col = h_col / np.square(np.interp(d_col, _GAIN_HZ, _GAIN_HANN))
-        r_row = rect[n, row] / np.square(np.interp(d_row, _GAIN_HZ, _GAIN_RECT))
-        r_col = rect[n, col] / np.square(np.interp(d_col, _GAIN_HZ, _GAIN_RECT))
+        h_row = h_row / gain_hann_row
+        h_col = h_col / gain_hann_col
+        r_row = rect[n, row] / gain_rect_row
+        r_col = rect[n, col] / gain_rect_col
         # |X|^2 -> the tone's energy in the window: 2 |X|^2 / N
         share = 2.0 * (r_row + r_col) / WINDOW / energy
         ok = (phased
