@@ -506,7 +506,7 @@ class Channel(_Device):
     def may_read(self) -> bool:
         """False when a read is known to find nothing now (see :meth:`DeviceIO.may_read`);
         True when it may find something."""
-        return self._io.may_read(self.fileno())
+        return self._fd < 0 or self._io.may_read(self._fd)  # closed: let the read say why
 
     def service(self, revents: int, on_block: Callable[[bytes], None]) -> None:
         """What to do when the engine finds the descriptor ready (``revents`` from epoll):
