@@ -486,6 +486,17 @@ def test_taps_cost_a_none_test_when_nobody_listens():
         taps.listen("q931", got.append)
 
 
+def test_a_trace_leaves_the_device_taps_as_it_found_them(tmp_path):
+    with Engine(VirtualClock()) as engine:
+        Tracer(engine, str(tmp_path / "a.pcapng")).start().stop()
+        assert engine.taps.devices is False
+        engine.taps.devices = True  # asked for by another listener (uascall run --levels)
+        tracer = Tracer(engine, str(tmp_path / "b.pcapng")).start()
+        tracer.stop()
+        assert engine.taps.devices is True
+        assert (engine.taps.frame, engine.taps.datagram) == (None, None)
+
+
 # --------------------------------------------------------------------------- the command line
 def test_trace_options_and_the_dahdi_backends_devices(tmp_path):
     parser = argparse.ArgumentParser()

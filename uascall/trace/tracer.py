@@ -223,6 +223,7 @@ class Tracer:
         self._at0 = 0.0
         self._listening = False
         self._header_bytes = 0
+        self._devices_before = False
         self._described = 0  # interfaces the current file has described
 
     # ------------------------------------------------------------------ life
@@ -232,6 +233,7 @@ class Tracer:
         self._at0 = self.engine.time()
         self._open_file()  # an unwritable path fails here, at once, with its reason
         taps = self.engine.taps
+        self._devices_before = taps.devices  # another listener may have asked for them too
         taps.devices = True
         taps.listen("frame", self._on_frame, guarded=True)
         taps.listen("datagram", self._on_datagram, guarded=True)
@@ -246,7 +248,7 @@ class Tracer:
     def stop(self) -> TraceStats:
         """Stop listening, write what is queued, close the file; the stats."""
         self._unlisten()
-        self.engine.taps.devices = False
+        self.engine.taps.devices = self._devices_before
         self._stopping = True
         self._wake.set()
         if self._thread is not None:
