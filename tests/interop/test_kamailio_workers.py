@@ -73,11 +73,29 @@ def _children(pid: int) -> dict[int, int]:
     return found
 
 
-def _wait_children(pid: int, ports: set[int], timeout: float) -> dict[int, int]:
+def _records(path: Path) -> int:
+    """Calls recorded with return code 0 in a worker's SQLite file."""
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT count(*) FROM calls WHERE return_code = 0").fetchone()[0]
+
+
+def _wait_records(path: Path, count: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _records(path) < count:
+        assert time.monotonic() < deadline, f"{path}: {_records(path)} records, not {count}"
+        time.sleep(0.1)
+
+
+def _wait_children(pid: int, ports: set[int], timeout: float, *, gone: int | None = None
+                   ) -> dict[int, int]:
+    """The workers once one is up on each of ``ports`` (``gone`` no longer among them)."""
     deadline = time.monotonic() + timeout
     while True:
         children = _children(pid)
-        if set(children) == ports and all(peers._udp_bound(port) for port in ports):
+        if (set(children) == ports and gone not in children.values()
+                and all(peers._udp_bound(port) for port in ports)):
             return children
         if time.monotonic() > deadline:
             raise AssertionError(f"workers on {sorted(ports)} not up within {timeout} s: "
@@ -106,8 +124,9 @@ def test_workers_behind_kamailio_one_killed_is_restarted_ctrl_c_stops_all(
             assert spread == {str(port): 2 for port in ports}, spread
 
             victim = base + 1
+            _wait_records(workdir / "calls.w1.sqlite", 2)  # its calls are over
             os.kill(first[victim], signal.SIGKILL)
-            again = _wait_children(supervisor.pid, ports, 15)
+            again = _wait_children(supervisor.pid, ports, 15, gone=first[victim])
             assert again[victim] != first[victim] and again[base] == first[base]
             kam.wait_node(f"127.0.0.1:{victim}", "up", OUT_WITHIN)
             spread = _calls(kam, workdir, 4)
@@ -120,11 +139,5 @@ def test_workers_behind_kamailio_one_killed_is_restarted_ctrl_c_stops_all(
         peers._stop(supervisor, (signal.SIGINT, 10.0), (signal.SIGTERM, 5.0))
     log_text = (workdir / "supervisor.log").read_text()
     assert "worker 1 exited with SIGKILL" in log_text, log_text
-    counts = []
-    for number in (0, 1):
-        with sqlite3.connect(workdir / f"calls.w{number}.sqlite") as db:
-            counts.append(db.execute("SELECT count(*) FROM calls WHERE return_code = 0"
-                                     ).fetchone()[0])
-    # worker 0: its 4 calls; worker 1: the 2 after its restart (the first process's 2
-    # records were written by it before the kill, to the same file)
-    assert counts == [4, 4], counts
+    # worker 0: its 4 calls; worker 1: 2 before the kill and 2 after (the same file)
+    assert [_records(workdir / f"calls.w{number}.sqlite") for number in (0, 1)] == [4, 4]
