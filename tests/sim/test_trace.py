@@ -304,16 +304,19 @@ def test_sip_call_with_a_183_in_the_trace(traced_uas, peer_factory):
     assert channel.wait_for_idle(5) is State.IDLE and channel.cause() is Cause.NORMAL
     tracer.stop()
 
-    rows = fields(path, "sip", "sip.Method", "sip.Status-Code", "sdp.media.format",
-                  "sdp.media.port")
-    assert [(method, status) for method, status, *_ in rows] == [
-        ("INVITE", ""), ("", "100"), ("", "183"), ("", "200"), ("ACK", ""), ("BYE", ""),
-        ("", "200")]
+    rows = fields(path, "sip", "sip.Method", "sip.Status-Code", "sip.CSeq.method",
+                  "sdp.media.format", "sdp.media.port")
+    # each message once, in the order first sent (a loaded machine may delay the ACK
+    # past the shrunk T1, and the 200 is then sent again, as it should be)
+    messages = list(dict.fromkeys(tuple(row) for row in rows))
+    assert [tuple(row[:3]) for row in messages] == [
+        ("INVITE", "", "INVITE"), ("", "100", "INVITE"), ("", "183", "INVITE"),
+        ("", "200", "INVITE"), ("ACK", "", "ACK"), ("BYE", "", "BYE"), ("", "200", "BYE")]
     # the 183's SDP, as Wireshark reads it: A-law first (we chose), telephone-event kept;
     # the 200 repeats it
     port = str(sdp_address(progress.body)[1])
-    assert rows[2][2:] == ["ITU-T G.711 PCMA,DynamicRTP-Type-101,8,101,101", port]
-    assert rows[3][2:] == rows[2][2:]
+    assert list(messages[2][3:]) == ["ITU-T G.711 PCMA,DynamicRTP-Type-101,8,101,101", port]
+    assert messages[3][3:] == messages[2][3:]
     # RTP found by Wireshark through the SDP (no heuristic): ours from the 183 on, the
     # peer's after the answer, none lost
     streams = rtp_streams(path, heuristic=False)
@@ -468,9 +471,10 @@ def test_a_failing_listener_is_removed_after_one_log_and_the_call_goes_on(
         peer.ack(peer.expect(486))
     assert len(seen) == 1 and len(caplog.records) == 1
     tracer.stop()
-    # the trace, another listener, saw everything
-    assert [row[0] for row in fields(path, "sip", "sip.Status-Code") if row[0]] == [
-        "100", "486"]
+    # the trace, another listener, saw everything (the 486 maybe more than once: it is
+    # sent again until the ACK comes)
+    statuses = [row[0] for row in fields(path, "sip", "sip.Status-Code") if row[0]]
+    assert list(dict.fromkeys(statuses)) == ["100", "486"]
 
 
 def test_taps_cost_a_none_test_when_nobody_listens():
