@@ -150,7 +150,7 @@ def test_pri_call_with_early_media_in_the_trace(traced_world):
     # progress indicator, the causes
     rows = fields(path, "q931", "lapd.direction", "q931.message_type",
                   "q931.progress_indicator.description", "q931.cause_value",
-                  "q931.called_party_number.digits", "lapd.ns")
+                  "q931.called_party_number.digits", "lapd.control.n_s")
     # an I frame Q.921 sent again (a late acknowledgement, real time) counts once
     rows = list(dict.fromkeys(tuple(row) for row in rows))
     messages = [(int(direction), int(kind_, 16) if kind_.startswith("0x") else int(kind_),
