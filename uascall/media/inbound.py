@@ -149,6 +149,8 @@ class Hearing:
                  name: str = "call") -> None:
         self._dsp = dsp
         self._engine = dsp.engine
+        # the engine's time, without Engine.time()'s own call: read twice a frame
+        self._now = dsp.engine.clock.now
         self.name = name
         self.keys = KeyPresses(on_key)
         self._stream = dsp.bank.add(on_start=self._inband_down, on_end=self._inband_up)
@@ -178,7 +180,7 @@ class Hearing:
         if stream.closed:
             return
         self.frames_heard += 1
-        self._fed_at = self._engine.time()
+        self._fed_at = self._now()
         stream.feed_law(frame, law)
         if self._dsp._timer is None:  # else a pass is due already and takes this frame
             self._dsp.queued()
@@ -224,7 +226,7 @@ class Hearing:
     # ------------------------------------------------------------------ out
     def sent(self, frame: bytes, law: str) -> None:
         """A frame we sent the far end (kept a while for the echo guard)."""
-        self._sent.append((self._engine.time(), frame, law))
+        self._sent.append((self._now(), frame, law))
 
     def sent_key(self, digit: str) -> None:
         """A digit we sent out of band now (its echo may come back in band)."""
