@@ -22,6 +22,7 @@ from uascall.cli import main
 from uascall.control import ControlClient, ControlServer
 from uascall.dahdi import sysfs
 from uascall.errors import UascallError
+from uascall.status import render
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data" / "dahdi"
@@ -87,6 +88,8 @@ def test_a_call_rings_is_answered_and_is_gone(shared_dir, tmp_path):
                 continue
             snap = json.loads(done.stdout)
             assert snap["source"].startswith("uascall run (pid ")
+            if not snap["spans"]:
+                continue  # asked before the backend started
             [span] = snap["spans"]
             assert (span["span"], span["kind"], span["law"], span["switch"],
                     span["alarms"]) == (1, "E1", "alaw", "euroisdn_e1", [])
@@ -102,7 +105,7 @@ def test_a_call_rings_is_answered_and_is_gone(shared_dir, tmp_path):
                             channel["direction"]) == ("PRI B", "5552000", "alaw", "inbound")
                     assert [c["call"] for c in snap["calls"]] == ["rings-1"]
                 seen.append(state)
-                listings[state] = uascall("channels", "--control", str(control)).stdout
+                listings[state] = render(snap)  # the text `uascall channels` prints
             if state == "gone" and "answered" in seen:
                 break
             time.sleep(0.1)
