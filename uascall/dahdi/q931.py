@@ -517,8 +517,8 @@ class Ladder:
     ``add(t, "->", x)`` draws ``x`` (a :class:`Message` or :class:`LapdFrame`) sent by
     the left side at time ``t`` seconds, ``"<-"`` one sent by the right side. Q.921
     frames without a Q.931 message (RR, SABME, UA, ...) are drawn only with
-    ``show_layer2``. ``span`` is the width between the two lifelines; labels that do not
-    fit are cut with ``...``.
+    ``show_layer2``; :meth:`arrow` draws any other labelled arrow. ``span`` is the width
+    between the two lifelines; labels that do not fit are cut with ``...``.
     """
 
     LEAD = 13               # arrow characters before the label
@@ -546,6 +546,13 @@ class Ladder:
             except Q931DecodeError:
                 layer2_only = False     # show the damage, it is not routine layer 2
         self._rows.append((t, direction, describe(item, brief=self.brief), layer2_only))
+
+    def arrow(self, t: float, direction: str, label: str) -> None:
+        """An arrow labelled ``label`` at time ``t``: a message of another protocol (SIP)
+        or a frame that could not be decoded, drawn as the Q.931 messages are."""
+        if direction not in ("->", "<-"):
+            raise ArgumentError(f"ladder direction {direction!r}; expected '->' or '<-'")
+        self._rows.append((t, direction, label, False))
 
     def note(self, t: float, text: str) -> None:
         """A line between the lifelines at time ``t``: something that is not a frame, such
