@@ -341,3 +341,15 @@ def test_a_second_host_on_the_same_modem_is_refused(bench):
     other = ModemBackend(bench.engine, modems=[modem.path])
     with pytest.raises(OSError, match=r"lock|Resource temporarily unavailable"):
         bench.engine.run(other.modems[0].start)
+
+
+def test_a_call_out_given_up_while_the_fxo_port_rings_stops_the_ringing(bench):
+    caller = bench.channel(bench.modems, f"modem:{bench.exchange_modem.link}")
+    calling = in_thread(caller.call, "5559000")
+    called = bench.incoming(bench.at_dahdi)
+    caller.hang_up()  # any character aborts the modem's dialling: NO CARRIER, on hook
+    assert joined(calling, T) is State.IDLE
+    assert called.wait_for_idle(3 * T) is State.IDLE  # no more rings: the caller gave up
+    modem = bench.modem(bench.exchange_modem)
+    assert bench.engine.wait_until(lambda: modem.idle, T)
+    assert bench.exchange_modem.line.state == "idle"

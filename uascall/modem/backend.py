@@ -82,6 +82,7 @@ DIAL_CAUSES = {"BUSY": Cause.BUSY, "NO ANSWER": Cause.NOANSWER,
                "NO DIALTONE": Cause.OUTOFORDER, "NO DIAL TONE": Cause.OUTOFORDER,
                "NO CARRIER": Cause.FAILED, "ERROR": Cause.FAILED}
 DIGITS = frozenset(b"0123456789*#ABCD")
+_LINE_END = re.compile(rb"[\r\n]")
 
 
 @dataclass(frozen=True)
@@ -478,29 +479,29 @@ class VoiceModem:
 
     # ------------------------------------------------------------------ what comes in
     def _received(self, data: bytes) -> None:
-        if self.state in ("connected", "draining", "stopping"):
-            self._voice(data)
-            return
+        pos, size = 0, len(data)
         line = self._line
-        for chunk in re.split(rb"([\r\n])", data):
-            if chunk in (b"\r", b"\n"):
-                if line:
-                    text = line.decode("latin-1").strip()
+        while pos < size:
+            if self.state in ("connected", "draining", "stopping"):
+                self._voice(data[pos:])  # CONNECT: what follows is voice data
+                return
+            match = _LINE_END.search(data, pos)
+            if match is None:
+                line += data[pos:]
+                if len(line) > LINE_LIMIT:
+                    log.warning("modem %s: a line of more than %d bytes without an end; "
+                                "dropped", self.path, LINE_LIMIT)
                     line.clear()
-                    if text:
-                        self._text(text)
-                        if self.state in ("connected", "draining", "stopping"):
-                            # CONNECT: what follows in this read is voice data
-                            rest = data.split(b"CONNECT", 1)[-1].lstrip(b"\r\n")
-                            if rest:
-                                self._voice(rest)
-                            return
-                continue
-            line += chunk
-            if len(line) > LINE_LIMIT:
-                log.warning("modem %s: a line of more than %d bytes without an end; "
-                            "dropped", self.path, LINE_LIMIT)
-                line.clear()
+                return
+            end = match.start()
+            line += data[pos:end]
+            pos = end + 1
+            if data[end:end + 2] == b"\r\n":
+                pos += 1  # CR LF is one line end: the audio after CONNECT starts after it
+            text = line.decode("latin-1").strip()
+            line.clear()
+            if text:
+                self._text(text)
 
     def _text(self, text: str) -> None:
         upper = text.upper()
@@ -576,6 +577,9 @@ class VoiceModem:
         self._at(f"AT+VLS={self.line_relay}", self._off_hook)
 
     def _off_hook(self, final: str, _lines: list[str]) -> None:
+        if self.leg is None:  # released while the modem went off hook
+            self._on_hook()
+            return
         if final not in ("OK", "VCON"):
             self._call_failed(f"AT+VLS={self.line_relay} answered {final}; expected OK")
             return
@@ -589,6 +593,9 @@ class VoiceModem:
             return
         self.state = "connected"
         self._dle.reset()
+        if leg is None:  # released meanwhile: straight out of the voice state again
+            self._stop_voice()
+            return
         self._stream_start = self._last_rx = self.engine.time()
         self._tx_samples = self._rx_samples = self._rx_dropped = 0
         self._stall_timer = self.engine.call_later(RX_STALL, self._check_stall)
@@ -737,8 +744,9 @@ class VoiceModem:
             # what was sent is played out first (the end of a message), then the stop
             self.state = "draining"
             self.engine.call_later(self.tx_ahead() / RATE, self._drained)
-        elif self.state in ("dialling", "answering"):
-            self._send(b"\r")  # any character aborts dialling; the result follows
+        elif self.state == "dialling":
+            self._send(b"\r")  # any character aborts dialling; NO CARRIER follows
+        # answering: the modem goes off hook first, then back on hook (_off_hook)
 
     def _drained(self) -> None:
         if self.state == "draining":

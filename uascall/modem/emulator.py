@@ -286,6 +286,9 @@ class EmulatedModem:
 
     def _command_bytes(self, data: bytes) -> None:
         for byte in data:
+            if self._dialling is not None:  # any character aborts dialling
+                self._abort_dial()
+                continue
             if self.echo and self.fault != "mute":
                 self._send(bytes((byte,)))
             if byte in (0x0D, 0x0A):
