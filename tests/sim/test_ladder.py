@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import argparse
 import html
+import math
 import re
 import shutil
 import subprocess
 import threading
 
+import numpy as np
 import pytest
 
 from tests.sim.helpers import MEDIA, T, with_tones
 from tests.sim.sip_peer import SipPeer, Uas, incoming
 from uascall.channel import State, UASCallChannel
+from uascall.dahdi import q931
+from uascall.media import g711
 from uascall.media.player import MediaClock
+from uascall.media.tones import reference_rms
 from uascall.sim.backend import SimBackend
 from uascall.sim.farend import pri_loop_conf
 from uascall.sip.rtp import RtpPacket
@@ -303,3 +308,59 @@ def test_html_page_of_a_malformed_trace(tmp_path, capsys):
     assert console == [] and 'data-rendered="yes"' in dom
     assert dom.count('<g class="msg malformed"') == 5
     assert "warning: the trace is damaged" in dom
+
+
+# --------------------------------------------------------------------------- the audio analysis
+def q931_frame(n_s: int, message_type: q931.MessageType, flag: bool, *ies) -> bytes:
+    message = q931.Message(message_type, 7, flag, tuple(ie.to_ie() for ie in ies))
+    return q931.LapdFrame(q931.FrameKind.I, n_s=n_s, n_r=0, info=message.serialize()
+                          ).serialize()
+
+
+def test_in_band_segments_tones_keys_and_sound(tmp_path, capsys):
+    """What was on B3 of span 2, sent both ways and placed by the RTP timestamps: the
+    ringback (425 Hz at -13 dBm0) then, after the answer, a prompt (noise at -20 dBm0)
+    that stops when the caller's key 5 comes in; a gap in the packets is silence."""
+    law = "alaw"
+    peak = reference_rms(law) * math.sqrt(2)
+    t = np.arange(8000) / 8000
+
+    def tone(seconds: float, level: float, *hz: int) -> np.ndarray:
+        n = int(seconds * 8000)
+        share = peak * 10 ** (level / 20) / math.sqrt(len(hz))
+        return sum(share * np.sin(2 * np.pi * f * t[:n]) for f in hz)
+
+    rng = np.random.default_rng(14)
+    out = np.concatenate([tone(1.0, -13, 425), np.zeros(2400),
+                          rng.normal(0, reference_rms(law) * 10 ** (-20 / 20), 2400)])
+    into = np.concatenate([np.zeros(12800), tone(0.1, -8, 770, 1336), np.zeros(800)])
+    codec = g711.codec(law)
+    t0 = 1_700_000_000_000_000
+    packets = [(0, t0, pcapng.lapd_packet(q931_frame(
+        0, q931.MessageType.SETUP, False, q931.ChannelIdentification(channels=(3,))),
+        sent=False, network=False))]
+    packets.append((0, t0 + 1_300_000, pcapng.lapd_packet(q931_frame(
+        0, q931.MessageType.CONNECT, True), sent=True, network=False)))
+    for sent, samples, (src, dst) in ((True, out, ("198.19.2.3", "198.18.2.3")),
+                                      (False, into, ("198.18.2.3", "198.19.2.3"))):
+        for n in range(len(samples) // 160):
+            if sent and 60 <= n < 65:
+                continue  # 100 ms lost in the silence: the timestamp places what follows
+            payload = codec.encode([int(s) for s in samples[160 * n:160 * n + 160]])
+            rtp = RtpPacket(8, n, 160 * n, 0x55430000 + sent, payload).serialize()
+            packets.append((1, t0 + 20_000 * n + 10_000, pcapng.udp_packet(
+                rtp, (src, 10000), (dst, 10000))))
+    lapd = pcapng.Interface(pcapng.LINKTYPE_LINUX_LAPD, "span2-dchan")
+    audio = pcapng.Interface(pcapng.LINKTYPE_RAW, "bchan-audio")
+    path = tmp_path / "b3.pcapng"
+    path.write_bytes(pcapng.SectionHeader().serialize() + lapd.serialize() + audio.serialize()
+                     + b"".join(pcapng.EnhancedPacket(i, at, p).serialize()
+                                for i, at, p in packets))
+    code, text, _err = run(str(path), capsys=capsys)
+    assert code == 0
+    assert text.startswith("call 1: Q.931, span 2, call reference 7, B3\n")
+    assert "outside any call" not in text  # both streams found their call by span and B3
+    found = [(f"{at:.2f}", note) for at, note in notes(text)]
+    assert found[0][1].startswith("B3 out: 425 Hz -13 dBm0, 0.01-1.01 s")
+    assert found[1:] == [("1.31", "B3 out: sound -20 dBm0, 1.31-1.61 s"),
+                         ("1.61", "B3 in: DTMF 5 -8 dBm0, 1.61-1.71 s")], found

@@ -51,7 +51,7 @@ import numpy as np
 
 from uascall.dahdi import q931
 from uascall.errors import Error
-from uascall.media import g711
+from uascall.media import dtmf, g711
 from uascall.media.tones import reference_rms
 from uascall.sip.message import Request, SipParseError, parse_message
 from uascall.sip.rtp import RtpError, RtpPacket
@@ -103,9 +103,22 @@ class Segment:
             what = "sound"
         elif self.frequencies[0] < 20:  # all of it in the lowest bins
             what = "DC offset"
+        elif (key := _dtmf_key(self.frequencies)) is not None:
+            what = f"DTMF {key}"
         else:
             what = " + ".join(f"{f} Hz" for f in self.frequencies)
         return f"{what} {self.level:.0f} dBm0, {self.start:.2f}-{self.end:.2f} s"
+
+
+def _dtmf_key(frequencies: tuple[int, ...]) -> str | None:
+    """The key whose pair these are (each within 2.5 %, Q.24's tolerance is 1.8 %)."""
+    if len(frequencies) != 2:
+        return None
+    low, high = frequencies
+    for key, (f_low, f_high) in dtmf.FREQUENCIES.items():
+        if abs(low - f_low) <= 0.025 * f_low and abs(high - f_high) <= 0.025 * f_high:
+            return key
+    return None
 
 
 @dataclass
@@ -716,12 +729,15 @@ def _level_svg(streams: list[Stream], events: list[Event], t0: float, t1: float)
                  f'{t1:.2f} s</text>'
                  f'<text x="{left + plot_w / 2}" y="{height - 4}" text-anchor="middle">'
                  'level, dBm0</text>')
-    for event in events:
-        if event.malformed or t0 <= event.at <= t1:
+    for event in events:  # each message marked where it crossed, named at the top
+        if t0 <= event.at <= t1:
             xe = x(event.at)
-            parts.append(f'<line x1="{xe:.1f}" y1="{top}" x2="{xe:.1f}" '
-                         f'y2="{top + plot_h}" stroke="#ccc" stroke-dasharray="3,3">'
-                         f'<title>{_e(event.label)}</title></line>')
+            name = re.split(r" (?=[A-Z]\d|PI|cause|with|to |from )", event.label)[0][:22]
+            parts.append(f'<g class="marker"><title>{_e(event.label)}</title>'
+                         f'<line x1="{xe:.1f}" y1="{top}" x2="{xe:.1f}" '
+                         f'y2="{top + plot_h}" stroke="#bbb" stroke-dasharray="3,3"/>'
+                         f'<text transform="translate({xe + 3:.1f},{top + 4}) rotate(90)" '
+                         f'fill="#888">{_e(name)}</text></g>')
     for n, stream in enumerate(streams):
         if stream.levels is None:
             continue
