@@ -706,13 +706,37 @@ def _ladder_svg(call_id: str, events: list[Event], notes: list[tuple[float, str]
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 
-def _level_svg(streams: list[Stream], events: list[Event], t0: float, t1: float) -> str:
-    width, height, left, top = 760, 200, 50, 10
-    plot_w, plot_h = width - left - 10, height - top - 30
-    span = max(t1 - t0, 0.1)
+_PLOT_WIDTH, _PLOT_LEFT = 760, 50
+_PLOT_INNER = _PLOT_WIDTH - _PLOT_LEFT - 10
 
-    def x(t: float) -> float:
-        return left + (t - t0) / span * plot_w
+
+def _x(t: float, t0: float, t1: float) -> float:
+    """Where time ``t`` is on the plots of a call from ``t0`` to ``t1`` (all share it)."""
+    return _PLOT_LEFT + (t - t0) / max(t1 - t0, 0.1) * _PLOT_INNER
+
+
+def _markers(events: list[Event], t0: float, t1: float, top: float, bottom: float,
+             named: bool) -> list[str]:
+    """A dashed line where each message crossed, named at the top when ``named``."""
+    parts = []
+    for event in events:
+        if not t0 <= event.at <= t1:
+            continue
+        xe = _x(event.at, t0, t1)
+        parts.append(f'<g class="marker"><title>{_e(event.label)}</title>'
+                     f'<line x1="{xe:.1f}" y1="{top}" x2="{xe:.1f}" y2="{bottom}" '
+                     'stroke="#bbb" stroke-dasharray="3,3"/>')
+        if named:
+            name = re.split(r" (?=[A-Z]\d|PI|cause|with|to |from )", event.label)[0][:22]
+            parts.append(f'<text transform="translate({xe + 3:.1f},{top + 4}) rotate(90)" '
+                         f'fill="#888">{_e(name)}</text>')
+        parts.append("</g>")
+    return parts
+
+
+def _level_svg(streams: list[Stream], events: list[Event], t0: float, t1: float) -> str:
+    width, height, left, top = _PLOT_WIDTH, 200, _PLOT_LEFT, 10
+    plot_w, plot_h = _PLOT_INNER, height - top - 30
 
     def y(level: float) -> float:
         level = min(max(level, -70.0), 0.0)
@@ -729,24 +753,16 @@ def _level_svg(streams: list[Stream], events: list[Event], t0: float, t1: float)
                  f'{t1:.2f} s</text>'
                  f'<text x="{left + plot_w / 2}" y="{height - 4}" text-anchor="middle">'
                  'level, dBm0</text>')
-    for event in events:  # each message marked where it crossed, named at the top
-        if t0 <= event.at <= t1:
-            xe = x(event.at)
-            name = re.split(r" (?=[A-Z]\d|PI|cause|with|to |from )", event.label)[0][:22]
-            parts.append(f'<g class="marker"><title>{_e(event.label)}</title>'
-                         f'<line x1="{xe:.1f}" y1="{top}" x2="{xe:.1f}" '
-                         f'y2="{top + plot_h}" stroke="#bbb" stroke-dasharray="3,3"/>'
-                         f'<text transform="translate({xe + 3:.1f},{top + 4}) rotate(90)" '
-                         f'fill="#888">{_e(name)}</text></g>')
+    parts += _markers(events, t0, t1, top, top + plot_h, named=True)
     for n, stream in enumerate(streams):
         if stream.levels is None:
             continue
         colour = _COLOURS[n % len(_COLOURS)]
         step = max(1, len(stream.levels) // 1500)
         points = " ".join(
-            f"{x(stream.start + i * FRAME / RATE):.1f},{y(float(level)):.1f}"
-            for i, level in enumerate(stream.levels[::step] if step > 1 else stream.levels)
-            for i in [i * step])
+            f"{_x(stream.start + i * FRAME / RATE, t0, t1):.1f},{y(float(level)):.1f}"
+            for i, level in zip(range(0, len(stream.levels), step), stream.levels[::step],
+                                strict=True))
         parts.append(f'<polyline fill="none" stroke="{colour}" points="{points}">'
                      f'<title>{_e(stream.title)}</title></polyline>')
         parts.append(f'<text x="{left + 6}" y="{top + 14 + 14 * n}" fill="{colour}">'
@@ -769,7 +785,9 @@ def _png(rgb: np.ndarray) -> bytes:
             + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
 
 
-def _spectrogram(stream: Stream) -> str:
+def _spectrogram(stream: Stream, events: list[Event], t0: float, t1: float) -> str:
+    """The stream's spectrum over time as a PNG, on the level plot's time axis, with the
+    messages marked over it."""
     if stream.spectrum is None:
         return ""
     spectrum = stream.spectrum
@@ -782,13 +800,21 @@ def _spectrogram(stream: Stream) -> str:
     scaled = np.clip((spectrum - (top - 70)) / 70, 0, 1).T[::-1]  # low frequencies below
     rgb = np.stack([scaled ** 0.7, scaled ** 2, 0.3 + 0.4 * scaled * (1 - scaled)], axis=-1)
     image = _png((rgb * 255).astype(np.uint8))
-    columns = len(spectrum)
-    seconds = stream.start, stream.start + len(stream.spectrum) * FRAME / RATE
-    return (f'<figure class="plot spectrogram"><img alt="spectrogram of {_e(stream.title)}"'
-            f' width="{max(columns, 300)}" height="{2 * _SPECTRUM_BINS}" '
-            f'style="image-rendering:pixelated" src="data:image/png;base64,'
-            f'{base64.b64encode(image).decode()}"><figcaption>{_e(stream.title)}: spectrum '
-            f'0-4000 Hz over time, {seconds[0]:.2f}-{seconds[1]:.2f} s</figcaption></figure>')
+    end = stream.start + len(stream.spectrum) * FRAME / RATE
+    x0, x1 = _x(stream.start, t0, t1), _x(end, t0, t1)
+    height = 2 * _SPECTRUM_BINS
+    overlay = "".join(_markers(events, t0, t1, 0, height, named=False))
+    return (f'<figure class="plot spectrogram"><div style="position:relative;'
+            f'width:{_PLOT_WIDTH}px;height:{height}px">'
+            f'<span style="position:absolute;left:0;top:0;font-size:11px">4 kHz</span>'
+            f'<span style="position:absolute;left:0;bottom:0;font-size:11px">0 Hz</span>'
+            f'<img alt="spectrogram of {_e(stream.title)}" style="position:absolute;'
+            f'left:{x0:.0f}px;top:0;width:{max(x1 - x0, 1):.0f}px;height:{height}px;'
+            f'image-rendering:pixelated" src="data:image/png;base64,'
+            f'{base64.b64encode(image).decode()}">'
+            f'<svg width="{_PLOT_WIDTH}" height="{height}" style="position:absolute;left:0;'
+            f'top:0">{overlay}</svg></div><figcaption>{_e(stream.title)}: spectrum '
+            f'0-4000 Hz, {stream.start:.2f}-{end:.2f} s</figcaption></figure>')
 
 
 def _call_section(call_id: str, title: str, events: list[Event], streams: list[Stream]
@@ -803,7 +829,7 @@ def _call_section(call_id: str, title: str, events: list[Event], streams: list[S
                  + [e.at for e in events])
         parts.append('<h3>In-band audio</h3>')
         parts.append(_level_svg(audible, events, t0, t1))
-        parts += [_spectrogram(s) for s in audible]
+        parts += [_spectrogram(s, events, t0, t1) for s in audible]
     parts.append("</section>")
     return "".join(parts)
 
