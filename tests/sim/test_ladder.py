@@ -245,6 +245,11 @@ def test_not_a_trace(tmp_path, capsys):
     assert code == 2 and out == "" and "not a pcapng trace uascall can read" in err
     code, _out, err = run(str(tmp_path / "missing.pcapng"), capsys=capsys)
     assert code == 2 and "cannot read the trace" in err
+    good = tmp_path / "bad.pcapng"
+    good.write_bytes(malformed_trace())
+    code, out, err = run(str(good), "--html", str(tmp_path / "no" / "page.html"),
+                         capsys=capsys)
+    assert code == 2 and out == "" and "cannot write" in err and "No such file" in err
 
 
 # --------------------------------------------------------------------------- the page in a browser

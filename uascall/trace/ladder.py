@@ -26,6 +26,8 @@ Nothing in a trace makes this raise: a frame, message or datagram that cannot be
 drawn as ``MALFORMED ...`` (in its call when its call can be told, else among the packets
 outside any call), and a file damaged part way is read up to the damage with a warning.
 
+:mod:`uascall.trace.ladder_command` is the ``uascall ladder`` command.
+
 :func:`render_text` draws the ladders with :class:`uascall.dahdi.q931.Ladder` (the demo's);
 :func:`render_html` makes one self-contained page (inline CSS, SVG, a PNG spectrogram as a
 data URI and a few lines of JavaScript; nothing fetched) with, per call, the ladder, the
@@ -34,7 +36,6 @@ level of each audio stream over time with the messages marked on it, and its spe
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import ipaddress
@@ -42,7 +43,6 @@ import logging
 import math
 import re
 import struct
-import sys
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -853,40 +853,3 @@ def render_html(calls: Calls, number: int | None = None, title: str = "trace") -
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>uascall ladder: {_e(title)}</title><style>{_CSS}</style></head>"
             f"<body>{''.join(body)}<script>{_JS}</script></body></html>\n")
-
-
-# ============================================================================ command
-def add_ladder_command(subparsers: Any) -> argparse.ArgumentParser:
-    """``uascall ladder``'s parser, added to the ``uascall`` command's subparsers."""
-    parser = subparsers.add_parser(
-        "ladder", help="draw the calls of a trace (pcapng) as ladders",
-        description="Draw each call of a trace (uascall's --trace, or any pcapng with "
-        "LINUX_LAPD or raw IP interfaces): Q.931 and SIP messages in time order with the "
-        "in-band audio between them.")
-    parser.add_argument("trace", metavar="FILE.pcapng")
-    parser.add_argument("--call", type=int, metavar="N", help="only call N (from 1)")
-    parser.add_argument("--html", metavar="OUT.html",
-                        help="also write a self-contained page with the ladders and, per "
-                        "call, the level and spectrum of the in-band audio over time")
-    parser.set_defaults(func=run_ladder)
-    return parser
-
-
-def run_ladder(args: argparse.Namespace) -> int:
-    """Print the ladders (and write the page); 0 on success, 2 when the trace cannot be
-    read or has no call ``--call``."""
-    try:
-        calls = read_calls(args.trace)
-        text = render_text(calls, args.call)
-        if args.html:
-            page = render_html(calls, args.call, title=args.trace)
-            with open(args.html, "w", encoding="utf-8") as file:
-                file.write(page)
-    except LadderError as exc:
-        print(f"uascall ladder: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"uascall ladder: cannot write {args.html}: {exc.strerror}", file=sys.stderr)
-        return 2
-    sys.stdout.write(text)
-    return 0
