@@ -32,10 +32,8 @@ from uascall.sim.backend import SimBackend
 from uascall.sim.farend import pri_loop_conf
 from uascall.sip.rtp import RtpPacket
 from uascall.trace import pcapng
-from uascall.trace.ladder import (
-    add_ladder_command,
-    read_calls,
-)
+from uascall.trace.ladder import read_calls
+from uascall.trace.ladder_command import add_ladder_command
 from uascall.trace.tracer import Tracer
 
 EU = "RINGBACK_EU"  # 425 Hz, 1 s on / 4 s off
