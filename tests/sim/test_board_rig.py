@@ -7,9 +7,11 @@ from __future__ import annotations
 import pytest
 
 from tests.hw.board.board import ConfigError, check_line, read_config
+from uascall.engine import Engine
+from uascall.errors import ArgumentError
 from uascall.media.player import MediaClock
 from uascall.modem.emulator import EmulatedModem, ExchangeLine, PhoneLine
-from uascall.modem.selftest import report
+from uascall.modem.selftest import report, run_line_check
 from uascall.sim.analog_farend import analog_loop_conf
 
 FXO, EXCHANGE_END = 5, 1
@@ -69,3 +71,14 @@ def test_a_board_file_that_is_wrong_says_what_was_expected(tmp_path):
         read_config(board)
     with pytest.raises(ConfigError, match="cannot read it"):
         read_config(tmp_path / "missing.ini")
+
+
+def test_the_line_check_refuses_a_port_it_cannot_check_saying_why(tmp_path):
+    (tmp_path / "system.conf").write_text(analog_loop_conf(4))
+    conf = str(tmp_path / "system.conf")
+    with Engine() as engine:
+        with pytest.raises(ArgumentError, match="channel 9 is not configured; expected "
+                                                "fxoks"):
+            run_line_check(engine, 9, "/dev/ttyACM0", system_conf=conf)
+        with pytest.raises(ArgumentError, match="FXO port: the modem must dial"):
+            run_line_check(engine, FXO, "/dev/ttyACM0", system_conf=conf)

@@ -26,10 +26,16 @@ from typing import Any
 
 from uascall.backend import Backend
 from uascall.channel import State, UASCallChannel
+from uascall.dahdi.analog import AnalogSettings
+from uascall.dahdi.backend import DahdiBackend
+from uascall.dahdi.config import DEFAULT_PATH, SystemConf
+from uascall.dahdi.device import DeviceIO
 from uascall.engine import Engine
+from uascall.errors import ArgumentError
 from uascall.media.player import MediaClock
 from uascall.media.tones import ToneManager, reference_rms
 from uascall.media.wav import read_wav
+from uascall.modem.backend import ModemBackend
 
 TEST_TONE = "TEST_1004"
 TEST_HZ = 1004
@@ -169,9 +175,16 @@ class LineCheck:
         try:
             for by_port in (True, False):
                 if not by_port:  # the lines settle: on hook, rings ignored for 2 s
-                    self.engine.sleep(3.0)
+                    self.engine.wait_until(lambda: self.modem_backend.ready, self.patience)
+                    self.engine.sleep(2.5)
                 port = self._channel(self.port_backend, self.route)
                 calling, modem = self._call(port, "modem", "modem", CALLER_NUMBER)
+                deadline = self.engine.time() + self.patience
+                while modem is None and "state" in calling and \
+                        self.engine.time() < deadline:  # the port was not free yet
+                    self.engine.sleep(0.5)
+                    port = self._channel(self.port_backend, self.route)
+                    calling, modem = self._call(port, "modem", "modem", CALLER_NUMBER)
                 self._step("the modem rings", modem is not None,
                            "" if modem is None else "a call offered by the modem")
                 assert modem is not None
@@ -234,6 +247,54 @@ def _level_dbm0(samples: list[int], freq: float) -> float:
     if amplitude <= 0:
         return -math.inf
     return 20 * math.log10(amplitude / math.sqrt(2) / reference_rms("alaw"))
+
+
+def run_line_check(engine: Engine, channel: int, modem: str, *, number: str = "",
+                   system_conf: str = DEFAULT_PATH, patience: float = 10.0,
+                   io: DeviceIO | None = None, media_dir: str | None = None) -> list[Step]:
+    """Check analog port ``channel`` of ``system_conf`` with the voice modem ``modem`` on
+    its line: an FXS port (``fxoks``) rings the modem; on an FXO port (``fxsks``) the
+    modem dials ``number`` to reach it. Builds the two backends (that port only, that
+    modem only) on ``engine`` (real time; call from another thread than the engine's),
+    on ``io`` instead of ``/dev/dahdi`` if given. Raises ArgumentError for a channel that
+    is not an analog port, or an FXO port without ``number``."""
+    conf = SystemConf.read(system_conf)
+    kind = {"fxoks": "fxs", "fxsks": "fxo"}.get(conf.signalling.get(channel, ""))
+    if kind is None:
+        raise ArgumentError(f"{system_conf}: channel {channel} is "
+                            f"{conf.signalling.get(channel, 'not configured')}; expected "
+                            "fxoks (an FXS port) or fxsks (an FXO port)")
+    if kind == "fxo" and not number:
+        raise ArgumentError(f"channel {channel} is an FXO port: the modem must dial its "
+                            "line; expected the number to dial (--number)")
+    dahdi = DahdiBackend(engine, system_conf=conf, ports=[channel],
+                         analog=AnalogSettings(), io=io)
+    modems = ModemBackend(engine, modems=[modem])
+    check = LineCheck(engine, dahdi, modems, route=f"{kind}:{channel}",
+                      modem_route=f"modem:{modem}", patience=patience, media_dir=media_dir)
+    engine.run(dahdi.start)
+    try:
+        engine.run(modems.start)
+        if not engine.wait_until(lambda: modems.ready, 3 * patience):
+            voice_modem = modems.modems[0]
+            return [Step("the modem initialises", False,
+                         f"{voice_modem.state}: {voice_modem.last_error or 'no answer'}")]
+        engine.sleep(2.1)  # a line just opened reports no rings for 2 s
+        return check.check_fxs() if kind == "fxs" else check.check_fxo(number)
+    finally:
+        engine.run(modems.stop)
+        engine.run(dahdi.stop)
+
+
+def selftest_command(port: int, modem: str, *, number: str = "",
+                     system_conf: str = DEFAULT_PATH, patience: float = 10.0) -> int:
+    """``uascall selftest --port N --modem DEV [--number NUMBER]``: the line check,
+    printed step by step; 0 when every step passed, 1 otherwise."""
+    with Engine() as engine:
+        steps = run_line_check(engine, port, modem, number=number,
+                               system_conf=system_conf, patience=patience)
+    print(report(steps), flush=True)
+    return 0 if steps and all(step.passed for step in steps) else 1
 
 
 def report(steps: list[Step]) -> str:

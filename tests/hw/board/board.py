@@ -14,9 +14,10 @@ The file (INI)::
     modem = /dev/ttyACM1    ; a voice modem on another line of that exchange
     number = 201            ; what the modem dials to reach the FXO port's line
 
-:func:`check_line` builds the two backends for one line (``dahdi`` with that one port,
-``modem`` with that one modem) on an engine and runs the line's check; ``io`` puts the
-ports on another kernel than ``/dev/dahdi`` (CI: the simulated one, with emulated modems).
+:func:`check_line` checks one line with :func:`uascall.modem.selftest.run_line_check`
+(what ``uascall selftest`` runs): the two backends for that port and that modem, and the
+line's check; ``io`` puts the ports on another kernel than ``/dev/dahdi`` (CI: the
+simulated one, with emulated modems).
 """
 
 from __future__ import annotations
@@ -25,13 +26,10 @@ import configparser
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from uascall.dahdi.analog import AnalogSettings
-from uascall.dahdi.backend import DahdiBackend
 from uascall.dahdi.config import DEFAULT_PATH, SystemConf
 from uascall.dahdi.device import DeviceIO
 from uascall.engine import Engine
-from uascall.modem.backend import ModemBackend
-from uascall.modem.selftest import LineCheck, Step
+from uascall.modem.selftest import Step, run_line_check
 
 
 class ConfigError(ValueError):
@@ -96,26 +94,14 @@ def read_config(path: str | Path) -> BoardConfig:
 
 def check_line(engine: Engine, config: BoardConfig, line: Line, *,
                io: DeviceIO | None = None) -> list[Step]:
-    """Run ``line``'s check (engine in real time; call from a thread not the engine's)."""
-    conf: str | SystemConf = config.system_conf
-    if io is not None:
-        conf = SystemConf.read(config.system_conf)
-    dahdi = DahdiBackend(engine, system_conf=conf, ports=[line.channel],
-                         analog=AnalogSettings(), io=io)
-    modems = ModemBackend(engine, modems=[line.modem])
-    check = LineCheck(engine, dahdi, modems, route=f"{line.kind}:{line.channel}",
-                      modem_route=f"modem:{line.modem}", patience=config.patience)
-    engine.run(dahdi.start)
-    try:
-        engine.run(modems.start)
-        if not engine.wait_until(lambda: modems.ready, 3 * config.patience):
-            modem = modems.modems[0]
-            return [Step("the modem initialises", False,
-                         f"{modem.state}: {modem.last_error or 'no answer yet'}")]
-        engine.sleep(2.1)  # a line just opened reports no rings for 2 s
-        if line.kind == "fxs":
-            return check.check_fxs()
-        return check.check_fxo(line.number)
-    finally:
-        engine.run(modems.stop)
-        engine.run(dahdi.stop)
+    """Run ``line``'s check (engine in real time; call from a thread not the engine's).
+    The kind of port comes from system.conf; the file's section says which it should be."""
+    conf = SystemConf.read(config.system_conf)
+    expected = {"fxs": "fxoks", "fxo": "fxsks"}[line.kind]
+    if conf.signalling.get(line.channel) != expected:
+        return [Step("the port is configured", False,
+                     f"{config.system_conf}: channel {line.channel} is "
+                     f"{conf.signalling.get(line.channel, 'not configured')}; [{line.kind} "
+                     f"{line.channel}] expects {expected}")]
+    return run_line_check(engine, line.channel, line.modem, number=line.number,
+                          system_conf=config.system_conf, patience=config.patience, io=io)
