@@ -353,3 +353,17 @@ def test_a_call_out_given_up_while_the_fxo_port_rings_stops_the_ringing(bench):
     modem = bench.modem(bench.exchange_modem)
     assert bench.engine.wait_until(lambda: modem.idle, T)
     assert bench.exchange_modem.line.state == "idle"
+
+
+def test_a_modem_left_in_the_voice_state_by_a_host_that_died_is_brought_back(bench):
+    fxs_calls_the_modem(bench)
+    modem = bench.modem(bench.phone_modem)
+    # the host dies: its descriptor closes, nothing more is sent
+    bench.engine.run(lambda: (modem._reopener.cancel(), modem._close("killed")))
+    assert bench.phone_modem.mode == "duplex"  # the modem still streams audio
+    again = ModemBackend(bench.engine, modems=[bench.phone_modem.link])
+    bench.engine.run(again.start)
+    assert bench.engine.wait_until(lambda: again.modems[0].idle, T), \
+        again.modems[0].last_error
+    assert bench.phone_modem.mode == "command"
+    bench.engine.run(again.stop)

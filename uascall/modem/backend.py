@@ -6,12 +6,13 @@ with the engine; reads take what is there, writes are queued and go out as the d
 takes them (``os.write`` on pyserial's descriptor: pyserial 3.5's own ``write`` with
 ``write_timeout=0`` spins on EAGAIN), so no serial call ever blocks the engine.
 
-Initialisation: ``ATZ``, ``ATE0``, ``ATI3`` (the chip, for the dialect), ``AT+FCLASS=?``
-(class 8 must be listed: otherwise it is not a voice modem), ``AT+FCLASS=8``,
-``AT+VSM=?`` (the voice formats, chosen by name: G.711 mu-law, then A-law, then 8-bit
-unsigned linear, then 8-bit signed), ``AT+VSM=<n>,8000`` (with ``,0,0`` on Conexant),
-``AT+VLS=?`` (the telephone line's relay: 1 where listed, else 2), ``AT+VCID=1`` (an
-ERROR there only means no caller ID).
+Initialisation: DLE ``!`` DLE ETX (a modem a host left in a voice state is brought back
+to commands; what it answers is dropped), ``ATZ``, ``ATE0``, ``ATI3`` (the chip, for the
+dialect), ``AT+FCLASS=?`` (class 8 must be listed: otherwise it is not a voice modem),
+``AT+FCLASS=8``, ``AT+VSM=?`` (the voice formats, chosen by name: G.711 mu-law, then
+A-law, then 8-bit unsigned linear, then 8-bit signed), ``AT+VSM=<n>,8000`` (with
+``,0,0`` on Conexant), ``AT+VLS=?`` (the telephone line's relay: 1 where listed, else
+2), ``AT+VCID=1`` (an ERROR there only means no caller ID).
 
 Dialects, chosen from ``ATI3``'s answer or ``--modem-dialect``: ``conexant`` (CX93001
 and kin: ``AT+VSM=n,8000,0,0``, DLE ``!`` ends reception), ``usr`` (U.S. Robotics:
@@ -62,7 +63,7 @@ from uascall.backend import (
 from uascall.dahdi.reopen import Reopener
 from uascall.engine import EPOLLIN, EPOLLOUT, Engine, TimerHandle
 from uascall.errors import ArgumentError, DeviceError, Error
-from uascall.modem.dle import CAN, DLE, ETX, DleReader, converter, shield
+from uascall.modem.dle import CAN, DLE, END, ETX, DleReader, converter, shield
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ RX_STALL = 3.0
 RING_GONE = 8.0
 CALLER_ID_SETTLE = 0.3
 LINE_LIMIT = 4096
+#: after the open, what the modem sends back is dropped this long (see start())
+SETTLE = 0.3
 FINAL = ("OK", "ERROR", "CONNECT", "VCON", "BUSY", "NO DIALTONE", "NO DIAL TONE",
          "NO ANSWER", "NO CARRIER")
 DIAL_CAUSES = {"BUSY": Cause.BUSY, "NO ANSWER": Cause.NOANSWER,
@@ -249,6 +252,8 @@ class VoiceModem:
         self._ring_timer: TimerHandle | None = None
         self._offer_timer: TimerHandle | None = None
         self._stall_timer: TimerHandle | None = None
+        self._settle_timer: TimerHandle | None = None
+        self._discard_until = 0.0
         self._rings = 0
         self._refused = False
         self._cid: dict[str, str] = {}
@@ -285,7 +290,12 @@ class VoiceModem:
         self._reopener.opened()
         self.state = "init"
         log.info("modem %s opened; initialising", self.path)
-        self._initialise()
+        # A host that died mid-call left the modem in a voice state, where ATZ is audio:
+        # end it (DLE ! and DLE ETX; in command mode a line that is not a command), and
+        # drop what comes back before the first command.
+        self._send(self.dialect.stop_receive + END + b"\r")
+        self._discard_until = self.engine.time() + SETTLE
+        self._settle_timer = self.engine.call_later(SETTLE, self._initialise)
 
     def _start_again(self) -> None:
         self.start()
@@ -302,10 +312,12 @@ class VoiceModem:
         self._close("the backend stopped", Cause.NORMAL, "local")
 
     def _close(self, why: str, cause: Cause = Cause.OUTOFORDER, by: str = "span") -> None:
-        for timer in (self._timeout, self._ring_timer, self._offer_timer, self._stall_timer):
+        for timer in (self._timeout, self._ring_timer, self._offer_timer, self._stall_timer,
+                      self._settle_timer):
             if timer is not None:
                 timer.cancel()
         self._timeout = self._ring_timer = self._offer_timer = self._stall_timer = None
+        self._settle_timer = None
         self._command = None
         self._queue.clear()
         leg, self.leg = self.leg, None
@@ -427,6 +439,7 @@ class VoiceModem:
 
     # ------------------------------------------------------------------ initialisation
     def _initialise(self) -> None:
+        self._settle_timer = None
         self._at("ATZ", self._expect_ok("ATZ"))
         self._at("ATE0", self._expect_ok("ATE0"))
         self._at("ATI3", self._identified)
@@ -479,6 +492,8 @@ class VoiceModem:
 
     # ------------------------------------------------------------------ what comes in
     def _received(self, data: bytes) -> None:
+        if self.state == "init" and self.engine.time() < self._discard_until:
+            return  # the answers to the stop sent at the open
         pos, size = 0, len(data)
         line = self._line
         while pos < size:
