@@ -58,6 +58,23 @@ class QueuePort:
     def send_digit(self, digit: str, duration_ms: int) -> None:
         self.digits.append((digit, duration_ms))
 
+    def sound_digit(self, digit: str) -> int:
+        return 0  # no tone generator of its own: the bridge plays the key
+
+
+class DialingPort(QueuePort):
+    """A port whose line sounds keys itself (a DAHDI channel's kernel), each for
+    ``frames`` frames."""
+
+    def __init__(self, law: str = "alaw", *, frames: int = 10) -> None:
+        super().__init__(law)
+        self.frames = frames
+        self.dialled: list[str] = []
+
+    def sound_digit(self, digit: str) -> int:
+        self.dialled.append(digit)
+        return self.frames
+
 
 def numbered(n: int) -> bytes:
     """A frame that says which it was (its first bytes)."""
@@ -164,6 +181,25 @@ def test_a_key_from_out_of_band_is_played_in_band_where_events_are_not_taken():
     assert audio.dtmf_keys(heard, "alaw") == "7"
     runs = audio.on_off_segments(heard, law="alaw")
     assert runs[0] == (True, pytest.approx(DIGIT_MS / 1000, abs=0.021))
+
+
+def test_a_key_from_out_of_band_is_sounded_by_a_port_that_has_a_generator():
+    """Towards a DAHDI channel the kernel dials the key: nothing is written while it
+    sounds (a write would stop it), two keys in a row are queued to it, the destination
+    call is told of each (its echo guard), and the audio comes back after them."""
+    port = DialingPort("alaw", frames=10)
+    told: list[str] = []
+    link = AudioLink(port, sent_key=told.append)
+    speech = numbered(1)
+    link.heard(speech, "alaw")
+    link.key("4", in_band=False)
+    link.key("#", in_band=False)
+    for _ in range(20):
+        link.heard(speech, "alaw")
+    assert port.dialled == ["4", "#"] and told == ["4", "#"]
+    assert port.queue == [speech] and link.frames_in == 21
+    link.heard(speech, "alaw")  # the keys are over: audio again
+    assert port.queue == [speech, speech] and link.slips == 0
 
 
 def test_a_key_goes_as_an_event_where_the_port_takes_them_and_its_tone_is_muted():

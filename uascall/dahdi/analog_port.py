@@ -37,7 +37,7 @@ from uascall.backend import (
 from uascall.dahdi import abi, analog
 from uascall.dahdi.analog import AnalogSettings, FxoPort, FxoState, FxsPort
 from uascall.dahdi.config import ConfigError
-from uascall.dahdi.device import DEV_DIR, Channel, DeviceIO
+from uascall.dahdi.device import DEV_DIR, Channel, DeviceIO, sound_digit
 from uascall.dahdi.reopen import Reopener
 from uascall.engine import EPOLLIN, EPOLLPRI, DescriptorDropped, Engine, TimerHandle
 from uascall.errors import DeviceError, Error
@@ -379,6 +379,12 @@ class PortAudio(MediaPort):
     def limit_queue(self, frames: int | None) -> None:
         if self.port.channel is not None:
             self.port.channel.limit_write_queue(frames)
+
+    def sound_digit(self, digit: str) -> int:
+        if self.port.channel is None:
+            return 0
+        self.port.stop_tone()  # its writes would stop the kernel's digit
+        return sound_digit(self.port.channel, digit)
 
 
 class AnalogLeg(CallLeg):

@@ -38,7 +38,7 @@ from uascall.dahdi import abi, libpri
 from uascall.dahdi.analog import AnalogSettings
 from uascall.dahdi.analog_port import AnalogLeg, AnalogPort
 from uascall.dahdi.config import DEFAULT_PATH, SystemConf
-from uascall.dahdi.device import DEV_DIR, Channel, DeviceIO
+from uascall.dahdi.device import DEV_DIR, Channel, DeviceIO, sound_digit
 from uascall.dahdi.pri import PriSpan
 from uascall.dahdi.pri_call import (
     CallAlerting,
@@ -120,6 +120,9 @@ class BChannelPort(MediaPort):
 
     def limit_queue(self, frames: int | None) -> None:
         self.channel.limit_write_queue(frames)
+
+    def sound_digit(self, digit: str) -> int:
+        return sound_digit(self.channel, digit)
 
 
 class PriLeg(CallLeg):

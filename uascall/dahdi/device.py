@@ -534,3 +534,20 @@ class Channel(_Device):
                 if self.closed:
                     return 0
         return 0
+
+
+#: a DTMF digit DAHDI_DIAL sounds, its 100 ms tone and 100 ms of silence, in 20 ms frames
+KERNEL_DIGIT_FRAMES = 10
+
+
+def sound_digit(channel: Channel, digit: str) -> int:
+    """``digit`` in DTMF, dialled by the kernel on ``channel`` after any it is dialling
+    (the tone zone's DTMF on the card's clock). Returns the frames it lasts, tone and
+    silence, during which nothing may be written to ``channel``; 0 if the kernel refused
+    (no tone zone loaded, its dial string full, the channel gone)."""
+    try:
+        channel.dial("T" + digit, abi.DAHDI_DIAL_OP_APPEND)
+    except (OSError, ArgumentError) as exc:
+        log.debug("%s: the kernel does not dial %s: %s", channel.label, digit, exc)
+        return 0
+    return KERNEL_DIGIT_FRAMES

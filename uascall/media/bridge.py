@@ -32,11 +32,15 @@ Where the laws differ (an E1 caller, a mu-law SIP phone) each frame is converted
 Keys pressed at one end reach the other as that end takes them: where its port takes
 RFC 4733 telephone-events, as events, and the tone heard in band is muted while the key
 is down (only its first tens of milliseconds, before the detector knows it is a key, go
-through); otherwise in band, where a key that came out of band is played as a tone
-(:data:`DIGIT_MS`) in place of the audio.
+through); otherwise in band, where a key that came out of band is played as a tone in
+place of the audio: by the line's own generator where it has one (a DAHDI channel's
+kernel dials it, on the card's clock, and the frames that arrive meanwhile are not
+written, since a write would cut the digit short), or as frames of our own
+(:data:`DIGIT_MS`), which a late engine could break in two.
 
 Everything here runs on the engine thread; it knows media ports (``write``,
-``limit_queue``, ``telephone_events``, ``send_digit``, ``law``) and nothing of calls.
+``limit_queue``, ``telephone_events``, ``send_digit``, ``sound_digit``, ``law``) and
+nothing of calls.
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ class AudioLink:
         self._tables: dict[str, bytes | None] = {}
         self._overlay: collections.deque[bytes] = collections.deque()
         self._muted = 0  # frames left to mute of a key's in-band tone
+        self._held = 0  # frames left not to write while the port's generator sounds keys
         self._ahead = 0  # frames in a row that found more than one frame waiting
         self.closed = False
         #: frames heard and frames written on; frames dropped because the port was full
@@ -121,6 +126,9 @@ class AudioLink:
         if self.closed:
             return
         self.frames_in += 1
+        if self._held:  # the port sounds a key itself: a write would stop it
+            self._held -= 1
+            return
         key_frame = bool(self._overlay)
         if key_frame:
             frame = self._overlay.popleft()
@@ -176,7 +184,13 @@ class AudioLink:
             if in_band:
                 self._muted = MAX_MUTED_FRAMES
         elif not in_band:
-            self._overlay.extend(_digit_frames(digit, self._law))
+            held = 0 if self._overlay else self.port.sound_digit(digit)
+            if held:
+                self._held += held
+                if self._sent_key is not None:
+                    self._sent_key(digit)
+            else:
+                self._overlay.extend(_digit_frames(digit, self._law))
         # a key heard in band on a port without events goes on in band, in the audio
 
 
