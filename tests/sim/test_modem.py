@@ -194,6 +194,11 @@ def test_the_modem_calls_through_the_fxo_port_and_either_end_hangs_up(bench):
     assert called.answer() is State.ANSWERED
     assert joined(calling, 3 * T) is State.ANSWERED
     assert heard_tone(bench, called, caller, "from_fxo") > -25
+    # uascall channels / monitor: the modem's row
+    rows = bench.engine.run(bench.modems.status, {})["channels"]
+    row = next(r for r in rows if r["channel"] == bench.exchange_modem.link)
+    assert (row["signalling"], row["state"], row["hook"], row["in_use"],
+            row["far_end"]) == ("voice modem", "connected", "off", True, "5559000")
     called.hang_up()
     assert caller.wait_for_idle(T) is State.IDLE
     assert caller.cause() is Cause.NORMAL

@@ -875,8 +875,11 @@ class ModemBackend(Backend):
     def status(self, calls: dict[CallLeg, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         from uascall.status import channel_row, with_call
         rows = []
-        for number, modem in enumerate(self.modems, 1):
-            row = channel_row(self.name, number, signalling="modem", state=modem.state,
+        for modem in self.modems:
+            off_hook = modem.state in ("answering", "dialling", "connected", "draining",
+                                       "stopping", "ending")
+            row = channel_row(self.name, modem.path, signalling="voice modem",
+                              state=modem.state, hook="off" if off_hook else "on",
                               in_use=modem.leg is not None, codec=modem.law)
             if modem.leg is not None:
                 leg = modem.leg
