@@ -341,8 +341,8 @@ class VoiceModem:
     def _fail(self, why: str) -> None:
         """Something is wrong with the modem: its call ends (OUTOFORDER), it is closed and
         opened again later."""
-        if self.state == "closed":
-            return
+        if self.state in ("closed", "failed"):
+            return  # closed already: a late timer or a second failure of the same write
         self.last_error = why
         log.error("modem %s: %s; closing it (its call cleared), opening it again in %g s",
                   self.path, why, self._reopener.first_delay())
@@ -409,6 +409,8 @@ class VoiceModem:
         self._lines_seen = []
         log.debug("modem %s <- %s", self.path, command)
         self._send(command.encode("ascii") + b"\r")
+        if self._serial is None:  # the write failed: the modem is closed now
+            return
         self._timeout = self.engine.call_later(timeout, self._command_timed_out, command,
                                                timeout)
 
