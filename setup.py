@@ -20,10 +20,13 @@ setup(
                              # uascall monitor in a pseudo-terminal, its screen read back
                              "pexpect>=4.8", "pyte>=0.8"]},
     entry_points={
-        "console_scripts": ["uascall = uascall.cli:main"],
+        "console_scripts": ["uascall = uascall.cli:main",
+                            # an emulated voice modem on a pty, for trying --backend modem
+                            "uascall-modem-emulator = uascall.modem.emulator:main"],
         # Backends by name; another package can add its own under this group.
         "uascall.backends": [
             "dahdi = uascall.dahdi.backend:DahdiBackend",
+            "modem = uascall.modem.backend:ModemBackend",
             "sim = uascall.sim.backend:SimBackend",
             "sip = uascall.sip.backend:SipBackend",
         ],
