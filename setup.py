@@ -16,7 +16,7 @@ setup(
     install_requires=["pyserial>=3.5", "numpy>=1.24", "soxr>=0.3.7",
                       # uascall monitor's terminal view; --metrics's Prometheus text
                       "rich>=13", "prometheus-client>=0.17"],
-    extras_require={"test": ["pytest>=7.4", "ruff>=0.4",
+    extras_require={"test": ["pytest>=7.4", "pytest-xdist>=3.5", "ruff>=0.4",
                              # uascall monitor in a pseudo-terminal, its screen read back
                              "pexpect>=4.8", "pyte>=0.8"]},
     entry_points={

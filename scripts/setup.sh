@@ -30,6 +30,8 @@ if [ "$action" = test ]; then
   # the SIP interop tests' peers: SIPp, a packet capture, a softphone, and sox (the
   # softphone's silent microphone, the analysis of what it recorded)
   packages+=(sip-tester tshark baresip-core sox)
+  # the SIP proxy in front (issue 15), and a headless browser for `uascall ladder --html`
+  packages+=(kamailio chromium)
 fi
 
 missing=()
@@ -76,8 +78,11 @@ case $action in
     ;;
   test)
     "$venv/bin/ruff" check uascall tests bench
-    echo "setup: tier 1: the test suite on the simulated kernel"
-    "$venv/bin/python" -m pytest "$@"
+    # a worker per core (pytest-xdist), each test file on one worker: its fixtures,
+    # servers and ports are its own
+    workers=${UASCALL_TEST_WORKERS:-$(nproc)}
+    echo "setup: tier 1: the test suite on the simulated kernel ($workers workers)"
+    "$venv/bin/python" -m pytest -n "$workers" --dist loadfile "$@"
     why_not=
     if [ "${UASCALL_VM_RIG:-}" = skip ]; then
       why_not="UASCALL_VM_RIG=skip"
