@@ -50,6 +50,7 @@ from uascall.routing import RoutingBackend
 from uascall.stats import RunStats
 from uascall.status import Snapshot, render, snapshot
 from uascall.trace.command import add_trace_options, tracing
+from uascall.trace.ladder_command import add_ladder_command
 
 log = logging.getLogger(__name__)
 
@@ -515,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--once", action="store_true", help="print one screen and end "
                          "(status 1 when no uascall answers)")
     monitor.set_defaults(func=_monitor)
+
+    add_ladder_command(commands)
     return parser
 
 
