@@ -22,7 +22,8 @@ def test_open_backend_by_name():
 
 
 def test_unknown_and_broken_backends_say_what_is_wrong(monkeypatch):
-    with pytest.raises(ArgumentError, match="unknown backend 'x'; expected one of dahdi, modem, sim"):
+    with pytest.raises(ArgumentError,
+                       match="unknown backend 'x'; expected one of dahdi, modem, sim"):
         backend.backend_class("x")
     monkeypatch.setitem(backend.BACKENDS, "broken", "uascall.no_such_module:Thing")
     with pytest.raises(BackendUnavailable, match=r"cannot import uascall\.no_such_module"):
