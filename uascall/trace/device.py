@@ -93,6 +93,9 @@ class TapDeviceIO(DeviceIO):
             self._report(tapped, False, data)
         return data
 
+    def may_read(self, fd: int) -> bool:
+        return self.io.may_read(fd)
+
     def write(self, fd: int, data: bytes) -> int:
         written = self.io.write(fd, data)
         tapped = self._fds.get(fd)
