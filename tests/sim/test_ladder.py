@@ -24,6 +24,7 @@ import pytest
 from tests.sim.helpers import MEDIA, T, with_tones
 from tests.sim.sip_peer import SipPeer, Uas, incoming
 from uascall.channel import State, UASCallChannel
+from uascall.cli import main
 from uascall.dahdi import q931
 from uascall.media import g711
 from uascall.media.player import MediaClock
@@ -367,3 +368,25 @@ def test_in_band_segments_tones_keys_and_sound(tmp_path, capsys):
     assert found[0][1].startswith("B3 out: 425 Hz -13 dBm0, 0.01-1.01 s")
     assert found[1:] == [("1.31", "B3 out: sound -20 dBm0, 1.31-1.61 s"),
                          ("1.61", "B3 in: DTMF 5 -8 dBm0, 1.61-1.71 s")], found
+
+
+def test_the_demo_traced_and_drawn_by_the_command(tmp_path, capsys):
+    """``uascall demo --trace`` then ``uascall ladder``: the prompt (speech, its pauses
+    within one stretch of sound), the ringback, the answer and the goodbye, as the
+    demo's own ladder had them."""
+    trace, page = tmp_path / "demo.pcapng", tmp_path / "demo.html"
+    assert main(["demo", "--virtual", "--wav", str(tmp_path / "caller.wav"), "--trace",
+                 str(trace), "--trace-audio"]) == 0
+    capsys.readouterr()
+    assert main(["ladder", str(trace), "--html", str(page)]) == 0
+    out = capsys.readouterr().out
+    rows = [label for line in out.splitlines()  # in the ladder's (time) order
+            for label in [*(t for _a, t in notes(line)), *(a for _d, a in arrows(line))]]
+    kinds = [label.split(",")[0].split(" -")[0] for label in rows]
+    assert kinds == ["SETUP B1", "CALL PROCEEDING B1", "ALERTING PI #8 in-band info now "
+                     "available", "B1 out: sound", "B1 out: 425 Hz", "CONNECT B1",
+                     "CONNECT ACKNOWLEDGE B1", "B1 out: sound", "DISCONNECT cause 16 normal "
+                     "call clearing", "RELEASE cause 16 normal call clearing",
+                     "RELEASE COMPLETE cause 16 normal call clearing"], out
+    dom, console = browser(page, tmp_path)
+    assert console == [] and 'data-spectrograms="2 of 2"' in dom  # B1 out and in

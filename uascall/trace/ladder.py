@@ -65,6 +65,7 @@ FRAME = 160                     # samples in 20 ms
 SILENCE_DBM0 = -50.0            # quieter than this is silence
 TONE_SHARE = 0.85               # a tone's (or a pair's) share of a frame's energy
 MIN_TONE_FRAMES = 3             # shorter runs of a tone are "sound" (speech has such)
+SPEECH_PAUSE_FRAMES = 25        # silences shorter than 0.5 s within sound are part of it
 _FFT = 1024                     # a frame zero-padded to this: 7.8 Hz bins, interpolated
 _SPECTRUM_BINS = 64             # the spectrogram's rows, 0-4000 Hz
 _PAYLOAD_LAWS = {0: "ulaw", 8: "alaw"}
@@ -574,6 +575,17 @@ def _segments(kinds: list[tuple[int, ...] | None], levels: np.ndarray, start: fl
             elif after is not None and after[0] and after[1] == end:
                 after[1] = first
                 del merged[n]
+    # speech pauses between words: sound with short silences in it is one stretch of sound
+    joined: list[list[Any]] = []
+    for run in merged:
+        if (run[0] == () and len(joined) >= 2 and joined[-2][0] == ()
+                and joined[-1][0] is None
+                and joined[-1][2] - joined[-1][1] < SPEECH_PAUSE_FRAMES):
+            joined.pop()
+            joined[-1][2] = run[2]
+        else:
+            joined.append(run)
+    merged = joined
     segments = []
     for kind, first, end in merged:
         if kind is None:
