@@ -518,7 +518,31 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.set_defaults(func=_monitor)
 
     add_ladder_command(commands)
+
+    selftest = commands.add_parser(
+        "selftest", help="an installer's line check: a DAHDI analog port and the voice "
+        "modem on its line ring, answer, hear tones and keys both ways and hang up, "
+        "each step PASS or FAIL")
+    selftest.add_argument("--port", type=int, required=True, metavar="CHANNEL",
+                          help="the DAHDI channel of the FXS or FXO port")
+    selftest.add_argument("--modem", required=True, metavar="DEV",
+                          help="the voice modem on the port's line (its serial device)")
+    selftest.add_argument("--number", default="", help="FXO ports: the number the modem "
+                          "dials to reach the port's line")
+    selftest.add_argument("--system-conf", default="/etc/dahdi/system.conf",
+                          metavar="PATH", help="the spans' configuration (default "
+                          "%(default)s)")
+    selftest.add_argument("--patience", type=float, default=10.0, metavar="SECONDS",
+                          help="how long each step may take (default %(default)s)")
+    selftest.set_defaults(func=_selftest)
     return parser
+
+
+def _selftest(args: argparse.Namespace) -> int:
+    from uascall.modem.selftest import selftest_command  # the dahdi and modem backends
+
+    return selftest_command(args.port, args.modem, number=args.number,
+                            system_conf=args.system_conf, patience=args.patience)
 
 
 def _add_host_options(command: argparse.ArgumentParser, command_name: str) -> None:
