@@ -557,6 +557,17 @@ class AppHost:
         with self._lock:
             return not any(i.thread is not None for i in self._running.values())
 
+    def drain(self, timeout: float) -> bool:
+        """Application thread: take no new calls (the backend drains, so that a proxy in
+        front stops sending them; one that comes all the same is refused) and wait up to
+        ``timeout`` seconds for the calls up to end by themselves. True if none is left;
+        :meth:`shutdown` then ends the service."""
+        def stop_taking_calls() -> None:
+            self.backend.on_incoming = self._refuse
+            self.backend.drain()
+        self.engine.run(stop_taking_calls)
+        return self.join(timeout)
+
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Application thread: end the service without losing a call or a record.
 

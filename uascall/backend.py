@@ -277,6 +277,11 @@ class Backend:
         """Engine thread: drop calls and close everything."""
         raise NotImplementedError
 
+    def drain(self) -> None:
+        """Engine thread: take no new calls while the calls up go on, and say so to whoever
+        asks (SIP: 503 to new INVITEs and to a proxy's OPTIONS probes). By default
+        nothing: the host refuses the calls that still come."""
+
     def prepare_call(self, call_to: str, route: str | None = None) -> Any:
         """Any thread but the engine's: what placing a call to ``call_to`` needs that may
         block (a host name to look up), done before :meth:`place_call` gets it as

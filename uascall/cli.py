@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 #: the backend whose far end calls the application in ``uascall demo``
 DEMO_BACKEND = "sim"
+#: seconds the applications get to return once `run` has hung up the calls left after
+#: --shutdown-timeout
+SHUTDOWN_GRACE = 5.0
 EXAMPLE_DIRS = (HERE.parent / "examples", Path(sys.prefix) / "share" / "uascall" / "examples")
 
 
@@ -214,8 +217,16 @@ def _serve(args: argparse.Namespace, engine: Engine, host: AppHost,
             log.info("serving calls; stop with Ctrl-C")
             while not stopped.wait(1.0):
                 pass
+            timeout = args.shutdown_timeout
+            if stopped.signum == signal.SIGTERM:
+                # A node leaving a pool: the proxy in front learns it from our 503s to its
+                # OPTIONS probes and sends the new calls elsewhere; the calls up go on.
+                print(f"uascall: SIGTERM: taking no new calls; the calls up have {timeout:g} "
+                      "s to end (a second signal ends them at once)", file=sys.stderr)
+                if host.drain(timeout):
+                    timeout = SHUTDOWN_GRACE
             print("uascall: stopping; hanging up the calls still up", file=sys.stderr)
-            if not host.shutdown(args.shutdown_timeout):
+            if not host.shutdown(timeout):
                 print("uascall: some applications had not returned; recorded with "
                       "return code -9", file=sys.stderr)
 
@@ -379,15 +390,22 @@ def _engine(args: argparse.Namespace) -> Iterator[Engine]:
             yield engine
 
 
+class _Stopped(threading.Event):
+    """Set by a signal; ``signum`` says which."""
+
+    signum: int | None = None
+
+
 @contextlib.contextmanager
-def _until_interrupted() -> Iterator[threading.Event]:
+def _until_interrupted() -> Iterator[_Stopped]:
     """An event set by the first SIGINT or SIGTERM; a second one ends the process at once
     (the shutdown is then cut short). The previous handlers come back afterwards."""
-    stopped = threading.Event()
+    stopped = _Stopped()
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {signum: signal.getsignal(signum) for signum in signals}
 
     def first(signum: int, frame: object) -> None:
+        stopped.signum = signum
         stopped.set()
         for again in signals:
             signal.signal(again, signal.SIG_DFL)
@@ -472,6 +490,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="serve a UAS-style (inbound) application")
     run.add_argument("app", help="the application file (with main(channel, ...))")
     _add_host_options(run, "run")
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="run N processes of this command (--backend sip only), each on "
+                     "the next port of every --listen and with its own --records file, "
+                     "behind a proxy that spreads the calls (deploy/kamailio); one "
+                     "supervisor starts a worker that dies again (default %(default)s)")
     run.set_defaults(func=_run)
 
     call = commands.add_parser("call", help="a call generator: instances of an outbound "
@@ -568,7 +591,9 @@ def _add_host_options(command: argparse.ArgumentParser, command_name: str) -> No
                          "on dahdi and sim, host:port on sip (default: the backend's choice)")
     command.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="SECONDS",
                          help="on Ctrl-C, how long the applications get to return after "
-                         "their calls are hung up (default %(default)s)")
+                         "their calls are hung up; run on SIGTERM first takes no new calls "
+                         "(SIP: 503, to a proxy's OPTIONS probes too) and gives the calls up "
+                         "this long to end before it hangs them up (default %(default)s)")
     command.add_argument("--virtual", action="store_true",
                          help="run in virtual time, as fast as the CPU allows (backends "
                          "with nothing real under them only: sim)")
@@ -589,6 +614,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if getattr(args, "workers", 1) > 1:
+            from uascall.workers import supervise
+            return supervise(list(sys.argv[1:] if argv is None else argv), args.workers)
         return args.func(args)
     except UascallError as exc:
         print(f"uascall: {exc}", file=sys.stderr)

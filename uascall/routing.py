@@ -131,6 +131,10 @@ class RoutingBackend(Backend):
                                   backend.name)
             raise
 
+    def drain(self) -> None:
+        for backend in self.backends:
+            backend.drain()
+
     def stop(self) -> None:
         failure: BaseException | None = None
         for backend in self.backends:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -30,6 +31,7 @@ import pytest
 from tests.interop import kamailio, peers
 from tests.interop.test_uascall_sip import CALLER_HUNG_UP, WE_HUNG_UP, Service
 from tests.sim.sip_peer import SipPeer
+from uascall.sip.message import Response
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "early_media.py"
@@ -188,3 +190,45 @@ def test_a_draining_node_is_taken_out_and_its_call_up_goes_on(workdir: Path) -> 
     finally:
         for service in services:
             service.close()
+
+
+def test_sigterm_drains_a_node_its_call_ends_then_it_exits(nodes, workdir: Path) -> None:
+    """``uascall run`` on SIGTERM: 503 to OPTIONS and new INVITEs at once (the proxy
+    takes it out, the next calls go to the other node), the call up goes on to its end
+    (the example's own BYE), then the process exits 0 with the call's record."""
+    first, second = _start_nodes(workdir, nodes, 2)
+    with kamailio.Kamailio(workdir, [first.address, second.address]) as kam:
+        long_call: list[peers.SippResult] = []
+        thread = threading.Thread(target=lambda: long_call.append(peers.run_sipp(
+            kamailio.proxied_scenario("uac_callee_bye.xml", workdir), kam.target,
+            cwd=workdir)))
+        thread.start()
+        port = re.search(r"to node sip:[\d.]+:(\d+)", kam.wait_for("to node", 5)[0]).group(1)
+        node, = (n for n in (first, second) if n.port == int(port))
+        other, = (n for n in (first, second) if n is not node)
+        time.sleep(1.0)  # the example's greeting, in early media
+        assert node.proc is not None
+        node.proc.send_signal(signal.SIGTERM)
+        prober = SipPeer((peers.LOCALHOST, node.port))
+        try:
+            statuses: list[int] = []
+            deadline = time.monotonic() + 3
+            while 503 not in statuses and time.monotonic() < deadline:  # signal handled?
+                prober.cseq += 1
+                prober.send(prober.request("OPTIONS"))
+                statuses += [item.message.status for item in prober.poll(0.2)
+                             if isinstance(item.message, Response)]
+            assert statuses and statuses[-1] == 503, statuses
+            prober.invite()
+            assert prober.expect(503, method="INVITE").headers.get("Retry-After") == "5"
+        finally:
+            prober.close()
+        kam.wait_node(node.address, "down", OUT_WITHIN)
+        spread = _calls(kam, workdir, 2)
+        assert spread == {str(other.port): 2}, spread
+        thread.join(30)
+        assert long_call and long_call[0].ok, long_call[0].describe()
+        assert node.proc.wait(timeout=15) == 0
+    with sqlite3.connect(node.workdir / "records1.sqlite") as db:
+        rows = db.execute("SELECT return_code, cause FROM calls").fetchall()
+    assert rows == [(0, "NORMAL")], rows

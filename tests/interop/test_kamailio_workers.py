@@ -108,7 +108,7 @@ def test_workers_behind_kamailio_one_killed_is_restarted_ctrl_c_stops_all(
     kamailio.require()
     base = peers.free_udp_port(span=2)
     records = workdir / "calls.sqlite"
-    command = [sys.executable, "-m", "uascall.workers", "2", "run",
+    command = [sys.executable, "-m", "uascall", "run", "--workers", "2",
                str(ROOT / "examples/early_media.py"), "--backend", "sip",
                "--listen", f"127.0.0.1:{base}", "--param", "0.5", "--control", "none",
                "--records", str(records)]

@@ -178,6 +178,9 @@ class SipBackend(Backend):
     def stop(self) -> None:
         self.ua.stop()
 
+    def drain(self) -> None:
+        self.ua.drain()
+
     def _incoming(self, call: SipCall) -> bool:
         return self._offer(call)
 
