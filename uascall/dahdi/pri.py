@@ -162,8 +162,6 @@ class PriSpan:
         self._timers = _timer_settings(timers or {})
         self.on_incoming: Callable[[PriCall], None] | None = None
         self.listeners: list[Callable[[SpanEvent], None]] = []
-        #: called with ("tx" or "rx", frame without FCS) for every D-channel frame
-        self.frame_listeners: list[Callable[[str, bytes], None]] = []
         self.up = False
         self.alarms = 0
         self._dchan: Channel | None = None
@@ -431,8 +429,6 @@ class PriSpan:
         except DeviceError as exc:
             self._device_failed(exc)
             return None
-        if frame is not None and self.frame_listeners:
-            self._tap("rx", frame[:-2])
         return frame
 
     def _write_frame(self, data: bytes) -> bool:
@@ -441,8 +437,6 @@ class PriSpan:
             raise DeviceError(errno.EBADF, self.name, "write", "the span was stopped")
         if self._failure is not None:
             return True  # going down: the frame is lost with the link
-        if self.frame_listeners:
-            self._tap("tx", data[:-2])
         try:
             written = dchan.write_frame(data)
         except DeviceError as exc:
@@ -464,12 +458,6 @@ class PriSpan:
                         "was full)", self.name, self.frames_not_sent)
         return True
 
-    def _tap(self, direction: str, frame: bytes) -> None:
-        for listener in self.frame_listeners:
-            try:
-                listener(direction, frame)
-            except Exception as exc:
-                self.engine.faults.record(f"{self.name}: a frame listener", exc)
 
     def _on_dchannel_ready(self, revents: int) -> None:
         dchan, pri = self._dchan, self._pri

@@ -99,6 +99,9 @@ class ExchangeCalls(FarEndDriver):
             self.ladder = q931.Ladder("uascall (CPE)", "exchange (NET)",
                                       show_layer2=self.demo and args.layer2, span=80,
                                       brief=False)
+            # the ladder is drawn from the device seam's tap, as a trace is: the tap
+            # must be in the device path when the backend starts
+            backend.engine.taps.devices = True
         self.calls: list[FarEndCall] = []
 
     def intro(self, host: AppHost) -> str:
@@ -122,15 +125,21 @@ class ExchangeCalls(FarEndDriver):
         start = engine.time()
         ladder = self.ladder
         if ladder is not None:
-            def trace(direction: str, frame: bytes) -> None:
+            assert backend.loop is not None
+            ours = backend.loop.cpe.layout.spanno
+
+            def trace(at: float, span: int, channo: int, sent: bool, network: bool,
+                      frame: bytes) -> None:
+                if span != ours:
+                    return
                 try:
                     item = q931.LapdFrame.parse(frame)
                 except q931.Q931DecodeError as exc:
                     log.warning("undecodable D-channel frame %s: %s", frame.hex(), exc)
                     return
-                ladder.add(engine.time() - start, "->" if direction == "tx" else "<-", item)
-            assert backend.loop is not None
-            backend.loop.cpe.frame_listeners.append(trace)
+                ladder.add(at - start, "->" if sent else "<-", item)
+
+            engine.run(engine.taps.listen, "frame", trace)
 
             def annotate(channel: UASCallChannel, event: ChannelEvent) -> None:
                 at = engine.time() - start
@@ -165,6 +174,8 @@ class ExchangeCalls(FarEndDriver):
             raise UascallError(f"the calls did not end within {self.timeout} s")
         host.join(10)
         engine.sleep(0.05)  # let the last RELEASE COMPLETE cross, for the ladder
+        if ladder is not None:
+            engine.run(engine.taps.unlisten, "frame", trace)
 
     def report(self) -> None:
         if self.ladder is not None:
