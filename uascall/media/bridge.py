@@ -32,11 +32,13 @@ Where the laws differ (an E1 caller, a mu-law SIP phone) each frame is converted
 Keys pressed at one end reach the other as that end takes them: where its port takes
 RFC 4733 telephone-events, as events, and the tone heard in band is muted while the key
 is down (only its first tens of milliseconds, before the detector knows it is a key, go
-through); otherwise in band, where a key that came out of band is played as a tone in
-place of the audio: by the line's own generator where it has one (a DAHDI channel's
-kernel dials it, on the card's clock, and the frames that arrive meanwhile are not
-written, since a write would cut the digit short), or as frames of our own
-(:data:`DIGIT_MS`), which a late engine could break in two.
+through); otherwise in band. Where the line has a tone generator of its own (a DAHDI
+channel's kernel dials it, on the card's clock) every key is sounded by it, the tone of
+one heard in band muted as above, and the frames that arrive meanwhile are not written,
+since a write would cut the digit short: passed on frame by frame, a tone breaks in two
+wherever the engine runs later than the channel's buffers, and the far end counts two
+keys. Without one, a key that came out of band is played as frames of our own
+(:data:`DIGIT_MS`) in place of the audio, and one heard in band goes on in the audio.
 
 Everything here runs on the engine thread; it knows media ports (``write``,
 ``limit_queue``, ``telephone_events``, ``send_digit``, ``sound_digit``, ``law``) and
@@ -183,15 +185,20 @@ class AudioLink:
                 self._sent_key(digit)
             if in_band:
                 self._muted = MAX_MUTED_FRAMES
-        elif not in_band:
+        else:
             held = 0 if self._overlay else self.port.sound_digit(digit)
             if held:
+                # The line's generator sounds it; a key heard in band is regenerated so
+                # (its tone muted from here on), since the tone passed frame by frame
+                # would break wherever the engine ran late.
                 self._held += held
+                if in_band:
+                    self._muted = MAX_MUTED_FRAMES
                 if self._sent_key is not None:
                     self._sent_key(digit)
-            else:
+            elif not in_band:
                 self._overlay.extend(_digit_frames(digit, self._law))
-        # a key heard in band on a port without events goes on in band, in the audio
+            # otherwise a key heard in band goes on in band, in the audio
 
 
 _DIGIT_FRAMES: dict[tuple[str, str], tuple[bytes, ...]] = {}
