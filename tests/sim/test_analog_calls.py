@@ -28,7 +28,6 @@ from uascall.dahdi.config import SystemConf
 from uascall.engine import Engine
 from uascall.media import g711
 from uascall.media.callerid import CallerId
-from uascall.media.dtmf import dtmf_samples
 from uascall.media.player import MediaClock
 from uascall.media.wav import read_wav
 from uascall.sim.analog_farend import Exchange, Phone, analog_loop_conf
@@ -288,13 +287,13 @@ def answered_fxo(lines) -> UASCallChannel:
 def test_fxo_hears_the_callers_keys_and_barge_in_stops_the_prompt(lines):
     engine, exchange = lines.engine, lines.exchange
     channel = answered_fxo(lines)
-    engine.run(exchange.play, dtmf_samples("246#", law="ulaw"))
+    engine.run(exchange.press, "246#")  # the caller's keypad
     assert channel.DTMFDetector.get_digits(end="#", seconds_predigits_timeout=T,
                                            seconds_interdigit_timeout=T) == "246"
     prompt = PlayableMedia(text_to_say="For sales press one, for support press two.",
                            channel=channel)
     prompt.duration  # noqa: B018 - rendered before the clock runs
-    engine.run(engine.call_later, 0.4, exchange.play, dtmf_samples("1", law="ulaw"))
+    engine.run(engine.call_later, 0.4, exchange.press, "1")
     assert channel.FilePlayer.play(prompt, barge_in=True) is channel.FilePlayer.Cause.BARGEIN
     assert channel.DTMFDetector.get_digits() == "1"
     channel.hang_up()

@@ -202,29 +202,6 @@ def test_a_key_from_out_of_band_is_sounded_by_a_port_that_has_a_generator():
     assert port.queue == [speech, speech] and link.slips == 0
 
 
-def test_a_key_heard_in_band_is_regenerated_by_a_port_that_has_a_generator():
-    """The tone's first frames (before the detector knew) go through; then the port
-    sounds the key, nothing is written while it does, the rest of the held tone is muted
-    to silence, and the audio comes back once the key is up."""
-    port = DialingPort("ulaw", frames=10)
-    held = [True]
-    link = AudioLink(port, key_held=lambda: held[0])
-    tone = g711.codec("ulaw").encode(
-        [round(6000 * math.sin(2 * math.pi * 770 * n / 8000)) for n in range(160)])
-    link.heard(tone, "ulaw")
-    port.tick()
-    link.key("5", in_band=True)
-    for _ in range(15):  # a long press: 10 frames held for the port's digit, 5 muted
-        link.heard(tone, "ulaw")
-        port.tick()
-    held[0] = False
-    link.heard(tone, "ulaw")
-    port.tick()
-    silence = g711.codec("ulaw").silence_frame
-    assert port.dialled == ["5"]
-    assert port.sent == [tone] + [silence] * 5 + [tone] and link.slips == 0
-
-
 def test_a_key_goes_as_an_event_where_the_port_takes_them_and_its_tone_is_muted():
     port = QueuePort(telephone_events=True)
     told: list[str] = []

@@ -43,7 +43,6 @@ from uascall.dahdi.backend import DahdiBackend
 from uascall.dahdi.config import SystemConf
 from uascall.dahdi.device import DeviceIO
 from uascall.engine import Engine, TimerHandle
-from uascall.media.dtmf import dtmf_samples
 from uascall.media.player import MediaClock
 from uascall.sim.analog_farend import Destination, Exchange, Phone, analog_loop_conf
 from uascall.sim.farend import FarEnd, FarEndCall, PriLoop, pri_loop_conf
@@ -359,10 +358,9 @@ def keys_both_ways(box: Box, a: UASCallChannel, far_a: FarEndCall | Exchange | P
 
 
 def press(engine: Engine, far: FarEndCall | Exchange | Phone, keys: str) -> None:
-    if isinstance(far, FarEndCall):
-        engine.run(lambda: far.press(keys))
-    else:
-        speak(engine, far, list(dtmf_samples(keys, law=far.law)))
+    # (on a line, the phone's keypad: the kernel sounds the keys, whatever the engine's
+    # timing, as a keypad's chip does)
+    engine.run(lambda: far.press(keys))
 
 
 def keys_heard(box: Box, far: FarEndCall | Exchange | Phone, mark: int, expected: str

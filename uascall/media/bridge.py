@@ -32,13 +32,11 @@ Where the laws differ (an E1 caller, a mu-law SIP phone) each frame is converted
 Keys pressed at one end reach the other as that end takes them: where its port takes
 RFC 4733 telephone-events, as events, and the tone heard in band is muted while the key
 is down (only its first tens of milliseconds, before the detector knows it is a key, go
-through); otherwise in band. Where the line has a tone generator of its own (a DAHDI
-channel's kernel dials it, on the card's clock) every key is sounded by it, the tone of
-one heard in band muted as above, and the frames that arrive meanwhile are not written,
-since a write would cut the digit short: passed on frame by frame, a tone breaks in two
-wherever the engine runs later than the channel's buffers, and the far end counts two
-keys. Without one, a key that came out of band is played as frames of our own
-(:data:`DIGIT_MS`) in place of the audio, and one heard in band goes on in the audio.
+through); otherwise in band, where a key heard in band goes on in the audio, and one
+that came out of band is sounded by the line's own tone generator where it has one (a
+DAHDI channel's kernel dials it, on the card's clock; the frames that arrive meanwhile
+are not written, since a write would cut the digit short), else played as frames of our
+own (:data:`DIGIT_MS`) in place of the audio, which a late engine could break in two.
 
 Everything here runs on the engine thread; it knows media ports (``write``,
 ``limit_queue``, ``telephone_events``, ``send_digit``, ``sound_digit``, ``law``) and
@@ -185,20 +183,15 @@ class AudioLink:
                 self._sent_key(digit)
             if in_band:
                 self._muted = MAX_MUTED_FRAMES
-        else:
+        elif not in_band:
             held = 0 if self._overlay else self.port.sound_digit(digit)
-            if held:
-                # The line's generator sounds it; a key heard in band is regenerated so
-                # (its tone muted from here on), since the tone passed frame by frame
-                # would break wherever the engine ran late.
+            if held:  # the line's generator sounds it, on the card's clock
                 self._held += held
-                if in_band:
-                    self._muted = MAX_MUTED_FRAMES
                 if self._sent_key is not None:
                     self._sent_key(digit)
-            elif not in_band:
+            else:
                 self._overlay.extend(_digit_frames(digit, self._law))
-            # otherwise a key heard in band goes on in band, in the audio
+        # a key heard in band on a port without events goes on in band, in the audio
 
 
 _DIGIT_FRAMES: dict[tuple[str, str], tuple[bytes, ...]] = {}

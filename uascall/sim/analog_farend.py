@@ -122,6 +122,14 @@ class LineEnd:
         codec = g711.codec(self.law)
         self._player.play(BufferSource(codec.encode(samples), codec.name))
 
+    def press(self, digits: str) -> None:
+        """Key ``digits`` (0-9 * # A-D) on the phone at this end: the kernel sounds them
+        (DAHDI_DIAL), as a keypad does in hardware, each 100 ms on and 100 ms off,
+        whatever this thread's timing."""
+        assert self.channel is not None
+        self._player.stop()  # a write would stop the kernel's dialling
+        self.channel.dial("T" + digits)
+
     def write(self, frame: bytes) -> bool:  # the player's sink
         assert self.channel is not None
         return self.channel.write_frame(frame) == len(frame)
@@ -369,13 +377,7 @@ class Phone(LineEnd):
 
     lift = answer  # off hook, to make a call
 
-    def dial(self, digits: str) -> None:
-        """Key ``digits`` (0-9 * # A-D): the kernel sounds them (DAHDI_DIAL), as a phone's
-        keypad does in hardware, each 100 ms on and 100 ms off, whatever this thread's
-        timing."""
-        assert self.channel is not None
-        self._player.stop()  # a write would stop the kernel's dialling
-        self.channel.dial("T" + digits)
+    dial = LineEnd.press  # the number, on the keypad
 
     def hang_up(self) -> None:
         self.hook(abi.DAHDI_ONHOOK)
