@@ -17,21 +17,12 @@ import pexpect
 import pyte
 import pytest
 
+from tests.sim.test_channels import APP  # the same call: ringing, answered, gone
 from uascall.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
-APP = """\
-    __uas_identify__ = "application"
-
-    def main(channel, application_instance_id, file_man, my_log, params):
-        channel.ring(seconds_ringtime=2)
-        channel.answer()
-        channel.wait_for_idle(seconds_timeout=2)
-        channel.hang_up()
-        return 0
-    """
 
 
 class Terminal:

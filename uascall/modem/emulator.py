@@ -635,7 +635,23 @@ class EmulatedModem:
 
 
 # ---------------------------------------------------------------------- the line ends
-class PhoneLine(Phone):
+class _ModemAudio:
+    """What the modem sends down its line, through the line end's own player."""
+
+    _player: Any
+    play: Any
+
+    def start_tx(self, source: FrameSource) -> None:
+        self._player.play(source)
+
+    def stop_tx(self) -> None:
+        self._player.stop()
+
+    def play_samples(self, samples: Any) -> None:
+        self.play(samples)
+
+
+class PhoneLine(_ModemAudio, Phone):
     """The modem as the phone on a line (the fxsks end of an FXS port's or an exchange's
     line)."""
 
@@ -706,17 +722,8 @@ class PhoneLine(Phone):
         self.modem._dialling = "digits"
         super().dial(digits)  # the kernel sounds them; DIALCOMPLETE follows
 
-    def start_tx(self, source: FrameSource) -> None:
-        self._player.play(source)
 
-    def stop_tx(self) -> None:
-        self._player.stop()
-
-    def play_samples(self, samples: Any) -> None:
-        self.play(samples)
-
-
-class ExchangeLine(Exchange):
+class ExchangeLine(_ModemAudio, Exchange):
     """The modem behind the exchange end (fxoks) of the line into an FXO port: its calls
     ring that port."""
 
@@ -755,15 +762,6 @@ class ExchangeLine(Exchange):
         modem._dialling = "progress"
         self.ring(CallerId(number=modem.number))
         modem.dial_timeout(modem.s7)
-
-    def start_tx(self, source: FrameSource) -> None:
-        self._player.play(source)
-
-    def stop_tx(self) -> None:
-        self._player.stop()
-
-    def play_samples(self, samples: Any) -> None:
-        self.play(samples)
 
 
 # ---------------------------------------------------------------------- the command
