@@ -410,6 +410,11 @@ class UASCallChannel:
                 signalled_at = self._engine.time()
                 ringtime = length if length is not None else self._ringtone_length(source,
                                                                                    ended)
+        if self._releasing:
+            # cleared by another thread between the two steps: returned IDLE, as a call
+            # cleared while it rings is (the far end's RELEASE can take a while to come)
+            self._wait(lambda: self._state is State.IDLE, CLEARING_TIMEOUT)
+            return self._state
         remaining = signalled_at + ringtime - self._engine.time() if ringtime else 0.0
         if remaining > 0:
             self._wait(lambda: self._state is State.IDLE, remaining)

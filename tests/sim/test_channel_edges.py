@@ -106,6 +106,31 @@ def test_answer_between_rings_two_steps_starts_no_ringtone(world, monkeypatch):
     assert audio.component_level_dbm0(samples, 425, world.law) < -60  # no ringback at all
 
 
+@pytest.mark.parametrize("ringtime", [None, 0])
+def test_a_hang_up_between_rings_two_steps_returns_the_call_idle(world, monkeypatch, ringtime):
+    """Another thread's hang_up() can land after ring() alerted and before it plays: ring()
+    returns once the call is cleared, as it does when the hang-up comes while it rings, not
+    RING_INCOMING for a call already going (seen on the vm rig, where the far end's
+    RELEASE takes a while)."""
+    channel, _far = world.incoming()
+    with_tones(channel)
+    prepare = UASCallChannel._prepare_ringtone
+
+    def hung_up_while_the_source_is_made(self, ringtone, opened):
+        make = prepare(self, ringtone, opened)
+
+        def make_then_hung_up(law, loop):
+            # what the other thread's hang_up() does on the engine, ring() between its steps
+            world.engine.run(self._engine_hang_up)
+            return make(law, loop)
+        return make_then_hung_up
+
+    monkeypatch.setattr(UASCallChannel, "_prepare_ringtone", hung_up_while_the_source_is_made)
+    state = channel.ring(ringtime, negotiate_early_media=True, custom_ringtone="RINGBACK")
+    assert state is State.IDLE
+    assert channel.state() is State.IDLE
+
+
 def test_ring_without_early_media_when_the_b_channel_does_not_open(world, monkeypatch):
     """Early media is asked for "if available": a B-channel that cannot be opened makes it
     unavailable, and the call still rings."""

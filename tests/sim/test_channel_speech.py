@@ -180,10 +180,6 @@ class InThread(threading.Thread):
 # -- signalled at once --------------------------------------------------------------------------
 
 
-# On the vm rig's emulated CPU, ring(None) twice returned RING_INCOMING just as the test
-# hung up, instead of IDLE (2 of 3 runs, 2026-12-05): a race not yet understood, kept to
-# the simulator until it is (the text-to-speech path does not touch the driver).
-@pytest.mark.sim_only
 def test_a_long_announcement_is_signalled_with_its_first_words(live_world):
     """Ten minutes of text whose rendering never ends: ALERTING with PI #8 goes out while
     espeak-ng has not finished (it rendered the whole text first: 11 to 22 s on a PRI line,
