@@ -495,6 +495,46 @@ def test_taps_cost_a_none_test_when_nobody_listens():
         taps.listen("q931", got.append)
 
 
+def test_a_signalling_trace_leaves_the_b_channels_data_path_alone(tmp_path):
+    """Tracing the D-channels only: a B-channel's reads and writes go straight to the
+    device below the tap (no call of the tap's between, 50 blocks a second each way);
+    the D-channel's frames pass the tap; with audio traced, so do the B-channel's."""
+    conf = pri_loop_conf("E1", dynamic=True)
+    span = SystemConf.parse(conf).pri_spans()[0]
+    bchannel, dchannel = span.bchannels[0], span.dchannel
+
+    class Counting(TapDeviceIO):
+        calls = 0
+
+        def read(self, fd: int, size: int) -> bytes:
+            Counting.calls += 1
+            return super().read(fd, size)
+
+        def write(self, fd: int, data: bytes) -> int:
+            Counting.calls += 1
+            return super().write(fd, data)
+
+    for audio, expected in ((False, 0), (True, 2)):
+        with Engine(VirtualClock()) as engine, engine.actor():
+            kernel = SimKernel(engine)
+            engine.run(kernel.configure, conf)
+            tracer = Tracer(engine, str(tmp_path / f"{audio}.pcapng"), audio=audio).start()
+            io = Counting(kernel, engine, network=False)
+            Counting.calls = 0
+            b = engine.run(Channel.open, bchannel, io=io)
+            engine.run(b.set_blocksize, 160)
+            assert engine.run(b.write_frame, bytes(160)) == 160
+            engine.sleep(0.1)
+            assert engine.run(b.read_frame) is not None  # what the line brought back
+            assert Counting.calls == expected, f"audio={audio}"
+            d = engine.run(Channel.open, dchannel, io=io)
+            engine.run(d.write_frame, b"\x02\x01\x7f" + bytes(2))  # SABME, FCS to fill
+            assert Counting.calls == expected + 1
+            engine.run(b.close)
+            engine.run(d.close)
+            tracer.stop()
+
+
 def test_a_trace_leaves_the_device_taps_as_it_found_them(tmp_path):
     with Engine(VirtualClock()) as engine:
         Tracer(engine, str(tmp_path / "a.pcapng")).start().stop()

@@ -74,6 +74,12 @@ class DeviceIO:
         so that a reader stops without the failed read."""
         return True
 
+    def data_io(self, fd: int) -> DeviceIO:
+        """The DeviceIO that should read and write ``fd``'s data: this one. A wrapper with
+        nothing to do on that descriptor's data (a tap on the D-channels, a B-channel fd)
+        hands out the one it wraps, so that 50 blocks a second each way do not pass it."""
+        return self
+
     def describe(self) -> str:
         return type(self).__name__
 
@@ -295,6 +301,8 @@ class Channel(_Device):
         self.pending_events: deque[int] = deque(maxlen=abi.DAHDI_MAX_EVENTSIZE)
         self._blocksize = abi.DAHDI_DEFAULT_BLOCKSIZE
         self._linear = False
+        # asked once the channel is specified: what a tap follows is known by then
+        self._data_io = io.data_io(fd)
 
     @classmethod
     def open(cls, channo: int | None = None, *, span: int | None = None,
@@ -492,7 +500,7 @@ class Channel(_Device):
             size = max(size, 1024)  # an HDLC frame can be longer than a block
         for _attempt in range(8):
             try:
-                return self._io.read(self.fileno(), size) or None  # b"": nothing either
+                return self._data_io.read(self.fileno(), size) or None  # b"": nothing either
             except BlockingIOError:
                 return None
             except OSError as exc:
@@ -506,7 +514,7 @@ class Channel(_Device):
     def may_read(self) -> bool:
         """False when a read is known to find nothing now (see :meth:`DeviceIO.may_read`);
         True when it may find something."""
-        return self._fd < 0 or self._io.may_read(self._fd)  # closed: let the read say why
+        return self._fd < 0 or self._data_io.may_read(self._fd)  # closed: let the read say why
 
     def service(self, revents: int, on_block: Callable[[bytes], None]) -> None:
         """What to do when the engine finds the descriptor ready (``revents`` from epoll):
@@ -524,7 +532,7 @@ class Channel(_Device):
         """
         for _attempt in range(8):
             try:
-                return self._io.write(self.fileno(), data)
+                return self._data_io.write(self.fileno(), data)
             except BlockingIOError:
                 return 0
             except OSError as exc:

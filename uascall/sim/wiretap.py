@@ -50,6 +50,9 @@ class WireTap(DeviceIO):
     def describe(self) -> str:
         return f"{self.io.describe()}, D-channels tapped"
 
+    def data_io(self, fd: int) -> DeviceIO:
+        return self if fd in self._channel_of else self.io.data_io(fd)
+
     # ------------------------------------------------------------------ test controls
     def cut(self, dchannel: int, cut: bool = True) -> None:
         """Lose every frame between ``dchannel`` and its peer, both ways (layer 2 breaks,
