@@ -666,14 +666,20 @@ class DtmfBank:
         for none), the share of its power its strongest row and column hold, and the
         digit those two would make (-1: too quiet); arrays of shape (rows, count)."""
         streams = rows.shape[0]
-        windows = np.lib.stride_tricks.sliding_window_view(rows, WINDOW, axis=1)
-        windows = windows[:, :(count - 1) * HOP + 1:HOP]
-        windows = windows.reshape(streams * count, WINDOW)  # a copy: the views overlap
-        # In slices: a large product would have BLAS start threads of its own, which cost
-        # more than they bring on a busy engine.
-        xs = np.concatenate([windows[at:at + _PRODUCT_ROWS] @ _BASIS
-                             for at in range(0, windows.shape[0], _PRODUCT_ROWS)])
-        energy = np.maximum(np.einsum("ij,ij->i", windows, windows), 1e-9)
+        # The j-th window of every row is a column slice of rows, which the products read
+        # in place: gathering the overlapping windows into one array first copied 2.5
+        # times the audio, a third of this step's time.
+        xs = np.empty((streams, count, _BASIS.shape[1]), dtype=np.float32)
+        energy = np.empty((streams, count), dtype=np.float32)
+        for j in range(count):
+            windows = rows[:, j * HOP:j * HOP + WINDOW]
+            # In slices: a large product would have BLAS start threads of its own, which
+            # cost more than they bring on a busy engine.
+            for at in range(0, streams, _PRODUCT_ROWS):
+                np.matmul(windows[at:at + _PRODUCT_ROWS], _BASIS, out=xs[at:at + _PRODUCT_ROWS, j])
+            energy[:, j] = np.einsum("ij,ij->i", windows, windows)
+        xs = xs.reshape(streams * count, _BASIS.shape[1])
+        energy = np.maximum(energy.reshape(streams * count), 1e-9)
         squares = np.square(xs, dtype=np.float64)
         rect = squares[:, 0:8] + squares[:, 8:16]  # |X|^2, rectangular window
         hann = squares[:, 16:24] + squares[:, 24:32]  # |X|^2, Hann window
