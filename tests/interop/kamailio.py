@@ -50,10 +50,13 @@ def require() -> None:
 
 class Kamailio:
     """deploy/kamailio/kamailio.cfg on 127.0.0.1:``port`` dispatching to ``nodes``
-    ("host:port" each, probed with OPTIONS every ``ping_interval`` seconds)."""
+    ("host:port" each, probed with OPTIONS every ``ping_interval`` seconds), with
+    ``children`` UDP worker processes and ``shared_mb`` MB of shared memory (its
+    transactions); ``defines`` are more ``-A NAME=VALUE`` settings (``LOG_LEVEL=1``)."""
 
     def __init__(self, workdir: Path, nodes: Sequence[str], *, ping_interval: int = 1,
-                 fr_timer_ms: int = 1000, defines: Sequence[str] = ()) -> None:
+                 fr_timer_ms: int = 1000, children: int = 2, shared_mb: int = 64,
+                 defines: Sequence[str] = ()) -> None:
         self.workdir = workdir / "kamailio"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = peers.free_udp_port()
@@ -62,12 +65,12 @@ class Kamailio:
         self.log_path = self.workdir / "kamailio.log"
         self.command = [
             "kamailio", "-f", str(CONFIG), "-DD", "-E", "-Y", str(self.workdir),
-            "-m", "64", "-M", "8",
+            "-m", str(shared_mb), "-M", "8",
             "-A", f"LISTEN=udp:{peers.LOCALHOST}:{self.port}",
             "-A", f'DISPATCHER_LIST="{self.list_file}"',
             "-A", f"PING_INTERVAL={ping_interval}",
             "-A", f"FR_TIMER={fr_timer_ms}",
-            "-A", "CHILDREN=2",
+            "-A", f"CHILDREN={children}",
             *(arg for define in defines for arg in ("-A", define)),
         ]
         self.proc: subprocess.Popen | None = None
@@ -97,6 +100,10 @@ class Kamailio:
         """SIGTERM (Kamailio stops its children and exits), SIGKILL after 5 s."""
         peers._stop(self.proc, (signal.SIGTERM, 5.0))
         return self.proc.returncode if self.proc is not None else None
+
+    def pids(self) -> list[int]:
+        """Kamailio's processes: the main one and the workers it forked."""
+        return process_tree(self.proc.pid) if self.proc is not None else []
 
     def log(self) -> str:
         try:
@@ -167,6 +174,40 @@ class Kamailio:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it, from /proc (Kamailio forks its workers from
+    its main process; a process that exits while we look is left out)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            todo += map(int, Path(f"/proc/{current}/task/{current}/children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
+def workers_by_port(supervisor: int) -> dict[int, int]:
+    """The live workers of a ``uascall run --workers`` supervisor (pid ``supervisor``):
+    SIP port -> pid, from their command lines (``--listen HOST:PORT``)."""
+    found = {}
+    try:
+        children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text()
+    except FileNotFoundError:
+        return found
+    for child in map(int, children.split()):
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            continue
+        if b"--listen" not in argv:
+            continue  # a worker that died and is not reaped yet (empty cmdline)
+        listen = argv[argv.index(b"--listen") + 1].decode()
+        found[int(listen.rsplit(":", 1)[1])] = child
+    return found
 
 
 def proxied_scenario(name: str, workdir: Path) -> Path:

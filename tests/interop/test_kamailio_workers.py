@@ -59,22 +59,6 @@ def test_commands_that_cannot_be_split_are_refused(argv: list[str], expected: st
 
 
 # ---------------------------------------------------------------------- for real
-def _children(pid: int) -> dict[int, int]:
-    """The supervisor's workers: SIP port -> pid (from their command lines)."""
-    found = {}
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    for child in map(int, text.split()):
-        try:
-            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        except FileNotFoundError:
-            continue
-        if b"--listen" not in argv:
-            continue  # a worker that died and is not reaped yet (empty cmdline)
-        listen = argv[argv.index(b"--listen") + 1].decode()
-        found[int(listen.rsplit(":", 1)[1])] = child
-    return found
-
-
 def _records(path: Path) -> int:
     """Calls recorded with return code 0 in a worker's SQLite file."""
     if not path.exists():
@@ -95,7 +79,7 @@ def _wait_children(pid: int, ports: set[int], timeout: float, *, gone: int | Non
     """The workers once one is up on each of ``ports`` (``gone`` no longer among them)."""
     deadline = time.monotonic() + timeout
     while True:
-        children = _children(pid)
+        children = kamailio.workers_by_port(pid)
         if (set(children) == ports and gone not in children.values()
                 and all(peers._udp_bound(port) for port in ports)):
             return children
