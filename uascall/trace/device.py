@@ -57,6 +57,7 @@ class _Tapped:
     law: str
     linear: bool
     stream: int
+    io: DeviceIO  # what reads and writes its data below this tap (DeviceIO.data_io)
 
 
 class TapDeviceIO(DeviceIO):
@@ -91,9 +92,11 @@ class TapDeviceIO(DeviceIO):
         self.io.close(fd)
 
     def read(self, fd: int, size: int) -> bytes:
-        data = self.io.read(fd, size)
         tapped = self._fds.get(fd)
-        if tapped is not None and data:
+        if tapped is None:
+            return self.io.read(fd, size)
+        data = tapped.io.read(fd, size)
+        if data:
             self._report(tapped, False, data)
         return data
 
@@ -101,9 +104,11 @@ class TapDeviceIO(DeviceIO):
         return self.io.may_read(fd)
 
     def write(self, fd: int, data: bytes) -> int:
-        written = self.io.write(fd, data)
         tapped = self._fds.get(fd)
-        if tapped is not None and written > 0:
+        if tapped is None:
+            return self.io.write(fd, data)
+        written = tapped.io.write(fd, data)
+        if written > 0:
             audio = self.taps.audio
             if audio is not None and not tapped.dchannel and written == len(data) and type(
                     data) is bytes and not tapped.linear:
@@ -143,7 +148,8 @@ class TapDeviceIO(DeviceIO):
             return  # nobody listens to audio: its reads and writes pass a dict test only
         self._fds[fd] = _Tapped(params.spanno, params.channo, params.chanpos, dchannel,
                                 _LAWS.get(params.curlaw, "ulaw"), False,
-                                0 if dchannel else next(self._streams))
+                                0 if dchannel else next(self._streams),
+                                self.io.data_io(fd))
 
     def _follow_mode(self, fd: int, tapped: _Tapped, request: int, arg: IoctlArg) -> None:
         value = arg.value if isinstance(arg, ctypes.c_int) else arg
