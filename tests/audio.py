@@ -269,9 +269,15 @@ def dtmf_blocks(samples: Sequence[int], law: str = "ulaw", block: int = 160
 def dtmf_keys(samples: Sequence[int], law: str = "ulaw") -> str:
     """The keys pressed in ``samples``: runs of at least two 20 ms blocks (40 ms) holding
     the same digit (:func:`dtmf_blocks`), separated by blocks holding none."""
+    return keys_in_blocks(dtmf_blocks(samples, law))
+
+
+def keys_in_blocks(blocks: Sequence[str | None]) -> str:
+    """The keys in what :func:`dtmf_blocks` found: runs of at least two blocks holding the
+    same digit."""
     keys = []
     run_digit, run = None, 0
-    for digit in [*dtmf_blocks(samples, law), None]:
+    for digit in [*blocks, None]:
         if digit is not None and digit == run_digit:
             run += 1
             continue

@@ -248,15 +248,7 @@ def keys_in_band(heard: bytes | bytearray) -> str:
     for n in range(1, len(blocks) - 1):
         if blocks[n] is None and blocks[n - 1] is not None and blocks[n - 1] == blocks[n + 1]:
             blocks[n] = blocks[n - 1]
-    keys, run_digit, run = [], None, 0
-    for digit in [*blocks, None]:
-        if digit is not None and digit == run_digit:
-            run += 1
-            continue
-        if run_digit is not None and run >= 2:
-            keys.append(run_digit)
-        run_digit, run = digit, 1
-    return "".join(keys)
+    return audio.keys_in_blocks(blocks)
 
 
 def logged(phone: peers.BaresipCallee, pattern: str, timeout: float) -> bool:
