@@ -74,6 +74,7 @@ from typing import Any
 import numpy as np
 
 from uascall.channel import State, UASCallChannel
+from uascall.dahdi.device import DeviceIO
 from uascall.engine import Engine
 from uascall.media import g711
 from uascall.media.player import MediaClock
@@ -278,11 +279,26 @@ def span_confs(e1_pairs: int, t1_pairs: int) -> tuple[str, str, str]:
             "\n".join(spans + parts["E1"] + tail), "\n".join(spans + parts["T1"] + tail))
 
 
-def meter_device_calls(io: Any, meter: Meter) -> None:
-    """Time every read and write through ``io`` (a span loop's tap on the kernel: our
-    B-channels' and D-channels' device calls; the far ends write to the kernel directly)."""
-    io.read = meter.wrap(io.read)
-    io.write = meter.wrap(io.write)
+class MeteredIO(DeviceIO):
+    """``io``'s reads and writes, timed by ``meter``."""
+
+    def __init__(self, io: DeviceIO, meter: Meter) -> None:
+        self.read = meter.wrap(io.read)  # type: ignore[method-assign]
+        self.write = meter.wrap(io.write)  # type: ignore[method-assign]
+        self.may_read = io.may_read  # type: ignore[method-assign]
+
+
+def meter_device_calls(channels: list[UASCallChannel], loops: list[Any],
+                       meter: Meter) -> None:
+    """Time every read and write of our B-channels (each device reads and writes through
+    the kernel, DeviceIO.data_io) and, through each span loop's tap, of our D-channels;
+    the far ends call the kernel themselves."""
+    for channel in channels:
+        device = channel._leg.call.media
+        device._data_io = MeteredIO(device._data_io, meter)
+    for loop in loops:
+        loop.tap.read = meter.wrap(loop.tap.read)
+        loop.tap.write = meter.wrap(loop.tap.write)
 
 
 def run(pairs: int, seconds: float, *, warmup: float = 2.0, card_clock: bool = True,
@@ -361,8 +377,7 @@ def run(pairs: int, seconds: float, *, warmup: float = 2.0, card_clock: bool = T
                     talkers.add(caller, speech_a, 7 * n)
                     talkers.add(answerer, speech_u, 11 * n + 3)
             talkers.top_up()
-            for loop in (e1.loop, t1.loop):
-                meter_device_calls(loop.tap, device_meter)
+            meter_device_calls(inbound + outbound, [e1.loop, t1.loop], device_meter)
             line_tick = line_meter.wrap(kernel._on_tick)
             top_up = talkers.meter.wrap(talkers.top_up)
             stamp = stamp_meter.wrap(arrivals.after_tick)
