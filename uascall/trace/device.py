@@ -97,7 +97,16 @@ class TapDeviceIO(DeviceIO):
             return self.io.read(fd, size)
         data = tapped.io.read(fd, size)
         if data:
-            self._report(tapped, False, data)
+            audio = self.taps.audio
+            if audio is not None and not tapped.dchannel and type(data) is bytes and not (
+                    tapped.linear):
+                try:  # the common case, as in write()
+                    audio(self.engine.time(), tapped.stream, tapped.span, tapped.chanpos,
+                          False, tapped.law, data)
+                except Exception:
+                    self._tap_failed()
+            else:
+                self._report(tapped, False, data)
         return data
 
     def may_read(self, fd: int) -> bool:
