@@ -21,7 +21,10 @@ Each worker's command is the supervisor's with ``--workers`` removed and, for wo
 The workers run in sessions of their own, so that a Ctrl-C at the terminal reaches the
 supervisor only, which passes it on once to every worker: each does with it what
 ``uascall run`` does alone (SIGINT: hang the calls up and stop). A second signal is passed
-on too (the workers then stop at once). A worker that exits while nothing asked it
+on too (the workers then stop at once). A supervisor that is killed outright (SIGKILL, the
+OOM killer) cannot pass anything on: on Linux the kernel then sends each worker SIGTERM
+(``PR_SET_PDEATHSIG``), so that it drains and exits instead of holding its port against
+the supervisor started again. A worker that exits while nothing asked it
 to is started again on its port after :data:`RESTART_DELAY` seconds, doubled for each
 exit within :data:`STABLE_AFTER` seconds of its start, up to :data:`MAX_RESTART_DELAY`.
 The supervisor returns 0 once every worker has exited 0 after the stop, else 1.
@@ -29,6 +32,7 @@ The supervisor returns 0 once every worker has exited 0 after the stop, else 1.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -52,6 +56,8 @@ STABLE_AFTER = 60.0
 POLL_INTERVAL = 0.2
 #: SIP's port when the command gives no --listen (the sip backend's default for run)
 DEFAULT_SIP_PORT = 5060
+#: prctl(2): the signal a process gets when the thread that started it exits
+PR_SET_PDEATHSIG = 1
 
 
 def _option_values(argv: list[str], name: str) -> list[tuple[int, str]]:
@@ -149,6 +155,21 @@ class Worker:
         return self.proc is not None and self.proc.poll() is None
 
 
+def _stop_with(parent: int) -> Callable[[], None] | None:
+    """What a worker runs before its ``exec`` (Linux): SIGTERM to itself when ``parent``
+    (the supervisor's starting thread) goes, however it goes; at once if it has already
+    gone. None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def arrange() -> None:  # in the child, between fork and exec: no locks, no logging
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+    return arrange
+
+
 class Supervisor:
     """Starts the workers, restarts one that dies, passes the stop signals on."""
 
@@ -169,7 +190,8 @@ class Supervisor:
         # A session of its own: a Ctrl-C at the terminal is the supervisor's to pass on
         # once; had the workers got it too, the supervisor's would be their second.
         worker.proc = subprocess.Popen(worker.command, env=env, stdin=subprocess.DEVNULL,
-                                       start_new_session=True)
+                                       start_new_session=True,
+                                       preexec_fn=_stop_with(os.getpid()))
         worker.started = self.clock()
         worker.restart_at = None
         worker.starts += 1

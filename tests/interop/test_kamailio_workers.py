@@ -10,6 +10,7 @@ worker and it exits 0.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -129,3 +130,43 @@ def test_workers_behind_kamailio_one_killed_is_restarted_ctrl_c_stops_all(
     assert "worker 1 exited with SIGKILL" in log_text, log_text
     # worker 0: its 4 calls; worker 1: 2 before the kill and 2 after (the same file)
     assert [_records(workdir / f"calls.w{number}.sqlite") for number in (0, 1)] == [4, 4]
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie that its new parent has not reaped does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+def test_workers_stop_when_the_supervisor_is_killed(workdir: Path) -> None:
+    """A supervisor killed outright (SIGKILL, the OOM killer) cannot pass a stop on: its
+    workers get SIGTERM from the kernel instead (they drain and exit), rather than keep
+    their ports, so that the supervisor started again can bind them."""
+    base = peers.free_udp_port(span=2)
+    command = [sys.executable, "-m", "uascall.workers", "2", "run",
+               str(ROOT / "examples/early_media.py"), "--backend", "sip",
+               "--listen", f"127.0.0.1:{base}", "--control", "none",
+               "--shutdown-timeout", "2"]
+    with open(workdir / "supervisor.log", "wb") as log:
+        supervisor = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL,
+                                      stdout=log, stderr=log)
+    workers: dict[int, int] = {}
+    try:
+        workers = _wait_children(supervisor.pid, {base, base + 1}, 20)
+        supervisor.kill()
+        supervisor.wait()
+        deadline = time.monotonic() + 10
+        while any(_running(pid) for pid in workers.values()):
+            assert time.monotonic() < deadline, (
+                f"workers {sorted(workers.values())} still run 10 s after their supervisor "
+                "was killed")
+            time.sleep(0.1)
+        assert not any(peers._udp_bound(port) for port in workers)
+    finally:
+        peers._stop(supervisor)
+        for pid in workers.values():  # left by the supervisor: by pid, if still there
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
