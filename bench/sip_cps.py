@@ -678,7 +678,7 @@ def run_streams(n: int, seconds: float, sink: subprocess.Popen, sink_port: int,
     from uascall.engine import Engine
     from uascall.media.player import MediaClock, Player
     from uascall.media.tones import ToneManager
-    from uascall.sip.media import RtpPorts, RtpTicker
+    from uascall.sip.media import RtpPorts, RtpStream, RtpTicker
     from uascall.sip.sdp import Negotiated
 
     assert sink.stdin is not None and sink.stdout is not None
@@ -698,9 +698,21 @@ def run_streams(n: int, seconds: float, sink: subprocess.Popen, sink_port: int,
         ticker = RtpTicker(engine)
         clock = MediaClock(engine)
         ports = RtpPorts(16384, 65534)
-        streams = [ports.open(engine, ticker, HOST, allow=None, name=f"rtp {i}")
-                   for i in range(n)]
+        streams: list[RtpStream] = []
         players: list[Player] = []
+
+        def stop() -> None:
+            for player in players:
+                player.stop()
+            for stream in streams:
+                stream.close()
+
+        # The streams are ours to close, also when the run is cut short (Ctrl-C, or a
+        # SIGTERM from a time limit): left open, the engine stopped with all their
+        # descriptors still registered and said so.
+        engine.add_shutdown_callback(stop)
+        for i in range(n):
+            streams.append(ports.open(engine, ticker, HOST, allow=None, name=f"rtp {i}"))
 
         # Each source starts at its own point of the 5 s cadence, as on calls that began
         # at different times: started in step, every 1 s tone edge (whose cross-faded frame
@@ -739,13 +751,6 @@ def run_streams(n: int, seconds: float, sink: subprocess.Popen, sink_port: int,
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
         ticks1, late1, under1 = engine.run(snapshot, False)
         result.max_late_ms = 1e3 * ticker.max_lateness
-
-        def stop() -> None:
-            for player in players:
-                player.stop()
-            for stream in streams:
-                stream.close()
-
         engine.run(stop)
         result.sent = sum(s.packets_sent for s in streams)
     gc.unfreeze()
