@@ -4,7 +4,8 @@ An application is a Python file with ``__uas_identify__ = "application"`` and a 
 returning an int. An **inbound** application's is
 ``main(channel, application_instance_id, file_man, my_log, application_parameters)``: for
 each call the backend offers, the host creates a :class:`~uascall.channel.UASCallChannel`
-and runs ``main`` in a thread of its own (an engine actor, so virtual time waits for it).
+and runs ``main`` on a thread of its own while the call lasts (an engine actor, so virtual
+time waits for it; a thread of the engine's pool, reused by later calls).
 An **outbound** application's ``main`` takes a sixth parameter, ``outbound_parameters``
 (a string: what the instance was started with, usually the number or SIP URI it calls):
 :meth:`AppHost.start_outbound` runs it on an outbound channel (IDLE, with ``call()`` and
@@ -50,7 +51,7 @@ from typing import Any
 
 from uascall.backend import Backend, CallLeg, Cause
 from uascall.channel import State, UASCallChannel
-from uascall.engine import Engine
+from uascall.engine import ActorTask, Engine
 from uascall.errors import ArgumentError, Error, Hangup
 from uascall.extra import MAX_EXTRA_CHANNELS, ExtraChannels, check_count
 from uascall.media.player import MediaClock
@@ -404,8 +405,10 @@ class AppHost:
         return instance
 
     def _start(self, instance: _Instance) -> None:
-        instance.thread = self.engine.start_actor_thread(self._run, instance,
-                                                         name=f"app {instance.instance_id}")
+        # A thread of the engine's pool: starting a thread per call made the engine wait
+        # for each new one to be scheduled.
+        instance.task = self.engine.run_actor(self._run, instance,
+                                              name=f"app {instance.instance_id}")
 
     def _tell_wrong_direction(self, direction: str) -> None:
         if self._wrong_direction_told:
@@ -544,18 +547,18 @@ class AppHost:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
-                threads = [i.thread for i in self._running.values() if i.thread is not None]
-            if not threads:
+                tasks = [i.task for i in self._running.values() if i.task is not None]
+            if not tasks:
                 return True
-            for thread in threads:
+            for task in tasks:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                thread.join(left)
-                if thread.is_alive():
+                task.join(left)
+                if task.is_alive():
                     return False
 
     def _all_returned(self) -> bool:
         with self._lock:
-            return not any(i.thread is not None for i in self._running.values())
+            return not any(i.task is not None for i in self._running.values())
 
     def drain(self, timeout: float) -> bool:
         """Application thread: take no new calls (the backend drains, so that a proxy in
@@ -618,7 +621,8 @@ class AppHost:
 
 @dataclass
 class _Instance:
-    """One run of the application: its call, its thread, when it started."""
+    """One run of the application: its call, its task on the engine's actor pool, when it
+    started."""
 
     instance_id: str
     channel: UASCallChannel
@@ -627,5 +631,5 @@ class _Instance:
     direction: str
     outbound_parameters: str
     extras: ExtraChannels
-    thread: threading.Thread | None = None
+    task: ActorTask | None = None
     recorded: bool = False

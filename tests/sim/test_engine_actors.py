@@ -1,0 +1,95 @@
+"""The engine's actor pool (Engine.run_actor): reused threads, one task per thread at a
+time, actors from the first instruction, failures recorded, idle threads ended."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from uascall import engine as engine_module
+from uascall.engine import Engine, VirtualClock
+
+
+def test_a_task_runs_on_a_reused_thread_named_after_it():
+    with Engine() as engine:
+        seen: list[tuple[int, str]] = []
+
+        def task() -> None:
+            me = threading.current_thread()
+            seen.append((me.ident or 0, me.name))
+
+        first = engine.run_actor(task, name="app one")
+        first.join(5)
+        assert not first.is_alive()
+        time.sleep(0.05)  # the thread goes back to waiting for a task
+        second = engine.run_actor(task, name="app two")
+        second.join(5)
+    assert [name for _, name in seen] == ["app one", "app two"]
+    assert seen[0][0] == seen[1][0], "the idle thread was not reused"
+
+
+def test_tasks_that_run_at_once_each_have_a_thread_of_their_own():
+    with Engine() as engine:
+        started = threading.Barrier(3, timeout=5)  # would time out on a shared thread
+        idents: set[int] = set()
+
+        def task() -> None:
+            idents.add(threading.get_ident())
+            started.wait()
+
+        tasks = [engine.run_actor(task) for _ in range(2)]
+        started.wait()
+        for task_ in tasks:
+            task_.join(5)
+    assert len(idents) == 2
+
+
+def test_virtual_time_waits_for_a_task_from_before_it_is_picked_up():
+    clock = VirtualClock()
+    fired = threading.Event()
+    seen: list[tuple[float, bool]] = []
+    with Engine(clock) as engine:
+        def task() -> None:
+            time.sleep(0.2)  # real work: no virtual time may pass meanwhile
+            seen.append((engine.time(), fired.is_set()))
+            engine.sleep(5.0)
+            seen.append((engine.time(), fired.is_set()))
+
+        def start() -> object:
+            done = engine.run_actor(task)
+            engine.call_later(1.0, fired.set)  # due at once were the task not counted
+            return done
+
+        done = engine.run(start)
+        done.join(10)
+        assert not done.is_alive()
+    assert seen == [(0.0, False), (5.0, True)]
+
+
+def test_a_failing_task_is_recorded_and_its_thread_serves_the_next():
+    with Engine() as engine:
+        idents: list[int] = []
+
+        def bad() -> None:
+            idents.append(threading.get_ident())
+            raise RuntimeError("the application broke")
+
+        engine.run_actor(bad).join(5)
+        time.sleep(0.05)
+        engine.run_actor(lambda: idents.append(threading.get_ident())).join(5)
+        assert engine.faults.total() == 1
+    assert idents[0] == idents[1]
+
+
+def test_an_idle_thread_ends_after_a_while(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(engine_module, "ACTOR_IDLE", 0.1)
+    with Engine() as engine:
+        threads: list[threading.Thread] = []
+        engine.run_actor(lambda: threads.append(threading.current_thread())).join(5)
+        threads[0].join(5)
+        assert not threads[0].is_alive()
+        # and a task after that starts a new thread
+        engine.run_actor(lambda: threads.append(threading.current_thread())).join(5)
+    assert len(threads) == 2 and threads[1] is not threads[0]
