@@ -15,9 +15,10 @@ is judged as in ``bench/sip_cps.py``, whose helpers this uses.
    its scenario (``uac_early_media.xml``, hold 0: INVITE, 100, 183+SDP, 200+SDP, ACK,
    BYE, 200), with the ACK and BYE sent along the 200's Record-Route as RFC 3261 wants,
    so that they pass the proxy too. Each rung gives the CPU per call of the workers, of
-   Kamailio (all its processes) and of SIPp (``/proc/PID/stat``), the CPU of everything
-   else on the machine (``/proc/stat``: tests others run, this script) and the datagrams
-   the kernel dropped for full receive buffers; a failed rung says what SIPp got instead.
+   Kamailio (all its processes) and of SIPp (``/proc/PID/stat``), that of every other
+   process that ran through the rung (tests others run, this script; short-lived ones are
+   missed) and the datagrams the kernel dropped for full receive buffers (machine-wide);
+   a failed rung says what SIPp got instead.
 2. ``failover_lost_after_kill``: N = 2 (``--failover-workers``), SIPp at
    ``--failover-rate`` (default half of ``kamailio_1``, at most 200: one worker alone
    must carry it) with each call held 1 s, so that calls are up on every worker;
@@ -196,6 +197,12 @@ class Chain:
         assert self.kam is not None
         return Cpu(Cpu._read(list(self.workers().values())), Cpu._read(self.kam.pids()))
 
+    def drops(self) -> tuple[int, int, int]:
+        """Datagrams dropped so far: Kamailio's socket, the workers', machine-wide."""
+        assert self.kam is not None
+        return (socket_drops([self.kam.port]), socket_drops(self.ports),
+                sip_cps.udp_rcvbuf_errors())
+
     def stop(self) -> None:
         if self.kam is not None:
             self.kam.stop()
@@ -216,8 +223,12 @@ class Rung:
     sipp: RateResult
     workers_cpu: float
     kamailio_cpu: float
-    machine_cpu: float  # CPU seconds of every process on the machine (/proc/stat)
-    drops: int  # datagrams the kernel dropped for a full receive buffer, machine-wide
+    #: CPU seconds of every process that ran through the rung (the workers, Kamailio,
+    #: tests others run, this script; not SIPp, nor processes that came and went)
+    lasting_cpu: float
+    #: datagrams the kernel dropped for a full receive buffer: at Kamailio's socket, at
+    #: the workers' SIP sockets, and machine-wide (SIPp's, the RTP sockets, others')
+    drops: tuple[int, int, int]
     nodes_down: int
     failures: str = ""
 
@@ -230,8 +241,7 @@ class Rung:
     @property
     def others_cpu(self) -> float:
         """CPU seconds of everything else on the machine (tests, the benchmark itself)."""
-        return max(0.0, self.machine_cpu - self.workers_cpu - self.kamailio_cpu
-                   - self.sipp.sipp_cpu)
+        return max(0.0, self.lasting_cpu - self.workers_cpu - self.kamailio_cpu)
 
     def row(self) -> str:
         r = self.sipp
@@ -246,24 +256,39 @@ class Rung:
             notes.append(f"the dispatcher took a node out {self.nodes_down} times")
         return (f"{r.rate:6d} {r.offered_cps:8.0f} {r.calls:7d} {r.ok:7d} {r.failed:6d} "
                 f"{r.r503:5d} {r.retransmissions:7d}  {'  '.join(cells)} "
-                f"{self.share(self.others_cpu):6.1f} {self.drops:6d} {r.wall:6.1f}  {mark}"
+                f"{self.share(self.others_cpu):6.1f} {'/'.join(map(str, self.drops)):>14} "
+                f"{r.wall:6.1f}  {mark}"
                 + (f"  ({'; '.join(notes)})" if notes else ""))
 
 
 HEAD = (f"{'rate':>6} {'offered':>8} {'calls':>7} {'ok':>7} {'failed':>6} {'503s':>5} "
         f"{'retrans':>7}  {'uascall workers':>14}  {'Kamailio':>14}  {'SIPp':>14} "
-        f"{'others':>6} {'kdrops':>6} {'wall':>6}")
+        f"{'others':>6} {'kernel drops':>14} {'wall':>6}")
 UNITS = (f"{'cps':>6} {'cps':>8} {'':>7} {'':>7} {'':>6} {'':>5} {'':>7}  "
          + "  ".join(f"{'% core':>6} {'ms/call':>7}" for _ in range(3))
-         + f" {'% core':>6} {'':>6} {'s':>6}")
+         + f" {'% core':>6} {'kam/workers/all':>14} {'s':>6}")
 
 
-def machine_cpu() -> float:
-    """CPU seconds all the cores have been busy since boot (/proc/stat, idle and iowait
-    left out)."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:9]]
-    return (sum(values) - values[3] - values[4]) / sip_cps.CLK_TCK
+def every_process_cpu() -> dict[int, float]:
+    """CPU seconds of every process on the machine so far, by pid. (Not /proc/stat's
+    busy time: sampled at the timer tick, it misses work that a tick's timer wakes, and
+    read 30 % under the sum of these processes here.)"""
+    return Cpu._read([int(name) for name in os.listdir("/proc") if name.isdigit()])
+
+
+def cpu_since(before: dict[int, float]) -> float:
+    """CPU seconds the processes of ``before`` that still run used since."""
+    now = every_process_cpu()
+    return sum(now[pid] - before[pid] for pid in now.keys() & before.keys())
+
+
+def socket_drops(ports: list[int]) -> int:
+    """Datagrams the kernel dropped at the UDP sockets on 127.0.0.1 ``ports`` since they
+    were opened (the ``drops`` column of /proc/net/udp)."""
+    wanted = {f"0100007F:{port:04X}" for port in ports}
+    with open("/proc/net/udp") as f:
+        return sum(int(line.split()[-1]) for line in list(f)[1:]
+                   if line.split()[1] in wanted)
 
 
 RE_UNEXPECTED = re.compile(r"while expecting '([^']*)'[^\n]*?, received '(SIP/2\.0 \d+|\S+)")
@@ -311,13 +336,13 @@ def ladder(procs: Processes, workdir: Path, workers: int, rates: list[int], seco
                 print(f"{rate:6d}  the supervisor or Kamailio is no longer running; stopping")
                 break
             downs = len(chain.kam.lines(r"dispatcher: node \S+ down"))
-            before, machine0, drops0 = chain.cpu(), machine_cpu(), sip_cps.udp_rcvbuf_errors()
+            before, everyone, drops0 = chain.cpu(), every_process_cpu(), chain.drops()
             result = sip_cps.run_sipp_uac(procs, chain.workdir, chain.kam.port, rate,
                                           seconds, None)
             workers_cpu, kamailio_cpu = chain.cpu().since(before)
             result.server_cpu = workers_cpu
-            rung = Rung(result, workers_cpu, kamailio_cpu, machine_cpu() - machine0,
-                        sip_cps.udp_rcvbuf_errors() - drops0,
+            rung = Rung(result, workers_cpu, kamailio_cpu, cpu_since(everyone),
+                        tuple(b - a for a, b in zip(drops0, chain.drops(), strict=True)),
                         len(chain.kam.lines(r"dispatcher: node \S+ down")) - downs)
             if result.failed:
                 # run_sipp_uac's directory for the rung
@@ -485,14 +510,15 @@ def scaling(best: dict[int, int], rungs: dict[int, Rung]) -> None:
     print(f"\n## scaling: this machine has {cores} cores, shared by SIPp, Kamailio, the "
           "workers and whatever else runs (others)\n"
           f"{'workers':>7} {'cps':>6}  {'uascall':>8} {'Kamailio':>8} {'SIPp':>8}  "
-          f"{'uascall':>7} {'Kamailio':>8} {'SIPp':>6} {'others':>6} {'idle':>6}\n"
+          f"{'uascall':>7} {'Kamailio':>8} {'SIPp':>6} {'others':>6} {'left':>6}\n"
           f"{'':>7} {'':>6}  {'ms/call':>8} {'ms/call':>8} {'ms/call':>8}  "
           f"{'% core':>7} {'% core':>8} {'% core':>6} {'% core':>6} {'% core':>6}")
     per_call: dict[int, tuple[float, float, float]] = {}
     for workers, rung in sorted(rungs.items()):
         parts = (rung.workers_cpu, rung.kamailio_cpu, rung.sipp.sipp_cpu)
         per_call[workers] = w, k, s = tuple(rung.per_call_ms(cpu) for cpu in parts)
-        idle = max(0.0, 100 * cores - rung.share(rung.machine_cpu))
+        # what no process we saw used: idle, or short-lived processes (tests' tools)
+        idle = max(0.0, 100 * cores - rung.share(sum(parts) + rung.others_cpu))
         print(f"{workers:7d} {best[workers]:6d}  {w:8.3f} {k:8.3f} {s:8.3f}  "
               + " ".join(f"{rung.share(cpu):{width}.0f}" for cpu, width in
                          zip((*parts, rung.others_cpu), (7, 8, 6, 6), strict=True))
@@ -580,7 +606,10 @@ def main() -> int:
     print(f"# load before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
           f"{os.getloadavg()[2]:.2f}; loopback only; {seconds:g} s per rate; a rate passes "
           f"with every call successful and {100 * REACHED:.0f} % of it offered; CPU per "
-          "call: user+system time of the process(es) over the successful calls")
+          "call: user+system time of the process(es) over the successful calls; others: "
+          "every other process that ran through the rung; kernel drops: datagrams dropped for "
+          "a full receive buffer at Kamailio's socket, the workers' SIP sockets, and on the "
+          "whole machine")
     try:
         if "ladders" not in skip:
             for n in workers:
