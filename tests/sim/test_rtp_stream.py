@@ -1,0 +1,172 @@
+"""A call's RTP stream and the ticker that paces every stream (uascall.sip.media).
+
+What goes out on each tick, whichever way the ticker takes to send it: the common case
+(a frame or silence, sent straight on the socket) and the general one (a jitter buffer
+holding packets back, a telephone-event, a trace listening) give the same packets and
+the same counts. The engine runs on virtual time; the packets are real datagrams on
+loopback.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from uascall.engine import Engine, VirtualClock
+from uascall.sip.media import RtpPorts, RtpStream, RtpTicker
+from uascall.sip.rtp import RtpPacket, RtpSender
+from uascall.sip.sdp import Negotiated
+
+HOST = "127.0.0.1"
+SILENCE_ALAW = b"\xd5" * 160
+
+
+@pytest.fixture
+def engine():
+    with Engine(VirtualClock(), name="rtp-test") as engine, engine.actor():
+        yield engine
+
+
+@pytest.fixture
+def far_end():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((HOST, 0))
+    sock.settimeout(2.0)
+    yield sock
+    sock.close()
+
+
+def received(sock: socket.socket, count: int) -> list[RtpPacket]:
+    return [RtpPacket.parse(sock.recv(2048)) for _ in range(count)]
+
+
+def nothing_more(sock: socket.socket) -> bool:
+    sock.settimeout(0.05)
+    try:
+        sock.recv(2048)
+    except TimeoutError:
+        return True
+    return False
+
+
+def open_stream(engine: Engine, ticker: RtpTicker, far_end: socket.socket, *,
+                remote: tuple[str, int] | None = None, telephone_event: int | None = None,
+                name: str = "rtp test") -> RtpStream:
+    address = remote or far_end.getsockname()
+    negotiated = Negotiated(law="alaw", payload_type=8, telephone_event=telephone_event,
+                            remote=address, direction="sendrecv", peer=far_end.getsockname())
+
+    def make() -> RtpStream:
+        stream = RtpPorts(20000, 60000).open(engine, ticker, HOST, allow=None, name=name)
+        stream.open(negotiated)
+        return stream
+
+    return engine.run(make)
+
+
+def test_each_tick_sends_the_next_frame_or_silence_in_one_numbering(engine, far_end):
+    ticker = RtpTicker(engine)
+    stream = open_stream(engine, ticker, far_end)
+    frames = [bytes([n]) * 160 for n in range(1, 4)]
+    assert engine.run(lambda: [stream.write(frame) for frame in frames]) == [True] * 3
+    engine.sleep(0.11)  # five ticks: three frames, then silence
+    packets = received(far_end, 5)
+    assert [p.payload for p in packets] == frames + [SILENCE_ALAW] * 2
+    first = packets[0]
+    assert [p.sequence for p in packets] == [(first.sequence + k) & 0xFFFF for k in range(5)]
+    assert [p.timestamp for p in packets] == [(first.timestamp + 160 * k) & 0xFFFFFFFF
+                                              for k in range(5)]
+    assert [p.marker for p in packets] == [True, False, False, False, False]
+    assert {p.ssrc for p in packets} == {first.ssrc}
+    assert {p.payload_type for p in packets} == {8}
+    counts = engine.run(lambda: (stream.packets_sent, stream.endpoint.stats.sent,
+                                 stream.underruns, ticker.ticks))
+    assert counts == (5, 5, 2, 5)
+    engine.run(stream.close)
+
+
+def test_a_send_the_kernel_refuses_is_counted_and_the_others_go_on(engine, far_end):
+    ticker = RtpTicker(engine)
+    refused = open_stream(engine, ticker, far_end, remote=(HOST, 0), name="port 0")
+    fine = open_stream(engine, ticker, far_end)
+    engine.sleep(0.07)  # three ticks
+    assert len(received(far_end, 3)) == 3
+    counts = engine.run(lambda: (refused.packets_sent, refused.endpoint.stats.sent,
+                                 refused.endpoint.stats.send_errors, fine.packets_sent,
+                                 ticker.active))
+    assert counts == (0, 0, 3, 3, 2)
+    engine.run(refused.close)
+    engine.run(fine.close)
+
+
+def test_a_trace_listening_sees_every_packet_sent(engine, far_end):
+    ticker = RtpTicker(engine)
+    stream = open_stream(engine, ticker, far_end)
+    seen: list[tuple[bool, bytes]] = []
+
+    def tap(_at, sent, data, _source, _destination):
+        seen.append((sent, data))
+
+    engine.sleep(0.05)  # two ticks (each sleep ends between ticks)
+    engine.run(engine.taps.listen, "datagram", tap)
+    engine.sleep(0.06)  # three
+    engine.run(engine.taps.unlisten, "datagram", tap)
+    engine.sleep(0.04)  # two
+    packets = received(far_end, 7)
+    assert [data for _sent, data in seen] == [p.serialize() for p in packets[2:5]]
+    assert all(sent for sent, _data in seen)
+    assert [p.sequence for p in packets] == [(packets[0].sequence + k) & 0xFFFF
+                                             for k in range(7)]
+    assert engine.run(lambda: (stream.packets_sent, stream.endpoint.stats.sent)) == (7, 7)
+    engine.run(stream.close)
+
+
+def test_a_telephone_event_takes_the_audios_place_then_audio_resumes(engine, far_end):
+    ticker = RtpTicker(engine)
+    stream = open_stream(engine, ticker, far_end, telephone_event=101)
+    engine.sleep(0.03)  # one tick of audio
+    engine.run(stream.send_digit, "5", 60)  # three frames: two updates, the end three times
+    engine.sleep(0.08)
+    packets = received(far_end, 1 + 2 + 3 + 1)
+    assert nothing_more(far_end)
+    audio, events, after = packets[0], packets[1:6], packets[6]
+    assert [p.payload_type for p in events] == [101] * 5
+    assert {p.timestamp for p in events} == {(audio.timestamp + 160) & 0xFFFFFFFF}
+    assert [p.sequence for p in packets] == [(audio.sequence + k) & 0xFFFF for k in range(7)]
+    assert after.payload_type == 8 and after.marker
+    assert after.timestamp == (audio.timestamp + 4 * 160) & 0xFFFFFFFF
+    assert engine.run(lambda: (stream.packets_sent, stream.sending_digit)) == (7, False)
+    engine.run(stream.close)
+
+
+def test_packets_held_for_a_lost_one_are_released_on_the_ticks(engine, far_end):
+    """Nothing arrives after the gap: only the ticks can give the lost packet up."""
+    ticker = RtpTicker(engine)
+    stream = open_stream(engine, ticker, far_end)
+    heard: list[bytes] = []
+    engine.run(setattr, stream, "on_audio", heard.append)
+    sender = RtpSender(8, sequence=10, timestamp=1000)
+    first, lost, third = (sender.packet(bytes([n]) * 160) for n in (1, 2, 3))
+    del lost
+    far_end.sendto(first, stream.local)
+    far_end.sendto(third, stream.local)
+    assert engine.wait_until(lambda: stream.packets_received == 2, 1.0)
+    assert heard == [b"\x01" * 160]  # the third waits for the second
+    engine.sleep(0.1)  # the jitter buffer waits 60 ms for a missing packet
+    assert heard == [b"\x01" * 160, b"\xd5" * 160, b"\x03" * 160]
+    engine.run(stream.close)
+
+
+def test_writing_to_a_closed_stream_is_an_error_and_to_a_held_one_goes_nowhere(engine,
+                                                                              far_end):
+    ticker = RtpTicker(engine)
+    stream = open_stream(engine, ticker, far_end)
+    held = Negotiated(law="alaw", payload_type=8, telephone_event=None, remote=None,
+                      direction="recvonly", peer=far_end.getsockname())
+    engine.run(stream.open, held)
+    assert engine.run(stream.write, b"\x01" * 160) is True
+    assert engine.run(stream.queued) == 0
+    engine.run(stream.close)
+    with pytest.raises(OSError, match="closed"):
+        engine.run(stream.write, b"\x01" * 160)
