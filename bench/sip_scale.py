@@ -294,16 +294,15 @@ def socket_drops(ports: list[int]) -> int:
 RE_UNEXPECTED = re.compile(r"while expecting '([^']*)'[^\n]*?, received '(SIP/2\.0 \d+|\S+)")
 
 
-def failure_kinds(rundir: Path) -> str:
+def failure_kinds(errors: str) -> str:
     """What SIPp's error log says the failed calls got instead ("12 x 200 before the
     183": the 183 was lost, or overtaken by the 200)."""
     kinds: dict[str, int] = {}
-    for log in rundir.glob("*_errors.log"):
-        for expected, got in RE_UNEXPECTED.findall(log.read_text(errors="replace")):
-            got = got.removeprefix("SIP/2.0 ")
-            what = (f"{got} before the 183" if got == "200" and expected in ("180", "183")
-                    else f"{got} while expecting {expected}")
-            kinds[what] = kinds.get(what, 0) + 1
+    for expected, got in RE_UNEXPECTED.findall(errors):
+        got = got.removeprefix("SIP/2.0 ")
+        what = (f"{got} before the 183" if got == "200" and expected in ("180", "183")
+                else f"{got} while expecting {expected}")
+        kinds[what] = kinds.get(what, 0) + 1
     return ", ".join(f"{n} x {what}" for what, n in sorted(kinds.items(),
                                                           key=lambda item: -item[1]))
 
@@ -346,7 +345,9 @@ def ladder(procs: Processes, workdir: Path, workers: int, rates: list[int], seco
                         len(chain.kam.lines(r"dispatcher: node \S+ down")) - downs)
             if result.failed:
                 # run_sipp_uac's directory for the rung
-                rung.failures = failure_kinds(chain.workdir / f"uac-{chain.kam.port}-{rate}")
+                rundir = chain.workdir / f"uac-{chain.kam.port}-{rate}"
+                rung.failures = failure_kinds("".join(
+                    log.read_text(errors="replace") for log in rundir.glob("*_errors.log")))
             print(rung.row(), flush=True)
             if not result.passed:
                 break
@@ -366,6 +367,7 @@ class Failover:
     lost_on_victim: int = 0  # of lost_before_kill, those Kamailio had sent to the victim
     retried: int = 0  # new calls sent to the dead worker and retried on another
     after_up: int = 0  # calls the restarted worker took after it was up again
+    why: str = ""  # what the failed calls got instead
     timeline: list[tuple[float, str]] = field(default_factory=list)
     down_at: float | None = None
     restarted_at: float | None = None
@@ -475,6 +477,7 @@ def failover(procs: Processes, workdir: Path, workers: int, rate: int, kill_afte
         else:
             out.lost_after_kill += 1
     out.ok = len(done)
+    out.why = failure_kinds(result.errors())
     if len(invited) < out.calls:
         out.notes.append(f"SIPp placed {len(invited)} of {out.calls} calls")
     out.retried = sum(1 for line in after if "retried on node" in line)
@@ -496,7 +499,8 @@ def report_failover(out: Failover) -> None:
         print(f"  {at:+6.2f} s  {what}")
     print(f"calls placed {out.calls}, successful {out.ok}; lost: {out.lost_before_kill} "
           f"placed before the kill ({out.lost_on_victim} of them sent to the killed "
-          f"worker), {out.lost_after_kill} placed after it; {out.retried} new calls sent "
+          f"worker), {out.lost_after_kill} placed after it"
+          + (f" ({out.why})" if out.why else "") + f"; {out.retried} new calls sent "
           f"to the dead worker were retried on another; the restarted worker took "
           f"{out.after_up} calls after it was up" + (f"; {'; '.join(out.notes)}"
                                                      if out.notes else ""), flush=True)
@@ -552,6 +556,18 @@ def scaling(best: dict[int, int], rungs: dict[int, Rung]) -> None:
 
 
 # ------------------------------------------------------------------------------ main
+def code_version() -> str:
+    """The commit measured, and the files changed on top of it (the tree is shared)."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.rstrip() if done.returncode == 0 else ""
+    head = git("log", "-1", "--format=%h %cd", "--date=format:%Y-%m-%d %H:%M")
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no",
+                                        "uascall", "bench").splitlines()]
+    return (f"commit {head or '?'}" + (f", with uncommitted changes to {', '.join(changed)}"
+                                       if changed else ""))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", default=None,
@@ -603,6 +619,7 @@ def main() -> int:
     version = subprocess.run(["kamailio", "-v"], capture_output=True, text=True).stdout
     print(f"# {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; {sip_cps.machine()}; "
           f"Kamailio {version.split()[2] if version.startswith('version:') else '?'}")
+    print(f"# uascall: {code_version()}")
     print(f"# load before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
           f"{os.getloadavg()[2]:.2f}; loopback only; {seconds:g} s per rate; a rate passes "
           f"with every call successful and {100 * REACHED:.0f} % of it offered; CPU per "
