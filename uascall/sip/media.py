@@ -315,7 +315,7 @@ class RtpStream(MediaPort):
 
     # ------------------------------------------------------------------ receiving
     def _received(self, data: bytes, source: Address) -> None:
-        if not self._from_far_end(source):
+        if source != self.peer and not self._from_far_end(source):  # (the same, or not)
             return
         try:
             packet = RtpPacket.parse(data)
