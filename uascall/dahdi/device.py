@@ -498,9 +498,10 @@ class Channel(_Device):
         if size is None:
             size = self._blocksize * (2 if self._linear else 1)
             size = max(size, 1024)  # an HDLC frame can be longer than a block
+        fd = self._fd if self._fd >= 0 else self.fileno()  # fileno() raises if closed
         for _attempt in range(8):
             try:
-                return self._data_io.read(self.fileno(), size) or None  # b"": nothing either
+                return self._data_io.read(fd, size) or None  # b"": nothing either
             except BlockingIOError:
                 return None
             except OSError as exc:
@@ -530,9 +531,10 @@ class Channel(_Device):
 
         Queued events are drained first (DAHDI refuses data while any are pending).
         """
+        fd = self._fd if self._fd >= 0 else self.fileno()  # fileno() raises if closed
         for _attempt in range(8):
             try:
-                return self._data_io.write(self.fileno(), data)
+                return self._data_io.write(fd, data)
             except BlockingIOError:
                 return 0
             except OSError as exc:

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -937,8 +938,9 @@ class PriSpan:
             media.close()
             raise
         call.media = media
+        # a partial, not a lambda: one Python call less for each of 50 blocks a second
         self.engine.add_fd(media.fileno(), EPOLLPRI,
-                           lambda revents: self._on_media_ready(call, media, revents),
+                           functools.partial(self._on_media_ready, call, media),
                            on_error=lambda _exc: self._fail(call, _TEMPORARY_FAILURE))
         self._watch_media(call)
         return media
