@@ -30,10 +30,20 @@ long after the last was offered): the row says so, and a last comment line gives
 server, the highest rate without a single retransmission. ``--profile RATE`` runs the
 uascall server once more at RATE under py-spy (``--gil``) and prints what dominates.
 
+``--app examples/early_media.py`` measures a real application instead of the bare one
+(``app_cps`` in place of ``sip_cps``): SIPp calls with ``uac_callee_bye.xml`` (the
+application rings with its greeting and ringback as early media, answers, plays a file
+and hangs up itself, about ``--call-seconds`` a call, so hundreds of calls and RTP
+streams are up at once); a rung passes with every call successful and no 20 ms tick of
+the server's (its RTP ticker's, its media clock's) more than 5 ms late, read through its
+control socket after each rung.
+
     python bench/sip_cps.py [--seconds 10] [--rates 200,400,...] [--streams 250,500,...]
                             [--skip sippy,rtp] [--quick] [--profile RATE]
+                            [--app PATH [--call-seconds 10]]
 
-Last line: ``RESULT sip_cps=<n> sipp_uas_cps=<n> sippy_cps=<n> rtp_streams=<n>``.
+Last line: ``RESULT sip_cps=<n> sipp_uas_cps=<n> sippy_cps=<n> rtp_streams=<n>``
+(``app_cps=<n>`` in place of ``sip_cps`` with ``--app``).
 """
 
 from __future__ import annotations
@@ -65,11 +75,14 @@ ROOT = HERE.parent
 SCENARIOS = ROOT / "tests" / "interop" / "scenarios"
 UAC_SCENARIO = SCENARIOS / "uac_early_media.xml"
 UAS_SCENARIO = SCENARIOS / "uas_183.xml"
+#: --app: the application hangs up itself (its own BYE, which SIPp answers)
+CALLEE_BYE_SCENARIO = SCENARIOS / "uac_callee_bye.xml"
 APP = HERE / "sip_cps_app.py"
 SIPPY_VENV = Path.home() / ".cache" / "uascall" / "bench-sippy-venv"
 SIPPY_REQUIREMENT = "sippy>=2,<3"
 
-DEFAULT_RATES = "200,400,600,800,1200,1600,2000,2500,3000"
+# up to where SIPp's own UAS, or SIPp calling it, gives out (at 5,000 here, under 8,000)
+DEFAULT_RATES = "200,400,600,800,1000,1200,1600,2000,2500,3000,4000,5000,6500,8000"
 DEFAULT_STREAMS = "250,500,1000,1500,2000,2500,3000"
 QUICK_RATES = "200,800"
 QUICK_STREAMS = "250,1000"
@@ -232,9 +245,12 @@ class RateResult:
     def reached(self) -> bool:
         return self.offered_cps >= REACHED * self.rate
 
+    late_ticks: int = 0  # --app: 20 ms ticks run more than 5 ms late during the run
+
     @property
     def passed(self) -> bool:
-        return self.failed == 0 and self.ok == self.calls and self.reached
+        return (self.failed == 0 and self.ok == self.calls and self.reached
+                and not self.late_ticks)
 
     def row(self) -> str:
         server = 100 * self.server_cpu / self.wall if self.wall else 0.0
@@ -269,17 +285,20 @@ def _epoch(stamp: str) -> float:
 
 
 def run_sipp_uac(procs: Processes, workdir: Path, target_port: int, rate: int,
-                 seconds: float, server_pid: int | None) -> RateResult:
-    """One rung of the ladder: SIPp calls ``target_port`` at ``rate`` for ``seconds``."""
+                 seconds: float, server_pid: int | None, *, scenario: Path = UAC_SCENARIO,
+                 call_seconds: float = 0.0) -> RateResult:
+    """One rung of the ladder: SIPp calls ``target_port`` at ``rate`` for ``seconds``
+    (``scenario``; ``call_seconds``: how long the server holds each call)."""
     calls = max(1, round(rate * seconds))
     result = RateResult(rate, calls)
     rundir = workdir / f"uac-{target_port}-{rate}"
     rundir.mkdir(parents=True, exist_ok=True)
     stat = rundir / "stat.csv"
     local_port, media_port = free_ports(1, 1)
-    deadline = 2 * seconds + 60
-    argv = ["sipp", f"{HOST}:{target_port}", "-sf", str(UAC_SCENARIO),
-            "-set", "hold_ms", "0", "-set", "ack_delay_ms", "0",
+    deadline = 2 * seconds + 60 + 2 * call_seconds
+    variables = (["-set", "hold_ms", "0", "-set", "ack_delay_ms", "0"]
+                 if scenario == UAC_SCENARIO else [])
+    argv = ["sipp", f"{HOST}:{target_port}", "-sf", str(scenario), *variables,
             "-i", HOST, "-p", str(local_port), "-mi", HOST, "-mp", str(media_port),
             "-r", str(rate), "-m", str(calls), "-l", str(SIPP_LIMIT),
             "-buff_size", str(SIPP_BUFFER), "-timeout", f"{deadline:.0f}s", "-timeout_error",
@@ -342,7 +361,7 @@ def run_sipp_uac(procs: Processes, workdir: Path, target_port: int, rate: int,
                             f"{result.timeouts} timeouts")
     if result.rc not in (0, 1):
         result.notes.append(f"SIPp exit code {result.rc}")
-    behind = result.wall - calls / rate
+    behind = result.wall - calls / rate - call_seconds
     if behind > max(2.0, 0.2 * seconds):
         result.notes.append(f"the last calls ended {behind:.0f} s after the last was offered")
     return result
@@ -350,15 +369,22 @@ def run_sipp_uac(procs: Processes, workdir: Path, target_port: int, rate: int,
 
 def ladder(name: str, rates: list[int], seconds: float, procs: Processes, workdir: Path,
            port: int, server_pid: int | None, settle: float = 2.0,
-           server_alive: Callable[[], bool] = lambda: True) -> tuple[int, list[RateResult]]:
-    """Run the rates in order until one fails; (the best passing rate, the results)."""
+           server_alive: Callable[[], bool] = lambda: True, *,
+           scenario: Path = UAC_SCENARIO, call_seconds: float = 0.0,
+           checked: Callable[[RateResult], None] | None = None
+           ) -> tuple[int, list[RateResult]]:
+    """Run the rates in order until one fails; (the best passing rate, the results).
+    ``checked`` looks at each rung's result before it is judged (it may add a failure)."""
     print(f"\n## {name}\n{TABLE_HEAD}\n{TABLE_UNITS}", flush=True)
     best, results = 0, []
     for rate in rates:
         if not server_alive():
             print(f"{rate:6d}  the server is no longer running; stopping", flush=True)
             break
-        result = run_sipp_uac(procs, workdir, port, rate, seconds, server_pid)
+        result = run_sipp_uac(procs, workdir, port, rate, seconds, server_pid,
+                              scenario=scenario, call_seconds=call_seconds)
+        if checked is not None:
+            checked(result)
         results.append(result)
         print(result.row(), flush=True)
         if not result.passed:
@@ -385,12 +411,14 @@ def clean_rate(runs: list[RateResult]) -> int:
 
 # ---------------------------------------------------------------------------------- servers
 @contextlib.contextmanager
-def uascall_server(procs: Processes, workdir: Path, ringtone: str
+def uascall_server(procs: Processes, workdir: Path, ringtone: str, app: Path = APP,
+                   control: Path | None = None
                    ) -> Iterator[tuple[subprocess.Popen, int, Path]]:
     port, = free_ports(1)
     exe = Path(sys.executable).with_name("uascall")
     argv = ([str(exe)] if exe.exists() else [sys.executable, "-m", "uascall.cli"])
-    argv += ["run", str(APP), "--backend", "sip", "--listen", f"{HOST}:{port}"]
+    argv += ["run", str(app), "--backend", "sip", "--listen", f"{HOST}:{port}",
+             "--control", str(control) if control is not None else "none"]
     if ringtone:
         argv += ["--param", ringtone]
     stderr = workdir / "uascall.stderr"
@@ -816,20 +844,74 @@ def machine() -> str:
             f"Python {platform.python_version()}, {version.rstrip('.')}")
 
 
+class LateTicks:
+    """--app: the server's 20 ms ticks run more than 5 ms late (its RTP ticker's and its
+    media clock's), read through its control socket before and after each rung."""
+
+    def __init__(self, control: Path) -> None:
+        self.control = control
+        self.before = self.read()[0]
+
+    def read(self) -> tuple[int, float]:
+        """(late ticks so far, the latest tick in ms); (0, 0) when the socket fails."""
+        sys.path.insert(0, str(ROOT))
+        from uascall.control import ControlClient  # the bench runs from a checkout
+        try:
+            with ControlClient(self.control) as client:
+                counters = client.request("monitor")["counters"]
+        except Exception as exc:  # a benchmark reports, it does not stop for this
+            print(f"# cannot read {self.control}: {exc}", flush=True)
+            return 0, 0.0
+        late = counters.get("late_ticks", 0)
+        worst = 0.0
+        for part in counters.values():
+            if isinstance(part, dict):
+                late += part.get("late_ticks", 0)
+                worst = max(worst, part.get("max_tick_lateness_ms", 0.0))
+        return late, worst
+
+    def check(self, result: RateResult) -> None:
+        late, worst = self.read()
+        result.late_ticks = late - self.before
+        self.before = late
+        if result.late_ticks:
+            result.notes.append(f"{result.late_ticks} ticks more than {LATE_MS} ms late "
+                                f"(the latest so far {worst:.1f} ms)")
+        else:
+            result.notes.append(f"no late tick (the latest so far {worst:.1f} ms)")
+
+
 def run_parts(args: argparse.Namespace, skip: set[str], rates: list[int],
               counts: list[int], seconds: float, procs: Processes, workdir: Path,
               results: dict[str, int], clean: dict[str, int], notes: list[str]) -> None:
     """The parts asked for, in order, filling ``results``, ``clean`` and ``notes``."""
     if "uascall" not in skip:
-        tone = f", early media {args.ringtone} looped" if args.ringtone else (
-            ", early media RTP carries silence")
-        with uascall_server(procs, workdir, args.ringtone) as (server, port, stderr):
-            best, runs = ladder(f"sip_cps: uascall ({APP.relative_to(ROOT)}, thread per "
-                                f"call, max_setups 2000, max_lag 0.2 s{tone})", rates,
-                                seconds, procs, workdir, port, server.pid,
-                                server_alive=lambda: server.poll() is None)
-            results["sip_cps"] = best
-            top_of_ladder(best, rates, "sip_cps", notes)
+        app = Path(args.app).resolve() if args.app else APP
+        control = workdir / "uascall.control" if args.app else None
+        if args.app:
+            what = (f"{args.app}: its own early media, answer and BYE, about "
+                    f"{args.call_seconds:g} s a call; a rung fails on a 20 ms tick more "
+                    f"than {LATE_MS} ms late too")
+            key = "app_cps"
+        else:
+            tone = f", early media {args.ringtone} looped" if args.ringtone else (
+                ", early media RTP carries silence")
+            what = (f"{APP.relative_to(ROOT)}, a call per pooled thread, max_setups 2000, "
+                    f"max_lag 0.2 s{tone}")
+            key = "sip_cps"
+        with uascall_server(procs, workdir, args.ringtone, app, control) as (server, port,
+                                                                              stderr):
+            checked = None
+            if control is not None:
+                checked = LateTicks(control).check
+            best, runs = ladder(f"{key}: uascall ({what})", rates, seconds, procs, workdir,
+                                port, server.pid, server_alive=lambda: server.poll() is None,
+                                scenario=CALLEE_BYE_SCENARIO if args.app else UAC_SCENARIO,
+                                call_seconds=args.call_seconds if args.app else 0.0,
+                                checked=checked, settle=args.call_seconds + 2 if args.app
+                                else 2.0)
+            results[key] = best
+            top_of_ladder(best, rates, key, notes)
             clean["uascall"] = clean_rate(runs)
             if args.profile and server.poll() is None:
                 time.sleep(2.0)
@@ -889,6 +971,13 @@ def main() -> int:
     parser.add_argument("--profile", type=int, default=0, metavar="RATE",
                         help="after the uascall ladder, one more run at RATE with py-spy "
                         "sampling the uascall process")
+    parser.add_argument("--app", metavar="PATH", default="",
+                        help="measure this application instead (e.g. examples/early_media.py"
+                        "): SIPp's scenario is uac_callee_bye.xml (the application hangs "
+                        "up); the result is app_cps")
+    parser.add_argument("--call-seconds", type=float, default=10.0, metavar="S",
+                        help="--app: about how long the application holds a call (default "
+                        "%(default)s)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work directory (SIPp logs, statistics, profiles)")
     args = parser.parse_args()
@@ -904,7 +993,9 @@ def main() -> int:
     if sip_parts and not shutil.which("sipp"):
         parser.error("sipp is not installed (Debian: apt-get install sip-tester); "
                      "or --skip uascall,sipp,sippy")
-    for scenario in (UAC_SCENARIO, UAS_SCENARIO):
+    if args.app and not Path(args.app).exists():
+        parser.error(f"--app {args.app}: no such file")
+    for scenario in (UAC_SCENARIO, UAS_SCENARIO, CALLEE_BYE_SCENARIO):
         if sip_parts and not scenario.exists():
             parser.error(f"{scenario} is missing")
 
@@ -914,7 +1005,8 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     procs = Processes()
     workdir = Path(tempfile.mkdtemp(prefix="sip_cps-"))
-    results = {"sip_cps": 0, "sipp_uas_cps": 0, "sippy_cps": 0, "rtp_streams": 0}
+    results = {"app_cps" if args.app else "sip_cps": 0, "sipp_uas_cps": 0, "sippy_cps": 0,
+               "rtp_streams": 0}
     notes: list[str] = []
     clean: dict[str, int] = {}
     print(f"# {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; {machine()}")

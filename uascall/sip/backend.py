@@ -165,7 +165,8 @@ class SipBackend(Backend):
             "malformed": stats.malformed, "calls": stats.calls,
             # of the streams up now: a stream's counts go with it
             "media_underruns": sum(stream.underruns for stream in streams),
-            "late_ticks": self.ua.ticker.late_ticks}}
+            "late_ticks": self.ua.ticker.late_ticks,
+            "max_tick_lateness_ms": round(self.ua.ticker.max_lateness * 1000, 1)}}
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
