@@ -636,8 +636,9 @@ def test_an_ended_call_is_let_go_and_a_late_cancel_still_gets_its_200(uas, peer)
 
     users = uas.engine.run(invite_users)
     assert users and not any(isinstance(user, SipCall) for user in users)  # no call kept
-    # nor what was parsed of the requests, which only wait to absorb retransmissions
-    assert uas.engine.run(lambda: all(tx.request.headers._parsed is None
+    # nor the requests and responses as objects: the transactions only wait to absorb
+    # retransmissions, with the final response's bytes
+    assert uas.engine.run(lambda: all(tx.request is None and tx.last_response is None
                                       for tx in ua.server_tx.values()))
     peer.send(peer.request("CANCEL", branch=peer.branch, cseq=invite_cseq))
     ok = peer.expect(200, method="CANCEL")

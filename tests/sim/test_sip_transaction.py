@@ -771,3 +771,32 @@ def test_client_key_is_branch_and_cseq_method() -> None:
 def test_transaction_repr_names_method_branch_and_state() -> None:
     tx = InviteServerTransaction(request())
     assert repr(tx) == "<InviteServerTransaction INVITE z9hG4bK74bf9 PROCEEDING>"
+
+
+@pytest.mark.parametrize("final", [200, 486])
+def test_server_invite_shed_after_final_still_absorbs_retransmissions(final: int) -> None:
+    """What lingers 64*T1 after the final response is the response's bytes, not the
+    parsed request and response (issue 15: the cyclic GC's full passes scanned them)."""
+    invite, d = server_invite()
+    with pytest.raises(TransactionError, match="final response"):
+        d.tx.shed()  # before the final response: the request is still needed
+    response = make_response(invite, final, to_tag="as1")
+    d.respond(response)
+    d.tx.shed()
+    assert d.tx.request is None and d.tx.last_response is None
+    assert d.tx.final_status == final
+    assert "request shed" in repr(d.tx)
+    again = d.receive(request())
+    assert again == ([Send(response.serialize())] if final == 486 else [])
+    if final == 486:  # and the ACK still confirms it
+        assert any(isinstance(a, ToUser) for a in d.receive(request("ACK")))
+        assert d.tx.state is TxState.CONFIRMED
+
+
+def test_server_non_invite_shed_after_final_still_absorbs_retransmissions() -> None:
+    bye, d = server_non_invite()
+    ok = make_response(bye, 200)
+    d.respond(ok)
+    d.tx.shed()
+    assert d.tx.request is None and d.tx.final_status == 200
+    assert d.receive(request("BYE", to_tag="as1", cseq=2)) == [Send(ok.serialize())]

@@ -402,7 +402,10 @@ class Headers:
         if not isinstance(name, str):
             return False
         key = _key_of(name)
-        return any(k == key for k, _, _ in self._items)
+        for item in self._items:  # a plain loop: any() over a generator costs twice this
+            if item[0] == key:
+                return True
+        return False
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         for _, n, v in self._items:

@@ -235,6 +235,8 @@ class UserAgent:
         self._sessions = random.randrange(1, 2**31)
         #: not taking new calls (see the module docstring's "Draining")
         self.draining = False
+        # one bound method for every transaction timer, not one object more per timer
+        self._fire_timer = self._fire
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -615,10 +617,11 @@ class UserAgent:
         if self.settings.user_agent and "Server" not in response.headers:
             response.headers.add("Server", self.settings.user_agent)
         self._run(tx, tx.respond(response))  # type: ignore[attr-defined]
-        if response.status >= 200:
-            # The transaction keeps its request for 64*T1 to absorb retransmissions: what
-            # was parsed of it would only lengthen the cyclic GC's passes meanwhile.
-            tx.request.headers.drop_views()
+        if response.status >= 200 and not tx.terminated:
+            # The transaction lingers 64*T1 to absorb retransmissions, with the final
+            # response's bytes: the parsed messages would only lengthen the cyclic GC's
+            # passes meanwhile.
+            tx.shed()
 
     def start_client(self, request: Request, peer: Address, user: SipCall | None
                      ) -> ClientTransaction:
@@ -642,8 +645,9 @@ class UserAgent:
                 old = tx.handles.pop(action.name, None)
                 if old is not None:
                     old.cancel()
-                tx.handles[action.name] = self.engine.call_later(action.delay, self._fire,
-                                                                 tx, action.name)
+                tx.handles[action.name] = self.engine.call_later(action.delay,
+                                                                 self._fire_timer, tx,
+                                                                 action.name)
             elif isinstance(action, CancelTimer):
                 handle = tx.handles.pop(action.name, None)
                 if handle is not None:
