@@ -44,21 +44,25 @@ A new INVITE is refused with 503 + Retry-After (one warning a second at most, wi
 count) when one of these holds, checked in this order:
 
 - ``max_setups`` calls are being set up (incoming, not yet ACKed or ended);
-- its source host has completed no call (none of its calls reached the ACK of our 2xx)
-  and either holds ``max_source_setups`` calls being set up already, or such sources
-  hold nine tenths of ``max_setups`` together (the last tenth is kept for the others);
+- under pressure (half of ``max_setups`` in use, or the engine more than half
+  ``max_lag`` late), its source host has completed no call (none of its calls reached
+  the ACK of our 2xx) and either holds ``max_source_setups`` calls being set up already,
+  or such sources hold nine tenths of ``max_setups`` together (the last tenth is kept
+  for the others);
 - the engine runs late by more than ``max_lag`` (its timers, or datagrams waiting in the
   kernel); twice that for a source with completed calls (still below T1 by default).
 
-So a flood from one source (never ACKed: it completes nothing) holds at most
-``max_source_setups`` calls and gets stateless 503s for the rest, while a source that
-completed calls before is still served, and requests within a dialog (ACK, BYE,
-re-INVITE) are never refused for load. The hosts with completed calls are remembered in
-a table of at most :data:`KNOWN_SOURCES` (the least recent forgotten first); a source
-whose 200 goes unACKed for 64*T1 is forgotten there. Only a real round trip (the ACK
-names our To-tag) earns a place, so a flood from forged addresses cannot fill the table
-or displace it; the per-source counts exist only for hosts with calls being set up, so
-they are bounded by ``max_setups``.
+Nothing else refuses a call: not the CPU the process uses, nor how many calls one
+caller has ringing while the engine keeps up. So a flood from one source (never ACKed:
+it completes nothing) holds half of ``max_setups`` at most (from there the shares apply,
+and it holds more than its ``max_source_setups``) and gets stateless 503s for the rest,
+while a source that completed calls before is still served, and requests within a
+dialog (ACK, BYE, re-INVITE) are never refused for load. The hosts with completed calls
+are remembered in a table of at most :data:`KNOWN_SOURCES` (the least recent forgotten
+first); a source whose 200 goes unACKed for 64*T1 is forgotten there. Only a real round
+trip (the ACK names our To-tag) earns a place, so a flood from forged addresses cannot
+fill the table or displace it; the per-source counts exist only for hosts with calls
+being set up, so they are bounded by ``max_setups``.
 
 A message that does not parse never raises out of here: a request whose Via, Call-ID,
 CSeq, From and To could still be read gets a stateless 400 (or 505), anything else is
@@ -302,7 +306,7 @@ class UserAgent:
         if self.setups >= settings.max_setups:
             return f"{self.setups} calls being set up (limit {settings.max_setups})"
         known = host is not None and host in self.known_sources
-        if not known:
+        if not known and self._under_pressure():
             held = self.setups_by_source.get(host, 0) if host is not None else 0
             if held >= self.max_source_setups:
                 return (f"{host} holds {held} calls being set up (limit "
@@ -316,6 +320,16 @@ class UserAgent:
             return (f"the engine runs {self._lag * 1000:.0f} ms late (limit "
                     f"{max_lag * 1000:.0f} ms{whose})")
         return None
+
+    def _under_pressure(self) -> bool:
+        """Whether the shares of sources with no completed call apply: half of
+        ``max_setups`` is in use, or the engine runs more than half ``max_lag`` late.
+        Before that a new source may set up as many calls as it likes (a caller whose
+        first calls ring for seconds has completed none yet: SIPp placing calls to an
+        application with early media was refused 503 at a fifth of a core)."""
+        settings = self.settings
+        return (2 * self.setups >= settings.max_setups
+                or 2 * self._lag > settings.max_lag)
 
     def _refused_overloaded(self, why: str) -> None:
         self.stats.overloaded += 1
