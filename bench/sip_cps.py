@@ -256,7 +256,8 @@ class RateResult:
         server = 100 * self.server_cpu / self.wall if self.wall else 0.0
         sipp = 100 * self.sipp_cpu / self.wall if self.wall else 0.0
         per_call = 1e3 * self.server_cpu / self.ok if self.ok else 0.0
-        broken = self.failed or self.rc not in (0, 1) or self.ok + self.failed < self.calls
+        broken = (self.failed or self.rc not in (0, 1) or self.ok + self.failed < self.calls
+                  or self.late_ticks)
         mark = "ok" if self.passed else ("FAIL" if broken else "not offered")
         return (f"{self.rate:6d} {self.offered_cps:8.0f} {self.calls:7d} {self.ok:7d} "
                 f"{self.failed:6d} {self.r503:5d} {self.retransmissions:7d} {server:7.1f} "
