@@ -81,8 +81,9 @@ APP = HERE / "sip_cps_app.py"
 SIPPY_VENV = Path.home() / ".cache" / "uascall" / "bench-sippy-venv"
 SIPPY_REQUIREMENT = "sippy>=2,<3"
 
-# up to where SIPp's own UAS, or SIPp calling it, gives out (at 5,000 here, under 8,000)
-DEFAULT_RATES = "200,400,600,800,1000,1200,1600,2000,2500,3000,4000,5000,6500,8000"
+# up to where SIPp's own UAS, or SIPp calling it, gives out (it passed 8,000 here)
+DEFAULT_RATES = ("200,400,600,800,1000,1200,1600,2000,2500,3000,4000,5000,6500,8000,10000,"
+                 "13000,16000,20000")
 DEFAULT_STREAMS = "250,500,1000,1500,2000,2500,3000"
 QUICK_RATES = "200,800"
 QUICK_STREAMS = "250,1000"
