@@ -873,8 +873,7 @@ class _ActorPool:
         engine = self._engine
         me = threading.current_thread()
         while task is not None:
-            if task.name:
-                me.name = task.name
+            me.name = task.name or "uascall-actor"
             engine._local.actor = True
             try:
                 task.target(*task.args)
