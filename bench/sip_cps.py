@@ -17,8 +17,10 @@ machine's cores, so every figure includes that contention):
    :class:`~uascall.sip.media.RtpTicker`), each fed by a :class:`~uascall.media.player.Player`
    playing a looped ringback tone as a real call does (each source starts at its own point
    of the cadence, as calls that began at different times do; ``--silence`` leaves the
-   players out), sent to a sink process that counts packets. The largest N with no tick
-   late by more than 5 ms and no packet lost.
+   players out), sent to a sink process that counts packets (reading every millisecond:
+   a reader asleep in recv is woken by each datagram from within our sendto, a cost of
+   loopback, not of sending RTP). The largest N with no tick late by more than 5 ms and
+   no packet lost.
 
 Each rate runs ``--seconds`` seconds (``-m rate*seconds`` calls); the ladder stops at the
 first rate with a failed call or that SIPp could not offer (under 95 % of it), and the
