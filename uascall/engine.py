@@ -239,6 +239,10 @@ class Engine:
         self._stopping = False
         self._stopped = threading.Event()
         self._post_lock = threading.Lock()
+        # Real time: whether the loop may be blocked in epoll, so that a post from another
+        # thread must write the eventfd (under _post_lock; see _iterate). While the loop
+        # runs, posts need no system call: it takes them on its next iteration.
+        self._sleeping = True
         self._accepting = False
         self._waiters: set[_Waiter] = set()
         # futures application threads wait for in real time (woken if the engine stops)
@@ -402,7 +406,9 @@ class Engine:
             if not self._accepting:
                 raise Error(f"engine {self.name!r} is not running; expected a started engine")
             self._posted.append((callback, args))
-            if self._wakeup_fd >= 0 and not self.in_engine_thread:
+            if (self._wakeup_fd >= 0 and (self._sleeping or self.clock.virtual)
+                    and not self.in_engine_thread):
+                self._sleeping = False  # one write wakes it; the next posts need none
                 with contextlib.suppress(BlockingIOError):  # the counter is saturated
                     os.eventfd_write(self._wakeup_fd, 1)
 
@@ -678,8 +684,17 @@ class Engine:
         else:
             next_when = self._timers.next_when()
             timeout = None if next_when is None else max(0.0, next_when - self.clock.now())
+            if timeout != 0.0:
+                # About to block: from here posts must wake us (checked under the lock the
+                # posters take, so that none slips in between unseen).
+                with self._post_lock:
+                    if self._posted:
+                        timeout = 0.0
+                    else:
+                        self._sleeping = True
         assert self._epoll is not None
         events = self._epoll.poll(-1 if timeout is None else timeout)
+        self._sleeping = False
         if self._due:
             events += self._due.items()
         if events:

@@ -93,3 +93,26 @@ def test_an_idle_thread_ends_after_a_while(monkeypatch: pytest.MonkeyPatch):
         # and a task after that starts a new thread
         engine.run_actor(lambda: threads.append(threading.current_thread())).join(5)
     assert len(threads) == 2 and threads[1] is not threads[0]
+
+
+def test_posts_from_threads_wake_an_idle_engine_every_time():
+    """The engine writes no eventfd for posts while it runs (issue 15: a system call and a
+    GIL hand-off for each of a call's round trips); one that comes as it is about to block
+    must still wake it. No timers: a lost wake-up would hang the round trip."""
+    with Engine() as engine:
+        failures: list[BaseException] = []
+
+        def round_trips() -> None:
+            try:
+                for n in range(2000):
+                    assert engine.run(lambda n=n: n, timeout=5) == n
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=round_trips) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not any(thread.is_alive() for thread in threads)
+        assert failures == []
