@@ -345,6 +345,7 @@ class AppHost:
         self._ids = itertools.count(1)
         self._running: dict[str, _Instance] = {}
         self._lock = threading.Lock()
+        self._hanging_up: set[UASCallChannel] = set()  # shutdown's clearings under way
         self._wrong_direction_told = False
 
     def start(self, *, take_calls: bool = True) -> None:
@@ -598,16 +599,24 @@ class AppHost:
         return finished
 
     def _hang_up_running(self) -> None:
+        """Start clearing every call still up, all at once, each on a thread of its own:
+        clearing one call can take long (a lost RELEASE waits for T305, a 200 not yet
+        acknowledged for its ACK), and shutdown's timeout is for all of them together."""
         with self._lock:
             instances = list(self._running.values())
         for instance in instances:
             for channel in (instance.channel, *instance.extras.created()):
-                if channel.state() is State.IDLE:
+                if channel.state() is State.IDLE or channel in self._hanging_up:
                     continue
-                try:
-                    channel.hang_up()
-                except (Error, Hangup) as exc:
-                    self.log.warning("shutdown: cannot hang up %s: %s", channel, exc)
+                self._hanging_up.add(channel)
+                self.engine.start_actor_thread(self._hang_up, channel,
+                                               name=f"uascall-hang-up {instance.instance_id}")
+
+    def _hang_up(self, channel: UASCallChannel) -> None:
+        try:
+            channel.hang_up()
+        except (Error, Hangup) as exc:
+            self.log.warning("shutdown: cannot hang up %s: %s", channel, exc)
 
     def _refuse(self, leg: CallLeg) -> None:
         self.log.info("not taking calls (shutting down, or starting only outbound "

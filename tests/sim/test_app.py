@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ from uascall.app import AppHost, Application, ApplicationError, CallRecords, Fil
 from uascall.engine import Engine, VirtualClock
 from uascall.errors import ArgumentError, Error
 from uascall.sim.backend import SimBackend
+
+from .helpers import drop_message
 
 T = 5.0
 
@@ -225,3 +228,32 @@ def test_keep_results_must_be_a_count(tmp_path, keep):
     with Engine(VirtualClock()) as engine:
         with pytest.raises(ArgumentError, match="keep_results"):
             AppHost(engine, SimBackend(engine), app, keep_results=keep)
+
+
+def test_shutdown_clears_every_call_at_once_and_keeps_to_its_timeout(tmp_path):
+    """Clearing a call can take long (here the far end's RELEASE is lost, so libpri waits
+    for its T305, 30 s): shutdown() starts clearing every call at once and keeps to its
+    timeout, rather than waiting for each call's clearing in turn (two calls: a minute)."""
+    body = """
+    def main(channel, application_instance_id, file_man, my_log, application_parameters):
+        channel.answer()
+        channel.wait_for_idle()
+        return 7
+    """
+    app = Application.load(write_app(tmp_path, body))
+    with Engine() as engine:  # real time: libpri's timers run on the wall clock
+        backend = SimBackend(engine)
+        host = AppHost(engine, backend, app, media_dir=tmp_path)
+        engine.run(host.start)
+        assert engine.wait_until(lambda: backend.up, T)
+        far = [engine.run(backend.far_end.dial, "5551000") for _ in range(2)]
+        assert engine.wait_until(lambda: all(c.call.state.name == "CONNECTED" for c in far), T)
+        backend.loop.tap.frame_filter = drop_message("RELEASE")
+        started = time.monotonic()
+        assert host.shutdown(timeout=2.0) is False
+        took = time.monotonic() - started
+        assert took < 2.0 + T, f"shutdown(timeout=2.0) took {took:.1f} s"
+        # both far ends were told at once: each got our DISCONNECT
+        assert all(c.call.cause == 16 for c in far)
+        assert host.join(T)
+    assert sorted(r.return_code for r in host.results) == [-9, -9]
