@@ -300,8 +300,11 @@ def run_sipp_uac(procs: Processes, workdir: Path, target_port: int, rate: int,
     stat = rundir / "stat.csv"
     local_port, media_port = free_ports(1, 1)
     deadline = 2 * seconds + 60 + 2 * call_seconds
-    variables = (["-set", "hold_ms", "0", "-set", "ack_delay_ms", "0"]
-                 if scenario == UAC_SCENARIO else [])
+    # the load settings of a scenario that takes them (its <Global variables=...>)
+    declared = re.search(r'<Global variables="([^"]*)"', scenario.read_text())
+    names = declared.group(1).split(",") if declared else []
+    variables = [word for name in ("hold_ms", "ack_delay_ms") if name in names
+                 for word in ("-set", name, "0")]
     argv = ["sipp", f"{HOST}:{target_port}", "-sf", str(scenario), *variables,
             "-i", HOST, "-p", str(local_port), "-mi", HOST, "-mp", str(media_port),
             "-r", str(rate), "-m", str(calls), "-l", str(SIPP_LIMIT),

@@ -68,7 +68,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -309,21 +308,6 @@ def failure_kinds(errors: str) -> str:
                                                           key=lambda item: -item[1]))
 
 
-@contextlib.contextmanager
-def through_the_proxy(workdir: Path) -> Iterator[Path]:
-    """sip_cps's scenario with its ACK and BYE along the route set, for
-    ``sip_cps.run_sipp_uac(..., scenario=)``. That passes the scenario's ``-set hold_ms 0
-    -set ack_delay_ms 0`` only for ``sip_cps.UAC_SCENARIO``, which is this copy while the
-    block runs."""
-    scenario = kamailio.proxied_scenario(sip_cps.UAC_SCENARIO.name, workdir)
-    original = sip_cps.UAC_SCENARIO
-    sip_cps.UAC_SCENARIO = scenario
-    try:
-        yield scenario
-    finally:
-        sip_cps.UAC_SCENARIO = original
-
-
 def ladder(procs: Processes, workdir: Path, workers: int, rates: list[int], seconds: float
            ) -> tuple[int, Rung | None]:
     """The rates in order through Kamailio to ``workers`` workers until one fails;
@@ -332,9 +316,10 @@ def ladder(procs: Processes, workdir: Path, workers: int, rates: list[int], seco
           f"{workers} uascall worker{'s' if workers > 1 else ''} "
           f"({APP.relative_to(ROOT)})\n{HEAD}\n{UNITS}", flush=True)
     best, best_rung = 0, None
-    with (Chain(procs, workdir, workers, log_level=1) as chain,
-          through_the_proxy(workdir) as scenario):
+    with Chain(procs, workdir, workers, log_level=1) as chain:
         assert chain.kam is not None
+        # sip_cps's scenario, its ACK and BYE along the route set
+        scenario = kamailio.proxied_scenario(sip_cps.UAC_SCENARIO.name, chain.workdir)
         for rate in rates:
             if not chain.alive():
                 print(f"{rate:6d}  the supervisor or Kamailio is no longer running; stopping")
