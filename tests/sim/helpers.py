@@ -14,13 +14,16 @@ from uascall import ToneManager
 from uascall.channel import UASCallChannel
 from uascall.dahdi import q931
 from uascall.engine import EPOLLIN, EPOLLPRI, Engine
+from uascall.media.player import MediaClock
 from uascall.sim.backend import SimBackend
+from uascall.sim.farend import pri_loop_conf
 from uascall.sim.kernel import SimKernel
 
 MEDIA = Path(__file__).resolve().parents[2] / "examples" / "media"
 #: seconds a signalling step may take before a test gives up: a bound for failures only,
 #: so it is generous; more on the vm rig, where TCG emulation makes everything slower
 T = 15.0 if os.environ.get("UASCALL_RIG") == "vm" else 5.0
+REAL_TIME_SLACK = 0.15  # seconds: scheduling on a loaded machine, or under emulation
 
 
 class Wire:
@@ -90,6 +93,24 @@ class World:
 
     def alertings(self) -> list:
         return [m for who, m in self.wire.messages() if who == "cpe" and m.name == "ALERTING"]
+
+
+def start_world(engine: Engine, rig: Any, kind: str) -> World:
+    """A looped pair on ``rig``, started on ``engine``: our span, with a channel for each
+    call it is offered, and the exchange's. Whatever the caller made the engine listen
+    with before (a trace's device taps) sees the spans' devices; stopping the backend is
+    the caller's, or the engine's end."""
+    conf = pri_loop_conf(kind, dynamic=True)
+    backend = SimBackend(engine, kind=kind, kernel=rig.kernel(engine, conf), conf=conf)
+    clock = MediaClock(engine)
+    channels: list[UASCallChannel] = []
+    backend.on_incoming = lambda leg: channels.append(
+        UASCallChannel(engine, leg, media_clock=clock, media_dir=MEDIA))
+    engine.run(backend.start)
+    assert engine.wait_until(lambda: backend.up, T)
+    return World(engine, backend, channels, Wire(backend.loop.tap,
+                                                 backend.loop.cpe.layout.dchannel), kind,
+                 slack=0.0 if engine.clock.virtual else REAL_TIME_SLACK)
 
 
 def with_tones(channel: UASCallChannel) -> UASCallChannel:

@@ -22,14 +22,11 @@ import pytest
 
 from tests import audio
 from uascall import PlayableMedia
-from uascall.channel import MediaStarted, State, UASCallChannel
+from uascall.channel import MediaStarted, State
 from uascall.errors import Error
 from uascall.media import tts
-from uascall.media.player import MediaClock
-from uascall.sim.backend import SimBackend
-from uascall.sim.farend import pri_loop_conf
 
-from .helpers import MEDIA, T, Wire, World
+from .helpers import T, World, start_world
 from .sip_peer import incoming
 
 
@@ -52,17 +49,7 @@ def _no_cached_speech(monkeypatch, tmp_path):
 def live_world(rig):
     """The ``world`` of the other scenarios (E1), on an engine in real time."""
     with rig.engine(virtual=False) as engine:
-        conf = pri_loop_conf("E1", dynamic=True)
-        backend = SimBackend(engine, kind="E1", kernel=rig.kernel(engine, conf), conf=conf)
-        clock = MediaClock(engine)
-        channels: list[UASCallChannel] = []
-        backend.on_incoming = lambda leg: channels.append(
-            UASCallChannel(engine, leg, media_clock=clock, media_dir=MEDIA))
-        engine.run(backend.start)
-        assert engine.wait_until(lambda: backend.up, T)
-        yield World(engine, backend, channels, Wire(backend.loop.tap,
-                                                    backend.loop.cpe.layout.dchannel), "E1",
-                    slack=0.15)
+        yield start_world(engine, rig, "E1")
         for pid in espeak_children():  # a failed test's stopped espeak-ng
             os.kill(pid, signal.SIGKILL)
 

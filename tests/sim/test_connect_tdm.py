@@ -48,7 +48,7 @@ from uascall.sim.analog_farend import Destination, Exchange, Phone, analog_loop_
 from uascall.sim.farend import FarEnd, FarEndCall, PriLoop, pri_loop_conf
 from uascall.sim.kernel import SimKernel
 
-from .helpers import MEDIA, T, Wire
+from .helpers import MEDIA, REAL_TIME_SLACK, T, Wire
 from .test_listening import tone
 
 LINES = 4  # analog lines in the loop
@@ -56,7 +56,6 @@ ANALOG_LAW = "ulaw"
 #: what the phone dials (a number on the PRI exchange), and the number on the analog
 #: exchange the PRI caller's call goes out to
 PRI_NUMBER, LINE_NUMBER = "5559000", "5553000"
-REAL_TIME_SLACK = 0.15  # seconds: scheduling on a loaded machine, or under emulation
 #: what the early media checks leave out at their start, seconds (see phone_to_pri)
 EARLY_SKIP = 0.3
 #: 20 ms blocks a key's tone may lack in real time and still be one key (keys_heard)

@@ -21,16 +21,13 @@ import threading
 import numpy as np
 import pytest
 
-from tests.sim.helpers import MEDIA, T, with_tones
+from tests.sim.helpers import T, start_world, with_tones
 from tests.sim.sip_peer import SipPeer, Uas, incoming
-from uascall.channel import State, UASCallChannel
+from uascall.channel import State
 from uascall.cli import main
 from uascall.dahdi import q931
 from uascall.media import g711
-from uascall.media.player import MediaClock
 from uascall.media.tones import reference_rms
-from uascall.sim.backend import SimBackend
-from uascall.sim.farend import pri_loop_conf
 from uascall.sip.rtp import RtpPacket
 from uascall.trace import pcapng
 from uascall.trace.ladder import read_calls
@@ -46,15 +43,9 @@ def pri_trace(rig, tmp_path_factory):
     path = tmp_path_factory.mktemp("pri") / "pri.pcapng"
     with rig.engine() as engine:
         tracer = Tracer(engine, str(path), audio=True).start()
-        conf = pri_loop_conf("E1", dynamic=True)
-        backend = SimBackend(engine, kind="E1", kernel=rig.kernel(engine, conf), conf=conf)
-        clock = MediaClock(engine)
-        channels: list[UASCallChannel] = []
-        backend.on_incoming = lambda leg: channels.append(
-            UASCallChannel(engine, leg, media_clock=clock, media_dir=MEDIA))
-        engine.run(backend.start)
+        world = start_world(engine, rig, "E1")
+        backend, channels = world.backend, world.channels
         try:
-            assert engine.wait_until(lambda: backend.up, rig.patience)
             engine.run(backend.far_end.dial, "5551000", calling="5552000")
             assert engine.wait_until(lambda: channels, T)
             channel = with_tones(channels[0])

@@ -22,18 +22,16 @@ import threading
 import pytest
 
 from tests.audio import decode, dominant_frequency
-from tests.sim.helpers import MEDIA, T, with_tones
+from tests.sim.helpers import T, start_world, with_tones
 from tests.sim.sip_peer import SipPeer, Uas, incoming, sdp_address
 from uascall.backend import Cause
-from uascall.channel import State, UASCallChannel
+from uascall.channel import State
 from uascall.dahdi import abi, q931
 from uascall.dahdi.backend import DahdiBackend
 from uascall.dahdi.config import SystemConf
 from uascall.dahdi.device import Channel
 from uascall.engine import Engine, VirtualClock
 from uascall.media import g711
-from uascall.media.player import MediaClock
-from uascall.sim.backend import SimBackend
 from uascall.sim.farend import pri_loop_conf
 from uascall.sim.kernel import SimKernel
 from uascall.sip.rtp import RtpPacket
@@ -116,16 +114,10 @@ def traced_world(request, rig, tmp_path):
     path = tmp_path / "pri.pcapng"
     with rig.engine() as engine:
         tracer = Tracer(engine, str(path), audio=True).start()
-        conf = pri_loop_conf(kind, dynamic=True)
-        backend = SimBackend(engine, kind=kind, kernel=rig.kernel(engine, conf), conf=conf)
-        clock = MediaClock(engine)
-        channels: list[UASCallChannel] = []
-        backend.on_incoming = lambda leg: channels.append(
-            UASCallChannel(engine, leg, media_clock=clock, media_dir=MEDIA))
-        engine.run(backend.start)
-        assert engine.wait_until(lambda: backend.up, rig.patience)
+        world = start_world(engine, rig, kind)
+        backend = world.backend
         try:
-            yield engine, backend, channels, tracer, path, kind
+            yield engine, backend, world.channels, tracer, path, kind
         finally:
             engine.run(backend.stop)
             tracer.stop()
