@@ -289,6 +289,13 @@ def incoming(uas: Uas, peer: SipPeer, **invite) -> UASCallChannel:
 
 def answered(uas: Uas, peer: SipPeer) -> UASCallChannel:
     channel = incoming(uas, peer)
+    answer_through(channel, peer)
+    return channel
+
+
+def answer_through(channel: UASCallChannel, peer: SipPeer) -> Response:
+    """``channel`` answered (on a thread of its own) and ``peer``, its caller, acknowledging
+    the 200; returns that 200."""
     result: list[State] = []
     thread = threading.Thread(target=lambda: result.append(channel.answer()))
     thread.start()
@@ -296,4 +303,4 @@ def answered(uas: Uas, peer: SipPeer) -> UASCallChannel:
     peer.ack(ok)
     thread.join(5)
     assert result == [State.ANSWERED]
-    return channel
+    return ok

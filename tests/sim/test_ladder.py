@@ -16,13 +16,12 @@ import math
 import re
 import shutil
 import subprocess
-import threading
 
 import numpy as np
 import pytest
 
 from tests.sim.helpers import T, start_world, with_tones
-from tests.sim.sip_peer import SipPeer, Uas, incoming
+from tests.sim.sip_peer import SipPeer, Uas, answer_through, incoming
 from uascall.channel import State
 from uascall.cli import main
 from uascall.dahdi import q931
@@ -75,12 +74,7 @@ def sip_trace(tmp_path_factory):
         channel.ring(negotiate_early_media=True, custom_ringtone=EU, loop_ringtone=True)
         peer.expect(183)
         peer.rtp_packets(1.0)
-        answer: list[State] = []
-        thread = threading.Thread(target=lambda: answer.append(channel.answer()))
-        thread.start()
-        peer.ack(peer.expect(200, method="INVITE"))
-        thread.join(5)
-        assert answer == [State.ANSWERED]
+        answer_through(channel, peer)
         peer.send_rtp([RtpPacket(8, n, 160 * n, 0x1234, bytes(160)).serialize()
                        for n in range(25)], interval=0.02)
         peer.bye()

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from tests.sim.sip_peer import SipPeer, Uas, answered, incoming
+from tests.sim.sip_peer import SipPeer, Uas, answer_through, answered, incoming
 from uascall.channel import State
 from uascall.sip.message import Request, Response, parse_message
 
@@ -76,13 +76,7 @@ def test_our_bye_goes_to_the_first_route_with_the_route_set_and_the_contact_as_u
         peer.invite(extra=record_route, contact="<sip:caller@192.0.2.7:5099;transport=udp>")
         peer.expect(100)
         channel = uas.channel()
-        result: list[State] = []
-        thread = threading.Thread(target=lambda: result.append(channel.answer()))
-        thread.start()
-        ok = peer.expect(200, method="INVITE")
-        peer.ack(ok)
-        thread.join(5)
-        assert result == [State.ANSWERED]
+        ok = answer_through(channel, peer)
         channel.hang_up()
         data, _source = proxy.recvfrom(65536)
         bye = parse_message(data)

@@ -23,7 +23,7 @@ import pytest
 
 from tests.audio import decode, dominant_frequency
 from tests.sim.helpers import T, start_world, with_tones
-from tests.sim.sip_peer import SipPeer, Uas, incoming, sdp_address
+from tests.sim.sip_peer import SipPeer, Uas, answer_through, incoming, sdp_address
 from uascall.backend import Cause
 from uascall.channel import State
 from uascall.dahdi import abi, q931
@@ -284,13 +284,7 @@ def test_sip_call_with_a_183_in_the_trace(traced_uas, peer_factory):
     channel.ring(negotiate_early_media=True, custom_ringtone=EU, loop_ringtone=True)
     progress = peer.expect(183)
     early = peer.rtp_packets(1.0)
-    answer: list[State] = []
-    thread = threading.Thread(target=lambda: answer.append(channel.answer()))
-    thread.start()
-    ok = peer.expect(200, method="INVITE")
-    peer.ack(ok)
-    thread.join(5)
-    assert answer == [State.ANSWERED]
+    answer_through(channel, peer)
     peer.send_rtp([RtpPacket(8, n, 160 * n, 0x1234, bytes(160)).serialize()
                    for n in range(25)], interval=0.02)
     peer.bye()
