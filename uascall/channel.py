@@ -393,14 +393,11 @@ class UASCallChannel:
         signalled_at = self._engine.time()
         alert = self._engine_alert if prepared is not None else self._engine_alert_quiet
         early, law = self._engine.run(alert, negotiate_early_media, wanted_codecs)
-        if self._releasing:  # the ringing indication could not be sent: the call is going
-            self._wait(lambda: self._state is State.IDLE, CLEARING_TIMEOUT)
-            return self._state
         if not early:
             ringtime = ringtime or 0.0  # nothing is played: None means do not block
         elif prepared is None:
             ringtime = ringtime or 0.0  # _engine_alert has stopped any earlier ringtone
-        else:
+        elif not self._releasing:
             # The source is made here, on this thread, once the law is known: a second step.
             source = prepared(law, loop)
             ended: concurrent.futures.Future = concurrent.futures.Future()
@@ -411,8 +408,9 @@ class UASCallChannel:
                 ringtime = length if length is not None else self._ringtone_length(source,
                                                                                    ended)
         if self._releasing:
-            # cleared by another thread between the two steps: returned IDLE, as a call
-            # cleared while it rings is (the far end's RELEASE can take a while to come)
+            # The call is going: the ringing indication could not be sent, or another
+            # thread hung up between the two steps. Returned IDLE, as a call cleared while
+            # it rings is (the far end's RELEASE can take a while to come).
             self._wait(lambda: self._state is State.IDLE, CLEARING_TIMEOUT)
             return self._state
         remaining = signalled_at + ringtime - self._engine.time() if ringtime else 0.0
