@@ -139,13 +139,18 @@ class MediaPort:
         raise Error(f"{type(self).__name__} cannot send DTMF out of band; expected it to "
                     "be played in band")
 
-    def sound_digit(self, digit: str) -> int:
-        """Have the line's own tone generator sound ``digit`` in band (on DAHDI the
-        kernel's DAHDI_DIAL, on the card's clock, so that a late engine cannot break the
-        tone in two). Returns for how many 20 ms frames nothing may be written (a write
-        would cut the digit short), or 0 where the port has no such generator or it
-        refused: then the caller plays the tone itself."""
-        return 0
+    def sound_digit(self, digit: str) -> bool:
+        """Have the line's own tone generator sound ``digit`` in band at once, in place
+        of the audio queued (on DAHDI the kernel's DAHDI_DIAL, on the card's clock, so
+        that a late engine cannot break the tone in two). False where the port has no
+        such generator or it refused: then the caller plays the tone itself. While
+        :meth:`sounding`, nothing may be written (a write would cut the digit short)."""
+        return False
+
+    def sounding(self) -> bool:
+        """Whether the line's generator still sounds the digits given it (each tone and
+        the pause after it)."""
+        return False
 
 
 # --------------------------------------------------------------------------- legs

@@ -58,22 +58,43 @@ class QueuePort:
     def send_digit(self, digit: str, duration_ms: int) -> None:
         self.digits.append((digit, duration_ms))
 
-    def sound_digit(self, digit: str) -> int:
-        return 0  # no tone generator of its own: the bridge plays the key
+    def sound_digit(self, digit: str) -> bool:
+        return False  # no tone generator of its own: the bridge plays the key
+
+    def sounding(self) -> bool:
+        return False
 
 
 class DialingPort(QueuePort):
-    """A port whose line sounds keys itself (a DAHDI channel's kernel), each for
-    ``frames`` frames."""
+    """A port whose line sounds keys itself, as a DAHDI channel's kernel does: each for
+    ``frames`` of its ticks, after the queue (which a key drops) and before any frame
+    written meanwhile; ``line`` is what it sent, tick by tick ("4" for a key's frame)."""
 
     def __init__(self, law: str = "alaw", *, frames: int = 10) -> None:
         super().__init__(law)
         self.frames = frames
         self.dialled: list[str] = []
+        self.dialling: list[str] = []  # a key per tick left to sound
+        self.line: list[bytes | str] = []
 
-    def sound_digit(self, digit: str) -> int:
+    def sound_digit(self, digit: str) -> bool:
         self.dialled.append(digit)
-        return self.frames
+        self.queue.clear()  # DAHDI_FLUSH_WRITE: the key starts at once
+        self.dialling += [digit] * self.frames
+        return True
+
+    def sounding(self) -> bool:
+        return bool(self.dialling)
+
+    def tick(self) -> None:
+        if self.queue:  # the kernel sends what is written before any tone
+            self.line.append(self.queue[0])
+            super().tick()
+        elif self.dialling:
+            self.line.append(self.dialling.pop(0))
+        else:
+            self.line.append(b"")
+            self.underruns += 1
 
 
 def numbered(n: int) -> bytes:
@@ -184,22 +205,58 @@ def test_a_key_from_out_of_band_is_played_in_band_where_events_are_not_taken():
 
 
 def test_a_key_from_out_of_band_is_sounded_by_a_port_that_has_a_generator():
-    """Towards a DAHDI channel the kernel dials the key: nothing is written while it
-    sounds (a write would stop it), two keys in a row are queued to it, the destination
-    call is told of each (its echo guard), and the audio comes back after them."""
+    """Towards a DAHDI channel the kernel dials the key at once (the audio queued is
+    dropped): nothing is written while it sounds (a write would stop it), however many
+    frames arrive meanwhile (a late engine's burst); two keys in a row are queued to it,
+    the destination call is told of each (its echo guard), and the audio comes back
+    after them."""
     port = DialingPort("alaw", frames=10)
     told: list[str] = []
     link = AudioLink(port, sent_key=told.append)
+    link.open()
     speech = numbered(1)
     link.heard(speech, "alaw")
     link.key("4", in_band=False)
     link.key("#", in_band=False)
+    assert port.queue == []
+    for _ in range(20):  # a burst: the generator has not moved on
+        link.heard(speech, "alaw")
+    assert port.queue == [] and link.frames_in == 21
     for _ in range(20):
+        port.tick()
         link.heard(speech, "alaw")
     assert port.dialled == ["4", "#"] and told == ["4", "#"]
-    assert port.queue == [speech] and link.frames_in == 21
-    link.heard(speech, "alaw")  # the keys are over: audio again
-    assert port.queue == [speech, speech] and link.slips == 0
+    assert port.line[:20] == ["4"] * 10 + ["#"] * 10
+    assert port.queue == [speech] and link.slips == 0  # the keys are over: audio again
+
+
+def test_a_key_heard_in_band_is_sounded_by_a_port_that_has_a_generator():
+    """A key heard in band towards a DAHDI channel is not passed on frame by frame, which
+    a late engine breaks in two or cuts short (the vm rig: '1559#' and '15#' for '159#'):
+    the kernel sounds it whole, the tone heard is muted for as long as the key is down,
+    and the frames that carried its start and were still queued are dropped, so the far
+    end hears the kernel's tone right after what it heard of the first one."""
+    port = DialingPort("ulaw", frames=10)
+    told: list[str] = []
+    held = [False]
+    link = AudioLink(port, key_held=lambda: held[0], sent_key=told.append)
+    link.open()
+    speech, tone = numbered(1), numbered(2)
+    link.heard(speech, "ulaw")
+    port.tick()
+    link.heard(tone, "ulaw")  # the key's start, before the detector knew it
+    held[0] = True
+    link.key("9", in_band=True)
+    for _ in range(15):  # the key held 300 ms: its tone is never written
+        port.tick()
+        link.heard(tone, "ulaw")
+    silence = g711.codec("ulaw").silence_frame
+    # the tone's start that was still queued dropped; silence while the key is still down
+    assert port.line == [speech] + ["9"] * 10 + [silence] * 5
+    assert port.queue == [silence]
+    held[0] = False
+    link.heard(speech, "ulaw")
+    assert port.queue[-1] == speech and told == ["9"] and port.dialled == ["9"]
 
 
 def test_a_key_goes_as_an_event_where_the_port_takes_them_and_its_tone_is_muted():

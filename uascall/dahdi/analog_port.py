@@ -380,11 +380,14 @@ class PortAudio(MediaPort):
         if self.port.channel is not None:
             self.port.channel.limit_write_queue(frames)
 
-    def sound_digit(self, digit: str) -> int:
+    def sound_digit(self, digit: str) -> bool:
         if self.port.channel is None:
-            return 0
+            return False
         self.port.stop_tone()  # its writes would stop the kernel's digit
         return sound_digit(self.port.channel, digit)
+
+    def sounding(self) -> bool:
+        return self.port.channel is not None and self.port.channel.dialing()
 
 
 class AnalogLeg(CallLeg):

@@ -122,8 +122,11 @@ class BChannelPort(MediaPort):
     def limit_queue(self, frames: int | None) -> None:
         self.channel.limit_write_queue(frames)
 
-    def sound_digit(self, digit: str) -> int:
+    def sound_digit(self, digit: str) -> bool:
         return sound_digit(self.channel, digit)
+
+    def sounding(self) -> bool:
+        return self.channel.dialing()
 
 
 class PriLeg(CallLeg):

@@ -546,18 +546,17 @@ class Channel(_Device):
         return 0
 
 
-#: a DTMF digit DAHDI_DIAL sounds, its 100 ms tone and 100 ms of silence, in 20 ms frames
-KERNEL_DIGIT_FRAMES = 10
-
-
-def sound_digit(channel: Channel, digit: str) -> int:
-    """``digit`` in DTMF, dialled by the kernel on ``channel`` after any it is dialling
-    (the tone zone's DTMF on the card's clock). Returns the frames it lasts, tone and
-    silence, during which nothing may be written to ``channel``; 0 if the kernel refused
-    (no tone zone loaded, its dial string full, the channel gone)."""
+def sound_digit(channel: Channel, digit: str) -> bool:
+    """``digit`` in DTMF, dialled by the kernel on ``channel`` (the tone zone's DTMF on
+    the card's clock, 100 ms on and 100 ms off) after any it is dialling, in place of
+    the data written and not yet sent, which is dropped: the kernel sends what is
+    written before any tone, so the digit starts at once. False if the kernel refused
+    (no tone zone loaded, its dial string full, the channel gone). ``channel.dialing()``
+    says when it is done; a write before then cuts it short."""
     try:
+        channel.flush(abi.DAHDI_FLUSH_WRITE)
         channel.dial("T" + digit, abi.DAHDI_DIAL_OP_APPEND)
     except (OSError, ArgumentError) as exc:
         log.debug("%s: the kernel does not dial %s: %s", channel.label, digit, exc)
-        return 0
-    return KERNEL_DIGIT_FRAMES
+        return False
+    return True

@@ -29,18 +29,30 @@ keeps the queue full until it slips, two frames (40 ms) of delay at most.
 Where the laws differ (an E1 caller, a mu-law SIP phone) each frame is converted by a
 256-byte table (:func:`~uascall.media.g711.transcoder`).
 
-Keys pressed at one end reach the other as that end takes them: where its port takes
-RFC 4733 telephone-events, as events, and the tone heard in band is muted while the key
-is down (only its first tens of milliseconds, before the detector knows it is a key, go
-through); otherwise in band, where a key heard in band goes on in the audio, and one
-that came out of band is sounded by the line's own tone generator where it has one (a
-DAHDI channel's kernel dials it, on the card's clock; the frames that arrive meanwhile
-are not written, since a write would cut the digit short), else played as frames of our
-own (:data:`DIGIT_MS`) in place of the audio, which a late engine could break in two.
+Keys pressed at one end reach the other as that end takes them:
+
+* where its port takes RFC 4733 telephone-events, as events, and the tone heard in band is
+  muted while the key is down;
+* where its line has a tone generator of its own (a DAHDI channel: the kernel dials the
+  key on the card's clock), by that generator, whether the key came in band or out of
+  band. The audio queued on the port is dropped so the key starts at once; the tone of
+  one heard in band is muted; the frames that arrive while the generator sounds are not
+  written, since a write would cut the key short. The tone itself is not passed on
+  because it would not survive the way: frame by frame through a bridge, a key breaks in
+  two (or is cut below what a receiver takes) wherever the engine runs later than the
+  channel's buffers hold, and the far end hears two keys or none;
+* otherwise in band: a key heard in band goes on in the audio, and one that came out of
+  band is played as frames of our own (:data:`DIGIT_MS`) in place of the audio.
+
+The link sees a frame only after the call's DTMF analysis has (:class:`~uascall.media.
+inbound.Hearing`), so a key is muted from the frame that completes its recognition (about
+30 ms of tone); what went through before that is too short for a receiver to take as a
+key, and on a DAHDI line it is mostly dropped with the queue, so that the generator's tone
+follows what the far end heard of it without a gap.
 
 Everything here runs on the engine thread; it knows media ports (``write``,
-``limit_queue``, ``telephone_events``, ``send_digit``, ``sound_digit``, ``law``) and
-nothing of calls.
+``limit_queue``, ``telephone_events``, ``send_digit``, ``sound_digit``, ``sounding``,
+``law``) and nothing of calls.
 """
 
 from __future__ import annotations
@@ -94,7 +106,7 @@ class AudioLink:
         self._tables: dict[str, bytes | None] = {}
         self._overlay: collections.deque[bytes] = collections.deque()
         self._muted = 0  # frames left to mute of a key's in-band tone
-        self._held = 0  # frames left not to write while the port's generator sounds keys
+        self._sounding = False  # the port's generator sounds keys: nothing is written
         self._ahead = 0  # frames in a row that found more than one frame waiting
         self.closed = False
         #: frames heard and frames written on; frames dropped because the port was full
@@ -126,9 +138,10 @@ class AudioLink:
         if self.closed:
             return
         self.frames_in += 1
-        if self._held:  # the port sounds a key itself: a write would stop it
-            self._held -= 1
-            return
+        if self._sounding:  # the port sounds a key itself: a write would stop it
+            if self._still_sounding():
+                return
+            self._sounding = False
         key_frame = bool(self._overlay)
         if key_frame:
             frame = self._overlay.popleft()
@@ -183,15 +196,33 @@ class AudioLink:
                 self._sent_key(digit)
             if in_band:
                 self._muted = MAX_MUTED_FRAMES
+        elif self._overlay:  # keys of our own play: this one follows them
+            self._overlay.extend(_digit_frames(digit, self._law))
+            if in_band:
+                self._muted = MAX_MUTED_FRAMES
+        elif self._sound(digit):  # the line's generator sounds it, on the card's clock
+            self._sounding = True
+            if in_band:
+                self._muted = MAX_MUTED_FRAMES
+            if self._sent_key is not None:
+                self._sent_key(digit)
         elif not in_band:
-            held = 0 if self._overlay else self.port.sound_digit(digit)
-            if held:  # the line's generator sounds it, on the card's clock
-                self._held += held
-                if self._sent_key is not None:
-                    self._sent_key(digit)
-            else:
-                self._overlay.extend(_digit_frames(digit, self._law))
-        # a key heard in band on a port without events goes on in band, in the audio
+            self._overlay.extend(_digit_frames(digit, self._law))
+        # a key heard in band where the line has neither goes on in band, in the audio
+
+    def _sound(self, digit: str) -> bool:
+        try:
+            return self.port.sound_digit(digit)
+        except OSError as exc:
+            log.debug("%s: DTMF %s not sounded: %s", self.name, digit, exc)
+            return False
+
+    def _still_sounding(self) -> bool:
+        try:
+            return self.port.sounding()
+        except OSError as exc:  # the other call's device failed: its owner clears it
+            log.debug("%s: the port cannot say whether it sounds a key: %s", self.name, exc)
+            return False
 
 
 _DIGIT_FRAMES: dict[tuple[str, str], tuple[bytes, ...]] = {}

@@ -9,7 +9,10 @@ A channel that listens gets a :class:`Hearing`: the receive path of its leg deli
   :class:`~uascall.media.dtmf.DtmfBank` analyses every listening call's audio together, at
   most every :data:`PROCESS_INTERVAL` (so a busy engine batches hundreds of calls into
   one pass, and a digit is still reported within 5 ms of the frame that completes it);
-* passes the frame on to its taps (a recorder; later a bridge or a trace);
+* passes the frame on to its taps (a recorder, a bridge) once the bank has analysed it,
+  in the same pass: a key the frame completes is known before any tap sees the frame, so
+  a bridge mutes it there rather than pass on its tone for a frame more (a tap waits at
+  most :data:`PROCESS_INTERVAL` for this);
 * merges the key presses heard in band with those the backend reports out of band
   (RFC 4733 on SIP) in :class:`KeyPresses`: a far end that sends both for one press (a
   gateway that leaves the tones in the audio) gives one digit, not two;
@@ -69,6 +72,8 @@ class InboundDsp:
         self.bank = DtmfBank()
         self._timer: TimerHandle | None = None
         self._last = -math.inf
+        #: hearings with frames for their taps, passed on after the bank's next pass
+        self.waiting: list[Hearing] = []
 
     @classmethod
     def of(cls, engine: Engine) -> InboundDsp:
@@ -88,6 +93,10 @@ class InboundDsp:
         self._timer = None
         self._last = self.engine.time()
         self.bank.process()
+        if self.waiting:
+            waiting, self.waiting = self.waiting, []
+            for hearing in waiting:
+                hearing.pass_on()
 
 
 @dataclass(slots=True)
@@ -155,8 +164,9 @@ class Hearing:
         self.keys = KeyPresses(on_key)
         self._stream = dsp.bank.add(on_start=self._inband_down, on_end=self._inband_up)
         self._fed_at = 0.0  # engine time of the latest frame queued
-        #: called with every frame heard, (frame, law), after the DTMF stream has it
+        #: called with every frame heard, (frame, law), once the DTMF bank has analysed it
         self.taps: list[Callable[[bytes, str], None]] = []
+        self._unheard: list[tuple[bytes, str]] = []  # frames the taps have not had yet
         # what we sent in the last ECHO_SECONDS and more (the guard looks at the times):
         # a bounded deque, not trimmed by time on every frame
         self._sent: collections.deque[tuple[float, bytes, str]] = collections.deque(
@@ -169,6 +179,7 @@ class Hearing:
         self._inband_key: str | None = None  # a key down in band now
 
     def close(self) -> None:
+        self.pass_on()  # the call's last frames are not lost to a recording
         self._stream.close()
         self.taps.clear()
         self._sent.clear()
@@ -182,9 +193,21 @@ class Hearing:
         self.frames_heard += 1
         self._fed_at = self._now()
         stream.feed_law(frame, law)
+        if self.taps:
+            if not self._unheard:
+                self._dsp.waiting.append(self)
+            self._unheard.append((frame, law))
         if self._dsp._timer is None:  # else a pass is due already and takes this frame
             self._dsp.queued()
-        if self.taps:
+
+    def pass_on(self) -> None:
+        """Give the taps the frames heard since the bank's last pass (it has analysed
+        them, so keys in them are known)."""
+        frames = self._unheard
+        if not frames:
+            return
+        self._unheard = []
+        for frame, law in frames:
             for tap in tuple(self.taps):  # a tap may take itself off
                 tap(frame, law)
 

@@ -21,7 +21,7 @@ import array
 import logging
 from collections.abc import Callable, Collection
 
-from uascall.dahdi import libpri, q931
+from uascall.dahdi import abi, libpri, q931
 from uascall.dahdi.backend import BChannelPort
 from uascall.dahdi.config import SystemConf
 from uascall.dahdi.device import MEDIA_NUMBUFS, DeviceIO
@@ -278,6 +278,18 @@ class FarEndCall:
                              high_dbm0=level_dbm0 + 2.0, law=self.law)
         lead = codec.silence_frame[:1] * round(lead_ms * 8)
         return self.send(lead + codec.encode(tones)) + lead_ms / 1000.0
+
+    def key(self, digits: str) -> float:
+        """Key ``digits`` (0-9 * # A-D) on a phone beyond the exchange: the exchange's
+        kernel sounds them on the B-channel (DAHDI_DIAL), each 100 ms on and 100 ms off
+        at -10 dBm0, whatever this thread's timing, as a keypad beyond a real network
+        does. Returns when the first tone starts, in engine time."""
+        media = self.call.open_media(numbufs=self._numbufs)
+        if self._player is not None:
+            self._player.stop()  # a write would stop the kernel's dialling
+        media.flush(abi.DAHDI_FLUSH_WRITE)
+        media.dial("T" + digits, abi.DAHDI_DIAL_OP_REPLACE)
+        return self.call.span.engine.time()
 
     def say(self, samples: array.array | list[int]) -> float:
         """Send s16 samples (speech, a tone) in band; returns when they start."""
