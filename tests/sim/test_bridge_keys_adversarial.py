@@ -1,0 +1,202 @@
+"""Keys carried across a bridge, under the timings and pairs that could break them.
+
+Since 1f5391f a key heard in band towards a DAHDI channel is sounded there by the kernel
+(DAHDI_FLUSH_WRITE, then DAHDI_DIAL "T<digit>": 100 ms on, 100 ms off), its tone muted
+in what is passed on, and the call's taps (the bridge, a recorder) see each frame only
+once the DTMF bank has analysed it. The scenarios here press keys fast (Q.24's 40 ms on,
+40 ms off) and slow (a key held 2 s), repeat a digit, press at both ends at once, talk
+right before and after a key, play speech that holds no key, record a bridged call, and
+keep a call up for ten minutes with keys every few seconds; each checks what the far
+ends heard with the test's own filters (``tests/audio.py``), never uascall's.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import audio
+from uascall.channel import State, UASCallChannel
+from uascall.media.player import MediaClock
+
+from .helpers import MEDIA, T, World
+from .test_listening import tone
+
+# Exact timings (a key's edges against the engine's steps) need the simulator's virtual
+# time; real time has its own scenarios below (live_world).
+pytestmark = pytest.mark.sim_only
+
+
+def answered_in(world: World):
+    channel, far = world.incoming()
+    assert channel.answer() is State.ANSWERED
+    return channel, far
+
+
+def answered_out(world: World, number: str = "5559000"):
+    world.backend.far_end.answer_after = 0.2
+    channel = UASCallChannel(world.engine, backend=world.backend, route="pri",
+                             media_clock=MediaClock(world.engine), media_dir=MEDIA)
+    assert channel.call(number, call_from="5551000", seconds_timeout=T) is State.ANSWERED
+    return channel, world.backend.far_end.incoming[-1]
+
+
+def joined(world: World):
+    a, far_a = answered_in(world)
+    b, far_b = answered_out(world)
+    assert a.connect(b) is True
+    return a, far_a, b, far_b
+
+
+def heard_since(far, mark: int, law: str) -> list[int]:
+    return audio.decode(bytes(far.heard[mark:]), law)
+
+
+def keys_at(world: World, far, mark: int) -> str:
+    return audio.dtmf_keys(heard_since(far, mark, world.law), world.law)
+
+
+def all_digits(channel: UASCallChannel) -> str:
+    return channel.DTMFDetector.get_digits(seconds_predigits_timeout=0)
+
+
+# --------------------------------------------------------------------------- timings
+
+@pytest.mark.parametrize("keys, on_ms, off_ms", [
+    ("159#", 40, 40),          # Q.24's shortest key and pause
+    ("1234567890*#", 40, 40),  # a fast dialler's number
+    ("555", 40, 40),           # the same digit again: three keys, not one
+    ("555", 80, 80),
+    ("00", 100, 40),
+])
+def test_fast_keys_reach_the_other_far_end_each_once_in_order(world, keys, on_ms, off_ms):
+    a, far_a, b, far_b = joined(world)
+    mark = len(far_b.heard)
+    world.engine.run(lambda: far_a.press(keys, on_ms=on_ms, off_ms=off_ms))
+    assert a.DTMFDetector.get_digits(count=len(keys), seconds_predigits_timeout=T,
+                                     seconds_interdigit_timeout=T) == keys
+    world.engine.sleep(0.2 * len(keys) + 0.5)  # the kernel sounds each for 200 ms
+    assert keys_at(world, far_b, mark) == keys
+    assert all_digits(b) == ""
+    a.hang_up()
+    b.hang_up()
+
+
+def test_a_key_held_two_seconds_is_one_key_and_the_audio_comes_back(world):
+    a, far_a, b, far_b = joined(world)
+    law = world.law
+    mark = len(far_b.heard)
+
+    def hold_then_talk() -> None:
+        far_a.press("8", on_ms=2000, off_ms=100)
+        far_a.say(tone(1000.0, 1.0, -10.0, law))
+
+    world.engine.run(hold_then_talk)
+    world.engine.sleep(3.5)
+    heard = heard_since(far_b, mark, law)
+    assert audio.dtmf_keys(heard, law) == "8"
+    # nothing of the key after the kernel's 100 ms: the rest is muted, not passed on
+    blocks = audio.dtmf_blocks(heard, law)
+    assert blocks.count("8") <= 6, blocks
+    # the talk after it whole, but its edge frames
+    on = audio.steady(heard, 1000.0, law)
+    assert len(on) / 8000 >= 0.94, f"{len(on) / 8000:.3f} s of the talk after the key"
+    assert all_digits(a) == "8" and all_digits(b) == ""
+    a.hang_up()
+    b.hang_up()
+
+
+def test_keys_from_both_ends_at_once_each_reach_the_other(world):
+    a, far_a, b, far_b = joined(world)
+    marks = len(far_a.heard), len(far_b.heard)
+
+    def both() -> None:
+        far_a.press("13", on_ms=60, off_ms=60)
+        far_b.press("24", on_ms=60, off_ms=60)
+
+    world.engine.run(both)
+    world.engine.sleep(1.5)
+    assert keys_at(world, far_b, marks[1]) == "13"
+    assert keys_at(world, far_a, marks[0]) == "24"
+    assert all_digits(a) == "13" and all_digits(b) == "24"
+    a.hang_up()
+    b.hang_up()
+
+
+# --------------------------------------------------------------------------- the echo guard
+
+@pytest.mark.parametrize("keys, on_ms, off_ms", [("159#", 80, 80),
+                                                  ("0123456789", 100, 100)])
+def test_an_echoing_far_end_gives_b_no_keys_of_its_own(world, keys, on_ms, off_ms):
+    """b's far end echoes all it hears (a poor hybrid): the keys b passed on come back in
+    band, and b's detector must not take them for its far end's, nor pass them back.
+    (Keys at the kernel's own pace (100 ms on, 100 ms off) or slower: faster ones queue
+    up in its dial string and sound later than the guard looks back (ECHO_DELAY).)"""
+    a, far_a, b, far_b = joined(world)
+    far_b.echo = True
+    world.engine.run(lambda: far_a.press(keys, on_ms=on_ms, off_ms=off_ms))
+    world.engine.sleep(0.2 * len(keys) + 1.5)
+    assert all_digits(a) == keys
+    assert all_digits(b) == ""
+    a.hang_up()
+    b.hang_up()
+
+
+# --------------------------------------------------------------------------- speech and keys
+
+def frames_with(heard: list[int], freq: float, law: str) -> int:
+    """How many 20 ms frames of ``heard`` carry ``freq`` at -20 dBm0 or more."""
+    return sum(audio.component_level_dbm0(heard[n:n + 160], freq, law) > -20
+               for n in range(0, len(heard) - 159, 160))
+
+
+@pytest.mark.parametrize("on_ms, off_ms", [(80, 80), (100, 100), (120, 200)])
+def test_talk_right_before_and_after_a_key_is_heard_whole(world, on_ms, off_ms):
+    """A 1000 Hz tone (a voice), a key, the tone again, back to back: the far end hears
+    all the talk before the key (the queue the kernel's key drops holds none of it) and
+    all the talk after it but what the kernel's 100 + 100 ms outlasts the key by and the
+    frame in which the key was recognised."""
+    a, far_a, b, far_b = joined(world)
+    law = world.law
+    mark = len(far_b.heard)
+
+    def talk_key_talk() -> None:
+        far_a.say(tone(1000.0, 0.5, -10.0, law))
+        far_a.press("5", on_ms=on_ms, off_ms=off_ms)
+        far_a.say(tone(1000.0, 1.0, -10.0, law))
+
+    world.engine.run(talk_key_talk)
+    world.engine.sleep(0.5 + (on_ms + off_ms) / 1000 + 1.5)
+    heard = heard_since(far_b, mark, law)
+    blocks = audio.dtmf_blocks(heard, law)
+    assert audio.keys_in_blocks(blocks) == "5"
+    first_key = blocks.index("5")
+    before, after = heard[:160 * first_key], heard[160 * first_key:]
+    assert frames_with(before, 1000.0, law) >= 25 - 1  # 0.5 s, but an edge frame
+    outlasted = max(0, 200 - on_ms - off_ms) // 20
+    assert frames_with(after, 1000.0, law) >= 50 - outlasted - 2
+    assert all_digits(a) == "5" and all_digits(b) == ""
+    a.hang_up()
+    b.hang_up()
+
+
+def test_speech_across_the_bridge_invents_no_key(world):
+    """Twenty seconds of speech (espeak-ng, several voices) from a's far end: b's far end
+    hears no key, and neither call's detector takes one."""
+    from tests import corpus
+    a, far_a, b, far_b = joined(world)
+    law = world.law
+    speech = []
+    for _name, samples in corpus.speech_corpus():
+        speech += [int(s) for s in samples]
+        if len(speech) >= 20 * 8000:
+            break
+    mark = len(far_b.heard)
+    world.engine.run(far_a.say, speech)
+    world.engine.sleep(len(speech) / 8000 + 1.0)
+    heard = heard_since(far_b, mark, law)
+    assert len(heard) >= len(speech)
+    assert audio.level_dbm0(heard, law) > -30  # the speech did cross
+    assert keys_at(world, far_b, mark) == ""
+    assert all_digits(a) == "" and all_digits(b) == ""
+    a.hang_up()
+    b.hang_up()
