@@ -12,6 +12,8 @@ ends heard with the test's own filters (``tests/audio.py``), never uascall's.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from tests import audio
@@ -198,5 +200,75 @@ def test_speech_across_the_bridge_invents_no_key(world):
     assert audio.level_dbm0(heard, law) > -30  # the speech did cross
     assert keys_at(world, far_b, mark) == ""
     assert all_digits(a) == "" and all_digits(b) == ""
+    a.hang_up()
+    b.hang_up()
+
+
+# --------------------------------------------------------------------------- recordings
+
+def in_thread(engine, fn, *args, **kwargs) -> dict:
+    result: dict = {}
+
+    def run():
+        try:
+            result["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the test
+            result["error"] = exc
+
+    result["thread"] = engine.start_actor_thread(run)
+    return result
+
+
+def finished(engine, result: dict):
+    assert engine.wait_until(lambda: "value" in result or "error" in result, T)
+    result["thread"].join(T)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def noise(seconds: float, seed: int) -> bytes:
+    """Law bytes no two stretches of which are alike (and no tone: no key in them)."""
+    return random.Random(seed).randbytes(round(seconds * 8000))
+
+
+def wav_data(path) -> bytes:
+    """The bytes of a WAV file's data chunk, as they are (an A-law or mu-law file)."""
+    raw = path.read_bytes()
+    assert raw[:4] == b"RIFF" and raw[8:12] == b"WAVE"
+    at = 12
+    while at + 8 <= len(raw):
+        size = int.from_bytes(raw[at + 4:at + 8], "little")
+        if raw[at:at + 4] == b"data":
+            return raw[at + 8:at + 8 + size]
+        at += 8 + size + size % 2
+    raise AssertionError(f"{path}: no data chunk")
+
+
+def test_a_recording_of_a_bridged_call_has_every_frame_its_far_end_sent(world, tmp_path):
+    """a records its far end while bridged (the recorder and the bridge are both taps
+    that now see each frame after the DTMF bank): the file holds all of what far_a sent,
+    in order, with keys pressed in the middle of it."""
+    a, far_a, b, far_b = joined(world)
+    a.media_dir = tmp_path
+    law = world.law
+    before, after = noise(1.0, 1), noise(1.0, 2)
+    recording = in_thread(world.engine, a.FileRecorder.record, "bridged.wav",
+                          milliseconds_max_silence=0, seconds_timeout=4.0,
+                          file_format=law)
+    assert world.engine.wait_until(lambda: a.FileRecorder.state().name == "RECORDING", T)
+    world.engine.sleep(0.2)
+
+    def talk() -> None:
+        far_a.send(before)
+        far_a.press("47", on_ms=80, off_ms=80)
+        far_a.send(after)
+
+    world.engine.run(talk)
+    assert finished(world.engine, recording) is a.FileRecorder.Cause.TIMEOUT
+    data = wav_data(tmp_path / "bridged.wav")
+    assert before in data and after in data
+    assert data.index(before) < data.index(after)
+    assert all_digits(a) == "47"
     a.hang_up()
     b.hang_up()
