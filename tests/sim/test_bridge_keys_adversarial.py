@@ -272,3 +272,34 @@ def test_a_recording_of_a_bridged_call_has_every_frame_its_far_end_sent(world, t
     assert all_digits(a) == "47"
     a.hang_up()
     b.hang_up()
+
+
+# --------------------------------------------------------------------------- a long call
+
+def test_ten_minutes_with_a_key_every_five_seconds_keeps_its_delay(world):
+    """Ten minutes bridged, a key from a's far end every 5 s: each reaches b's far end
+    once, after the same delay as the first (no drift, no queue that grows), and the
+    bridge slips nothing (both spans run on one clock here)."""
+    a, far_a, b, far_b = joined(world)
+    law = world.law
+    digits = "0123456789*#"
+    delays = []
+    heard = ""
+    for n in range(120):
+        digit = digits[n % len(digits)]
+        mark = len(far_b.heard)
+        pressed = world.engine.run(far_a.press, digit)
+        world.engine.sleep(5.0)
+        window = heard_since(far_b, mark, law)[:8000]  # the second after the press
+        blocks = audio.dtmf_blocks(window, law)
+        heard += audio.keys_in_blocks(blocks)
+        assert digit in blocks, f"key {n} ({digit}) not heard: {blocks}"
+        delays.append(far_b.time_heard(mark + 160 * blocks.index(digit)) - pressed)
+    assert heard == "".join(digits[n % len(digits)] for n in range(120))
+    assert max(delays) - min(delays) <= 0.021, (min(delays), max(delays))
+    assert all_digits(a) == heard and all_digits(b) == ""
+    links = world.engine.run(lambda: list(a._bridge.links.values()))
+    assert [link.slips for link in links] == [0, 0]
+    assert all(link.frames_in >= 600 * 50 - 100 for link in links)
+    a.hang_up()
+    b.hang_up()
