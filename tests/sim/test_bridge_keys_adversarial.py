@@ -13,6 +13,7 @@ ends heard with the test's own filters (``tests/audio.py``), never uascall's.
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -20,11 +21,11 @@ from tests import audio
 from uascall.channel import State, UASCallChannel
 from uascall.media.player import MediaClock
 
-from .helpers import MEDIA, T, World
+from .helpers import MEDIA, T, World, start_world
 from .test_listening import tone
 
-# Exact timings (a key's edges against the engine's steps) need the simulator's virtual
-# time; real time has its own scenarios below (live_world).
+# The simulator only: exact timings (a key's edges against the engine's steps) need its
+# virtual time, and the real-time scenarios stall the engine on purpose (live_world).
 pytestmark = pytest.mark.sim_only
 
 
@@ -301,5 +302,42 @@ def test_ten_minutes_with_a_key_every_five_seconds_keeps_its_delay(world):
     links = world.engine.run(lambda: list(a._bridge.links.values()))
     assert [link.slips for link in links] == [0, 0]
     assert all(link.frames_in >= 600 * 50 - 100 for link in links)
+    a.hang_up()
+    b.hang_up()
+
+
+# --------------------------------------------------------------------------- a stalled engine
+
+@pytest.fixture(params=["E1", "T1"])
+def live_world(request, rig):
+    """The ``world`` in real time: the line's clock keeps going while the engine thread
+    is held up, as a card's does."""
+    with rig.engine(virtual=False) as engine:
+        yield start_world(engine, rig, request.param)
+
+
+@pytest.mark.parametrize("stall_ms", [40, 55, 70])
+@pytest.mark.parametrize("offset_ms", [0, 35, 95, 110, 150, 190])
+def test_a_repeated_digit_stays_three_keys_when_the_engine_stalls(live_world, stall_ms,
+                                                                  offset_ms):
+    """'555' keyed at a's far end, the engine held up ``stall_ms`` in each key or pause
+    (``offset_ms`` into each 200 ms): three 5s at b's far end, never two or four (a
+    key broken in two, two run together)."""
+    world = live_world
+    a, far_a, b, far_b = joined(world)
+    mark = len(far_b.heard)
+
+    def key_and_stall() -> None:
+        start = far_a.key("555")
+        for key in range(3):
+            world.engine.call_at(start + 0.2 * key + offset_ms / 1000, time.sleep,
+                                 stall_ms / 1000)
+
+    world.engine.run(key_and_stall)
+    assert a.DTMFDetector.get_digits(count=3, seconds_predigits_timeout=T,
+                                     seconds_interdigit_timeout=T) == "555"
+    world.engine.sleep(1.0)
+    assert keys_at(world, far_b, mark) == "555"
+    assert all_digits(b) == ""
     a.hang_up()
     b.hang_up()
