@@ -19,9 +19,12 @@ import pytest
 
 from tests import audio
 from uascall.channel import State, UASCallChannel
+from uascall.dahdi.analog import AnalogSettings
 from uascall.media.player import MediaClock
+from uascall.sim.analog_farend import Destination
 
 from .helpers import MEDIA, T, World, start_world
+from .test_connect_tdm import LINE_NUMBER, Wiring, box_on, pcm, phone_to_pri, pri_to_line, tdm_conf
 from .test_listening import tone
 
 # The simulator only: exact timings (a key's edges against the engine's steps) need its
@@ -250,7 +253,7 @@ def test_a_recording_of_a_bridged_call_has_every_frame_its_far_end_sent(world, t
     """a records its far end while bridged (the recorder and the bridge are both taps
     that now see each frame after the DTMF bank): the file holds all of what far_a sent,
     in order, with keys pressed in the middle of it."""
-    a, far_a, b, far_b = joined(world)
+    a, far_a, b, _far_b = joined(world)
     a.media_dir = tmp_path
     law = world.law
     before, after = noise(1.0, 1), noise(1.0, 2)
@@ -341,3 +344,77 @@ def test_a_repeated_digit_stays_three_keys_when_the_engine_stalls(live_world, st
     assert all_digits(b) == ""
     a.hang_up()
     b.hang_up()
+
+
+# --------------------------------------------------------------------------- TDM pairs
+
+@pytest.fixture(params=["E1", "T1"])
+def tdm(request, rig):
+    """test_connect_tdm's box: a PRI span (E1 A-law or T1 mu-law) and analog ports
+    (mu-law) on one kernel, so that on E1 every frame bridged is converted."""
+    kind = request.param
+    with rig.engine() as engine:
+        conf = tdm_conf(kind)
+        with box_on(engine, rig.kernel(engine, conf), conf, kind, Wiring(),
+                    AnalogSettings()) as gateway:
+            yield gateway
+
+
+def tdm_keys(box, far, mark: int) -> str:
+    return audio.dtmf_keys(pcm(far, mark), far.law)
+
+
+def test_fxs_phone_to_pri_fast_keys_and_a_repeated_digit_both_ways(tdm):
+    """The PRI side keys '555' and a fast dialler's '1234567890' in band at 40 ms on, 40
+    ms off towards an FXS phone (converted to mu-law on E1); the phone keys '555' on its
+    keypad (its kernel, 100 ms on, 100 ms off) towards the PRI side."""
+    box = tdm
+    fxs, out, target = phone_to_pri(box)
+    engine = box.engine
+    for keys in ("555", "1234567890"):
+        mark = len(box.phone.heard)
+        engine.run(lambda keys=keys: target.press(keys, on_ms=40, off_ms=40))
+        assert out.DTMFDetector.get_digits(count=len(keys), seconds_predigits_timeout=T,
+                                           seconds_interdigit_timeout=T) == keys
+        engine.sleep(0.2 * len(keys) + 0.5)
+        assert tdm_keys(box, box.phone, mark) == keys
+    mark = len(target.heard)
+    engine.run(box.phone.press, "555")
+    assert fxs.DTMFDetector.get_digits(count=3, seconds_predigits_timeout=T,
+                                       seconds_interdigit_timeout=T) == "555"
+    engine.sleep(1.0)
+    assert tdm_keys(box, target, mark) == "555"
+    for channel in (fxs, out):
+        assert all_digits(channel) == ""
+    out.hang_up()
+    fxs.hang_up()
+
+
+@pytest.fixture
+def line_answering(tdm):
+    tdm.exchange.numbers[LINE_NUMBER] = Destination("answer", answer_after=3.0)
+    return tdm
+
+
+def test_pri_to_fxo_fast_keys_and_a_repeated_digit_both_ways(line_answering):
+    box = line_answering
+    ours, caller, out = pri_to_line(box)
+    engine = box.engine
+    assert engine.wait_until(lambda: box.exchange.state == "connected", 3 * T)
+    for keys in ("555", "159#*0"):
+        mark = len(box.exchange.heard)
+        engine.run(lambda keys=keys: caller.press(keys, on_ms=40, off_ms=40))
+        assert ours.DTMFDetector.get_digits(count=len(keys), seconds_predigits_timeout=T,
+                                            seconds_interdigit_timeout=T) == keys
+        engine.sleep(0.2 * len(keys) + 0.5)
+        assert tdm_keys(box, box.exchange, mark) == keys
+    mark = len(caller.heard)
+    engine.run(box.exchange.press, "555")
+    assert out.DTMFDetector.get_digits(count=3, seconds_predigits_timeout=T,
+                                       seconds_interdigit_timeout=T) == "555"
+    engine.sleep(1.0)
+    assert tdm_keys(box, caller, mark) == "555"
+    for channel in (ours, out):
+        assert all_digits(channel) == ""
+    ours.hang_up()
+    out.hang_up()
