@@ -27,6 +27,14 @@ header text by :func:`parse_uri`, :func:`parse_name_addr`, :func:`parse_via` and
 Parameter values are kept as received (quotes and %-escapes included): the layers above decide
 what they mean, and a proxy-like reuse must not change them.
 
+Every received request is checked whole, in-dialog ACKs and BYEs too, which made parsing
+about a third of the SIP path at hundreds of calls a second. So the plain forms nearly every
+peer sends (a header section without folding, ``"name" <sip:user@host:port>;tag=x``,
+``SIP/2.0/UDP host:port;branch=...``) are each matched whole by one regex (the ``_FAST_*``
+patterns) and built directly; any other text goes through the full parsers, which hold the
+grammar and the precise errors. The fast paths only take text the full parsers accept and
+give what they give (tests/sim/test_sip_fast_paths.py compares the two on mutated input).
+
 Line ends: CRLF is what RFC 3261 requires and what we send; a bare LF is accepted as a line end
 on input (many stacks do) but a bare CR in the header section is a 400.
 """
@@ -173,6 +181,25 @@ _DISPLAY_SAFE_RE = re.compile(rf"{_TOKEN}(?: {_TOKEN})*")
 # forgot the quotes) are let through too, as they cannot be mistaken for a delimiter.
 _DISPLAY_WORD_RE = re.compile("[A-Za-z0-9\\-.!%*_+`'~\u0080-\U0010ffff]+")
 _NEEDS_QUOTED_PAIR_RE = re.compile(r'[\x00-\x08\x0b\x0c\x0e-\x1f\x7f"\\]')
+
+# Fast paths (see the module docstring): the plain forms (no escapes, quotes in parameters,
+# IPv6, whitespace or upper-case schemes), each matched whole by one regex. Every text they
+# match is one the full parser accepts, with an equal result; anything else (odd or wrong)
+# goes to the full parser, which keeps the RFC 3261 checks and the precise errors.
+_FAST_PCHAR = r"[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+"  # _PCHARS without %HH escapes
+_FAST_HOSTPORT = r"([A-Za-z0-9][A-Za-z0-9_\-.]*)(?::([0-9]{1,5}))?"  # no IPv6, no LWS
+_FAST_SIP_URI_RE = re.compile(
+    rf"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)@)?{_FAST_HOSTPORT}"
+    rf"((?:;{_FAST_PCHAR}(?:={_FAST_PCHAR})?)*)")
+# ;name[=value] header parameters: tokens, and values that are tokens or hosts (no quotes)
+_FAST_GEN_PARAMS = rf"((?:;{_TOKEN}(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]+)?)*)"
+_FAST_NAME_ADDR_RE = re.compile(
+    rf"(?:\"([^\"\\]*)\"[ \t]*|({_TOKEN}(?: {_TOKEN})*)[ \t]*)?<([^<>\" \t]+)>"
+    + _FAST_GEN_PARAMS)
+_FAST_VIA_RE = re.compile(rf"SIP/2\.0/({_TOKEN}) {_FAST_HOSTPORT}{_FAST_GEN_PARAMS}")
+# One header line "name: value", no folding: the value without its outer LWS (the
+# pattern backtracks linearly however many spaces a hostile line holds).
+_FAST_HEADER_RE = re.compile(rf"^({_TOKEN})[ \t]*:[ \t]*((?:[^\n]*[^ \t\n])?)[ \t]*$", re.M)
 
 #: where in the peer's text a problem is: (what, the text), formatted by _at() on error
 _Where = tuple[str, str]
@@ -430,6 +457,17 @@ class Headers:
 
 # --- URIs, name-addr, Via, CSeq --------------------------------------------------------------
 
+def _fast_params(text: str) -> dict[str, str | None]:
+    """``;a=1;b`` matched by a fast-path regex -> {"a": "1", "b": None}: names lower-case,
+    the first of a repeated name kept, as the full parsers do."""
+    params: dict[str, str | None] = {}
+    if text:
+        for part in text[1:].split(";"):
+            name, eq, value = part.partition("=")
+            params.setdefault(name.lower(), value if eq else None)
+    return params
+
+
 def _at(where: _Where) -> str:
     """``where`` as error text: only built when an error is raised, since formatting the
     peer's text on every successful parse costs more than the parse itself."""
@@ -531,6 +569,18 @@ class Uri:
 
 def parse_uri(text: str) -> Uri:
     """Parse a URI (no surrounding <> or whitespace). Raises SipParseError(400)."""
+    m = _FAST_SIP_URI_RE.fullmatch(text)
+    if m is not None:
+        port_text = m.group(4)
+        port = int(port_text) if port_text is not None else None
+        if port is None or port <= 65535:
+            return Uri(m.group(1), m.group(2), None, m.group(3).lower(), port,
+                       _fast_params(m.group(5)))
+    return _parse_uri_full(text)
+
+
+def _parse_uri_full(text: str) -> Uri:
+    """:func:`parse_uri` for any text (its fast path only takes the plain forms)."""
     colon = text.find(":")
     if colon <= 0 or not _SCHEME_RE.fullmatch(text, 0, colon):
         if text.startswith("<"):
@@ -666,6 +716,16 @@ def parse_name_addr(text: str) -> NameAddr:
     20.10), so such a URI may not contain ',', ';' or '?': those need <>.
     """
     s = text.strip(" \t")
+    m = _FAST_NAME_ADDR_RE.fullmatch(s)
+    if m is not None:
+        display = m.group(1)
+        return NameAddr(parse_uri(m.group(3)), m.group(2) if display is None else display,
+                        _fast_params(m.group(4)))
+    return _parse_name_addr_full(text, s)
+
+
+def _parse_name_addr_full(text: str, s: str) -> NameAddr:
+    """:func:`parse_name_addr` for any text; ``s`` is ``text`` without its outer LWS."""
     if not s:
         raise SipParseError("empty address; expected a name-addr or addr-spec")
     display: str | None
@@ -741,6 +801,17 @@ class Via:
 def parse_via(text: str) -> Via:
     """Parse ONE via-parm (split a Via header with ``Headers.get_all("Via")`` first)."""
     s = text.strip(" \t")
+    m = _FAST_VIA_RE.fullmatch(s)
+    if m is not None:
+        port_text = m.group(3)
+        port = int(port_text) if port_text is not None else None
+        if port is None or port <= 65535:
+            return Via(m.group(1).upper(), m.group(2).lower(), port, _fast_params(m.group(4)))
+    return _parse_via_full(text, s)
+
+
+def _parse_via_full(text: str, s: str) -> Via:
+    """:func:`parse_via` for any text; ``s`` is ``text`` without its outer LWS."""
     slash1 = s.find("/")
     slash2 = s.find("/", slash1 + 1) if slash1 >= 0 else -1
     if slash2 < 0:
@@ -1037,6 +1108,17 @@ def parse_message(data: bytes) -> Request | Response:
         if block.endswith("\r"):
             block = block[:-1]
         bare_cr = "\r" in block
+    start_end = block.find("\n")
+    if not bare_cr and start_end >= 0:
+        header_text = block[start_end + 1:]
+        fields = _FAST_HEADER_RE.findall(header_text)
+        if len(fields) == header_text.count("\n") + 1:
+            # Every line is a plain field (no folding, no empty or broken line): what
+            # _split_headers would make of it, without its line-by-line work.
+            start_line = block[:start_end]
+            items = _fast_items(fields)
+            return _make_message(data, body_start, start_line, start_line[:4].upper() != "SIP/",
+                                 items, None)
     lines = block.split("\n")
     start_line = lines[0]
     is_request = start_line[:4].upper() != "SIP/"
@@ -1047,6 +1129,23 @@ def parse_message(data: bytes) -> Request | Response:
         raise SipParseError("bare CR in the header section; expected CRLF line ends",
                             is_request=is_request, headers=Headers._trusted(items))
     items, problem = _split_headers(lines[1:])
+    return _make_message(data, body_start, start_line, is_request, items, problem)
+
+
+def _fast_items(fields: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(name, value) pairs matched by _FAST_HEADER_RE -> Headers entries."""
+    items: list[tuple[str, str, str]] = []
+    info_of = _NAME_INFO.get
+    for name, value in fields:
+        low = name.lower()
+        info = info_of(low)
+        items.append((low, name, value) if info is None else (info[0], info[1], value))
+    return items
+
+
+def _make_message(data: bytes, body_start: int, start_line: str, is_request: bool,
+                  items: list[tuple[str, str, str]], problem: str | None) -> Request | Response:
+    """The message from its split header fields, checked (see :func:`parse_message`)."""
     headers = Headers._trusted(items)
     msg: Request | Response
     try:
