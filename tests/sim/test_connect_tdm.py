@@ -357,9 +357,12 @@ def keys_both_ways(box: Box, a: UASCallChannel, far_a: FarEndCall | Exchange | P
 
 
 def press(engine: Engine, far: FarEndCall | Exchange | Phone, keys: str) -> None:
-    # (on a line, the phone's keypad: the kernel sounds the keys, whatever the engine's
-    # timing, as a keypad's chip does)
-    engine.run(lambda: far.press(keys))
+    # (a keypad: the far end's kernel sounds the keys, whatever the engine's timing, as a
+    # keypad's chip does on a line, or a phone beyond the exchange on a PRI)
+    if isinstance(far, FarEndCall):
+        engine.run(far.key, keys)
+    else:
+        engine.run(lambda: far.press(keys))
 
 
 def keys_heard(box: Box, far: FarEndCall | Exchange | Phone, mark: int, expected: str
