@@ -31,6 +31,10 @@ A rate can pass while the server falls behind (SIPp retransmits, and the last ca
 long after the last was offered): the row says so, and a last comment line gives, per
 server, the highest rate without a single retransmission. ``--profile RATE`` runs the
 uascall server once more at RATE under py-spy (``--gil``) and prints what dominates.
+``--gc`` times the server's cyclic GC passes (``gc.callbacks``, through a wrapper that
+starts ``uascall``) and prints, for the whole ladder, how many passes each generation
+made, how long they took in all and the longest: a full pass over tens of thousands of
+lingering transactions holds the engine long enough for overload control to refuse calls.
 
 ``--app examples/early_media.py`` measures a real application instead of the bare one
 (``app_cps`` in place of ``sip_cps``): SIPp calls with ``uac_callee_bye.xml`` (the
@@ -41,7 +45,7 @@ the server's (its RTP ticker's, its media clock's) more than 5 ms late, read thr
 control socket after each rung.
 
     python bench/sip_cps.py [--seconds 10] [--rates 200,400,...] [--streams 250,500,...]
-                            [--skip sippy,rtp] [--quick] [--profile RATE]
+                            [--skip sippy,rtp] [--quick] [--profile RATE] [--gc]
                             [--app PATH [--call-seconds 10]]
 
 Last line: ``RESULT sip_cps=<n> sipp_uas_cps=<n> sippy_cps=<n> rtp_streams=<n>``
@@ -56,6 +60,7 @@ import contextlib
 import csv
 import datetime
 import gc
+import json
 import os
 import platform
 import random
@@ -417,13 +422,44 @@ def clean_rate(runs: list[RateResult]) -> int:
 
 
 # ---------------------------------------------------------------------------------- servers
+#: --gc: runs ``uascall`` with the cyclic GC's passes timed (gc.callbacks), their counts,
+#: total and longest per generation written to argv[1] as JSON every half second
+GC_WRAPPER = """\
+import gc, json, os, runpy, sys, threading, time
+path = sys.argv[1]
+stats = {"collections": [0, 0, 0], "seconds": [0.0, 0.0, 0.0], "longest": [0.0, 0.0, 0.0]}
+started = [0.0]
+def timed(phase, info):
+    if phase == "start":
+        started[0] = time.perf_counter()
+        return
+    g, took = info["generation"], time.perf_counter() - started[0]
+    stats["collections"][g] += 1
+    stats["seconds"][g] += took
+    stats["longest"][g] = max(stats["longest"][g], took)
+def dump():
+    while True:
+        time.sleep(0.5)
+        with open(path + ".tmp", "w") as f:
+            json.dump(stats, f)
+        os.replace(path + ".tmp", path)
+gc.callbacks.append(timed)
+threading.Thread(target=dump, daemon=True).start()
+sys.argv = ["uascall", *sys.argv[2:]]
+runpy.run_module("uascall.cli", run_name="__main__")
+"""
+
+
 @contextlib.contextmanager
 def uascall_server(procs: Processes, workdir: Path, ringtone: str, app: Path = APP,
-                   control: Path | None = None
+                   control: Path | None = None, gc_stats: Path | None = None
                    ) -> Iterator[tuple[subprocess.Popen, int, Path]]:
     port, = free_ports(1)
     exe = Path(sys.executable).with_name("uascall")
-    argv = ([str(exe)] if exe.exists() else [sys.executable, "-m", "uascall.cli"])
+    if gc_stats is not None:
+        argv = [sys.executable, "-c", GC_WRAPPER, str(gc_stats)]
+    else:
+        argv = ([str(exe)] if exe.exists() else [sys.executable, "-m", "uascall.cli"])
     argv += ["run", str(app), "--backend", "sip", "--listen", f"{HOST}:{port}",
              "--control", str(control) if control is not None else "none"]
     if ringtone:
@@ -888,6 +924,20 @@ class LateTicks:
             result.notes.append(f"no late tick (the latest so far {worst:.1f} ms)")
 
 
+def print_gc_stats(path: Path) -> None:
+    """What --gc's wrapper wrote: the cyclic GC's passes over the whole server run."""
+    try:
+        stats = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"# --gc: no statistics from the server ({exc})")
+        return
+    parts = [f"generation {g}: {n} passes, {t:.2f} s, the longest {1000 * worst:.0f} ms"
+             for g, (n, t, worst) in enumerate(zip(stats["collections"], stats["seconds"],
+                                                   stats["longest"], strict=True))]
+    print(f"uascall cyclic GC over the whole run (--gc): {sum(stats['seconds']):.2f} s; "
+          + "; ".join(parts))
+
+
 def run_parts(args: argparse.Namespace, skip: set[str], rates: list[int],
               counts: list[int], seconds: float, procs: Processes, workdir: Path,
               results: dict[str, int], clean: dict[str, int], notes: list[str]) -> None:
@@ -906,8 +956,9 @@ def run_parts(args: argparse.Namespace, skip: set[str], rates: list[int],
             what = (f"{APP.relative_to(ROOT)}, a call per pooled thread, max_setups 2000, "
                     f"max_lag 0.2 s{tone}")
             key = "sip_cps"
-        with uascall_server(procs, workdir, args.ringtone, app, control) as (server, port,
-                                                                              stderr):
+        gc_stats = workdir / "uascall.gc.json" if args.gc else None
+        with uascall_server(procs, workdir, args.ringtone, app, control,
+                            gc_stats) as (server, port, stderr):
             checked = None
             if control is not None:
                 checked = LateTicks(control).check
@@ -930,6 +981,8 @@ def run_parts(args: argparse.Namespace, skip: set[str], rates: list[int],
                      or line.startswith("Traceback"))
         print(f"uascall log: {refused} INVITEs refused with 503 (overload), {errors} errors"
               + (f"; see {stderr}" if errors else ""))
+        if gc_stats is not None:
+            print_gc_stats(gc_stats)
     if "sipp" not in skip:
         with sipp_server(procs, workdir) as (server, port):
             best, runs = ladder("sipp_uas_cps: SIPp's own UAS (uas_183.xml, answer_ms 0): "
@@ -985,6 +1038,9 @@ def main() -> int:
     parser.add_argument("--call-seconds", type=float, default=10.0, metavar="S",
                         help="--app: about how long the application holds a call (default "
                         "%(default)s)")
+    parser.add_argument("--gc", action="store_true",
+                        help="time the uascall server's cyclic GC passes (gc.callbacks) and "
+                        "print their counts, total and longest per generation")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work directory (SIPp logs, statistics, profiles)")
     args = parser.parse_args()
