@@ -12,13 +12,15 @@ inside it (BYE, ACK for a 2xx, re-INVITE answers need none) and checks the far e
 
 Routing is loose (``;lr``) as RFC 3261 12.2.1.1 wants; a strict router at the head of the
 route set gets the remote target appended as the last Route and becomes the
-Request-URI (the pre-RFC 3261 way), so old proxies still work.
+Request-URI (the pre-RFC 3261 way), so old proxies still work. :meth:`Dialog.next_hop`
+says where such a request is sent: the first route, else the remote target.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import socket
 
 from uascall.errors import Error
 from uascall.sip.message import (
@@ -29,6 +31,8 @@ from uascall.sip.message import (
     SipParseError,
     parse_name_addr,
 )
+
+Address = tuple[str, int]
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +130,20 @@ class Dialog:
             headers.add("Content-Type", content_type)
         return Request(method, uri, headers, body)
 
+    def next_hop(self, fallback: Address | None) -> Address:
+        """Where a request in this dialog goes (RFC 3261 12.2.1.1, 8.1.2): the first
+        route, else the remote target; ``fallback`` (where the far end's requests came
+        from) when that is not a literal address, or raises when there is none."""
+        target = self.route_set[0] if self.route_set else f"<{self.remote_target}>"
+        try:
+            uri = parse_name_addr(target).uri
+            return resolve(uri.host, uri.port or 5060)
+        except (SipParseError, OSError, ValueError) as exc:  # UnicodeError: no IDNA name
+            if fallback is None:
+                raise
+            log.debug("%s: cannot route to %r (%s); using %s", self, target, exc, fallback)
+            return fallback
+
     def _routing(self) -> tuple[str, list[str]]:
         if not self.route_set:
             return self.remote_target, []
@@ -154,6 +172,15 @@ class Dialog:
         target = _contact_uri(request)
         if target and method == "INVITE":
             self.remote_target = target  # a target refresh (RFC 3261 12.2.2)
+
+
+def resolve(host: str, port: int) -> Address:
+    """An IP address as the socket API takes it. Only literal addresses: this runs on the
+    engine thread, which must never wait for a resolver (socket.gaierror for a name)."""
+    info = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_DGRAM,
+                              flags=socket.AI_NUMERICHOST)
+    address = info[0][4]
+    return address[0], address[1]
 
 
 def _contact_uri(message: Request | Response) -> str | None:
