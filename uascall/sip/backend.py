@@ -143,7 +143,7 @@ class SipBackend(Backend):
                 "outbound": args.outbound}
 
     def owns(self, leg: CallLeg) -> bool:
-        return isinstance(leg, SipCall) and leg.ua is self.ua
+        return isinstance(leg, SipCall) and leg.host is self.ua.call_host
 
     def status(self, calls: dict[CallLeg, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         from uascall.status import channel_row, with_call
@@ -234,7 +234,7 @@ class SipBackend(Backend):
                                     "names are looked up off the engine thread: expected "
                                     "prepare_call() first (a channel's call() does it)"
                                     ) from None
-        call = SipCall(self.ua, incoming=False,
+        call = SipCall(self.ua.call_host, incoming=False,
                        call_id=new_call_id(self.ua.endpoint_for(address[0]).address[0]))
         self.ua.calls.add(call)
         call.headers_to_send = list(headers or [])

@@ -6,7 +6,9 @@ A :class:`SipCall` is made by the :class:`~uascall.sip.useragent.UserAgent` for 
 INVITE it receives (after sending 100 Trying) or places. The channel drives it with
 ``alert``/``answer``/``release``; the user agent feeds it what comes from the wire
 (responses to its requests, ACK, CANCEL, BYE, re-INVITEs) and the timers it asked for.
-Everything runs on the engine thread.
+Everything runs on the engine thread. All a call asks of its user agent goes through a
+:class:`CallHost` (sending, transactions, the user agent's tables and overload count,
+RTP ports, our address): nothing else of the user agent is reachable from here.
 
 Incoming (we are the UAS):
 
@@ -29,15 +31,40 @@ Outgoing (we are the UAC): OUTGOING (INVITE sent, Timer A/B), PROCEEDING (a prov
 (which we ACK, and ACK again for each retransmission); a failure response clears the call
 with its Cause. ``release`` before the answer CANCELs (once a provisional has come, per
 RFC 3261 9.1), and a 2xx that crosses the CANCEL is ACKed and BYEd.
+
+Both end in ENDING (our BYE sent, its response awaited) and ENDED.
+
+The phase table
+---------------
+The phases and what moves a call between them are one declared table,
+:data:`TRANSITIONS`: for each :class:`Event` the phases it is taken in and the phase it
+leads to. :data:`ABSORBED` lists where an event changes nothing and is no error (a
+retransmitted ACK, a CANCEL after the answer, RFC 3261 9.2; a response that comes
+after the call ended). Anywhere else the event is refused and the phase stays:
+
+- an event of ours (the channel's ``answer()`` on a call already answering, a timer in
+  the wrong phase) raises :class:`~uascall.errors.LocalProtocolError`, which names the
+  call, the phase, the event and says it is our fault; from the engine's side the
+  call is then ended (``_ends_the_call_on_failure``), never left in a wrong phase;
+- a message from the far end raises :class:`~uascall.errors.RemoteProtocolError`
+  (the far end's fault), with the status a request is answered with as RFC 3261 asks:
+  a re-INVITE before our final response 500 + Retry-After (14.2), while an INVITE
+  transaction of ours is pending 491, after our BYE 481; a misplaced ACK or response is
+  dropped (nothing answers it). The call goes on.
+
+Only :meth:`SipCall._enter` sets the phase; entering ENDING stops the call's timers and
+media, entering ENDED also takes it off the user agent's tables.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import itertools
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from uascall.backend import (
@@ -49,19 +76,22 @@ from uascall.backend import (
     LegDigit,
     MediaPort,
 )
-from uascall.engine import TimerHandle
-from uascall.errors import Error
+from uascall.engine import Engine, TimerHandle
+from uascall.errors import Error, LocalProtocolError, RemoteProtocolError
 from uascall.sip import causes
 from uascall.sip.dialog import Dialog
 from uascall.sip.media import RtpStream
 from uascall.sip.message import (
     REASONS,
     Headers,
+    NameAddr,
     Request,
     Response,
     SipParseError,
     make_response,
+    new_branch,
     new_tag,
+    parse_name_addr,
 )
 from uascall.sip.sdp import (
     CODECS,
@@ -75,16 +105,24 @@ from uascall.sip.sdp import (
     read_answer,
 )
 from uascall.sip.transaction import (
+    ClientTransaction,
     InviteClientTransaction,
     InviteServerTransaction,
     NonInviteServerTransaction,
+    ServerTransaction,
     Transaction,
 )
+from uascall.sip.transport import Address, format_hostport
 
 if TYPE_CHECKING:
-    from uascall.sip.useragent import UserAgent
+    from uascall.sip.useragent import SipSettings
 
 log = logging.getLogger(__name__)
+
+#: the methods a call serves in its dialog (the Allow header of our 1xx/2xx)
+ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS")
+ALLOW_HEADER = ", ".join(ALLOWED)
+SDP = "application/sdp"
 
 _Step = TypeVar("_Step", bound=Callable[..., Any])
 
@@ -102,18 +140,112 @@ def _ends_the_call_on_failure(step: _Step) -> _Step:
             return None
     return guarded  # type: ignore[return-value]
 
-SDP = "application/sdp"
 
-
+# --------------------------------------------------------------------------- the table
 class Phase(enum.Enum):
-    INCOMING = "incoming"
-    EARLY = "early"
-    ANSWERING = "answering"
-    OUTGOING = "outgoing"
-    PROCEEDING = "proceeding"
-    CONFIRMED = "confirmed"
-    ENDING = "ending"
+    INCOMING = "incoming"      # UAS: INVITE received, 100 Trying sent
+    EARLY = "early"            # UAS: a provisional with our To-tag sent
+    ANSWERING = "answering"    # UAS: 200 sent, retransmitted until its ACK
+    OUTGOING = "outgoing"      # UAC: INVITE sent
+    PROCEEDING = "proceeding"  # UAC: a provisional received
+    CONFIRMED = "confirmed"    # the dialog is confirmed (ACK received, or 2xx ACKed)
+    ENDING = "ending"          # our BYE sent, its final response awaited
     ENDED = "ended"
+
+
+class Event(enum.Enum):
+    """What moves a call from phase to phase. ``remote`` events are the far end's
+    messages (refused: RemoteProtocolError); the others are our own steps and timers
+    (refused: LocalProtocolError)."""
+
+    # ours (the channel's steps, our timers, the backend)
+    SEND_PROVISIONAL = ("send a provisional response (180/183)", False)
+    SEND_2XX = ("send the answer (200)", False)
+    REJECT = ("answer the INVITE with a final failure", False)
+    CONFIRM_WITHOUT_ACK = ("take the dialog as confirmed without the ACK", False)
+    SEND_BYE = ("send a BYE", False)
+    INVITE_TIMED_OUT = ("no final response to our INVITE (Timer B)", False)
+    CANCEL_GAVE_UP = ("no final response within 64*T1 of our CANCEL", False)
+    BYE_TIMED_OUT = ("no final response to our BYE", False)
+    SHUTDOWN = ("the backend stops", False)
+    ABORT = ("a step failed", False)
+    # the far end's
+    RECEIVE_ACK = ("an ACK for our 2xx", True)
+    RECEIVE_CANCEL = ("a CANCEL", True)
+    RECEIVE_BYE = ("a BYE", True)
+    RECEIVE_REINVITE = ("a re-INVITE", True)
+    RECEIVE_PROVISIONAL = ("a provisional response to our INVITE", True)
+    RECEIVE_2XX = ("a 2xx to our INVITE", True)
+    RECEIVE_FAILURE = ("a failure response to our INVITE", True)
+    BYE_ANSWERED = ("a final response to our BYE", True)
+
+    def __init__(self, text: str, remote: bool) -> None:
+        self.text = text
+        self.remote = remote
+
+
+_P = Phase
+_E = Event
+_EVERY_PHASE_TO_ENDED = {phase: _P.ENDED for phase in Phase}
+
+#: event -> {phase it is taken in: phase it leads to}
+TRANSITIONS: dict[Event, dict[Phase, Phase]] = {
+    # the UAS's answers to the INVITE
+    _E.SEND_PROVISIONAL: {_P.INCOMING: _P.EARLY, _P.EARLY: _P.EARLY},
+    _E.SEND_2XX: {_P.INCOMING: _P.ANSWERING, _P.EARLY: _P.ANSWERING},
+    _E.REJECT: {_P.INCOMING: _P.ENDED, _P.EARLY: _P.ENDED},
+    _E.RECEIVE_CANCEL: {_P.INCOMING: _P.ENDED, _P.EARLY: _P.ENDED},
+    _E.RECEIVE_ACK: {_P.ANSWERING: _P.CONFIRMED},
+    # RFC 3261 13.3.1.4: no ACK in 64*T1 confirms the dialog, which is then ended (BYE);
+    # the backend stopping does the same without waiting
+    _E.CONFIRM_WITHOUT_ACK: {_P.ANSWERING: _P.CONFIRMED},
+    # the UAC's INVITE; a 2xx after we gave up (ENDED) still makes a dialog, which we
+    # ACK and end with a BYE (RFC 3261 9.1, 13.2.2.4)
+    _E.RECEIVE_PROVISIONAL: {_P.OUTGOING: _P.PROCEEDING, _P.PROCEEDING: _P.PROCEEDING},
+    _E.RECEIVE_2XX: {_P.OUTGOING: _P.CONFIRMED, _P.PROCEEDING: _P.CONFIRMED,
+                     _P.ENDED: _P.CONFIRMED},
+    _E.RECEIVE_FAILURE: {_P.OUTGOING: _P.ENDED, _P.PROCEEDING: _P.ENDED},
+    _E.INVITE_TIMED_OUT: {_P.OUTGOING: _P.ENDED, _P.PROCEEDING: _P.ENDED},
+    _E.CANCEL_GAVE_UP: {_P.PROCEEDING: _P.ENDED},
+    # the dialog
+    _E.RECEIVE_REINVITE: {_P.CONFIRMED: _P.CONFIRMED},
+    _E.SEND_BYE: {_P.CONFIRMED: _P.ENDING},
+    # the caller may BYE an early dialog (RFC 3261 15: the INVITE is then answered 487)
+    # and a dialog whose ACK has not come; crossing BYEs: ours is still to be answered
+    _E.RECEIVE_BYE: {_P.INCOMING: _P.ENDED, _P.EARLY: _P.ENDED, _P.ANSWERING: _P.ENDED,
+                     _P.CONFIRMED: _P.ENDED, _P.ENDING: _P.ENDING},
+    _E.BYE_ANSWERED: {_P.ENDING: _P.ENDED},
+    _E.BYE_TIMED_OUT: {_P.ENDING: _P.ENDED},
+    _E.SHUTDOWN: _EVERY_PHASE_TO_ENDED,
+    _E.ABORT: _EVERY_PHASE_TO_ENDED,
+}
+
+_AFTER_THE_ANSWER = frozenset({_P.ANSWERING, _P.CONFIRMED, _P.ENDING, _P.ENDED})
+_AFTER_THE_INVITE = frozenset({_P.CONFIRMED, _P.ENDING, _P.ENDED})
+
+#: event -> the phases where it changes nothing and is no error
+ABSORBED: dict[Event, frozenset[Phase]] = {
+    # alert() again once answered or over: the channel's ring() raced the far end
+    _E.SEND_PROVISIONAL: _AFTER_THE_ANSWER,
+    _E.RECEIVE_ACK: _AFTER_THE_INVITE,                # a retransmitted or late ACK
+    _E.RECEIVE_CANCEL: _AFTER_THE_ANSWER,             # too late to act (RFC 3261 9.2)
+    _E.RECEIVE_BYE: frozenset({_P.ENDED}),            # answered 200 all the same
+    _E.RECEIVE_PROVISIONAL: _AFTER_THE_INVITE,        # reordered, or after we gave up
+    _E.RECEIVE_FAILURE: _AFTER_THE_INVITE,
+    _E.INVITE_TIMED_OUT: frozenset({_P.ENDED}),       # we had given up already
+    _E.BYE_ANSWERED: frozenset({_P.ENDED}),
+    _E.BYE_TIMED_OUT: frozenset({_P.ENDED}),
+}
+
+#: event -> {phase: status}: how a far end's request refused in that phase is answered
+#: (481 where not listed)
+REFUSAL_STATUS: dict[Event, dict[Phase, int]] = {
+    # RFC 3261 14.2: before our final response to the INVITE, 500 + Retry-After; while
+    # an offer of ours is outstanding (our 200's answer is still to come in the ACK, our
+    # own INVITE is pending), 491
+    _E.RECEIVE_REINVITE: {_P.INCOMING: 500, _P.EARLY: 500, _P.ANSWERING: 491,
+                          _P.OUTGOING: 491, _P.PROCEEDING: 491},
+}
 
 
 @enum.unique
@@ -124,14 +256,60 @@ class _Timer(enum.Enum):
     CANCEL_GIVE_UP = "no final response after CANCEL"
 
 
+# --------------------------------------------------------------------------- the host
+@dataclass(frozen=True, slots=True)
+class CallHost:
+    """All a :class:`SipCall` may ask of its user agent, and nothing more.
+
+    The user agent makes one for all its calls (its bound methods; see
+    :class:`~uascall.sip.useragent.UserAgent`). A proxy in front or a worker process of
+    many changes what is behind these, not the call.
+    """
+
+    engine: Engine
+    #: the backend's settings (read: timers, rtp_timeout, retry_after, codecs)
+    settings: SipSettings
+    #: send a response in a server transaction (the Server header added)
+    respond: Callable[[ServerTransaction, Response], None]
+    #: start a client transaction for a request; ``call`` gets its responses and timeout
+    start_client: Callable[[Request, Address, SipCall | None], ClientTransaction]
+    #: forget a client transaction the call has given up on
+    abandon: Callable[[Transaction], None]
+    #: send bytes outside a transaction (the ACK for a 2xx, our 2xx's retransmissions)
+    send: Callable[[bytes, Address], None]
+    #: our signalling address towards a peer (None: the first we listen on)
+    local_address: Callable[[Address | None], Address]
+    #: an RTP stream on a free port pair at that host
+    open_stream: Callable[[str, SipCall], RtpStream]
+    #: the call has a dialog now: in-dialog requests find it by its key
+    register_dialog: Callable[[SipCall], None]
+    #: an incoming call's set-up is over: ACKed (True) or our 2xx never was (False)
+    setup_over: Callable[[SipCall, bool], None]
+    #: the call is over: off every table (its transactions finish on their own)
+    forget: Callable[[SipCall], None]
+
+
+#: SDP session ids (RFC 4566 o=): one a call, unique in this process
+_session_ids = itertools.count(random.randrange(1, 2**31))
+
+
+def codec_names(laws: list[str] | None, default: tuple[str, ...]) -> list[str]:
+    """A leg's codecs (laws, in priority order) as SDP codec names; None: ``default``."""
+    if not laws:
+        return list(default)
+    by_law = {law: name for name, (_rtpmap, _pt, law) in CODECS.items()}
+    return [by_law[law] for law in laws if law in by_law]
+
+
 class SipCall(CallLeg):
     """One call's signalling and media (engine thread only)."""
 
-    def __init__(self, ua: UserAgent, *, incoming: bool, call_id: str) -> None:
-        self.ua = ua
-        self.engine = ua.engine
+    def __init__(self, host: CallHost, *, incoming: bool, call_id: str) -> None:
+        self.host = host
+        self.engine = host.engine
         self.incoming = incoming
         self.call_id = call_id
+        #: set only by _enter(), as TRANSITIONS says
         self.phase = Phase.INCOMING if incoming else Phase.OUTGOING
         self.dialog: Dialog | None = None
         self.local_tag = new_tag()
@@ -142,13 +320,14 @@ class SipCall(CallLeg):
         self._timers: dict[_Timer, TimerHandle] = {}
         self._cleared = False
         self._release_after_ack: tuple[Cause, str | None] | None = None
+        self._session_id: int | None = None
         # UAS
         self.invite: Request | None = None
         self.invite_tx: InviteServerTransaction | None = None
         self.source: tuple[str, int] | None = None
         self._provisional: int | None = None
         self._ok: bytes | None = None
-        self._ok_interval = ua.timers.t1
+        self._ok_interval = host.settings.timers.t1
         # UAC
         self.client_tx: InviteClientTransaction | None = None
         self._ack: bytes | None = None
@@ -163,9 +342,9 @@ class SipCall(CallLeg):
 
     # ------------------------------------------------------------------ set-up
     @classmethod
-    def incoming_call(cls, ua: UserAgent, invite: Request, tx: InviteServerTransaction,
+    def incoming_call(cls, host: CallHost, invite: Request, tx: InviteServerTransaction,
                       offer: SessionDescription | None) -> SipCall:
-        call = cls(ua, incoming=True, call_id=invite.call_id)
+        call = cls(host, incoming=True, call_id=invite.call_id)
         call.invite, call.invite_tx, call.source = invite, tx, tx.peer
         call._offer = offer
         call.call_from = _user_or_uri(invite.from_)
@@ -190,10 +369,67 @@ class SipCall(CallLeg):
         headers = self.received_headers
         return headers.get_all(name) if headers is not None else []
 
+    # ------------------------------------------------------------------ the phase table
+    def next_phase(self, event: Event) -> Phase | None:
+        """The phase ``event`` leads to now, or None where the phase absorbs it (see
+        :data:`ABSORBED`). Refused: LocalProtocolError for our own events,
+        RemoteProtocolError (with the status to answer) for the far end's; nothing
+        changes then."""
+        phase = self.phase
+        target = TRANSITIONS[event].get(phase)
+        if target is not None:
+            return target
+        if phase in ABSORBED.get(event, ()):
+            return None
+        allowed = sorted({*TRANSITIONS[event], *ABSORBED.get(event, ())},
+                         key=list(Phase).index)
+        expected = " or ".join(p.name for p in allowed)
+        if event.remote:
+            status = REFUSAL_STATUS.get(event, {}).get(phase, 481)
+            raise RemoteProtocolError(
+                f"{self!r}: the far end sent {event.text} in phase {phase.name}; expected "
+                f"only in {expected} (a remote protocol error: the far end's fault)",
+                status=status)
+        raise LocalProtocolError(
+            f"{self!r}: {event.text} in phase {phase.name}; expected in {expected} (a "
+            "local protocol error: ours, not the far end's)", state=phase, event=event)
+
+    def _step(self, event: Event) -> bool:
+        """Take ``event`` now: True when the call moved by the table, False when its
+        phase absorbed the event; refused as :meth:`next_phase` says."""
+        target = self.next_phase(event)
+        if target is None:
+            return False
+        self._enter(target)
+        return True
+
+    def _enter(self, phase: Phase) -> None:
+        """The only place the phase is set (from a TRANSITIONS entry). ENDING stops the
+        call's timers and media; ENDED also takes the call off the user agent's tables."""
+        self.phase = phase
+        if phase is Phase.ENDING or phase is Phase.ENDED:
+            self._disarm(*list(self._timers))
+            self._close_media()
+            if phase is Phase.ENDED:
+                self.host.forget(self)
+
+    def _refused(self, refusal: RemoteProtocolError, request: Request | None = None,
+                 tx: ServerTransaction | None = None) -> None:
+        """A far end's message out of phase: logged, and a request answered with the
+        refusal's status; the call goes on as it was."""
+        log.info("%s", refusal)
+        if request is None or tx is None or refusal.status is None:
+            return
+        headers = [("Warning", f'399 uascall "{request.method} in phase {self.phase.name}"')]
+        if refusal.status == 500:  # RFC 3261 14.2: with a Retry-After of 0 to 10 s
+            headers.append(("Retry-After", str(random.randint(0, 10))))
+        self.host.respond(tx, make_response(request, refusal.status, to_tag=self.local_tag,
+                                            headers=headers))
+
     # ------------------------------------------------------------------ CallLeg (UAS)
     def alert(self, early_media: bool, codecs: list[str] | None = None) -> bool:
-        if self.phase not in (Phase.INCOMING, Phase.EARLY) or not self.incoming:
-            return self.stream is not None
+        if self.next_phase(Event.SEND_PROVISIONAL) is None:
+            return self.stream is not None  # answered or over meanwhile
         if early_media and self._offer is not None:
             if self._provisional == 183:
                 return True
@@ -208,9 +444,7 @@ class SipCall(CallLeg):
         return self.stream is not None
 
     def answer(self, codecs: list[str] | None = None) -> None:
-        if not self.incoming or self.phase not in (Phase.INCOMING, Phase.EARLY):
-            raise Error(f"{self!r}: answer in phase {self.phase.name}; expected INCOMING or "
-                        "EARLY")
+        self.next_phase(Event.SEND_2XX)  # before anything is negotiated or sent
         if self._offer is not None:
             if self._answer_sdp is None and not self._negotiate(codecs):
                 return
@@ -222,14 +456,14 @@ class SipCall(CallLeg):
                                  headers=[*self._contact_headers(), *self.headers_to_send],
                                  body=self._answer_sdp or b"", record_route=True)
         response.headers.add("Content-Type", SDP)
-        self.phase = Phase.ANSWERING
-        self.ua.respond(self.invite_tx, response)
+        self._step(Event.SEND_2XX)
+        self.host.respond(self.invite_tx, response)
         # After respond(), which adds our Server header: a retransmission must be the same
         # bytes, or the caller takes it for a new response (SIPp aborts on it).
         self._ok = response.serialize()
         if self._offer is not None:
             self._open_media()
-        timers = self.ua.timers
+        timers = self.host.settings.timers
         self._ok_interval = timers.t1
         self._arm(_Timer.RETRANSMIT_2XX, timers.t1)
         self._arm(_Timer.NO_ACK, 64 * timers.t1)
@@ -241,18 +475,19 @@ class SipCall(CallLeg):
             if status is None:
                 return None
             cause = causes.cause_of_status(status)
-        if self.phase in (Phase.ENDING, Phase.ENDED):
+        phase = self.phase
+        if phase is Phase.ENDING or phase is Phase.ENDED:
             return cause
-        if self.incoming and self.phase in (Phase.INCOMING, Phase.EARLY):
+        if phase is Phase.INCOMING or phase is Phase.EARLY:
             self._reject(status or causes.CAUSE_TO_STATUS[cause], cause)
             self._clear(cause, str(status or causes.CAUSE_TO_STATUS[cause]), "local")
             return cause
-        if self.phase is Phase.ANSWERING:
+        if phase is Phase.ANSWERING:
             self._release_after_ack = (cause, raw_cause)  # BYE once the ACK is in (RFC 3261 15)
             return cause
-        if self.phase in (Phase.OUTGOING, Phase.PROCEEDING):
+        if phase is Phase.OUTGOING or phase is Phase.PROCEEDING:
             self._cancel_wanted = (cause, raw_cause)
-            if self.phase is Phase.PROCEEDING:
+            if phase is Phase.PROCEEDING:
                 self._send_cancel()
             return cause
         self._send_bye(cause, "local", status)
@@ -268,14 +503,16 @@ class SipCall(CallLeg):
     @_ends_the_call_on_failure
     def ack_received(self, ack: Request) -> None:
         """An ACK for our 2xx (matched by the user agent through the dialog)."""
-        if self.phase is not Phase.ANSWERING:
-            return  # a retransmitted ACK
+        try:
+            if not self._step(Event.RECEIVE_ACK):
+                return  # a retransmitted ACK
+        except RemoteProtocolError as refusal:
+            self._refused(refusal)  # an ACK is never answered
+            return
         self._disarm(_Timer.RETRANSMIT_2XX, _Timer.NO_ACK)
-        if self._offer is None:
-            if not self._take_answer_from(ack):
-                return
-        self.phase = Phase.CONFIRMED
-        self.ua.answered(self)
+        if self._offer is None and not self._take_answer_from(ack):
+            return
+        self.host.setup_over(self, True)
         self._start_rtp_check()
         self._emit(LegAnswered())
         if self._release_after_ack is not None:
@@ -285,33 +522,50 @@ class SipCall(CallLeg):
     @_ends_the_call_on_failure
     def cancelled(self, cancel: Request) -> None:
         """The caller CANCELled the INVITE (the 200 for the CANCEL is already sent)."""
-        if self.phase not in (Phase.INCOMING, Phase.EARLY):
+        try:
+            target = self.next_phase(Event.RECEIVE_CANCEL)
+        except RemoteProtocolError as refusal:
+            self._refused(refusal)  # the CANCEL has had its 200 from the user agent
+            return
+        if target is None:
             return  # answered already: the CANCEL has no effect (RFC 3261 9.2)
-        self._reject(487, Cause.NORMAL)
+        self._answer_invite(487, Cause.NORMAL)
+        self._enter(target)
         reason = cancel.headers.get("Reason")
         self._clear(_remote_cause(reason), reason or "CANCEL", "remote")
 
     @_ends_the_call_on_failure
     def bye_received(self, bye: Request, tx: NonInviteServerTransaction) -> None:
-        self.ua.respond(tx, make_response(bye, 200))
-        if self.phase is Phase.ENDED:
+        try:
+            target = self.next_phase(Event.RECEIVE_BYE)
+        except RemoteProtocolError as refusal:
+            self._refused(refusal, bye, tx)
+            return
+        self.host.respond(tx, make_response(bye, 200))
+        if target is None:
             return
         if self.phase is Phase.ANSWERING:
             self._disarm(_Timer.RETRANSMIT_2XX, _Timer.NO_ACK)
         if self.invite_tx is not None and self.phase in (Phase.INCOMING, Phase.EARLY):
-            # A BYE before the answer (allowed once a To-tag was sent): the INVITE ends too.
-            self._reject(487, Cause.NORMAL)
+            # A BYE before the answer (allowed once a To-tag was sent): the INVITE ends too
+            # (RFC 3261 15.1.2: 487).
+            self._answer_invite(487, Cause.NORMAL)
+            self._enter(target)
         reason = bye.headers.get("Reason")
         self._clear(_remote_cause(reason), reason or "BYE", "remote")
-        if self.phase is not Phase.ENDING:  # crossing BYEs: ours is still to be answered
-            self._finish()
+        if self.phase is not target:  # crossing BYEs stay ENDING: ours is to be answered
+            self._enter(target)
 
     @_ends_the_call_on_failure
     def reinvite_received(self, invite: Request, tx: InviteServerTransaction) -> None:
         """A re-INVITE (hold, resume, a new address): answered with the same codec."""
-        if self.phase is not Phase.CONFIRMED or self.stream is None:
-            self.ua.respond(tx, make_response(invite, 491 if self.phase is Phase.ANSWERING
-                                              else 488, to_tag=self.local_tag))
+        try:
+            self._step(Event.RECEIVE_REINVITE)
+        except RemoteProtocolError as refusal:
+            self._refused(refusal, invite, tx)
+            return
+        if self.stream is None:
+            self.host.respond(tx, make_response(invite, 488, to_tag=self.local_tag))
             return
         body = invite.body
         if not body:
@@ -322,11 +576,12 @@ class SipCall(CallLeg):
                 law = self.negotiated.law if self.negotiated else "alaw"
                 sdp, negotiated = answer_offer(
                     offer, [_api_name(law)], address=self.stream.local[0],
-                    port=self.stream.local[1], session_id=self.ua.session_id(self),
+                    port=self.stream.local[1], session_id=self._session(),
                     session_version=self._next_version())
             except (SdpError, NoCommonCodec) as exc:
-                self.ua.respond(tx, make_response(invite, 488, to_tag=self.local_tag,
-                                                  headers=[("Warning", f'399 uascall "{exc}"')]))
+                self.host.respond(tx, make_response(
+                    invite, 488, to_tag=self.local_tag,
+                    headers=[("Warning", f'399 uascall "{exc}"')]))
                 return
             self.negotiated = negotiated
             self.stream.open(negotiated)
@@ -335,30 +590,34 @@ class SipCall(CallLeg):
         response = make_response(invite, 200, to_tag=self.local_tag,
                                  headers=self._contact_headers(), body=answer)
         response.headers.add("Content-Type", SDP)
-        self.ua.respond(tx, response)
+        self.host.respond(tx, response)
 
     @_ends_the_call_on_failure
     def response_received(self, tx: Transaction, response: Response) -> None:
         """A response to one of our requests (INVITE, CANCEL, BYE)."""
         method = response.cseq[1]
-        if method == "INVITE":
-            self._invite_response(response)
-        elif method == "BYE" and response.status >= 200 and self.phase is Phase.ENDING:
-            self._finish()
+        try:
+            if method == "INVITE":
+                self._invite_response(response)
+            elif method == "BYE" and response.status >= 200:
+                self._step(Event.BYE_ANSWERED)
+        except RemoteProtocolError as refusal:
+            self._refused(refusal)  # a response is never answered: dropped
 
     @_ends_the_call_on_failure
     def transaction_timed_out(self, tx: Transaction) -> None:
         if isinstance(tx, InviteServerTransaction):
             return  # no ACK for our failure response: the call was already cleared
         if isinstance(tx, InviteClientTransaction):
+            target = self.next_phase(Event.INVITE_TIMED_OUT)
+            if target is None:
+                return
             log.info("%r: no response to the INVITE within 64*T1", self)
             self._clear(Cause.TIMEOUT, "408", "network")
-            self._close_media()
-            self.phase = Phase.ENDED
-            self.ua.forget(self)
+            self._enter(target)
             return
         if tx.method == "BYE":
-            self._finish()
+            self._step(Event.BYE_TIMED_OUT)
 
     # ------------------------------------------------------------------ UAC
     def place(self, call_to_uri: str, call_from: str, codecs: list[str], peer: tuple[str, int],
@@ -369,13 +628,12 @@ class SipCall(CallLeg):
         self._open_stream(endpoint_host)
         assert self.stream is not None
         offer = make_offer(codecs, address=self.stream.local[0], port=self.stream.local[1],
-                           session_id=self.ua.session_id(self))
+                           session_id=self._session())
         self._offer = offer
         self._answer_sdp = offer.serialize()
-        ua = self.ua
-        local = ua.local_name_addr(call_from, self.local_tag)
+        local = self._local_name_addr(call_from, peer)
         headers = Headers()
-        headers.add("Via", ua.via(peer))
+        headers.add("Via", self._via(peer))
         headers.add("Max-Forwards", "70")
         headers.add("From", str(local))
         headers.add("To", f"<{call_to_uri}>")
@@ -385,20 +643,19 @@ class SipCall(CallLeg):
             headers.add(name, value)
         headers.add("Content-Type", SDP)
         self.invite = Request("INVITE", call_to_uri, headers, self._answer_sdp)
-        self.client_tx = ua.start_client(self.invite, peer, self)
+        self.client_tx = self.host.start_client(self.invite, peer, self)  # type: ignore[assignment]
 
     def _invite_response(self, response: Response) -> None:
         status = response.status
-        if self.phase in (Phase.ENDED,) and not 200 <= status < 300:
-            return
+        if status == 100:
+            return  # hop by hop: nothing for the call
         if status < 200:
-            if status == 100:
+            was = self.phase
+            if not self._step(Event.RECEIVE_PROVISIONAL):
                 return
-            if self.phase is Phase.OUTGOING:
-                self.phase = Phase.PROCEEDING
-                if self._cancel_wanted is not None:
-                    self._send_cancel()
-                    return
+            if was is Phase.OUTGOING and self._cancel_wanted is not None:
+                self._send_cancel()  # released before this first provisional (9.1)
+                return
             inband = bool(response.body) and self._take_answer_from(response, early=True)
             if not self._alerted_out or (inband and self.stream is not None):
                 self._alerted_out = True
@@ -407,37 +664,39 @@ class SipCall(CallLeg):
         if status < 300:
             self._invite_accepted(response)
             return
-        if self.phase in (Phase.OUTGOING, Phase.PROCEEDING):
-            reason = response.headers.get("Reason")
-            cause = causes.cause_of_status(status, reason)
-            if self._cancel_wanted is not None and status == 487:
-                cause = self._cancel_wanted[0]
-                self._clear(cause, str(status), "local")
-            else:
-                self._clear(cause, str(status), "remote")
-            self._close_media()
-            self.phase = Phase.ENDED
-            self.ua.forget(self)
+        target = self.next_phase(Event.RECEIVE_FAILURE)
+        if target is None:
+            return
+        reason = response.headers.get("Reason")
+        cause = causes.cause_of_status(status, reason)
+        if self._cancel_wanted is not None and status == 487:
+            cause = self._cancel_wanted[0]
+            self._clear(cause, str(status), "local")
+        else:
+            self._clear(cause, str(status), "remote")
+        self._enter(target)
 
     def _invite_accepted(self, response: Response) -> None:
         assert self.invite is not None
         if self._ack is not None:
-            self.ua.send_to(self._ack, self._dialog_peer())  # a 2xx retransmission
+            self.host.send(self._ack, self._dialog_peer())  # a 2xx retransmission
             return
+        target = self.next_phase(Event.RECEIVE_2XX)
+        assert target is not None
+        given_up = self.phase is Phase.ENDED or self._cancel_wanted is not None
         self.dialog = Dialog.for_uac(self.invite, response)
-        self.ua.register_dialog(self)
-        ack = self.dialog.request("ACK", self.ua.via(self._dialog_peer()),
+        self.host.register_dialog(self)
+        ack = self.dialog.request("ACK", self._via(self._dialog_peer()),
                                   cseq=self.invite.cseq[0])
         self._ack = ack.serialize()
-        self.ua.send_to(self._ack, self._dialog_peer())
-        if self.phase is Phase.ENDED or self._cancel_wanted is not None:
+        self.host.send(self._ack, self._dialog_peer())
+        self._enter(target)
+        if given_up:
             cause, raw = self._cancel_wanted or (Cause.NORMAL, None)
-            self.phase = Phase.CONFIRMED
             self._send_bye(cause, "local", causes.sendable_status(raw) if raw else None)
             return
         if self.negotiated is None and not self._take_answer_from(response):
             return
-        self.phase = Phase.CONFIRMED
         self._start_rtp_check()
         self._emit(LegAnswered())
 
@@ -455,58 +714,55 @@ class SipCall(CallLeg):
         headers.add("CSeq", f"{invite.cseq[0]} CANCEL")
         if self._cancel_wanted is not None:
             headers.add("Reason", causes.reason_header(self._cancel_wanted[0]))
-        self.ua.start_client(Request("CANCEL", invite.uri, headers), self.client_tx.peer,
-                             None)
+        self.host.start_client(Request("CANCEL", invite.uri, headers), self.client_tx.peer,
+                               None)
         # RFC 3261 9.1: no final response to the INVITE within 64*T1 of the CANCEL and the
         # call is over all the same.
-        self._arm(_Timer.CANCEL_GIVE_UP, 64 * self.ua.timers.t1)
+        self._arm(_Timer.CANCEL_GIVE_UP, 64 * self.host.settings.timers.t1)
 
     # ------------------------------------------------------------------ common
     def _send_bye(self, cause: Cause, by: str, status: int | None) -> None:
-        if self.dialog is None:
-            self._clear(cause, str(status or "BYE"), by)
-            self._finish()
-            return
-        self.phase = Phase.ENDING
-        self._disarm(*list(self._timers))
-        self._close_media()
+        dialog = self.dialog
+        if dialog is None:  # every phase a BYE is sent in has one
+            raise LocalProtocolError(f"{self!r}: a BYE without a dialog",
+                                     state=self.phase, event=Event.SEND_BYE)
+        self._step(Event.SEND_BYE)
         reason = causes.reason_header(cause)
         if status is not None:
             reason = f'SIP;cause={status};text="{REASONS.get(status, "")}"'
         peer = self._dialog_peer()
-        bye = self.dialog.request("BYE", self.ua.via(peer), extra=(("Reason", reason),))
+        bye = dialog.request("BYE", self._via(peer), extra=(("Reason", reason),))
         self._clear(cause, str(status) if status else "BYE", by)
-        self.ua.start_client(bye, peer, self)
-
-    def _finish(self) -> None:
-        self._close_media()
-        self._disarm(*list(self._timers))
-        self.phase = Phase.ENDED
-        self.ua.forget(self)
+        self.host.start_client(bye, peer, self)
 
     def _abort(self, step: str, exc: Exception) -> None:
         """A step failed unexpectedly: the call is over, whatever its phase."""
         log.error("%r: %s failed (%s: %s); the call is ended", self, step,
                   type(exc).__name__, exc, exc_info=exc)
-        for last_step in (lambda: self._clear(Cause.FAILED, "500", "local"), self._finish):
+        for last_step in (lambda: self._clear(Cause.FAILED, "500", "local"),
+                          lambda: self._step(Event.ABORT)):
             try:
                 last_step()
             except Exception as exc:
                 self.engine.faults.record("ending a SIP call after a failure", exc, self)
-        self.phase = Phase.ENDED
-        self.ua.forget(self)
+        self.host.forget(self)  # again: entering ENDED may have failed before it
+
     def _reject(self, status: int, cause: Cause) -> None:
-        """Answer the INVITE with a final failure (UAS, before the answer)."""
+        """Answer the INVITE with a final failure (UAS, before the answer): ENDED."""
+        target = self.next_phase(Event.REJECT)
+        self._answer_invite(status, cause)
+        if target is not None:
+            self._enter(target)
+
+    def _answer_invite(self, status: int, cause: Cause) -> None:
         assert self.invite is not None and self.invite_tx is not None
         headers = [("Reason", causes.reason_header(cause))] if status in (503, 403, 603,
                                                                           480, 486) else []
         if status == 503:
-            headers.append(("Retry-After", str(self.ua.settings.retry_after)))
-        self.ua.respond(self.invite_tx, make_response(self.invite, status,
-                                                      to_tag=self.local_tag, headers=headers))
-        self._close_media()
-        self.phase = Phase.ENDED
-        self.ua.forget(self)
+            headers.append(("Retry-After", str(self.host.settings.retry_after)))
+        self.host.respond(self.invite_tx, make_response(self.invite, status,
+                                                        to_tag=self.local_tag,
+                                                        headers=headers))
 
     def _clear(self, cause: Cause, raw: str, by: str) -> None:
         if self._cleared:
@@ -522,22 +778,22 @@ class SipCall(CallLeg):
         if sdp:
             response.headers.add("Content-Type", SDP)
         self._provisional = status
-        self.phase = Phase.EARLY
-        self.ua.respond(self.invite_tx, response)
+        self._step(Event.SEND_PROVISIONAL)
+        self.host.respond(self.invite_tx, response)
 
     def _negotiate(self, codecs: list[str] | None) -> bool:
         """Answer the caller's offer with our codec choice; on failure reject with 488."""
         if self._answer_sdp is not None:
             return True
         assert self._offer is not None
-        wanted = self.ua.codec_preference(codecs)
+        wanted = codec_names(codecs, self.host.settings.codecs)
         if self.stream is None:
-            self._open_stream(self.ua.media_host(self))
+            self._open_stream(self._media_host())
         assert self.stream is not None
         try:
             sdp, negotiated = answer_offer(self._offer, wanted, address=self.stream.local[0],
                                            port=self.stream.local[1],
-                                           session_id=self.ua.session_id(self))
+                                           session_id=self._session())
         except (NoCommonCodec, SdpError) as exc:
             log.info("%r: %s; rejecting with 488", self, exc)
             self._reject(488, Cause.FAILED)
@@ -551,10 +807,11 @@ class SipCall(CallLeg):
         if self._answer_sdp is not None:
             return
         if self.stream is None:
-            self._open_stream(self.ua.media_host(self))
+            self._open_stream(self._media_host())
         assert self.stream is not None
-        offer = make_offer(self.ua.codec_preference(codecs), address=self.stream.local[0],
-                           port=self.stream.local[1], session_id=self.ua.session_id(self))
+        offer = make_offer(codec_names(codecs, self.host.settings.codecs),
+                           address=self.stream.local[0], port=self.stream.local[1],
+                           session_id=self._session())
         self._own_offer = offer
         self._answer_sdp = offer.serialize()
 
@@ -582,11 +839,18 @@ class SipCall(CallLeg):
         return True
 
     def _fail_media(self) -> None:
-        self.phase = Phase.CONFIRMED
+        """No usable answer in the ACK or the 2xx: the dialog is confirmed; end it."""
         self._send_bye(Cause.FAILED, "local", 488)
 
+    def _media_host(self) -> str:
+        """Our address for the media: the signalling address the INVITE came in on."""
+        tx = self.invite_tx
+        if tx is not None:
+            return tx.endpoint.address[0]
+        return self.host.local_address(None)[0]
+
     def _open_stream(self, host: str) -> None:
-        self.stream = self.ua.open_stream(host, self)
+        self.stream = self.host.open_stream(host, self)
         self._wire_stream()
 
     def _wire_stream(self) -> None:
@@ -612,14 +876,38 @@ class SipCall(CallLeg):
         if self.stream is not None:
             self.stream.close()
 
+    # ------------------------------------------------------------------ our addresses
     def _contact_headers(self, peer: tuple[str, int] | None = None) -> list[tuple[str, str]]:
-        return [("Contact", self.ua.contact(peer or self.source)),
-                ("Allow", self.ua.allow_header)]
+        address = self.host.local_address(peer or self.source)
+        return [("Contact", f"<sip:uascall@{format_hostport(address)}>"),
+                ("Allow", ALLOW_HEADER)]
+
+    def _via(self, peer: Address) -> str:
+        address = format_hostport(self.host.local_address(peer))
+        return f"SIP/2.0/UDP {address};branch={new_branch()};rport"
+
+    def _local_name_addr(self, call_from: str, peer: Address) -> NameAddr:
+        """Our From: ``call_from`` as given (a URI or name-addr), or a user at our address."""
+        text = call_from.strip()
+        if text.startswith(("sip:", "sips:", "<", '"')):
+            name_addr = parse_name_addr(text)
+        else:
+            host = format_hostport(self.host.local_address(None))
+            name_addr = parse_name_addr(f"<sip:{text or 'uascall'}@{host}>")
+        name_addr.params["tag"] = self.local_tag
+        return name_addr
 
     def _dialog_peer(self) -> tuple[str, int]:
         assert self.dialog is not None
         fallback = self.source or (self.client_tx.peer if self.client_tx else None)
-        return self.ua.route_address(self.dialog, fallback)
+        return self.dialog.next_hop(fallback)
+
+    def _session(self) -> int:
+        """This call's SDP session id: one for every SDP it sends (RFC 3264 8: an
+        answer to a re-INVITE keeps it and raises the version)."""
+        if self._session_id is None:
+            self._session_id = next(_session_ids) % 2**62
+        return self._session_id
 
     def _next_version(self) -> int:
         self._sdp_version += 1
@@ -641,15 +929,16 @@ class SipCall(CallLeg):
     @_ends_the_call_on_failure
     def _fire(self, which: _Timer) -> None:
         self._timers.pop(which, None)
-        if which is _Timer.RETRANSMIT_2XX and self.phase is Phase.ANSWERING and self._ok:
-            self.ua.send_to(self._ok, self.source or ("", 0))
-            self._ok_interval = min(2 * self._ok_interval, self.ua.timers.t2)
-            self._arm(_Timer.RETRANSMIT_2XX, self._ok_interval)
-        elif which is _Timer.NO_ACK and self.phase is Phase.ANSWERING:
+        if which is _Timer.RETRANSMIT_2XX:
+            if self.phase is Phase.ANSWERING and self._ok:
+                self.host.send(self._ok, self.source or ("", 0))
+                self._ok_interval = min(2 * self._ok_interval, self.host.settings.timers.t2)
+                self._arm(_Timer.RETRANSMIT_2XX, self._ok_interval)
+        elif which is _Timer.NO_ACK:
+            self._step(Event.CONFIRM_WITHOUT_ACK)
             log.info("%r: no ACK for our 200 within 64*T1; ending the call with BYE", self)
             self._disarm(_Timer.RETRANSMIT_2XX)
-            self.phase = Phase.CONFIRMED
-            self.ua.never_acked(self)
+            self.host.setup_over(self, False)
             if self._release_after_ack is not None:  # the application hung up meanwhile
                 cause, raw = self._release_after_ack
                 self._send_bye(cause, "local", causes.sendable_status(raw) if raw else None)
@@ -657,23 +946,25 @@ class SipCall(CallLeg):
                 self._send_bye(Cause.FAILED, "network", None)
         elif which is _Timer.RTP_CHECK:
             self._check_rtp()
-        elif which is _Timer.CANCEL_GIVE_UP and self.phase is Phase.PROCEEDING:
+        elif which is _Timer.CANCEL_GIVE_UP:
+            target = self.next_phase(Event.CANCEL_GAVE_UP)
             log.info("%r: no final response within 64*T1 of our CANCEL; the call is over",
                      self)
             cause = self._cancel_wanted[0] if self._cancel_wanted else Cause.NORMAL
             self._clear(cause, "408", "local")
             if self.client_tx is not None:
-                self.ua.abandon(self.client_tx)
-            self._finish()
+                self.host.abandon(self.client_tx)
+            if target is not None:
+                self._enter(target)
 
     def _start_rtp_check(self) -> None:
-        timeout = self.ua.settings.rtp_timeout
+        timeout = self.host.settings.rtp_timeout
         if timeout and self.stream is not None:
             self._arm(_Timer.RTP_CHECK, timeout)
 
     def _check_rtp(self) -> None:
         stream = self.stream
-        timeout = self.ua.settings.rtp_timeout
+        timeout = self.host.settings.rtp_timeout
         if self.phase is not Phase.CONFIRMED or stream is None or not timeout:
             return
         heard = stream.last_heard if stream.last_heard is not None else 0.0
@@ -696,17 +987,19 @@ class SipCall(CallLeg):
     @_ends_the_call_on_failure
     def shutdown(self) -> None:
         """The backend is stopping: end the call the way its phase allows."""
-        if self.phase in (Phase.INCOMING, Phase.EARLY) and self.incoming:
+        phase = self.phase
+        if phase in (Phase.INCOMING, Phase.EARLY) and self.incoming:
             self._reject(503, Cause.OUTOFORDER)
             self._clear(Cause.OUTOFORDER, "503", "local")
-        elif self.phase in (Phase.ANSWERING, Phase.CONFIRMED):
-            self.phase = Phase.CONFIRMED
+        elif phase in (Phase.ANSWERING, Phase.CONFIRMED):
+            if phase is Phase.ANSWERING:
+                self._step(Event.CONFIRM_WITHOUT_ACK)  # no waiting for the ACK now
             self._send_bye(Cause.NORMAL, "local", None)
-        elif self.phase in (Phase.OUTGOING, Phase.PROCEEDING):
+        elif phase in (Phase.OUTGOING, Phase.PROCEEDING):
             self._cancel_wanted = (Cause.NORMAL, None)
             self._send_cancel()
             self._clear(Cause.NORMAL, "CANCEL", "local")
-        self._finish()
+        self._step(Event.SHUTDOWN)
 
 
 def _remote_cause(reason: str | None) -> Cause:
@@ -735,4 +1028,5 @@ def _what(message: Request | Response) -> str:
     return message.method
 
 
-__all__ = ["Phase", "SipCall", "SipParseError"]
+__all__ = ["ABSORBED", "TRANSITIONS", "CallHost", "Event", "Phase", "SipCall",
+           "SipParseError", "codec_names"]

@@ -72,13 +72,22 @@ RFC 4475 asks.
 Transactions are the sans-I/O machines of :mod:`uascall.sip.transaction`; this class
 carries out their actions (send, arm and cancel timers on the engine, hand over to the
 call, forget).
+
+Calls
+-----
+A :class:`~uascall.sip.call.SipCall` reaches the user agent only through
+:attr:`UserAgent.call_host` (a :class:`~uascall.sip.call.CallHost` of bound methods, one
+for all calls): send a response in a transaction, start or abandon a client transaction,
+send bytes outside one, our address towards a peer, an RTP stream, its dialog entry, the
+end of its set-up (the overload count) and its end. What the user agent reads of a call
+is its identity (Call-ID, tags, dialog, INVITE transaction, source) and
+``counted_setup``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import secrets
 import socket
 from collections import OrderedDict
@@ -88,20 +97,17 @@ from dataclasses import dataclass, field
 from uascall import __version__
 from uascall.engine import Engine, TimerHandle
 from uascall.errors import ArgumentError
-from uascall.sip.call import SipCall
-from uascall.sip.dialog import Dialog, DialogError
+from uascall.sip.call import ALLOW_HEADER, ALLOWED, CallHost, SipCall, codec_names
+from uascall.sip.dialog import DialogError, resolve
 from uascall.sip.media import RtpPorts, RtpStream, RtpTicker
 from uascall.sip.message import (
     Headers,
-    NameAddr,
     Request,
     Response,
     SipParseError,
     Via,
     make_response,
-    new_branch,
     parse_message,
-    parse_name_addr,
 )
 from uascall.sip.sdp import CODECS, SdpError, parse_sdp
 from uascall.sip.transaction import (
@@ -135,7 +141,6 @@ from uascall.sip.transport import (
 
 log = logging.getLogger(__name__)
 
-ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS")
 #: methods we know of but do not serve (405 rather than 501)
 KNOWN = ("REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE",
          "UPDATE")
@@ -229,18 +234,24 @@ class UserAgent:
         self._unproven_setups = settings.max_setups - settings.max_setups // 10
         self._tag_key = secrets.token_bytes(16)  # for the To-tags of stateless responses
         self.stats = UaStats()
-        self.allow_header = ", ".join(ALLOWED)
+        self.allow_header = ALLOW_HEADER
         self._lag = 0.0
         self._lag_timer: TimerHandle | None = None
         self._lag_due = 0.0
         self._refused_unlogged = 0  # INVITEs answered 503 since the last overload warning
         self._overload_logged = -OVERLOAD_LOG_INTERVAL  # engine time of that warning
         self._overload_reason = ""
-        self._sessions = random.randrange(1, 2**31)
         #: not taking new calls (see the module docstring's "Draining")
         self.draining = False
         # one bound method for every transaction timer, not one object more per timer
         self._fire_timer = self._fire
+        #: all a call may ask of us (see "Calls" in the module docstring)
+        self.call_host = CallHost(
+            engine=engine, settings=settings, respond=self.respond,
+            start_client=self.start_client, abandon=self.abandon, send=self.send_to,
+            local_address=self.local_address, open_stream=self.open_stream,
+            register_dialog=self.register_dialog, setup_over=self.setup_over,
+            forget=self.forget)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -601,7 +612,7 @@ class UserAgent:
         tx = self._server_tx(invite, source, endpoint, key)
         assert isinstance(tx, InviteServerTransaction)
         self.respond(tx, make_response(invite, 100))
-        call = SipCall.incoming_call(self, invite, tx, offer)
+        call = SipCall.incoming_call(self.call_host, invite, tx, offer)
         tx.user = call
         self.calls.add(call)
         self.register_dialog(call)
@@ -699,7 +710,7 @@ class UserAgent:
             handle.cancel()
         tx.handles.clear()
 
-    # ------------------------------------------------------------------ for calls
+    # ------------------------------------------------------------------ for calls (call_host)
     def send_to(self, data: bytes, peer: Address) -> None:
         self.endpoint_for(peer[0]).send(data, peer)
 
@@ -729,17 +740,13 @@ class UserAgent:
             # 100 ms and more. All it needs of the call now is the To-tag, for a CANCEL.
             tx.user = _EndedCall(call.local_tag)
 
-    def answered(self, call: SipCall) -> None:
-        """An incoming call is no longer being set up: the ACK for our 2xx came (for
-        overload control: its source has now completed a call)."""
+    def setup_over(self, call: SipCall, acked: bool) -> None:
+        """An incoming call is no longer being set up. ``acked``: the ACK for our 2xx came
+        (for overload control: its source has now completed a call); else our 2xx went
+        unACKed for 64*T1 (the call ends with a BYE), and its source, which did not
+        behave, loses its standing."""
         if call.counted_setup:
-            self._setup_over(call, completed=True)
-
-    def never_acked(self, call: SipCall) -> None:
-        """Our 2xx went unACKed for 64*T1: the call is no longer being set up (it ends
-        with a BYE), and its source, which did not behave, loses its standing."""
-        if call.counted_setup:
-            self._setup_over(call, completed=False, unacked=True)
+            self._setup_over(call, completed=acked, unacked=not acked)
 
     def _setup_over(self, call: SipCall, *, completed: bool, unacked: bool = False) -> None:
         call.counted_setup = False
@@ -766,52 +773,14 @@ class UserAgent:
                                    name=f"rtp {call.call_id[:16]}",
                                    symmetric=self.settings.symmetric_rtp)
 
-    def media_host(self, call: SipCall) -> str:
-        """Our address for a call's media: the signalling address its INVITE came in on."""
-        tx = call.invite_tx
-        endpoint = tx.endpoint if tx is not None else self.endpoints[0]
-        return endpoint.address[0]
-
-    def session_id(self, call: SipCall) -> int:
-        self._sessions = (self._sessions + 1) % 2**62
-        return self._sessions
-
     def codec_preference(self, laws: list[str] | None) -> list[str]:
         """A leg's codecs (laws, in priority order) as SDP codec names; None → ours."""
-        if not laws:
-            return list(self.settings.codecs)
-        by_law = {law: name for name, (_rtpmap, _pt, law) in CODECS.items()}
-        return [by_law[law] for law in laws if law in by_law]
+        return codec_names(laws, self.settings.codecs)
 
-    def via(self, peer: Address) -> str:
-        host, port = self.endpoint_for(peer[0]).address
-        return f"SIP/2.0/UDP {format_hostport((host, port))};branch={new_branch()};rport"
-
-    def contact(self, peer: Address | None) -> str:
-        endpoint = self.endpoint_for(peer[0]) if peer else self.endpoints[0]
-        return f"<sip:uascall@{format_hostport(endpoint.address)}>"
-
-    def local_name_addr(self, call_from: str, tag: str) -> NameAddr:
-        host = format_hostport(self.endpoints[0].address)
-        text = call_from.strip()
-        if text.startswith(("sip:", "sips:", "<", '"')):
-            name_addr = parse_name_addr(text)
-        else:
-            name_addr = parse_name_addr(f"<sip:{text or 'uascall'}@{host}>")
-        name_addr.params["tag"] = tag
-        return name_addr
-
-    def route_address(self, dialog: Dialog, fallback: Address | None) -> Address:
-        """Where a request in ``dialog`` goes: the first route, else the remote target."""
-        target = dialog.route_set[0] if dialog.route_set else f"<{dialog.remote_target}>"
-        try:
-            uri = parse_name_addr(target).uri
-            return resolve(uri.host, uri.port or 5060)
-        except (SipParseError, OSError, ValueError) as exc:  # UnicodeError: no IDNA name
-            if fallback is None:
-                raise
-            log.debug("%s: cannot route to %r (%s); using %s", dialog, target, exc, fallback)
-            return fallback
+    def local_address(self, peer: Address | None) -> Address:
+        """Our signalling address towards ``peer`` (its address family's endpoint); None:
+        the first we listen on."""
+        return self.endpoint_for(peer[0]).address if peer else self.endpoints[0].address
 
 
 @dataclass(frozen=True, slots=True)
@@ -819,15 +788,6 @@ class _EndedCall:
     """The user of an incoming call's INVITE transaction once the call is over."""
 
     local_tag: str
-
-
-def resolve(host: str, port: int) -> Address:
-    """An IP address as the socket API takes it. Only literal addresses: this runs on the
-    engine thread, which must never wait for a resolver (socket.gaierror for a name)."""
-    info = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_DGRAM,
-                              flags=socket.AI_NUMERICHOST)
-    address = info[0][4]
-    return address[0], address[1]
 
 
 def lookup(host: str, port: int) -> Address:
