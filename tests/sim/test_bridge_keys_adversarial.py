@@ -20,11 +20,25 @@ import pytest
 from tests import audio
 from uascall.channel import State, UASCallChannel
 from uascall.dahdi.analog import AnalogSettings
+from uascall.media import g711
+from uascall.media.dtmf import dtmf_samples
 from uascall.media.player import MediaClock
 from uascall.sim.analog_farend import Destination
+from uascall.sip.rtp import RtpSender
 
 from .helpers import MEDIA, T, World, start_world
-from .test_connect_tdm import LINE_NUMBER, Wiring, box_on, pcm, phone_to_pri, pri_to_line, tdm_conf
+from .sip_peer import SipPeer, answer_through
+from .test_connect_sip import Box
+from .test_connect_tdm import (
+    LINE_NUMBER,
+    Wiring,
+    box_on,
+    keys_in,
+    pcm,
+    phone_to_pri,
+    pri_to_line,
+    tdm_conf,
+)
 from .test_listening import tone
 
 # The simulator only: exact timings (a key's edges against the engine's steps) need its
@@ -418,3 +432,132 @@ def test_pri_to_fxo_fast_keys_and_a_repeated_digit_both_ways(line_answering):
         assert all_digits(channel) == ""
     ours.hang_up()
     out.hang_up()
+
+
+# --------------------------------------------------------------------------- SIP - PRI
+
+EVENT_PT = 101
+
+
+@pytest.fixture
+def gateway():
+    """test_connect_sip's box (a simulated E1 span and a SIP backend on one real-time
+    engine) and a scripted SIP caller whose offer is A-law, with or without
+    telephone-event as the test says."""
+    box = Box()
+    peer = SipPeer(box.sip.addresses[0])
+    yield box, peer
+    peer.close()
+    box.close()
+
+
+def sip_to_pri(box: Box, peer: SipPeer, formats: str
+               ) -> tuple[UASCallChannel, UASCallChannel, object]:
+    """The SIP caller's call answered and connected to a call out of the E1 span, answered
+    there. Returns (the SIP call, the PRI call, the exchange's side of it)."""
+    peer.invite(formats=formats)
+    peer.expect(100)
+    sip = box.incoming.get(timeout=T)
+    answer_through(sip, peer)
+    assert sip._leg.media().law == "alaw"
+    assert sip._leg.media().telephone_events is (str(EVENT_PT) in formats.split())
+    box.sim.far_end.answer_after = 0.2
+    pri = box.outbound(box.sim, route="pri")
+    assert pri.call("5559000", call_from="5551000", seconds_timeout=T) is State.ANSWERED
+    target = box.sim.far_end.incoming[-1]
+    assert sip.connect(pri) is True
+    return sip, pri, target
+
+
+def rtp_frames(data: bytes) -> list[bytes]:
+    data += bytes([g711.ALAW.silence]) * (-len(data) % 160)
+    return [data[at:at + 160] for at in range(0, len(data), 160)]
+
+
+def send_paced(peer: SipPeer, packets: list[bytes]) -> None:
+    """One packet every 20 ms, in real time, as a phone sends."""
+    start = time.monotonic()
+    for n, packet in enumerate(packets):
+        time.sleep(max(0.0, start + 0.02 * n - time.monotonic()))
+        peer.send_rtp([packet])
+
+
+def in_band(keys: str, on_ms: float = 80, off_ms: float = 80) -> bytes:
+    return g711.ALAW.encode(dtmf_samples(keys, on_ms=on_ms, off_ms=off_ms, law="alaw"))
+
+
+def alaw_silence(seconds: float) -> bytes:
+    return bytes([g711.ALAW.silence]) * round(seconds * 8000)
+
+
+def events_and_audio(packets) -> tuple[str, list[int]]:
+    """The digits of the RFC 4733 events among ``packets`` (one per event), and the
+    A-law audio of the others, decoded."""
+    digits, starts, pcm_bytes = "", set(), bytearray()
+    for packet in packets:
+        if packet.payload_type == EVENT_PT:
+            if packet.timestamp not in starts:
+                starts.add(packet.timestamp)
+                digits += "0123456789*#ABCD"[packet.payload[0]]
+        elif packet.payload_type == 8:
+            pcm_bytes += packet.payload
+    return digits, audio.decode(bytes(pcm_bytes), "alaw")
+
+
+@pytest.mark.parametrize("formats", ["8", "8 101"])
+def test_sip_keys_in_band_reach_the_pri_side_once(gateway, formats):
+    """A SIP phone keys in its audio (with or without telephone-event offered): the PRI
+    side hears each key once, Q.24's fast keys and a repeated digit included."""
+    box, peer = gateway
+    sip, pri, target = sip_to_pri(box, peer, formats)
+    sender = RtpSender(8)
+    for keys, on_ms, off_ms in (("159#", 80, 80), ("555", 40, 40), ("2468", 40, 40)):
+        mark = len(target.heard)
+        send_paced(peer, [sender.packet(f) for f in rtp_frames(
+            alaw_silence(0.1) + in_band(keys, on_ms, off_ms) + alaw_silence(0.3))])
+        assert sip.DTMFDetector.get_digits(count=len(keys), seconds_predigits_timeout=T,
+                                           seconds_interdigit_timeout=T) == keys
+        box.engine.sleep(0.2 * len(keys) + 0.5)
+        assert keys_at_pri(target, mark) == keys
+    assert all_digits(pri) == ""
+    sip.hang_up()
+    pri.hang_up()
+
+
+def keys_in_frames(samples: list[int], law: str) -> str:
+    """The keys in ``samples`` (the test's own filters, 20 ms blocks on the RTP frames'
+    grid), a block without a digit inside a key bridged: a SIP stream that runs dry
+    sends a frame of silence, which may fall inside a key's tone (Q.24 leaves a break
+    of 10 to 40 ms to the receiver); the keys here are 100 ms apart, five blocks."""
+    return keys_in(audio.dtmf_blocks(samples, law), 1)
+
+
+def keys_at_pri(far, mark: int) -> str:
+    return audio.dtmf_keys(heard_since(far, mark, "alaw"), "alaw")
+
+
+@pytest.mark.parametrize("formats", ["8", "8 101"])
+def test_pri_keys_reach_the_sip_side_in_band_or_as_events(gateway, formats):
+    """The PRI side keys (its exchange's kernel sounds them, 100 ms on, 100 ms off,
+    whatever this loaded machine's timing) and repeats a digit: without telephone-event
+    the SIP phone hears each key in band, once; with it, one event per key and no tone
+    in band."""
+    box, peer = gateway
+    sip, pri, target = sip_to_pri(box, peer, formats)
+    events = str(EVENT_PT) in formats.split()
+    for keys in ("159#", "555"):
+        peer.drain_rtp()
+        box.engine.run(target.key, keys)
+        digits, pcm_heard = events_and_audio(peer.rtp_packets(0.2 * len(keys) + 0.8))
+        assert pri.DTMFDetector.get_digits(count=len(keys), seconds_predigits_timeout=T,
+                                           seconds_interdigit_timeout=T) == keys
+        if events:
+            assert digits == keys
+            leaked = audio.dtmf_blocks(pcm_heard, "alaw")
+            assert sum(block is not None for block in leaked) <= len(keys), leaked
+            assert audio.dtmf_keys(pcm_heard, "alaw") == ""
+        else:
+            assert digits == "" and keys_in_frames(pcm_heard, "alaw") == keys
+    assert all_digits(sip) == ""
+    sip.hang_up()
+    pri.hang_up()
