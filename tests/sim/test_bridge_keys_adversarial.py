@@ -18,6 +18,7 @@ import time
 import pytest
 
 from tests import audio
+from uascall import faultlog
 from uascall.channel import State, UASCallChannel
 from uascall.dahdi.analog import AnalogSettings
 from uascall.media import g711
@@ -220,6 +221,32 @@ def test_speech_across_the_bridge_invents_no_key(world):
     assert all_digits(a) == "" and all_digits(b) == ""
     a.hang_up()
     b.hang_up()
+
+
+
+# --------------------------------------------------------------------------- ends and changes
+
+def no_faults(world: World, before: dict) -> bool:
+    return world.engine.faults.counts() == {} and dict(faultlog.PROCESS.counts()) == before
+
+
+@pytest.mark.parametrize("after_ms", [0, 20, 40, 100, 150, 190, 210])
+def test_the_other_far_end_hanging_up_while_its_kernel_sounds_a_key(world, after_ms):
+    """b's far end hangs up ``after_ms`` into the key b's kernel sounds for a: no write
+    to b's closed channel reaches the engine as a fault, a is told and keeps its own
+    far end's keys, and what a's far end keys next goes nowhere."""
+    before = dict(faultlog.PROCESS.counts())
+    a, far_a, b, far_b = joined(world)
+    pressed = world.engine.run(far_a.press, "7")
+    world.engine.call_at(pressed + 0.03 + after_ms / 1000, far_b.hangup)
+    assert a.wait_for_idle(T) is State.ANSWERED
+    assert b.wait_for_idle(T) is State.IDLE
+    assert a.Details.connected_id == ""
+    world.engine.run(far_a.press, "8")
+    world.engine.sleep(1.0)
+    assert all_digits(a) == "78"
+    assert no_faults(world, before)
+    a.hang_up()
 
 
 # --------------------------------------------------------------------------- recordings
