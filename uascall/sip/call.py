@@ -241,8 +241,8 @@ ABSORBED: dict[Event, frozenset[Phase]] = {
 #: (481 where not listed)
 REFUSAL_STATUS: dict[Event, dict[Phase, int]] = {
     # RFC 3261 14.2: before our final response to the INVITE, 500 + Retry-After; while
-    # an offer of ours is outstanding (our 200's answer is still to come in the ACK, our
-    # own INVITE is pending), 491
+    # an INVITE exchange is not over (our 200 not yet ACKed, which may carry the answer
+    # to our offer; our own INVITE pending), 491
     _E.RECEIVE_REINVITE: {_P.INCOMING: 500, _P.EARLY: 500, _P.ANSWERING: 491,
                           _P.OUTGOING: 491, _P.PROCEEDING: 491},
 }
