@@ -360,8 +360,8 @@ def live_world(request, rig):
         yield start_world(engine, rig, request.param)
 
 
-@pytest.mark.parametrize("stall_ms", [40, 55, 70])
-@pytest.mark.parametrize("offset_ms", [0, 35, 95, 110, 150, 190])
+@pytest.mark.parametrize("stall_ms", [40, 70])
+@pytest.mark.parametrize("offset_ms", [0, 95, 150, 190])
 def test_a_repeated_digit_stays_three_keys_when_the_engine_stalls(live_world, stall_ms,
                                                                   offset_ms):
     """'555' keyed at a's far end, the engine held up ``stall_ms`` in each key or pause
@@ -383,6 +383,34 @@ def test_a_repeated_digit_stays_three_keys_when_the_engine_stalls(live_world, st
     world.engine.sleep(1.0)
     assert keys_at(world, far_b, mark) == "555"
     assert all_digits(b) == ""
+    a.hang_up()
+    b.hang_up()
+
+
+
+@pytest.mark.parametrize("offset_ms", [10, 60, 130])
+def test_keys_from_both_ends_at_once_while_the_engine_stalls(live_world, offset_ms):
+    """Both far ends key at once (their kernels), the engine held up 60 ms in each key:
+    each far end hears the other's keys once, and each call's detector its own."""
+    world = live_world
+    a, far_a, b, far_b = joined(world)
+    marks = len(far_a.heard), len(far_b.heard)
+
+    def key_and_stall() -> None:
+        start = far_a.key("123")
+        far_b.key("456")
+        for key in range(3):
+            world.engine.call_at(start + 0.2 * key + offset_ms / 1000, time.sleep, 0.06)
+
+    world.engine.run(key_and_stall)
+    assert a.DTMFDetector.get_digits(count=3, seconds_predigits_timeout=T,
+                                     seconds_interdigit_timeout=T) == "123"
+    assert b.DTMFDetector.get_digits(count=3, seconds_predigits_timeout=T,
+                                     seconds_interdigit_timeout=T) == "456"
+    world.engine.sleep(1.0)
+    assert keys_at(world, far_b, marks[1]) == "123"
+    assert keys_at(world, far_a, marks[0]) == "456"
+    assert all_digits(a) == "" and all_digits(b) == ""
     a.hang_up()
     b.hang_up()
 
@@ -557,6 +585,32 @@ def keys_in_frames(samples: list[int], law: str) -> str:
     sends a frame of silence, which may fall inside a key's tone (Q.24 leaves a break
     of 10 to 40 ms to the receiver); the keys here are 100 ms apart, five blocks."""
     return keys_in(audio.dtmf_blocks(samples, law), 1)
+
+
+@pytest.mark.parametrize("stall_ms", [40, 70])
+@pytest.mark.parametrize("offset_ms", [30, 90, 150])
+def test_sip_keys_in_band_reach_the_pri_side_when_the_engine_stalls(gateway, stall_ms,
+                                                                    offset_ms):
+    """The box's engine held up in each of the SIP phone's keys (its RTP keeps coming):
+    the PRI side still hears each key once, the kernel sounding it whole."""
+    box, peer = gateway
+    sip, pri, target = sip_to_pri(box, peer, "8")
+    sender = RtpSender(8)
+    mark = len(target.heard)
+    packets = [sender.packet(f) for f in rtp_frames(
+        alaw_silence(0.2) + in_band("159#", 80, 80) + alaw_silence(0.3))]
+    start = box.engine.time() + 0.2  # the first key, about (the packets go from now)
+    box.engine.run(lambda: [box.engine.call_at(start + 0.16 * key + offset_ms / 1000,
+                                               time.sleep, stall_ms / 1000)
+                            for key in range(4)])
+    send_paced(peer, packets)
+    assert sip.DTMFDetector.get_digits(count=4, seconds_predigits_timeout=T,
+                                       seconds_interdigit_timeout=T) == "159#"
+    box.engine.sleep(1.0)
+    assert keys_at_pri(target, mark) == "159#"
+    assert all_digits(pri) == ""
+    sip.hang_up()
+    pri.hang_up()
 
 
 def keys_at_pri(far, mark: int) -> str:
