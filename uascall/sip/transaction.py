@@ -31,6 +31,11 @@ client non-INVITE (17.1.2)  TRYING: Timer E resends (T1 doubling to T2; at T2 on
                             COMPLETED -(Timer K)-> TERMINATED.
 ==========================  ===========================================================
 
+A transaction's last timer (L, J, M, D: 64*T1 for all) is marked ``linger``: it only ends
+a transaction that stays to absorb retransmissions, tens of thousands at once at hundreds of
+calls a second, so a driver may keep them all in one :class:`ExpiryQueue` (one engine timer,
+nothing for the cyclic GC to scan but the transactions) rather than a timer each.
+
 An input a state does not expect (a response to send after the final one, say) raises
 :class:`TransactionError` naming the transaction, its state and the input, and changes
 nothing; messages from the wire that do not fit (a stray retransmission) are absorbed.
@@ -38,8 +43,9 @@ nothing; messages from the wire that do not fit (a stray retransmission) are abs
 
 from __future__ import annotations
 
+import collections
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -99,10 +105,16 @@ class Send(Action):
 
 @dataclass(frozen=True, slots=True)
 class SetTimer(Action):
-    """Arm timer ``name`` to fire in ``delay`` seconds (replacing one of that name)."""
+    """Arm timer ``name`` to fire in ``delay`` seconds (replacing one of that name).
+
+    ``linger``: the transaction's last timer, 64*T1 for every transaction alike (L, J, M,
+    D), which nothing cancels but the transaction's end: a driver may keep these in one
+    :class:`ExpiryQueue` instead of a timer each.
+    """
 
     name: str
     delay: float
+    linger: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +174,10 @@ class Transaction:
         self.timers = timers
         self.method = request.method
         self.state = TxState.TRYING
-        self._armed: set[str] = set()
+        # The armed timers' names. A tuple, not a set: a transaction lingers 64*T1 after
+        # its final response, tens of thousands at once, and the cyclic GC stops scanning
+        # a tuple of strings once it has seen one, but scans a set at every pass.
+        self._armed: tuple[str, ...] = ()
         # The driver's own: where the transaction sends, who hears it, its timer handles,
         # and (server) its key in the driver's table (client: see ClientTransaction).
         self.peer: Any = None
@@ -170,6 +185,8 @@ class Transaction:
         self.user: Any = None
         self.handles: dict[str, Any] = {}
         self.key: Any = None
+        #: (when it is due, timer name) while in an ExpiryQueue, else None
+        self.lingering: tuple[float, str] | None = None
 
     def __repr__(self) -> str:
         request = self.request
@@ -184,21 +201,25 @@ class Transaction:
         """Timer ``name`` went off (ignored when it was cancelled meanwhile)."""
         if name not in self._armed:
             return []
-        self._armed.discard(name)
+        self._disarm(name)
         handler = getattr(self, f"_timer_{name}", None)
         if handler is None:
             raise TransactionError(f"{self!r}: unknown timer {name!r}")
         return handler()
 
-    def _set(self, name: str, delay: float) -> SetTimer:
-        self._armed.add(name)
-        return SetTimer(name, delay)
+    def _set(self, name: str, delay: float, *, linger: bool = False) -> SetTimer:
+        if name not in self._armed:
+            self._armed += (name,)
+        return SetTimer(name, delay, linger)
+
+    def _disarm(self, name: str) -> None:
+        self._armed = tuple(armed for armed in self._armed if armed != name)
 
     def _cancel(self, *names: str) -> Actions:
         out: Actions = []
         for name in names:
             if name in self._armed:
-                self._armed.discard(name)
+                self._disarm(name)
                 out.append(CancelTimer(name))
         return out
 
@@ -270,7 +291,7 @@ class InviteServerTransaction(ServerTransaction):
             # The user (the call) retransmits its 2xx until the ACK; the transaction only
             # lingers to absorb INVITE retransmissions (RFC 6026 Timer L).
             self.state = TxState.ACCEPTED
-            out.append(self._set("L", 64 * self.timers.t1))
+            out.append(self._set("L", 64 * self.timers.t1, linger=True))
             return out
         self.state = TxState.COMPLETED
         out.append(self._set("G", self._g_interval))
@@ -321,7 +342,7 @@ class NonInviteServerTransaction(ServerTransaction):
             self.state = TxState.PROCEEDING
             return out
         self.state = TxState.COMPLETED
-        out.append(self._set("J", 64 * self.timers.t1))
+        out.append(self._set("J", 64 * self.timers.t1, linger=True))
         return out
 
     def receive(self, request: Request) -> Actions:
@@ -373,11 +394,12 @@ class InviteClientTransaction(ClientTransaction):
                 return out
             if status < 300:
                 self.state = TxState.ACCEPTED
-                out += [ToUser(response), self._set("M", 64 * self.timers.t1)]
+                out += [ToUser(response), self._set("M", 64 * self.timers.t1, linger=True)]
                 return out
             self.state = TxState.COMPLETED
             self._ack = build_ack_for_failure(self.request, response).serialize()
-            out += [Send(self._ack), ToUser(response), self._set("D", 64 * self.timers.t1)]
+            out += [Send(self._ack), ToUser(response),
+                    self._set("D", 64 * self.timers.t1, linger=True)]
             return out
         if self.state is TxState.ACCEPTED and 200 <= status < 300:
             return [ToUser(response)]  # a 2xx retransmission: the user ACKs it again
@@ -437,6 +459,76 @@ class NonInviteClientTransaction(ClientTransaction):
 
     def _timer_K(self) -> Actions:
         return self._terminate()
+
+
+# --------------------------------------------------------------------------- lingering
+class ExpiryQueue:
+    """The lingering transactions' last timers (``SetTimer.linger``), in one queue.
+
+    Each call leaves two transactions lingering 64*T1 (32 s) after their final response,
+    to absorb retransmissions: at a thousand calls a second, 64,000 of them. As engine
+    timers each had a timer handle, a heap entry, an argument tuple and a slot in the
+    transaction's handle table, all for the cyclic GC to scan at each full pass, and a heap
+    of that size to keep in order. All of them run the same delay, so they come due in the
+    order they were set: a FIFO of the transactions does the heap's work, with a single
+    engine timer, for its head, on the driver's side. Each transaction keeps its own entry's
+    deadline and timer name (a tuple of a float and a str, which the GC stops scanning
+    after one look), so the queue holds nothing but the transactions themselves.
+
+    Sans-I/O like the transactions: the driver tells the time. A transaction that ends
+    before its entry comes due needs no removal: :meth:`Transaction.fire` ignores a timer
+    it no longer has armed.
+    """
+
+    __slots__ = ("_entries", "delay")
+
+    def __init__(self, delay: float) -> None:
+        if not delay > 0:
+            raise ValueError(f"expiry queue delay {delay!r}; expected a positive number of "
+                             "seconds")
+        self.delay = delay
+        self._entries: collections.deque[Transaction] = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        """Forget every entry (the driver stops, and cancels its timer)."""
+        for tx in self._entries:
+            tx.lingering = None
+        self._entries.clear()
+
+    def accepts(self, action: SetTimer) -> bool:
+        """Whether ``action`` can be queued here (a lingering timer of this delay)."""
+        return action.linger and action.delay == self.delay
+
+    def add(self, now: float, tx: Transaction, name: str) -> float | None:
+        """Queue ``tx``'s timer ``name`` for ``now + delay``. Returns the time to arm the
+        driver's timer for, when the queue was empty; None when one is armed already
+        (for an entry due no later than this one, as the engine's clock never goes
+        back). A transaction is in the queue once at most: it lingers once."""
+        if tx.lingering is not None:
+            raise ValueError(f"{tx!r} is in the expiry queue already (timer "
+                             f"{tx.lingering[1]}); expected one lingering timer a transaction")
+        entries = self._entries
+        tx.lingering = (now + self.delay, name)
+        entries.append(tx)
+        return now + self.delay if len(entries) == 1 else None
+
+    def expire(self, now: float) -> tuple[list[tuple[Transaction, str]], float | None]:
+        """The (transaction, timer name) entries due by ``now``, oldest first, taken out;
+        and when the next one is due (to arm the driver's timer for), None when empty."""
+        entries = self._entries
+        due = []
+        while entries:
+            tx = entries[0]
+            when, name = tx.lingering  # type: ignore[misc]  # set by add()
+            if when > now:
+                return due, when
+            entries.popleft()
+            tx.lingering = None
+            due.append((tx, name))
+        return due, None
 
 
 def build_ack_for_failure(invite: Request, response: Response) -> Request:
