@@ -18,6 +18,7 @@ import time
 import pytest
 
 from tests import audio
+from tests.rigs import SimRig
 from uascall import faultlog
 from uascall.channel import State, UASCallChannel
 from uascall.dahdi.analog import AnalogSettings
@@ -25,6 +26,7 @@ from uascall.media import g711
 from uascall.media.dtmf import dtmf_samples
 from uascall.media.player import MediaClock
 from uascall.sim.analog_farend import Destination
+from uascall.sim.backend import SimBackend
 from uascall.sip.rtp import RtpSender
 
 from .helpers import MEDIA, T, World, start_world
@@ -411,6 +413,61 @@ def test_keys_from_both_ends_at_once_while_the_engine_stalls(live_world, offset_
     assert keys_at(world, far_b, marks[1]) == "123"
     assert keys_at(world, far_a, marks[0]) == "456"
     assert all_digits(a) == "" and all_digits(b) == ""
+    a.hang_up()
+    b.hang_up()
+
+
+
+# --------------------------------------------------------------------------- E1 to T1
+
+@pytest.fixture
+def e1_and_t1():
+    """An E1 span (A-law) and a T1 span (mu-law), each looped to an exchange on a
+    simulated kernel of its own, on one virtual-time engine: a call in on E1 and a call
+    out on T1, joined, so that every frame bridged is converted."""
+    with SimRig().engine() as engine:
+        e1, t1 = SimBackend(engine, kind="E1"), SimBackend(engine, kind="T1")
+        clock = MediaClock(engine)
+        channels: list[UASCallChannel] = []
+        e1.on_incoming = lambda leg: channels.append(
+            UASCallChannel(engine, leg, media_clock=clock, media_dir=MEDIA))
+        engine.run(e1.start)
+        engine.run(t1.start)
+        assert engine.wait_until(lambda: e1.up and t1.up, T)
+        far_a = engine.run(e1.far_end.dial, "5551000")
+        assert engine.wait_until(lambda: channels, T)
+        a = channels[-1]
+        assert a.answer() is State.ANSWERED
+        t1.far_end.answer_after = 0.2
+        b = UASCallChannel(engine, backend=t1, route="pri", media_clock=clock,
+                           media_dir=MEDIA)
+        assert b.call("5559000", call_from="5551000", seconds_timeout=T) is State.ANSWERED
+        far_b = t1.far_end.incoming[-1]
+        assert (far_a.law, far_b.law) == ("alaw", "ulaw")
+        assert a.connect(b) is True
+        yield engine, a, far_a, b, far_b
+        engine.run(e1.stop)
+        engine.run(t1.stop)
+
+
+def test_keys_between_an_e1_and_a_t1_call_both_ways(e1_and_t1):
+    """Fast keys, a repeated digit and talk right after a key cross from E1 to T1 and
+    back, each once, the talk at its level."""
+    engine, a, far_a, b, far_b = e1_and_t1
+    for far_from, far_to, to_call, from_call in ((far_a, far_b, b, a), (far_b, far_a, a, b)):
+        for keys, on_ms, off_ms in (("159#", 40, 40), ("555", 80, 80)):
+            mark = len(far_to.heard)
+            engine.run(lambda far=far_from, keys=keys, on=on_ms, off=off_ms: far.press(
+                keys, on_ms=on, off_ms=off))
+            engine.sleep(0.2 * len(keys) + 0.6)
+            assert audio.dtmf_keys(heard_since(far_to, mark, far_to.law), far_to.law) == keys
+            assert all_digits(from_call) == keys and all_digits(to_call) == ""
+        mark = len(far_to.heard)
+        engine.run(far_from.say, tone(1000.0, 0.5, -10.0, far_from.law))
+        engine.sleep(0.8)
+        on = audio.steady(heard_since(far_to, mark, far_to.law), 1000.0, far_to.law)
+        assert len(on) / 8000 >= 0.44
+        assert audio.level_dbm0(on, far_to.law) == pytest.approx(-10.0, abs=0.5)
     a.hang_up()
     b.hang_up()
 
