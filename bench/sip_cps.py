@@ -33,8 +33,10 @@ server, the highest rate without a single retransmission. ``--profile RATE`` run
 uascall server once more at RATE under py-spy (``--gil``) and prints what dominates.
 ``--gc`` times the server's cyclic GC passes (``gc.callbacks``, through a wrapper that
 starts ``uascall``) and prints, for the whole ladder, how many passes each generation
-made, how long they took in all and the longest: a full pass over tens of thousands of
-lingering transactions holds the engine long enough for overload control to refuse calls.
+made, how long they took in all and the longest, and how many unreachable objects (garbage
+in reference cycles, which only the collector frees) they found: a full pass over tens of
+thousands of lingering transactions holds the engine long enough for overload control to
+refuse calls.
 
 ``--app examples/early_media.py`` measures a real application instead of the bare one
 (``app_cps`` in place of ``sip_cps``): SIPp calls with ``uac_callee_bye.xml`` (the
@@ -423,13 +425,15 @@ def clean_rate(runs: list[RateResult]) -> int:
 
 # ---------------------------------------------------------------------------------- servers
 #: --gc: runs ``uascall`` with the cyclic GC's passes timed (gc.callbacks), their counts,
-#: total and longest per generation written to argv[1] as JSON every half second. CPU time
+#: total and longest per generation, and the unreachable (cyclic garbage) objects each freed,
+#: written to argv[1] as JSON every half second. CPU time
 #: of the thread the pass ran on, not wall time: on a shared machine a pass preempted by
 #: other processes would look longer than it is
 GC_WRAPPER = """\
 import gc, json, os, runpy, sys, threading, time
 path = sys.argv[1]
-stats = {"collections": [0, 0, 0], "seconds": [0.0, 0.0, 0.0], "longest": [0.0, 0.0, 0.0]}
+stats = {"collections": [0, 0, 0], "seconds": [0.0, 0.0, 0.0], "longest": [0.0, 0.0, 0.0],
+         "collected": [0, 0, 0]}
 started = [0.0]
 def timed(phase, info):
     if phase == "start":
@@ -439,6 +443,7 @@ def timed(phase, info):
     stats["collections"][g] += 1
     stats["seconds"][g] += took
     stats["longest"][g] = max(stats["longest"][g], took)
+    stats["collected"][g] += info["collected"]
 def dump():
     while True:
         time.sleep(0.5)
@@ -933,9 +938,11 @@ def print_gc_stats(path: Path) -> None:
     except (OSError, ValueError) as exc:
         print(f"# --gc: no statistics from the server ({exc})")
         return
-    parts = [f"generation {g}: {n} passes, {t:.2f} s, the longest {1000 * worst:.1f} ms"
-             for g, (n, t, worst) in enumerate(zip(stats["collections"], stats["seconds"],
-                                                   stats["longest"], strict=True))]
+    parts = [f"generation {g}: {n} passes, {t:.2f} s, the longest {1000 * worst:.1f} ms, "
+             f"{freed} unreachable objects freed"
+             for g, (n, t, worst, freed) in enumerate(zip(
+                 stats["collections"], stats["seconds"], stats["longest"],
+                 stats.get("collected", [0, 0, 0]), strict=True))]
     print(f"uascall cyclic GC over the whole run (--gc, CPU time): "
           f"{sum(stats['seconds']):.2f} s; "
           + "; ".join(parts))
