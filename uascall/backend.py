@@ -110,6 +110,8 @@ class MediaPort:
     #: whether the far end takes DTMF out of band (RFC 4733 telephone-events), see
     #: :meth:`send_digit`
     telephone_events: bool = False
+    #: whether the line has a tone generator of its own for DTMF, see :meth:`sound_digit`
+    sounds_digits: bool = False
 
     def write(self, frame: bytes) -> bool:
         """Queue one frame; False when the port is full for now (try again next tick).
@@ -139,13 +141,15 @@ class MediaPort:
         raise Error(f"{type(self).__name__} cannot send DTMF out of band; expected it to "
                     "be played in band")
 
-    def sound_digit(self, digit: str) -> bool:
-        """Have the line's own tone generator sound ``digit`` in band at once, in place
-        of the audio queued (on DAHDI the kernel's DAHDI_DIAL, on the card's clock, so
-        that a late engine cannot break the tone in two). False where the port has no
-        such generator or it refused: then the caller plays the tone itself. While
-        :meth:`sounding`, nothing may be written (a write would cut the digit short)."""
-        return False
+    def sound_digit(self, digit: str) -> float:
+        """Have the line's own tone generator (where :attr:`sounds_digits`) sound
+        ``digit`` in band, after the digits it was given before, in place of the audio
+        queued (on DAHDI the kernel's DAHDI_DIAL, on the card's clock, so that a late
+        engine cannot break the tone in two). Returns the seconds the digit takes, tone
+        and pause; 0 where the port has no such generator or it refused: then the caller
+        plays the tone itself. While :meth:`sounding`, nothing may be written (a write
+        would cut the digit short)."""
+        return 0.0
 
     def sounding(self) -> bool:
         """Whether the line's generator still sounds the digits given it (each tone and

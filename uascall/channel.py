@@ -949,6 +949,8 @@ class UASCallChannel:
         if state in (State.ANSWERING, State.ANSWERED):
             self._listen()
         elif state is State.IDLE:
+            if self._hearing is not None:
+                self._hearing.pass_on()  # the frames heard last go where they were due
             if self._bridge is not None:
                 self._bridge.close(ended=self)
             if self._playing is not None:
@@ -1245,7 +1247,7 @@ class _Bridge:
         return AudioLink(target._leg.media(),
                          name=f"{source.Details.call_id} -> {target.Details.call_id}",
                          key_held=heard.inband_key_held, sent=told.sent,
-                         sent_key=told.sent_key)
+                         sent_key=told.sent_key, now=source._engine.time)
 
     def key_from(self, source: UASCallChannel, digit: str, *, in_band: bool) -> None:
         self.links[source].key(digit, in_band)
@@ -1844,7 +1846,10 @@ class FileRecorder(_Job):
 
         def on_key() -> None:
             # the key's own tone is not part of the message: cut from its start, less a
-            # margin for how well that start is known (a few ms)
+            # margin for how well that start is known (a few ms). The frames heard before
+            # the key was known go to the recording first (a bridge knows of the key by
+            # now), so that the cut counts from what the recording has.
+            hearing.pass_on()
             cut = 0
             if hearing.key_sample is not None:
                 cut = hearing.samples_ago(hearing.key_sample) + _KEY_START_MARGIN

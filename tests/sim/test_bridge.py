@@ -58,8 +58,10 @@ class QueuePort:
     def send_digit(self, digit: str, duration_ms: int) -> None:
         self.digits.append((digit, duration_ms))
 
-    def sound_digit(self, digit: str) -> bool:
-        return False  # no tone generator of its own: the bridge plays the key
+    sounds_digits = False  # no tone generator of its own: the bridge plays the key
+
+    def sound_digit(self, digit: str) -> float:
+        return 0.0
 
     def sounding(self) -> bool:
         return False
@@ -70,6 +72,8 @@ class DialingPort(QueuePort):
     ``frames`` of its ticks, after the queue (which a key drops) and before any frame
     written meanwhile; ``line`` is what it sent, tick by tick ("4" for a key's frame)."""
 
+    sounds_digits = True
+
     def __init__(self, law: str = "alaw", *, frames: int = 10) -> None:
         super().__init__(law)
         self.frames = frames
@@ -77,11 +81,11 @@ class DialingPort(QueuePort):
         self.dialling: list[str] = []  # a key per tick left to sound
         self.line: list[bytes | str] = []
 
-    def sound_digit(self, digit: str) -> bool:
+    def sound_digit(self, digit: str) -> float:
         self.dialled.append(digit)
         self.queue.clear()  # DAHDI_FLUSH_WRITE: the key starts at once
         self.dialling += [digit] * self.frames
-        return True
+        return FRAME * self.frames
 
     def sounding(self) -> bool:
         return bool(self.dialling)
@@ -212,7 +216,7 @@ def test_a_key_from_out_of_band_is_sounded_by_a_port_that_has_a_generator():
     after them."""
     port = DialingPort("alaw", frames=10)
     told: list[str] = []
-    link = AudioLink(port, sent_key=told.append)
+    link = AudioLink(port, sent_key=lambda digit, _at: told.append(digit))
     link.open()
     speech = numbered(1)
     link.heard(speech, "alaw")
@@ -239,7 +243,8 @@ def test_a_key_heard_in_band_is_sounded_by_a_port_that_has_a_generator():
     port = DialingPort("ulaw", frames=10)
     told: list[str] = []
     held = [False]
-    link = AudioLink(port, key_held=lambda: held[0], sent_key=told.append)
+    link = AudioLink(port, key_held=lambda: held[0],
+                     sent_key=lambda digit, _at: told.append(digit))
     link.open()
     speech, tone = numbered(1), numbered(2)
     link.heard(speech, "ulaw")
@@ -262,11 +267,13 @@ def test_a_key_heard_in_band_is_sounded_by_a_port_that_has_a_generator():
 def test_a_key_goes_as_an_event_where_the_port_takes_them_and_its_tone_is_muted():
     port = QueuePort(telephone_events=True)
     told: list[str] = []
-    held = [True]
-    link = AudioLink(port, key_held=lambda: held[0], sent_key=told.append)
+    held = [False]
+    link = AudioLink(port, key_held=lambda: held[0],
+                     sent_key=lambda digit, _at: told.append(digit))
     tone = g711.codec("ulaw").encode(
         [round(6000 * math.sin(2 * math.pi * 770 * n / 8000)) for n in range(160)])
     link.heard(tone, "ulaw")  # before the detector knew: it goes through
+    held[0] = True
     link.key("5", in_band=True)
     link.heard(tone, "ulaw")
     link.heard(tone, "ulaw")

@@ -364,6 +364,8 @@ class _ToneSink:
 class PortAudio(MediaPort):
     """The call's audio path on an analog port: writing stops the port's own tone."""
 
+    sounds_digits = True  # the kernel's DAHDI_DIAL
+
     def __init__(self, port: AnalogPort) -> None:
         self.port = port
         self.law = port.law
@@ -380,9 +382,9 @@ class PortAudio(MediaPort):
         if self.port.channel is not None:
             self.port.channel.limit_write_queue(frames)
 
-    def sound_digit(self, digit: str) -> bool:
+    def sound_digit(self, digit: str) -> float:
         if self.port.channel is None:
-            return False
+            return 0.0
         self.port.stop_tone()  # its writes would stop the kernel's digit
         return sound_digit(self.port.channel, digit)
 

@@ -109,6 +109,8 @@ def q850_of(raw_cause: str | int) -> int | None:
 class BChannelPort(MediaPort):
     """A call's B-channel: frames go to the device as they are, in the call's law."""
 
+    sounds_digits = True  # the kernel's DAHDI_DIAL
+
     def __init__(self, channel: Channel, law: str) -> None:
         self.channel = channel
         self.law = law
@@ -122,7 +124,7 @@ class BChannelPort(MediaPort):
     def limit_queue(self, frames: int | None) -> None:
         self.channel.limit_write_queue(frames)
 
-    def sound_digit(self, digit: str) -> bool:
+    def sound_digit(self, digit: str) -> float:
         return sound_digit(self.channel, digit)
 
     def sounding(self) -> bool:

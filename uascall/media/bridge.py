@@ -40,7 +40,10 @@ Keys pressed at one end reach the other as that end takes them:
   written, since a write would cut the key short. The tone itself is not passed on
   because it would not survive the way: frame by frame through a bridge, a key breaks in
   two (or is cut below what a receiver takes) wherever the engine runs later than the
-  channel's buffers hold, and the far end hears two keys or none;
+  channel's buffers hold, and the far end hears two keys or none. The price: the
+  kernel's digit is 100 ms on and 100 ms off whatever the key's own length, so a quick
+  key is lengthened, keys faster than that queue, and the audio heard meanwhile (talk
+  right after a key) is not passed on;
 * otherwise in band: a key heard in band goes on in the audio, and one that came out of
   band is played as frames of our own (:data:`DIGIT_MS`) in place of the audio.
 
@@ -59,6 +62,8 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -87,26 +92,33 @@ DIGIT_GAP_MS = 60
 class AudioLink:
     """One direction of a bridge: frames heard from one call, written to ``port``.
 
-    ``key_held()`` tells whether the source's far end holds a key down in band now (its
-    tone is muted on a port that takes the key as a telephone-event); ``sent(frame,
-    law)`` and ``sent_key(digit)`` tell the destination call what its far end was sent
-    (its echo guard must not take our own keys coming back for the far end's).
+    ``key_held()`` tells whether the source's far end holds a key down in band now: its
+    tone is muted wherever the port carries keys itself (as telephone-events, or by its
+    line's generator), whether this link passed the key on or not (one pressed before
+    the link was made, or reported out of band first and heard in band late). ``sent(
+    frame, law)`` and ``sent_key(digit, at)`` tell the destination call what its far end
+    was sent, and when (its echo guard must not take our own keys coming back for the
+    far end's); ``now()`` is the clock ``at`` is on.
     """
 
     def __init__(self, port: Any, *, name: str = "bridge",
                  key_held: Callable[[], bool] | None = None,
                  sent: Callable[[bytes, str], None] | None = None,
-                 sent_key: Callable[[str], None] | None = None) -> None:
+                 sent_key: Callable[[str, float], None] | None = None,
+                 now: Callable[[], float] = time.monotonic) -> None:
         self.port = port
         self.name = name
         self._key_held = key_held
         self._sent = sent
         self._sent_key = sent_key
+        self._now = now
         self._law = g711.codec(port.law).name
         self._tables: dict[str, bytes | None] = {}
         self._overlay: collections.deque[bytes] = collections.deque()
-        self._muted = 0  # frames left to mute of a key's in-band tone
+        self._muted = 0  # frames in a row muted of a key's in-band tone
         self._sounding = False  # the port's generator sounds keys: nothing is written
+        self._generator_refused = False  # the port's generator said no: keys go in band
+        self._generator_free_at = -math.inf  # when the keys given the generator end
         self._ahead = 0  # frames in a row that found more than one frame waiting
         self.closed = False
         #: frames heard and frames written on; frames dropped because the port was full
@@ -147,12 +159,12 @@ class AudioLink:
             frame = self._overlay.popleft()
         else:
             frame = self._convert(frame, law)
-            if self._muted:
-                if self._key_held is not None and self._key_held():
-                    self._muted -= 1
+            if self._key_held is not None and self._key_held() and self._carries_keys():
+                if self._muted < MAX_MUTED_FRAMES:
+                    self._muted += 1
                     frame = g711.codec(self._law).silence_frame
-                else:
-                    self._muted = 0
+            else:
+                self._muted = 0
         waiting = self.port.queued()
         if waiting is not None:
             self._ahead = self._ahead + 1 if waiting > 1 else 0
@@ -182,6 +194,12 @@ class AudioLink:
         return frame if table is None else frame.translate(table)
 
     # ------------------------------------------------------------------ keys
+    def _carries_keys(self) -> bool:
+        """Whether the port takes keys otherwise than in the audio (their tone heard in
+        band is then muted)."""
+        port = self.port
+        return port.telephone_events or (port.sounds_digits and not self._generator_refused)
+
     def key(self, digit: str, in_band: bool) -> None:
         """The source's far end pressed ``digit`` (heard ``in_band``, or out of band)."""
         if self.closed:
@@ -193,29 +211,33 @@ class AudioLink:
                 log.debug("%s: DTMF %s not sent: %s", self.name, digit, exc)
                 return
             if self._sent_key is not None:
-                self._sent_key(digit)
-            if in_band:
-                self._muted = MAX_MUTED_FRAMES
+                self._sent_key(digit, self._now())
         elif self._overlay:  # keys of our own play: this one follows them
             self._overlay.extend(_digit_frames(digit, self._law))
-            if in_band:
-                self._muted = MAX_MUTED_FRAMES
-        elif self._sound(digit):  # the line's generator sounds it, on the card's clock
+        elif (lasts := self._sound(digit)) > 0:  # the line's generator, on its own clock
             self._sounding = True
-            if in_band:
-                self._muted = MAX_MUTED_FRAMES
+            # it sounds the key after those it was given before: when the echo may come
+            start = max(self._now(), self._generator_free_at)
+            self._generator_free_at = start + lasts
             if self._sent_key is not None:
-                self._sent_key(digit)
+                self._sent_key(digit, start)
         elif not in_band:
             self._overlay.extend(_digit_frames(digit, self._law))
         # a key heard in band where the line has neither goes on in band, in the audio
 
-    def _sound(self, digit: str) -> bool:
+    def _sound(self, digit: str) -> float:
+        if not self.port.sounds_digits or self._generator_refused:
+            return 0.0
         try:
-            return self.port.sound_digit(digit)
+            lasts = self.port.sound_digit(digit)
         except OSError as exc:
             log.debug("%s: DTMF %s not sounded: %s", self.name, digit, exc)
-            return False
+            lasts = 0.0
+        if lasts <= 0:
+            log.info("%s: the line does not sound keys (DTMF %s): they go in the audio",
+                     self.name, digit)
+            self._generator_refused = True
+        return lasts
 
     def _still_sounding(self) -> bool:
         try:

@@ -179,7 +179,7 @@ class Hearing:
         self._inband_key: str | None = None  # a key down in band now
 
     def close(self) -> None:
-        self.pass_on()  # the call's last frames are not lost to a recording
+        self.pass_on()
         self._stream.close()
         self.taps.clear()
         self._sent.clear()
@@ -221,8 +221,10 @@ class Hearing:
             self.keys.down("rfc4733", digit, now, now)
 
     def samples_ago(self, sample: int) -> int:
-        """How many samples heard since stream sample ``sample`` (a digit's start)."""
-        return max(0, self._stream.samples_fed - sample)
+        """How many samples the taps have had since stream sample ``sample`` (a digit's
+        start)."""
+        waiting = sum(len(frame) for frame, _law in self._unheard)
+        return max(0, self._stream.samples_fed - waiting - sample)
 
     def _time_of(self, sample: int) -> float:
         return self._fed_at - (self._stream.samples_fed - sample) / _RATE
@@ -251,11 +253,12 @@ class Hearing:
         """A frame we sent the far end (kept a while for the echo guard)."""
         self._sent.append((self._now(), frame, law))
 
-    def sent_key(self, digit: str) -> None:
-        """A digit we sent out of band now (its echo may come back in band)."""
+    def sent_key(self, digit: str, at: float | None = None) -> None:
+        """A digit we sent out of band, or had the line sound, at ``at`` (engine time;
+        now by default): its echo may come back in band."""
         now = self._engine.time()
         keys = self._sent_keys
-        keys.append((now, digit))
+        keys.append((now if at is None else at, digit))
         while now - keys[0][0] > ECHO_SECONDS:
             keys.popleft()
 
