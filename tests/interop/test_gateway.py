@@ -293,7 +293,7 @@ def test_exchange_calls_baresip_through_the_gateway_both_talk_and_baresip_hangs_
         time.sleep(0.5)  # the gateway joins the two calls right after its CONNECT
         gateway.engine.run(far.say, tone(1004.0, 1.0, -10.0, LAW))
         time.sleep(2.0)  # baresip's tone (2 s from its answer) and ours are over
-        gateway.engine.run(lambda: far.press("159", on_ms=120, off_ms=120))
+        gateway.engine.run(far.key, "159")  # a keypad beyond the exchange: its kernel
         logged(phone, r"received event: '9' \(end=1\)", gateway.patience)
         keys_mark = len(far.heard)
         phone.press("*0#")
