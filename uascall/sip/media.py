@@ -204,12 +204,19 @@ class RtpStream(MediaPort):
             self.ticker.remove(self)
 
     def close(self) -> None:
-        """*Engine thread*: stop sending and close the socket (idempotent)."""
+        """*Engine thread*: stop sending and close the socket (idempotent).
+
+        It also lets go of its callbacks: the call's methods it calls hold the call, which
+        holds the stream, and the endpoint's on_datagram holds the stream. Reference cycles
+        like these make a finished call garbage that only the cyclic GC frees, a hundred
+        objects a call that every one of its passes scans until then."""
         self.sending = False
         self.ticker.remove(self)
         self._queue.clear()
         self._events.clear()
         self.endpoint.close()
+        self.on_digit = None
+        self.on_audio = None
 
     @property
     def closed(self) -> bool:

@@ -199,11 +199,14 @@ class UdpEndpoint:
             self._registered = True
 
     def close(self) -> None:
-        """*Engine thread*: stop and close (idempotent)."""
+        """*Engine thread*: stop and close (idempotent). The owner's handler goes too: it
+        usually holds the owner, which holds this endpoint (a reference cycle, which only
+        the cyclic GC would free)."""
         if self._registered:
             self.engine.remove_fd(self._fd)
             self._registered = False
         self.sock.close()
+        self.on_datagram = _closed
 
     @property
     def closed(self) -> bool:
@@ -311,6 +314,10 @@ class UdpEndpoint:
     def _relisten(self) -> None:
         if not self.closed:
             self.start()
+
+
+def _closed(data: bytes, source: Address) -> None:
+    """A closed endpoint's handler (it cannot be called: nothing reads the socket)."""
 
 
 def _enable_timestamps(sock: socket.socket, name: str) -> bool:
