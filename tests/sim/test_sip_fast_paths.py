@@ -174,7 +174,8 @@ def message_outcome(data: bytes) -> tuple[Any, ...]:
         fields = list(e.headers) if e.headers is not None else None
         return "error", e.status, e.reason, e.is_request, fields
     start = (msg.method, msg.uri) if hasattr(msg, "method") else (msg.status, msg.reason)
-    return "value", type(msg).__name__, start, list(msg.headers), msg.body
+    views = (msg.call_id, msg.cseq, msg.from_, msg.to, msg.vias)
+    return "value", type(msg).__name__, start, list(msg.headers), msg.body, views
 
 
 def test_the_header_fast_path_agrees_with_the_full_parser() -> None:

@@ -1201,28 +1201,36 @@ def _parse_status_line(line: str) -> tuple[int, str]:
 
 
 def _check_common(h: Headers) -> tuple[int, str]:
-    counts = {"call-id": 0, "from": 0, "to": 0, "cseq": 0}
-    for k, _, _ in h._items:
-        if k in counts:
-            counts[k] += 1
+    # One pass over the fields for all that is checked (a lookup each would scan them again).
+    found: dict[str, list[str]] = {"call-id": [], "from": [], "to": [], "cseq": [], "via": []}
+    for k, _, v in h._items:
+        values = found.get(k)
+        if values is not None:
+            values.append(v)
     for key, name in (("call-id", "Call-ID"), ("from", "From"), ("to", "To"), ("cseq", "CSeq")):
-        c = counts[key]
+        c = len(found[key])
         if c != 1:
             if c == 0:
                 raise SipParseError(f"no {name} header field; expected exactly one")
             raise SipParseError(f"{c} {name} header fields; expected exactly one")
-    call_id = h._view("call-id", _view_call_id)
+    call_id = found["call-id"][0]
     if not call_id or " " in call_id or "\t" in call_id:
         raise SipParseError(f"Call-ID {_q(call_id)}: expected one non-empty word")
     # Parsed into the message's views, so that no layer above parses them again.
-    for key, name, view in (("from", "From", _view_from), ("to", "To", _view_to)):
+    views: dict[str, Any] = {"call-id": call_id}
+    for key, name in (("from", "From"), ("to", "To")):
         try:
-            h._view(key, view)
+            views[key] = parse_name_addr(found[key][0])
         except SipParseError as e:
             raise SipParseError(f"{name}: {e.reason}") from None
-    cseq = h._view("cseq", _view_cseq)
-    if not h._view("via", _view_vias):
+    cseq = views["cseq"] = parse_cseq(found["cseq"][0])
+    vias = views["via"] = [parse_via(v) for value in found["via"] for v in _split_list(value)]
+    if not vias:
         raise SipParseError("no Via header field value; expected at least one")
+    if h._parsed is None:
+        h._parsed = views
+    else:
+        h._parsed.update(views)
     return cseq
 
 
