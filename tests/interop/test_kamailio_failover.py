@@ -6,7 +6,8 @@ node down with ``ds_mark_dst`` and retries the call on the next node). Either wa
 Kamailio's log and ``kamcmd dispatcher.list`` must name that node as down, the log in the
 form the probe's uses (``dispatcher: node sip:HOST:PORT down``), so that whoever watches
 the log (and tests/interop/kamailio.py's ``node_state``) sees the same thing whichever
-found it; the call itself succeeds on the other node.
+found it; the call itself succeeds on the other node. (``node_state`` reads the log's
+last line about a node; ``node_view`` the dispatcher's state itself.)
 """
 
 from __future__ import annotations

@@ -10,8 +10,10 @@ worker and it exits 0.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -27,7 +29,8 @@ from uascall.errors import ArgumentError
 from uascall.workers import worker_argv
 
 ROOT = Path(__file__).resolve().parents[2]
-#: seconds a restarted worker may take to be up at the proxy again
+#: seconds a restarted worker may take to be up at the proxy again (and stay up for
+#: wait_node's settle, 1.5 s, while it answers the probes)
 BACK_WITHIN = 15.0
 
 
@@ -75,6 +78,19 @@ def _wait_records(path: Path, count: int, timeout: float = 10.0) -> None:
         time.sleep(0.1)
 
 
+def _served(kam: kamailio.Kamailio) -> collections.Counter:
+    """How many calls each node (by port) took, from the proxy's log: the node each
+    Call-ID was sent to last. Round robin chooses a node for each new call; a node that
+    refuses it with 503 (overload control: its engine ran late) has the proxy retry it
+    on the next, which then takes it."""
+    last: dict[str, str] = {}
+    for line in kam.lines(r"new call from .* (to|retried on) node"):
+        found = re.search(r"node sip:[\d.]+:(\d+) \(Call-ID (\S+)\)", line)
+        if found:
+            last[found.group(2)] = found.group(1)
+    return collections.Counter(last.values())
+
+
 def _wait_children(pid: int, ports: set[int], timeout: float, *, gone: int | None = None
                    ) -> dict[int, int]:
     """The workers once one is up on each of ``ports`` (``gone`` no longer among them)."""
@@ -106,20 +122,31 @@ def test_workers_behind_kamailio_one_killed_is_restarted_ctrl_c_stops_all(
         ports = {base, base + 1}
         first = _wait_children(supervisor.pid, ports, 20)
         nodes = [f"127.0.0.1:{port}" for port in sorted(ports)]
-        with kamailio.Kamailio(workdir, nodes) as kam:
+        # Probes every 2 s with 1 s to answer (README: FR_TIMER below the interval, as
+        # shipped), so that the probe sent while the worker was dead has timed out before
+        # the next; WITH_PROBE_LOG: each probe's result in the log, for why it went down.
+        with kamailio.Kamailio(workdir, nodes, ping_interval=2,
+                               defines=["WITH_PROBE_LOG"]) as kam:
             spread = _calls(kam, workdir, 4)
             assert spread == {str(port): 2 for port in ports}, spread
 
             victim = base + 1
-            _wait_records(workdir / "calls.w1.sqlite", 2)  # its calls are over
+            _wait_records(workdir / "calls.w1.sqlite", _served(kam)[str(victim)])
             os.kill(first[victim], signal.SIGKILL)
             again = _wait_children(supervisor.pid, ports, 15, gone=first[victim])
             assert again[victim] != first[victim] and again[base] == first[base]
-            # back once the new worker answers the probes: its start (a Python process,
-            # under CI's load a few seconds) and a probe or two after it
+            # Up in the dispatcher itself (kamcmd), not by the order of its log lines
+            # (Kamailio.node_view: they can say "down" last while the node is up), once
+            # the new worker answers the probes: its start (a Python process, under CI's
+            # load a few seconds) and a probe or two after it. It stays up while it
+            # answers them and takes its share of the calls.
             kam.wait_node(f"127.0.0.1:{victim}", "up", BACK_WITHIN)
+            served_before = _served(kam)
             spread = _calls(kam, workdir, 4)
             assert spread == {str(port): 2 for port in ports}, spread
+            assert kam.node_view(f"127.0.0.1:{victim}") == "up", kam.dispatcher_view()
+            served = _served(kam)
+            assert served[str(victim)] > served_before[str(victim)], (served, kam.log()[-3000:])
 
         supervisor.send_signal(signal.SIGINT)
         assert supervisor.wait(timeout=20) == 0, (workdir / "supervisor.log").read_text()
@@ -128,8 +155,11 @@ def test_workers_behind_kamailio_one_killed_is_restarted_ctrl_c_stops_all(
         peers._stop(supervisor, (signal.SIGINT, 10.0), (signal.SIGTERM, 5.0))
     log_text = (workdir / "supervisor.log").read_text()
     assert "worker 1 exited with SIGKILL" in log_text, log_text
-    # worker 0: its 4 calls; worker 1: 2 before the kill and 2 after (the same file)
-    assert [_records(workdir / f"calls.w{number}.sqlite") for number in (0, 1)] == [4, 4]
+    # each worker's records: the calls it took, before and after the kill (one file);
+    # 4 each unless one refused a call, which the other then took
+    assert sum(served.values()) == 8, served
+    assert [_records(workdir / f"calls.w{number}.sqlite") for number in (0, 1)] == [
+        served[str(base)], served[str(victim)]], (served, log_text)
 
 
 def _running(pid: int) -> bool:
