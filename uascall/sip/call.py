@@ -142,7 +142,14 @@ def _ends_the_call_on_failure(step: _Step) -> _Step:
 
 
 # --------------------------------------------------------------------------- the table
+#: Enum.__hash__ is Python code (it hashes the name); the table's lookups, a few a
+#: message, take the members' identity instead, which is as good for singletons.
+_identity_hash = object.__hash__
+
+
 class Phase(enum.Enum):
+    __hash__ = _identity_hash
+
     INCOMING = "incoming"      # UAS: INVITE received, 100 Trying sent
     EARLY = "early"            # UAS: a provisional with our To-tag sent
     ANSWERING = "answering"    # UAS: 200 sent, retransmitted until its ACK
@@ -157,6 +164,8 @@ class Event(enum.Enum):
     """What moves a call from phase to phase. ``remote`` events are the far end's
     messages (refused: RemoteProtocolError); the others are our own steps and timers
     (refused: LocalProtocolError)."""
+
+    __hash__ = _identity_hash
 
     # ours (the channel's steps, our timers, the backend)
     SEND_PROVISIONAL = ("send a provisional response (180/183)", False)
@@ -250,6 +259,8 @@ REFUSAL_STATUS: dict[Event, dict[Phase, int]] = {
 
 @enum.unique
 class _Timer(enum.Enum):
+    __hash__ = _identity_hash
+
     RETRANSMIT_2XX = "2xx retransmission"
     NO_ACK = "no ACK"
     RTP_CHECK = "RTP inactivity"
