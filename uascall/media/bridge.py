@@ -45,7 +45,8 @@ Keys pressed at one end reach the other as that end takes them:
   key is lengthened, keys faster than that queue, and the audio heard meanwhile (talk
   right after a key) is not passed on;
 * otherwise in band: a key heard in band goes on in the audio, and one that came out of
-  band is played as frames of our own (:data:`DIGIT_MS`) in place of the audio.
+  band is played as frames of our own (:func:`~uascall.media.dtmf.key_frames`) in place of
+  the audio.
 
 The link sees a frame only after the call's DTMF analysis has (:class:`~uascall.media.
 inbound.Hearing`), so a key is muted from the frame that completes its recognition (about
@@ -68,8 +69,7 @@ from collections.abc import Callable
 from typing import Any
 
 from uascall.media import g711
-from uascall.media.dtmf import dtmf_samples
-from uascall.media.source import FRAME_SAMPLES
+from uascall.media.dtmf import KEY_ON_MS, key_frames
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +79,12 @@ BRIDGE_DEPTH = 3
 #: frames in a row that more than one frame may wait in a port that says so before the
 #: bridge drops one to bring the delay back to a frame (a second)
 SETTLE_FRAMES = 50
-#: how long a key carried across is played (in band) or signalled (RFC 4733), ms
-DIGIT_MS = 100
+#: how long a key carried across is played (in band, then a pause: :func:`~uascall.media.
+#: dtmf.key_frames`) or signalled (RFC 4733), ms
+DIGIT_MS = KEY_ON_MS
 #: the most frames the in-band tone of a key is muted for, should its end never be heard
 #: (30 s: a key held longer than that is not a key)
 MAX_MUTED_FRAMES = 1500
-#: silence after each key played in band, so that keys that come faster than DIGIT_MS
-#: stay apart for the far end's detector (Q.24: a pause of 40 ms is one)
-DIGIT_GAP_MS = 60
 
 
 class AudioLink:
@@ -213,7 +211,7 @@ class AudioLink:
             if self._sent_key is not None:
                 self._sent_key(digit, self._now())
         elif self._overlay:  # keys of our own play: this one follows them
-            self._overlay.extend(_digit_frames(digit, self._law))
+            self._overlay.extend(key_frames(digit, self._law))
         elif (lasts := self._sound(digit)) > 0:  # the line's generator, on its own clock
             self._sounding = True
             # it sounds the key after those it was given before: when the echo may come
@@ -222,7 +220,7 @@ class AudioLink:
             if self._sent_key is not None:
                 self._sent_key(digit, start)
         elif not in_band:
-            self._overlay.extend(_digit_frames(digit, self._law))
+            self._overlay.extend(key_frames(digit, self._law))
         # a key heard in band where the line has neither goes on in band, in the audio
 
     def _sound(self, digit: str) -> float:
@@ -245,19 +243,3 @@ class AudioLink:
         except OSError as exc:  # the other call's device failed: its owner clears it
             log.debug("%s: the port cannot say whether it sounds a key: %s", self.name, exc)
             return False
-
-
-_DIGIT_FRAMES: dict[tuple[str, str], tuple[bytes, ...]] = {}
-
-
-def _digit_frames(digit: str, law: str) -> tuple[bytes, ...]:
-    """``digit`` as DIGIT_MS of tone and DIGIT_GAP_MS of silence, in 20 ms frames of
-    ``law``."""
-    frames = _DIGIT_FRAMES.get((digit, law))
-    if frames is None:
-        codec = g711.codec(law)
-        samples = codec.encode(dtmf_samples(digit, on_ms=DIGIT_MS, off_ms=DIGIT_GAP_MS, law=law))
-        samples += bytes([codec.silence]) * (-len(samples) % FRAME_SAMPLES)
-        frames = _DIGIT_FRAMES[(digit, law)] = tuple(
-            samples[at:at + FRAME_SAMPLES] for at in range(0, len(samples), FRAME_SAMPLES))
-    return frames

@@ -224,6 +224,27 @@ def dtmf_samples(digits: str, *, on_ms: float = DEFAULT_ON_MS, off_ms: float = D
     return out
 
 
+#: a key as one that relays keys plays it in band (:func:`key_frames`): tone, then a pause
+#: that keeps the next key apart (Q.24: a pause of 40 ms is one), ms
+KEY_ON_MS = 100
+KEY_OFF_MS = 60
+_KEY_FRAMES: dict[tuple[str, str], tuple[bytes, ...]] = {}
+
+
+def key_frames(digit: str, law: str) -> tuple[bytes, ...]:
+    """``digit`` as :data:`KEY_ON_MS` of tone and :data:`KEY_OFF_MS` of silence, in
+    160-byte (20 ms) frames of ``law``, the last padded with silence (made once)."""
+    frames = _KEY_FRAMES.get((digit, law))
+    if frames is None:
+        codec = g711.codec(law)
+        data = codec.encode(dtmf_samples(digit, on_ms=KEY_ON_MS, off_ms=KEY_OFF_MS,
+                                         law=law))
+        data += bytes([codec.silence]) * (-len(data) % 160)
+        frames = _KEY_FRAMES[(digit, law)] = tuple(
+            data[at:at + 160] for at in range(0, len(data), 160))
+    return frames
+
+
 def dtmf_source(digits: str, law: str, **kwargs: float) -> BufferSource:
     """:func:`dtmf_samples` of ``digits`` as a one-pass frame source in ``law``.
 
