@@ -14,6 +14,8 @@ fixed; every test failed on 1f5391f.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests import audio
@@ -27,6 +29,7 @@ from .test_bridge_keys_adversarial import (
     all_digits,
     answered_in,
     answered_out,
+    events_and_audio,
     finished,
     gateway,  # noqa: F401 (the fixture)
     heard_since,
@@ -182,3 +185,32 @@ def test_the_frame_heard_in_the_step_the_call_ends_is_recorded(world, tmp_path):
     whole = data.endswith(last[0])
     assert whole, f"the recording ({len(data)} bytes) lacks the frame heard as the call ended"
     b.hang_up()
+
+
+@pytest.mark.parametrize("offset_ms", [10, 30, 60, 90])
+def test_pri_keys_reach_a_sip_phone_without_telephone_event_whole_when_the_engine_stalls(
+        gateway, offset_ms):  # noqa: F811 (the fixture)
+    """Towards a SIP phone that takes no telephone-event the keys go in band: the
+    stream's own ticker plays each whole (100 ms of tone, a pause), so no tick inside a
+    key goes without its frame, even with the engine held up 70 ms in each key (the
+    frames passed on one by one left a tick of silence in a key now and then: a receiver
+    may take that as two keys, or, in a quick key, none)."""
+    box, peer = gateway
+    sip, pri, target = sip_to_pri(box, peer, "8")
+    peer.drain_rtp()
+
+    def key_and_stall() -> None:
+        start = target.key("159#")  # the exchange's kernel: 100 ms on, 100 ms off
+        for key in range(4):
+            box.engine.call_at(start + 0.2 * key + offset_ms / 1000, time.sleep, 0.07)
+
+    box.engine.run(key_and_stall)
+    digits, pcm_heard = events_and_audio(peer.rtp_packets(1.6))
+    assert pri.DTMFDetector.get_digits(count=4, seconds_predigits_timeout=T,
+                                       seconds_interdigit_timeout=T) == "159#"
+    blocks = audio.dtmf_blocks(pcm_heard, "alaw")
+    assert digits == "" and audio.keys_in_blocks(blocks) == "159#", \
+        "".join(block or "." for block in blocks)
+    assert all_digits(sip) == ""
+    sip.hang_up()
+    pri.hang_up()
