@@ -115,6 +115,7 @@ from uascall.sip.transaction import (
     Action,
     CancelTimer,
     ClientTransaction,
+    ExpiryQueue,
     InviteClientTransaction,
     InviteServerTransaction,
     NonInviteClientTransaction,
@@ -245,6 +246,10 @@ class UserAgent:
         self.draining = False
         # one bound method for every transaction timer, not one object more per timer
         self._fire_timer = self._fire
+        # the lingering transactions' last timers (64*T1, tens of thousands at once): one
+        # queue and one engine timer, not a timer each for the cyclic GC to scan
+        self._lingering = ExpiryQueue(64 * self.timers.t1)
+        self._lingering_timer: TimerHandle | None = None
         #: all a call may ask of us (see "Calls" in the module docstring)
         self.call_host = CallHost(
             engine=engine, settings=settings, respond=self.respond,
@@ -269,6 +274,10 @@ class UserAgent:
         self.client_tx.clear()
         if self._lag_timer is not None:
             self._lag_timer.cancel()
+        if self._lingering_timer is not None:
+            self._lingering_timer.cancel()
+            self._lingering_timer = None
+        self._lingering.clear()
         if self._refused_unlogged:  # not to lose the last count
             self._log_overload(self.engine.time(), force=True)
         for endpoint in self.endpoints:
@@ -666,6 +675,10 @@ class UserAgent:
         for action in actions:
             if isinstance(action, Send):
                 tx.endpoint.send(action.data, tx.peer)
+            elif isinstance(action, SetTimer) and self._lingering.accepts(action):
+                first_due = self._lingering.add(self.engine.time(), tx, action.name)
+                if first_due is not None:
+                    self._lingering_timer = self.engine.call_at(first_due, self._expire)
             elif isinstance(action, SetTimer):
                 old = tx.handles.pop(action.name, None)
                 if old is not None:
@@ -690,6 +703,13 @@ class UserAgent:
     def abandon(self, tx: Transaction) -> None:
         """Forget a transaction its user has given up on (timers cancelled)."""
         self._forget_tx(tx)
+
+    def _expire(self) -> None:
+        due, next_due = self._lingering.expire(self.engine.time())
+        self._lingering_timer = (self.engine.call_at(next_due, self._expire)
+                                 if next_due is not None else None)
+        for tx, name in due:
+            self._run(tx, tx.fire(name))
 
     def _fire(self, tx: Transaction, name: str) -> None:
         tx.handles.pop(name, None)
