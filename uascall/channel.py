@@ -47,6 +47,7 @@ from uascall.backend import (
     LegDigit,
     NoRoute,
 )
+from uascall.backref import BackRef
 from uascall.engine import Engine, TimerHandle
 from uascall.errors import ArgumentError, Error, Hangup
 from uascall.media import g711
@@ -930,6 +931,10 @@ class UASCallChannel:
             self._set_state(State.IDLE)
             if self._player is not None:
                 self._player.stop("hangup")
+            # the leg's last word: let go of it both ways, so that the call's objects go
+            # with the last reference to them, not at the cyclic collector's next pass
+            self._leg.listener = None
+            self._leg.listen(None)
             return
         if isinstance(event, LegDigit):
             if self._hearing is not None:
@@ -1158,6 +1163,8 @@ class _Sent:
     """The player's sink: the call's media port, with what goes out kept for the echo
     guard while the call listens."""
 
+    _channel: BackRef[UASCallChannel] = BackRef()
+
     def __init__(self, channel: UASCallChannel, port: Any) -> None:
         self._channel = channel
         self._port = port
@@ -1363,6 +1370,7 @@ class _Job:
     jobs, by which ``stop()`` stops only the job it was called during."""
 
     _state: Any  # each kind's own State
+    _channel: BackRef[UASCallChannel] = BackRef()
 
     def __init__(self, channel: UASCallChannel) -> None:
         self._channel = channel
@@ -1904,6 +1912,8 @@ class DTMFDetector:
         TIMEOUT = "timeout"
         ERROR = "error"
         NONE = "none"
+
+    _channel: BackRef[UASCallChannel] = BackRef()
 
     def __init__(self, channel: UASCallChannel) -> None:
         self._channel = channel

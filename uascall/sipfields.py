@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from uascall.backref import BackRef
 from uascall.errors import ArgumentError
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ class SIPHeaderField:
 
 class ChannelSIP:
     """The ``SIP`` property of a channel (UAS ``channel.SIP``)."""
+
+    _channel: BackRef[UASCallChannel] = BackRef()
 
     def __init__(self, channel: UASCallChannel) -> None:
         self._channel = channel

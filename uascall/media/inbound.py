@@ -151,6 +151,10 @@ class KeyPresses:
             presses.popleft()
 
 
+def _key_after_close(digit: str) -> None:
+    log.debug("DTMF %s after the call stopped listening; dropped", digit)
+
+
 class Hearing:
     """One call's ears: DTMF in band and out of band, taps, the echo guard."""
 
@@ -180,7 +184,12 @@ class Hearing:
 
     def close(self) -> None:
         self.pass_on()
-        self._stream.close()
+        stream = self._stream
+        stream.close()
+        # the stream and the key presses call back into us and the channel: let go, so
+        # that a finished call is no reference cycle for the collector to find
+        stream.on_start = stream.on_end = None
+        self.keys.on_key = _key_after_close
         self.taps.clear()
         self._sent.clear()
 
