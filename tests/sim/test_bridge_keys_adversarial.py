@@ -31,6 +31,8 @@ from uascall.sip.rtp import RtpSender
 
 from .helpers import MEDIA, T, World, start_world
 from .sip_peer import SipPeer, answer_through
+from .test_connect import heard_since, joined
+from .test_connect_adversarial import finished, in_thread
 from .test_connect_sip import Box
 from .test_connect_tdm import (
     LINE_NUMBER,
@@ -47,31 +49,6 @@ from .test_listening import tone
 # The simulator only: exact timings (a key's edges against the engine's steps) need its
 # virtual time, and the real-time scenarios stall the engine on purpose (live_world).
 pytestmark = pytest.mark.sim_only
-
-
-def answered_in(world: World):
-    channel, far = world.incoming()
-    assert channel.answer() is State.ANSWERED
-    return channel, far
-
-
-def answered_out(world: World, number: str = "5559000"):
-    world.backend.far_end.answer_after = 0.2
-    channel = UASCallChannel(world.engine, backend=world.backend, route="pri",
-                             media_clock=MediaClock(world.engine), media_dir=MEDIA)
-    assert channel.call(number, call_from="5551000", seconds_timeout=T) is State.ANSWERED
-    return channel, world.backend.far_end.incoming[-1]
-
-
-def joined(world: World):
-    a, far_a = answered_in(world)
-    b, far_b = answered_out(world)
-    assert a.connect(b) is True
-    return a, far_a, b, far_b
-
-
-def heard_since(far, mark: int, law: str) -> list[int]:
-    return audio.decode(bytes(far.heard[mark:]), law)
 
 
 def keys_at(world: World, far, mark: int) -> str:
@@ -252,27 +229,6 @@ def test_the_other_far_end_hanging_up_while_its_kernel_sounds_a_key(world, after
 
 
 # --------------------------------------------------------------------------- recordings
-
-def in_thread(engine, fn, *args, **kwargs) -> dict:
-    result: dict = {}
-
-    def run():
-        try:
-            result["value"] = fn(*args, **kwargs)
-        except BaseException as exc:  # handed to the test
-            result["error"] = exc
-
-    result["thread"] = engine.start_actor_thread(run)
-    return result
-
-
-def finished(engine, result: dict):
-    assert engine.wait_until(lambda: "value" in result or "error" in result, T)
-    result["thread"].join(T)
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
 
 def noise(seconds: float, seed: int) -> bytes:
     """Law bytes no two stretches of which are alike (and no tone: no key in them)."""
