@@ -195,8 +195,10 @@ class AudioLink:
     def _carries_keys(self) -> bool:
         """Whether the port takes keys otherwise than in the audio (their tone heard in
         band is then muted)."""
-        port = self.port
-        return port.telephone_events or (port.sounds_digits and not self._generator_refused)
+        return self.port.telephone_events or self._has_generator()
+
+    def _has_generator(self) -> bool:
+        return self.port.sounds_digits and not self._generator_refused
 
     def key(self, digit: str, in_band: bool) -> None:
         """The source's far end pressed ``digit`` (heard ``in_band``, or out of band)."""
@@ -224,7 +226,7 @@ class AudioLink:
         # a key heard in band where the line has neither goes on in band, in the audio
 
     def _sound(self, digit: str) -> float:
-        if not self.port.sounds_digits or self._generator_refused:
+        if not self._has_generator():
             return 0.0
         try:
             lasts = self.port.sound_digit(digit)

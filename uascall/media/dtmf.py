@@ -96,7 +96,7 @@ import numpy as np
 from uascall import faultlog
 from uascall.errors import ArgumentError
 from uascall.media import g711
-from uascall.media.source import BufferSource
+from uascall.media.source import FRAME_SAMPLES, BufferSource
 from uascall.media.tones import MAX_GAIN_SUM, reference_rms
 
 __all__ = [
@@ -233,15 +233,15 @@ _KEY_FRAMES: dict[tuple[str, str], tuple[bytes, ...]] = {}
 
 def key_frames(digit: str, law: str) -> tuple[bytes, ...]:
     """``digit`` as :data:`KEY_ON_MS` of tone and :data:`KEY_OFF_MS` of silence, in
-    160-byte (20 ms) frames of ``law``, the last padded with silence (made once)."""
+    20 ms frames of ``law``, the last padded with silence (made once)."""
     frames = _KEY_FRAMES.get((digit, law))
     if frames is None:
         codec = g711.codec(law)
         data = codec.encode(dtmf_samples(digit, on_ms=KEY_ON_MS, off_ms=KEY_OFF_MS,
                                          law=law))
-        data += bytes([codec.silence]) * (-len(data) % 160)
+        data += bytes([codec.silence]) * (-len(data) % FRAME_SAMPLES)
         frames = _KEY_FRAMES[(digit, law)] = tuple(
-            data[at:at + 160] for at in range(0, len(data), 160))
+            data[at:at + FRAME_SAMPLES] for at in range(0, len(data), FRAME_SAMPLES))
     return frames
 
 

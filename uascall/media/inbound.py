@@ -230,10 +230,9 @@ class Hearing:
             self.keys.down("rfc4733", digit, now, now)
 
     def samples_ago(self, sample: int) -> int:
-        """How many samples the taps have had since stream sample ``sample`` (a digit's
-        start)."""
-        waiting = sum(len(frame) for frame, _law in self._unheard)
-        return max(0, self._stream.samples_fed - waiting - sample)
+        """How many samples heard since stream sample ``sample`` (a digit's start); what
+        the taps have had once :meth:`pass_on` has run."""
+        return max(0, self._stream.samples_fed - sample)
 
     def _time_of(self, sample: int) -> float:
         return self._fed_at - (self._stream.samples_fed - sample) / _RATE
