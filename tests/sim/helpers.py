@@ -113,6 +113,18 @@ def start_world(engine: Engine, rig: Any, kind: str) -> World:
                  slack=0.0 if engine.clock.virtual else REAL_TIME_SLACK)
 
 
+def check_keys(heard: str, pressed: str, *, strict: bool, story: str = "") -> None:
+    """The keys that arrived are those pressed; where not ``strict`` (the vm rig, whose
+    starved guests slip frames), some of them, in order: one whose frames slipped may be
+    lost, none invented or reordered."""
+    if strict:
+        assert heard == pressed, f"{heard!r} heard of {pressed!r} pressed\n{story}"
+        return
+    rest = iter(pressed)
+    assert heard and all(key in rest for key in heard), \
+        f"{heard!r} heard of {pressed!r} pressed\n{story}"
+
+
 def with_tones(channel: UASCallChannel) -> UASCallChannel:
     channel.create_tone_player(ToneManager())
     return channel
