@@ -207,6 +207,8 @@ DAHDI_TONE_DTMF_B = DAHDI_TONE_DTMF_BASE + 13
 DAHDI_TONE_DTMF_C = DAHDI_TONE_DTMF_BASE + 14
 DAHDI_TONE_DTMF_D = DAHDI_TONE_DTMF_BASE + 15
 DAHDI_TONE_DTMF_MAX = DAHDI_TONE_DTMF_D
+#: the digit of each DTMF tone, from DAHDI_TONE_DTMF_BASE on
+DTMF_TONE_DIGITS = "0123456789*#ABCD"
 
 # --- events (DAHDI_GETEVENT result) --------------------------------------------------------
 

@@ -82,6 +82,9 @@ DIAL_TONE_DIGITS = {"T": "0123456789*#ABCD", "M": "0123456789*#ABC",
 #: two tones (libtonezone's builtin zones: dtmf_low_level = dtmf_high_level = -10)
 DIAL_DTMF_ON_MS = 100
 DIAL_DTMF_DBM0 = -10.0
+#: a continuous DTMF tone (SENDTONE) repeats this much of the tone: a whole second holds
+#: a whole number of cycles of each DTMF frequency, so the loop keeps the phase
+CONTINUOUS_LOOP_MS = 1000
 #: the span kind of a simulated analog card pair (an FXS card wired to an FXO card)
 ANALOG = "ANALOG"
 UNCONFIGURED_BITS = A | C | D  # what a channel without signalling sends
@@ -196,6 +199,10 @@ class DialState:
     #: the DTMF digit sounding now, in the channel's law, and when it starts on the line
     sound: bytes = b""
     sound_from: float = 0.0
+    #: the digit is SENDTONE's continuous one: :attr:`sound` repeats until it is stopped,
+    #: at :attr:`sound_until` (the line's window then being sent has the tone up to there)
+    continuous: bool = False
+    sound_until: float | None = None
 
 
 class CasLines:
@@ -388,6 +395,17 @@ class CasLines:
         dial = self._dials.get(chan)
         return dial is not None and dial.dialing
 
+    def send_digit_tone(self, chan: SimChannel, digit: str) -> None:
+        """SENDTONE of a DTMF tone (start_tone_digit): ``digit`` sounds until a write,
+        another SENDTONE, a DAHDI_DIAL or a hangup stops it; the channel reports dialling
+        meanwhile, as the kernel sets it so that a dial cannot interrupt the tone. The
+        caller has stopped what sounded before (start_tone does)."""
+        dial = self._dials.setdefault(chan, DialState())
+        dial.dialing, dial.continuous, dial.sound_until = True, True, None
+        dial.sound = _continuous_dtmf_sound(digit, chan.codec().name)
+        # the write buffers go out first; the tone sounds after them
+        dial.sound_from = self.engine.time() + self.kernel.tx_queued(chan) / SAMPLE_RATE
+
     def cancel_dial(self, chan: SimChannel) -> None:
         """Stop dialling (DAHDI_HOOK, a hangup, SENDTONE, DIAL_OP_CANCEL): no
         DIALCOMPLETE follows, but a pulse digit's breaks already under way run out."""
@@ -402,7 +420,9 @@ class CasLines:
         """dahdi_chan_write: data written stops a tone digit or a pulse digit's breaks."""
         dial = self._dials.get(chan)
         pulsing = chan.cas is not None and chan.cas.pdialcount > 0
-        if dial is not None and (dial.tone is not None or pulsing):
+        continuous = dial is not None and dial.continuous and dial.sound_until is None
+        sounding = continuous or (dial is not None and dial.tone is not None)
+        if sounding or pulsing:
             self.cancel_dial(chan)
 
     def tone_bytes(self, chan: SimChannel, start: float, nbytes: int) -> bytes | None:
@@ -410,24 +430,39 @@ class CasLines:
         digit's tone, or silence before and after it), or None if it is not dialling a
         tone digit then."""
         dial = self._dials.get(chan)
-        if dial is None or dial.tone is None or not dial.sound:
+        if dial is None or not dial.sound or (dial.tone is None and not dial.continuous):
             return None
         silence = bytes([chan.idle_byte()])
         at = round((start - dial.sound_from) * SAMPLE_RATE)
-        if at >= len(dial.sound):
+        if at >= len(dial.sound) and not dial.continuous:
             return silence * nbytes
         lead = max(-at, 0)
         if lead >= nbytes:
             return silence * nbytes
+        if dial.continuous:
+            wanted = nbytes - lead
+            if dial.sound_until is not None:  # stopped: the tone up to then, if in this window
+                wanted = min(wanted, round((dial.sound_until - start) * SAMPLE_RATE) - lead)
+                if wanted <= 0:
+                    return None
+            loop = len(dial.sound)
+            at = max(at, 0) % loop
+            part = dial.sound[at: at + wanted]
+            while len(part) < wanted:
+                part += dial.sound[: wanted - len(part)]
+            return silence * lead + part + silence * (nbytes - lead - wanted)
         part = dial.sound[max(at, 0): max(at, 0) + nbytes - lead]
         return silence * lead + part + silence * (nbytes - lead - len(part))
 
-    @staticmethod
-    def _stop_tone(dial: DialState) -> None:
+    def _stop_tone(self, dial: DialState) -> None:
         if dial.tone is not None:
             dial.tone.cancel()
             dial.tone = None
-        dial.sound = b""
+        if dial.continuous:
+            if dial.sound_until is None:
+                dial.sound_until = self.engine.time()
+        else:
+            dial.sound = b""
 
     def _next_digit(self, chan: SimChannel) -> None:
         """__do_dtmf: act on the next character of the dial string, or report it done."""
@@ -452,7 +487,7 @@ class CasLines:
                 if dial.mode == "T":
                     # the write buffers go out first; the digit sounds after them
                     lead = self.kernel.tx_queued(chan) / SAMPLE_RATE
-                    dial.sound = _dtmf_sound(c, chan.codec().name)
+                    dial.sound, dial.continuous = _dtmf_sound(c, chan.codec().name), False
                     dial.sound_from = self.engine.time() + lead
             else:
                 continue  # no such tone: skipped
@@ -757,6 +792,15 @@ def _decode(sig: int, bits: int) -> int:
     if not bits & B:
         return RXSIG_RING
     return RXSIG_ONHOOK if bits & A else RXSIG_OFFHOOK
+
+
+@functools.cache
+def _continuous_dtmf_sound(digit: str, law: str) -> bytes:
+    """A second of a continuous kernel DTMF tone, encoded in ``law``, to be repeated."""
+    codec = g711.codec(law)
+    return codec.encode(dtmf_samples(digit, on_ms=CONTINUOUS_LOOP_MS, off_ms=0,
+                                     low_dbm0=DIAL_DTMF_DBM0, high_dbm0=DIAL_DTMF_DBM0,
+                                     law=law))
 
 
 @functools.cache

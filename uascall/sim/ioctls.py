@@ -243,9 +243,15 @@ def setcadence(kernel: SimKernel, file: OpenFile, arg: IoctlArg) -> int:
 def sendtone(kernel: SimKernel, file: OpenFile, arg: IoctlArg) -> int:
     chan = need_chan(file)
     kernel.cas.cancel_dial(chan)  # start_tone stops the current tone and any dialling
-    if _int_in(arg) == abi.DAHDI_TONE_STOP:
+    tone = _int_in(arg)
+    if tone == abi.DAHDI_TONE_STOP:
         return 0
-    return needs_zone(kernel, file, arg)
+    needs_zone(kernel, file, arg)
+    if abi.DAHDI_TONE_DTMF_BASE <= tone <= abi.DAHDI_TONE_DTMF_MAX:  # DIGIT_MODE_DTMF
+        kernel.cas.send_digit_tone(chan, abi.DTMF_TONE_DIGITS[tone - abi.DAHDI_TONE_DTMF_BASE])
+    elif not 0 <= tone <= abi.DAHDI_TONE_MAX:
+        raise oserror(errno.EINVAL, f"{chan.name}: SENDTONE {tone}: no such tone")
+    return 0
 
 
 def set_params(kernel: SimKernel, file: OpenFile, arg: IoctlArg) -> int:

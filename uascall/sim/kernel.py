@@ -54,7 +54,8 @@ What it models
 What it does not model
 ----------------------
 Most kernel-generated tones (SENDTONE needs a tone zone: ENODATA without one, and with one
-it is accepted but produces no audio; DAHDI_DIAL's MF digits take the kernel's time but
+a zone tone is accepted but produces no audio, while a DTMF tone sounds until it is
+stopped; DAHDI_DIAL's MF digits take the kernel's time but
 sound nothing, while its DTMF digits sound and its pulse digits are made for real:
 :mod:`uascall.sim.cas`), conferencing, echo
 cancellers (ECHOCANCEL_PARAMS is accepted and does nothing, like a kernel without an
