@@ -156,6 +156,17 @@ class MediaPort:
         the pause after it)."""
         return False
 
+    def start_digit(self, digit: str) -> bool:
+        """Key ``digit`` down on the line's own tone generator: its DTMF sounds in band
+        from now until :meth:`stop_digit`, in place of the audio queued, on the line's
+        clock (a late engine lengthens the key, never breaks it in two). False where the
+        port has no such generator or it refused: then the caller plays the tone itself.
+        While the key is down (:meth:`sounding`), nothing may be written."""
+        return False
+
+    def stop_digit(self) -> None:
+        """Key up: the digit of :meth:`start_digit` stops sounding."""
+
 
 # --------------------------------------------------------------------------- legs
 class CallLeg:

@@ -1589,9 +1589,13 @@ class TonePlayer(_PlayerBase):
 class DTMFPlayer(_PlayerBase):
     """Sends DTMF digits to the far end (UAS ``DTMFPlayer``).
 
-    In band (the digits' tones in the call's audio, at -9/-7 dBm0 for 80 ms with 80 ms
-    between digits) on TDM, and on SIP when the far end did not offer telephone-event;
-    out of band as RFC 4733 telephone-events (80 ms each, 80 ms apart) on SIP when it did.
+    In band (80 ms of tone with 80 ms between digits) on TDM and on SIP when the far end
+    did not offer telephone-event; out of band as RFC 4733 telephone-events (80 ms each,
+    80 ms apart) on SIP when it did. On a DAHDI channel the kernel sounds each key (its
+    tone zone's DTMF, -10 dBm0 a tone on the builtin zones), held down and released by
+    the engine's timers, so that a late engine lengthens a key rather than breaking it
+    in two; elsewhere, and where the kernel refuses, the tones are written as audio (at
+    -9/-7 dBm0).
     """
 
     class Cause(Enum):
@@ -1629,14 +1633,89 @@ class DTMFPlayer(_PlayerBase):
         if port.telephone_events:
             return self._play(None, "DTMFPlayer.play",
                               start=lambda port, done: self._send_events(port, keys, done))
-        return self._play(lambda law: _Labelled(_dtmf_in_band(keys, law, self),
-                                                f"DTMF {keys}"), "DTMFPlayer.play")
+        if port.sounds_digits:
+            return self._play(None, "DTMFPlayer.play",
+                              start=lambda port, done: self._sound_keys(port, keys, done))
+        return self._play(self._in_band(keys), "DTMFPlayer.play")
 
     def __init__(self, channel: UASCallChannel) -> None:
         super().__init__(channel)
-        # engine thread, while digits go out of band: the next step, and the play's end
+        # engine thread, while digits go out of band or the line sounds them: the next
+        # step, the play's end, and the port whose generator holds a key down
         self._timer: TimerHandle | None = None
         self._events_done: Callable[[str], None] | None = None
+        self._key_down: Any = None
+
+    def _in_band(self, keys: str) -> Callable[[str], FrameSource]:
+        return lambda law: _Labelled(_dtmf_in_band(keys, law, self), f"DTMF {keys}")
+
+    def _sound_keys(self, port: Any, keys: str, done: Callable[[str], None]) -> None:
+        """Engine thread: the line's own generator sounds each key (a DAHDI channel's
+        kernel), key down and key up paced by timers. A late engine then lengthens a key
+        or the pause after it, where frames written one by one would leave a gap in the
+        tone that a receiver hears as the key twice, or not at all. If the generator
+        refuses, the keys not sounded yet are played in band."""
+        channel = self._channel
+        engine = channel._engine
+        what = f"DTMF {keys}"
+        position = 0
+
+        def ended(reason: str) -> None:
+            channel._emit(MediaEnded(what, reason))
+            done(reason)
+
+        channel._emit(MediaStarted(what))
+        self._events_done = ended
+
+        def key_down() -> None:
+            nonlocal position
+            self._timer = None
+            if channel._playing is not self:
+                return
+            if position == len(keys):
+                self._events_done = None
+                ended("finished")
+                return
+            key = keys[position]
+            if key == ",":
+                position += 1
+                self._timer = engine.call_later(self.PAUSE, key_down)
+                return
+            try:
+                sounded = port.start_digit(key)
+            except OSError as exc:
+                log.debug("%r: DTMF %s not sounded: %s", channel, key, exc)
+                sounded = False
+            if not sounded:  # the generator refused: the rest goes in band
+                self._events_done = None
+                rest = keys[position:]
+                log.debug("%r: the line does not sound DTMF; %s goes in band", channel, rest)
+                channel._media_player().play(self._in_band(rest)(port.law), ended)
+                return
+            position += 1
+            self._key_down = port
+            if channel._hearing is not None:  # its echo is not the far end's key
+                channel._hearing.sent_key(key)
+            self._timer = engine.call_later(self.ON_MS / 1000, key_up)
+
+        def key_up() -> None:
+            self._timer = None
+            self._release_key()
+            if channel._playing is self:
+                self._timer = engine.call_later(self.OFF_MS / 1000, key_down)
+
+        # what a play just before this one queued goes out first, not cut short
+        player = channel._player
+        start_at = engine.time() if player is None else player.plays_until
+        self._timer = engine.call_at(max(start_at, engine.time()), key_down)
+
+    def _release_key(self) -> None:
+        port, self._key_down = self._key_down, None
+        if port is not None:
+            try:
+                port.stop_digit()
+            except OSError as exc:  # the device went: nothing sounds any more
+                log.debug("%r: key up: %s", self._channel, exc)
 
     def _send_events(self, port: Any, keys: str, done: Callable[[str], None]) -> None:
         """Engine thread: one telephone-event per digit, paced by timers."""
@@ -1667,9 +1746,10 @@ class DTMFPlayer(_PlayerBase):
         if done is None:
             super()._abort(reason)
             return
-        if self._timer is not None:  # out of band: the events still to go are not sent
+        if self._timer is not None:  # the events or keys still to go are not sent
             self._timer.cancel()
             self._timer = None
+        self._release_key()
         done(reason)
 
 

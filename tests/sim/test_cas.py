@@ -11,6 +11,7 @@ import errno
 
 import pytest
 
+from tests import audio
 from tests.rigs import SimRig
 from uascall.dahdi import abi
 from uascall.dahdi.device import Channel
@@ -135,6 +136,34 @@ def send(engine, end: Line, audio: bytes) -> None:
     """Write ``audio`` block by block; every block must be taken (8 buffers free)."""
     for i in range(0, len(audio), 160):
         assert engine.run(end.chan.write_frame, audio[i:i + 160]) == 160
+
+
+def test_a_dtmf_tone_sounds_from_sendtone_until_it_is_stopped(loop):
+    """DAHDI_SENDTONE of a DTMF digit (chan_dahdi's key down) sounds it continuously,
+    DAHDI_DIALING saying so, until DAHDI_TONE_STOP (key up) or a write stops it; what the
+    uascall ports' DTMF relies on (dahdi-base's start_tone_digit)."""
+    engine, s, line = loop
+    digit = abi.DTMF_TONE_DIGITS.index("5")
+    mark = len(line.heard)
+    engine.run(s.chan.send_tone, abi.DAHDI_TONE_DTMF_BASE + digit)
+    assert engine.run(s.chan.dialing)
+    engine.sleep(0.5)
+    assert engine.run(s.chan.dialing)  # no end of its own
+    engine.run(s.chan.send_tone, abi.DAHDI_TONE_STOP)
+    assert not engine.run(s.chan.dialing)
+    engine.sleep(0.5)
+    heard = audio.decode(bytes(line.heard[mark:]), "ulaw")
+    assert audio.dtmf_keys(heard, "ulaw") == "5"
+    tones = [ms for loud, ms in audio.loud_runs(heard, "ulaw") if loud]
+    assert len(tones) == 1 and 400 <= tones[0] <= 700, tones
+    # a write stops it, as it stops a digit being dialled
+    engine.run(s.chan.send_tone, abi.DAHDI_TONE_DTMF_BASE + abi.DTMF_TONE_DIGITS.index("#"))
+    assert engine.run(s.chan.dialing)
+    send(engine, s, g711.ULAW.silence_frame)
+    assert not engine.run(s.chan.dialing)
+    with pytest.raises(DeviceError) as refused:
+        engine.run(s.chan.send_tone, abi.DAHDI_TONE_DTMF_MAX + 1)
+    assert refused.value.errno == errno.EINVAL
 
 
 def test_the_phone_hanging_up_is_reported_after_the_flash_time(loop, tick):

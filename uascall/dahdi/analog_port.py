@@ -37,7 +37,14 @@ from uascall.backend import (
 from uascall.dahdi import abi, analog
 from uascall.dahdi.analog import AnalogSettings, FxoPort, FxoState, FxsPort
 from uascall.dahdi.config import ConfigError
-from uascall.dahdi.device import DEV_DIR, Channel, DeviceIO, sound_digit
+from uascall.dahdi.device import (
+    DEV_DIR,
+    Channel,
+    DeviceIO,
+    sound_digit,
+    start_digit,
+    stop_digit,
+)
 from uascall.dahdi.reopen import Reopener
 from uascall.engine import EPOLLIN, EPOLLPRI, DescriptorDropped, Engine, TimerHandle
 from uascall.errors import DeviceError, Error
@@ -390,6 +397,16 @@ class PortAudio(MediaPort):
 
     def sounding(self) -> bool:
         return self.port.channel is not None and self.port.channel.dialing()
+
+    def start_digit(self, digit: str) -> bool:
+        if self.port.channel is None:
+            return False
+        self.port.stop_tone()  # its writes would stop the kernel's tone
+        return start_digit(self.port.channel, digit)
+
+    def stop_digit(self) -> None:
+        if self.port.channel is not None:
+            stop_digit(self.port.channel)
 
 
 class AnalogLeg(CallLeg):

@@ -39,7 +39,14 @@ from uascall.dahdi import abi, libpri
 from uascall.dahdi.analog import AnalogSettings
 from uascall.dahdi.analog_port import AnalogLeg, AnalogPort
 from uascall.dahdi.config import DEFAULT_PATH, SystemConf
-from uascall.dahdi.device import DEV_DIR, Channel, DeviceIO, sound_digit
+from uascall.dahdi.device import (
+    DEV_DIR,
+    Channel,
+    DeviceIO,
+    sound_digit,
+    start_digit,
+    stop_digit,
+)
 from uascall.dahdi.pri import PriSpan
 from uascall.dahdi.pri_call import (
     CallAlerting,
@@ -109,7 +116,7 @@ def q850_of(raw_cause: str | int) -> int | None:
 class BChannelPort(MediaPort):
     """A call's B-channel: frames go to the device as they are, in the call's law."""
 
-    sounds_digits = True  # the kernel's DAHDI_DIAL
+    sounds_digits = True  # the kernel's DAHDI_DIAL and DAHDI_SENDTONE
 
     def __init__(self, channel: Channel, law: str) -> None:
         self.channel = channel
@@ -129,6 +136,12 @@ class BChannelPort(MediaPort):
 
     def sounding(self) -> bool:
         return self.channel.dialing()
+
+    def start_digit(self, digit: str) -> bool:
+        return start_digit(self.channel, digit)
+
+    def stop_digit(self) -> None:
+        stop_digit(self.channel)
 
 
 class PriLeg(CallLeg):

@@ -452,8 +452,16 @@ class Channel(_Device):
         self._ioctl(abi.DAHDI_DIAL, operation)
 
     def dialing(self) -> bool:
-        """DAHDI_DIALING: whether the kernel is still dialling a DAHDI_DIAL string."""
+        """DAHDI_DIALING: whether the kernel is still dialling a DAHDI_DIAL string, or
+        sounding a DTMF tone of :meth:`send_tone`."""
         return bool(self._ioctl_int(abi.DAHDI_DIALING))
+
+    def send_tone(self, tone: int) -> None:
+        """DAHDI_SENDTONE: the kernel plays ``tone`` (a ``DAHDI_TONE_*`` of the tone zone,
+        or from ``DAHDI_TONE_DTMF_BASE`` on a DTMF digit, continuously) once the data
+        written has gone out, until anything is written, another tone is sent or
+        ``DAHDI_TONE_STOP``. ENODATA without a tone zone loaded."""
+        self._ioctl_int(abi.DAHDI_SENDTONE, tone)
 
     def set_polarity(self, reversed_: bool) -> None:
         """DAHDI_SETPOLARITY on an FXS port (``fxoks``): reverse the line's polarity, or
@@ -565,3 +573,29 @@ def sound_digit(channel: Channel, digit: str) -> float:
         log.debug("%s: the kernel does not dial %s: %s", channel.label, digit, exc)
         return 0.0
     return KERNEL_DIGIT_SECONDS
+
+
+def start_digit(channel: Channel, digit: str) -> bool:
+    """Key ``digit`` down: the kernel sounds its DTMF on ``channel`` (DAHDI_SENDTONE, the
+    zone's continuous tone, on the card's clock) from now until :func:`stop_digit`, in
+    place of the data written and not yet sent, which is dropped. chan_dahdi's
+    digit_begin/digit_end do the same. A write meanwhile stops the tone. False if the
+    kernel refused (no tone zone, the channel gone, not a DTMF digit)."""
+    index = abi.DTMF_TONE_DIGITS.find(digit.upper()) if len(digit) == 1 else -1
+    if index < 0:
+        return False
+    try:
+        channel.flush(abi.DAHDI_FLUSH_WRITE)
+        channel.send_tone(abi.DAHDI_TONE_DTMF_BASE + index)
+    except OSError as exc:
+        log.debug("%s: the kernel does not sound %s: %s", channel.label, digit, exc)
+        return False
+    return True
+
+
+def stop_digit(channel: Channel) -> None:
+    """Key up: the tone of :func:`start_digit` stops (nothing to do on a channel gone)."""
+    try:
+        channel.send_tone(abi.DAHDI_TONE_STOP)
+    except OSError as exc:
+        log.debug("%s: stopping the kernel's tone: %s", channel.label, exc)

@@ -105,6 +105,12 @@ class Player:
     def playing(self) -> bool:
         return self._source is not None
 
+    @property
+    def plays_until(self) -> float:
+        """When the far end has heard the last frame written (engine time; the past once
+        it has): a play just finished still has its lead queued on the device."""
+        return self._start + self._written * FRAME_SECONDS
+
     def play(self, source: FrameSource, on_done: Callable[[str], None] | None = None) -> None:
         """Start ``source`` now, replacing what was playing (its ``on_done`` gets
         "replaced"). ``on_done`` gets "finished", "stopped", "replaced" or "failed"."""
