@@ -15,6 +15,14 @@ def world(request, rig):
         yield start_world(engine, rig, request.param)
 
 
+@pytest.fixture(params=["E1", "T1"])
+def live_world(request, rig):
+    """The ``world`` in real time (on the simulator too): the line's clock keeps going
+    while the engine thread is held up, as a card's does."""
+    with rig.engine(virtual=False) as engine:
+        yield start_world(engine, rig, request.param)
+
+
 @pytest.fixture
 def uas():
     """A SIP backend on a real-time engine with the shrunk timers (sip_peer.Uas)."""

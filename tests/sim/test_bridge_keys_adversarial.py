@@ -29,7 +29,7 @@ from uascall.sim.analog_farend import Destination
 from uascall.sim.backend import SimBackend
 from uascall.sip.rtp import RtpSender
 
-from .helpers import MEDIA, T, World, start_world
+from .helpers import MEDIA, T, World
 from .sip_peer import SipPeer, answer_through
 from .test_connect import heard_since, joined
 from .test_connect_adversarial import finished, in_thread
@@ -309,14 +309,6 @@ def test_ten_minutes_with_a_key_every_five_seconds_keeps_its_delay(world):
 
 
 # --------------------------------------------------------------------------- a stalled engine
-
-@pytest.fixture(params=["E1", "T1"])
-def live_world(request, rig):
-    """The ``world`` in real time: the line's clock keeps going while the engine thread
-    is held up, as a card's does."""
-    with rig.engine(virtual=False) as engine:
-        yield start_world(engine, rig, request.param)
-
 
 @pytest.mark.parametrize("stall_ms", [40, 70])
 @pytest.mark.parametrize("offset_ms", [0, 95, 150, 190])

@@ -19,7 +19,7 @@ from uascall.channel import Connected, Disconnected, State, UASCallChannel
 from uascall.errors import ArgumentError, Error, Hangup
 from uascall.media.player import MediaClock
 
-from .helpers import MEDIA, T, World, start_world, with_tones
+from .helpers import MEDIA, T, World, with_tones
 from .test_listening import events_of, tone
 
 
@@ -92,14 +92,6 @@ def test_keys_cross_the_bridge_in_band_and_reach_both_detectors(world):
     assert b.DTMFDetector.get_digits(count=1, seconds_predigits_timeout=0.5) == ""
     a.hang_up()
     b.hang_up()
-
-
-@pytest.fixture(params=["E1", "T1"])
-def live_world(request, rig):
-    """The ``world`` in real time (on the simulator too): the line's clock keeps going
-    while the engine thread is held up, as a card's does."""
-    with rig.engine(virtual=False) as engine:
-        yield start_world(engine, rig, request.param)
 
 
 @pytest.mark.parametrize("offset_ms", [5, 25, 45, 65])
