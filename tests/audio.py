@@ -243,24 +243,6 @@ _DTMF_COLUMNS = (1209, 1336, 1477, 1633)
 _DTMF_KEYPAD = ("123A", "456B", "789C", "*0#D")
 
 
-def loud_runs(samples: Sequence[int], law: str = "ulaw", *, threshold_dbm0: float = -30.0
-              ) -> list[tuple[bool, float]]:
-    """The signal cut into runs above and below ``threshold_dbm0`` (its power over 5 ms
-    windows), as (loud, milliseconds): how long each burst of a tone and each pause
-    lasted, to about 5 ms."""
-    window = 40
-    floor = reference_rms(law) ** 2 * 10 ** (threshold_dbm0 / 10)
-    runs: list[tuple[bool, float]] = []
-    for at in range(0, len(samples) - window + 1, window):
-        xs = samples[at:at + window]
-        loud = sum(x * x for x in xs) / window >= floor
-        if runs and runs[-1][0] == loud:
-            runs[-1] = (loud, runs[-1][1] + window / 8)
-        else:
-            runs.append((loud, window / 8))
-    return runs
-
-
 def dtmf_blocks(samples: Sequence[int], law: str = "ulaw", block: int = 160
                 ) -> list[str | None]:
     """The DTMF digit each ``block``-sample block holds, or None: a Goertzel filter per

@@ -110,7 +110,7 @@ class MediaPort:
     #: whether the far end takes DTMF out of band (RFC 4733 telephone-events), see
     #: :meth:`send_digit`
     telephone_events: bool = False
-    #: whether the line has a tone generator of its own for DTMF, see :meth:`sound_digit`
+    #: whether the line has a tone generator of its own for DTMF, see :meth:`start_digit`
     sounds_digits: bool = False
 
     def write(self, frame: bytes) -> bool:
@@ -141,27 +141,12 @@ class MediaPort:
         raise Error(f"{type(self).__name__} cannot send DTMF out of band; expected it to "
                     "be played in band")
 
-    def sound_digit(self, digit: str) -> float:
-        """Have the line's own tone generator (where :attr:`sounds_digits`) sound
-        ``digit`` in band, after the digits it was given before, in place of the audio
-        queued (on DAHDI the kernel's DAHDI_DIAL, on the card's clock, so that a late
-        engine cannot break the tone in two). Returns the seconds the digit takes, tone
-        and pause; 0 where the port has no such generator or it refused: then the caller
-        plays the tone itself. While :meth:`sounding`, nothing may be written (a write
-        would cut the digit short)."""
-        return 0.0
-
-    def sounding(self) -> bool:
-        """Whether the line's generator still sounds the digits given it (each tone and
-        the pause after it)."""
-        return False
-
     def start_digit(self, digit: str) -> bool:
         """Key ``digit`` down on the line's own tone generator: its DTMF sounds in band
         from now until :meth:`stop_digit`, in place of the audio queued, on the line's
         clock (a late engine lengthens the key, never breaks it in two). False where the
         port has no such generator or it refused: then the caller plays the tone itself.
-        While the key is down (:meth:`sounding`), nothing may be written."""
+        While the key is down nothing may be written (on DAHDI a write stops the tone)."""
         return False
 
     def stop_digit(self) -> None:

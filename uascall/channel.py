@@ -1253,8 +1253,9 @@ class _Bridge:
         assert heard is not None and told is not None
         return AudioLink(target._leg.media(),
                          name=f"{source.Details.call_id} -> {target.Details.call_id}",
-                         key_held=heard.inband_key_held, sent=told.sent,
-                         sent_key=told.sent_key, now=source._engine.time)
+                         key_held=heard.inband_key_held, key_down=heard.key_down,
+                         sent=told.sent, sent_key=told.sent_key, now=source._engine.time,
+                         call_later=source._engine.call_later)
 
     def key_from(self, source: UASCallChannel, digit: str, *, in_band: bool) -> None:
         self.links[source].key(digit, in_band)
@@ -1591,11 +1592,12 @@ class DTMFPlayer(_PlayerBase):
 
     In band (80 ms of tone with 80 ms between digits) on TDM and on SIP when the far end
     did not offer telephone-event; out of band as RFC 4733 telephone-events (80 ms each,
-    80 ms apart) on SIP when it did. On a DAHDI channel the kernel sounds each key (its
-    tone zone's DTMF, -10 dBm0 a tone on the builtin zones), held down and released by
-    the engine's timers, so that a late engine lengthens a key rather than breaking it
-    in two; elsewhere, and where the kernel refuses, the tones are written as audio (at
-    -9/-7 dBm0).
+    80 ms apart) on SIP when it did. In band, the line's own generator sounds each key,
+    held down and let go by the engine's timers, so that a late engine lengthens a key
+    rather than breaking it in two: on a DAHDI channel the kernel (its tone zone's DTMF,
+    -10 dBm0 a tone in the builtin zones), on SIP the RTP stream's ticker (-9/-7 dBm0).
+    Where the port has none (the voice modem) or the kernel refuses, the tones are
+    written as audio (-9/-7 dBm0).
     """
 
     class Cause(Enum):

@@ -15,7 +15,14 @@ import pytest
 
 from tests import audio
 from uascall.media import g711
-from uascall.media.bridge import BRIDGE_DEPTH, DIGIT_MS, SETTLE_FRAMES, AudioLink
+from uascall.media.bridge import (
+    BRIDGE_DEPTH,
+    DIGIT_MS,
+    KEY_MIN_OFF,
+    KEY_MIN_ON,
+    SETTLE_FRAMES,
+    AudioLink,
+)
 
 FRAME = 0.020
 
@@ -60,42 +67,49 @@ class QueuePort:
 
     sounds_digits = False  # no tone generator of its own: the bridge plays the key
 
-    def sound_digit(self, digit: str) -> float:
-        return 0.0
-
-    def sounding(self) -> bool:
+    def start_digit(self, digit: str) -> bool:
         return False
 
+    def stop_digit(self) -> None:
+        pass
 
-class DialingPort(QueuePort):
-    """A port whose line sounds keys itself, as a DAHDI channel's kernel does: each for
-    ``frames`` of its ticks, after the queue (which a key drops) and before any frame
-    written meanwhile; ``line`` is what it sent, tick by tick ("4" for a key's frame)."""
+
+class KeyingPort(QueuePort):
+    """A port whose line sounds a key itself while it is held down, as a DAHDI channel's
+    kernel does (DAHDI_SENDTONE): from the key down, in place of the queue (which it
+    drops), until the key up or a write, which stops it; ``line`` is what it sent, tick
+    by tick ("4" for a key's frame)."""
 
     sounds_digits = True
 
-    def __init__(self, law: str = "alaw", *, frames: int = 10) -> None:
+    def __init__(self, law: str = "alaw") -> None:
         super().__init__(law)
-        self.frames = frames
-        self.dialled: list[str] = []
-        self.dialling: list[str] = []  # a key per tick left to sound
+        self.pressed: list[str] = []
+        self.down: str | None = None
+        self.cut = 0  # keys a write stopped
         self.line: list[bytes | str] = []
 
-    def sound_digit(self, digit: str) -> float:
-        self.dialled.append(digit)
+    def start_digit(self, digit: str) -> bool:
+        self.pressed.append(digit)
         self.queue.clear()  # DAHDI_FLUSH_WRITE: the key starts at once
-        self.dialling += [digit] * self.frames
-        return FRAME * self.frames
+        self.down = digit
+        return True
 
-    def sounding(self) -> bool:
-        return bool(self.dialling)
+    def stop_digit(self) -> None:
+        self.down = None
+
+    def write(self, frame: bytes) -> bool:
+        if self.down is not None:
+            self.cut += 1
+            self.down = None
+        return super().write(frame)
 
     def tick(self) -> None:
         if self.queue:  # the kernel sends what is written before any tone
             self.line.append(self.queue[0])
             super().tick()
-        elif self.dialling:
-            self.line.append(self.dialling.pop(0))
+        elif self.down is not None:
+            self.line.append(self.down)
         else:
             self.line.append(b"")
             self.underruns += 1
@@ -208,60 +222,126 @@ def test_a_key_from_out_of_band_is_played_in_band_where_events_are_not_taken():
     assert runs[0] == (True, pytest.approx(DIGIT_MS / 1000, abs=0.021))
 
 
+class Clock:
+    """The engine's time for a link, moved on by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def runs_of(line: list[bytes | str]) -> list[tuple[bytes | str, int]]:
+    """What a port sent, as (what, ticks) runs."""
+    runs: list[tuple[bytes | str, int]] = []
+    for item in line:
+        if runs and runs[-1][0] == item:
+            runs[-1] = (item, runs[-1][1] + 1)
+        else:
+            runs.append((item, 1))
+    return runs
+
+
 def test_a_key_from_out_of_band_is_sounded_by_a_port_that_has_a_generator():
-    """Towards a DAHDI channel the kernel dials the key at once (the audio queued is
-    dropped): nothing is written while it sounds (a write would stop it), however many
-    frames arrive meanwhile (a late engine's burst); two keys in a row are queued to it,
-    the destination call is told of each (its echo guard), and the audio comes back
-    after them."""
-    port = DialingPort("alaw", frames=10)
-    told: list[str] = []
-    link = AudioLink(port, sent_key=lambda digit, _at: told.append(digit))
+    """Towards a DAHDI channel the kernel sounds the key at once (the audio queued is
+    dropped), held down for KEY_MIN_ON where the key's end is not known; nothing is
+    written while it sounds (a write would stop it), however many frames arrive meanwhile
+    (a late engine's burst); two keys in a row go in turn, KEY_MIN_OFF apart, the
+    destination call told of each (its echo guard), and the audio comes back after."""
+    port = KeyingPort("alaw")
+    clock = Clock()
+    told: list[tuple[str, float]] = []
+    link = AudioLink(port, sent_key=lambda digit, at: told.append((digit, at)), now=clock)
     link.open()
     speech = numbered(1)
     link.heard(speech, "alaw")
     link.key("4", in_band=False)
     link.key("#", in_band=False)
-    assert port.queue == []
-    for _ in range(20):  # a burst: the generator has not moved on
+    assert port.queue == [] and port.down == "4"
+    for _ in range(20):  # a burst: no time has passed
         link.heard(speech, "alaw")
     assert port.queue == [] and link.frames_in == 21
     for _ in range(20):
+        clock.now += FRAME
         port.tick()
         link.heard(speech, "alaw")
-    assert port.dialled == ["4", "#"] and told == ["4", "#"]
-    assert port.line[:20] == ["4"] * 10 + ["#"] * 10
-    assert port.queue == [speech] and link.slips == 0  # the keys are over: audio again
+    # 4 for KEY_MIN_ON (to the next frame), the pause for KEY_MIN_OFF (speech written in
+    # it goes out), # for KEY_MIN_ON, then speech again
+    on, off = math.ceil(KEY_MIN_ON / FRAME - 1e-9), math.ceil(KEY_MIN_OFF / FRAME - 1e-9)
+    assert port.pressed == ["4", "#"] and port.cut == 0
+    assert told == [("4", 0.0), ("#", pytest.approx((on + off) * FRAME))]
+    assert [(what if isinstance(what, str) else "audio", ticks)
+            for what, ticks in runs_of(port.line)][:4] == [
+        ("4", on), ("audio", off), ("#", on), ("audio", 20 - 2 * on - off)]
+    assert port.queue == [speech] and link.slips == 0
 
 
-def test_a_key_heard_in_band_is_sounded_by_a_port_that_has_a_generator():
+def test_a_key_heard_in_band_is_sounded_by_a_port_that_has_a_generator_while_held():
     """A key heard in band towards a DAHDI channel is not passed on frame by frame, which
     a late engine breaks in two or cuts short (the vm rig: '1559#' and '15#' for '159#'):
-    the kernel sounds it whole, the tone heard is muted for as long as the key is down,
-    and the frames that carried its start and were still queued are dropped, so the far
-    end hears the kernel's tone right after what it heard of the first one."""
-    port = DialingPort("ulaw", frames=10)
+    the kernel sounds it from its recognition for as long as the far end holds it (300 ms
+    here), the frames that carried its start and were still queued are dropped, so the
+    far end hears the kernel's tone right after what it heard of the first one, and talk
+    goes on as soon as the key is up."""
+    port = KeyingPort("ulaw")
+    clock = Clock()
     told: list[str] = []
     held = [False]
-    link = AudioLink(port, key_held=lambda: held[0],
-                     sent_key=lambda digit, _at: told.append(digit))
+    link = AudioLink(port, key_held=lambda: held[0], key_down=lambda: held[0],
+                     sent_key=lambda digit, _at: told.append(digit), now=clock)
     link.open()
     speech, tone = numbered(1), numbered(2)
     link.heard(speech, "ulaw")
+    clock.now += FRAME
     port.tick()
     link.heard(tone, "ulaw")  # the key's start, before the detector knew it
     held[0] = True
     link.key("9", in_band=True)
     for _ in range(15):  # the key held 300 ms: its tone is never written
+        clock.now += FRAME
         port.tick()
         link.heard(tone, "ulaw")
-    silence = g711.codec("ulaw").silence_frame
-    # the tone's start that was still queued dropped; silence while the key is still down
-    assert port.line == [speech] + ["9"] * 10 + [silence] * 5
-    assert port.queue == [silence]
+    assert port.line == [speech] + ["9"] * 15 and port.queue == []
     held[0] = False
+    clock.now += FRAME
+    port.tick()
     link.heard(speech, "ulaw")
-    assert port.queue[-1] == speech and told == ["9"] and port.dialled == ["9"]
+    assert port.down is None and port.queue == [speech]
+    assert told == ["9"] and port.pressed == ["9"] and port.cut == 0
+
+
+def test_a_quick_key_is_held_long_enough_and_the_next_waits_for_its_pause():
+    """A key let go 20 ms after it was recognised is still held KEY_MIN_ON, and one
+    pressed right after it waits KEY_MIN_OFF: every receiver takes each (Q.24: 40 ms)."""
+    port = KeyingPort("ulaw")
+    clock = Clock()
+    held = [True]
+    link = AudioLink(port, key_held=lambda: held[0], key_down=lambda: held[0], now=clock)
+    link.open()
+    silence = g711.codec("ulaw").silence_frame
+    link.key("1", in_band=True)
+    clock.now += FRAME
+    held[0] = False
+    link.heard(silence, "ulaw")
+    assert port.down == "1"  # 20 ms: too short to let go
+    held[0] = True
+    link.key("2", in_band=True)
+    for _ in range(12):
+        clock.now += FRAME
+        port.tick()
+        link.heard(silence, "ulaw")
+    held[0] = False
+    for _ in range(6):
+        clock.now += FRAME
+        port.tick()
+        link.heard(silence, "ulaw")
+    runs = [(what if isinstance(what, str) else "pause", ticks)
+            for what, ticks in runs_of(port.line)]
+    # the first tick is 20 ms after the key went down
+    on, off = math.ceil(KEY_MIN_ON / FRAME - 1e-9), math.ceil(KEY_MIN_OFF / FRAME - 1e-9)
+    assert runs[0] == ("1", on - 1) and runs[1] == ("pause", off) and runs[2][0] == "2", runs
+    assert port.pressed == ["1", "2"] and port.cut == 0
 
 
 def test_a_key_goes_as_an_event_where_the_port_takes_them_and_its_tone_is_muted():

@@ -405,11 +405,11 @@ def test_dtmf_player_sends_in_band_what_the_far_end_decodes(world):
     burst = heard[first * 160:first * 160 + 480]
     assert audio.component_level_dbm0(burst, 697, world.law) == pytest.approx(-10, abs=1.5)
     assert audio.component_level_dbm0(burst, 1209, world.law) == pytest.approx(-10, abs=1.5)
-    runs = audio.loud_runs(heard, world.law)
-    tones = [ms for loud, ms in runs if loud]
-    pauses = [ms for loud, ms in runs[1:-1] if not loud]
+    runs = audio.on_off_segments(heard, -30, frame=40, law=world.law)  # to 5 ms
+    tones = [seconds for loud, seconds in runs if loud]
+    pauses = [seconds for loud, seconds in runs[1:-1] if not loud]
     assert len(tones) == 7 and len(pauses) == 6, runs
-    assert all(ms / 1000 == world.approx(0.08, 0.006) for ms in tones + pauses), runs
+    assert all(seconds == world.approx(0.08, 0.006) for seconds in tones + pauses), runs
 
 
 @pytest.mark.parametrize("offset_ms", [10, 40, 70, 120])
@@ -433,8 +433,9 @@ def test_dtmf_player_keys_stay_whole_when_the_engine_stalls_during_them(live_wor
     world.engine.sleep(0.5)
     heard = audio.decode(bytes(far.heard[mark:]), world.law)
     assert audio.dtmf_keys(heard, world.law) == "1590*#"
-    tones = [ms for loud, ms in audio.loud_runs(heard, world.law) if loud]
-    assert len(tones) == 6 and min(tones) >= 75, tones
+    tones = [seconds for loud, seconds in audio.on_off_segments(heard, -30, frame=40,
+                                                                 law=world.law) if loud]
+    assert len(tones) == 6 and min(tones) >= 0.075, tones
 
 
 def test_dtmf_player_comma_pauses_half_a_second(world):

@@ -41,7 +41,6 @@ from uascall.dahdi.device import (
     DEV_DIR,
     Channel,
     DeviceIO,
-    sound_digit,
     start_digit,
     stop_digit,
 )
@@ -371,7 +370,7 @@ class _ToneSink:
 class PortAudio(MediaPort):
     """The call's audio path on an analog port: writing stops the port's own tone."""
 
-    sounds_digits = True  # the kernel's DAHDI_DIAL
+    sounds_digits = True  # the kernel's DAHDI_SENDTONE
 
     def __init__(self, port: AnalogPort) -> None:
         self.port = port
@@ -388,15 +387,6 @@ class PortAudio(MediaPort):
     def limit_queue(self, frames: int | None) -> None:
         if self.port.channel is not None:
             self.port.channel.limit_write_queue(frames)
-
-    def sound_digit(self, digit: str) -> float:
-        if self.port.channel is None:
-            return 0.0
-        self.port.stop_tone()  # its writes would stop the kernel's digit
-        return sound_digit(self.port.channel, digit)
-
-    def sounding(self) -> bool:
-        return self.port.channel is not None and self.port.channel.dialing()
 
     def start_digit(self, digit: str) -> bool:
         if self.port.channel is None:

@@ -43,7 +43,6 @@ from uascall.dahdi.device import (
     DEV_DIR,
     Channel,
     DeviceIO,
-    sound_digit,
     start_digit,
     stop_digit,
 )
@@ -116,7 +115,7 @@ def q850_of(raw_cause: str | int) -> int | None:
 class BChannelPort(MediaPort):
     """A call's B-channel: frames go to the device as they are, in the call's law."""
 
-    sounds_digits = True  # the kernel's DAHDI_DIAL and DAHDI_SENDTONE
+    sounds_digits = True  # the kernel's DAHDI_SENDTONE
 
     def __init__(self, channel: Channel, law: str) -> None:
         self.channel = channel
@@ -130,12 +129,6 @@ class BChannelPort(MediaPort):
 
     def limit_queue(self, frames: int | None) -> None:
         self.channel.limit_write_queue(frames)
-
-    def sound_digit(self, digit: str) -> float:
-        return sound_digit(self.channel, digit)
-
-    def sounding(self) -> bool:
-        return self.channel.dialing()
 
     def start_digit(self, digit: str) -> bool:
         return start_digit(self.channel, digit)

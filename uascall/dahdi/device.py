@@ -554,27 +554,6 @@ class Channel(_Device):
         return 0
 
 
-#: how long DAHDI_DIAL sounds a DTMF digit: 100 ms of tone and 100 ms of silence (its
-#: default dial parameters, which apply to every channel alike)
-KERNEL_DIGIT_SECONDS = 0.2
-
-
-def sound_digit(channel: Channel, digit: str) -> float:
-    """``digit`` in DTMF, dialled by the kernel on ``channel`` (the tone zone's DTMF on
-    the card's clock) after any it is dialling, in place of the data written and not yet
-    sent, which is dropped: the kernel sends what is written before any tone, so the
-    digit starts at once. Returns :data:`KERNEL_DIGIT_SECONDS`, or 0 if the kernel
-    refused (no tone zone loaded, its dial string full, the channel gone).
-    ``channel.dialing()`` says when it is done; a write before then cuts it short."""
-    try:
-        channel.flush(abi.DAHDI_FLUSH_WRITE)
-        channel.dial("T" + digit, abi.DAHDI_DIAL_OP_APPEND)
-    except (OSError, ArgumentError) as exc:
-        log.debug("%s: the kernel does not dial %s: %s", channel.label, digit, exc)
-        return 0.0
-    return KERNEL_DIGIT_SECONDS
-
-
 def start_digit(channel: Channel, digit: str) -> bool:
     """Key ``digit`` down: the kernel sounds its DTMF on ``channel`` (DAHDI_SENDTONE, the
     zone's continuous tone, on the card's clock) from now until :func:`stop_digit`, in

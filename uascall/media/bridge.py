@@ -33,17 +33,20 @@ Keys pressed at one end reach the other as that end takes them:
 
 * where its port takes RFC 4733 telephone-events, as events, and the tone heard in band is
   muted while the key is down;
-* where its line has a tone generator of its own (a DAHDI channel: the kernel dials the
-  key on the card's clock), by that generator, whether the key came in band or out of
-  band. The audio queued on the port is dropped so the key starts at once; the tone of
-  one heard in band is muted; the frames that arrive while the generator sounds are not
-  written, since a write would cut the key short. The tone itself is not passed on
-  because it would not survive the way: frame by frame through a bridge, a key breaks in
-  two (or is cut below what a receiver takes) wherever the engine runs later than the
-  channel's buffers hold, and the far end hears two keys or none. The price: the
-  kernel's digit is 100 ms on and 100 ms off whatever the key's own length, so a quick
-  key is lengthened, keys faster than that queue, and the audio heard meanwhile (talk
-  right after a key) is not passed on;
+* where its line has a tone generator of its own (a DAHDI channel's kernel, a SIP
+  stream's ticker), by that generator, whether the key came in band or out of band: the
+  link holds the key down (:meth:`MediaPort.start_digit`) while the source's far end
+  holds it, and lets it go when that key comes up (:meth:`MediaPort.stop_digit`), as
+  chan_dahdi does with a key's begin and end. The audio queued on the port is dropped
+  so the key starts at once; the tone of one heard in band is muted; the frames that
+  arrive while the key is down are not written, since a write would cut it short; talk
+  goes on again as soon as it is up. The tone itself is not passed on because it would
+  not survive the way: frame by frame through a bridge, a key breaks in two (or is cut
+  below what a receiver takes) wherever the engine runs later than the channel's
+  buffers hold, and the far end hears two keys or none. A key is held at least
+  :data:`KEY_MIN_ON` and two keys are kept :data:`KEY_MIN_OFF` apart (a key recognised
+  late and let go early, or keys faster than that, queue), so that any receiver takes
+  each; a late engine lengthens a key or a pause, never breaks one;
 * otherwise in band: a key heard in band goes on in the audio, and one that came out of
   band is played as frames of our own (:func:`~uascall.media.dtmf.key_frames`) in place of
   the audio.
@@ -55,8 +58,8 @@ key, and on a DAHDI line it is mostly dropped with the queue, so that the genera
 follows what the far end heard of it without a gap.
 
 Everything here runs on the engine thread; it knows media ports (``write``,
-``limit_queue``, ``telephone_events``, ``send_digit``, ``sound_digit``, ``sounding``,
-``law``) and nothing of calls.
+``limit_queue``, ``telephone_events``, ``send_digit``, ``sounds_digits``,
+``start_digit``, ``stop_digit``, ``law``) and nothing of calls.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from uascall.engine import TimerHandle
 from uascall.media import g711
 from uascall.media.dtmf import KEY_ON_MS, key_frames
 
@@ -85,6 +89,15 @@ DIGIT_MS = KEY_ON_MS
 #: the most frames the in-band tone of a key is muted for, should its end never be heard
 #: (30 s: a key held longer than that is not a key)
 MAX_MUTED_FRAMES = 1500
+#: the shortest a key is held down on a port's generator, and the shortest pause before
+#: the next (seconds): above Q.24's 40 ms that every receiver must take, with a frame's
+#: margin for a detector that counts whole 20 ms blocks
+KEY_MIN_ON = 0.05
+KEY_MIN_OFF = 0.05
+#: the longest a key is held down on a port's generator, should its end never be known
+KEY_MAX_ON = MAX_MUTED_FRAMES * 0.020
+#: how often the link looks at a key held down when no frame comes to make it look
+KEY_POLL = 0.020
 
 
 class AudioLink:
@@ -93,20 +106,27 @@ class AudioLink:
     ``key_held()`` tells whether the source's far end holds a key down in band now: its
     tone is muted wherever the port carries keys itself (as telephone-events, or by its
     line's generator), whether this link passed the key on or not (one pressed before
-    the link was made, or reported out of band first and heard in band late). ``sent(
-    frame, law)`` and ``sent_key(digit, at)`` tell the destination call what its far end
-    was sent, and when (its echo guard must not take our own keys coming back for the
-    far end's); ``now()`` is the clock ``at`` is on.
+    the link was made, or reported out of band first and heard in band late).
+    ``key_down()`` tells whether it holds the key it pressed last down, in band or out of
+    band: the port's generator holds it as long. ``sent(frame, law)`` and ``sent_key(
+    digit, at)`` tell the destination call what its far end was sent, and when (its echo
+    guard must not take our own keys coming back for the far end's); ``now()`` is the
+    clock ``at`` is on, and ``call_later(seconds, fn)`` (the engine's) lets a key held
+    down be let go when no frame comes to do it.
     """
 
     def __init__(self, port: Any, *, name: str = "bridge",
                  key_held: Callable[[], bool] | None = None,
+                 key_down: Callable[[], bool] | None = None,
                  sent: Callable[[bytes, str], None] | None = None,
                  sent_key: Callable[[str, float], None] | None = None,
-                 now: Callable[[], float] = time.monotonic) -> None:
+                 now: Callable[[], float] = time.monotonic,
+                 call_later: Callable[..., TimerHandle] | None = None) -> None:
         self.port = port
         self.name = name
         self._key_held = key_held
+        self._key_down = key_down
+        self._call_later = call_later
         self._sent = sent
         self._sent_key = sent_key
         self._now = now
@@ -114,9 +134,14 @@ class AudioLink:
         self._tables: dict[str, bytes | None] = {}
         self._overlay: collections.deque[bytes] = collections.deque()
         self._muted = 0  # frames in a row muted of a key's in-band tone
-        self._sounding = False  # the port's generator sounds keys: nothing is written
         self._generator_refused = False  # the port's generator said no: keys go in band
-        self._generator_free_at = -math.inf  # when the keys given the generator end
+        # the key the port's generator holds down (nothing is written meanwhile), since
+        # when; when the last was let go; the keys pressed since, to sound in turn
+        self._held: str | None = None
+        self._held_since = 0.0
+        self._released_at = -math.inf
+        self._keys_waiting: collections.deque[str] = collections.deque()
+        self._poll: TimerHandle | None = None
         self._ahead = 0  # frames in a row that found more than one frame waiting
         self.closed = False
         #: frames heard and frames written on; frames dropped because the port was full
@@ -134,6 +159,11 @@ class AudioLink:
             return
         self.closed = True
         self._overlay.clear()
+        self._keys_waiting.clear()
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
+        self._release(self._now())
         try:
             self.port.limit_queue(None)
         except OSError as exc:  # the call's device is gone: nothing to give back
@@ -148,10 +178,10 @@ class AudioLink:
         if self.closed:
             return
         self.frames_in += 1
-        if self._sounding:  # the port sounds a key itself: a write would stop it
-            if self._still_sounding():
+        if self._held is not None or self._keys_waiting:
+            self._step_keys()
+            if self._held is not None:  # the port sounds a key itself: a write would stop it
                 return
-            self._sounding = False
         key_frame = bool(self._overlay)
         if key_frame:
             frame = self._overlay.popleft()
@@ -214,34 +244,60 @@ class AudioLink:
                 self._sent_key(digit, self._now())
         elif self._overlay:  # keys of our own play: this one follows them
             self._overlay.extend(key_frames(digit, self._law))
-        elif (lasts := self._sound(digit)) > 0:  # the line's generator, on its own clock
-            self._sounding = True
-            # it sounds the key after those it was given before: when the echo may come
-            start = max(self._now(), self._generator_free_at)
-            self._generator_free_at = start + lasts
-            if self._sent_key is not None:
-                self._sent_key(digit, start)
+        elif self._has_generator():  # the line's generator, on its own clock
+            self._keys_waiting.append(digit)
+            self._step_keys()
         elif not in_band:
             self._overlay.extend(key_frames(digit, self._law))
         # a key heard in band where the line has neither goes on in band, in the audio
 
-    def _sound(self, digit: str) -> float:
-        if not self._has_generator():
-            return 0.0
+    def _step_keys(self) -> None:
+        """Let the key held down go once it has lasted long enough and its far end has
+        let it go (or pressed another); then hold the next key waiting, once the pause
+        after the last has lasted long enough."""
+        now = self._now()
+        if self._held is not None:
+            lasted = now - self._held_since
+            still_down = (not self._keys_waiting and self._key_down is not None
+                          and self._key_down())
+            if lasted >= KEY_MIN_ON and (not still_down or lasted >= KEY_MAX_ON):
+                self._release(now)
+        if self._held is None and self._keys_waiting and now - self._released_at >= KEY_MIN_OFF:
+            digit = self._keys_waiting.popleft()
+            if self._press(digit):
+                self._held, self._held_since = digit, now
+                if self._sent_key is not None:
+                    self._sent_key(digit, now)
+            else:  # the generator refused: this key and those after it as frames
+                for key in (digit, *self._keys_waiting):
+                    self._overlay.extend(key_frames(key, self._law))
+                self._keys_waiting.clear()
+        if (self._held is not None or self._keys_waiting) and self._poll is None \
+                and self._call_later is not None and not self.closed:
+            self._poll = self._call_later(KEY_POLL, self._polled)
+
+    def _polled(self) -> None:
+        self._poll = None
+        if not self.closed:
+            self._step_keys()
+
+    def _press(self, digit: str) -> bool:
         try:
-            lasts = self.port.sound_digit(digit)
+            pressed = self.port.start_digit(digit)
         except OSError as exc:
             log.debug("%s: DTMF %s not sounded: %s", self.name, digit, exc)
-            lasts = 0.0
-        if lasts <= 0:
+            pressed = False
+        if not pressed:
             log.info("%s: the line does not sound keys (DTMF %s): they go in the audio",
                      self.name, digit)
             self._generator_refused = True
-        return lasts
+        return pressed
 
-    def _still_sounding(self) -> bool:
+    def _release(self, now: float) -> None:
+        if self._held is None:
+            return
+        self._held, self._released_at = None, now
         try:
-            return self.port.sounding()
+            self.port.stop_digit()
         except OSError as exc:  # the other call's device failed: its owner clears it
-            log.debug("%s: the port cannot say whether it sounds a key: %s", self.name, exc)
-            return False
+            log.debug("%s: the key could not be let go: %s", self.name, exc)

@@ -85,6 +85,7 @@ that follows another with no pause at all (it is reported once the first one end
 from __future__ import annotations
 
 import array
+import functools
 import logging
 import math
 import numbers
@@ -243,6 +244,28 @@ def key_frames(digit: str, law: str) -> tuple[bytes, ...]:
         frames = _KEY_FRAMES[(digit, law)] = tuple(
             data[at:at + FRAME_SAMPLES] for at in range(0, len(data), FRAME_SAMPLES))
     return frames
+
+
+class HeldKey:
+    """``digit``'s tone for as long as the key is held, 20 ms frames of ``law`` at the
+    levels of :func:`key_frames`, each following the last without a break in phase."""
+
+    def __init__(self, digit: str, law: str) -> None:
+        self.digit = digit
+        self._loop = _held_key_loop(digit, g711.codec(law).name)
+        self._at = 0
+
+    def next_frame(self) -> bytes:
+        at = self._at
+        self._at = (at + FRAME_SAMPLES) % len(self._loop)
+        return self._loop[at:at + FRAME_SAMPLES]
+
+
+@functools.cache
+def _held_key_loop(digit: str, law: str) -> bytes:
+    # a second: a whole number of cycles of every DTMF frequency and of 20 ms frames, so
+    # that it repeats without a seam
+    return g711.codec(law).encode(dtmf_samples(digit, on_ms=1000, off_ms=0, law=law))
 
 
 def dtmf_source(digits: str, law: str, **kwargs: float) -> BufferSource:

@@ -181,6 +181,8 @@ class Hearing:
         #: those heard in band; None for one reported out of band
         self.key_sample: int | None = None
         self._inband_key: str | None = None  # a key down in band now
+        self._oob_key: str | None = None  # a key down out of band now
+        self._last_key = ""  # the latest key pressed, by either way
 
     def close(self) -> None:
         self.pass_on()
@@ -224,9 +226,12 @@ class Hearing:
         """The backend reported a key going down (or, ``ended``, up) out of band."""
         now = self._engine.time()
         if ended:
+            if self._oob_key == digit:
+                self._oob_key = None
             self.keys.up("rfc4733", digit, now)
         else:
             self.key_sample = None
+            self._oob_key = self._last_key = digit
             self.keys.down("rfc4733", digit, now, now)
 
     def samples_ago(self, sample: int) -> int:
@@ -244,7 +249,7 @@ class Hearing:
                      self.name, digit)
             return
         self.key_sample = sample
-        self._inband_key = digit
+        self._inband_key = self._last_key = digit
         self.keys.down("inband", digit, start, self._engine.time())
 
     def _inband_up(self, event: DtmfEvent) -> None:
@@ -255,6 +260,12 @@ class Hearing:
     def inband_key_held(self) -> bool:
         """Whether the far end holds a key down in band now (as far as heard)."""
         return self._inband_key is not None
+
+    def key_down(self) -> bool:
+        """Whether the far end still holds down the key it pressed last, in band or out of
+        band (as far as heard)."""
+        last = self._last_key
+        return last != "" and (self._inband_key == last or self._oob_key == last)
 
     # ------------------------------------------------------------------ out
     def sent(self, frame: bytes, law: str) -> None:

@@ -40,7 +40,7 @@ from uascall.backend import MediaPort
 from uascall.engine import Engine, TimerHandle
 from uascall.errors import Error
 from uascall.media import g711
-from uascall.media.dtmf import key_frames
+from uascall.media.dtmf import HeldKey
 from uascall.media.source import FRAME_SECONDS
 from uascall.sip.jitter import JitterBuffer
 from uascall.sip.rtp import DtmfReceiver, RtpError, RtpPacket, RtpSender
@@ -125,8 +125,9 @@ class RtpStream(MediaPort):
     """One call's RTP: the socket, the outgoing queue, DTMF and the last time heard."""
 
     #: where the far end takes no telephone-events, keys go in band, played by the
-    #: stream's own ticker (sound_digit): frames the bridge wrote one by one could leave a
-    #: tick without a frame in the middle of a key, and the far end hear two keys or none
+    #: stream's own ticker while held (start_digit): frames the bridge wrote one by one
+    #: could leave a tick without a frame in the middle of a key, and the far end hear two
+    #: keys or none
     sounds_digits = True
 
     def __init__(self, engine: Engine, ticker: RtpTicker, endpoint_address: Address, *,
@@ -155,7 +156,7 @@ class RtpStream(MediaPort):
         self._queue: collections.deque[bytes] = collections.deque()
         self._queue_limit = QUEUE_FRAMES
         self._events: collections.deque[list[bytes]] = collections.deque()  # per tick
-        self._keys: collections.deque[bytes] = collections.deque()  # key frames, per tick
+        self._key: HeldKey | None = None  # a key held down: its tone, tick by tick
         self._dtmf: DtmfReceiver | None = None
         self._jitter: JitterBuffer | None = None
         #: the jitter buffer holds packets back for missing ones: each tick expires them
@@ -221,7 +222,7 @@ class RtpStream(MediaPort):
         self.ticker.remove(self)
         self._queue.clear()
         self._events.clear()
-        self._keys.clear()
+        self._key = None
         self.endpoint.close()
         self.on_digit = None
         self.on_audio = None
@@ -272,18 +273,16 @@ class RtpStream(MediaPort):
         self._events.extend([packet] for packet in packets[:-3])
         self._events.append(packets[-3:])
 
-    def sound_digit(self, digit: str) -> float:
-        """Play ``digit`` in band from the next tick on, after the keys given before, in
-        place of the audio queued (:func:`~uascall.media.dtmf.key_frames`). While the far
-        end holds the call it goes nowhere, as what is written does."""
-        frames = key_frames(digit, self.law)
-        if self.sending:  # (else the far end holds the call: the key goes nowhere, in time)
-            self._queue.clear()
-            self._keys.extend(frames)
-        return len(frames) * FRAME_SECONDS
+    def start_digit(self, digit: str) -> bool:
+        """Play ``digit``'s tone in band from the next tick on, in place of the audio
+        queued, until :meth:`stop_digit`. While the far end holds the call it goes
+        nowhere, as what is written does."""
+        self._queue.clear()
+        self._key = HeldKey(digit, self.law)
+        return True
 
-    def sounding(self) -> bool:
-        return bool(self._keys)
+    def stop_digit(self) -> None:
+        self._key = None
 
     @property
     def sending_digit(self) -> bool:
@@ -295,7 +294,7 @@ class RtpStream(MediaPort):
         silence, nothing held in the jitter buffer, no telephone-event) is done here, with
         UdpEndpoint.send's work (send, count, say why it failed) in line: at 2,000
         streams the calls of the general path were a third of the ticker's time."""
-        if self._events or self._reordering or self._keys:
+        if self._events or self._reordering or self._key is not None:
             self._send_general()
             return
         sender, remote = self._sender, self.remote
@@ -333,8 +332,8 @@ class RtpStream(MediaPort):
             if self._queue:
                 self._queue.popleft()  # the event takes this frame's place
             return
-        if self._keys:
-            frame = self._keys.popleft()
+        if self._key is not None:
+            frame = self._key.next_frame()
             if self._queue:
                 self._queue.popleft()  # the key takes this frame's place
         elif self._queue:
