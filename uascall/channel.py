@@ -54,7 +54,7 @@ from uascall.media import g711
 from uascall.media.bridge import BRIDGE_DEPTH, AudioLink
 from uascall.media.inbound import Hearing, InboundDsp
 from uascall.media.player import MediaClock, Player
-from uascall.media.source import FrameSource
+from uascall.media.source import FRAME_SECONDS, FrameSource
 from uascall.sipfields import ChannelSIP
 
 if TYPE_CHECKING:
@@ -1632,84 +1632,93 @@ class DTMFPlayer(_PlayerBase):
                         + (f"; {bad[0]!r} is not one" if bad else ""))
         self._check("DTMFPlayer.play")
         port = self._port("DTMFPlayer.play")
-        if port.telephone_events:
-            return self._play(None, "DTMFPlayer.play",
-                              start=lambda port, done: self._send_events(port, keys, done))
-        if port.sounds_digits:
-            return self._play(None, "DTMFPlayer.play",
-                              start=lambda port, done: self._sound_keys(port, keys, done))
+        if port.telephone_events or port.sounds_digits:
+            sounded = not port.telephone_events
+            return self._play(None, "DTMFPlayer.play", start=lambda port, done: (
+                self._begin_keys(port, keys, done, sounded=sounded)))
         return self._play(self._in_band(keys), "DTMFPlayer.play")
 
     def __init__(self, channel: UASCallChannel) -> None:
         super().__init__(channel)
-        # engine thread, while digits go out of band or the line sounds them: the next
-        # step, the play's end, and the port whose generator holds a key down
+        # engine thread, while the keys go one at a time (_stepping): the next step, the
+        # keys still to go, the port, whether its generator sounds them (else they go as
+        # telephone-events), the port holding a key down, and the play's end. Methods, not
+        # closures of each other: those would stay a reference cycle after the play.
         self._timer: TimerHandle | None = None
-        self._events_done: Callable[[str], None] | None = None
+        self._stepping = False
+        self._keys_left = ""
+        self._keys_port: Any = None
+        self._sounded = False
+        self._what = ""
         self._key_down: Any = None
+        self._keys_done: Callable[[str], None] | None = None
 
     def _in_band(self, keys: str) -> Callable[[str], FrameSource]:
         return lambda law: _Labelled(_dtmf_in_band(keys, law, self), f"DTMF {keys}")
 
-    def _sound_keys(self, port: Any, keys: str, done: Callable[[str], None]) -> None:
-        """Engine thread: the line's own generator sounds each key (a DAHDI channel's
-        kernel), key down and key up paced by timers. A late engine then lengthens a key
-        or the pause after it, where frames written one by one would leave a gap in the
-        tone that a receiver hears as the key twice, or not at all. If the generator
-        refuses, the keys not sounded yet are played in band."""
+    def _begin_keys(self, port: Any, keys: str, done: Callable[[str], None], *,
+                    sounded: bool) -> None:
+        """Engine thread: the keys one at a time, paced by timers: as telephone-events, or
+        (``sounded``) each held down on the line's own generator (a DAHDI channel's
+        kernel, a SIP stream's ticker) and let go. A late engine then lengthens a key or
+        the pause after it, where frames written one by one would leave a gap in the tone
+        that a receiver hears as the key twice, or not at all. If the generator refuses,
+        the keys not sounded yet are played in band."""
+        self._keys_port, self._keys_left, self._sounded = port, keys, sounded
+        self._keys_done, self._stepping = done, True
+        if not sounded:
+            self._next_key()
+            return
+        self._what = f"DTMF {keys}"
         channel = self._channel
-        engine = channel._engine
-        what = f"DTMF {keys}"
-        position = 0
+        channel._emit(MediaStarted(self._what))
+        # what a play just before this one queued goes out first, not cut short (a frame
+        # more: the line may have started it up to a frame after we did)
+        engine, player = channel._engine, channel._player
+        start_at = -math.inf if player is None else player.plays_until + FRAME_SECONDS
+        self._timer = engine.call_at(max(start_at, engine.time()), self._next_key)
 
-        def ended(reason: str) -> None:
-            channel._emit(MediaEnded(what, reason))
-            done(reason)
-
-        channel._emit(MediaStarted(what))
-        self._events_done = ended
-
-        def key_down() -> None:
-            nonlocal position
-            self._timer = None
-            if channel._playing is not self:
-                return
-            if position == len(keys):
-                self._events_done = None
-                ended("finished")
-                return
-            key = keys[position]
-            if key == ",":
-                position += 1
-                self._timer = engine.call_later(self.PAUSE, key_down)
-                return
-            try:
-                sounded = port.start_digit(key)
-            except OSError as exc:
-                log.debug("%r: DTMF %s not sounded: %s", channel, key, exc)
-                sounded = False
-            if not sounded:  # the generator refused: the rest goes in band
-                self._events_done = None
-                rest = keys[position:]
-                log.debug("%r: the line does not sound DTMF; %s goes in band", channel, rest)
-                channel._media_player().play(self._in_band(rest)(port.law), ended)
-                return
-            position += 1
-            self._key_down = port
+    def _next_key(self) -> None:
+        self._timer = None
+        channel = self._channel
+        if channel._playing is not self:
+            return
+        if not self._keys_left:
+            self._keys_ended("finished")
+            return
+        key, self._keys_left = self._keys_left[0], self._keys_left[1:]
+        engine, port = channel._engine, self._keys_port
+        if key == ",":
+            self._timer = engine.call_later(self.PAUSE, self._next_key)
+            return
+        if not self._sounded:
+            port.send_digit(key, self.ON_MS)
             if channel._hearing is not None:  # its echo is not the far end's key
                 channel._hearing.sent_key(key)
-            self._timer = engine.call_later(self.ON_MS / 1000, key_up)
+            self._timer = engine.call_later((self.ON_MS + self.OFF_MS) / 1000, self._next_key)
+            return
+        try:
+            sounded = port.start_digit(key)
+        except OSError as exc:
+            log.debug("%r: DTMF %s not sounded: %s", channel, key, exc)
+            sounded = False
+        if not sounded:  # the generator refused: the rest goes in band
+            self._stepping = False
+            rest = key + self._keys_left
+            log.debug("%r: the line does not sound DTMF; %s goes in band", channel, rest)
+            channel._media_player().play(self._in_band(rest)(port.law), self._keys_ended)
+            return
+        self._key_down = port
+        if channel._hearing is not None:  # its echo is not the far end's key
+            channel._hearing.sent_key(key)
+        self._timer = engine.call_later(self.ON_MS / 1000, self._key_up)
 
-        def key_up() -> None:
-            self._timer = None
-            self._release_key()
-            if channel._playing is self:
-                self._timer = engine.call_later(self.OFF_MS / 1000, key_down)
-
-        # what a play just before this one queued goes out first, not cut short
-        player = channel._player
-        start_at = engine.time() if player is None else player.plays_until
-        self._timer = engine.call_at(max(start_at, engine.time()), key_down)
+    def _key_up(self) -> None:
+        self._timer = None
+        self._release_key()
+        if self._channel._playing is self:
+            self._timer = self._channel._engine.call_later(self.OFF_MS / 1000,
+                                                           self._next_key)
 
     def _release_key(self) -> None:
         port, self._key_down = self._key_down, None
@@ -1719,40 +1728,23 @@ class DTMFPlayer(_PlayerBase):
             except OSError as exc:  # the device went: nothing sounds any more
                 log.debug("%r: key up: %s", self._channel, exc)
 
-    def _send_events(self, port: Any, keys: str, done: Callable[[str], None]) -> None:
-        """Engine thread: one telephone-event per digit, paced by timers."""
-        engine = self._channel._engine
-        steps = iter(keys)
-        self._events_done = done
-
-        def next_step() -> None:
-            self._timer = None
-            if self._channel._playing is not self:
-                return
-            key = next(steps, None)
-            if key is None:
-                self._events_done = None
-                done("finished")
-            elif key == ",":
-                self._timer = engine.call_later(self.PAUSE, next_step)
-            else:
-                port.send_digit(key, self.ON_MS)
-                if self._channel._hearing is not None:  # its echo is not the far end's key
-                    self._channel._hearing.sent_key(key)
-                self._timer = engine.call_later((self.ON_MS + self.OFF_MS) / 1000, next_step)
-
-        next_step()
+    def _keys_ended(self, reason: str) -> None:
+        done, self._keys_done = self._keys_done, None
+        self._stepping, self._keys_port, self._keys_left = False, None, ""
+        if self._sounded:
+            self._channel._emit(MediaEnded(self._what, reason))
+        if done is not None:
+            done(reason)
 
     def _abort(self, reason: str) -> None:
-        done, self._events_done = self._events_done, None
-        if done is None:
+        if not self._stepping:  # frames playing (or nothing): the channel's player
             super()._abort(reason)
             return
         if self._timer is not None:  # the events or keys still to go are not sent
             self._timer.cancel()
             self._timer = None
         self._release_key()
-        done(reason)
+        self._keys_ended(reason)
 
 
 _DTMF_KEYS = "0123456789*#ABCD"

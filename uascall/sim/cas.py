@@ -245,6 +245,7 @@ class CasLines:
     def opened(self, chan: SimChannel) -> None:
         """initialize_channel: default times, the zone's cadence, and a hangup."""
         self.cancel_dial(chan)
+        self._drop_tone(chan)
         cas = chan.cas
         if cas is None:
             return
@@ -256,6 +257,7 @@ class CasLines:
     def closed(self, chan: SimChannel) -> None:
         """close_channel hangs up: a call still up is cleared with a kewl on fxoks."""
         self.cancel_dial(chan)
+        self._drop_tone(chan)
         if chan.cas is not None:
             self.hangup(chan)
 
@@ -453,6 +455,13 @@ class CasLines:
             return silence * lead + part + silence * (nbytes - lead - wanted)
         part = dial.sound[max(at, 0): max(at, 0) + nbytes - lead]
         return silence * lead + part + silence * (nbytes - lead - len(part))
+
+    def _drop_tone(self, chan: SimChannel) -> None:
+        """What is left of a tone goes with what was written (a close, an open): none of
+        it reaches the line after."""
+        dial = self._dials.get(chan)
+        if dial is not None:
+            dial.sound, dial.continuous = b"", False
 
     def _stop_tone(self, dial: DialState) -> None:
         if dial.tone is not None:
