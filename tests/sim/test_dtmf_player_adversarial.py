@@ -9,16 +9,22 @@ ports, or lose the span to a RED alarm, then check that the next call on the lin
 silent; play every key, lower case, commas and the longest string; let the line echo our
 keys (PRI, FXS, FXO) and press a key of the far end's meanwhile; stall the engine in each
 key on analog ports; take the tone zone away; play on SIP without telephone-event; race
-plays against each other, other players and connect(). What the far ends hear is
-analysed with the test's own filters (``tests/audio.py``), never uascall's detector.
+plays against each other, other players, connect() and a transfer; play right after a
+prompt; and count the reference cycles calls that played keys leave. What the far ends
+hear is analysed with the test's own filters (``tests/audio.py``), never uascall's
+detector.
 """
 
 from __future__ import annotations
 
+import array
+import collections
+import gc
 import itertools
 import logging
 import threading
 import time
+import wave
 
 import pytest
 
@@ -30,10 +36,11 @@ from uascall.dahdi.analog import AnalogSettings
 from uascall.errors import Error, Hangup
 
 from .helpers import T, World, wait_for_libpri, with_tones
-from .sip_peer import answer_through
+from .sip_peer import SipPeer, answer_through
+from .sip_peer import answered as answered_sip
 from .test_analog_calls import answered_fxo, build, phone_calls
 from .test_connect import answered_in, answered_out, outbound_channel
-from .test_listening import answered, both_at_once, both_returned
+from .test_listening import answered, both_at_once, both_returned, tone
 
 # The simulator only: key edges are measured against its virtual time, and the tone zone
 # is taken out of its kernel.
@@ -283,6 +290,72 @@ def test_hanging_up_from_another_thread_mid_key(world, after_ms, caplog):
     world.engine.sleep(0.5)
     assert audio.level_dbm0(heard(world, far_again, mark), world.law) < -50
     again.hang_up()
+
+
+def test_a_key_down_when_the_channel_closes_is_not_heard_by_the_next_call(world, rig):
+    """A RED alarm closes the B-channel during a key, and the next call on it comes while
+    virtual time stood still (libpri's timers run on the wall clock): its first blocks
+    hold nothing of the key. The kernel drops what is left of a stopped tone at the
+    close, as it drops what was written (close_channel; it heard 20 ms of the key before
+    5829638)."""
+    channel, _far = answered(world)
+    loop = world.backend.loop
+    world.engine.run(world.engine.call_later, 0.2, rig.raise_alarm, world.engine, loop,
+                     abi.DAHDI_ALARM_RED)
+    thread, outcome = in_thread(world, channel.DTMFPlayer.play, "1234567890")
+    assert finish(world, thread, outcome) is channel.DTMFPlayer.Cause.HANGUP
+    assert channel.wait_for_idle(T) is State.IDLE
+    rig.clear_alarm(world.engine, loop)
+    assert world.engine.wait_until(lambda: world.backend.up and loop.cpe.in_service, T)
+    again, far_again = next_call(world)
+    assert far_again.call.chanpos == 1
+    assert again.answer() is State.ANSWERED
+    world.engine.sleep(0.5)
+    samples = heard(world, far_again, 0)
+    assert audio.dtmf_blocks(samples, world.law)[:2] == [None, None]
+    again.hang_up()
+
+
+# --------------------------------------------------------------------------- after a prompt
+
+def write_tone_wav(path, freq: float, seconds: float) -> None:
+    samples = tone(freq, seconds, -10.0, "ulaw")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(array.array("h", samples).tobytes())
+
+
+@pytest.mark.parametrize("player", ["file", "tone"])
+def test_keys_right_after_a_prompt_do_not_cut_its_end(world, player, tmp_path):
+    """A prompt (a 1 kHz file, or the EU ringback's 425 Hz) and keys played at once after
+    it: the prompt's last frames, still queued when its play returned, are heard whole
+    before the first key (whose flush drops what is queued: it cut the prompt's last 20 ms
+    before 5829638), and the keys are exact."""
+    channel, far = answered(world)
+    with_tones(channel)
+    write_tone_wav(tmp_path / "beep.wav", 1000.0, 0.5)
+    channel.media_dir = str(tmp_path)
+    mark = mark_of(world, far)
+    if player == "file":
+        assert channel.FilePlayer.play("beep.wav") is channel.FilePlayer.Cause.NORMAL
+        freq = 1000.0
+    else:
+        assert channel.TonePlayer.play("RINGBACK_EU", 0.5) is channel.TonePlayer.Cause.NORMAL
+        freq = 425.0
+    assert channel.DTMFPlayer.play("5D") is channel.DTMFPlayer.Cause.NORMAL
+    world.engine.sleep(0.3)
+    samples = heard(world, far, mark)
+    assert audio.dtmf_keys(samples, world.law) == "5D"
+    tones, pauses = tones_and_pauses(samples, world.law)
+    # the prompt, then the keys: the prompt's end may touch the first key (one run of
+    # tone then), never lose any of its 500 ms (each run reads up to 5 ms long)
+    assert tones[0] >= 495 and sum(tones) >= 500 + 2 * 80, (tones, pauses)
+    onset = next(i for i, key in enumerate(audio.dtmf_blocks(samples, world.law)) if key)
+    prompt = samples[:onset * 160]
+    assert audio.component_level_dbm0(prompt, freq, world.law) > -20
+    channel.hang_up()
 
 
 # --------------------------------------------------------------------------- strings
@@ -581,6 +654,27 @@ def test_keys_go_in_band_when_the_kernel_has_no_tone_zone(world, lose_zone_ms, c
     channel.hang_up()
 
 
+def test_stop_during_keys_gone_in_band_for_want_of_a_zone(world):
+    """No tone zone: the keys go as frames; a stop() in the second key still ends the
+    play at once and drops what was queued of it."""
+    channel, far = answered(world)
+    without_zones(world)
+    mark = mark_of(world, far)
+    thread, outcome = in_thread(world, channel.DTMFPlayer.play, "1234567890")
+    world.engine.sleep(0.2)
+    stopped_at = world.engine.time()
+    channel.DTMFPlayer.stop()
+    assert finish(world, thread, outcome) is channel.DTMFPlayer.Cause.ERROR
+    world.engine.sleep(0.3)
+    assert audio.dtmf_keys(heard(world, far, mark), world.law) in ("1", "12")
+    assert silent_after(world, far, stopped_at), "the frames went on after stop()"
+    mark = mark_of(world, far)
+    assert channel.DTMFPlayer.play("9") is channel.DTMFPlayer.Cause.NORMAL
+    world.engine.sleep(0.2)
+    assert audio.dtmf_keys(heard(world, far, mark), world.law) == "9"
+    channel.hang_up()
+
+
 # --------------------------------------------------------------------------- SIP
 
 def test_sip_without_telephone_event_gets_the_keys_in_band_as_before(uas, peer):
@@ -796,3 +890,70 @@ def test_a_long_stall_in_a_key_lengthens_it_and_nothing_else(live_world):
     tones, gaps = tones_and_pauses(samples, world.law)
     assert len(tones) == 4 and tones[1] >= 80 + 240, (tones, gaps)
     assert all(ms >= 75 for ms in tones) and all(ms >= 40 for ms in gaps), (tones, gaps)
+
+
+# --------------------------------------------------------------------------- garbage
+
+def garbage_after(calls, count: int) -> collections.Counter:
+    """The kinds of objects left in reference cycles by ``calls(count)`` (after one call
+    first: what is made once per process is not a call's), as test_call_garbage counts
+    them."""
+    calls(1)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    logger = logging.getLogger("uascall")  # pytest's log records would hold the calls
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        calls(count)
+        gc.collect()
+        return collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}"
+                                   for o in gc.garbage)
+    finally:
+        logger.setLevel(level)
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+
+def test_a_pri_call_that_played_keys_is_freed_without_the_collector(world):
+    """A call that played keys on the kernel's generator leaves its channel, its players
+    and the play's steps to reference counting: none of them in a cycle (the collector's
+    passes over thousands of calls' objects hold the engine; test_call_garbage). Before
+    5829638 the key steps' closures, calling each other, kept each call's channel in a
+    cycle (about 80 objects a call)."""
+    def calls(count: int) -> None:
+        for _ in range(count):
+            channel, _far = answered(world)
+            assert channel.DTMFPlayer.play("1,2") is channel.DTMFPlayer.Cause.NORMAL
+            channel.hang_up()
+            world.engine.sleep(0.5)
+            world.channels.clear()
+            del channel, _far
+
+    kinds = garbage_after(calls, 5)
+    ours = {kind: n for kind, n in kinds.items()
+            if kind.startswith("uascall.channel.") or kind in ("builtins.function",
+                                                               "builtins.cell")}
+    assert ours == {}, f"in reference cycles after 5 calls: {kinds.most_common(12)}"
+
+
+def test_a_sip_call_that_sent_telephone_events_is_freed_without_the_collector(uas):
+    """The same for telephone-events (their steps were closures too, before 5829638)."""
+    def calls(count: int) -> None:
+        for _ in range(count):
+            peer = SipPeer(uas.address)
+            try:
+                channel = answered_sip(uas, peer)
+                assert channel.DTMFPlayer.play("12") is channel.DTMFPlayer.Cause.NORMAL
+                peer.bye()
+                peer.expect(200, method="BYE")
+                channel.wait_for_idle()
+            finally:
+                peer.close()
+            del channel
+
+    kinds = garbage_after(calls, 5)
+    assert sum(kinds.values()) <= 2 * 5, \
+        f"in reference cycles after 5 calls: {kinds.most_common(12)}"
