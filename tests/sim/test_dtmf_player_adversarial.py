@@ -41,6 +41,7 @@ from .sip_peer import answered as answered_sip
 from .test_analog_calls import answered_fxo, build, phone_calls
 from .test_connect import answered_in, answered_out, outbound_channel
 from .test_listening import answered, both_at_once, both_returned, tone
+from .test_sip_listening import received_events
 
 # The simulator only: key edges are measured against its virtual time, and the tone zone
 # is taken out of its kernel.
@@ -728,6 +729,25 @@ def test_sip_keys_right_after_a_prompt_do_not_cut_its_end(uas, peer):
     assert audio.dtmf_keys(samples, "alaw") == "5D"
     tones, pauses = tones_and_pauses(samples, "alaw")
     assert tones[0] >= 495 and sum(tones) >= 500 + 2 * 80, (tones, pauses)
+    channel.hang_up()
+
+
+def test_stop_during_telephone_events_ends_the_play_and_no_event_is_left_open(uas, peer):
+    """SIP with telephone-event: stop() in the second key ends the play at once; the
+    events sent are the first two keys, each ended (its end packets sent), none after."""
+    channel = answered_sip(uas, peer)
+    peer.drain_rtp()
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(
+        cause=channel.DTMFPlayer.play("123456")))
+    thread.start()
+    time.sleep(0.2)
+    channel.DTMFPlayer.stop()
+    thread.join(T)
+    assert result["cause"] is channel.DTMFPlayer.Cause.ERROR
+    events = received_events(peer, 0.6)
+    assert sorted({event for _, event, _ in events}) == [1, 2]
+    assert {event for _, event, end in events if end} == {1, 2}
     channel.hang_up()
 
 
