@@ -138,10 +138,11 @@ def send(engine, end: Line, audio: bytes) -> None:
         assert engine.run(end.chan.write_frame, audio[i:i + 160]) == 160
 
 
-def test_a_dtmf_tone_sounds_from_sendtone_until_it_is_stopped(loop):
+def test_a_dtmf_tone_sounds_from_sendtone_until_it_is_stopped(loop, tick):
     """DAHDI_SENDTONE of a DTMF digit (chan_dahdi's key down) sounds it continuously,
     DAHDI_DIALING saying so, until DAHDI_TONE_STOP (key up) or a write stops it; what the
-    uascall ports' DTMF relies on (dahdi-base's start_tone_digit)."""
+    uascall ports' DTMF relies on (dahdi-base's start_tone_digit). Audio written right
+    after the key up follows the whole tone."""
     engine, s, line = loop
     digit = abi.DTMF_TONE_DIGITS.index("5")
     mark = len(line.heard)
@@ -151,12 +152,15 @@ def test_a_dtmf_tone_sounds_from_sendtone_until_it_is_stopped(loop):
     assert engine.run(s.chan.dialing)  # no end of its own
     engine.run(s.chan.send_tone, abi.DAHDI_TONE_STOP)
     assert not engine.run(s.chan.dialing)
+    quiet = g711.ULAW.encode([200 if (i // 8) % 2 else -200 for i in range(160)])  # -42 dBm0
+    send(engine, s, quiet * 3)
     engine.sleep(0.5)
     heard = audio.decode(bytes(line.heard[mark:]), "ulaw")
     assert audio.dtmf_keys(heard, "ulaw") == "5"
-    tones = [seconds for loud, seconds in audio.on_off_segments(heard, -30, law="ulaw")
-             if loud]
-    assert len(tones) == 1 and 0.4 <= tones[0] <= 0.7, tones
+    runs = audio.on_off_segments(heard, -30, frame=40, law="ulaw")
+    assert [seconds for loud, seconds in runs if loud] == [
+        pytest.approx(0.5, abs=0.01 + tick)], runs
+    assert quiet * 3 in bytes(line.heard[mark:])
     # a write stops it, as it stops a digit being dialled
     engine.run(s.chan.send_tone, abi.DAHDI_TONE_DTMF_BASE + abi.DTMF_TONE_DIGITS.index("#"))
     assert engine.run(s.chan.dialing)

@@ -203,6 +203,10 @@ class DialState:
     #: at :attr:`sound_until` (the line's window then being sent has the tone up to there)
     continuous: bool = False
     sound_until: float | None = None
+    #: bytes of the continuous tone sent so far: it goes on from there, sample by sample,
+    #: however the line's windows fall in time (a real-time engine's are not contiguous
+    #: to the sample, and a jump in phase breaks a DTMF tone for a receiver)
+    sound_sent: int = 0
 
 
 class CasLines:
@@ -404,6 +408,7 @@ class CasLines:
         caller has stopped what sounded before (start_tone does)."""
         dial = self._dials.setdefault(chan, DialState())
         dial.dialing, dial.continuous, dial.sound_until = True, True, None
+        dial.sound_sent = 0
         dial.sound = _continuous_dtmf_sound(digit, chan.codec().name)
         # the write buffers go out first; the tone sounds after them
         dial.sound_from = self.engine.time() + self.kernel.tx_queued(chan) / SAMPLE_RATE
@@ -447,8 +452,8 @@ class CasLines:
                 wanted = min(wanted, round((dial.sound_until - start) * SAMPLE_RATE) - lead)
                 if wanted <= 0:
                     return None
-            loop = len(dial.sound)
-            at = max(at, 0) % loop
+            at = dial.sound_sent % len(dial.sound)
+            dial.sound_sent += wanted
             part = dial.sound[at: at + wanted]
             while len(part) < wanted:
                 part += dial.sound[: wanted - len(part)]

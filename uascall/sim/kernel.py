@@ -589,9 +589,12 @@ class SimKernel(DeviceIO):
         lead = 0
         if chan.tx_starts_at is not None and not chan.txdisable:
             lead = max(round((chan.tx_starts_at - window_start) * SAMPLE_RATE), 0)
+            # until the stream starts, the line has idle, or the kernel's tone (one
+            # stopped by the write, up to when it stopped)
+            before = self.cas.tone_bytes(chan, window_start, min(lead, nbytes))
             if lead >= nbytes:  # the stream starts in a later window
-                return bytes([chan.idle_byte()]) * nbytes
-            out += bytes([chan.idle_byte()]) * lead
+                return before or bytes([chan.idle_byte()]) * nbytes
+            out += before or bytes([chan.idle_byte()]) * lead
             chan.tx_starts_at = None
         if not chan.txdisable:
             while chan.tx and len(out) < nbytes:
@@ -611,6 +614,9 @@ class SimKernel(DeviceIO):
             tone = self.cas.tone_bytes(chan, window_start + sent / SAMPLE_RATE,
                                        nbytes - sent)
             if tone is not None:
+                # what is written next starts a stream of its own, once written: never
+                # in the time the tone had (that would cut the tone's end short)
+                chan.flowing = False
                 return bytes(out) + tone
         if sent < nbytes:
             # Counted for tests and benchmarks: the writer had a stream going and was late.
