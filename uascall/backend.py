@@ -112,6 +112,11 @@ class MediaPort:
     telephone_events: bool = False
     #: whether the line has a tone generator of its own for DTMF, see :meth:`start_digit`
     sounds_digits: bool = False
+    #: whether a key held on that generator keeps the line's time when the engine runs
+    #: late (a DAHDI channel's kernel does; a SIP stream's ticker skips the ticks a late
+    #: engine missed, and the far end plays packets by their timestamps): where it does
+    #: not, a player's keys go as frames, each a packet of the key's timeline
+    keys_keep_time: bool = False
 
     def write(self, frame: bytes) -> bool:
         """Queue one frame; False when the port is full for now (try again next tick).

@@ -1592,12 +1592,12 @@ class DTMFPlayer(_PlayerBase):
 
     In band (80 ms of tone with 80 ms between digits) on TDM and on SIP when the far end
     did not offer telephone-event; out of band as RFC 4733 telephone-events (80 ms each,
-    80 ms apart) on SIP when it did. In band, the line's own generator sounds each key,
-    held down and let go by the engine's timers, so that a late engine lengthens a key
-    rather than breaking it in two: on a DAHDI channel the kernel (its tone zone's DTMF,
-    -10 dBm0 a tone in the builtin zones), on SIP the RTP stream's ticker (-9/-7 dBm0).
-    Where the port has none (the voice modem) or the kernel refuses, the tones are
-    written as audio (-9/-7 dBm0).
+    80 ms apart) on SIP when it did. In band on a DAHDI channel the kernel sounds each
+    key (its tone zone's DTMF, -10 dBm0 a tone in the builtin zones), held down and let
+    go by the engine's timers, so that a late engine lengthens a key rather than
+    breaking it in two. Elsewhere (SIP, whose packets carry the key's time; the voice
+    modem), and where the kernel refuses, the tones are written as audio (-9/-7 dBm0).
+    ``stop()`` ends a play with ERROR (the UAS DTMFPlayer has no ABORTED).
     """
 
     class Cause(Enum):
@@ -1632,7 +1632,7 @@ class DTMFPlayer(_PlayerBase):
                         + (f"; {bad[0]!r} is not one" if bad else ""))
         self._check("DTMFPlayer.play")
         port = self._port("DTMFPlayer.play")
-        if port.telephone_events or port.sounds_digits:
+        if port.telephone_events or (port.sounds_digits and port.keys_keep_time):
             sounded = not port.telephone_events
             return self._play(None, "DTMFPlayer.play", start=lambda port, done: (
                 self._begin_keys(port, keys, done, sounded=sounded)))
@@ -1672,10 +1672,11 @@ class DTMFPlayer(_PlayerBase):
         self._what = f"DTMF {keys}"
         channel = self._channel
         channel._emit(MediaStarted(self._what))
-        # what a play just before this one queued goes out first, not cut short (a frame
-        # more: the line may have started it up to a frame after we did)
+        # what a play just before this one queued goes out first, not cut short (two
+        # frames more: the line may have started it up to a frame after we did, and may
+        # not yet have taken what came due since its last tick)
         engine, player = channel._engine, channel._player
-        start_at = -math.inf if player is None else player.plays_until + FRAME_SECONDS
+        start_at = -math.inf if player is None else player.plays_until + 2 * FRAME_SECONDS
         self._timer = engine.call_at(max(start_at, engine.time()), self._next_key)
 
     def _next_key(self) -> None:

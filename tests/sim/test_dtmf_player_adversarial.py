@@ -977,3 +977,64 @@ def test_a_sip_call_that_sent_telephone_events_is_freed_without_the_collector(ua
     kinds = garbage_after(calls, 5)
     assert sum(kinds.values()) <= 2 * 5, \
         f"in reference cycles after 5 calls: {kinds.most_common(12)}"
+
+
+# --------------------------------------------------------------------------- found late
+
+@pytest.mark.parametrize("port", ["fxs", "fxo"])
+def test_keys_right_after_a_prompt_on_an_analog_port_do_not_cut_its_end(lines, port):
+    """The prompt's last frames, still queued when its play returned, are heard whole
+    before the first key on either analog port too (the FXS port's line started the
+    prompt 14 ms after its first write: one frame's wait cut 15 ms of it)."""
+    channel, end = analog_call(lines, port)
+    with_tones(channel)
+    lines.engine.sleep(0.3)
+    mark = len(end.heard)
+    assert channel.TonePlayer.play("RINGBACK_EU", 0.5) is channel.TonePlayer.Cause.NORMAL
+    assert channel.DTMFPlayer.play("5D") is channel.DTMFPlayer.Cause.NORMAL
+    lines.engine.sleep(0.3)
+    samples = list(end.heard_pcm(mark))
+    assert audio.dtmf_keys(samples, end.law) == "5D"
+    tones, pauses = tones_and_pauses(samples, end.law)
+    assert tones[0] >= 495 and sum(tones) >= 500 + 2 * 80, (tones, pauses)
+    channel.hang_up()
+
+
+# --------------------------------------------------------------------------- SIP, a late engine
+
+@pytest.mark.parametrize("offset_ms", [10, 85, 100, 190])
+def test_sip_in_band_keys_keep_their_length_when_the_engine_stalls(uas, peer, offset_ms):
+    """The far end takes no telephone-event: the keys go in the RTP, whose timestamps
+    (not the engine's timing) are what the far end plays them by. The engine held up
+    70 ms ``offset_ms`` into "55" (in the first key, in the pause, in the second key)
+    must not shorten a key or the pause between the two 5s below 80 ms of RTP time: a
+    pause of 20-40 ms can merge them into one key at the far end. Frames, each a packet,
+    keep 80/80 exactly; the ticker holding the key by the engine's timers (e1aac3d)
+    gave 40-60 ms keys and 20-40 ms pauses, the ticks the stall missed skipped."""
+    peer.invite(formats="8")
+    peer.expect(100)
+    channel = uas.channel()
+    answer_through(channel, peer)
+    peer.drain_rtp()
+    result: dict = {}
+
+    def play() -> None:
+        uas.engine.call_later(offset_ms / 1000, time.sleep, 0.07)
+        result["cause"] = channel.DTMFPlayer.play("55")
+
+    thread = threading.Thread(target=play)
+    thread.start()
+    packets = peer.rtp_packets(0.9)
+    thread.join(5)
+    assert result["cause"] is channel.DTMFPlayer.Cause.NORMAL
+    packets.sort(key=lambda p: p.sequence)
+    first = packets[0].timestamp  # each payload where its timestamp puts it
+    line = bytearray(b"\xd5" * (packets[-1].timestamp - first + 160))
+    for packet in packets:
+        at = packet.timestamp - first
+        line[at:at + len(packet.payload)] = packet.payload
+    samples = audio.decode(bytes(line), "alaw")
+    assert audio.dtmf_keys(samples, "alaw") == "55"
+    tones, pauses = tones_and_pauses(samples, "alaw")
+    assert len(tones) == 2 and min(tones) >= 75 and min(pauses) >= 75, (tones, pauses)
+    channel.hang_up()

@@ -433,7 +433,8 @@ def test_dtmf_player_keys_stay_whole_when_the_engine_stalls_during_them(live_wor
     world.engine.sleep(0.5)
     heard = audio.decode(bytes(far.heard[mark:]), world.law)
     assert audio.dtmf_keys(heard, world.law) == "1590*#"
-    tones = [seconds for loud, seconds in audio.on_off_segments(heard, -30, frame=40,
+    # (above -20 dBm0: a key is -7; the vm rig's far end has heard a -26 dBm0 click)
+    tones = [seconds for loud, seconds in audio.on_off_segments(heard, -20, frame=40,
                                                                  law=world.law) if loud]
     assert len(tones) == 6 and min(tones) >= 0.075, tones
 

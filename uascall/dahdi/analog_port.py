@@ -370,7 +370,7 @@ class _ToneSink:
 class PortAudio(MediaPort):
     """The call's audio path on an analog port: writing stops the port's own tone."""
 
-    sounds_digits = True  # the kernel's DAHDI_SENDTONE
+    sounds_digits = keys_keep_time = True  # the kernel's DAHDI_SENDTONE
 
     def __init__(self, port: AnalogPort) -> None:
         self.port = port

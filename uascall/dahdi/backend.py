@@ -115,7 +115,7 @@ def q850_of(raw_cause: str | int) -> int | None:
 class BChannelPort(MediaPort):
     """A call's B-channel: frames go to the device as they are, in the call's law."""
 
-    sounds_digits = True  # the kernel's DAHDI_SENDTONE
+    sounds_digits = keys_keep_time = True  # the kernel's DAHDI_SENDTONE
 
     def __init__(self, channel: Channel, law: str) -> None:
         self.channel = channel

@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 
 #: frames a stream queues ahead of the ticker: the player's lead (3) plus slack for phase
 QUEUE_FRAMES = 5
+#: the fewest packets a key held on the stream's ticker lasts, and the pause after it: 60 ms,
+#: above Q.24's 40 ms that every receiver must take
+KEY_EDGE_PACKETS = 3
 #: a tick later than this counts as late (the benchmark's "no tick late by more than 5 ms")
 LATE_TICK = 0.005
 
@@ -78,6 +81,7 @@ class RtpTicker:
     @property
     def active(self) -> int:
         return len(self._streams)
+
 
     def add(self, stream: RtpStream) -> None:
         self._streams[stream] = None
@@ -157,6 +161,10 @@ class RtpStream(MediaPort):
         self._queue_limit = QUEUE_FRAMES
         self._events: collections.deque[list[bytes]] = collections.deque()  # per tick
         self._key: HeldKey | None = None  # a key held down: its tone, tick by tick
+        # key downs (a HeldKey) and ups (None) not yet in what was sent, and the count of
+        # packets sent when the last one was
+        self._key_edges: collections.deque[HeldKey | None] = collections.deque()
+        self._key_edge_at = -KEY_EDGE_PACKETS
         self._dtmf: DtmfReceiver | None = None
         self._jitter: JitterBuffer | None = None
         #: the jitter buffer holds packets back for missing ones: each tick expires them
@@ -223,6 +231,7 @@ class RtpStream(MediaPort):
         self._queue.clear()
         self._events.clear()
         self._key = None
+        self._key_edges.clear()
         self.endpoint.close()
         self.on_digit = None
         self.on_audio = None
@@ -274,15 +283,26 @@ class RtpStream(MediaPort):
         self._events.append(packets[-3:])
 
     def start_digit(self, digit: str) -> bool:
-        """Play ``digit``'s tone in band from the next tick on, in place of the audio
-        queued, until :meth:`stop_digit`. While the far end holds the call it goes
-        nowhere, as what is written does."""
-        self._queue.clear()
-        self._key = HeldKey(digit, self.law)
+        """Play ``digit``'s tone in band from the next packet on, in place of the audio
+        queued, until :meth:`stop_digit`. A key and the pause after it last at least
+        :data:`KEY_EDGE_PACKETS` packets whatever the engine does: the ticker skips the
+        ticks a late engine missed, and the far end, which plays packets by their
+        timestamps, would hear a key held across a stall that much shorter. While the
+        far end holds the call it goes nowhere, as what is written does."""
+        self._key_edges.append(HeldKey(digit, self.law))
         return True
 
     def stop_digit(self) -> None:
-        self._key = None
+        self._key_edges.append(None)
+
+    def _take_key_edge(self) -> None:
+        """The next key edge, once the key or the pause before it has lasted long enough
+        (one edge a packet)."""
+        if self.packets_sent - self._key_edge_at >= KEY_EDGE_PACKETS:
+            self._key = self._key_edges.popleft()
+            self._key_edge_at = self.packets_sent
+            if self._key is not None:
+                self._queue.clear()
 
     @property
     def sending_digit(self) -> bool:
@@ -294,7 +314,7 @@ class RtpStream(MediaPort):
         silence, nothing held in the jitter buffer, no telephone-event) is done here, with
         UdpEndpoint.send's work (send, count, say why it failed) in line: at 2,000
         streams the calls of the general path were a third of the ticker's time."""
-        if self._events or self._reordering or self._key is not None:
+        if self._events or self._reordering or self._key is not None or self._key_edges:
             self._send_general()
             return
         sender, remote = self._sender, self.remote
@@ -332,6 +352,8 @@ class RtpStream(MediaPort):
             if self._queue:
                 self._queue.popleft()  # the event takes this frame's place
             return
+        if self._key_edges:
+            self._take_key_edge()
         if self._key is not None:
             frame = self._key.next_frame()
             if self._queue:
