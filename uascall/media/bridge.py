@@ -92,8 +92,8 @@ MAX_MUTED_FRAMES = 1500
 #: the shortest a key is held down on a port's generator, and the shortest pause before
 #: the next (seconds): above Q.24's 40 ms that every receiver must take, with a frame's
 #: margin for a detector that counts whole 20 ms blocks
-KEY_MIN_ON = 0.05
-KEY_MIN_OFF = 0.05
+KEY_MIN_ON = 0.06
+KEY_MIN_OFF = 0.06
 #: the longest a key is held down on a port's generator, should its end never be known
 KEY_MAX_ON = MAX_MUTED_FRAMES * 0.020
 #: how often the link looks at a key held down when no frame comes to make it look
@@ -260,12 +260,17 @@ class AudioLink:
             lasted = now - self._held_since
             still_down = (not self._keys_waiting and self._key_down is not None
                           and self._key_down())
-            if lasted >= KEY_MIN_ON and (not still_down or lasted >= KEY_MAX_ON):
+            # (to the microsecond: engine times are floats, and a key of exactly the
+            # least length must not wait a frame more)
+            if lasted >= KEY_MIN_ON - 1e-6 and (not still_down or lasted >= KEY_MAX_ON):
                 self._release(now)
-        if self._held is None and self._keys_waiting and now - self._released_at >= KEY_MIN_OFF:
+        if self._held is None and self._keys_waiting \
+                and now - self._released_at >= KEY_MIN_OFF - 1e-6:
             digit = self._keys_waiting.popleft()
             if self._press(digit):
                 self._held, self._held_since = digit, now
+                log.debug("%s: key %s down (%d waiting)", self.name, digit,
+                          len(self._keys_waiting))
                 if self._sent_key is not None:
                     self._sent_key(digit, now)
             else:  # the generator refused: this key and those after it as frames
@@ -296,6 +301,8 @@ class AudioLink:
     def _release(self, now: float) -> None:
         if self._held is None:
             return
+        log.debug("%s: key %s up after %.0f ms", self.name, self._held,
+                  1000 * (now - self._held_since))
         self._held, self._released_at = None, now
         try:
             self.port.stop_digit()

@@ -170,7 +170,8 @@ class Hearing:
         self._fed_at = 0.0  # engine time of the latest frame queued
         #: called with every frame heard, (frame, law), once the DTMF bank has analysed it
         self.taps: list[Callable[[bytes, str], None]] = []
-        self._unheard: list[tuple[bytes, str]] = []  # frames the taps have not had yet
+        # frames the taps have not had yet, with where each ends in the DTMF stream
+        self._unheard: list[tuple[bytes, str, int]] = []
         # what we sent in the last ECHO_SECONDS and more (the guard looks at the times):
         # a bounded deque, not trimmed by time on every frame
         self._sent: collections.deque[tuple[float, bytes, str]] = collections.deque(
@@ -183,6 +184,13 @@ class Hearing:
         self._inband_key: str | None = None  # a key down in band now
         self._oob_key: str | None = None  # a key down out of band now
         self._last_key = ""  # the latest key pressed, by either way
+        self._last_in_band = False
+        # the latest keys heard in band, [start, end or None while down] in stream samples,
+        # and the samples of the frame the taps are being given (None between passes):
+        # what a tap asks of keys is answered for that frame, not for the end of the pass
+        # (a late engine's pass takes several frames, the end of a key among them)
+        self._key_spans: collections.deque[list[int | None]] = collections.deque(maxlen=8)
+        self._passing: tuple[int, int] | None = None
 
     def close(self) -> None:
         self.pass_on()
@@ -207,7 +215,7 @@ class Hearing:
         if self.taps:
             if not self._unheard:
                 self._dsp.waiting.append(self)
-            self._unheard.append((frame, law))
+            self._unheard.append((frame, law, stream.samples_fed))
         if self._dsp._timer is None:  # else a pass is due already and takes this frame
             self._dsp.queued()
 
@@ -218,9 +226,13 @@ class Hearing:
         if not frames:
             return
         self._unheard = []
-        for frame, law in frames:
-            for tap in tuple(self.taps):  # a tap may take itself off
-                tap(frame, law)
+        try:
+            for frame, law, end in frames:
+                self._passing = (end - len(frame), end)
+                for tap in tuple(self.taps):  # a tap may take itself off
+                    tap(frame, law)
+        finally:
+            self._passing = None
 
     def out_of_band(self, digit: str, ended: bool) -> None:
         """The backend reported a key going down (or, ``ended``, up) out of band."""
@@ -232,6 +244,7 @@ class Hearing:
         else:
             self.key_sample = None
             self._oob_key = self._last_key = digit
+            self._last_in_band = False
             self.keys.down("rfc4733", digit, now, now)
 
     def samples_ago(self, sample: int) -> int:
@@ -250,22 +263,48 @@ class Hearing:
             return
         self.key_sample = sample
         self._inband_key = self._last_key = digit
+        self._last_in_band = True
+        self._key_spans.append([sample, None])
         self.keys.down("inband", digit, start, self._engine.time())
 
     def _inband_up(self, event: DtmfEvent) -> None:
         if self._inband_key == event.digit:
             self._inband_key = None
+            if self._key_spans and self._key_spans[-1][1] is None:
+                self._key_spans[-1][1] = event.end
         self.keys.up("inband", event.digit, self._time_of(event.end))
 
     def inband_key_held(self) -> bool:
-        """Whether the far end holds a key down in band now (as far as heard)."""
+        """Whether the far end holds a key down in band now (as far as heard); asked by a
+        tap, whether the frame it is given holds part of one."""
+        if self._passing is not None:
+            return self._in_key_span(only_last=False)
         return self._inband_key is not None
 
     def key_down(self) -> bool:
         """Whether the far end still holds down the key it pressed last, in band or out of
-        band (as far as heard)."""
+        band (as far as heard; asked by a tap, in the frame it is given)."""
         last = self._last_key
-        return last != "" and (self._inband_key == last or self._oob_key == last)
+        if not last:
+            return False
+        if not self._last_in_band:
+            return self._oob_key == last
+        if self._passing is not None:
+            return self._in_key_span(only_last=True)
+        return self._inband_key == last
+
+    def _in_key_span(self, *, only_last: bool) -> bool:
+        """Whether the frame being passed on overlaps a key heard in band (the latest
+        one, ``only_last``)."""
+        assert self._passing is not None
+        first, end = self._passing
+        spans = self._key_spans
+        for span in ((spans[-1],) if only_last and spans else spans):
+            start, stop = span
+            assert start is not None
+            if start < end and (stop is None or stop > first):
+                return True
+        return False
 
     # ------------------------------------------------------------------ out
     def sent(self, frame: bytes, law: str) -> None:
