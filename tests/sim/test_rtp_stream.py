@@ -14,6 +14,7 @@ import socket
 import pytest
 
 from uascall.engine import Engine, VirtualClock
+from uascall.media.dtmf import HeldKey
 from uascall.sip.media import RtpPorts, RtpStream, RtpTicker
 from uascall.sip.rtp import RtpPacket, RtpSender
 from uascall.sip.sdp import Negotiated
@@ -170,3 +171,45 @@ def test_writing_to_a_closed_stream_is_an_error_and_to_a_held_one_goes_nowhere(e
     engine.run(stream.close)
     with pytest.raises(OSError, match="closed"):
         engine.run(stream.write, b"\x01" * 160)
+
+
+def test_a_key_held_on_the_ticker_lasts_three_packets_and_so_does_its_pause(engine,
+                                                                            far_end):
+    """A key let go at once (a late engine's key up), and the next pressed at once after
+    it, still give the far end three packets of each tone with three packets between:
+    it plays packets by their timestamps, and 60 ms is above what Q.24 asks it to
+    take. The key replaces the audio queued, and the audio comes back after it."""
+    ticker = RtpTicker(engine)
+    stream = open_stream(engine, ticker, far_end)
+    speech = b"\x01" * 160
+
+    def keys() -> None:
+        stream.write(speech)
+        stream.start_digit("1")
+        stream.stop_digit()
+        stream.start_digit("2")
+        stream.stop_digit()
+
+    engine.run(keys)
+    engine.sleep(0.2)  # ten ticks
+    payloads = [p.payload for p in received(far_end, 10)]
+    one, two = (HeldKey(digit, "alaw") for digit in "12")
+    assert payloads == ([one.next_frame() for _ in range(3)] + [SILENCE_ALAW] * 3
+                        + [two.next_frame() for _ in range(3)] + [SILENCE_ALAW])
+    engine.run(stream.close)
+
+
+def test_a_key_while_the_far_end_holds_the_call_is_not_kept_for_later(engine, far_end):
+    ticker = RtpTicker(engine)
+    stream = open_stream(engine, ticker, far_end)
+    held = Negotiated(law="alaw", payload_type=8, telephone_event=None, remote=None,
+                      direction="recvonly", peer=far_end.getsockname())
+    engine.run(stream.open, held)
+    assert engine.run(stream.start_digit, "5") is True
+    engine.run(stream.stop_digit)
+    engine.run(stream.open, Negotiated(law="alaw", payload_type=8, telephone_event=None,
+                                       remote=far_end.getsockname(), direction="sendrecv",
+                                       peer=far_end.getsockname()))
+    engine.sleep(0.07)
+    assert {p.payload for p in received(far_end, 3)} == {SILENCE_ALAW}
+    engine.run(stream.close)

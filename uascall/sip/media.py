@@ -82,7 +82,6 @@ class RtpTicker:
     def active(self) -> int:
         return len(self._streams)
 
-
     def add(self, stream: RtpStream) -> None:
         self._streams[stream] = None
         if self._timer is None:
@@ -289,11 +288,16 @@ class RtpStream(MediaPort):
         ticks a late engine missed, and the far end, which plays packets by their
         timestamps, would hear a key held across a stall that much shorter. While the
         far end holds the call it goes nowhere, as what is written does."""
-        self._key_edges.append(HeldKey(digit, self.law))
+        if self.sending:  # (else the far end holds the call: the key goes nowhere, in time)
+            self._key_edges.append(HeldKey(digit, self.law))
         return True
 
     def stop_digit(self) -> None:
-        self._key_edges.append(None)
+        if self.sending:
+            self._key_edges.append(None)
+        else:  # nothing of a key is kept for when the far end takes the call back
+            self._key = None
+            self._key_edges.clear()
 
     def _take_key_edge(self) -> None:
         """The next key edge, once the key or the pause before it has lasted long enough
