@@ -279,3 +279,6 @@ class PriCall:
         log.info("%r cleared by %s, cause %d (%s)", self, self.cleared_by, self.cause,
                  libpri.cause_text(self.cause))
         self._emit(CallCleared(self.cause, self.cleared_by))
+        # nothing more will happen to it: its listeners (a leg that holds the call) are let
+        # go, so that a finished call is no reference cycle for the collector to find
+        self.listeners.clear()
