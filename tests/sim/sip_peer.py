@@ -287,8 +287,8 @@ def incoming(uas: Uas, peer: SipPeer, **invite) -> UASCallChannel:
     return uas.channel()
 
 
-def answered(uas: Uas, peer: SipPeer) -> UASCallChannel:
-    channel = incoming(uas, peer)
+def answered(uas: Uas, peer: SipPeer, **invite) -> UASCallChannel:
+    channel = incoming(uas, peer, **invite)
     answer_through(channel, peer)
     return channel
 

@@ -16,13 +16,14 @@ from collections.abc import Callable
 from uascall.channel import State
 
 from .helpers import T, World
-from .sip_peer import SipPeer, Uas, answer_through
+from .sip_peer import SipPeer, Uas, answered
 
 CALLS = 10
 
 
-def cycles_after(make_calls: Callable[[int], None]) -> tuple[int, collections.Counter]:
-    """The objects the collector finds in reference cycles after ``make_calls(CALLS)``
+def cycles_after(make_calls: Callable[[int], None], count: int = CALLS
+                 ) -> tuple[int, collections.Counter]:
+    """The objects the collector finds in reference cycles after ``make_calls(count)``
     (one call made first: what is made once per process, caches and the DTMF bank, is
     not a call's), and their kinds."""
     make_calls(1)
@@ -34,7 +35,7 @@ def cycles_after(make_calls: Callable[[int], None]) -> tuple[int, collections.Co
     level = logger.level
     logger.setLevel(logging.WARNING)
     try:
-        make_calls(CALLS)
+        make_calls(count)
         found = gc.collect()
         kinds = collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}"
                                     for o in gc.garbage)
@@ -51,11 +52,7 @@ def cycles_after(make_calls: Callable[[int], None]) -> tuple[int, collections.Co
 def test_finished_sip_calls_leave_no_reference_cycles():
     uas = Uas()
     try:
-        def sip_calls(count: int) -> None:
-            calls(uas, count)
-            uas.engine.sleep(0.3)
-
-        found, kinds = cycles_after(sip_calls)
+        found, kinds = cycles_after(lambda count: sip_calls(uas, count))
         assert found <= 2 * CALLS, (f"{found} objects in reference cycles after {CALLS} "
                                     f"calls: {kinds.most_common(12)}")
     finally:
@@ -81,17 +78,19 @@ def test_finished_pri_calls_leave_no_reference_cycles(world: World):
                         f"{kinds.most_common(12)}")
 
 
-def calls(uas: Uas, count: int) -> None:
+def sip_calls(uas: Uas, count: int, *, keys: str = "") -> None:
+    """``count`` SIP calls to ``uas``, each answered, playing ``keys`` if any, and hung up
+    by the caller."""
     for _ in range(count):
         peer = SipPeer(uas.address)
         try:
-            peer.invite()
-            peer.expect(100)
-            channel = uas.channel()
-            answer_through(channel, peer)
+            channel = answered(uas, peer)
+            if keys:
+                assert channel.DTMFPlayer.play(keys) is channel.DTMFPlayer.Cause.NORMAL
             peer.bye()
             peer.expect(200, method="BYE")
             channel.wait_for_idle()
         finally:
             peer.close()
         del channel
+    uas.engine.sleep(0.3)

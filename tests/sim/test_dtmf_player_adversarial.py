@@ -18,8 +18,6 @@ detector.
 from __future__ import annotations
 
 import array
-import collections
-import gc
 import itertools
 import logging
 import threading
@@ -36,9 +34,9 @@ from uascall.dahdi.analog import AnalogSettings
 from uascall.errors import Error, Hangup
 
 from .helpers import T, World, wait_for_libpri, with_tones
-from .sip_peer import SipPeer, answer_through
 from .sip_peer import answered as answered_sip
 from .test_analog_calls import answered_fxo, build, phone_calls
+from .test_call_garbage import cycles_after, sip_calls
 from .test_connect import answered_in, answered_out, outbound_channel
 from .test_listening import answered, both_at_once, both_returned, tone
 from .test_sip_listening import received_events
@@ -239,14 +237,16 @@ def test_a_red_alarm_mid_key_ends_the_play_and_the_span_comes_back(world, rig, c
     assert no_faults(world, before)
     rig.clear_alarm(world.engine, loop)
     assert world.engine.wait_until(lambda: world.backend.up and loop.cpe.in_service, T)
-    # (libpri's timers run on the wall clock while virtual time stands still: without
-    # this the next call's first 20 ms window on the line would overlap the key's last)
-    world.engine.sleep(1.0)
+    # The next call comes while virtual time stood still (libpri's timers run on the wall
+    # clock): its first blocks hold nothing of the key, which the kernel dropped with
+    # the channel's close, as it drops what was written (close_channel; it heard 20 ms
+    # of the key before 5829638).
     again, far_again = next_call(world)
     assert far_again.call.chanpos == 1
     mark = mark_of(world, far_again)
     assert again.answer() is State.ANSWERED
     world.engine.sleep(0.5)
+    assert audio.dtmf_blocks(heard(world, far_again, 0), world.law)[:2] == [None, None]
     assert audio.level_dbm0(heard(world, far_again, mark), world.law) < -50
     again.hang_up()
 
@@ -290,30 +290,6 @@ def test_hanging_up_from_another_thread_mid_key(world, after_ms, caplog):
     assert again.answer() is State.ANSWERED
     world.engine.sleep(0.5)
     assert audio.level_dbm0(heard(world, far_again, mark), world.law) < -50
-    again.hang_up()
-
-
-def test_a_key_down_when_the_channel_closes_is_not_heard_by_the_next_call(world, rig):
-    """A RED alarm closes the B-channel during a key, and the next call on it comes while
-    virtual time stood still (libpri's timers run on the wall clock): its first blocks
-    hold nothing of the key. The kernel drops what is left of a stopped tone at the
-    close, as it drops what was written (close_channel; it heard 20 ms of the key before
-    5829638)."""
-    channel, _far = answered(world)
-    loop = world.backend.loop
-    world.engine.run(world.engine.call_later, 0.2, rig.raise_alarm, world.engine, loop,
-                     abi.DAHDI_ALARM_RED)
-    thread, outcome = in_thread(world, channel.DTMFPlayer.play, "1234567890")
-    assert finish(world, thread, outcome) is channel.DTMFPlayer.Cause.HANGUP
-    assert channel.wait_for_idle(T) is State.IDLE
-    rig.clear_alarm(world.engine, loop)
-    assert world.engine.wait_until(lambda: world.backend.up and loop.cpe.in_service, T)
-    again, far_again = next_call(world)
-    assert far_again.call.chanpos == 1
-    assert again.answer() is State.ANSWERED
-    world.engine.sleep(0.5)
-    samples = heard(world, far_again, 0)
-    assert audio.dtmf_blocks(samples, world.law)[:2] == [None, None]
     again.hang_up()
 
 
@@ -681,10 +657,7 @@ def test_stop_during_keys_gone_in_band_for_want_of_a_zone(world):
 def test_sip_without_telephone_event_gets_the_keys_in_band_as_before(uas, peer):
     """The far end takes no telephone-event: the keys go in band in the call's RTP, each
     80 ms on and 80 ms off, a comma 0.5 s, lower case the same key."""
-    peer.invite(formats="8")
-    peer.expect(100)
-    channel = uas.channel()
-    answer_through(channel, peer)
+    channel = answered_sip(uas, peer, formats="8")
     peer.drain_rtp()
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(
@@ -707,10 +680,7 @@ def test_sip_without_telephone_event_gets_the_keys_in_band_as_before(uas, peer):
 def test_sip_keys_right_after_a_prompt_do_not_cut_its_end(uas, peer):
     """The same on SIP without telephone-event: the prompt's RTP is whole before the
     first key's."""
-    peer.invite(formats="8")
-    peer.expect(100)
-    channel = uas.channel()
-    answer_through(channel, peer)
+    channel = answered_sip(uas, peer, formats="8")
     peer.drain_rtp()
     result: dict = {}
 
@@ -914,29 +884,6 @@ def test_a_long_stall_in_a_key_lengthens_it_and_nothing_else(live_world):
 
 # --------------------------------------------------------------------------- garbage
 
-def garbage_after(calls, count: int) -> collections.Counter:
-    """The kinds of objects left in reference cycles by ``calls(count)`` (after one call
-    first: what is made once per process is not a call's), as test_call_garbage counts
-    them."""
-    calls(1)
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    logger = logging.getLogger("uascall")  # pytest's log records would hold the calls
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        calls(count)
-        gc.collect()
-        return collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}"
-                                   for o in gc.garbage)
-    finally:
-        logger.setLevel(level)
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
-
-
 def test_a_pri_call_that_played_keys_is_freed_without_the_collector(world):
     """A call that played keys on the kernel's generator leaves its channel, its players
     and the play's steps to reference counting: none of them in a cycle (the collector's
@@ -952,7 +899,7 @@ def test_a_pri_call_that_played_keys_is_freed_without_the_collector(world):
             world.channels.clear()
             del channel, _far
 
-    kinds = garbage_after(calls, 5)
+    _found, kinds = cycles_after(calls, 5)
     ours = {kind: n for kind, n in kinds.items()
             if kind.startswith("uascall.channel.") or kind in ("builtins.function",
                                                                "builtins.cell")}
@@ -961,22 +908,8 @@ def test_a_pri_call_that_played_keys_is_freed_without_the_collector(world):
 
 def test_a_sip_call_that_sent_telephone_events_is_freed_without_the_collector(uas):
     """The same for telephone-events (their steps were closures too, before 5829638)."""
-    def calls(count: int) -> None:
-        for _ in range(count):
-            peer = SipPeer(uas.address)
-            try:
-                channel = answered_sip(uas, peer)
-                assert channel.DTMFPlayer.play("12") is channel.DTMFPlayer.Cause.NORMAL
-                peer.bye()
-                peer.expect(200, method="BYE")
-                channel.wait_for_idle()
-            finally:
-                peer.close()
-            del channel
-
-    kinds = garbage_after(calls, 5)
-    assert sum(kinds.values()) <= 2 * 5, \
-        f"in reference cycles after 5 calls: {kinds.most_common(12)}"
+    found, kinds = cycles_after(lambda count: sip_calls(uas, count, keys="12"), 5)
+    assert found <= 2 * 5, f"in reference cycles after 5 calls: {kinds.most_common(12)}"
 
 
 # --------------------------------------------------------------------------- found late
@@ -1011,10 +944,7 @@ def test_sip_in_band_keys_keep_their_length_when_the_engine_stalls(uas, peer, of
     pause of 20-40 ms can merge them into one key at the far end. Frames, each a packet,
     keep 80/80 exactly; the ticker holding the key by the engine's timers (e1aac3d)
     gave 40-60 ms keys and 20-40 ms pauses, the ticks the stall missed skipped."""
-    peer.invite(formats="8")
-    peer.expect(100)
-    channel = uas.channel()
-    answer_through(channel, peer)
+    channel = answered_sip(uas, peer, formats="8")
     peer.drain_rtp()
     result: dict = {}
 

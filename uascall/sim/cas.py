@@ -409,7 +409,7 @@ class CasLines:
         dial = self._dials.setdefault(chan, DialState())
         dial.dialing, dial.continuous, dial.sound_until = True, True, None
         dial.sound_sent = 0
-        dial.sound = _continuous_dtmf_sound(digit, chan.codec().name)
+        dial.sound = _dtmf_sound(digit, chan.codec().name, CONTINUOUS_LOOP_MS)
         # the write buffers go out first; the tone sounds after them
         dial.sound_from = self.engine.time() + self.kernel.tx_queued(chan) / SAMPLE_RATE
 
@@ -809,18 +809,9 @@ def _decode(sig: int, bits: int) -> int:
 
 
 @functools.cache
-def _continuous_dtmf_sound(digit: str, law: str) -> bytes:
-    """A second of a continuous kernel DTMF tone, encoded in ``law``, to be repeated."""
+def _dtmf_sound(digit: str, law: str, on_ms: int = DIAL_DTMF_ON_MS) -> bytes:
+    """``on_ms`` of the kernel's DTMF tone of ``digit``, encoded in ``law``: a dialled
+    digit's, or (CONTINUOUS_LOOP_MS) the loop a continuous one repeats."""
     codec = g711.codec(law)
-    return codec.encode(dtmf_samples(digit, on_ms=CONTINUOUS_LOOP_MS, off_ms=0,
-                                     low_dbm0=DIAL_DTMF_DBM0, high_dbm0=DIAL_DTMF_DBM0,
-                                     law=law))
-
-
-@functools.cache
-def _dtmf_sound(digit: str, law: str) -> bytes:
-    """The sounding part of a kernel DTMF digit, encoded in ``law``."""
-    codec = g711.codec(law)
-    return codec.encode(dtmf_samples(digit, on_ms=DIAL_DTMF_ON_MS, off_ms=0,
-                                     low_dbm0=DIAL_DTMF_DBM0, high_dbm0=DIAL_DTMF_DBM0,
-                                     law=law))
+    return codec.encode(dtmf_samples(digit, on_ms=on_ms, off_ms=0, low_dbm0=DIAL_DTMF_DBM0,
+                                     high_dbm0=DIAL_DTMF_DBM0, law=law))
