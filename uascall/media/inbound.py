@@ -278,7 +278,7 @@ class Hearing:
         """Whether the far end holds a key down in band now (as far as heard); asked by a
         tap, whether the frame it is given holds part of one."""
         if self._passing is not None:
-            return self._in_key_span(only_last=False)
+            return bool(self._key_spans) and self._in_key_span(only_last=False)
         return self._inband_key is not None
 
     def key_down(self) -> bool:
@@ -298,12 +298,14 @@ class Hearing:
         one, ``only_last``)."""
         assert self._passing is not None
         first, end = self._passing
-        spans = self._key_spans
-        for span in ((spans[-1],) if only_last and spans else spans):
-            start, stop = span
+        for start, stop in reversed(self._key_spans):  # the newest first
             assert start is not None
-            if start < end and (stop is None or stop > first):
+            if stop is not None and stop <= first:
+                return False  # over before this frame, as every older one
+            if start < end:
                 return True
+            if only_last:
+                return False
         return False
 
     # ------------------------------------------------------------------ out
