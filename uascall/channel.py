@@ -1659,8 +1659,8 @@ class DTMFPlayer(_PlayerBase):
     def _begin_keys(self, port: Any, keys: str, done: Callable[[str], None], *,
                     sounded: bool) -> None:
         """Engine thread: the keys one at a time, paced by timers: as telephone-events, or
-        (``sounded``) each held down on the line's own generator (a DAHDI channel's
-        kernel, a SIP stream's ticker) and let go. A late engine then lengthens a key or
+        (``sounded``) each held down on the line's own generator where it keeps the
+        line's time (a DAHDI channel's kernel) and let go. A late engine then lengthens a key or
         the pause after it, where frames written one by one would leave a gap in the tone
         that a receiver hears as the key twice, or not at all. If the generator refuses,
         the keys not sounded yet are played in band."""
