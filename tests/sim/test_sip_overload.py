@@ -14,6 +14,7 @@ from tests.sim.sip_peer import SipPeer, Uas, answered, held_by, incoming
 from uascall.channel import State
 from uascall.sip import useragent
 from uascall.sip.message import Response
+from uascall.sip.transaction import RefusedInvites
 
 
 def server_transactions(uas: Uas) -> int:
@@ -66,6 +67,58 @@ def test_an_invite_refused_for_overload_is_answered_statelessly():
     finally:
         peer.close()
         server.close()
+
+
+def test_an_invite_refused_503_is_refused_again_when_retransmitted_after_the_load_passed():
+    """A stateless 503 keeps no transaction, but its INVITE's key is kept for 64*T1: a
+    retransmission that comes once the load has passed (it crossed the 503, or the 503
+    was lost) gets the 503 again, where it used to be taken as a new call its sender had
+    already ACKed away; a new INVITE is taken as usual."""
+    server = Uas(max_setups=1)
+    first = SipPeer(server.address)
+    second = SipPeer(server.address, host="127.0.0.2")
+    try:
+        ringing = incoming(server, first)
+        invite = second.invite()
+        busy = second.expect(503)
+        assert ringing.reject() is State.IDLE  # the load has passed
+        second.send(invite)
+        again = second.expect(503)
+        assert (again.to.tag, again.headers.get("Retry-After")) == (busy.to.tag, "5")
+        second.ack(busy)
+        assert second.poll(0.3) == []
+        assert server.calls.empty()  # no call offered for the retransmission
+        stats = server.engine.run(lambda: server.backend.ua.stats)
+        assert (stats.overloaded, stats.refused_again) == (1, 1)
+        second.call_id = f"{secrets.token_hex(8)}@new"
+        assert incoming(server, second).state() is State.CALL_INCOMING
+    finally:
+        first.close()
+        second.close()
+        server.close()
+
+
+def test_refused_invites_are_forgotten_after_64_t1_and_beyond_capacity():
+    """RefusedInvites: a key is remembered for its delay, refusing it again restarts that,
+    and the table holds ``capacity`` keys at most, the oldest forgotten first (a flood
+    shortens how long a refusal is remembered; memory does not grow)."""
+    refused = RefusedInvites(32.0, capacity=3)
+    keys = [(f"z9hG4bK{n}", "127.0.0.1:5060", "INVITE") for n in range(5)]
+    refused.add(keys[0], now=0.0)
+    assert refused.refused(keys[0], now=31.9)
+    assert not refused.refused(keys[0], now=32.0)
+    assert not refused.refused(keys[1], now=1.0)
+    refused.add(keys[0], now=10.0)  # refused again: 32 s from now
+    assert refused.refused(keys[0], now=41.0)
+    for n, key in enumerate(keys[1:4]):
+        refused.add(key, now=11.0 + n)
+    assert len(refused) == 3
+    assert not refused.refused(keys[0], now=14.0)  # the oldest went for keys[3]
+    assert all(refused.refused(key, now=14.0) for key in keys[1:4])
+    refused.add(keys[4], now=50.0)  # the others' time is up: they go as it comes
+    assert len(refused) == 1 and refused.refused(keys[4], now=50.0)
+    with pytest.raises(ValueError, match="expected a positive time and count"):
+        RefusedInvites(0.0, 10)
 
 
 def test_requests_answered_at_once_keep_no_transaction(uas, peer):

@@ -531,6 +531,61 @@ class ExpiryQueue:
         return due, None
 
 
+class RefusedInvites:
+    """The INVITEs refused statelessly with 503 in the last ``delay`` seconds (64*T1), by
+    server transaction key, so that a retransmission of one is refused again.
+
+    A stateless refusal keeps no transaction (RFC 3261 8.2.7), so without this a
+    retransmission that arrives once the load has passed (it crossed our 503, or the 503
+    was lost) would be taken as a new call: one its sender no longer has, since it ACKed
+    the 503 and ended the transaction, and that would ring the application for nothing
+    until its 2xx went unACKed. A 503 is the one stateless answer that depends on the
+    moment; the others (400, 481, the 8.2 checks) come out the same from the request.
+
+    Bounded: at most ``capacity`` keys (a key's hash and its deadline, about 150 bytes),
+    the oldest forgotten first, so a flood at ten times capacity shortens how long a
+    refusal is remembered instead of growing memory. Sans-I/O: the caller tells the time.
+    """
+
+    __slots__ = ("_deadlines", "_order", "capacity", "delay")
+
+    def __init__(self, delay: float, capacity: int) -> None:
+        if not delay > 0 or capacity < 1:
+            raise ValueError(f"refused INVITEs kept {delay!r} s, at most {capacity!r}; "
+                             "expected a positive time and count")
+        self.delay = delay
+        self.capacity = capacity
+        self._deadlines: dict[int, float] = {}
+        # (deadline, key) in the order refused; the deque, not the dict's order, is the
+        # queue: a dict emptied from the front is scanned over its holes on each look
+        self._order: collections.deque[tuple[float, int]] = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self._deadlines)
+
+    def add(self, key: tuple[str, str, str], now: float) -> None:
+        """``key``'s INVITE was refused just now."""
+        digest = hash(key)
+        deadline = now + self.delay
+        self._deadlines[digest] = deadline
+        order = self._order
+        order.append((deadline, digest))
+        deadlines = self._deadlines
+        while order and (order[0][0] <= now or len(order) > self.capacity):
+            when, old = order.popleft()
+            if deadlines.get(old) == when:  # not refused again since
+                del deadlines[old]
+
+    def refused(self, key: tuple[str, str, str], now: float) -> bool:
+        """Whether ``key``'s INVITE was refused within the last ``delay`` seconds."""
+        deadline = self._deadlines.get(hash(key))
+        return deadline is not None and deadline > now
+
+    def clear(self) -> None:
+        self._deadlines.clear()
+        self._order.clear()
+
+
 def build_ack_for_failure(invite: Request, response: Response) -> Request:
     """The ACK a client INVITE transaction sends for a 300-699 response (RFC 3261 17.1.1.3):
     same Request-URI, top Via, From, Call-ID and CSeq number as the INVITE, the To of the

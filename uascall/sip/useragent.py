@@ -23,11 +23,14 @@ Datagrams from :class:`~uascall.sip.transport.UdpEndpoint` are parsed
 A request answered at once with a final response, nothing set up for it (the refusals
 of the 8.2 checks and of overload control, 400 for bad SDP, OPTIONS and 481 outside a
 dialog), is answered **statelessly** (RFC 3261 8.2.7): no server transaction, so nothing
-is kept and nothing retransmitted; a retransmission of the request is answered again,
+is retransmitted; a retransmission of the request is answered again,
 with the same To-tag (a keyed hash of the request's transaction identifiers), and the ACK
 for a refused INVITE matches nothing and is dropped. Under a flood of INVITEs this is the
 difference between forgetting each one at once and keeping each for 64*T1 while its 503
-is resent ten times (80,000 INVITEs drew 564,254 retransmitted 503s and 385 MB).
+is resent ten times (80,000 INVITEs drew 564,254 retransmitted 503s and 385 MB). What
+is kept of a 503 is the INVITE's transaction key for 64*T1 (:class:`RefusedInvites`, a
+bounded table), so that a retransmission that comes once the load has passed is refused
+again rather than taken as a new call its sender has already ended.
 
 Draining
 --------
@@ -120,6 +123,7 @@ from uascall.sip.transaction import (
     InviteServerTransaction,
     NonInviteClientTransaction,
     NonInviteServerTransaction,
+    RefusedInvites,
     Send,
     ServerTransaction,
     SetTimer,
@@ -158,6 +162,9 @@ OVERLOAD_LOG_INTERVAL = 1.0
 KNOWN_SOURCES = 4096
 #: ``max_source_setups`` when not given: this fraction of ``max_setups``
 SOURCE_SHARE = 20
+#: INVITEs refused 503 remembered for 64*T1, to refuse their retransmissions again (about
+#: 5 MB when full: a flood's refusals beyond it are remembered for less than 64*T1)
+REFUSED_REMEMBERED = 32768
 
 
 @dataclass
@@ -191,6 +198,8 @@ class UaStats:
     overloaded: int = 0
     #: requests answered with no transaction kept (RFC 3261 8.2.7)
     stateless: int = 0
+    #: retransmitted INVITEs refused 503 again because the first was (RefusedInvites)
+    refused_again: int = 0
     calls: int = 0
 
 
@@ -250,6 +259,7 @@ class UserAgent:
         # queue and one engine timer, not a timer each for the cyclic GC to scan
         self._lingering = ExpiryQueue(64 * self.timers.t1)
         self._lingering_timer: TimerHandle | None = None
+        self._refused = RefusedInvites(64 * self.timers.t1, REFUSED_REMEMBERED)
         #: all a call may ask of us (see "Calls" in the module docstring)
         self.call_host = CallHost(
             engine=engine, settings=settings, respond=self.respond,
@@ -278,6 +288,7 @@ class UserAgent:
             self._lingering_timer.cancel()
             self._lingering_timer = None
         self._lingering.clear()
+        self._refused.clear()
         if self._refused_unlogged:  # not to lose the last count
             self._log_overload(self.engine.time(), force=True)
         for endpoint in self.endpoints:
@@ -546,6 +557,9 @@ class UserAgent:
         for value in vias[1:]:
             request.headers.add("Via", value)
 
+    def _busy_answer(self, invite: Request) -> Response:
+        return self._reply(invite, 503, [("Retry-After", str(self.settings.retry_after))])
+
     def _draining_answer(self, request: Request) -> Response:
         return self._reply(request, 503, [
             ("Retry-After", str(self.settings.retry_after)),
@@ -599,15 +613,21 @@ class UserAgent:
 
     def _new_call(self, invite: Request, source: Address, endpoint: UdpEndpoint,
                   key: tuple[str, str, str]) -> None:
+        now = self.engine.time()
         if self.draining:
+            self._refused.add(key, now)
             self._answer_statelessly(invite, self._draining_answer(invite), source, endpoint)
             return
         host = source[0]
+        if self._refused.refused(key, now):  # a retransmission: its sender has our 503
+            self.stats.refused_again += 1
+            self._answer_statelessly(invite, self._busy_answer(invite), source, endpoint)
+            return
         busy = self.overloaded(host)
         if busy is not None:
             self._refused_overloaded(busy)
-            self._answer_statelessly(invite, self._reply(invite, 503, [
-                ("Retry-After", str(self.settings.retry_after))]), source, endpoint)
+            self._refused.add(key, now)
+            self._answer_statelessly(invite, self._busy_answer(invite), source, endpoint)
             return
         offer = None
         if invite.body:
