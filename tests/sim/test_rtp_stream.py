@@ -15,8 +15,8 @@ import pytest
 
 from uascall.engine import Engine, VirtualClock
 from uascall.media.dtmf import HeldKey
-from uascall.sip.media import RtpPorts, RtpStream, RtpTicker
-from uascall.sip.rtp import RtpPacket, RtpSender
+from uascall.sip.media import KEY_LOST_AFTER, RtpPorts, RtpStream, RtpTicker
+from uascall.sip.rtp import RtpPacket, RtpSender, TelephoneEvent
 from uascall.sip.sdp import Negotiated
 
 HOST = "127.0.0.1"
@@ -212,4 +212,43 @@ def test_a_key_while_the_far_end_holds_the_call_is_not_kept_for_later(engine, fa
                                        peer=far_end.getsockname()))
     engine.sleep(0.07)
     assert {p.payload for p in received(far_end, 3)} == {SILENCE_ALAW}
+    engine.run(stream.close)
+
+
+def event_packet(sequence: int, digit_event: int, duration: int, *, end: bool = False,
+                 timestamp: int = 8000) -> bytes:
+    payload = TelephoneEvent(digit_event, end, 10, duration).serialize()
+    return RtpPacket(101, sequence, timestamp, 0x1234, payload).serialize()
+
+
+def test_a_telephone_event_whose_end_packets_are_all_lost_ends_after_half_a_second(
+        engine, far_end):
+    """RFC 4733 keys whose three end packets were all lost: the key is taken as up once no
+    packet of it has come for KEY_LOST_AFTER (it stayed down until the next key, and a
+    bridge held its tone for 30 s); a key whose updates keep coming stays down however
+    long; an end packet that comes after the key was given up is not a second release."""
+    ticker = RtpTicker(engine)
+    stream = open_stream(engine, ticker, far_end, telephone_event=101)
+    keys: list[tuple[float, str, bool]] = []
+    engine.run(setattr, stream, "on_digit",
+               lambda digit, ended: keys.append((engine.time(), digit, ended)))
+    start = engine.time()
+    for n in range(20):  # '5' held 1 s, updated every 50 ms
+        far_end.sendto(event_packet(n, 5, 400 * (n + 1)), stream.local)
+        assert engine.wait_until(lambda n=n: stream.packets_received == n + 1, 1.0)
+        engine.sleep(0.05)
+    assert [(digit, ended) for _, digit, ended in keys] == [("5", False)]
+    engine.sleep(KEY_LOST_AFTER)  # then nothing: the end packets are lost
+    assert [(digit, ended) for _, digit, ended in keys] == [("5", False), ("5", True)]
+    assert keys[1][0] - start == pytest.approx(1.0 + KEY_LOST_AFTER, abs=0.06)
+    far_end.sendto(event_packet(20, 5, 8000, end=True), stream.local)  # late after all
+    assert engine.wait_until(lambda: stream.packets_received == 21, 1.0)
+    engine.sleep(0.1)
+    assert len(keys) == 2
+    far_end.sendto(event_packet(21, 9, 400, timestamp=24000), stream.local)  # a new key
+    far_end.sendto(event_packet(22, 9, 800, end=True, timestamp=24000), stream.local)
+    assert engine.wait_until(lambda: len(keys) == 4, 1.0)
+    assert [(digit, ended) for _, digit, ended in keys[2:]] == [("9", False), ("9", True)]
+    engine.sleep(2 * KEY_LOST_AFTER)
+    assert len(keys) == 4  # ended by its own packet: nothing given up
     engine.run(stream.close)

@@ -62,6 +62,10 @@ QUEUE_FRAMES = 5
 #: the fewest packets a key held on the stream's ticker lasts, and the pause after it: 60 ms,
 #: above Q.24's 40 ms that every receiver must take
 KEY_EDGE_PACKETS = 3
+#: a telephone-event key with no packet for this long has ended, its end packets all lost:
+#: a sender updates an event every 50 ms or every packet (RFC 4733 2.5.1.2), so this is ten
+#: updates or more gone. Without it the key stayed down until the next one.
+KEY_LOST_AFTER = 0.5
 #: a tick later than this counts as late (the benchmark's "no tick late by more than 5 ms")
 LATE_TICK = 0.005
 
@@ -165,6 +169,8 @@ class RtpStream(MediaPort):
         self._key_edges: collections.deque[HeldKey | None] = collections.deque()
         self._key_edge_at = -KEY_EDGE_PACKETS
         self._dtmf: DtmfReceiver | None = None
+        self._key_heard_at = 0.0  # when the latest telephone-event packet came
+        self._key_watch: TimerHandle | None = None  # gives up on a key whose end is lost
         self._jitter: JitterBuffer | None = None
         #: the jitter buffer holds packets back for missing ones: each tick expires them
         self._reordering = False
@@ -231,6 +237,9 @@ class RtpStream(MediaPort):
         self._events.clear()
         self._key = None
         self._key_edges.clear()
+        if self._key_watch is not None:
+            self._key_watch.cancel()
+            self._key_watch = None
         self.endpoint.close()
         self.on_digit = None
         self.on_audio = None
@@ -384,6 +393,9 @@ class RtpStream(MediaPort):
         dtmf, jitter = self._dtmf, self._jitter
         if dtmf is not None and packet.payload_type == dtmf.payload_type:
             down, up = dtmf.receive(packet)
+            self._key_heard_at = now
+            if dtmf.key_down and self._key_watch is None:
+                self._key_watch = self.engine.call_later(KEY_LOST_AFTER, self._watch_key)
             if self.on_digit is not None:
                 if down is not None:
                     self.on_digit(down, False)
@@ -396,6 +408,21 @@ class RtpStream(MediaPort):
         if packet.payload_type == self._pt and jitter is not None:
             self._deliver(jitter.push(packet, now))
             self._reordering = jitter.waiting > 0
+
+    def _watch_key(self) -> None:
+        self._key_watch = None
+        dtmf = self._dtmf
+        if dtmf is None or not dtmf.key_down:
+            return
+        quiet_until = self._key_heard_at + KEY_LOST_AFTER
+        if self.engine.time() < quiet_until:  # packets still come: look again then
+            self._key_watch = self.engine.call_at(quiet_until, self._watch_key)
+            return
+        digit = dtmf.give_up()
+        log.info("%s: telephone-event %s heard nothing for %.1f s: its end was lost; the "
+                 "key is taken as up", self.name, digit, KEY_LOST_AFTER)
+        if digit is not None and self.on_digit is not None:
+            self.on_digit(digit, True)
 
     def _deliver(self, blocks: list[bytes]) -> None:
         on_audio = self.on_audio

@@ -264,6 +264,19 @@ class DtmfReceiver:
         digit = self._digit()
         return digit, digit if event.end else None
 
+    @property
+    def key_down(self) -> bool:
+        """Whether an event has begun and no end of it has come (nor been given up on)."""
+        return self._ssrc is not None and not self._ended
+
+    def give_up(self) -> str | None:
+        """The current event's end packets were all lost: it ends now. Its digit, or None
+        when none is going on; an end packet that comes after all is then a repeat."""
+        if not self.key_down:
+            return None
+        self._ended = True
+        return self._digit()
+
     def _digit(self) -> str | None:
         return EVENT_DIGITS[self._event] if 0 <= self._event < len(EVENT_DIGITS) else None
 
