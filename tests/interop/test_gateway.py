@@ -162,8 +162,12 @@ def tone(freq: float, seconds: float, level_dbm0: float, law: str) -> list[int]:
 
 
 def tone_wav(path: Path, freq: float, on_s: float, level_dbm0: float, law: str,
-             total_s: float = 20.0) -> Path:
-    """A WAV of ``freq`` at ``level_dbm0`` (of ``law``) for ``on_s``, then silence."""
+             total_s: float = 180.0) -> Path:
+    """A WAV of ``freq`` at ``level_dbm0`` (of ``law``) for ``on_s``, then silence.
+
+    As baresip's microphone it must outlast the call: baresip hangs up when its file
+    ends ("aufile: end of file"). On the vm rig a key lost to the starved guest makes a
+    test wait out its patience (30 s) for it, and a 20 s file ended the call there."""
     amplitude = audio.reference_rms(law) * math.sqrt(2) * 10 ** (level_dbm0 / 20) / 32767
     return peers.write_tone_wav(path, freq=freq, duration_s=total_s, on_s=on_s,
                                 off_s=total_s, amplitude=amplitude)
