@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -279,6 +280,25 @@ def test_a_modem_unplugged_mid_call_clears_it_outoforder_and_is_opened_again(ben
     bench.engine.run(bench.phone_modem.replug)
     assert bench.engine.wait_until(lambda: modem.idle, 3 * T), modem.last_error
     assert caller.wait_for_idle(T) is State.IDLE  # the modem's line went on hook
+
+
+def test_an_engine_held_off_the_cpu_past_the_stall_limit_does_not_fail_the_modem(bench):
+    """The whole process off the CPU for 4 s (the vm rig's guest froze 4.5 s once): when
+    it runs again the stall check comes due before the tty is read, with 4 s of the
+    modem's voice data waiting there. It looks again once the tty is read instead of
+    failing a working modem ('no voice data for 4.5 s in AT+VTR' on the vm rig)."""
+    caller, called = fxs_calls_the_modem(bench)
+    modem = bench.modem(bench.phone_modem)
+    bench.engine.sleep(0.5)
+    bench.engine.run(time.sleep, 4.0)  # the engine thread held: nothing runs
+    bench.engine.sleep(1.0)
+    assert called.state() is State.ANSWERED, (called.cause(), modem.last_error)
+    assert modem.state == "connected" and not modem.last_error
+    received = modem._rx_samples
+    bench.engine.sleep(0.5)
+    assert modem._rx_samples > received  # and its voice data still comes
+    called.hang_up()
+    assert caller.wait_for_idle(T) is State.IDLE
 
 
 def test_a_modem_that_answers_error_to_everything_is_refused_with_a_clear_error(bench):

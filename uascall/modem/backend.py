@@ -74,6 +74,10 @@ COMMAND_TIMEOUT = 3.0
 TX_LEAD = 1600
 #: a voice stream that sends nothing this long has stopped: the modem is gone
 RX_STALL = 3.0
+#: a stall check that runs this much later than due was held up by the engine, not the
+#: modem (the process off the CPU: what the modem sent meanwhile waits unread in the
+#: tty): it looks again once the tty has been read, rather than failing a working modem
+STALL_CHECK_LATE = 0.25
 RING_GONE = 8.0
 CALLER_ID_SETTLE = 0.3
 LINE_LIMIT = 4096
@@ -252,6 +256,7 @@ class VoiceModem:
         self._ring_timer: TimerHandle | None = None
         self._offer_timer: TimerHandle | None = None
         self._stall_timer: TimerHandle | None = None
+        self._stall_due = 0.0  # when that timer was due
         self._settle_timer: TimerHandle | None = None
         self._discard_until = 0.0
         self._rings = 0
@@ -615,7 +620,7 @@ class VoiceModem:
             return
         self._stream_start = self._last_rx = self.engine.time()
         self._tx_samples = self._rx_samples = self._rx_dropped = 0
-        self._stall_timer = self.engine.call_later(RX_STALL, self._check_stall)
+        self._arm_stall_check(RX_STALL)
         if leg is not None:
             leg._emit(LegAnswered())
 
@@ -719,16 +724,26 @@ class VoiceModem:
             leg._ended(Cause.NORMAL, why, "remote")
         self._stop_voice()
 
+    def _arm_stall_check(self, delay: float) -> None:
+        self._stall_due = self.engine.time() + delay
+        self._stall_timer = self.engine.call_at(self._stall_due, self._check_stall)
+
     def _check_stall(self) -> None:
         self._stall_timer = None
         if self.state != "connected":
             return
-        quiet = self.engine.time() - self._last_rx
+        now = self.engine.time()
+        quiet = now - self._last_rx
         if quiet >= RX_STALL:
+            if now - self._stall_due > STALL_CHECK_LATE:
+                log.debug("modem %s: the stall check ran %.2f s late: looking again once "
+                          "the tty is read", self.path, now - self._stall_due)
+                self._arm_stall_check(STALL_CHECK_LATE)
+                return
             self._fail(f"no voice data for {quiet:.1f} s in AT+VTR; expected 8000 "
                        "samples a second (the modem stopped answering)")
             return
-        self._stall_timer = self.engine.call_later(RX_STALL - quiet, self._check_stall)
+        self._arm_stall_check(RX_STALL - quiet)
 
     def tx_ahead(self) -> int:
         """Samples sent (or queued) that the modem has not had time to play."""
