@@ -301,6 +301,24 @@ def test_an_engine_held_off_the_cpu_past_the_stall_limit_does_not_fail_the_modem
     assert caller.wait_for_idle(T) is State.IDLE
 
 
+def test_a_command_whose_answer_waits_unread_while_the_engine_is_held_is_not_a_timeout(
+        bench):
+    """A command sent, then the engine held for 4 s (past COMMAND_TIMEOUT) before the
+    modem's OK is read: the timeout comes due first, late, and looks again once the tty
+    is read; the OK is taken and the modem stays up. A modem that does not answer at all
+    still fails after it (test_a_modem_that_stops_answering_mid_call_clears_it)."""
+    modem = bench.modem(bench.phone_modem)
+    answers: list[str] = []
+
+    def ask_then_hold() -> None:
+        modem._at("AT", lambda final, _lines: answers.append(final))
+        time.sleep(4.0)  # the engine thread held: the OK waits in the tty
+
+    bench.engine.run(ask_then_hold)
+    assert bench.engine.wait_until(lambda: answers, T), modem.last_error
+    assert answers == ["OK"] and modem.idle and not modem.last_error, modem.last_error
+
+
 def test_a_modem_that_answers_error_to_everything_is_refused_with_a_clear_error(bench):
     modem = bench.modem(bench.phone_modem)
     bench.phone_modem.fault = "error"

@@ -74,9 +74,10 @@ COMMAND_TIMEOUT = 3.0
 TX_LEAD = 1600
 #: a voice stream that sends nothing this long has stopped: the modem is gone
 RX_STALL = 3.0
-#: a stall check that runs this much later than due was held up by the engine, not the
-#: modem (the process off the CPU: what the modem sent meanwhile waits unread in the
-#: tty): it looks again once the tty has been read, rather than failing a working modem
+#: a stall check or command timeout that runs this much later than due was held up by
+#: the engine, not the modem (the process off the CPU: what the modem sent meanwhile
+#: waits unread in the tty): it looks again once the tty has been read, rather than
+#: failing a working modem
 STALL_CHECK_LATE = 0.25
 RING_GONE = 8.0
 CALLER_ID_SETTLE = 0.3
@@ -416,11 +417,23 @@ class VoiceModem:
         self._send(command.encode("ascii") + b"\r")
         if self._serial is None:  # the write failed: the modem is closed now
             return
-        self._timeout = self.engine.call_later(timeout, self._command_timed_out, command,
-                                               timeout)
+        self._arm_command_timeout(command, timeout)
 
-    def _command_timed_out(self, command: str, timeout: float) -> None:
+    def _arm_command_timeout(self, command: str, timeout: float, *,
+                             due: float | None = None) -> None:
+        due = self.engine.time() + timeout if due is None else due
+        self._timeout = self.engine.call_at(due, self._command_timed_out, command, timeout,
+                                            due)
+
+    def _command_timed_out(self, command: str, timeout: float, due: float) -> None:
         self._timeout = None
+        late = self.engine.time() - due
+        if late > STALL_CHECK_LATE:  # the engine was held up: its answer may wait unread
+            log.debug("modem %s: the timeout of %s ran %.2f s late: looking again once "
+                      "the tty is read", self.path, command, late)
+            self._arm_command_timeout(command, timeout, due=self.engine.time()
+                                      + STALL_CHECK_LATE)
+            return
         self._fail(f"no answer to {command} in {timeout:g} s; expected a result code "
                    "such as OK (the modem stopped answering)")
 
@@ -798,9 +811,8 @@ class VoiceModem:
         self._lines_seen = []
         if self._timeout is not None:
             self._timeout.cancel()
-        self._timeout = self.engine.call_later(
-            COMMAND_TIMEOUT, self._command_timed_out,
-            "DLE " + self.dialect.stop_receive[1:].decode(), COMMAND_TIMEOUT)
+        self._arm_command_timeout("DLE " + self.dialect.stop_receive[1:].decode(),
+                                  COMMAND_TIMEOUT)
 
     def _on_hook(self) -> None:
         self.state = "hanging up"
