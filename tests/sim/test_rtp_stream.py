@@ -10,6 +10,7 @@ loopback.
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 
@@ -251,4 +252,34 @@ def test_a_telephone_event_whose_end_packets_are_all_lost_ends_after_half_a_seco
     assert [(digit, ended) for _, digit, ended in keys[2:]] == [("9", False), ("9", True)]
     engine.sleep(2 * KEY_LOST_AFTER)
     assert len(keys) == 4  # ended by its own packet: nothing given up
+    engine.run(stream.close)
+
+
+def test_a_key_is_not_given_up_while_its_packets_wait_unread_behind_a_held_engine(
+        engine, far_end):
+    """The engine held up for 2 s (virtual) while the far end still holds '7' and its
+    updates queue in the socket: when it runs again the watch is long due, but the engine
+    reads the ready socket before it runs due timers, so the updates are heard first and
+    the key stays down until its own end packet."""
+    ticker = RtpTicker(engine)
+    stream = open_stream(engine, ticker, far_end, telephone_event=101)
+    keys: list[tuple[str, bool]] = []
+    engine.run(setattr, stream, "on_digit", lambda digit, ended: keys.append((digit, ended)))
+    far_end.sendto(event_packet(0, 7, 400), stream.local)
+    assert engine.wait_until(lambda: stream.packets_received == 1, 1.0)
+    engine.sleep(0.2)
+
+    def held() -> None:  # updates arrive meanwhile, unread: the engine is busy
+        for n in range(1, 6):
+            far_end.sendto(event_packet(n, 7, 400 + 3200 * n), stream.local)
+        time.sleep(0.1)  # (real time: let the datagrams reach the socket)
+        engine.clock.advance_to(engine.time() + 2.0)
+
+    engine.run(held)
+    assert engine.wait_until(lambda: stream.packets_received == 6, 1.0)
+    engine.sleep(0.2)
+    assert keys == [("7", False)]  # still down: its updates came, late
+    far_end.sendto(event_packet(6, 7, 20000, end=True), stream.local)
+    assert engine.wait_until(lambda: len(keys) == 2, 1.0)
+    assert keys == [("7", False), ("7", True)]
     engine.run(stream.close)
