@@ -209,6 +209,12 @@ class RtpStream(MediaPort):
         self.law = negotiated.law
         self._silence = codec.silence_frame
         te = negotiated.telephone_event
+        if self._dtmf is not None and self._dtmf.payload_type != te:
+            # its events are no longer ours to hear: a key down on them, whose end now
+            # cannot come, is let up here
+            digit = self._dtmf.give_up()
+            if digit is not None and self.on_digit is not None:
+                self.on_digit(digit, True)
         if te is None:
             self._dtmf = None
         elif self._dtmf is None or self._dtmf.payload_type != te:

@@ -209,7 +209,8 @@ class DtmfReceiver:
     event: an earlier timestamp is an old event arriving late, an equal one a repeat.
     """
 
-    __slots__ = ("_duration", "_ended", "_event", "_ssrc", "_timestamp", "payload_type")
+    __slots__ = ("_duration", "_ended", "_event", "_given_up", "_ssrc", "_timestamp",
+                 "payload_type")
 
     def __init__(self, payload_type: int) -> None:
         self.payload_type = payload_type
@@ -217,6 +218,7 @@ class DtmfReceiver:
         self._timestamp = 0
         self._event = -1
         self._ended = False
+        self._given_up = False  # ended by give_up(), not by an end packet
         self._duration = 0
 
     def feed(self, packet: RtpPacket) -> str | None:
@@ -248,18 +250,22 @@ class DtmfReceiver:
             if (
                 delta == _MAX_EVENT_DURATION
                 and event.event == self._event
-                and not self._ended
+                and (not self._ended or self._given_up)
             ):
-                # the next segment of one long key press, not a second press
+                # the next segment of one long key press, not a second press (nor, for a
+                # key given up on, a press at all: its packets were only late)
                 self._timestamp = timestamp
-                self._ended = event.end
                 self._duration = event.duration
+                if self._given_up:
+                    return None, None
+                self._ended = event.end
                 return None, self._digit() if event.end else None
         # a new source (first packet, or the far end restarted its stream) or a new event
         self._ssrc = packet.ssrc
         self._timestamp = timestamp
         self._event = event.event
         self._ended = event.end
+        self._given_up = False
         self._duration = event.duration
         digit = self._digit()
         return digit, digit if event.end else None
@@ -274,7 +280,7 @@ class DtmfReceiver:
         when none is going on; an end packet that comes after all is then a repeat."""
         if not self.key_down:
             return None
-        self._ended = True
+        self._ended = self._given_up = True
         return self._digit()
 
     def _digit(self) -> str | None:
