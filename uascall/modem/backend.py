@@ -77,7 +77,8 @@ RX_STALL = 3.0
 #: a stall check or command timeout that runs this much later than due was held up by
 #: the engine, not the modem (the process off the CPU: what the modem sent meanwhile
 #: waits unread in the tty): it looks again once the tty has been read, rather than
-#: failing a working modem
+#: failing a working modem. One second look only: by then the tty has been read, and a
+#: modem still silent is failed even while the engine keeps running late
 STALL_CHECK_LATE = 0.25
 RING_GONE = 8.0
 CALLER_ID_SETTLE = 0.3
@@ -258,6 +259,7 @@ class VoiceModem:
         self._offer_timer: TimerHandle | None = None
         self._stall_timer: TimerHandle | None = None
         self._stall_due = 0.0  # when that timer was due
+        self._stall_again = False  # it is the one second look a late check gets
         self._settle_timer: TimerHandle | None = None
         self._discard_until = 0.0
         self._rings = 0
@@ -420,19 +422,20 @@ class VoiceModem:
         self._arm_command_timeout(command, timeout)
 
     def _arm_command_timeout(self, command: str, timeout: float, *,
-                             due: float | None = None) -> None:
-        due = self.engine.time() + timeout if due is None else due
+                             again: bool = False) -> None:
+        delay = STALL_CHECK_LATE if again else timeout
+        due = self.engine.time() + delay
         self._timeout = self.engine.call_at(due, self._command_timed_out, command, timeout,
-                                            due)
+                                            due, again)
 
-    def _command_timed_out(self, command: str, timeout: float, due: float) -> None:
+    def _command_timed_out(self, command: str, timeout: float, due: float,
+                           again: bool) -> None:
         self._timeout = None
         late = self.engine.time() - due
-        if late > STALL_CHECK_LATE:  # the engine was held up: its answer may wait unread
+        if late > STALL_CHECK_LATE and not again:  # held up: its answer may wait unread
             log.debug("modem %s: the timeout of %s ran %.2f s late: looking again once "
                       "the tty is read", self.path, command, late)
-            self._arm_command_timeout(command, timeout, due=self.engine.time()
-                                      + STALL_CHECK_LATE)
+            self._arm_command_timeout(command, timeout, again=True)
             return
         self._fail(f"no answer to {command} in {timeout:g} s; expected a result code "
                    "such as OK (the modem stopped answering)")
@@ -737,8 +740,9 @@ class VoiceModem:
             leg._ended(Cause.NORMAL, why, "remote")
         self._stop_voice()
 
-    def _arm_stall_check(self, delay: float) -> None:
+    def _arm_stall_check(self, delay: float, *, again: bool = False) -> None:
         self._stall_due = self.engine.time() + delay
+        self._stall_again = again
         self._stall_timer = self.engine.call_at(self._stall_due, self._check_stall)
 
     def _check_stall(self) -> None:
@@ -748,10 +752,10 @@ class VoiceModem:
         now = self.engine.time()
         quiet = now - self._last_rx
         if quiet >= RX_STALL:
-            if now - self._stall_due > STALL_CHECK_LATE:
+            if now - self._stall_due > STALL_CHECK_LATE and not self._stall_again:
                 log.debug("modem %s: the stall check ran %.2f s late: looking again once "
                           "the tty is read", self.path, now - self._stall_due)
-                self._arm_stall_check(STALL_CHECK_LATE)
+                self._arm_stall_check(STALL_CHECK_LATE, again=True)
                 return
             self._fail(f"no voice data for {quiet:.1f} s in AT+VTR; expected 8000 "
                        "samples a second (the modem stopped answering)")
