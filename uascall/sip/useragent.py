@@ -163,8 +163,10 @@ KNOWN_SOURCES = 4096
 #: ``max_source_setups`` when not given: this fraction of ``max_setups``
 SOURCE_SHARE = 20
 #: INVITEs refused 503 remembered for 64*T1, to refuse their retransmissions again (about
-#: 5 MB when full: a flood's refusals beyond it are remembered for less than 64*T1)
-REFUSED_REMEMBERED = 32768
+#: 1.2 MB when full). A flood's refusals beyond it are remembered for less: 1 s at 8,000
+#: INVITEs a second, which still covers the first retransmission (T1, 0.5 s); later
+#: ones come while the flood lasts, and the load refuses them anyway.
+REFUSED_REMEMBERED = 8192
 
 
 @dataclass
