@@ -75,10 +75,11 @@ TX_LEAD = 1600
 #: a voice stream that sends nothing this long has stopped: the modem is gone
 RX_STALL = 3.0
 #: a stall check or command timeout that runs this much later than due was held up by
-#: the engine, not the modem (the process off the CPU: what the modem sent meanwhile
-#: waits unread in the tty): it looks again once the tty has been read, rather than
-#: failing a working modem. One second look only: by then the tty has been read, and a
-#: modem still silent is failed even while the engine keeps running late
+#: the engine, not the modem (the process off the CPU: the engine reads a ready tty
+#: before it runs due timers, but an emulated modem on the same engine, or a device
+#: whose driver was held up too, has yet to send what it owes): it looks again a moment
+#: later rather than failing a working modem. One second look only: a modem still
+#: silent then is failed, even while the engine keeps running late
 STALL_CHECK_LATE = 0.25
 RING_GONE = 8.0
 CALLER_ID_SETTLE = 0.3
