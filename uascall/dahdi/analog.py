@@ -644,11 +644,13 @@ class FxsPort:
         self._caller_pending = caller if self.settings.callerid else None
         return [SetHook(abi.DAHDI_RING), CallAlerting()]
 
-    def ringback(self) -> list[Output]:
-        """The application rings the phone's call: ringback in band."""
+    def ringback(self, inband: bool = True) -> list[Output]:
+        """The application rings the phone's call: ringback in band, or, not ``inband``,
+        nothing of ours (the application plays its own ringtone as early media: the
+        port's ringback would be heard for the moment before that starts)."""
         if self.state is not FxsState.OFFERED:
             raise _refuse(self, self.state, "ringback", "OFFERED")
-        return [PlayTone("ringback")]
+        return [PlayTone("ringback")] if inband else []
 
     def answer(self) -> list[Output]:
         if self.state is not FxsState.OFFERED:

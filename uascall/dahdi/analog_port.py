@@ -438,11 +438,13 @@ class AnalogLeg(CallLeg):
 
     def alert(self, early_media: bool, codecs: list[str] | None = None) -> bool:
         """On an FXO port the exchange plays the ringback: nothing to signal, no early
-        media. On an FXS port we are the exchange: ringback goes in band, and with early
-        media asked for, the call's own ringtone replaces it (without, a ringtone is
-        ignored, as on any call without early media)."""
+        media. On an FXS port we are the exchange: ringback goes in band, or, with early
+        media asked for, the call's own ringtone in its place (without, a ringtone is
+        ignored, as on any call without early media). The port's ringback is not started
+        for a ringtone to replace: the caller heard its first 80 ms (more on a loaded
+        machine) while the ringtone was made."""
         if isinstance(self.port.machine, FxsPort):
-            self.port.command("ringback")
+            self.port.command("ringback", not early_media)
             return early_media
         return False
 
