@@ -363,6 +363,19 @@ def test_fxs_ringtone_without_early_media_is_ignored_for_the_ports_ringback(line
     channel.hang_up()
 
 
+def test_fxs_early_media_without_a_ringtone_plays_nothing(lines):
+    """aculab-ring.txt: with early media and custom_ringtone None, "nothing is played":
+    not the port's ringback either (it played before, until a ringtone replaced it)."""
+    phone = lines.phone
+    channel = phone_calls(lines, "7#")
+    mark = len(phone.heard)
+    assert channel.ring(1.0, negotiate_early_media=True) is State.RING_INCOMING
+    heard = phone.heard_pcm(mark)
+    assert len(heard) >= 0.9 * 8000
+    assert audio.level_dbm0(heard, "ulaw") < -60, audio.level_dbm0(heard, "ulaw")
+    channel.hang_up()
+
+
 def test_the_ivr_example_answers_an_fxo_line(lines, tmp_path):
     """examples/ivr.py, unchanged, on an FXO port: the exchange's caller does what the
     example's simulator script says (keys in band, then a spoken message)."""
