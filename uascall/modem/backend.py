@@ -259,8 +259,6 @@ class VoiceModem:
         self._ring_timer: TimerHandle | None = None
         self._offer_timer: TimerHandle | None = None
         self._stall_timer: TimerHandle | None = None
-        self._stall_due = 0.0  # when that timer was due
-        self._stall_again = False  # it is the one second look a late check gets
         self._settle_timer: TimerHandle | None = None
         self._discard_until = 0.0
         self._rings = 0
@@ -742,20 +740,20 @@ class VoiceModem:
         self._stop_voice()
 
     def _arm_stall_check(self, delay: float, *, again: bool = False) -> None:
-        self._stall_due = self.engine.time() + delay
-        self._stall_again = again
-        self._stall_timer = self.engine.call_at(self._stall_due, self._check_stall)
+        due = self.engine.time() + delay
+        self._stall_timer = self.engine.call_at(due, self._check_stall, due, again)
 
-    def _check_stall(self) -> None:
+    def _check_stall(self, due: float, again: bool) -> None:
+        """``again``: this is the one second look a late check gets."""
         self._stall_timer = None
         if self.state != "connected":
             return
         now = self.engine.time()
         quiet = now - self._last_rx
         if quiet >= RX_STALL:
-            if now - self._stall_due > STALL_CHECK_LATE and not self._stall_again:
+            if now - due > STALL_CHECK_LATE and not again:
                 log.debug("modem %s: the stall check ran %.2f s late: looking again once "
-                          "the tty is read", self.path, now - self._stall_due)
+                          "the tty is read", self.path, now - due)
                 self._arm_stall_check(STALL_CHECK_LATE, again=True)
                 return
             self._fail(f"no voice data for {quiet:.1f} s in AT+VTR; expected 8000 "
