@@ -29,10 +29,11 @@ their frames (the bridge logs each call's count: '29 of 356 frames slipped'), th
 with the code before the bridge's keys went to the kernel (A/B on the vm rig, three
 guests on this file: 4 of 12 scenarios failed on each). There, as test_gateway does on
 the vm rig, a tone must be heard for :data:`VM_KEPT` of its length, its level is taken
-from its loudest window (:func:`check_level`), and the keys that arrive must be some of
-those pressed, in order, none invented (:func:`.helpers.check_keys`); on the simulator every
-figure is exact. The line's ringback, which the simulated exchange writes frame by frame
-from the same starved engine, arrives chopped there too (windows from -39 to -19 dBm0).
+from its loudest window (:func:`check_level`), and the keys that arrive (at a far end or
+at our own detector) must be some of those pressed, in order, none invented
+(:func:`.helpers.check_keys`); on the simulator every figure is exact. The line's
+ringback, which the simulated exchange writes frame by frame from the same starved
+engine, arrives chopped there too (windows from -39 to -19 dBm0).
 """
 
 from __future__ import annotations
@@ -359,15 +360,20 @@ def keys_both_ways(box: Box, a: UASCallChannel, far_a: FarEndCall | Exchange | P
     call's detector takes its own far end's keys, none of those it passed on."""
     engine = box.engine
     mark = len(far_b.heard)
+    strict = box.slack == 0.0
     press(engine, far_a, "159#")
-    assert a.DTMFDetector.get_digits(count=4, seconds_predigits_timeout=T,
-                                     seconds_interdigit_timeout=T) == "159#"
-    check_keys(keys_heard(box, far_b, mark, "159#"), "159#", strict=box.slack == 0.0)
+    # (on the vm rig our own detector may lose a key too: a port's receive buffers hold
+    # 80 ms, and a starved guest's engine has run 228 ms late, losing the '#' of '159#')
+    check_keys(a.DTMFDetector.get_digits(count=4, seconds_predigits_timeout=T,
+                                         seconds_interdigit_timeout=T), "159#",
+               strict=strict, story=f"{a}'s detector")
+    check_keys(keys_heard(box, far_b, mark, "159#"), "159#", strict=strict)
     mark = len(far_a.heard)
     press(engine, far_b, "*0")
-    assert b.DTMFDetector.get_digits(count=2, seconds_predigits_timeout=T,
-                                     seconds_interdigit_timeout=T) == "*0"
-    check_keys(keys_heard(box, far_a, mark, "*0"), "*0", strict=box.slack == 0.0)
+    check_keys(b.DTMFDetector.get_digits(count=2, seconds_predigits_timeout=T,
+                                         seconds_interdigit_timeout=T), "*0",
+               strict=strict, story=f"{b}'s detector")
+    check_keys(keys_heard(box, far_a, mark, "*0"), "*0", strict=strict)
     for channel in (a, b):
         assert channel.DTMFDetector.get_digits(count=1, seconds_predigits_timeout=0.5) == ""
 
