@@ -17,6 +17,8 @@ setup(
                       # uascall monitor's terminal view; --metrics's Prometheus text
                       "rich>=13", "prometheus-client>=0.17"],
     extras_require={"test": ["pytest>=7.4", "pytest-xdist>=3.5", "ruff>=0.4",
+                             # the vm rig reruns once what failed while its guest was held
+                             "pytest-rerunfailures>=16.7",
                              # uascall monitor in a pseudo-terminal, its screen read back
                              "pexpect>=4.8", "pyte>=0.8"]},
     entry_points={

@@ -1,5 +1,10 @@
 """Test-wide settings: caches go to a temporary directory, never the user's home; the
-``rig`` fixture and the ``--rig`` option choose where dahdi scenarios run."""
+``rig`` fixture and the ``--rig`` option choose where dahdi scenarios run.
+
+On the vm rig a scenario that fails in a run where the guest was held off its CPU longer
+than real-time audio allows (:mod:`tests.stall_watch`) runs once more, and says so: the
+summary counts it as a rerun. A scenario that fails with the guest running on time, or
+fails twice, fails. The simulator runs in virtual time and never reruns anything."""
 
 from __future__ import annotations
 
@@ -8,6 +13,9 @@ import os
 import pytest
 
 from tests.rigs import RIGS, Rig, make_rig
+from tests.stall_watch import BUDGET, StallWatch
+
+stall_watch_key = pytest.StashKey[StallWatch]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -24,6 +32,35 @@ def pytest_configure(config: pytest.Config) -> None:
                             "deselected on the simulator")
     config.addinivalue_line("markers", "sim_only: a rig scenario only the simulator's "
                             "virtual time makes short enough; deselected on a real rig")
+    if config.getoption("--rig") == "vm":
+        watch = StallWatch()
+        watch.start()
+        config.stash[stall_watch_key] = watch
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    watch = item.config.stash.get(stall_watch_key, None)
+    if watch is not None:
+        watch.reset()  # each attempt is judged by its own stalls
+
+
+def _rerun_if_starved(item: pytest.Item, watch: StallWatch):
+    """pytest-rerunfailures' condition, asked once an attempt is over: True (run it
+    once more) when it failed and the guest was held longer than :data:`BUDGET`."""
+    def starved(error: BaseException | None) -> bool:
+        held = watch.worst
+        if error is None or held <= BUDGET:
+            return False
+        reporter = item.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"vm rig: {item.nodeid} failed in a run where the guest was held "
+                f"{held * 1000:.0f} ms (real-time audio allows {BUDGET * 1000:.0f}): "
+                f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                f" -- running it once more")
+        return True
+    return starved
 
 
 def _shard(value: str) -> tuple[int, int] | None:
@@ -58,6 +95,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+    watch = config.stash.get(stall_watch_key, None)
+    if watch is not None:
+        for item in keep:
+            item.add_marker(pytest.mark.flaky(reruns=1,
+                                              condition=_rerun_if_starved(item, watch)))
 
 
 @pytest.fixture(scope="session")
