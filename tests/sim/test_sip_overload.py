@@ -98,6 +98,30 @@ def test_an_invite_refused_503_is_refused_again_when_retransmitted_after_the_loa
         server.close()
 
 
+def test_retransmissions_while_draining_are_refused_again_not_remembered_again():
+    """While draining, a retransmitted INVITE is known as one (counted, the same 503 with
+    its Warning and To-tag), not remembered as a new refusal: each retransmission used to
+    take a slot of the bounded table's queue."""
+    server = Uas()
+    peer = SipPeer(server.address)
+    try:
+        server.engine.run(server.backend.ua.drain)
+        invite = peer.invite()
+        busy = peer.expect(503)
+        for _ in range(3):
+            peer.send(invite)
+            again = peer.expect(503)
+            assert (again.to.tag, again.headers.get("Warning")) == (
+                busy.to.tag, '399 uascall "draining: not taking new calls"')
+        ua = server.backend.ua
+        stats = server.engine.run(lambda: ua.stats)
+        assert stats.refused_again == 3
+        assert server.engine.run(lambda: len(ua._refused._order)) == 1
+    finally:
+        peer.close()
+        server.close()
+
+
 def test_refused_invites_are_forgotten_after_64_t1_and_beyond_capacity():
     """RefusedInvites: a key is remembered for its delay, refusing it again restarts that,
     and the table holds ``capacity`` keys at most, the oldest forgotten first (a flood

@@ -467,9 +467,9 @@ class UserAgent:
         if method == "INVITE":
             self._new_call(request, source, endpoint, key)
         elif method == "OPTIONS":
-            answer = self._draining_answer(request) if self.draining else None
-            self._answer_statelessly(request, answer or self._options_answer(request),
-                                     source, endpoint)
+            answer = (self._unavailable(request) if self.draining
+                      else self._options_answer(request))
+            self._answer_statelessly(request, answer, source, endpoint)
         else:  # BYE without a dialog
             self._answer_statelessly(request, self._reply(request, 481), source, endpoint)
 
@@ -559,13 +559,12 @@ class UserAgent:
         for value in vias[1:]:
             request.headers.add("Via", value)
 
-    def _busy_answer(self, invite: Request) -> Response:
-        return self._reply(invite, 503, [("Retry-After", str(self.settings.retry_after))])
-
-    def _draining_answer(self, request: Request) -> Response:
-        return self._reply(request, 503, [
-            ("Retry-After", str(self.settings.retry_after)),
-            ("Warning", '399 uascall "draining: not taking new calls"')])
+    def _unavailable(self, request: Request) -> Response:
+        """503 (RFC 3261 21.5.4), with when to try again, and why while draining."""
+        retry = [("Retry-After", str(self.settings.retry_after))]
+        if self.draining:
+            retry.append(("Warning", '399 uascall "draining: not taking new calls"'))
+        return self._reply(request, 503, retry)
 
     def _options_answer(self, request: Request) -> Response:
         return self._reply(request, 200, [
@@ -616,20 +615,20 @@ class UserAgent:
     def _new_call(self, invite: Request, source: Address, endpoint: UdpEndpoint,
                   key: tuple[str, str, str]) -> None:
         now = self.engine.time()
-        if self.draining:
-            self._refused.add(key, now)
-            self._answer_statelessly(invite, self._draining_answer(invite), source, endpoint)
-            return
-        host = source[0]
         if self._refused.refused(key, now):  # a retransmission: its sender has our 503
             self.stats.refused_again += 1
-            self._answer_statelessly(invite, self._busy_answer(invite), source, endpoint)
+            self._answer_statelessly(invite, self._unavailable(invite), source, endpoint)
             return
+        if self.draining:
+            self._refused.add(key, now)
+            self._answer_statelessly(invite, self._unavailable(invite), source, endpoint)
+            return
+        host = source[0]
         busy = self.overloaded(host)
         if busy is not None:
             self._refused_overloaded(busy)
             self._refused.add(key, now)
-            self._answer_statelessly(invite, self._busy_answer(invite), source, endpoint)
+            self._answer_statelessly(invite, self._unavailable(invite), source, endpoint)
             return
         offer = None
         if invite.body:
