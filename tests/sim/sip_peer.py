@@ -287,6 +287,13 @@ def incoming(uas: Uas, peer: SipPeer, **invite) -> UASCallChannel:
     return uas.channel()
 
 
+def refused_while_draining(uas: Uas, peer: SipPeer) -> tuple[str, Response]:
+    """``uas`` drains, and ``peer``'s INVITE is refused: (the INVITE sent, its 503)."""
+    uas.engine.run(uas.backend.ua.drain)
+    invite = peer.invite()
+    return invite, peer.expect(503)
+
+
 def answered(uas: Uas, peer: SipPeer, **invite) -> UASCallChannel:
     channel = incoming(uas, peer, **invite)
     answer_through(channel, peer)

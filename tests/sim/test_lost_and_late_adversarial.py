@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.sim.sip_peer import SipPeer, Uas, incoming
+from tests.sim.sip_peer import SipPeer, Uas, incoming, refused_while_draining
 from tests.sim.test_modem import bench, fxs_calls_the_modem  # noqa: F401 (a fixture)
 from tests.sim.test_rtp_stream import (  # noqa: F401 (fixtures)
     engine,
@@ -29,9 +29,7 @@ def test_drain_refusal_then_resume_new_branch_same_call_id_is_taken_2543_and_can
     server = Uas()
     peer = SipPeer(server.address)
     try:
-        server.engine.run(server.backend.ua.drain)
-        invite = peer.invite()
-        busy = peer.expect(503)
+        invite, busy = refused_while_draining(server, peer)
         assert "draining" in busy.headers.get("Warning")
         # a CANCEL of the refused INVITE: no transaction to cancel
         peer.cancel()

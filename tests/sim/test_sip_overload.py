@@ -10,7 +10,14 @@ import time
 
 import pytest
 
-from tests.sim.sip_peer import SipPeer, Uas, answered, held_by, incoming
+from tests.sim.sip_peer import (
+    SipPeer,
+    Uas,
+    answered,
+    held_by,
+    incoming,
+    refused_while_draining,
+)
 from uascall.channel import State
 from uascall.sip import useragent
 from uascall.sip.message import Response
@@ -105,9 +112,7 @@ def test_retransmissions_while_draining_are_refused_again_not_remembered_again()
     server = Uas()
     peer = SipPeer(server.address)
     try:
-        server.engine.run(server.backend.ua.drain)
-        invite = peer.invite()
-        busy = peer.expect(503)
+        invite, busy = refused_while_draining(server, peer)
         for _ in range(3):
             peer.send(invite)
             again = peer.expect(503)
