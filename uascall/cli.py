@@ -42,6 +42,7 @@ from uascall import __version__
 from uascall.app import INBOUND, OUTBOUND, AppHost, Application, ApplicationError, CallRecord
 from uascall.backend import Backend, FarEndDriver, backend_class, known_backends, open_backend
 from uascall.callgen import CallGenerator, Progress
+from uascall.collector import INTERVAL, FullPasses
 from uascall.control import ENGINE_TIMEOUT, ControlClient, ControlServer, NotRunning, default_path
 from uascall.engine import Engine, VirtualClock
 from uascall.errors import UascallError
@@ -215,8 +216,9 @@ def _serve(args: argparse.Namespace, engine: Engine, host: AppHost,
             gc.collect()
             gc.freeze()
             log.info("serving calls; stop with Ctrl-C")
-            while not stopped.wait(1.0):
-                pass
+            with _full_gc_passes(args, host) as passes:
+                while not stopped.wait(1.0):
+                    passes.poll()
             timeout = args.shutdown_timeout
             if stopped.signum == signal.SIGTERM:
                 # A node leaving a pool: the proxy in front learns it from our 503s to its
@@ -229,6 +231,19 @@ def _serve(args: argparse.Namespace, engine: Engine, host: AppHost,
             if not host.shutdown(timeout):
                 print("uascall: some applications had not returned; recorded with "
                       "return code -9", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _full_gc_passes(args: argparse.Namespace, host: AppHost) -> Iterator[FullPasses]:
+    """The collector's full passes at quiet moments (:mod:`uascall.collector`), or with
+    --full-gc-every 0 as Python runs them (a FullPasses never entered never runs one)."""
+    passes = FullPasses(lambda: host.running_count, lambda: host.total_calls,
+                        interval=args.full_gc_every or INTERVAL)
+    if not args.full_gc_every:
+        yield passes
+        return
+    with passes:
+        yield passes
 
 
 @contextlib.contextmanager
@@ -495,6 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "the next port of every --listen and with its own --records file, "
                      "behind a proxy that spreads the calls (deploy/kamailio); one "
                      "supervisor starts a worker that dies again (default %(default)s)")
+    run.add_argument("--full-gc-every", type=_seconds_or_zero, default=INTERVAL, metavar="SECONDS",
+                     help="the cyclic GC's full passes, which hold every call's media while "
+                     "they scan the calls up, run when no call is up, and at least this "
+                     "often; 0 leaves them to Python (default %(default)g)")
     run.set_defaults(func=_run)
 
     call = commands.add_parser("call", help="a call generator: instances of an outbound "
@@ -566,6 +585,16 @@ def _selftest(args: argparse.Namespace) -> int:
 
     return selftest_command(args.port, args.modem, number=args.number,
                             system_conf=args.system_conf, patience=args.patience)
+
+
+def _seconds_or_zero(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds, 0 or more")
+    return seconds
 
 
 def _add_host_options(command: argparse.ArgumentParser, command_name: str) -> None:
