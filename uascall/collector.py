@@ -68,7 +68,10 @@ class FullPasses:
             self._thresholds = None
 
     def poll(self) -> float | None:
-        """Run a full pass if one is due; how long it took, or None."""
+        """Run a full pass if one is due; how long it took, or None. Outside the context
+        the passes are Python's: none is run here."""
+        if self._thresholds is None:
+            return None
         now = self.clock()
         seen = self.calls_seen()
         if self.calls_up() == 0 and seen != self._seen_at_last:

@@ -107,6 +107,8 @@ def test_uascall_run_takes_the_full_passes_unless_told_not_to(server, argv, ours
     host = types.SimpleNamespace(running_count=0, total_calls=0)
     args = cli.build_parser().parse_args(["run", "app.py", *argv])
     before = gc.get_threshold()
-    with cli._full_gc_passes(args, host):
+    with cli._full_gc_passes(args, host) as passes:
         assert (gc.get_threshold()[2] == NEVER) is ours
+        host.total_calls = 1  # a call came and went: a quiet moment
+        assert (passes.poll() is not None) is ours
     assert gc.get_threshold() == before
