@@ -16,7 +16,15 @@ import time
 import pytest
 
 from tests.audio import decode, dominant_frequency
-from tests.sim.sip_peer import SipPeer, Uas, answered, held_by, incoming, sdp_formats
+from tests.sim.sip_peer import (
+    SipPeer,
+    Uas,
+    answered,
+    held_by,
+    incoming,
+    sdp_formats,
+    sdp_offer,
+)
 from uascall.backend import Cause
 from uascall.channel import State, UASCallChannel
 from uascall.errors import Error, Hangup
@@ -643,3 +651,25 @@ def test_an_ended_call_is_let_go_and_a_late_cancel_still_gets_its_200(uas, peer)
     peer.send(peer.request("CANCEL", branch=peer.branch, cseq=invite_cseq))
     ok = peer.expect(200, method="CANCEL")
     assert ok.to.tag == to_tag  # too late to cancel anything, but answered (RFC 3261 9.2)
+
+
+def test_an_offer_with_no_codec_we_take_gets_488_saying_why(uas, peer):
+    """RFC 3261 13.3.1.3: a 488 SHOULD say, in a Warning, why the offer was refused."""
+    channel = incoming(uas, peer, formats="18")  # G.729 only
+    assert channel.answer() is State.IDLE
+    assert channel.cause() is Cause.FAILED
+    refused = peer.expect(488)
+    warning = refused.headers.get("Warning")
+    assert warning is not None and warning.startswith('399 uascall "'), warning
+    assert "codec" in warning, warning
+    assert refused.to.tag
+
+
+def test_a_sips_request_uri_over_udp_gets_416_saying_tls_is_needed(uas, peer):
+    """RFC 3261 26.2.2: SIPS asks for TLS on each hop; over our UDP it is refused, where it
+    was taken (and answered with a sip: Contact, which 12.1.1 forbids)."""
+    peer.send(peer.request("INVITE", uri=f"sips:service@{peer.target_hostport}",
+                           body=sdp_offer(peer.host, peer.rtp_port)))
+    refused = peer.expect(416)
+    assert "TLS" in refused.headers.get("Warning", "") and refused.to.tag
+    assert uas.calls.empty()

@@ -8,6 +8,7 @@ all: RFC 4475 wants responses that cannot be processed dropped silently.
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -100,6 +101,10 @@ def test_torture_message_gets_its_response(uas, name):
         status, fields = responses[-1]
         # A stateful or stateless answer still names the request it answers.
         assert fields.get("Via") and fields.get("CSeq")
+        # RFC 3261 8.2.6.2: every final response has a To-tag, a 400 for a broken
+        # request too (a 400 and a 505 had none)
+        if fields.get("To"):
+            assert re.search(r";\s*tag\s*=", fields["To"], re.IGNORECASE), fields["To"]
         if status in (405, 501):
             assert "INVITE" in fields.get("Allow", "")
         if status == 420:

@@ -92,6 +92,7 @@ from uascall.sip.message import (
     new_branch,
     new_tag,
     parse_name_addr,
+    warning,
 )
 from uascall.sip.sdp import (
     CODECS,
@@ -576,7 +577,9 @@ class SipCall(CallLeg):
             self._refused(refusal, invite, tx)
             return
         if self.stream is None:
-            self.host.respond(tx, make_response(invite, 488, to_tag=self.local_tag))
+            self.host.respond(tx, make_response(
+                invite, 488, to_tag=self.local_tag,
+                headers=[warning("this call has no audio stream to change")]))
             return
         body = invite.body
         if not body:
@@ -592,7 +595,7 @@ class SipCall(CallLeg):
             except (SdpError, NoCommonCodec) as exc:
                 self.host.respond(tx, make_response(
                     invite, 488, to_tag=self.local_tag,
-                    headers=[("Warning", f'399 uascall "{exc}"')]))
+                    headers=[warning(str(exc))]))
                 return
             self.negotiated = negotiated
             self.stream.open(negotiated)
@@ -758,19 +761,22 @@ class SipCall(CallLeg):
                 self.engine.faults.record("ending a SIP call after a failure", exc, self)
         self.host.forget(self)  # again: entering ENDED may have failed before it
 
-    def _reject(self, status: int, cause: Cause) -> None:
-        """Answer the INVITE with a final failure (UAS, before the answer): ENDED."""
+    def _reject(self, status: int, cause: Cause, why: str = "") -> None:
+        """Answer the INVITE with a final failure (UAS, before the answer): ENDED. ``why``
+        goes to the caller in a Warning header."""
         target = self.next_phase(Event.REJECT)
-        self._answer_invite(status, cause)
+        self._answer_invite(status, cause, why)
         if target is not None:
             self._enter(target)
 
-    def _answer_invite(self, status: int, cause: Cause) -> None:
+    def _answer_invite(self, status: int, cause: Cause, why: str = "") -> None:
         assert self.invite is not None and self.invite_tx is not None
         headers = [("Reason", causes.reason_header(cause))] if status in (503, 403, 603,
                                                                           480, 486) else []
         if status == 503:
             headers.append(("Retry-After", str(self.host.settings.retry_after)))
+        if why:  # RFC 3261 13.3.1.3: a 488 SHOULD say why the offer was not acceptable
+            headers.append(warning(why))
         self.host.respond(self.invite_tx, make_response(self.invite, status,
                                                         to_tag=self.local_tag,
                                                         headers=headers))
@@ -807,7 +813,7 @@ class SipCall(CallLeg):
                                            session_id=self._session())
         except (NoCommonCodec, SdpError) as exc:
             log.info("%r: %s; rejecting with 488", self, exc)
-            self._reject(488, Cause.FAILED)
+            self._reject(488, Cause.FAILED, str(exc))
             self._clear(Cause.FAILED, "488", "local")
             return False
         self.negotiated = negotiated

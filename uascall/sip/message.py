@@ -679,6 +679,13 @@ def _read_quoted(text: str, start: int) -> tuple[str, int]:
     raise SipParseError(f"unterminated quoted string in {_q(text)}; expected a closing '\"'")
 
 
+def warning(text: str) -> tuple[str, str]:
+    """A Warning header field of ours (RFC 3261 20.43): code 399 and ``text``, escaped
+    and cut to 200 characters."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')[:200]
+    return ("Warning", f'399 uascall "{escaped}"')
+
+
 def _quote(text: str) -> str:
     # CR and LF cannot be sent even as quoted-pairs (RFC 3261 25.1): they become spaces.
     # Other controls are not qdtext, so they go out as quoted-pairs like '"' and '\\'.

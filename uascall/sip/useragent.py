@@ -91,6 +91,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 import socket
 from collections import OrderedDict
@@ -111,6 +112,7 @@ from uascall.sip.message import (
     Via,
     make_response,
     parse_message,
+    warning,
 )
 from uascall.sip.sdp import CODECS, SdpError, parse_sdp
 from uascall.sip.transaction import (
@@ -426,6 +428,8 @@ class UserAgent:
             reply.add("Via", via)
         for name in ("From", "To", "Call-ID", "CSeq"):
             value = headers.get(name)
+            if name == "To" and value is not None and not _has_tag(value):
+                value += f";tag={self._malformed_tag(headers)}"  # RFC 3261 8.2.6.2
             if value is not None:
                 reply.add(name, value)
         reply.add("Warning", f'399 uascall "{_quote(exc.reason)}"')
@@ -499,6 +503,12 @@ class UserAgent:
         return make_response(request, status, to_tag=self._stateless_tag(request),
                              headers=headers or ())
 
+    def _malformed_tag(self, headers: Headers) -> str:
+        # as _stateless_tag, from the raw headers: the request did not parse
+        text = "\0".join(headers.get(name) or "" for name in ("Via", "Call-ID", "From", "CSeq"))
+        return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8,
+                               key=self._tag_key).hexdigest()
+
     def _stateless_tag(self, request: Request) -> str:
         # The same tag for a request and its retransmissions (RFC 3261 8.2.7), which no
         # one can predict for a request of their choosing (keyed with a secret).
@@ -518,7 +528,12 @@ class UserAgent:
             scheme = request.parsed_uri.scheme
         except SipParseError:
             return self._reply(request, 400, [("Warning", '399 uascall "bad Request-URI"')])
-        if scheme not in ("sip", "sips"):
+        if scheme == "sips":
+            # RFC 3261 26.2.2: SIPS asks for TLS on every hop, and we listen on UDP only;
+            # taking it would answer a secure request insecurely (and owe a sips Contact)
+            return self._reply(request, 416, [warning("sips: needs TLS, which this user "
+                                                      "agent does not offer; use sip:")])
+        if scheme != "sip":
             return self._reply(request, 416)
         if method not in ("ACK", "CANCEL"):
             unsupported = [tag for tag in request.headers.get_all("Require")
@@ -845,6 +860,12 @@ def lookup(host: str, port: int) -> Address:
 def _accepts_sdp(value: str) -> bool:
     media = value.split(";")[0].strip().lower()
     return media in ("application/sdp", "application/*", "*/*")
+
+
+def _has_tag(to: str) -> bool:
+    """Whether a raw To header value has a tag parameter (outside its <URI>, if any)."""
+    params = to.rpartition(">")[2] if "<" in to else to.partition(";")[2]
+    return re.search(r"(?:^|;)\s*tag\s*=", params, re.IGNORECASE) is not None
 
 
 def _quote(text: str) -> str:
