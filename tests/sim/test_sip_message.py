@@ -11,6 +11,7 @@ nothing but SipParseError ever escapes the parser.
 from __future__ import annotations
 
 import random
+import re
 import timeit
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from uascall.sip.message import (
     parse_name_addr,
     parse_uri,
     parse_via,
+    warning,
 )
 
 DATA = Path(__file__).parent / "data" / "rfc4475"
@@ -949,3 +951,21 @@ def test_hostile_datagrams_are_linear_and_errors_stay_short(tail: bytes, ok: boo
             parse_message(data)
         assert len(info.value.reason) < 300
     assert timeit.default_timer() - start < 2.0  # quadratic work would take minutes
+
+
+@pytest.mark.parametrize("text", ["x" * 199 + "\\\\\\", 'a "quoted"\r\nsecond line', "\x00\x7f",
+                                  "é" * 300])
+def test_our_warning_header_is_one_closed_quoted_string_whatever_its_text(text):
+    """A Warning's text is cut before it is escaped (an escape cut in two left the string
+    open) and has no CR or LF (which would end the header)."""
+    name, value = warning(text)
+    response = Response(400, "Bad Request", Headers())
+    for field in ("Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKw", "From: <sip:a@b>;tag=1",
+                  "To: <sip:c@d>;tag=2", "Call-ID: w@b", "CSeq: 1 INVITE"):
+        response.headers.add(*field.split(": ", 1))
+    response.headers.add(name, value)
+    parsed = parse_message(response.serialize())
+    assert parsed.headers.get("Warning") == value
+    assert value.startswith('399 uascall "') and value.endswith('"')
+    assert not re.search(r'(?<!\\)(?:\\\\)*\\"$', value)  # the last quote is not escaped
+    assert "\r" not in value and "\n" not in value

@@ -432,7 +432,7 @@ class SipCall(CallLeg):
         log.info("%s", refusal)
         if request is None or tx is None or refusal.status is None:
             return
-        headers = [("Warning", f'399 uascall "{request.method} in phase {self.phase.name}"')]
+        headers = [warning(f"{request.method} in phase {self.phase.name}")]
         if refusal.status == 500:  # RFC 3261 14.2: with a Retry-After of 0 to 10 s
             headers.append(("Retry-After", str(random.randint(0, 10))))
         self.host.respond(tx, make_response(request, refusal.status, to_tag=self.local_tag,

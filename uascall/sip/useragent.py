@@ -432,7 +432,7 @@ class UserAgent:
                 value += f";tag={self._malformed_tag(headers)}"  # RFC 3261 8.2.6.2
             if value is not None:
                 reply.add(name, value)
-        reply.add("Warning", f'399 uascall "{_quote(exc.reason)}"')
+        reply.add(*warning(exc.reason))
         reason = "Version Not Supported" if exc.status == 505 else "Bad Request"
         response = Response(exc.status, reason, reply)
         log.info("answering a malformed request from %s with %d: %s",
@@ -527,7 +527,7 @@ class UserAgent:
         try:
             scheme = request.parsed_uri.scheme
         except SipParseError:
-            return self._reply(request, 400, [("Warning", '399 uascall "bad Request-URI"')])
+            return self._reply(request, 400, [warning("bad Request-URI")])
         if scheme == "sips":
             # RFC 3261 26.2.2: SIPS asks for TLS on every hop, and we listen on UDP only;
             # taking it would answer a secure request insecurely (and owe a sips Contact)
@@ -552,7 +552,7 @@ class UserAgent:
             accept = request.headers.get_all("Accept")
             if accept and not any(_accepts_sdp(value) for value in accept):
                 return self._reply(request, 406, [
-                    ("Warning", '399 uascall "only application/sdp bodies are supported"')])
+                    warning("only application/sdp bodies are supported")])
         return None
 
     def _note_source(self, request: Request, source: Address) -> None:
@@ -578,7 +578,7 @@ class UserAgent:
         """503 (RFC 3261 21.5.4), with when to try again, and why while draining."""
         retry = [("Retry-After", str(self.settings.retry_after))]
         if self.draining:
-            retry.append(("Warning", '399 uascall "draining: not taking new calls"'))
+            retry.append(warning("draining: not taking new calls"))
         return self._reply(request, 503, retry)
 
     def _options_answer(self, request: Request) -> Response:
@@ -615,7 +615,7 @@ class UserAgent:
             call.dialog.check_request(request)
         except DialogError as exc:
             self.respond(tx, make_response(request, exc.status, headers=[
-                ("Warning", f'399 uascall "{_quote(str(exc))}"')]))
+                warning(str(exc))]))
             return
         if request.method == "BYE":
             assert isinstance(tx, NonInviteServerTransaction)
@@ -651,7 +651,7 @@ class UserAgent:
                 offer = parse_sdp(invite.body)
             except SdpError as exc:
                 self._answer_statelessly(invite, self._reply(invite, 400, [
-                    ("Warning", f'399 uascall "malformed SDP: {_quote(str(exc))}"')]),
+                    warning(f"malformed SDP: {exc}")]),
                     source, endpoint)
                 return
         tx = self._server_tx(invite, source, endpoint, key)
@@ -867,6 +867,3 @@ def _has_tag(to: str) -> bool:
     params = to.rpartition(">")[2] if "<" in to else to.partition(";")[2]
     return re.search(r"(?:^|;)\s*tag\s*=", params, re.IGNORECASE) is not None
 
-
-def _quote(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')[:200]
