@@ -679,17 +679,11 @@ def _read_quoted(text: str, start: int) -> tuple[str, int]:
     raise SipParseError(f"unterminated quoted string in {_q(text)}; expected a closing '\"'")
 
 
-def warning_text(text: str) -> str:
-    """``text`` as the quoted text of a Warning header (RFC 3261 20.43): cut to 200
-    characters, its control characters (CR and LF would end the header) made spaces, '\\'
-    and '"' escaped. Cut first: an escape cut in two would leave the string open."""
-    return re.sub(r"[\x00-\x1f\x7f]", " ", text[:200]).replace("\\", "\\\\").replace(
-        '"', '\\"')
-
-
 def warning(text: str) -> tuple[str, str]:
-    """A Warning header field of ours: code 399, agent uascall, ``text``."""
-    return ("Warning", f'399 uascall "{warning_text(text)}"')
+    """A Warning header field of ours (RFC 3261 20.43): code 399, agent uascall, and
+    ``text`` cut to 200 characters, then quoted as a display name is. Cut first: an
+    escape cut in two would leave the string open."""
+    return ("Warning", f"399 uascall {_quote(text[:200])}")
 
 
 def _quote(text: str) -> str:
