@@ -95,7 +95,7 @@ import re
 import secrets
 import socket
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from uascall import __version__
@@ -505,16 +505,19 @@ class UserAgent:
 
     def _malformed_tag(self, headers: Headers) -> str:
         # as _stateless_tag, from the raw headers: the request did not parse
-        text = "\0".join(headers.get(name) or "" for name in ("Via", "Call-ID", "From", "CSeq"))
-        return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8,
-                               key=self._tag_key).hexdigest()
+        return self._keyed_tag(headers.get(name) or ""
+                               for name in ("Via", "Call-ID", "From", "CSeq"))
 
     def _stateless_tag(self, request: Request) -> str:
+        via = request.top_via
+        return self._keyed_tag((via.branch or "", via.host, str(via.port), request.call_id,
+                                request.from_.tag or "", str(request.cseq[0]),
+                                request.method))
+
+    def _keyed_tag(self, parts: Iterable[str]) -> str:
         # The same tag for a request and its retransmissions (RFC 3261 8.2.7), which no
         # one can predict for a request of their choosing (keyed with a secret).
-        via = request.top_via
-        text = "\0".join((via.branch or "", via.host, str(via.port), request.call_id,
-                          request.from_.tag or "", str(request.cseq[0]), request.method))
+        text = "\0".join(parts)
         return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8,
                                key=self._tag_key).hexdigest()
 
