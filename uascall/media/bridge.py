@@ -247,6 +247,10 @@ class AudioLink:
         elif self._has_generator():  # the line's generator, on its own clock
             self._keys_waiting.append(digit)
             self._step_keys()
+            if in_band and digit in self._keys_waiting and self._sent_key is not None:
+                # it waits its turn, and its first milliseconds went on in the audio
+                # before it was recognised: their echo may come back before it sounds
+                self._sent_key(digit, self._now())
         elif not in_band:
             self._overlay.extend(key_frames(digit, self._law))
         # a key heard in band where the line has neither goes on in band, in the audio
