@@ -11,7 +11,9 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import errno
+import itertools
 import os
+import random
 import struct
 import threading
 
@@ -479,3 +481,116 @@ def test_may_read_says_whether_a_read_would_fail_with_eagain(sim):
     engine.run(a.drain_events)
     assert engine.run(a.may_read) is False
     assert OsDeviceIO().may_read(-1) is True
+
+
+def looped_e1(engine, phases):
+    kernel = SimKernel(engine, phases=phases)
+    engine.run(kernel.add_loop, "E1")
+    engine.run(kernel.configure, E1_LOOP_CONF)
+    return kernel
+
+
+def timed_reader(engine, chan) -> list[tuple[float, bytes]]:
+    """What ``chan`` receives, each block with the engine time it was read at."""
+    blocks: list[tuple[float, bytes]] = []
+    engine.run(engine.add_fd, chan.fileno(), EPOLLIN | EPOLLPRI,
+               lambda revents: chan.service(revents,
+                                            lambda block: blocks.append((engine.time(), block))))
+    return blocks
+
+
+def open_pair(engine, kernel, tx, rx, numbufs=4):
+    pair = open_channel(engine, kernel, tx), open_channel(engine, kernel, rx)
+    for chan in pair:
+        engine.run(chan.set_buffers, numbufs=numbufs, bufsize=160)
+    return pair
+
+
+@pytest.mark.parametrize("phases", [20, 1])
+def test_each_channel_is_served_at_the_phase_it_was_opened_in(phases):
+    """On a card the interrupt comes every millisecond and a channel's block is complete
+    when 160 bytes have come since the channel was opened: channels opened at different
+    moments become readable at different moments of the 20 ms, each every 20 ms. With
+    one phase every block is readable at the same moment."""
+    with Engine(VirtualClock()) as engine, engine.actor():
+        kernel = looped_e1(engine, phases)
+        opened, received = [], []
+        for tx, rx in ((1, 32), (2, 33), (3, 34)):
+            opened.append(engine.time())
+            received.append(timed_reader(engine, open_pair(engine, kernel, tx, rx)[1]))
+            engine.sleep(0.007)
+        engine.sleep(0.2)
+    moments = []
+    for opened_at, blocks in zip(opened, received, strict=True):
+        times = [at for at, _block in blocks]
+        assert len(times) >= 9
+        assert all(abs(b - a - 0.020) < 1e-9 for a, b in itertools.pairwise(times))
+        assert all(len(block) == 160 for _at, block in blocks)
+        if phases == 20:  # its first block a tick after it was opened, give a phase
+            assert 0.019 - 1e-9 <= times[0] - opened_at <= 0.020 + 1e-9
+        moments.append(round(times[0] * 1000) % 20)
+    if phases == 20:
+        assert len(set(moments)) == 3
+    else:
+        assert len(set(moments)) == 1
+
+
+def test_a_late_line_serves_each_phase_once_and_keeps_the_blocks_on_their_phase():
+    """The engine held 55 ms: the line catches up on every phase it missed, each with
+    what the line carried up to its own moment, so that every block stays whole and on
+    its phase, and no byte is lost or repeated."""
+    clock = VirtualClock()
+    with Engine(clock) as engine, engine.actor():
+        kernel = looped_e1(engine, 20)
+        a, b = open_pair(engine, kernel, 1, 32, numbufs=16)
+        engine.sleep(0.009)
+        _c, d = open_pair(engine, kernel, 2, 33, numbufs=16)
+        pattern = random.Random(7).randbytes(160 * 14)
+        engine.run(lambda: [a.write_frame(pattern[n:n + 160])
+                            for n in range(0, len(pattern), 160)])
+        got_b, got_d = timed_reader(engine, b), timed_reader(engine, d)
+        engine.sleep(0.05)
+        released = engine.run(lambda: clock.advance_to(engine.time() + 0.055)
+                              or engine.time())  # the thread was held 55 ms
+        engine.sleep(0.3)
+        moved = engine.run(lambda: (kernel.stats(32).rx_bytes, kernel.stats(33).rx_bytes,
+                                    len(kernel.channels[32].rx_partial),
+                                    len(kernel.channels[33].rx_partial)))
+    assert pattern in b"".join(block for _at, block in got_b)
+    for blocks in (got_b, got_d):
+        # the three phases the hold spanned, read at once when it ended
+        assert sum(at == released for at, _block in blocks) == 3
+        on_time = [at for at, _block in blocks if at != released]
+        phase = round(on_time[0] * 1000) % 20
+        assert all(round(at * 1000) % 20 == phase for at in on_time)
+    assert moved[2:] == (0, 0)
+    assert moved[0] % 160 == 0 and moved[1] % 160 == 0
+
+
+def test_a_stream_is_whole_at_a_reader_opened_after_it_began():
+    """The writer's bytes go on the line from where it was when its peer opens in another
+    phase: the reader hears the rest of the stream whole, nothing lost or repeated at the
+    change (what went before, up to the writer's last phase, went into nothing)."""
+    with Engine(VirtualClock()) as engine, engine.actor():
+        kernel = looped_e1(engine, 20)
+        a = open_channel(engine, kernel, 1)
+        engine.run(a.set_buffers, numbufs=16, bufsize=160)
+        pattern = random.Random(11).randbytes(160 * 12)
+        engine.run(lambda: [a.write_frame(pattern[n:n + 160])
+                            for n in range(0, len(pattern), 160)])
+        engine.sleep(0.045)
+        b = open_channel(engine, kernel, 32)
+        engine.run(b.set_buffers, numbufs=16, bufsize=160)
+        blocks = reader(engine, b)
+        engine.sleep(0.3)
+    received = b"".join(blocks)
+    skipped = pattern.find(received[:64])
+    # 45 ms went by, the stream began at 7 ms, the writer's phase last came at 40 ms
+    assert skipped == (40 - 7) * 8
+    assert received.startswith(pattern[skipped:])
+
+
+@pytest.mark.parametrize("phases", [0, -1, 1.5, 161])
+def test_phases_are_checked(phases):
+    with Engine(VirtualClock()) as engine, pytest.raises(ValueError, match="phases"):
+        SimKernel(engine, phases=phases)

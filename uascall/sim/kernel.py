@@ -19,10 +19,15 @@ What it models
   for one already open, ENOENT for a node that does not exist. Opening resets the
   channel as ``initialize_channel`` does (block size 1024, two buffers, immediate policy,
   the span's law, no linear mode, audio mode off).
-- B-channels (CLEAR) paced at 8,000 bytes/s on the engine's clock: every ``tick``
-  seconds each open channel sends what the line carried since the last tick (``8000 *
-  tick`` bytes, more when the tick ran late, as a card's own clock would not wait) from
-  its write buffers to its peer's read buffers, which become readable block by block. A
+- B-channels (CLEAR) paced at 8,000 bytes/s on the engine's clock: once every ``tick``
+  seconds each open channel receives what its peer's write buffers put on the line since
+  the last time (``8000 * tick`` bytes), in read buffers that become readable block by
+  block. The clock keeps a fixed grid (a tick that runs late moves all that was due, as
+  a card's crystal would not wait) and ``phases`` moments in each tick (20: a card's
+  1 ms interrupt). A channel is served at the phase it was opened in, as the driver
+  counts a channel's blocks from its opening, so that the channels of a busy span become
+  readable spread over the tick, not all at once; a clock that ran late serves each
+  phase it missed once, with what the line had carried by that phase's moment. A
   stream written to an idle channel starts at the line's next millisecond plus a phase
   fixed per channel, so a reader's blocks do not line up with the writer's frames.
   Buffer counts and sizes, the IMMEDIATE / WHEN_FULL / HALF_FULL transmit policies,
@@ -112,12 +117,18 @@ log = logging.getLogger(__name__)
 class SimKernel(DeviceIO):
     """The simulated kernel. Create it with the engine it runs on, then add spans."""
 
-    def __init__(self, engine: Engine, *, tick: float = 0.020,
+    def __init__(self, engine: Engine, *, tick: float = 0.020, phases: int = 20,
                  dev_dir: str = "/dev/dahdi") -> None:
         if tick <= 0 or round(tick * SAMPLE_RATE) < 1:
             raise ValueError(f"tick {tick} s carries no samples; expected at least 1/8000 s")
+        if not isinstance(phases, int) or not 1 <= phases <= round(tick * SAMPLE_RATE):
+            raise ValueError(f"phases {phases!r} for a {tick} s tick; expected a whole number "
+                             f"from 1 to {round(tick * SAMPLE_RATE)} (a phase carries a sample)")
         self.engine = engine
         self.tick = tick
+        self.phases = phases
+        #: called with a phase's number after the line has served that phase's channels
+        self.after_phase: list[Callable[[int], None]] = []
         self.dev_dir = dev_dir.rstrip("/")
         self.spans: list[SimSpan] = []
         self.channels: dict[int, SimChannel] = {}
@@ -132,9 +143,13 @@ class SimKernel(DeviceIO):
         # open channels the line clock moves, each with the channel wired to it (fixed
         # while it is open: spans are only replaced while their channels are closed)
         self._open_audio: dict[SimChannel, SimChannel | None] = {}
+        # the same, by the phase of the line's tick at which each channel is served
+        self._phase_members: list[dict[SimChannel, SimChannel | None]] = [
+            {} for _ in range(phases)]
         self._tick_timer: TimerHandle | None = None
-        self._ticking_since = 0.0  # when the B-channel clock started (0: stopped)
-        self._bytes_moved = 0
+        self._ticking_since: float | None = None  # when the B-channel clock started
+        self._phases_done = 0  # phases of the line clock served since it started
+        self._bytes_moved = 0  # the bytes the line had carried at the last phase served
         self._corrupt_next: set[int] = set()
 
     def describe(self) -> str:
@@ -333,8 +348,14 @@ class SimKernel(DeviceIO):
         file.chan = chan
         self.cas.opened(chan)
         if chan.carries_audio:
-            self._open_audio[chan] = self._peer_chan(chan)
             self._start_ticking()
+            peer = self._peer_chan(chan)
+            self._open_audio[chan] = peer
+            # The channel is served at the phase just past, from now on once a tick: its
+            # blocks complete a tick after it opened, as the driver's count from open.
+            chan.line_phase = self._phases_done % self.phases
+            chan.line_moved = self._bytes_moved
+            self._phase_members[chan.line_phase][chan] = peer
 
     def close(self, fd: int) -> None:
         file = self._files.pop(fd, None)
@@ -348,7 +369,9 @@ class SimKernel(DeviceIO):
             chan.events.clear()
             chan.linear = False
             chan.law = chan.deflaw or chan.span.deflaw
-            self._open_audio.pop(chan, None)
+            if chan in self._open_audio:
+                del self._open_audio[chan]
+                del self._phase_members[chan.line_phase][chan]
         file.readiness.close()
 
     def read(self, fd: int, size: int) -> bytes:
@@ -452,51 +475,78 @@ class SimKernel(DeviceIO):
     # ================================================================== B-channels
     def _start_ticking(self) -> None:
         if self._tick_timer is None:
-            if not self._ticking_since:
+            if self._ticking_since is None:
                 self._ticking_since = self.engine.time()
+                self._phases_done = 0
                 self._bytes_moved = 0
-            self._tick_timer = self.engine.call_later(self.tick, self._on_tick)
+            # on a fixed grid, as a card's crystal keeps it whatever this thread is doing
+            period = self.tick / self.phases
+            self._tick_timer = self.engine.call_at(
+                self._ticking_since + (self._phases_done + 1) * period, self._on_tick)
 
     def _on_tick(self) -> None:
+        """The line clock: serve the phases whose moment has come. Each channel is served
+        once a tick, at its phase: it receives what its peer sent since its last time, in
+        blocks that become readable then."""
         self._tick_timer = None
         if not self._open_audio:
-            self._ticking_since = 0.0
+            self._ticking_since = None
             return
-        # The line runs at 8000 bytes/s whatever this thread is doing: a tick that runs late
-        # moves everything that was due since the last one, as a card's clock would have.
-        due = round((self.engine.time() - self._ticking_since) * SAMPLE_RATE)
-        nbytes = min(due - self._bytes_moved, SAMPLE_RATE)  # at most a second in one go
-        self._bytes_moved = due
-        if nbytes <= 0:
-            self._start_ticking()
-            return
-        window_start = self.engine.time() - nbytes / SAMPLE_RATE
+        assert self._ticking_since is not None
+        since, period, phases = self._ticking_since, self.tick / self.phases, self.phases
+        reached = max(self._phases_done + 1,
+                      math.floor(round((self.engine.time() - since) / period, 6)))
+        # A clock that ran late serves each phase it missed once, with what the line
+        # carried up to that phase's own moment, so that blocks keep their phase.
+        for done in range(max(self._phases_done + 1, reached - phases + 1), reached + 1):
+            at = since + done * period
+            due = round(done * period * SAMPLE_RATE)
+            self._phases_done = done
+            self._bytes_moved = due
+            phase = done % phases
+            members = self._phase_members[phase]
+            if members:
+                self._serve(members, due, at)
+            for hook in self.after_phase:
+                try:
+                    hook(phase)
+                except Exception:  # the line's clock must go on whatever a hook does
+                    log.exception("simulated kernel: a hook after phase %d failed", phase)
+        self._start_ticking()
+
+    def _serve(self, members: dict[SimChannel, SimChannel | None], due: int,
+               at: float) -> None:
+        """One phase: each channel in ``members`` receives what its peer put on the line
+        since it was last served, up to ``due`` bytes of the line's clock at ``at``; a
+        channel whose peer is not open sends into nothing and hears the peer's idle."""
         open_audio = self._open_audio
         take, complete = self._take_tx, self._complete_blocks
-        sent: dict[SimChannel, bytes] = {}
-        for chan in open_audio:
+        for chan, peer in members.items():
+            sender = peer if peer is not None and peer in open_audio else chan
+            nbytes = min(due - sender.line_moved, SAMPLE_RATE)  # at most a second in one go
+            sender.line_moved = due
+            if nbytes <= 0:
+                continue
             # _take_tx's common case, inline (a thousand channels a tick): a stream going,
             # the window's bytes in the rest of the first block and part of the second
-            tx = chan.tx
-            if len(tx) > 1 and not chan.txdisable and chan.tx_starts_at is None:
-                offset = chan.tx_offset
+            tx = sender.tx
+            data = None
+            if len(tx) > 1 and not sender.txdisable and sender.tx_starts_at is None:
+                offset = sender.tx_offset
                 head = tx[0]
                 rest = offset + nbytes - len(head)  # what the second block gives
                 if 0 < rest < len(tx[1]):
                     tx.popleft()
-                    chan.tx_offset = rest
-                    chan.stats.tx_bytes += nbytes
-                    chan.underrun_flag = False
-                    chan.flowing = True
-                    sent[chan] = (head[offset:] if offset else head) + tx[0][:rest]
-                    continue
-            sent[chan] = take(chan, nbytes, window_start)
-        for chan, peer in open_audio.items():
-            span = chan.span
-            if peer is None or span.alarms & LINE_DOWN or peer.span.alarms & LINE_DOWN:
+                    sender.tx_offset = rest
+                    sender.stats.tx_bytes += nbytes
+                    sender.underrun_flag = False
+                    sender.flowing = True
+                    data = (head[offset:] if offset else head) + tx[0][:rest]
+            if data is None:
+                data = take(sender, nbytes, at - nbytes / SAMPLE_RATE)
+            if peer is None or chan.span.alarms & LINE_DOWN or peer.span.alarms & LINE_DOWN:
                 continue  # a span in RED receives nothing at all (span.line_up())
-            data = sent.get(peer)
-            if data is None:  # a closed transmitter still sends its idle pattern
+            if sender is chan:  # a closed transmitter still sends its idle pattern
                 data = bytes([peer.idle_byte()]) * nbytes if peer.sig else b"\xff" * nbytes
             # the peer's bytes received; the common cases inline: a tick on time brings
             # exactly a block, which needs no copying (nothing waits to be completed), or
@@ -527,7 +577,6 @@ class SimKernel(DeviceIO):
                     del partial[:blocksize]
                     continue
             complete(chan)
-        self._start_ticking()
 
     def _peer_chan(self, chan: SimChannel) -> SimChannel | None:
         peer = chan.span.peer

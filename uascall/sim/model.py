@@ -103,6 +103,10 @@ class SimChannel:
     tx_starts_at: float | None = None
     tx: deque[bytes] = field(default_factory=deque)
     tx_offset: int = 0
+    #: B-channel: the phase of the line's tick at which it is served (set when opened)
+    line_phase: int = 0
+    #: B-channel: the line clock's byte count up to which its transmit side has been sent
+    line_moved: int = 0
     rx: deque[bytes] = field(default_factory=deque)
     rx_partial: bytearray = field(default_factory=bytearray)
     events: deque[int] = field(default_factory=deque)
