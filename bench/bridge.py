@@ -13,37 +13,43 @@ runs on one engine thread, in real time, for ``--seconds`` after a warm-up, with
 ``gc.freeze()`` after set-up as a long-running server does.
 
 CPU is the engine thread's own time (``time.thread_time`` read on it), split by timing
-parts of it: the **simulated kernel** (its line clock, each 20 ms tick moving every
-B-channel's bytes: a card and the kernel's interrupt on boards, not this process; and
+parts of it: the **simulated kernel** (its line clock, moving every B-channel's bytes
+once each 20 ms: a card and the kernel's interrupt on boards, not this process; and
 the device calls, our reads and writes through the simulated kernel, which are system
-calls on boards), the **far ends** (after each tick, every far end's B-channel topped up
-to two frames: the load generator), the **measuring** (the delay taps, and the timers'
-own cost), and the rest, which is **uascall**: the engine loop and epoll, the receive
-path, the DTMF bank, the bridge's law conversion and writes, the PRI spans. Per-tick
-parts are timed with ``thread_time``; the device calls and taps, 100,000 a second, with
+calls on boards), the **far ends** (after the line has taken from a far end's
+B-channel, it is topped up to two frames: the load generator), the **measuring** (the
+delay taps, and the timers' own cost), and the rest, which is **uascall**: the engine
+loop and epoll, the receive path, the DTMF bank, the bridge's law conversion and writes,
+the PRI spans. The line's parts are timed with ``thread_time``; the device calls and
+taps, 100,000 a second, with
 ``perf_counter`` (a tenth of the cost; the wrappers' own cost, measured at start, is
 charged to measuring). The figure judged is **uascall with the device calls**, the
 conservative one; without them is what uascall itself costs.
 
 A **late frame** is any of: a frame the bridge wrote more than 20 ms after the simulated
-kernel made its block readable (every frame of every eighth pair: each tick stamps the
-blocks it completed, the tap behind the bridge's takes the stamp; the next tick takes
-the frame's slot on the other line); a block lost because it was read too late (receive
+kernel made its block readable (every frame of every eighth pair: the line stamps the
+blocks it completes, the tap behind the bridge's takes the stamp; the line takes the
+frame at the other channel's next turn); a block lost because it was read too late (receive
 overruns); a frame the bridge dropped (a slip: both lines share one clock here, so none
 is due to clocks); a 20 ms slot one of our B-channels had to send with nothing written
 for it (transmit underruns). A setting passes with no late frame, every call up, the
 first pair's tones heard at the right frequency, and uascall's share at most
 ``--budget`` of a core.
 
+The line's clock keeps a fixed grid, as a card's crystal does. On a card the interrupt
+runs every millisecond and a channel's block completes when it has 160 bytes, counted
+from when the channel was opened, so the channels of a busy span become readable spread
+over the 20 ms; the simulated kernel does the same with ``--phases 20`` (its own
+default), serving each channel at the millisecond it was opened in. This benchmark
+runs with ``--phases 1`` unless told otherwise: every channel's block readable at the
+same moment, once each 20 ms, as its figures before 2026-12-06 were measured. The
+thread must then pass every frame on in one burst, and a burst that ends a few ms late
+leaves frames for the next; with 20 phases it wakes 1,000 times a second for a twentieth
+of the channels, which costs this Python process more (the figures in BENCHMARKS.md).
+
 What the result is bound by: the simulated kernel runs on the engine thread too, so
 frames are late when the whole thread, uascall and simulator, is too busy to keep the
-line's 20 ms, whatever uascall's own share; and its line moves in 20 ms ticks on that
-thread, so a tick a few milliseconds late delivers and takes more than a frame at once
-on every channel, which a card's interrupt, a millisecond at a time, does not. On its
-own the simulator also arms each tick 20 ms after the last one's work ends, so that
-under load its ticks stretch (24 ms apart at 240 pairs, two blocks at once every few
-ticks): the benchmark keeps them on a fixed 20 ms grid, as a card's crystal would
-(``--line-clock simulator`` leaves the simulator's own). On a shared machine other
+line's 20 ms, whatever uascall's own share. On a shared machine other
 processes hold the thread off its core (the engine thread's time runnable but waiting,
 from ``/proc/self/task/TID/schedstat``, is shown): ``--realtime`` runs the engine thread
 at SCHED_FIFO priority, as a telephony server would (a stall of the virtual machine
@@ -171,7 +177,9 @@ class Talkers:
     def __init__(self, kernel: SimKernel) -> None:
         self.kernel = kernel
         self.meter = Meter()
-        self._voices: list[list[Any]] = []  # [fd, kernel channel, frames, next index]
+        # by the phase of the line at which each far end's channel is sent from (its
+        # peer's): [fd, kernel channel, frames, next index]
+        self._voices: list[list[list[Any]]] = [[] for _ in range(kernel.phases)]
         self.heard: dict[int, bytearray] = {}
         self.talking = True
 
@@ -181,12 +189,16 @@ class Talkers:
         if record:
             heard = self.heard.setdefault(id(far), bytearray())
             far.call.on_media(heard.extend)
-        self._voices.append([media.fileno(), self.kernel.channels[far.call.channo], frames,
-                             offset])
+        chan = self.kernel.channels[far.call.channo]
+        sent_at = self.kernel._peer_chan(chan).line_phase  # type: ignore[union-attr]
+        self._voices[sent_at].append([media.fileno(), chan, frames, offset])
 
-    def top_up(self) -> None:
+    def top_up(self, phase: int | None = None) -> None:
+        """After the line served ``phase`` (None: every phase), the far ends it took
+        from."""
         write = self.kernel.write
-        for voice in self._voices:
+        groups = self._voices if phase is None else [self._voices[phase]]
+        for voice in (voice for group in groups for voice in group):
             fd, chan, frames, at = voice
             while len(chan.tx) < 2:
                 write(fd, frames[at % len(frames)])
@@ -205,8 +217,10 @@ class Arrivals:
         self.engine = engine
         self.kernel = kernel
         self.meter = meter
-        self._chans: list[tuple[Any, int, collections.deque[float]]] = []
-        self._done: list[int] = []
+        # by the phase of the line at which each channel is served: (kernel channel,
+        # its whole blocks before measuring, stamps, [blocks counted])
+        self._chans: list[list[tuple[Any, int, collections.deque[float], list[int]]]] = [
+            [] for _ in range(kernel.phases)]
         self.delays: list[float] = []
         self.late = 0
         self.frames = 0
@@ -219,22 +233,20 @@ class Arrivals:
         now = self.engine.time()
         stamps: collections.deque[float] = collections.deque([now] * len(chan.rx))
         origin = chan.stats.rx_bytes - len(chan.rx_partial)  # whole blocks before now
-        self._chans.append((chan, origin, stamps))
-        self._done.append(-chan.stats.rx_overruns)
+        self._chans[chan.line_phase].append((chan, origin, stamps, [-chan.stats.rx_overruns]))
         heard = self.meter.wrap(self._heard)
         assert channel._hearing is not None
         channel._hearing.taps.append(lambda _frame, _law: heard(stamps))
 
-    def after_tick(self) -> None:
+    def after_phase(self, phase: int) -> None:
         now = self.engine.time()
-        done = self._done
-        for n, (chan, origin, stamps) in enumerate(self._chans):
+        for chan, origin, stamps, done in self._chans[phase]:
             # blocks completed, less those lost because every read buffer was full
             blocks = ((chan.stats.rx_bytes - len(chan.rx_partial) - origin) // FRAME
                       - chan.stats.rx_overruns)
-            if blocks > done[n]:
-                stamps.extend([now] * (blocks - done[n]))
-                done[n] = blocks
+            if blocks > done[0]:
+                stamps.extend([now] * (blocks - done[0]))
+                done[0] = blocks
 
     def _heard(self, stamps: collections.deque[float]) -> None:
         if not stamps:
@@ -301,7 +313,7 @@ def meter_device_calls(channels: list[UASCallChannel], loops: list[Any],
         loop.tap.write = meter.wrap(loop.tap.write)
 
 
-def run(pairs: int, seconds: float, *, warmup: float = 2.0, card_clock: bool = True,
+def run(pairs: int, seconds: float, *, warmup: float = 2.0, phases: int = 1,
         overhead: float = 0.0, realtime: bool = False) -> dict[str, Any]:
     e1_pairs, t1_pairs = math.ceil(pairs / E1_CHANNELS), math.ceil(pairs / T1_CHANNELS)
     whole, e1_conf, t1_conf = span_confs(e1_pairs, t1_pairs)
@@ -309,7 +321,7 @@ def run(pairs: int, seconds: float, *, warmup: float = 2.0, card_clock: bool = T
         if realtime:  # the engine thread alone (Linux: the calling thread's policy)
             engine.run(os.sched_setscheduler, 0, os.SCHED_FIFO, os.sched_param(10))
         def make_kernel() -> SimKernel:
-            kernel = SimKernel(engine)
+            kernel = SimKernel(engine, phases=phases)
             for _ in range(e1_pairs):
                 kernel.add_loop("E1")
             for _ in range(t1_pairs):
@@ -378,28 +390,21 @@ def run(pairs: int, seconds: float, *, warmup: float = 2.0, card_clock: bool = T
                     talkers.add(answerer, speech_u, 11 * n + 3)
             talkers.top_up()
             meter_device_calls(inbound + outbound, [e1.loop, t1.loop], device_meter)
-            line_tick = line_meter.wrap(kernel._on_tick)
             top_up = talkers.meter.wrap(talkers.top_up)
-            stamp = stamp_meter.wrap(arrivals.after_tick)
-            grid = [kernel._tick_timer.when]
+            stamp = stamp_meter.wrap(arrivals.after_phase)
 
-            def tick() -> None:
-                line_tick()  # it arms the next tick with kernel._on_tick, this function
-                if card_clock and kernel._tick_timer is not None:
-                    # armed 20 ms after this tick's work and lateness: keep the grid
-                    # (a tick missed is skipped: the next moves all the line carried)
-                    kernel._tick_timer.cancel()
-                    now = engine.time()
-                    grid[0] += TICK
-                    while grid[0] <= now:
-                        grid[0] += TICK
-                    kernel._tick_timer = engine.call_at(grid[0], tick)
+            def after_phase(phase: int) -> None:
                 if talkers.talking:
-                    top_up()
-                stamp()
-            kernel._on_tick = tick
-            kernel._tick_timer.cancel()  # the tick already armed: this function's now
-            kernel._tick_timer = engine.call_at(grid[0], tick)
+                    top_up(phase)
+                stamp(phase)
+            kernel.after_phase.append(after_phase)
+            # the line's clock timed (less the two above, which it calls), from its next
+            # tick on
+            kernel._on_tick = line_meter.wrap(kernel._on_tick)
+            assert kernel._tick_timer is not None
+            kernel._tick_timer.cancel()
+            kernel._tick_timer = None
+            kernel._start_ticking()
             for n in range(0, pairs, SAMPLE_EVERY):
                 arrivals.follow(inbound[n])
                 arrivals.follow(outbound[n])
@@ -415,7 +420,8 @@ def run(pairs: int, seconds: float, *, warmup: float = 2.0, card_clock: bool = T
                 waited = int(f.read().split()[1]) / 1e9
             return {
                 "thread": time.thread_time(), "wall": engine.time(), "waited": waited,
-                "line": line_meter.seconds, "device": device_meter.seconds,
+                "line": line_meter.seconds - talkers.meter.seconds - stamp_meter.seconds,
+                "device": device_meter.seconds,
                 "device_calls": device_meter.calls, "talkers": talkers.meter.seconds,
                 "stamps": stamp_meter.seconds, "taps": tap_meter.seconds,
                 "tap_calls": tap_meter.calls,
@@ -492,9 +498,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--budget", type=float, default=0.8,
                         help="the most of a core uascall's share may take (0.8)")
-    parser.add_argument("--line-clock", choices=("card", "simulator"), default="card",
-                        help="the simulated kernel's ticks on a fixed 20 ms grid (card), "
-                             "or armed 20 ms after each tick's work (simulator)")
+    parser.add_argument("--phases", type=int, default=1,
+                        help="the phases of the simulated line's 20 ms tick, each serving "
+                             "the channels opened in it: 1 (every channel's block at once, "
+                             "the default) or 20 (a card's 1 ms interrupt, the simulator's "
+                             "default)")
     parser.add_argument("--realtime", action="store_true",
                         help="run the engine thread at SCHED_FIFO priority 10 (root), as a "
                              "telephony server on a shared machine would, so that other "
@@ -509,14 +517,14 @@ def main() -> None:
     load = os.getloadavg()
     print(f"# {platform.machine()}, Python {platform.python_version()}, {seconds:g} s per "
           f"setting, E1 A-law calls connected to T1 mu-law calls, "
-          f"{args.line_clock} line clock"
+          f"line in {args.phases} phases"
           f"{', engine thread SCHED_FIFO' if args.realtime else ''}, load average "
           f"{load[0]:.2f}; a meter wrapper costs {1e6 * overhead:.2f} µs")
     best = 0
     last: dict[str, Any] = {}
     for n in ladder:
         r = run(n, seconds, warmup=0.5 if args.smoke else 2.0,
-                card_clock=args.line_clock == "card", overhead=overhead,
+                phases=args.phases, overhead=overhead,
                 realtime=args.realtime)
         passed = (r["late"] == 0 and r["uascall_io"] <= args.budget
                   and r["answered"] == 2 * n and r["audio"] == "ok")
