@@ -80,6 +80,7 @@ from uascall.engine import Engine, TimerHandle
 from uascall.errors import Error, LocalProtocolError, RemoteProtocolError
 from uascall.sip import causes
 from uascall.sip.dialog import Dialog
+from uascall.sip.info import DTMF_BODIES, InfoRefused, parse_dtmf_info
 from uascall.sip.media import RtpStream
 from uascall.sip.message import (
     REASONS,
@@ -121,7 +122,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: the methods a call serves in its dialog (the Allow header of our 1xx/2xx)
-ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS")
+ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO")
 ALLOW_HEADER = ", ".join(ALLOWED)
 SDP = "application/sdp"
 
@@ -184,6 +185,7 @@ class Event(enum.Enum):
     RECEIVE_CANCEL = ("a CANCEL", True)
     RECEIVE_BYE = ("a BYE", True)
     RECEIVE_REINVITE = ("a re-INVITE", True)
+    RECEIVE_INFO = ("an INFO", True)
     RECEIVE_PROVISIONAL = ("a provisional response to our INVITE", True)
     RECEIVE_2XX = ("a 2xx to our INVITE", True)
     RECEIVE_FAILURE = ("a failure response to our INVITE", True)
@@ -219,6 +221,9 @@ TRANSITIONS: dict[Event, dict[Phase, Phase]] = {
     _E.CANCEL_GAVE_UP: {_P.PROCEEDING: _P.ENDED},
     # the dialog
     _E.RECEIVE_REINVITE: {_P.CONFIRMED: _P.CONFIRMED},
+    # keys sent as INFO (RFC 6086 allows INFO in an early dialog too)
+    _E.RECEIVE_INFO: {_P.EARLY: _P.EARLY, _P.ANSWERING: _P.ANSWERING,
+                      _P.PROCEEDING: _P.PROCEEDING, _P.CONFIRMED: _P.CONFIRMED},
     _E.SEND_BYE: {_P.CONFIRMED: _P.ENDING},
     # the caller may BYE an early dialog (RFC 3261 15: the INVITE is then answered 487)
     # and a dialog whose ACK has not come; crossing BYEs: ours is still to be answered
@@ -266,6 +271,7 @@ class _Timer(enum.Enum):
     NO_ACK = "no ACK"
     RTP_CHECK = "RTP inactivity"
     CANCEL_GIVE_UP = "no final response after CANCEL"
+    INFO_KEY_UP = "the end of a key sent by INFO"
 
 
 # --------------------------------------------------------------------------- the host
@@ -330,6 +336,7 @@ class SipCall(CallLeg):
         self._answer_sdp: bytes | None = None   # our SDP in 183/200 (UAS) or INVITE (UAC)
         self._offer: SessionDescription | None = None
         self._timers: dict[_Timer, TimerHandle] = {}
+        self._info_key: str | None = None  # a key an INFO pressed, until its Duration ends
         self._cleared = False
         self._release_after_ack: tuple[Cause, str | None] | None = None
         self._session_id: int | None = None
@@ -567,6 +574,45 @@ class SipCall(CallLeg):
         self._clear(_remote_cause(reason), reason or "BYE", "remote")
         if self.phase is not target:  # crossing BYEs stay ENDING: ours is to be answered
             self._enter(target)
+
+    @_ends_the_call_on_failure
+    def info_received(self, info: Request, tx: NonInviteServerTransaction) -> None:
+        """An INFO in the dialog: a key (``application/dtmf-relay`` or
+        ``application/dtmf``), passed on as a telephone-event's would be, held for the
+        Duration it gives; one without a body is answered 200 and nothing more."""
+        try:
+            self._step(Event.RECEIVE_INFO)
+        except RemoteProtocolError as refusal:
+            self._refused(refusal, info, tx)
+            return
+        headers = info.headers
+        try:
+            key = parse_dtmf_info(headers.get("Content-Type"), info.body,
+                                  headers.get("Info-Package"))
+        except InfoRefused as refusal:
+            extra = [warning(str(refusal))]
+            if refusal.status == 415:
+                extra.append(("Accept", ", ".join(DTMF_BODIES)))
+            elif refusal.status == 469:  # RFC 6086 4.2.2: the packages we take: none
+                extra.append(("Recv-Info", ""))
+            log.info("%r: INFO refused %d: %s", self, refusal.status, refusal)
+            self.host.respond(tx, make_response(info, refusal.status, to_tag=self.local_tag,
+                                                headers=extra))
+            return
+        self.host.respond(tx, make_response(info, 200, to_tag=self.local_tag))
+        if key is None:
+            return
+        if self._info_key is not None:  # the key before it is up once this one is down
+            self._disarm(_Timer.INFO_KEY_UP)
+            self._info_key_up()
+        self._info_key = key.digit
+        self._heard_digit(key.digit, False)
+        self._arm(_Timer.INFO_KEY_UP, key.duration_ms / 1000)
+
+    def _info_key_up(self) -> None:
+        digit, self._info_key = self._info_key, None
+        if digit is not None:
+            self._heard_digit(digit, True)
 
     @_ends_the_call_on_failure
     def reinvite_received(self, invite: Request, tx: InviteServerTransaction) -> None:
@@ -963,6 +1009,8 @@ class SipCall(CallLeg):
                 self._send_bye(Cause.FAILED, "network", None)
         elif which is _Timer.RTP_CHECK:
             self._check_rtp()
+        elif which is _Timer.INFO_KEY_UP:
+            self._info_key_up()
         elif which is _Timer.CANCEL_GIVE_UP:
             target = self.next_phase(Event.CANCEL_GAVE_UP)
             log.info("%r: no final response within 64*T1 of our CANCEL; the call is over",

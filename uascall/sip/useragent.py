@@ -15,7 +15,8 @@ Datagrams from :class:`~uascall.sip.transport.UdpEndpoint` are parsed
   below) and the SDP offer check (400 for bad SDP, 488 when no codec we have was offered);
   it then gets 100 Trying at once and becomes a :class:`~uascall.sip.call.SipCall` offered
   to the backend's listener;
-- BYE and re-INVITE go to their call through the dialog (481 when there is none);
+- BYE, re-INVITE and INFO (keys: :mod:`uascall.sip.info`) go to their call through the
+  dialog (481 when there is none);
   OPTIONS is answered 200 with what we allow and accept, in or out of a dialog (503 +
   Retry-After outside a dialog while draining, below);
 - a response goes to its client transaction (top Via branch and CSeq method).
@@ -149,8 +150,7 @@ from uascall.sip.transport import (
 log = logging.getLogger(__name__)
 
 #: methods we know of but do not serve (405 rather than 501)
-KNOWN = ("REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE",
-         "UPDATE")
+KNOWN = ("REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER", "MESSAGE", "UPDATE")
 SUPPORTED_EXTENSIONS: tuple[str, ...] = ()
 ACCEPTABLE_BODIES = ("application/sdp",)
 #: how often the engine's lateness is measured (seconds)
@@ -474,7 +474,7 @@ class UserAgent:
             answer = (self._unavailable(request) if self.draining
                       else self._options_answer(request))
             self._answer_statelessly(request, answer, source, endpoint)
-        else:  # BYE without a dialog
+        else:  # BYE or INFO without a dialog
             self._answer_statelessly(request, self._reply(request, 481), source, endpoint)
 
     def _server_tx(self, request: Request, source: Address, endpoint: UdpEndpoint,
@@ -627,6 +627,9 @@ class UserAgent:
             assert isinstance(tx, InviteServerTransaction)
             tx.user = call
             call.reinvite_received(request, tx)
+        elif request.method == "INFO":
+            assert isinstance(tx, NonInviteServerTransaction)
+            call.info_received(request, tx)
         else:  # OPTIONS in a dialog
             self.respond(tx, self._options_answer(request))
 

@@ -1,0 +1,119 @@
+"""Keys sent as SIP INFO (application/dtmf-relay, application/dtmf): the parser, and a
+scripted caller's INFO requests in a real dialog, answered and collected."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.sim.sip_peer import SipPeer, Uas, answered
+from uascall.sip.info import InfoKey, InfoRefused, parse_dtmf_info
+from uascall.sip.message import Response
+
+RELAY = "application/dtmf-relay"
+
+
+@pytest.mark.parametrize("content_type, body, key", [
+    (RELAY, "Signal=5\r\nDuration=160\r\n", InfoKey("5", 160)),
+    (RELAY, "Signal= #\r\nDuration= 300", InfoKey("#", 300)),
+    ("Application/DTMF-Relay; charset=us-ascii", "signal=*\nduration=100", InfoKey("*", 100)),
+    (RELAY, "Signal=10\r\nDuration=100", InfoKey("*", 100)),   # RFC 4733 event numbers
+    (RELAY, "Signal=11\r\nDuration=100", InfoKey("#", 100)),
+    (RELAY, "Signal=a\r\nDuration=100", InfoKey("A", 100)),
+    (RELAY, "Signal=1", InfoKey("1", 250)),                     # no Duration: 250 ms
+    (RELAY, "Signal=2\r\nDuration=5", InfoKey("2", 40)),        # cut to 40 ms ...
+    (RELAY, "Signal=3\r\nDuration=99999", InfoKey("3", 10_000)),  # ... and to 10 s
+    ("application/dtmf", "7\r\n", InfoKey("7", 250)),
+    ("application/dtmf", "15", InfoKey("D", 250)),
+    (None, "", None),                                           # a keep-alive
+    (RELAY, "\r\n", None),
+])
+def test_the_bodies_phones_send_are_read(content_type, body, key):
+    assert parse_dtmf_info(content_type, body.encode()) == key
+
+
+@pytest.mark.parametrize("content_type, body, package, status, says", [
+    ("text/plain", "5", None, 415, "'text/plain' is not taken"),
+    (None, "Signal=5", None, 415, "'none'"),
+    (RELAY, "Signal=5", "dtmf", 469, "Info Package 'dtmf'"),
+    (RELAY, "Signal=x\r\nDuration=100", None, 400, "Signal='x'"),
+    (RELAY, "Signal=16", None, 400, "Signal='16'"),
+    (RELAY, "Duration=100", None, 400, "no Signal= line"),
+    (RELAY, "Signal=5\r\nDuration=long", None, 400, "Duration='long'"),
+    (RELAY, "Signal=5\r\nstray line", None, 400, "'stray line' is not name=value"),
+    ("application/dtmf", "55", None, 400, "Signal='55'"),
+    ("application/dtmf", "\xe9", None, 400, "not ASCII"),
+])
+def test_what_cannot_be_taken_is_refused_with_its_reason(content_type, body, package, status,
+                                                         says):
+    with pytest.raises(InfoRefused, match=says) as info:
+        parse_dtmf_info(content_type, body.encode("latin-1"), package)
+    assert info.value.status == status
+
+
+def send_info(peer: SipPeer, body: str = "", content_type: str = RELAY, *, extra: str = "",
+              to_tag: str | None = "dialog") -> Response:
+    peer.cseq += 1
+    peer.send(peer.request("INFO", cseq=peer.cseq,
+                           to_tag=peer.to_tag if to_tag == "dialog" else to_tag,
+                           body=body, content_type=content_type, extra=extra))
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        for item in peer.poll(0.05):
+            message = item.message
+            if isinstance(message, Response) and message.cseq == (peer.cseq, "INFO"):
+                return message
+    raise AssertionError("no answer to the INFO")
+
+
+def test_keys_sent_as_info_are_collected_and_each_info_is_answered(uas: Uas, peer: SipPeer):
+    channel = answered(uas, peer)
+    answers = [send_info(peer, "Signal=1\r\nDuration=100\r\n"),
+               send_info(peer, "Signal=#\r\nDuration=100\r\n"),
+               send_info(peer, "2", "application/dtmf")]
+    assert [answer.status for answer in answers] == [200, 200, 200]
+    assert all(answer.to.tag == peer.to_tag for answer in answers)
+    assert channel.DTMFDetector.get_digits(count=3, seconds_predigits_timeout=3,
+                                           seconds_interdigit_timeout=2) == "1#2"
+    keep_alive = send_info(peer)
+    assert keep_alive.status == 200
+    time.sleep(0.3)
+    assert channel.DTMFDetector.get_digits() == ""  # the keep-alive pressed nothing
+
+
+def test_a_key_sent_by_info_and_heard_in_band_too_is_one_key(uas: Uas, peer: SipPeer):
+    """A gateway that sends INFO and leaves the tone in the audio: one press, one digit."""
+    from tests.sim.test_sip_listening import keys_in_band, silence, talk
+
+    channel = answered(uas, peer)
+    send_info(peer, "Signal=9\r\nDuration=80\r\n")
+    talk(peer, silence(0.04) + keys_in_band("9") + silence(0.2))
+    time.sleep(0.3)
+    assert channel.DTMFDetector.get_digits() == "9"
+
+
+def test_info_that_cannot_be_taken_gets_the_status_rfc_6086_gives(uas: Uas, peer: SipPeer):
+    channel = answered(uas, peer)
+    wrong_type = send_info(peer, "5", "text/plain")
+    assert wrong_type.status == 415
+    assert wrong_type.headers.get("Accept") == "application/dtmf-relay, application/dtmf"
+    package = send_info(peer, "Signal=5", extra="Info-Package: dtmf\r\n")
+    assert package.status == 469
+    assert "Recv-Info" in [name for name, _value in package.headers]
+    malformed = send_info(peer, "Signal=x")
+    assert malformed.status == 400
+    assert "Signal='x'" in (malformed.headers.get("Warning") or "")
+    assert send_info(peer, "Signal=5", to_tag="not-our-dialog").status == 481
+    assert send_info(peer, "Signal=5", to_tag=None).status == 481  # outside a dialog
+    time.sleep(0.3)
+    assert channel.DTMFDetector.get_digits() == ""
+    assert send_info(peer, "Signal=4").status == 200  # the call took none of it badly
+    assert channel.DTMFDetector.get_digits(count=1, seconds_predigits_timeout=2) == "4"
+
+
+def test_we_say_we_take_info(uas: Uas, peer: SipPeer):
+    answered(uas, peer)
+    ok = next(item.message for item in peer.received
+              if isinstance(item.message, Response) and item.message.status == 200)
+    assert "INFO" in [m.strip() for m in (ok.headers.get("Allow") or "").split(",")]

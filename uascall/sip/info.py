@@ -1,0 +1,93 @@
+"""Keys sent in SIP INFO requests: the bodies phones and gateways use, parsed.
+
+Many SIP phones and PBXs can be set to send DTMF as INFO requests in the dialog instead
+of RFC 4733 telephone-events (Cisco's "sip-info" mode, Asterisk's ``dtmfmode=info``).
+Two bodies are in use, both without an Info Package (RFC 6086's "legacy INFO usage"):
+
+- ``application/dtmf-relay``: lines of ``name=value``; ``Signal`` is the key (``0``-``9``,
+  ``*``, ``#``, ``A``-``D``, or the RFC 4733 event number ``10`` for ``*`` and ``11`` for
+  ``#``, as some gateways send it) and ``Duration`` how long it was held, in ms;
+- ``application/dtmf``: the key alone (or its event number).
+
+:func:`parse_dtmf_info` reads one, sans I/O: the call answers the request and passes the
+key on. A body that is neither, or a request that names an Info Package, is refused with
+the status RFC 6086 gives (:class:`InfoRefused`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: the bodies we take (the Accept header of a 415)
+DTMF_BODIES = ("application/dtmf-relay", "application/dtmf")
+#: how long a key is taken to be held when the body does not say (ms)
+DEFAULT_DURATION_MS = 250
+#: the longest a key may be held (ms): a longer Duration is cut to it
+MAX_DURATION_MS = 10_000
+#: the shortest (ms): a key held less could not have been heard in band either
+MIN_DURATION_MS = 40
+
+_KEYS = "0123456789*#ABCD"  # in RFC 4733 event order: the event number is the index
+
+
+@dataclass(frozen=True, slots=True)
+class InfoKey:
+    """A key from an INFO request: ``digit`` held for ``duration_ms``."""
+
+    digit: str
+    duration_ms: int
+
+
+class InfoRefused(Exception):
+    """The INFO request cannot be taken: answer it with ``status`` (and the reason)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def parse_dtmf_info(content_type: str | None, body: bytes,
+                    info_package: str | None = None) -> InfoKey | None:
+    """The key an INFO request carries, or None for one without a body (a keep-alive,
+    answered 200). Raises :class:`InfoRefused` for what we cannot take: an Info Package
+    (469: we support none), a body of another type (415), a malformed key (400)."""
+    if info_package is not None:
+        raise InfoRefused(469, f"Info Package {info_package.strip()!r} is not supported; "
+                               "DTMF is taken as legacy INFO without an Info Package")
+    if not body.strip():
+        return None
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind not in DTMF_BODIES:
+        raise InfoRefused(415, f"an INFO body of type {kind or 'none'!r} is not taken; "
+                               f"expected one of {', '.join(DTMF_BODIES)}")
+    try:
+        text = body.decode("ascii")
+    except UnicodeDecodeError:
+        raise InfoRefused(400, f"{kind} body is not ASCII text") from None
+    if kind == "application/dtmf":
+        return InfoKey(_key(text.strip(), kind), DEFAULT_DURATION_MS)
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep:
+            fields[name.strip().lower()] = value.strip()
+        elif line.strip():
+            raise InfoRefused(400, f"{kind} line {line.strip()[:40]!r} is not name=value")
+    if "signal" not in fields:
+        raise InfoRefused(400, f"{kind} body has no Signal= line")
+    digit = _key(fields["signal"], kind)
+    duration = fields.get("duration")
+    if duration is None:
+        return InfoKey(digit, DEFAULT_DURATION_MS)
+    if not duration.isdigit():
+        raise InfoRefused(400, f"{kind} Duration={duration[:20]!r}; expected milliseconds")
+    return InfoKey(digit, min(max(int(duration), MIN_DURATION_MS), MAX_DURATION_MS))
+
+
+def _key(signal: str, kind: str) -> str:
+    if len(signal) == 1 and signal.upper() in _KEYS:
+        return signal.upper()
+    if signal.isdigit() and int(signal) < len(_KEYS):  # the RFC 4733 event number
+        return _KEYS[int(signal)]
+    raise InfoRefused(400, f"{kind} Signal={signal[:20]!r}; expected 0-9, *, #, A-D or an "
+                           "event number 0-15")
