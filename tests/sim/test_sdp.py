@@ -6,6 +6,7 @@ import pytest
 
 from uascall.sip.sdp import (
     Codec,
+    IncompatibleAddress,
     MediaDescription,
     Negotiated,
     NoCommonCodec,
@@ -358,6 +359,29 @@ def test_ipv6():
     assert sdp.origin[4:] == ("IP6", "2001:db8::5")
     assert sdp.connection == ("IP6", "2001:db8::5")
     assert b"c=IN IP6 2001:db8::5\r\n" in sdp.serialize()
+
+
+def test_an_offer_only_on_another_address_family_is_refused_saying_so():
+    offer = offer_with("m=audio 5000 RTP/AVP 0\r\n", session="c=IN IP6 2001:db8::7\r\n")
+    with pytest.raises(IncompatibleAddress, match=r"IP6 2001:db8::7.*IP4 10\.0\.0\.1") as info:
+        answer(offer)
+    assert info.value.warn_code == 301
+    with pytest.raises(IncompatibleAddress, match=r"IP4 192\.0\.2\.1.*IP6 2001:db8::5"):
+        answer(offer_with("m=audio 5000 RTP/AVP 0\r\n"), address="2001:db8::5")
+
+
+def test_of_two_audio_streams_the_one_on_our_address_family_is_taken():
+    offer = offer_with("m=audio 5000 RTP/AVP 0\r\nc=IN IP6 2001:db8::7\r\n"
+                       "m=audio 5010 RTP/AVP 8\r\n")
+    sdp, negotiated = answer(offer)
+    assert [m.port for m in sdp.media] == [0, 20000]
+    assert negotiated.remote == ("192.0.2.1", 5010)
+
+
+def test_no_common_codec_is_a_media_format_warning():
+    with pytest.raises(NoCommonCodec) as info:
+        answer(offer_with("m=audio 5000 RTP/AVP 18\r\n"))
+    assert info.value.warn_code == 305 and not isinstance(info.value, IncompatibleAddress)
 
 
 def test_media_level_connection_overrides_session_level():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
+import secrets
 import threading
 import time
 
@@ -660,9 +661,25 @@ def test_an_offer_with_no_codec_we_take_gets_488_saying_why(uas, peer):
     assert channel.cause() is Cause.FAILED
     refused = peer.expect(488)
     warning = refused.headers.get("Warning")
-    assert warning is not None and warning.startswith('399 uascall "'), warning
+    # RFC 3261 20.43: 305, incompatible media format
+    assert warning is not None and warning.startswith('305 uascall "'), warning
     assert "codec" in warning, warning
     assert refused.to.tag
+
+
+def test_an_ipv6_offer_to_our_ipv4_address_gets_488_301_not_an_answer_without_audio(
+        uas, peer):
+    """No RTP could flow between our IPv4 socket and an IPv6-only offer: 488 with Warning
+    301 (incompatible network address formats), not a 200 whose audio goes nowhere."""
+    peer.send(peer.request("INVITE", branch="z9hG4bK" + secrets.token_hex(6),
+                           body=sdp_offer("2001:db8::5", 40000)))
+    peer.expect(100)
+    channel = uas.channel()
+    assert channel.answer() is State.IDLE
+    refused = peer.expect(488)
+    warning = refused.headers.get("Warning") or ""
+    assert warning.startswith('301 uascall "'), warning
+    assert "IP6 2001:db8::5" in warning and "IP4 127.0.0.1" in warning, warning
 
 
 def test_a_sips_request_uri_over_udp_gets_416_saying_tls_is_needed(uas, peer):

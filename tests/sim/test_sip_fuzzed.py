@@ -29,9 +29,10 @@ def test_rtp_goes_only_to_an_ip_address(host):
 
 
 def test_ip_addresses_are_still_taken():
-    for host, family in ((b"192.0.2.9", b"IP4"), (b"2001:db8::9", b"IP6")):
+    for host, family, ours in ((b"192.0.2.9", b"IP4", "10.0.0.1"),
+                               (b"2001:db8::9", b"IP6", "2001:db8::1")):
         offer = offer_to(host).replace(b"IN IP4 " + host, b"IN " + family + b" " + host)
-        _, negotiated = answer_offer(parse_sdp(offer), ["g711a"], address="10.0.0.1",
+        _, negotiated = answer_offer(parse_sdp(offer), ["g711a"], address=ours,
                                      port=20000, session_id=1)
         assert negotiated.remote == (host.decode(), 5000)
 

@@ -641,7 +641,8 @@ class SipCall(CallLeg):
             except (SdpError, NoCommonCodec) as exc:
                 self.host.respond(tx, make_response(
                     invite, 488, to_tag=self.local_tag,
-                    headers=[warning(str(exc))]))
+                    headers=[warning(str(exc), exc.warn_code
+                                     if isinstance(exc, NoCommonCodec) else 399)]))
                 return
             self.negotiated = negotiated
             self.stream.open(negotiated)
@@ -807,22 +808,23 @@ class SipCall(CallLeg):
                 self.engine.faults.record("ending a SIP call after a failure", exc, self)
         self.host.forget(self)  # again: entering ENDED may have failed before it
 
-    def _reject(self, status: int, cause: Cause, why: str = "") -> None:
+    def _reject(self, status: int, cause: Cause, why: str = "", warn_code: int = 399) -> None:
         """Answer the INVITE with a final failure (UAS, before the answer): ENDED. ``why``
-        goes to the caller in a Warning header."""
+        goes to the caller in a Warning header with ``warn_code``."""
         target = self.next_phase(Event.REJECT)
-        self._answer_invite(status, cause, why)
+        self._answer_invite(status, cause, why, warn_code)
         if target is not None:
             self._enter(target)
 
-    def _answer_invite(self, status: int, cause: Cause, why: str = "") -> None:
+    def _answer_invite(self, status: int, cause: Cause, why: str = "",
+                       warn_code: int = 399) -> None:
         assert self.invite is not None and self.invite_tx is not None
         headers = [("Reason", causes.reason_header(cause))] if status in (503, 403, 603,
                                                                           480, 486) else []
         if status == 503:
             headers.append(("Retry-After", str(self.host.settings.retry_after)))
         if why:  # RFC 3261 13.3.1.3: a 488 SHOULD say why the offer was not acceptable
-            headers.append(warning(why))
+            headers.append(warning(why, warn_code))
         self.host.respond(self.invite_tx, make_response(self.invite, status,
                                                         to_tag=self.local_tag,
                                                         headers=headers))
@@ -859,7 +861,8 @@ class SipCall(CallLeg):
                                            session_id=self._session())
         except (NoCommonCodec, SdpError) as exc:
             log.info("%r: %s; rejecting with 488", self, exc)
-            self._reject(488, Cause.FAILED, str(exc))
+            self._reject(488, Cause.FAILED, str(exc),
+                         exc.warn_code if isinstance(exc, NoCommonCodec) else 399)
             self._clear(Cause.FAILED, "488", "local")
             return False
         self.negotiated = negotiated

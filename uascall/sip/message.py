@@ -679,11 +679,11 @@ def _read_quoted(text: str, start: int) -> tuple[str, int]:
     raise SipParseError(f"unterminated quoted string in {_q(text)}; expected a closing '\"'")
 
 
-def warning(text: str) -> tuple[str, str]:
-    """A Warning header field of ours (RFC 3261 20.43): code 399, agent uascall, and
-    ``text`` cut to 200 characters, then quoted as a display name is. Cut first: an
-    escape cut in two would leave the string open."""
-    return ("Warning", f"399 uascall {_quote(text[:200])}")
+def warning(text: str, code: int = 399) -> tuple[str, str]:
+    """A Warning header field of ours (RFC 3261 20.43): ``code`` (399, miscellaneous, unless
+    told), agent uascall, and ``text`` cut to 200 characters, then quoted as a display
+    name is. Cut first: an escape cut in two would leave the string open."""
+    return ("Warning", f"{code} uascall {_quote(text[:200])}")
 
 
 def _quote(text: str) -> str:

@@ -93,6 +93,16 @@ class SdpError(Error, ValueError):
 class NoCommonCodec(Error):
     """The offer (or the answer) has no codec we accept; a UAS answers 488 Not Acceptable Here."""
 
+    #: the Warning code a 488 for it carries (RFC 3261 20.43: incompatible media format)
+    warn_code = 305
+
+
+class IncompatibleAddress(NoCommonCodec):
+    """The offer's audio that we could take is on an address family we do not receive on
+    (IPv6 to an IPv4 server, or the reverse): no RTP could flow; a UAS answers 488."""
+
+    warn_code = 301  # incompatible network address formats
+
 
 @dataclass(slots=True)
 class Codec:
@@ -510,13 +520,16 @@ def answer_offer(
 
     *codecs* are names of :data:`CODECS` in our order of preference; *address* and *port*
     are where we receive RTP. Raises :class:`NoCommonCodec` when no audio stream offers
-    one of them (the UAS answers 488), :class:`SdpError` when the offer has no m= line.
+    one of them (the UAS answers 488), :class:`IncompatibleAddress` when those that do are
+    all on another address family than *address*, :class:`SdpError` when the offer has no
+    m= line.
     """
     ours = _our_codecs(codecs)
     if not offer.media:
         raise SdpError("SDP offer has no m= line; expected at least one media description")
 
     accepted: tuple[int, Codec, Codec | None] | None = None
+    elsewhere: list[str] = []  # streams we could take, on an address family we are not on
     for index, media in enumerate(offer.media):
         if media.media != "audio" or media.proto.upper() != _ACCEPTED_PROTO or media.port == 0:
             continue
@@ -524,11 +537,19 @@ def answer_offer(
         for encoding, _, _ in ours:
             chosen = next((codec for codec in offered if codec.is_named(encoding)), None)
             if chosen is not None:
+                connection = offer.connection_for(media)
+                if connection is not None and connection[0] != _addrtype(address):
+                    elsewhere.append(f"{connection[0]} {connection[1]}")
+                    break
                 event = _find_telephone_event(offered) if telephone_event else None
                 accepted = (index, chosen, event)
                 break
         if accepted is not None:
             break
+    if accepted is None and elsewhere:
+        raise IncompatibleAddress(
+            f"the offer's audio is on {', '.join(elsewhere)}; we receive RTP on "
+            f"{_addrtype(address)} {address} only")
     if accepted is None:
         raise NoCommonCodec(
             f"no audio stream in the offer has a codec we accept: offered "
