@@ -90,11 +90,13 @@ class LegCleared(LegEvent):
 
 @dataclass(frozen=True, slots=True)
 class LegDigit(LegEvent):
-    """The far end sent a DTMF digit out of band (an RFC 4733 telephone-event): the key
-    went down, or with ``ended`` came up again."""
+    """The far end sent a DTMF digit out of band: the key went down, or with ``ended``
+    came up again. ``source`` says how: ``"rfc4733"`` (a telephone-event) or ``"info"``
+    (a SIP INFO); a far end that sends one press both ways gives one digit."""
 
     digit: str
     ended: bool = False
+    source: str = "rfc4733"
 
 
 # --------------------------------------------------------------------------- media

@@ -938,7 +938,7 @@ class UASCallChannel:
             return
         if isinstance(event, LegDigit):
             if self._hearing is not None:
-                self._hearing.out_of_band(event.digit, event.ended)
+                self._hearing.out_of_band(event.digit, event.ended, event.source)
             else:
                 log.debug("%r: DTMF %s before the call listens; dropped", self, event.digit)
             return

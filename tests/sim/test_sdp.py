@@ -180,6 +180,8 @@ def test_direction_and_ptime_properties():
          "IP4 or IP6"),
         ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n", 4,
          "IN <IP4|IP6> <address>"),
+        ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 ::1\r\nt=0 0\r\nm=audio 5 RTP/AVP 0\r\n", 4,
+         "'::1' is not an IP4 address"),
         ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 h\r\nt=0 0\r\nm=audio 5 RTP/AVP 0\r\n"
          "this is not sdp\r\n", 7, "<type>=<value>"),
         ("v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 h\r\nt=now\r\nm=audio 5 RTP/AVP 0\r\n", 5,

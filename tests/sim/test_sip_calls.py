@@ -667,6 +667,31 @@ def test_an_offer_with_no_codec_we_take_gets_488_saying_why(uas, peer):
     assert refused.to.tag
 
 
+def test_a_user_agent_on_both_families_answers_an_offer_on_the_other_one():
+    """Listening on 127.0.0.1 and [::1]: an IPv4 offer over IPv6 signalling is answered
+    with our IPv4 address for the audio, not refused."""
+    uas = Uas(listen=["127.0.0.1:0", "[::1]:0"])
+    try:
+        v6 = next(address for address in uas.backend.addresses if ":" in address[0])
+        peer = SipPeer(v6, host="::1")
+        try:
+            peer.send(peer.request("INVITE", branch="z9hG4bK" + secrets.token_hex(6),
+                                   body=sdp_offer("127.0.0.1", 40000)))
+            peer.expect(100)
+            channel = uas.channel()
+            thread = threading.Thread(target=channel.answer)
+            thread.start()
+            ok = peer.expect(200, method="INVITE")
+            peer.ack(ok)
+            thread.join(5)
+            assert b"c=IN IP4 127.0.0.1" in ok.body
+            channel.hang_up()
+        finally:
+            peer.close()
+    finally:
+        uas.close()
+
+
 def test_an_ipv6_offer_to_our_ipv4_address_gets_488_301_not_an_answer_without_audio(
         uas, peer):
     """No RTP could flow between our IPv4 socket and an IPv6-only offer: 488 with Warning

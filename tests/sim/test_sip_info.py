@@ -24,6 +24,7 @@ RELAY = "application/dtmf-relay"
     (RELAY, "Signal=1", InfoKey("1", 250)),                     # no Duration: 250 ms
     (RELAY, "Signal=2\r\nDuration=5", InfoKey("2", 40)),        # cut to 40 ms ...
     (RELAY, "Signal=3\r\nDuration=99999", InfoKey("3", 10_000)),  # ... and to 10 s
+    (RELAY, "Signal=4\r\nDuration=" + "1" * 4301, InfoKey("4", 10_000)),  # past int()'s
     ("application/dtmf", "7\r\n", InfoKey("7", 250)),
     ("application/dtmf", "15", InfoKey("D", 250)),
     (None, "", None),                                           # a keep-alive
@@ -43,6 +44,8 @@ def test_the_bodies_phones_send_are_read(content_type, body, key):
     (RELAY, "Signal=5\r\nDuration=long", None, 400, "Duration='long'"),
     (RELAY, "Signal=5\r\nstray line", None, 400, "'stray line' is not name=value"),
     ("application/dtmf", "55", None, 400, "Signal='55'"),
+    ("application/dtmf", "0" * 4301, None, 400, "Signal='0000"),   # no int() of it
+    (RELAY, "Signal=" + "1" * 4301, None, 400, "Signal='1111"),
     ("application/dtmf", "\xe9", None, 400, "not ASCII"),
 ])
 def test_what_cannot_be_taken_is_refused_with_its_reason(content_type, body, package, status,
@@ -50,6 +53,13 @@ def test_what_cannot_be_taken_is_refused_with_its_reason(content_type, body, pac
     with pytest.raises(InfoRefused, match=says) as info:
         parse_dtmf_info(content_type, body.encode("latin-1"), package)
     assert info.value.status == status
+
+
+def test_an_encoded_body_is_refused_saying_what_is_taken():
+    with pytest.raises(InfoRefused, match="Content-Encoding 'gzip'") as info:
+        parse_dtmf_info(RELAY, b"Signal=5", content_encoding="gzip")
+    assert (info.value.status, info.value.headers) == (415, (("Accept-Encoding", "identity"),))
+    assert parse_dtmf_info(RELAY, b"Signal=5", content_encoding="identity") == InfoKey("5", 250)
 
 
 def send_info(peer: SipPeer, body: str = "", content_type: str = RELAY, *, extra: str = "",
@@ -93,6 +103,42 @@ def test_a_key_sent_by_info_and_heard_in_band_too_is_one_key(uas: Uas, peer: Sip
     assert channel.DTMFDetector.get_digits() == "9"
 
 
+def test_a_key_sent_by_info_and_as_a_telephone_event_too_is_one_key(uas: Uas, peer: SipPeer):
+    """Phones can be set to send both ("RFC2833 + SIP INFO"): one press, one digit."""
+    channel = answered(uas, peer)
+    peer.send_digits("5")
+    send_info(peer, "Signal=5\r\nDuration=100\r\n")
+    send_info(peer, "Signal=9\r\nDuration=100\r\n")
+    peer.send_digits("9")
+    time.sleep(0.5)
+    assert channel.DTMFDetector.get_digits() == "59"
+
+
+def test_an_info_key_is_not_taken_twice_from_a_huge_number(uas: Uas, peer: SipPeer):
+    """A Duration of thousands of digits is cut to 10 s and a Signal of thousands is a 400;
+    neither ends the call (int() refuses more than 4,300 digits)."""
+    channel = answered(uas, peer)
+    assert send_info(peer, "Signal=" + "1" * 4301).status == 400
+    assert send_info(peer, "Signal=3\r\nDuration=" + "1" * 4301).status == 200
+    assert channel.DTMFDetector.get_digits(count=1, seconds_predigits_timeout=2) == "3"
+    assert send_info(peer, "Signal=4\r\nDuration=100").status == 200
+
+
+def test_a_request_from_another_tag_is_not_in_the_dialog(uas: Uas, peer: SipPeer):
+    """RFC 3261 12.2.2: the remote tag is part of the dialog's identity: an INFO or a BYE
+    with the right Call-ID and To-tag but another From-tag gets 481 and changes nothing."""
+    channel = answered(uas, peer)
+    own_tag, peer.from_tag = peer.from_tag, "someone-else"
+    assert send_info(peer, "Signal=7").status == 481
+    peer.cseq += 1
+    peer.send(peer.request("BYE", cseq=peer.cseq, to_tag=peer.to_tag))
+    assert peer.expect(481, method="BYE")
+    peer.from_tag = own_tag
+    assert channel.state() is channel.State.ANSWERED
+    assert send_info(peer, "Signal=8").status == 200
+    assert channel.DTMFDetector.get_digits(count=1, seconds_predigits_timeout=2) == "8"
+
+
 def test_info_that_cannot_be_taken_gets_the_status_rfc_6086_gives(uas: Uas, peer: SipPeer):
     channel = answered(uas, peer)
     wrong_type = send_info(peer, "5", "text/plain")
@@ -101,6 +147,8 @@ def test_info_that_cannot_be_taken_gets_the_status_rfc_6086_gives(uas: Uas, peer
     package = send_info(peer, "Signal=5", extra="Info-Package: dtmf\r\n")
     assert package.status == 469
     assert "Recv-Info" in [name for name, _value in package.headers]
+    encoded = send_info(peer, "Signal=5", extra="Content-Encoding: gzip\r\n")
+    assert (encoded.status, encoded.headers.get("Accept-Encoding")) == (415, "identity")
     malformed = send_info(peer, "Signal=x")
     assert malformed.status == 400
     assert "Signal='x'" in (malformed.headers.get("Warning") or "")

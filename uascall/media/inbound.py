@@ -111,8 +111,8 @@ class _Press:
 class KeyPresses:
     """One digit per key press, from reports that may come twice (sans-I/O).
 
-    Each source ("inband", "rfc4733") reports a press when the key goes down (with when
-    it went down) and when it comes up. A press is the same as one from the other source
+    Each source ("inband", "rfc4733", "info") reports a press when the key goes down (with
+    when it went down) and when it comes up. A press is the same as one from another source
     when it is the same digit and the two overlap in time (within :data:`MERGE_MARGIN`):
     the second report is dropped. ``on_key(digit)`` hears each press once.
     """
@@ -234,18 +234,19 @@ class Hearing:
         finally:
             self._passing = None
 
-    def out_of_band(self, digit: str, ended: bool) -> None:
-        """The backend reported a key going down (or, ``ended``, up) out of band."""
+    def out_of_band(self, digit: str, ended: bool, source: str = "rfc4733") -> None:
+        """The backend reported a key going down (or, ``ended``, up) out of band, as
+        ``source`` (an RFC 4733 event, a SIP INFO)."""
         now = self._engine.time()
         if ended:
             if self._oob_key == digit:
                 self._oob_key = None
-            self.keys.up("rfc4733", digit, now)
+            self.keys.up(source, digit, now)
         else:
             self.key_sample = None
             self._oob_key = self._last_key = digit
             self._last_in_band = False
-            self.keys.down("rfc4733", digit, now, now)
+            self.keys.down(source, digit, now, now)
 
     def samples_ago(self, sample: int) -> int:
         """How many samples heard since stream sample ``sample`` (a digit's start); what

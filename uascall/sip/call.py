@@ -80,7 +80,7 @@ from uascall.engine import Engine, TimerHandle
 from uascall.errors import Error, LocalProtocolError, RemoteProtocolError
 from uascall.sip import causes
 from uascall.sip.dialog import Dialog
-from uascall.sip.info import DTMF_BODIES, InfoRefused, parse_dtmf_info
+from uascall.sip.info import InfoRefused, parse_dtmf_info
 from uascall.sip.media import RtpStream
 from uascall.sip.message import (
     REASONS,
@@ -588,13 +588,9 @@ class SipCall(CallLeg):
         headers = info.headers
         try:
             key = parse_dtmf_info(headers.get("Content-Type"), info.body,
-                                  headers.get("Info-Package"))
+                                  headers.get("Info-Package"), headers.get("Content-Encoding"))
         except InfoRefused as refusal:
-            extra = [warning(str(refusal))]
-            if refusal.status == 415:
-                extra.append(("Accept", ", ".join(DTMF_BODIES)))
-            elif refusal.status == 469:  # RFC 6086 4.2.2: the packages we take: none
-                extra.append(("Recv-Info", ""))
+            extra = [warning(str(refusal)), *refusal.headers]
             log.info("%r: INFO refused %d: %s", self, refusal.status, refusal)
             self.host.respond(tx, make_response(info, refusal.status, to_tag=self.local_tag,
                                                 headers=extra))
@@ -606,13 +602,13 @@ class SipCall(CallLeg):
             self._disarm(_Timer.INFO_KEY_UP)
             self._info_key_up()
         self._info_key = key.digit
-        self._heard_digit(key.digit, False)
+        self._emit(LegDigit(key.digit, False, "info"))
         self._arm(_Timer.INFO_KEY_UP, key.duration_ms / 1000)
 
     def _info_key_up(self) -> None:
         digit, self._info_key = self._info_key, None
         if digit is not None:
-            self._heard_digit(digit, True)
+            self._emit(LegDigit(digit, True, "info"))
 
     @_ends_the_call_on_failure
     def reinvite_received(self, invite: Request, tx: InviteServerTransaction) -> None:
@@ -909,11 +905,30 @@ class SipCall(CallLeg):
         self._send_bye(Cause.FAILED, "local", 488)
 
     def _media_host(self) -> str:
-        """Our address for the media: the signalling address the INVITE came in on."""
+        """Our address for the media: the signalling address the INVITE came in on, or on
+        a user agent that listens on both address families, ours in the family of the
+        offer's audio (an IPv4 offer may come over IPv6 signalling)."""
         tx = self.invite_tx
-        if tx is not None:
-            return tx.endpoint.address[0]
-        return self.host.local_address(None)[0]
+        if tx is None:
+            return self.host.local_address(None)[0]
+        ours = tx.endpoint.address[0]
+        offered = self._offered_host()
+        if offered is not None and (":" in offered) != (":" in ours):
+            other = self.host.local_address((offered, 0))[0]
+            if (":" in other) == (":" in offered):
+                return other
+        return ours
+
+    def _offered_host(self) -> str | None:
+        """Where the offer's first audio stream is (None without an offer or one)."""
+        offer = self._offer
+        if offer is None:
+            return None
+        for media in offer.media:
+            connection = offer.connection_for(media)
+            if media.media == "audio" and media.port and connection is not None:
+                return connection[1]
+        return None
 
     def _open_stream(self, host: str) -> None:
         self.stream = self.host.open_stream(host, self)

@@ -39,27 +39,37 @@ class InfoKey:
 
 
 class InfoRefused(Exception):
-    """The INFO request cannot be taken: answer it with ``status`` (and the reason)."""
+    """The INFO request cannot be taken: answer it with ``status``, the reason, and
+    ``headers`` (what the RFCs ask such an answer to say we do take)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str,
+                 headers: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(reason)
         self.status = status
+        self.headers = headers
 
 
-def parse_dtmf_info(content_type: str | None, body: bytes,
-                    info_package: str | None = None) -> InfoKey | None:
+def parse_dtmf_info(content_type: str | None, body: bytes, info_package: str | None = None,
+                    content_encoding: str | None = None) -> InfoKey | None:
     """The key an INFO request carries, or None for one without a body (a keep-alive,
     answered 200). Raises :class:`InfoRefused` for what we cannot take: an Info Package
-    (469: we support none), a body of another type (415), a malformed key (400)."""
+    (469 with an empty Recv-Info: we support none, RFC 6086 4.2.2), a body of another
+    type or encoding (415 with Accept or Accept-Encoding, RFC 3261 8.2.3), a malformed key
+    (400)."""
     if info_package is not None:
         raise InfoRefused(469, f"Info Package {info_package.strip()!r} is not supported; "
-                               "DTMF is taken as legacy INFO without an Info Package")
+                               "DTMF is taken as legacy INFO without an Info Package",
+                          (("Recv-Info", ""),))
     if not body.strip():
         return None
+    if content_encoding is not None and content_encoding.strip().lower() != "identity":
+        raise InfoRefused(415, f"Content-Encoding {content_encoding.strip()[:40]!r} is not "
+                               "taken", (("Accept-Encoding", "identity"),))
     kind = (content_type or "").split(";")[0].strip().lower()
     if kind not in DTMF_BODIES:
         raise InfoRefused(415, f"an INFO body of type {kind or 'none'!r} is not taken; "
-                               f"expected one of {', '.join(DTMF_BODIES)}")
+                               f"expected one of {', '.join(DTMF_BODIES)}",
+                          (("Accept", ", ".join(DTMF_BODIES)),))
     try:
         text = body.decode("ascii")
     except UnicodeDecodeError:
@@ -81,13 +91,15 @@ def parse_dtmf_info(content_type: str | None, body: bytes,
         return InfoKey(digit, DEFAULT_DURATION_MS)
     if not duration.isdigit():
         raise InfoRefused(400, f"{kind} Duration={duration[:20]!r}; expected milliseconds")
-    return InfoKey(digit, min(max(int(duration), MIN_DURATION_MS), MAX_DURATION_MS))
+    # (a number of thousands of digits is no Duration, and int() would refuse it)
+    held = int(duration) if len(duration) <= 6 else MAX_DURATION_MS
+    return InfoKey(digit, min(max(held, MIN_DURATION_MS), MAX_DURATION_MS))
 
 
 def _key(signal: str, kind: str) -> str:
     if len(signal) == 1 and signal.upper() in _KEYS:
         return signal.upper()
-    if signal.isdigit() and int(signal) < len(_KEYS):  # the RFC 4733 event number
+    if signal.isdigit() and len(signal) <= 2 and int(signal) < len(_KEYS):  # its event number
         return _KEYS[int(signal)]
     raise InfoRefused(400, f"{kind} Signal={signal[:20]!r}; expected 0-9, *, #, A-D or an "
                            "event number 0-15")

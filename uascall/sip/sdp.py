@@ -292,6 +292,8 @@ def _parse_connection(value: str) -> tuple[str, str]:
         raise ValueError(f"network type {nettype!r} is not IN")
     if addrtype not in ("IP4", "IP6"):
         raise ValueError(f"address type {addrtype!r} is not IP4 or IP6")
+    if addrtype == "IP4" and ":" in address:  # (an IP4 host name holds no colon either)
+        raise ValueError(f"address {address!r} is not an IP4 address")
     # multicast addresses carry /ttl and /count suffixes; the address is what routes media
     return addrtype, address.split("/", 1)[0]
 

@@ -608,6 +608,9 @@ class UserAgent:
     def _in_dialog(self, request: Request, source: Address, endpoint: UdpEndpoint,
                    key: tuple[str, str, str], to_tag: str) -> None:
         call = self.dialogs.get((request.call_id, to_tag))
+        if call is not None and call.dialog is not None \
+                and call.dialog.remote_tag not in (None, request.from_.tag):
+            call = None  # RFC 3261 12.2.2: the remote tag is part of the dialog's identity
         if call is None or call.dialog is None:
             answer = (self._options_answer(request) if request.method == "OPTIONS"
                       else self._reply(request, 481))
