@@ -221,9 +221,10 @@ TRANSITIONS: dict[Event, dict[Phase, Phase]] = {
     _E.CANCEL_GAVE_UP: {_P.PROCEEDING: _P.ENDED},
     # the dialog
     _E.RECEIVE_REINVITE: {_P.CONFIRMED: _P.CONFIRMED},
-    # keys sent as INFO (RFC 6086 allows INFO in an early dialog too)
+    # keys sent as INFO (RFC 6086 allows INFO in an early dialog too; the early dialogs
+    # of our own calls are not looked up: an INFO before their 2xx gets 481)
     _E.RECEIVE_INFO: {_P.EARLY: _P.EARLY, _P.ANSWERING: _P.ANSWERING,
-                      _P.PROCEEDING: _P.PROCEEDING, _P.CONFIRMED: _P.CONFIRMED},
+                      _P.CONFIRMED: _P.CONFIRMED},
     _E.SEND_BYE: {_P.CONFIRMED: _P.ENDING},
     # the caller may BYE an early dialog (RFC 3261 15: the INVITE is then answered 487)
     # and a dialog whose ACK has not come; crossing BYEs: ours is still to be answered
@@ -637,8 +638,7 @@ class SipCall(CallLeg):
             except (SdpError, NoCommonCodec) as exc:
                 self.host.respond(tx, make_response(
                     invite, 488, to_tag=self.local_tag,
-                    headers=[warning(str(exc), exc.warn_code
-                                     if isinstance(exc, NoCommonCodec) else 399)]))
+                    headers=[warning(str(exc), exc.warn_code)]))
                 return
             self.negotiated = negotiated
             self.stream.open(negotiated)
@@ -857,8 +857,7 @@ class SipCall(CallLeg):
                                            session_id=self._session())
         except (NoCommonCodec, SdpError) as exc:
             log.info("%r: %s; rejecting with 488", self, exc)
-            self._reject(488, Cause.FAILED, str(exc),
-                         exc.warn_code if isinstance(exc, NoCommonCodec) else 399)
+            self._reject(488, Cause.FAILED, str(exc), exc.warn_code)
             self._clear(Cause.FAILED, "488", "local")
             return False
         self.negotiated = negotiated

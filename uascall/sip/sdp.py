@@ -89,6 +89,9 @@ _ACCEPTED_PROTO = "RTP/AVP"
 class SdpError(Error, ValueError):
     """A session description is malformed, or not a usable offer or answer."""
 
+    #: the Warning code a 488 for it carries (RFC 3261 20.43: miscellaneous)
+    warn_code = 399
+
 
 class NoCommonCodec(Error):
     """The offer (or the answer) has no codec we accept; a UAS answers 488 Not Acceptable Here."""
