@@ -21,16 +21,15 @@ B-channel, it is topped up to two frames: the load generator), the **measuring**
 delay taps, and the timers' own cost), and the rest, which is **uascall**: the engine
 loop and epoll, the receive path, the DTMF bank, the bridge's law conversion and writes,
 the PRI spans. The line's parts are timed with ``thread_time``; the device calls and
-taps, 100,000 a second, with
-``perf_counter`` (a tenth of the cost; the wrappers' own cost, measured at start, is
-charged to measuring). The figure judged is **uascall with the device calls**, the
-conservative one; without them is what uascall itself costs.
+taps, 100,000 a second, with ``perf_counter`` (a tenth of the cost; the wrappers' own
+cost, measured at start, is charged to measuring). The figure judged is **uascall with
+the device calls**, the conservative one; without them is what uascall itself costs.
 
 A **late frame** is any of: a frame the bridge wrote more than 20 ms after the simulated
 kernel made its block readable (every frame of every eighth pair: the line stamps the
 blocks it completes, the tap behind the bridge's takes the stamp; the line takes the
-frame at the other channel's next turn); a block lost because it was read too late (receive
-overruns); a frame the bridge dropped (a slip: both lines share one clock here, so none
+frame at the other channel's next turn); a block lost because it was read too late
+(receive overruns); a frame the bridge dropped (a slip: both lines share one clock here, so none
 is due to clocks); a 20 ms slot one of our B-channels had to send with nothing written
 for it (transmit underruns). A setting passes with no late frame, every call up, the
 first pair's tones heard at the right frequency, and uascall's share at most
