@@ -526,7 +526,7 @@ def test_each_channel_is_served_at_the_phase_it_was_opened_in(phases):
         assert len(times) >= 9
         assert all(abs(b - a - 0.020) < 1e-9 for a, b in itertools.pairwise(times))
         assert all(len(block) == 160 for _at, block in blocks)
-        if phases == 20:  # its first block a tick after it was opened, give a phase
+        if phases == 20:  # its first block a tick after it was opened, within a phase
             assert 0.019 - 1e-9 <= times[0] - opened_at <= 0.020 + 1e-9
         moments.append(round(times[0] * 1000) % 20)
     if phases == 20:
