@@ -127,6 +127,7 @@ class SimKernel(DeviceIO):
         self.engine = engine
         self.tick = tick
         self.phases = phases
+        self._period = tick / phases  # between two phases of the line's clock
         #: called with a phase's number after the line has served that phase's channels
         self.after_phase: list[Callable[[int], None]] = []
         self.dev_dir = dev_dir.rstrip("/")
@@ -480,9 +481,8 @@ class SimKernel(DeviceIO):
                 self._phases_done = 0
                 self._bytes_moved = 0
             # on a fixed grid, as a card's crystal keeps it whatever this thread is doing
-            period = self.tick / self.phases
             self._tick_timer = self.engine.call_at(
-                self._ticking_since + (self._phases_done + 1) * period, self._on_tick)
+                self._ticking_since + (self._phases_done + 1) * self._period, self._on_tick)
 
     def _on_tick(self) -> None:
         """The line clock: serve the phases whose moment has come. Each channel is served
@@ -493,7 +493,7 @@ class SimKernel(DeviceIO):
             self._ticking_since = None
             return
         assert self._ticking_since is not None
-        since, period, phases = self._ticking_since, self.tick / self.phases, self.phases
+        since, period, phases = self._ticking_since, self._period, self.phases
         reached = max(self._phases_done + 1,
                       math.floor(round((self.engine.time() - since) / period, 6)))
         # A clock that ran late serves each phase it missed once, with what the line

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from uascall.sip.message import media_type
+from uascall.sip.rtp import EVENT_DIGITS
+
 #: the bodies we take (the Accept header of a 415)
 DTMF_BODIES = ("application/dtmf-relay", "application/dtmf")
 #: how long a key is taken to be held when the body does not say (ms)
@@ -26,8 +29,6 @@ DEFAULT_DURATION_MS = 250
 MAX_DURATION_MS = 10_000
 #: the shortest (ms): a key held less could not have been heard in band either
 MIN_DURATION_MS = 40
-
-_KEYS = "0123456789*#ABCD"  # in RFC 4733 event order: the event number is the index
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,7 @@ def parse_dtmf_info(content_type: str | None, body: bytes, info_package: str | N
     if content_encoding is not None and content_encoding.strip().lower() != "identity":
         raise InfoRefused(415, f"Content-Encoding {content_encoding.strip()[:40]!r} is not "
                                "taken", (("Accept-Encoding", "identity"),))
-    kind = (content_type or "").split(";")[0].strip().lower()
+    kind = media_type(content_type)
     if kind not in DTMF_BODIES:
         raise InfoRefused(415, f"an INFO body of type {kind or 'none'!r} is not taken; "
                                f"expected one of {', '.join(DTMF_BODIES)}",
@@ -97,9 +98,9 @@ def parse_dtmf_info(content_type: str | None, body: bytes, info_package: str | N
 
 
 def _key(signal: str, kind: str) -> str:
-    if len(signal) == 1 and signal.upper() in _KEYS:
+    if len(signal) == 1 and signal.upper() in EVENT_DIGITS:
         return signal.upper()
-    if signal.isdigit() and len(signal) <= 2 and int(signal) < len(_KEYS):  # its event number
-        return _KEYS[int(signal)]
+    if signal.isdigit() and len(signal) <= 2 and int(signal) < len(EVENT_DIGITS):  # event no.
+        return EVENT_DIGITS[int(signal)]
     raise InfoRefused(400, f"{kind} Signal={signal[:20]!r}; expected 0-9, *, #, A-D or an "
                            "event number 0-15")

@@ -679,6 +679,12 @@ def _read_quoted(text: str, start: int) -> tuple[str, int]:
     raise SipParseError(f"unterminated quoted string in {_q(text)}; expected a closing '\"'")
 
 
+def media_type(value: str | None) -> str:
+    """The media type of a Content-Type or Accept value, lower case, without parameters
+    ("" for none)."""
+    return (value or "").split(";")[0].strip().lower()
+
+
 def warning(text: str, code: int = 399) -> tuple[str, str]:
     """A Warning header field of ours (RFC 3261 20.43): ``code`` (399, miscellaneous, unless
     told), agent uascall, and ``text`` cut to 200 characters, then quoted as a display

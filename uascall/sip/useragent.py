@@ -112,6 +112,7 @@ from uascall.sip.message import (
     SipParseError,
     Via,
     make_response,
+    media_type,
     parse_message,
     warning,
 )
@@ -545,8 +546,7 @@ class UserAgent:
                 return self._reply(request, 420, [("Unsupported", ", ".join(
                     tag.strip() for tag in unsupported))])
         if method == "INVITE":
-            content_type = (request.headers.get("Content-Type") or "").split(";")[0]
-            content_type = content_type.strip().lower()
+            content_type = media_type(request.headers.get("Content-Type"))
             encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
             if request.body and (content_type not in ACCEPTABLE_BODIES
                                  or encoding != "identity"):
@@ -608,10 +608,9 @@ class UserAgent:
     def _in_dialog(self, request: Request, source: Address, endpoint: UdpEndpoint,
                    key: tuple[str, str, str], to_tag: str) -> None:
         call = self.dialogs.get((request.call_id, to_tag))
-        if call is not None and call.dialog is not None \
-                and call.dialog.remote_tag not in (None, request.from_.tag):
-            call = None  # RFC 3261 12.2.2: the remote tag is part of the dialog's identity
-        if call is None or call.dialog is None:
+        # (RFC 3261 12.2.2: the remote tag is part of the dialog's identity)
+        if call is None or call.dialog is None \
+                or call.dialog.remote_tag not in (None, request.from_.tag):
             answer = (self._options_answer(request) if request.method == "OPTIONS"
                       else self._reply(request, 481))
             self._answer_statelessly(request, answer, source, endpoint)
@@ -867,8 +866,7 @@ def lookup(host: str, port: int) -> Address:
 
 
 def _accepts_sdp(value: str) -> bool:
-    media = value.split(";")[0].strip().lower()
-    return media in ("application/sdp", "application/*", "*/*")
+    return media_type(value) in ("application/sdp", "application/*", "*/*")
 
 
 def _has_tag(to: str) -> bool:
