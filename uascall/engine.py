@@ -310,6 +310,18 @@ class Engine:
         """Now on the engine's clock."""
         return self.clock.now()
 
+    def next_on_grid(self, period: float, phase: float = 0.0) -> float:
+        """The first moment after now on the engine's grid of ``period`` seconds, shifted by
+        ``phase``. Periodic work that starts on the grid keeps a fixed order with the other
+        work on it: the 20 ms clocks of players and of RTP would otherwise start at
+        whatever moment their first user came, and one's pass over every call, falling due
+        in the middle of the other's, would make that one late by a random amount."""
+        if not (period > 0 and math.isfinite(period)) or not 0.0 <= phase < period:
+            raise ArgumentError(f"next_on_grid({period!r}, {phase!r}): expected a period "
+                                "above 0 and a phase from 0 to below the period")
+        now = self.clock.now()
+        return (math.floor((now - phase) / period) + 1) * period + phase
+
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
         """*Engine thread*: run ``callback(*args)`` on the next loop iteration."""
         self._ready.append((callback, args))

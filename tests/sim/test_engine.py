@@ -12,7 +12,7 @@ import time
 import pytest
 
 from uascall.engine import EPOLLIN, EPOLLPRI, Engine, VirtualClock
-from uascall.errors import Error, Hangup
+from uascall.errors import ArgumentError, Error, Hangup
 
 
 def open_fds() -> set[int]:
@@ -151,6 +151,20 @@ def test_virtual_time_runs_every_tick_in_order():
     assert len(ticks) == 500
     steps = {round(b - a, 9) for a, b in itertools.pairwise(ticks)}
     assert steps == {0.02}
+
+
+def test_next_on_grid_is_the_first_moment_after_now_on_the_grid():
+    with Engine(VirtualClock()) as engine, engine.actor():
+        engine.sleep(0.013)
+        assert engine.next_on_grid(0.02) == pytest.approx(0.02)
+        assert engine.next_on_grid(0.02, 0.001) == pytest.approx(0.021)
+        assert engine.next_on_grid(0.02, 0.015) == pytest.approx(0.015)
+        engine.sleep(0.027)  # on the grid itself: the next moment, not now
+        assert engine.next_on_grid(0.02) == pytest.approx(0.06)
+        for period, phase in [(0.0, 0.0), (-0.02, 0.0), (float("nan"), 0.0),
+                              (0.02, 0.02), (0.02, -0.001), (float("inf"), 0.0)]:
+            with pytest.raises(ArgumentError, match="expected a period above 0"):
+                engine.next_on_grid(period, phase)
 
 
 def test_virtual_time_holds_while_an_actor_runs():

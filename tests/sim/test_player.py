@@ -8,8 +8,8 @@ import pytest
 
 from uascall.engine import Engine, VirtualClock
 from uascall.errors import Error
-from uascall.media.player import DEFAULT_LEAD, MediaClock, Player
-from uascall.media.source import BufferSource, FrameSource, GrowingSource
+from uascall.media.player import DEFAULT_LEAD, MEDIA_PHASE, MediaClock, Player
+from uascall.media.source import FRAME_SECONDS, BufferSource, FrameSource, GrowingSource
 
 FRAME = 160
 
@@ -58,6 +58,9 @@ HALF = 0.01  # sleeps end between ticks: a tick due at the very same instant may
 @pytest.fixture
 def engine():
     with Engine(VirtualClock()) as engine, engine.actor():
+        # The media clock ticks on the engine's 20 ms grid (at MEDIA_PHASE): a test that
+        # starts there has its ticks 20, 40, 60... ms after its first play starts.
+        engine.sleep(engine.next_on_grid(FRAME_SECONDS, MEDIA_PHASE) - engine.time())
         yield engine
 
 

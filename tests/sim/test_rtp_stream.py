@@ -16,6 +16,8 @@ import pytest
 
 from uascall.engine import Engine, VirtualClock
 from uascall.media.dtmf import HeldKey
+from uascall.media.player import MEDIA_PHASE, MediaClock, Player
+from uascall.media.source import FRAME_SECONDS, BufferSource
 from uascall.sip.media import KEY_LOST_AFTER, RtpPorts, RtpStream, RtpTicker
 from uascall.sip.rtp import RtpPacket, RtpSender, TelephoneEvent
 from uascall.sip.sdp import Negotiated
@@ -85,6 +87,38 @@ def test_each_tick_sends_the_next_frame_or_silence_in_one_numbering(engine, far_
     counts = engine.run(lambda: (stream.packets_sent, stream.endpoint.stats.sent,
                                  stream.underruns, ticker.ticks))
     assert counts == (5, 5, 2, 5)
+    engine.run(stream.close)
+
+
+def test_packets_go_out_on_the_grid_and_the_players_are_pumped_just_after(engine, far_end):
+    # Started at odd moments, the ticker and the media clock still tick on the engine's
+    # 20 ms grid, in one order: every packet first, then every player's next frame. Before,
+    # each ticked 20 ms after its first user came, and one's pass over every call could
+    # fall due in the middle of the other's, making it late by a random amount.
+    ticker, clock = RtpTicker(engine), MediaClock(engine)
+    sends: list[float] = []
+    pumps: list[float] = []
+
+    def timed(what, into):
+        def tick():
+            into.append(engine.time())
+            what()
+        return tick
+
+    # recorded at the instant each pass starts (the timers hold the bound methods)
+    ticker._tick = timed(ticker._tick, sends)
+    clock._tick = timed(clock._tick, pumps)
+    engine.sleep(0.0137)
+    stream = open_stream(engine, ticker, far_end)
+    engine.sleep(0.0251)
+    player = Player(clock, stream)
+    engine.run(player.play, BufferSource(b"\x55" * 160 * 50, "alaw"))
+    engine.sleep(0.2)
+    assert len(sends) >= 10 and len(pumps) >= 9
+    for start, phase in [(sends, 0.0), (pumps, MEDIA_PHASE)]:
+        offsets = {round((t - phase) / FRAME_SECONDS, 6) % 1 for t in start}
+        assert offsets == {0.0}, f"ticks off the grid at phase {phase}: {start}"
+    engine.run(player.stop)
     engine.run(stream.close)
 
 

@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 #: (the device's clock and ours tick out of phase, so one frame of that is spent on phase)
 DEFAULT_LEAD = 3
 
+#: where the media clock ticks on the engine's 20 ms grid: just after the RTP ticker (at
+#: phase 0), whose packets must leave on time, where the players, three frames ahead,
+#: can wait for it to finish
+MEDIA_PHASE = 0.001
+
 
 class FrameSink:
     """Where a player writes: ``write(frame) -> bool`` (False: full, try later)."""
@@ -57,7 +62,7 @@ class MediaClock:
     def _activate(self, player: Player) -> None:
         self._active[player] = None
         if self._timer is None:
-            self._next_tick = self.engine.time() + FRAME_SECONDS
+            self._next_tick = self.engine.next_on_grid(FRAME_SECONDS, MEDIA_PHASE)
             self._timer = self.engine.call_at(self._next_tick, self._tick)
 
     def _deactivate(self, player: Player) -> None:
@@ -75,8 +80,11 @@ class MediaClock:
                 self._timer = None
             else:
                 # Keep to the 20 ms grid even when a tick ran late: the next one is not
-                # pushed back.
-                self._next_tick = max(self._next_tick + FRAME_SECONDS, now - FRAME_SECONDS)
+                # pushed back. After a long stall, one tick at once, then the grid again.
+                self._next_tick += FRAME_SECONDS
+                if self._next_tick < now - FRAME_SECONDS:
+                    self._next_tick = self.engine.next_on_grid(FRAME_SECONDS,
+                                                               MEDIA_PHASE) - FRAME_SECONDS
                 self._timer = self.engine.call_at(self._next_tick, self._tick)
 
     @property

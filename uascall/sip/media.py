@@ -89,7 +89,9 @@ class RtpTicker:
     def add(self, stream: RtpStream) -> None:
         self._streams[stream] = None
         if self._timer is None:
-            self._next = self.engine.time() + FRAME_SECONDS
+            # phase 0 of the engine's 20 ms grid: the media clock pumps the players just
+            # after (MEDIA_PHASE), so its pass over them never makes a packet late
+            self._next = self.engine.next_on_grid(FRAME_SECONDS)
             self._timer = self.engine.call_at(self._next, self._tick)
 
     def remove(self, stream: RtpStream) -> None:
@@ -121,10 +123,11 @@ class RtpTicker:
         if not self._streams:
             self._timer = None
             return
-        # A fixed grid; after a long stall, skip the missed ticks rather than burst them.
+        # A fixed grid; after a long stall, skip the missed ticks rather than burst them:
+        # one tick at once, then on the grid again.
         self._next += FRAME_SECONDS
         if self._next < now - FRAME_SECONDS:
-            self._next = now
+            self._next = self.engine.next_on_grid(FRAME_SECONDS) - FRAME_SECONDS
         self._timer = self.engine.call_at(self._next, self._tick)
 
 
