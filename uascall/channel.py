@@ -1080,6 +1080,12 @@ class UASCallChannel:
         for and the result is False.
         """
         future: concurrent.futures.Future = concurrent.futures.Future()
+        engine = self._engine
+
+        def expire() -> None:
+            if not future.done():
+                self._forget_waiter(future)
+                future.set_result(False)
 
         def register() -> None:
             try:
@@ -1087,11 +1093,17 @@ class UASCallChannel:
                     future.set_result(False)
                 elif not _settle(condition, future):
                     self._waiters.append((condition, future))
+                    if timeout is not None:
+                        # The engine ends the wait itself: the condition and the deadline
+                        # are judged on one thread, and the waiting thread needs no second
+                        # round trip to withdraw its waiter (at hundreds of calls a second
+                        # each round trip is a wake-up that takes the GIL from the engine).
+                        timer = engine.call_later(timeout, expire)
+                        future.add_done_callback(lambda _f: timer.cancel())
             except BaseException as exc:  # for the waiting thread, as Engine.run would
                 if not future.done():
                     future.set_exception(exc)
 
-        engine = self._engine
         if engine.in_engine_thread:
             register()  # and Engine.wait() refuses to block the engine, as ever
         else:
@@ -1106,13 +1118,7 @@ class UASCallChannel:
                     return True
                 raise Hangup(f"{self!r}: the engine {engine.name!r} has stopped",
                              cause=self._cause) from None
-        try:
-            return engine.wait(future, timeout)
-        except TimeoutError:
-            engine.run(self._forget_waiter, future)
-            # the condition may have come true at the very deadline, after the wait ended
-            # and before the waiter was forgotten: that is not a timeout
-            return future.result() if future.done() else False
+        return engine.wait(future)
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` on the engine thread; Hangup once the engine has stopped (every
