@@ -14,6 +14,8 @@ import pytest
 
 from uascall import backend as backends
 from uascall.cli import _BackendGroup, build_parser, main
+from uascall.engine import Engine
+from uascall.errors import ArgumentError
 
 from .plugin_backend import RefusingBackend
 
@@ -144,8 +146,23 @@ def test_each_backend_builds_its_own_options():
                                       "127.0.0.1:5999", "--law", "ulaw", "--listen-early"])
     sip = backends.backend_class("sip").options_from_arguments(args, "run")
     assert sip["listen"] == ["127.0.0.1:5999"] and sip["allow"] == ["127.0.0.0/8", "::1/128"]
+    assert sip["max_setups"] == 2000
     sim = backends.backend_class("sim").options_from_arguments(args, "run")
     assert sim == {"kind": "T1", "listen_early": True}
     args = build_parser().parse_args(["call", "app.py", "--to", "1", "--backend", "sip"])
     assert backends.backend_class("sip").options_from_arguments(args, "call")["listen"] == \
         ["127.0.0.1:0"]
+
+
+def test_max_setups_reaches_the_user_agent_and_a_bad_one_is_refused():
+    args = build_parser().parse_args(["run", "app.py", "--backend", "sip", "--listen",
+                                      "127.0.0.1:0", "--max-setups", "6000"])
+    options = backends.backend_class("sip").options_from_arguments(args, "run")
+    with Engine() as engine:
+        backend = backends.open_backend("sip", engine, **options)
+        try:
+            assert backend.ua.settings.max_setups == 6000
+        finally:
+            engine.run(backend.stop)
+        with pytest.raises(ArgumentError, match="max_setups -1: expected a number of calls"):
+            backends.open_backend("sip", engine, **{**options, "max_setups": -1})

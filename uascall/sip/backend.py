@@ -101,6 +101,9 @@ class SipBackend(Backend):
         if not listens:
             raise ArgumentError("sip backend: listen is empty; expected at least one "
                                 "host:port")
+        if int(max_setups) < 0:
+            raise ArgumentError(f"sip backend: max_setups {max_setups!r}: expected a "
+                                "number of calls, 0 or more (0 refuses every new call)")
         self.settings = SipSettings(
             listen=[parse_hostport(text, 5060) for text in listens], allow=tuple(allow),
             codecs=_codec_list(codecs), rtp_ports=tuple(rtp_ports),  # type: ignore[arg-type]
@@ -133,6 +136,12 @@ class SipBackend(Backend):
                            "far end (default %(default)s; 0: never)")
         group.add_argument("--outbound", metavar="HOST:PORT",
                            help="where outgoing calls to bare numbers go")
+        group.add_argument("--max-setups", type=int, default=2000, metavar="N",
+                           help="incoming calls being set up at once (not yet answered "
+                           "and ACKed) before new INVITEs get 503; from half of it, a "
+                           "caller none of whose calls has completed yet gets a share "
+                           "only (default %(default)s). An application that rings for "
+                           "seconds holds rate x seconds: size it for that")
 
     @classmethod
     def options_from_arguments(cls, args: Any, command: str) -> dict[str, Any]:
@@ -140,7 +149,7 @@ class SipBackend(Backend):
         listen = args.listen or ["127.0.0.1:5060" if command == "run" else "127.0.0.1:0"]
         return {"listen": listen, "allow": args.allow or list(LOOPBACK),
                 "codecs": args.codecs, "rtp_timeout": args.rtp_timeout,
-                "outbound": args.outbound}
+                "outbound": args.outbound, "max_setups": args.max_setups}
 
     def owns(self, leg: CallLeg) -> bool:
         return isinstance(leg, SipCall) and leg.host is self.ua.call_host
