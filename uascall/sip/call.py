@@ -125,6 +125,9 @@ log = logging.getLogger(__name__)
 ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO")
 ALLOW_HEADER = ", ".join(ALLOWED)
 SDP = "application/sdp"
+#: early dialogs kept for one outgoing call (forks answering 18x with their own tags): a
+#: far end that sends 18x with a new tag each time must not grow the call without bound
+MAX_EARLY_DIALOGS = 8
 
 _Step = TypeVar("_Step", bound=Callable[..., Any])
 
@@ -221,10 +224,10 @@ TRANSITIONS: dict[Event, dict[Phase, Phase]] = {
     _E.CANCEL_GAVE_UP: {_P.PROCEEDING: _P.ENDED},
     # the dialog
     _E.RECEIVE_REINVITE: {_P.CONFIRMED: _P.CONFIRMED},
-    # keys sent as INFO (RFC 6086 allows INFO in an early dialog too; the early dialogs
-    # of our own calls are not looked up: an INFO before their 2xx gets 481)
+    # keys sent as INFO, in an early dialog too (RFC 6086 4.2.1): ours as the UAS, or
+    # one a provisional response to our INVITE made
     _E.RECEIVE_INFO: {_P.EARLY: _P.EARLY, _P.ANSWERING: _P.ANSWERING,
-                      _P.CONFIRMED: _P.CONFIRMED},
+                      _P.PROCEEDING: _P.PROCEEDING, _P.CONFIRMED: _P.CONFIRMED},
     _E.SEND_BYE: {_P.CONFIRMED: _P.ENDING},
     # the caller may BYE an early dialog (RFC 3261 15: the INVITE is then answered 487)
     # and a dialog whose ACK has not come; crossing BYEs: ours is still to be answered
@@ -300,8 +303,9 @@ class CallHost:
     local_address: Callable[[Address | None], Address]
     #: an RTP stream on a free port pair at that host
     open_stream: Callable[[str, SipCall], RtpStream]
-    #: the call has a dialog now: in-dialog requests find it by its key
-    register_dialog: Callable[[SipCall], None]
+    #: the call has a dialog now (its own, or the early one given): in-dialog requests
+    #: find it by its key
+    register_dialog: Callable[[SipCall, Dialog | None], None]
     #: an incoming call's set-up is over: ACKed (True) or our 2xx never was (False)
     setup_over: Callable[[SipCall, bool], None]
     #: the call is over: off every table (its transactions finish on their own)
@@ -331,6 +335,9 @@ class SipCall(CallLeg):
         #: set only by _enter(), as TRANSITIONS says
         self.phase = Phase.INCOMING if incoming else Phase.OUTGOING
         self.dialog: Dialog | None = None
+        #: UAC: the early dialogs our INVITE's provisional responses made (RFC 3261
+        #: 12.1.2), by the far end's tag (one per fork), until a 2xx makes the dialog
+        self._early_dialogs: dict[str, Dialog] = {}
         self.local_tag = new_tag()
         self.stream: RtpStream | None = None
         self.negotiated: Negotiated | None = None
@@ -713,6 +720,7 @@ class SipCall(CallLeg):
             if was is Phase.OUTGOING and self._cancel_wanted is not None:
                 self._send_cancel()  # released before this first provisional (9.1)
                 return
+            self._early_dialog(response)
             inband = bool(response.body) and self._take_answer_from(response, early=True)
             if not self._alerted_out or (inband and self.stream is not None):
                 self._alerted_out = True
@@ -733,6 +741,31 @@ class SipCall(CallLeg):
             self._clear(cause, str(status), "remote")
         self._enter(target)
 
+    def _early_dialog(self, response: Response) -> None:
+        """A provisional response with a To-tag makes an early dialog (RFC 3261 12.1.2),
+        in which the far end may send requests before it answers: keys as INFO (RFC 6086
+        allows them there). One per fork, up to MAX_EARLY_DIALOGS."""
+        assert self.invite is not None
+        tag = response.to.tag
+        if not tag or tag in self._early_dialogs:
+            return
+        if len(self._early_dialogs) >= MAX_EARLY_DIALOGS:
+            log.info("%r: a provisional response from one more fork (tag %s) beyond %d: "
+                     "its early dialog is not kept", self, tag, MAX_EARLY_DIALOGS)
+            return
+        early = Dialog.for_uac(self.invite, response)
+        self._early_dialogs[tag] = early
+        self.host.register_dialog(self, early)
+
+    def dialog_for(self, remote_tag: str | None) -> Dialog | None:
+        """The dialog a request from the far end with this From-tag belongs to: the call's
+        dialog, or before the 2xx of our INVITE the early dialog of that fork. The remote
+        tag is part of a dialog's identity (RFC 3261 12.2.2)."""
+        dialog = self.dialog
+        if dialog is not None:
+            return dialog if dialog.remote_tag in (None, remote_tag) else None
+        return self._early_dialogs.get(remote_tag) if remote_tag else None
+
     def _invite_accepted(self, response: Response) -> None:
         assert self.invite is not None
         if self._ack is not None:
@@ -742,7 +775,11 @@ class SipCall(CallLeg):
         assert target is not None
         given_up = self.phase is Phase.ENDED or self._cancel_wanted is not None
         self.dialog = Dialog.for_uac(self.invite, response)
-        self.host.register_dialog(self)
+        early = self._early_dialogs.get(response.to.tag or "")
+        if early is not None:  # the far end's requests go on counting from the early ones
+            self.dialog.remote_seq = early.remote_seq
+        self._early_dialogs.clear()  # the other forks' early dialogs end (13.2.2.4)
+        self.host.register_dialog(self, None)
         ack = self.dialog.request("ACK", self._via(self._dialog_peer()),
                                   cseq=self.invite.cseq[0])
         self._ack = ack.serialize()

@@ -103,7 +103,7 @@ from uascall import __version__
 from uascall.engine import Engine, TimerHandle
 from uascall.errors import ArgumentError
 from uascall.sip.call import ALLOW_HEADER, ALLOWED, CallHost, SipCall, codec_names
-from uascall.sip.dialog import DialogError, resolve
+from uascall.sip.dialog import Dialog, DialogError, resolve
 from uascall.sip.media import RtpPorts, RtpStream, RtpTicker
 from uascall.sip.message import (
     Headers,
@@ -609,15 +609,15 @@ class UserAgent:
                    key: tuple[str, str, str], to_tag: str) -> None:
         call = self.dialogs.get((request.call_id, to_tag))
         # (RFC 3261 12.2.2: the remote tag is part of the dialog's identity)
-        if call is None or call.dialog is None \
-                or call.dialog.remote_tag not in (None, request.from_.tag):
+        dialog = call.dialog_for(request.from_.tag) if call is not None else None
+        if call is None or dialog is None:
             answer = (self._options_answer(request) if request.method == "OPTIONS"
                       else self._reply(request, 481))
             self._answer_statelessly(request, answer, source, endpoint)
             return
         tx = self._server_tx(request, source, endpoint, key)
         try:
-            call.dialog.check_request(request)
+            dialog.check_request(request)
         except DialogError as exc:
             self.respond(tx, make_response(request, exc.status, headers=[
                 warning(str(exc))]))
@@ -785,17 +785,21 @@ class UserAgent:
                 return endpoint
         return self.endpoints[0]
 
-    def register_dialog(self, call: SipCall) -> None:
-        if call.dialog is not None:
-            self.dialogs[call.dialog.key] = call
+    def register_dialog(self, call: SipCall, dialog: Dialog | None = None) -> None:
+        """Requests in ``dialog`` (the call's by default; an early one of its) reach the
+        call. Every dialog of a call has its key: the Call-ID and our tag."""
+        dialog = dialog or call.dialog
+        if dialog is not None:
+            self.dialogs[dialog.key] = call
 
     def forget(self, call: SipCall) -> None:
         """A call is over: drop it from the tables (its transactions finish on their own)."""
         if call.counted_setup:
             self._setup_over(call, completed=False)
         self.calls.discard(call)
-        if call.dialog is not None and self.dialogs.get(call.dialog.key) is call:
-            del self.dialogs[call.dialog.key]
+        key = (call.call_id, call.local_tag)  # every dialog's of the call, early ones too
+        if self.dialogs.get(key) is call:
+            del self.dialogs[key]
         tx = call.invite_tx
         if tx is not None and tx.user is call:
             # The transaction lingers 64*T1 for retransmissions. Holding the call (channel,
