@@ -828,6 +828,8 @@ class Engine:
 
 #: how long an idle thread of the actor pool waits for a task before it ends (seconds)
 ACTOR_IDLE = 30.0
+#: how long the actor pool waits to try again when a thread could not be started (seconds)
+SPAWN_RETRY = 0.1
 
 
 class ActorTask:
@@ -856,10 +858,19 @@ class ActorTask:
 class _ActorPool:
     """Threads that run actor tasks one at a time and wait, idle, for the next.
 
-    ``_idle`` counts the threads waiting for a task minus the tasks queued for them: a
-    task goes to the queue only when it is positive (the count taken down under the lock
-    as the task is queued), else a new thread is started with it. A thread idle for
-    :data:`ACTOR_IDLE` seconds ends, unless a task was queued for it meanwhile.
+    Every task goes to one queue. ``_idle`` counts the threads waiting for a task minus
+    the tasks queued for them: when it is positive a task is queued for one of them (the
+    count taken down under the lock as the task is queued); else a new thread is started
+    for it, which takes the next task from the queue. So at every moment the threads
+    waiting or being started match the idle count plus the tasks queued, and a task never
+    waits for a thread that will not come. A thread idle for :data:`ACTOR_IDLE` seconds
+    ends, unless a task was queued for it meanwhile.
+
+    A thread needed by the engine thread is started by a spawner thread of the pool, not
+    by the engine: ``Thread.start`` waits until the new thread has run (it needs the GIL
+    and a core), 0.2 ms on average and 4 ms at worst at 200 calls a second, time in
+    which no packet would go out. A thread that cannot be started (the system's limit) is
+    retried every :data:`SPAWN_RETRY` seconds, the failure recorded; its task waits.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -869,36 +880,60 @@ class _ActorPool:
         self._idle = 0
         self._threads = 0
         self._closed = False
+        self._spawns: queue.SimpleQueue[bool] = queue.SimpleQueue()  # False: end
+        self._spawner: threading.Thread | None = None
 
     def run(self, target: Callable[..., Any], args: tuple, name: str | None) -> ActorTask:
         task = ActorTask(target, args, name)
         engine = self._engine
         with engine._actor_lock:  # runnable before it is even picked up (see actor())
             engine._runnable_actors += 1
-        try:
-            with self._lock:
-                if self._idle > 0:
-                    self._idle -= 1
-                    self._queue.put(task)
-                    return task
-                self._threads += 1
-            try:
-                thread = threading.Thread(target=self._work, args=(task,), name=name,
-                                          daemon=True)
-                thread.start()
-            except BaseException:
-                with self._lock:
-                    self._threads -= 1
-                raise
-        except BaseException:
-            with engine._actor_lock:
-                engine._runnable_actors -= 1
-            raise
+        on_engine = engine.in_engine_thread
+        with self._lock:
+            self._queue.put(task)
+            if self._idle > 0:
+                self._idle -= 1
+                return task
+            self._threads += 1
+        if not on_engine:
+            try:  # an application's thread may wait for the start itself, as it always did
+                self._start_thread()
+                return task
+            except Exception as exc:
+                engine.faults.record("starting a thread for an actor task", exc)
+        self._spawns.put(True)
+        self._ensure_spawner()
         return task
 
-    def _work(self, task: ActorTask | None) -> None:
+    def _ensure_spawner(self) -> None:
+        with self._lock:
+            if self._spawner is None:
+                self._spawner = threading.Thread(target=self._spawn_loop, daemon=True,
+                                                 name=f"{self._engine.name}-spawner")
+                self._spawner.start()
+
+    def _start_thread(self) -> None:
+        threading.Thread(target=self._work, daemon=True, name="uascall-actor").start()
+
+    def _spawn_loop(self) -> None:
+        while self._spawns.get():
+            while True:
+                try:
+                    self._start_thread()
+                    break
+                except Exception as exc:
+                    self._engine.faults.record("starting a thread for an actor task", exc)
+                    time.sleep(SPAWN_RETRY)
+                    if self._closed:
+                        return
+
+    def _work(self) -> None:
         engine = self._engine
         me = threading.current_thread()
+        # A new thread's first task: the one queued when it was asked for or, when a thread
+        # that came idle meanwhile took that one, the next; if none comes within
+        # ACTOR_IDLE it ends as an idle thread would, in the place of the idle count.
+        task = self._take()
         while task is not None:
             me.name = task.name or "uascall-actor"
             engine._local.actor = True
@@ -924,6 +959,9 @@ class _ActorPool:
             if self._closed:
                 return None
             self._idle += 1
+        return self._take()
+
+    def _take(self) -> ActorTask | None:
         try:
             return self._queue.get(timeout=ACTOR_IDLE)
         except queue.Empty:
@@ -939,5 +977,6 @@ class _ActorPool:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, 0
+        self._spawns.put(False)  # the spawner starts what was asked for, then ends
         for _ in range(idle):
             self._queue.put(None)

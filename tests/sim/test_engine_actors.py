@@ -46,6 +46,62 @@ def test_tasks_that_run_at_once_each_have_a_thread_of_their_own():
     assert len(idents) == 2
 
 
+def test_threads_the_engine_needs_are_started_by_the_pool_not_by_the_engine(
+        monkeypatch: pytest.MonkeyPatch):
+    # Thread.start waits until the new thread has run: on the engine thread, time in which
+    # no packet goes out. Tasks run from there get their threads from the pool's spawner;
+    # from an application's thread, the start is done there, as before.
+    starters: list[str] = []
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        starters.append(threading.current_thread().name)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with Engine(name="pool-test") as engine:
+        release = threading.Event()
+        ran: list[str] = []
+
+        def task(number: int) -> None:
+            ran.append(threading.current_thread().name)
+            release.wait(5)  # all at once: each needs a thread of its own
+
+        tasks = engine.run(lambda: [engine.run_actor(task, n, name=f"app {n}")
+                                    for n in range(20)])
+        deadline = time.monotonic() + 5
+        while len(ran) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
+        for task_ in tasks:
+            task_.join(5)
+        assert sorted(ran) == sorted(f"app {n}" for n in range(20))
+        assert starters.count("pool-test") == 1  # the spawner, once: no task's thread
+        assert starters.count("pool-test-spawner") == 20
+        before = len(starters)
+        engine.run_actor(lambda: None).join(5)  # from this thread: an idle one serves it
+        assert len(starters) == before
+
+
+def test_a_thread_that_cannot_be_started_is_tried_again_and_its_task_runs(
+        monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(engine_module, "SPAWN_RETRY", 0.01)
+    failures = [RuntimeError("can't start new thread")] * 3
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name == "uascall-actor" and failures:
+            raise failures.pop()
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with Engine() as engine:
+        done = threading.Event()
+        engine.run(lambda: engine.run_actor(done.set))
+        assert done.wait(5)
+        assert engine.faults.total() == 3  # each failure recorded
+
+
 def test_virtual_time_waits_for_a_task_from_before_it_is_picked_up():
     clock = VirtualClock()
     fired = threading.Event()
