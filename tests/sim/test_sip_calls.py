@@ -291,7 +291,9 @@ def test_options_is_answered_with_what_we_allow(uas, peer):
     ok = peer.expect(200, method="OPTIONS")
     assert set(ok.headers.get("Allow").replace(" ", "").split(",")) >= {
         "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"}
-    assert ok.headers.get("Accept") == "application/sdp"
+    # an INVITE's body, and an INFO's (keys)
+    assert ok.headers.get("Accept") == (
+        "application/sdp, application/dtmf-relay, application/dtmf")
 
 
 def test_bye_for_an_unknown_dialog_gets_481(uas, peer):

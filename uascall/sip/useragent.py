@@ -104,6 +104,7 @@ from uascall.engine import Engine, TimerHandle
 from uascall.errors import ArgumentError
 from uascall.sip.call import ALLOW_HEADER, ALLOWED, CallHost, SipCall, codec_names
 from uascall.sip.dialog import Dialog, DialogError, resolve
+from uascall.sip.info import DTMF_BODIES
 from uascall.sip.media import RtpPorts, RtpStream, RtpTicker
 from uascall.sip.message import (
     Headers,
@@ -586,7 +587,9 @@ class UserAgent:
 
     def _options_answer(self, request: Request) -> Response:
         return self._reply(request, 200, [
-            ("Allow", self.allow_header), ("Accept", ", ".join(ACCEPTABLE_BODIES)),
+            # the bodies of every request we take: an INVITE's SDP, an INFO's key
+            ("Allow", self.allow_header),
+            ("Accept", ", ".join((*ACCEPTABLE_BODIES, *DTMF_BODIES))),
             ("Accept-Encoding", "identity"), ("Accept-Language", "en"),
             ("Supported", ", ".join(SUPPORTED_EXTENSIONS)),
             ("User-Agent", self.settings.user_agent)])
