@@ -76,6 +76,9 @@ MAX_BUFFERED_DIGITS = 1024
 #: before they go on without them (espeak-ng's come in about 10 ms here, whatever the
 #: text's length): the bound on how late a long announcement makes the ringing signal
 FIRST_WORDS_WAIT = 0.5
+#: how long after its deadline a timed wait ends (seconds of engine time): the events of
+#: the deadline's own instant are taken first (virtual time runs them all before it moves)
+AT_THE_DEADLINE = 1e-9
 
 
 class State(Enum):
@@ -1098,7 +1101,10 @@ class UASCallChannel:
                         # are judged on one thread, and the waiting thread needs no second
                         # round trip to withdraw its waiter (at hundreds of calls a second
                         # each round trip is a wake-up that takes the GIL from the engine).
-                        timer = engine.call_later(timeout, expire)
+                        # A hair after the deadline: what happens at the deadline itself
+                        # (an answer, a digit, and the steps they set off at that instant)
+                        # comes first, and is not a timeout.
+                        timer = engine.call_later(timeout + AT_THE_DEADLINE, expire)
                         future.add_done_callback(lambda _f: timer.cancel())
             except BaseException as exc:  # for the waiting thread, as Engine.run would
                 if not future.done():
@@ -1365,11 +1371,16 @@ class _FarEndAudio(FrameSource):
 def _seconds(name: str, value: float | None, *, allow_none: bool) -> float | None:
     if value is None and allow_none:
         return None
-    if (isinstance(value, bool) or not isinstance(value, int | float)
-            or not math.isfinite(value) or value < 0):
+    seconds = math.nan
+    if not isinstance(value, bool) and isinstance(value, int | float):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond any float: infinite as far as we can count
+            seconds = math.inf
+    if not math.isfinite(seconds) or seconds < 0:
         raise ArgumentError(f"{name}={value!r}; expected a finite number of seconds >= 0"
                             + (" or None" if allow_none else ""))
-    return float(value)
+    return seconds
 
 
 class _Job:

@@ -705,7 +705,9 @@ class Engine:
                     else:
                         self._sleeping = True
         assert self._epoll is not None
-        events = self._epoll.poll(-1 if timeout is None else timeout)
+        # epoll waits at most 2**31 - 1 ms (24.8 days): a farther timer (an application's
+        # wait of a billion seconds) is waited for an hour at a time
+        events = self._epoll.poll(-1 if timeout is None else min(timeout, MAX_POLL_WAIT))
         self._sleeping = False
         if self._due:
             events += self._due.items()
@@ -826,6 +828,8 @@ class Engine:
         log.debug("engine %s stopped", self.name)
 
 
+#: the longest the engine blocks in one epoll wait for a timer (seconds)
+MAX_POLL_WAIT = 3600.0
 #: how long an idle thread of the actor pool waits for a task before it ends (seconds)
 ACTOR_IDLE = 30.0
 #: how long the actor pool waits to try again when a thread could not be started (seconds)

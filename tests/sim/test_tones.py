@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import sys
 
 import pytest
 
@@ -265,6 +266,9 @@ def test_one_pass_and_its_limits(manager, law):
     assert len(render(tone, law, loop=False, seconds=60)) == tone.cycle_samples
     assert tone.source(law, loop=True).duration is None
     assert tone.source(law, loop=True, seconds=0).next_frame() is None
+    # more seconds than samples can count: without end, not an OverflowError
+    longest = tone.source(law, loop=True, seconds=sys.float_info.max)
+    assert longest.duration is None and longest.next_frame() is not None
     for bad in (-1, math.nan, math.inf, "1"):
         with pytest.raises(ArgumentError, match="seconds"):
             tone.source(law, loop=True, seconds=bad)

@@ -172,7 +172,8 @@ class Tone:
                     or not math.isfinite(seconds) or seconds < 0):
                 raise ArgumentError(f"seconds must be a finite number >= 0 or None; "
                                     f"got {seconds!r}")
-            end = round(seconds * RATE)
+            samples = seconds * RATE
+            end = round(samples) if math.isfinite(samples) else None  # longer than time
         if not loop:
             end = self.cycle_samples if end is None else min(end, self.cycle_samples)
         return ToneSource(self, _plan(self.segments, name), name, end)
