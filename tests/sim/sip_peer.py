@@ -223,6 +223,60 @@ class SipPeer:
                           0.002)
 
 
+class ScriptedCallee:
+    """The callee of one of our calls, scripted on a raw socket: it answers our INVITE as
+    it is told, as one fork or several (each its own tag), and sends requests in the
+    dialog a tag makes."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(3.0)
+        self.port = self.sock.getsockname()[1]
+        self.invite: Request | None = None
+        self.source: tuple[str, int] | None = None
+
+    def receive(self) -> Request | Response:
+        data, self.source = self.sock.recvfrom(65535)
+        return parse_message(data)
+
+    def take_invite(self) -> Request:
+        message = self.receive()
+        assert isinstance(message, Request) and message.method == "INVITE"
+        self.invite = message
+        return message
+
+    def respond(self, status: int, tag: str, body: str = "") -> None:
+        assert self.invite is not None and self.source is not None
+        headers = "".join(f"{name}: {value}\r\n" for name, value in self.invite.headers
+                          if name in ("Via", "From", "Call-ID", "CSeq"))
+        sdp = "Content-Type: application/sdp\r\n" if body else ""
+        self.sock.sendto((f"SIP/2.0 {status} Status\r\n{headers}"
+                          f"To: {self.invite.headers.get('To')};tag={tag}\r\n"
+                          f"Contact: <sip:100@127.0.0.1:{self.port}>\r\n{sdp}"
+                          f"Content-Length: {len(body)}\r\n\r\n{body}").encode(), self.source)
+
+    def info(self, tag: str, cseq: int, signal: str) -> Response:
+        """An INFO from the fork with ``tag``; the answer to it."""
+        assert self.invite is not None and self.source is not None
+        body = f"Signal={signal}\r\nDuration=100\r\n"
+        self.sock.sendto((
+            f"INFO {self.invite.headers.get('Contact').strip('<>')} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK{secrets.token_hex(6)}\r\n"
+            f"From: {self.invite.headers.get('To')};tag={tag}\r\n"
+            f"To: {self.invite.headers.get('From')}\r\n"
+            f"Call-ID: {self.invite.call_id}\r\nCSeq: {cseq} INFO\r\nMax-Forwards: 70\r\n"
+            f"Content-Type: application/dtmf-relay\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+        ).encode(), self.source)
+        while True:
+            message = self.receive()
+            if isinstance(message, Response) and message.cseq == (cseq, "INFO"):
+                return message
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def sdp_address(body: bytes) -> tuple[str, int]:
     host, port = "", 0
     for line in body.decode().splitlines():

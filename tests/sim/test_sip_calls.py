@@ -7,6 +7,7 @@ what RFC 3261 asks for at any T1.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import queue
@@ -18,6 +19,7 @@ import pytest
 
 from tests.audio import decode, dominant_frequency
 from tests.sim.sip_peer import (
+    ScriptedCallee,
     SipPeer,
     Uas,
     answered,
@@ -30,7 +32,7 @@ from uascall.backend import Cause
 from uascall.channel import State, UASCallChannel
 from uascall.errors import Error, Hangup
 from uascall.sip.call import SipCall
-from uascall.sip.message import Response
+from uascall.sip.message import Request, Response
 from uascall.sip.transaction import DEFAULT_TIMERS
 from uascall.sip.useragent import MAX_LAG
 
@@ -717,3 +719,35 @@ def test_a_sips_request_uri_over_udp_gets_416_saying_tls_is_needed(uas, peer):
     refused = peer.expect(416)
     assert "TLS" in refused.headers.get("Warning", "") and refused.to.tag
     assert uas.calls.empty()
+
+
+def test_a_second_fork_that_answers_is_acked_and_ended_with_bye(uas):
+    # RFC 3261 13.2.2.4: each 2xx from another fork is a dialog of its own, which the UAC
+    # ACKs and, wanting one call, ends with BYE. We used to resend the first fork's ACK.
+    far = ScriptedCallee()
+    channel = UASCallChannel(uas.engine, backend=uas.backend, media_clock=uas.clock)
+    try:
+        channel.start_call(f"sip:100@127.0.0.1:{far.port}")
+        far.take_invite()
+        far.respond(180, "a")
+        far.respond(180, "b")
+        far.respond(200, "a", sdp_offer("127.0.0.1", far.port + 1, "8"))
+        ack = far.receive()
+        assert isinstance(ack, Request) and (ack.method, ack.to.tag) == ("ACK", "a")
+        assert channel.wait_for_answer(3) is State.ANSWERED
+        far.respond(200, "b", sdp_offer("127.0.0.1", far.port + 2, "8"))
+        got = [far.receive(), far.receive()]
+        assert sorted((m.method, m.to.tag) for m in got) == [("ACK", "b"), ("BYE", "b")]
+        bye = next(m for m in got if m.method == "BYE")
+        far.sock.sendto(("SIP/2.0 200 OK\r\n" + "".join(
+            f"{name}: {value}\r\n" for name, value in bye.headers
+            if name in ("Via", "From", "To", "Call-ID", "CSeq"))
+            + "Content-Length: 0\r\n\r\n").encode(), far.source)
+        far.respond(200, "b", sdp_offer("127.0.0.1", far.port + 2, "8"))  # retransmitted
+        again = far.receive()
+        assert (again.method, again.to.tag) == ("ACK", "b")  # the same ACK, no new BYE
+        assert channel.state() is State.ANSWERED  # the call with the first fork goes on
+    finally:
+        with contextlib.suppress(Exception):
+            channel.hang_up()
+        far.close()

@@ -4,17 +4,15 @@ scripted caller's INFO requests in a real dialog, answered and collected."""
 from __future__ import annotations
 
 import contextlib
-import secrets
-import socket
 import time
 
 import pytest
 
-from tests.sim.sip_peer import SipPeer, Uas, answered, sdp_offer
+from tests.sim.sip_peer import ScriptedCallee, SipPeer, Uas, answered, sdp_offer
 from uascall.channel import State, UASCallChannel
 from uascall.sip.call import MAX_EARLY_DIALOGS
 from uascall.sip.info import InfoKey, InfoRefused, parse_dtmf_info
-from uascall.sip.message import Request, Response, parse_message
+from uascall.sip.message import Request, Response
 
 RELAY = "application/dtmf-relay"
 
@@ -173,64 +171,11 @@ def test_we_say_we_take_info(uas: Uas, peer: SipPeer):
 
 
 # ---------------------------------------------------------------------- our calls out
-class FarEnd:
-    """The callee of one of our calls, scripted on a raw socket: it answers our INVITE as
-    it is told and sends requests in the dialog its tag makes."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(3.0)
-        self.port = self.sock.getsockname()[1]
-        self.invite: Request | None = None
-        self.source: tuple[str, int] | None = None
-
-    def receive(self) -> Request | Response:
-        data, self.source = self.sock.recvfrom(65535)
-        return parse_message(data)
-
-    def take_invite(self) -> Request:
-        message = self.receive()
-        assert isinstance(message, Request) and message.method == "INVITE"
-        self.invite = message
-        return message
-
-    def respond(self, status: int, tag: str, body: str = "") -> None:
-        assert self.invite is not None and self.source is not None
-        headers = "".join(f"{name}: {value}\r\n" for name, value in self.invite.headers
-                          if name in ("Via", "From", "Call-ID", "CSeq"))
-        sdp = "Content-Type: application/sdp\r\n" if body else ""
-        self.sock.sendto((f"SIP/2.0 {status} Status\r\n{headers}"
-                          f"To: {self.invite.headers.get('To')};tag={tag}\r\n"
-                          f"Contact: <sip:100@127.0.0.1:{self.port}>\r\n{sdp}"
-                          f"Content-Length: {len(body)}\r\n\r\n{body}").encode(), self.source)
-
-    def info(self, tag: str, cseq: int, signal: str) -> Response:
-        """An INFO from the fork with ``tag``; the answer to it."""
-        assert self.invite is not None and self.source is not None
-        body = f"Signal={signal}\r\nDuration=100\r\n"
-        self.sock.sendto((
-            f"INFO {self.invite.headers.get('Contact').strip('<>')} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK{secrets.token_hex(6)}\r\n"
-            f"From: {self.invite.headers.get('To')};tag={tag}\r\n"
-            f"To: {self.invite.headers.get('From')}\r\n"
-            f"Call-ID: {self.invite.call_id}\r\nCSeq: {cseq} INFO\r\nMax-Forwards: 70\r\n"
-            f"Content-Type: {RELAY}\r\nContent-Length: {len(body)}\r\n\r\n{body}"
-        ).encode(), self.source)
-        while True:
-            message = self.receive()
-            if isinstance(message, Response) and message.cseq == (cseq, "INFO"):
-                return message
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def test_the_far_end_of_our_call_may_send_keys_as_info_in_its_early_dialog(uas: Uas):
     # RFC 6086 4.2.1: INFO may come in an early dialog, which a provisional response with
     # a To-tag makes (RFC 3261 12.1.2). A gateway's SIP leg hears the callee's keys while
     # it plays early media, as it would hear them in band or as telephone-events.
-    far = FarEnd()
+    far = ScriptedCallee()
     channel = UASCallChannel(uas.engine, backend=uas.backend, media_clock=uas.clock)
     try:
         channel.start_call(f"sip:100@127.0.0.1:{far.port}")
@@ -257,7 +202,7 @@ def test_the_far_end_of_our_call_may_send_keys_as_info_in_its_early_dialog(uas: 
 
 
 def test_early_dialogs_are_bounded_and_go_with_a_call_that_fails(uas: Uas):
-    far = FarEnd()
+    far = ScriptedCallee()
     channel = UASCallChannel(uas.engine, backend=uas.backend, media_clock=uas.clock)
     try:
         channel.start_call(f"sip:100@127.0.0.1:{far.port}")

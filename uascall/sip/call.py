@@ -338,6 +338,9 @@ class SipCall(CallLeg):
         #: UAC: the early dialogs our INVITE's provisional responses made (RFC 3261
         #: 12.1.2), by the far end's tag (one per fork), until a 2xx makes the dialog
         self._early_dialogs: dict[str, Dialog] = {}
+        #: UAC: the ACK (and where it goes) of each fork that answered after the one we
+        #: took, by its tag, for its 2xx's retransmissions
+        self._other_forks: dict[str, tuple[bytes, Address]] = {}
         self.local_tag = new_tag()
         self.stream: RtpStream | None = None
         self.negotiated: Negotiated | None = None
@@ -769,6 +772,9 @@ class SipCall(CallLeg):
     def _invite_accepted(self, response: Response) -> None:
         assert self.invite is not None
         if self._ack is not None:
+            if self.dialog is not None and response.to.tag != self.dialog.remote_tag:
+                self._other_fork_answered(response)
+                return
             self.host.send(self._ack, self._dialog_peer())  # a 2xx retransmission
             return
         target = self.next_phase(Event.RECEIVE_2XX)
@@ -793,6 +799,28 @@ class SipCall(CallLeg):
             return
         self._start_rtp_check()
         self._emit(LegAnswered())
+
+    def _other_fork_answered(self, response: Response) -> None:
+        """A 2xx from another fork after the one we took makes a dialog of its own, which
+        we ACK and end at once with a BYE (RFC 3261 13.2.2.4); its retransmissions get
+        the same ACK. Forks beyond MAX_EARLY_DIALOGS are ACKed and ended as well but not
+        remembered: a far end answering with a new tag each time cannot grow the call."""
+        assert self.invite is not None
+        tag = response.to.tag or ""
+        known = self._other_forks.get(tag)
+        if known is not None:
+            self.host.send(*known)
+            return
+        dialog = Dialog.for_uac(self.invite, response)
+        peer = dialog.next_hop(self.source or (self.client_tx.peer if self.client_tx
+                                               else None))
+        ack = dialog.request("ACK", self._via(peer), cseq=self.invite.cseq[0]).serialize()
+        self.host.send(ack, peer)
+        if len(self._other_forks) < MAX_EARLY_DIALOGS:
+            self._other_forks[tag] = (ack, peer)
+        log.info("%r: another fork (tag %s) answered too: ACKed and ended with BYE", self,
+                 tag)
+        self.host.start_client(dialog.request("BYE", self._via(peer)), peer, None)
 
     def _send_cancel(self) -> None:
         if self._cancel_sent or self.invite is None or self.client_tx is None:
