@@ -886,6 +886,7 @@ class _ActorPool:
         self._closed = False
         self._spawns: queue.SimpleQueue[bool] = queue.SimpleQueue()  # False: end
         self._spawner: threading.Thread | None = None
+        self._spawner_lock = threading.Lock()
 
     def run(self, target: Callable[..., Any], args: tuple, name: str | None) -> ActorTask:
         task = ActorTask(target, args, name)
@@ -910,11 +911,26 @@ class _ActorPool:
         return task
 
     def _ensure_spawner(self) -> None:
-        with self._lock:
-            if self._spawner is None:
-                self._spawner = threading.Thread(target=self._spawn_loop, daemon=True,
-                                                 name=f"{self._engine.name}-spawner")
-                self._spawner.start()
+        """The spawner thread, started once. If even it cannot be started, the requests
+        wait in their queue and it is tried again SPAWN_RETRY seconds later (real time:
+        virtual time stands still while a task waits for its thread)."""
+        with self._spawner_lock:
+            if self._spawner is not None:
+                return
+            spawner = threading.Thread(target=self._spawn_loop, daemon=True,
+                                       name=f"{self._engine.name}-spawner")
+            try:
+                spawner.start()
+            except Exception as exc:
+                failure = exc
+            else:
+                self._spawner = spawner
+                return
+        engine = self._engine
+        engine.faults.record("starting the actor pool's spawner thread", failure)
+        with contextlib.suppress(Error):  # a stopped engine: its tasks are settled by close
+            engine.call_soon_threadsafe(engine.call_later_real, SPAWN_RETRY,
+                                        self._ensure_spawner)
 
     def _start_thread(self) -> None:
         threading.Thread(target=self._work, daemon=True, name="uascall-actor").start()
@@ -927,9 +943,37 @@ class _ActorPool:
                     break
                 except Exception as exc:
                     self._engine.faults.record("starting a thread for an actor task", exc)
-                    time.sleep(SPAWN_RETRY)
-                    if self._closed:
+                    if self._closed:  # no thread will come for what is queued now
+                        self._settle_queued()
                         return
+                    time.sleep(SPAWN_RETRY)
+
+    def _settle_queued(self) -> None:
+        """The engine has stopped and no thread could be started: the tasks still queued
+        end unrun (recorded), so that nobody waits for them and a later task is not run
+        in their place."""
+        engine = self._engine
+        sentinels = 0
+        while True:
+            try:
+                task = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if task is None:  # an idle thread's signal to end: it stays theirs
+                sentinels += 1
+                continue
+            engine.faults.record(
+                f"actor task {describe_callable(task.target)}",
+                Error("not run: the engine stopped before a thread could be started "
+                      "for it"))
+            with engine._actor_lock:
+                engine._runnable_actors -= 1
+            with self._lock:
+                self._threads -= 1
+            task.target = task.args = None  # type: ignore[assignment]
+            task._done.set()
+        for _ in range(sentinels):
+            self._queue.put(None)
 
     def _work(self) -> None:
         engine = self._engine
@@ -981,6 +1025,10 @@ class _ActorPool:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, 0
+        with self._spawner_lock:  # threads asked for that no spawner could ever start
+            stranded = self._spawner is None and not self._spawns.empty()
         self._spawns.put(False)  # the spawner starts what was asked for, then ends
         for _ in range(idle):
             self._queue.put(None)
+        if stranded:
+            self._settle_queued()

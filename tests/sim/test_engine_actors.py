@@ -102,6 +102,55 @@ def test_a_thread_that_cannot_be_started_is_tried_again_and_its_task_runs(
         assert engine.faults.total() == 3  # each failure recorded
 
 
+def test_a_spawner_that_cannot_be_started_is_tried_again(monkeypatch: pytest.MonkeyPatch):
+    # (helper-32) it used to stay a thread never started: no task run from the engine
+    # thread got a thread again, and virtual time stood still for them
+    monkeypatch.setattr(engine_module, "SPAWN_RETRY", 0.01)
+    real_start = threading.Thread.start
+    failures = [RuntimeError("can't start new thread")]
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name.endswith("-spawner") and failures:
+            raise failures.pop()
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with Engine(VirtualClock()) as engine, engine.actor():
+        first, second = threading.Event(), threading.Event()
+        engine.run(lambda: engine.run_actor(first.set))
+        engine.run(lambda: engine.run_actor(second.set))
+        assert first.wait(5) and second.wait(5)
+        engine.sleep(1.0)  # virtual time runs again once the tasks are done
+        assert engine.faults.total() == 1
+
+
+def test_tasks_no_thread_could_be_started_for_end_unrun_when_the_engine_stops(
+        monkeypatch: pytest.MonkeyPatch):
+    # (helper-32) they used to stay queued: join() never returned, and a later task's new
+    # thread ran the oldest of them instead of its own
+    monkeypatch.setattr(engine_module, "SPAWN_RETRY", 0.01)
+    real_start = threading.Thread.start
+    failing = [True]
+
+    def start(thread: threading.Thread) -> None:
+        if failing[0] and thread.name == "uascall-actor":
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    ran: list[str] = []
+    engine = Engine().start()
+    task = engine.run(lambda: engine.run_actor(ran.append, "queued"))
+    time.sleep(0.05)  # the spawner has failed and is trying again
+    engine.stop()
+    task.join(5)
+    assert not task.is_alive() and ran == []
+    failing[0] = False
+    later = engine._actors.run(ran.append, ("later",), None)  # as run_actor after a stop
+    later.join(5)
+    assert ran == ["later"]
+
+
 def test_virtual_time_waits_for_a_task_from_before_it_is_picked_up():
     clock = VirtualClock()
     fired = threading.Event()
