@@ -15,6 +15,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from uascall.backend import open_backend
@@ -275,6 +276,22 @@ class ScriptedCallee:
 
     def close(self) -> None:
         self.sock.close()
+
+
+@contextlib.contextmanager
+def calling_scripted_callee(uas: Uas) -> Iterator[tuple[ScriptedCallee, UASCallChannel]]:
+    """An outgoing call of ``uas``'s to a :class:`ScriptedCallee`, which has taken our
+    INVITE; hung up (if still up) and closed afterwards."""
+    far = ScriptedCallee()
+    channel = UASCallChannel(uas.engine, backend=uas.backend, media_clock=uas.clock)
+    try:
+        channel.start_call(f"sip:100@127.0.0.1:{far.port}")
+        far.take_invite()
+        yield far, channel
+    finally:
+        with contextlib.suppress(Exception):
+            channel.hang_up()
+        far.close()
 
 
 def sdp_address(body: bytes) -> tuple[str, int]:

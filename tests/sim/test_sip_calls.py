@@ -7,7 +7,6 @@ what RFC 3261 asks for at any T1.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import queue
@@ -19,10 +18,10 @@ import pytest
 
 from tests.audio import decode, dominant_frequency
 from tests.sim.sip_peer import (
-    ScriptedCallee,
     SipPeer,
     Uas,
     answered,
+    calling_scripted_callee,
     held_by,
     incoming,
     sdp_formats,
@@ -724,11 +723,7 @@ def test_a_sips_request_uri_over_udp_gets_416_saying_tls_is_needed(uas, peer):
 def test_a_second_fork_that_answers_is_acked_and_ended_with_bye(uas):
     # RFC 3261 13.2.2.4: each 2xx from another fork is a dialog of its own, which the UAC
     # ACKs and, wanting one call, ends with BYE. We used to resend the first fork's ACK.
-    far = ScriptedCallee()
-    channel = UASCallChannel(uas.engine, backend=uas.backend, media_clock=uas.clock)
-    try:
-        channel.start_call(f"sip:100@127.0.0.1:{far.port}")
-        far.take_invite()
+    with calling_scripted_callee(uas) as (far, channel):
         far.respond(180, "a")
         far.respond(180, "b")
         far.respond(200, "a", sdp_offer("127.0.0.1", far.port + 1, "8"))
@@ -747,7 +742,3 @@ def test_a_second_fork_that_answers_is_acked_and_ended_with_bye(uas):
         again = far.receive()
         assert (again.method, again.to.tag) == ("ACK", "b")  # the same ACK, no new BYE
         assert channel.state() is State.ANSWERED  # the call with the first fork goes on
-    finally:
-        with contextlib.suppress(Exception):
-            channel.hang_up()
-        far.close()

@@ -3,13 +3,12 @@ scripted caller's INFO requests in a real dialog, answered and collected."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import pytest
 
-from tests.sim.sip_peer import ScriptedCallee, SipPeer, Uas, answered, sdp_offer
-from uascall.channel import State, UASCallChannel
+from tests.sim.sip_peer import SipPeer, Uas, answered, calling_scripted_callee, sdp_offer
+from uascall.channel import State
 from uascall.sip.call import MAX_EARLY_DIALOGS
 from uascall.sip.info import InfoKey, InfoRefused, parse_dtmf_info
 from uascall.sip.message import Request, Response
@@ -175,11 +174,7 @@ def test_the_far_end_of_our_call_may_send_keys_as_info_in_its_early_dialog(uas: 
     # RFC 6086 4.2.1: INFO may come in an early dialog, which a provisional response with
     # a To-tag makes (RFC 3261 12.1.2). A gateway's SIP leg hears the callee's keys while
     # it plays early media, as it would hear them in band or as telephone-events.
-    far = ScriptedCallee()
-    channel = UASCallChannel(uas.engine, backend=uas.backend, media_clock=uas.clock)
-    try:
-        channel.start_call(f"sip:100@127.0.0.1:{far.port}")
-        far.take_invite()
+    with calling_scripted_callee(uas) as (far, channel):
         far.respond(180, "fork1")
         time.sleep(0.1)
         assert far.info("fork1", 1, "5").status == 200
@@ -195,18 +190,10 @@ def test_the_far_end_of_our_call_may_send_keys_as_info_in_its_early_dialog(uas: 
         assert far.info("fork2", 3, "0").status == 481  # the other fork's dialog is gone
         assert channel.DTMFDetector.get_digits(count=2, seconds_predigits_timeout=3,
                                                seconds_interdigit_timeout=2) == "59"
-    finally:
-        with contextlib.suppress(Exception):
-            channel.hang_up()
-        far.close()
 
 
 def test_early_dialogs_are_bounded_and_go_with_a_call_that_fails(uas: Uas):
-    far = ScriptedCallee()
-    channel = UASCallChannel(uas.engine, backend=uas.backend, media_clock=uas.clock)
-    try:
-        channel.start_call(f"sip:100@127.0.0.1:{far.port}")
-        far.take_invite()
+    with calling_scripted_callee(uas) as (far, channel):
         for fork in range(MAX_EARLY_DIALOGS + 2):  # a far end with a new tag each time
             far.respond(183, f"fork{fork}")
         time.sleep(0.1)
@@ -216,5 +203,3 @@ def test_early_dialogs_are_bounded_and_go_with_a_call_that_fails(uas: Uas):
         assert channel.wait_for_idle(3) is State.IDLE
         assert uas.engine.run(lambda: dict(uas.backend.ua.dialogs)) == {}
         assert far.info("fork0", 2, "3").status == 481
-    finally:
-        far.close()
