@@ -303,9 +303,9 @@ class CallHost:
     local_address: Callable[[Address | None], Address]
     #: an RTP stream on a free port pair at that host
     open_stream: Callable[[str, SipCall], RtpStream]
-    #: the call has a dialog now (its own, or the early one given): in-dialog requests
-    #: find it by its key
-    register_dialog: Callable[[SipCall, Dialog | None], None]
+    #: the call has a dialog now (an early one too): in-dialog requests find it by the
+    #: key all its dialogs share (SipCall.dialog_key)
+    register_dialog: Callable[[SipCall], None]
     #: an incoming call's set-up is over: ACKed (True) or our 2xx never was (False)
     setup_over: Callable[[SipCall, bool], None]
     #: the call is over: off every table (its transactions finish on their own)
@@ -756,9 +756,14 @@ class SipCall(CallLeg):
             log.info("%r: a provisional response from one more fork (tag %s) beyond %d: "
                      "its early dialog is not kept", self, tag, MAX_EARLY_DIALOGS)
             return
-        early = Dialog.for_uac(self.invite, response)
-        self._early_dialogs[tag] = early
-        self.host.register_dialog(self, early)
+        self._early_dialogs[tag] = Dialog.for_uac(self.invite, response)
+        self.host.register_dialog(self)
+
+    @property
+    def dialog_key(self) -> tuple[str, str]:
+        """What every dialog of this call is found by: the Call-ID and our tag (RFC 3261
+        12: the remote tag tells a call's forks apart, see dialog_for)."""
+        return self.call_id, self.local_tag
 
     def dialog_for(self, remote_tag: str | None) -> Dialog | None:
         """The dialog a request from the far end with this From-tag belongs to: the call's
@@ -785,7 +790,7 @@ class SipCall(CallLeg):
         if early is not None:  # the far end's requests go on counting from the early ones
             self.dialog.remote_seq = early.remote_seq
         self._early_dialogs.clear()  # the other forks' early dialogs end (13.2.2.4)
-        self.host.register_dialog(self, None)
+        self.host.register_dialog(self)
         ack = self.dialog.request("ACK", self._via(self._dialog_peer()),
                                   cseq=self.invite.cseq[0])
         self._ack = ack.serialize()
@@ -812,8 +817,7 @@ class SipCall(CallLeg):
             self.host.send(*known)
             return
         dialog = Dialog.for_uac(self.invite, response)
-        peer = dialog.next_hop(self.source or (self.client_tx.peer if self.client_tx
-                                               else None))
+        peer = self._dialog_peer(dialog)
         ack = dialog.request("ACK", self._via(peer), cseq=self.invite.cseq[0]).serialize()
         self.host.send(ack, peer)
         if len(self._other_forks) < MAX_EARLY_DIALOGS:
@@ -1042,10 +1046,12 @@ class SipCall(CallLeg):
         name_addr.params["tag"] = self.local_tag
         return name_addr
 
-    def _dialog_peer(self) -> tuple[str, int]:
-        assert self.dialog is not None
+    def _dialog_peer(self, dialog: Dialog | None = None) -> tuple[str, int]:
+        """Where requests in ``dialog`` (the call's by default) go."""
+        dialog = dialog or self.dialog
+        assert dialog is not None
         fallback = self.source or (self.client_tx.peer if self.client_tx else None)
-        return self.dialog.next_hop(fallback)
+        return dialog.next_hop(fallback)
 
     def _session(self) -> int:
         """This call's SDP session id: one for every SDP it sends (RFC 3264 8: an

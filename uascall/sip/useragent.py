@@ -103,7 +103,7 @@ from uascall import __version__
 from uascall.engine import Engine, TimerHandle
 from uascall.errors import ArgumentError
 from uascall.sip.call import ALLOW_HEADER, ALLOWED, CallHost, SipCall, codec_names
-from uascall.sip.dialog import Dialog, DialogError, resolve
+from uascall.sip.dialog import DialogError, resolve
 from uascall.sip.info import DTMF_BODIES
 from uascall.sip.media import RtpPorts, RtpStream, RtpTicker
 from uascall.sip.message import (
@@ -788,21 +788,17 @@ class UserAgent:
                 return endpoint
         return self.endpoints[0]
 
-    def register_dialog(self, call: SipCall, dialog: Dialog | None = None) -> None:
-        """Requests in ``dialog`` (the call's by default; an early one of its) reach the
-        call. Every dialog of a call has its key: the Call-ID and our tag."""
-        dialog = dialog or call.dialog
-        if dialog is not None:
-            self.dialogs[dialog.key] = call
+    def register_dialog(self, call: SipCall) -> None:
+        """Requests in the call's dialogs (its early ones too) reach it."""
+        self.dialogs[call.dialog_key] = call
 
     def forget(self, call: SipCall) -> None:
         """A call is over: drop it from the tables (its transactions finish on their own)."""
         if call.counted_setup:
             self._setup_over(call, completed=False)
         self.calls.discard(call)
-        key = (call.call_id, call.local_tag)  # every dialog's of the call, early ones too
-        if self.dialogs.get(key) is call:
-            del self.dialogs[key]
+        if self.dialogs.get(call.dialog_key) is call:
+            del self.dialogs[call.dialog_key]
         tx = call.invite_tx
         if tx is not None and tx.user is call:
             # The transaction lingers 64*T1 for retransmissions. Holding the call (channel,
