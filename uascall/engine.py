@@ -322,6 +322,17 @@ class Engine:
         now = self.clock.now()
         return (math.floor((now - phase) / period) + 1) * period + phase
 
+    def next_tick(self, previous: float, now: float, period: float,
+                  phase: float = 0.0) -> float:
+        """The tick after ``previous`` of a periodic job on the grid, whose tick began at
+        ``now``: a period later, so a late tick does not push the next ones back; after
+        a stall of more than a period, the grid's moment just passed (it runs at once,
+        and the ticks missed are skipped, not burst)."""
+        due = previous + period
+        if due < now - period:
+            due = self.next_on_grid(period, phase) - period
+        return due
+
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
         """*Engine thread*: run ``callback(*args)`` on the next loop iteration."""
         self._ready.append((callback, args))
@@ -966,12 +977,9 @@ class _ActorPool:
                 f"actor task {describe_callable(task.target)}",
                 Error("not run: the engine stopped before a thread could be started "
                       "for it"))
-            with engine._actor_lock:
-                engine._runnable_actors -= 1
             with self._lock:
                 self._threads -= 1
-            task.target = task.args = None  # type: ignore[assignment]
-            task._done.set()
+            self._over(task)
         for _ in range(sentinels):
             self._queue.put(None)
 
@@ -991,15 +999,20 @@ class _ActorPool:
                 engine.faults.record(f"actor task {describe_callable(task.target)}", exc)
             finally:
                 engine._local.actor = False
-                with engine._actor_lock:
-                    engine._runnable_actors -= 1
-                task.target = task.args = None  # type: ignore[assignment]
-                task._done.set()
-                if engine.clock.virtual:  # the engine may now let virtual time run
-                    engine._wake()
+                self._over(task)
             task = self._next()
         with self._lock:
             self._threads -= 1
+
+    def _over(self, task: ActorTask) -> None:
+        """A task has ended (run, or given up unrun): no longer an actor; its joiners wake."""
+        engine = self._engine
+        with engine._actor_lock:
+            engine._runnable_actors -= 1
+        task.target = task.args = None  # type: ignore[assignment]
+        task._done.set()
+        if engine.clock.virtual:  # the engine may now let virtual time run
+            engine._wake()
 
     def _next(self) -> ActorTask | None:
         """The next task for this idle thread, or None: the thread is to end."""

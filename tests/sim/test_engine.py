@@ -167,6 +167,14 @@ def test_next_on_grid_is_the_first_moment_after_now_on_the_grid():
                 engine.next_on_grid(period, phase)
 
 
+def test_next_tick_keeps_the_grid_and_skips_what_a_stall_missed():
+    with Engine(VirtualClock()) as engine, engine.actor():
+        engine.sleep(0.045)  # a tick due at 0.04 runs 5 ms late: the next is not pushed back
+        assert engine.next_tick(0.04, engine.time(), 0.02) == pytest.approx(0.06)
+        engine.sleep(0.1)  # at 0.145: the tick due at 0.06 ran 85 ms late
+        assert engine.next_tick(0.06, engine.time(), 0.02, 0.001) == pytest.approx(0.141)
+
+
 def test_virtual_time_holds_while_an_actor_runs():
     clock = VirtualClock()
     fired = threading.Event()

@@ -79,12 +79,8 @@ class MediaClock:
             if not self._active:
                 self._timer = None
             else:
-                # Keep to the 20 ms grid even when a tick ran late: the next one is not
-                # pushed back. After a long stall, one tick at once, then the grid again.
-                self._next_tick += FRAME_SECONDS
-                if self._next_tick < now - FRAME_SECONDS:
-                    self._next_tick = self.engine.next_on_grid(FRAME_SECONDS,
-                                                               MEDIA_PHASE) - FRAME_SECONDS
+                self._next_tick = self.engine.next_tick(self._next_tick, now, FRAME_SECONDS,
+                                                        MEDIA_PHASE)
                 self._timer = self.engine.call_at(self._next_tick, self._tick)
 
     @property

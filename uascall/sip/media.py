@@ -123,11 +123,7 @@ class RtpTicker:
         if not self._streams:
             self._timer = None
             return
-        # A fixed grid; after a long stall, skip the missed ticks rather than burst them:
-        # one tick at once, then on the grid again.
-        self._next += FRAME_SECONDS
-        if self._next < now - FRAME_SECONDS:
-            self._next = self.engine.next_on_grid(FRAME_SECONDS) - FRAME_SECONDS
+        self._next = self.engine.next_tick(self._next, now, FRAME_SECONDS)
         self._timer = self.engine.call_at(self._next, self._tick)
 
 
