@@ -44,7 +44,7 @@ from uascall.backend import Backend, FarEndDriver, backend_class, known_backends
 from uascall.callgen import CallGenerator, Progress
 from uascall.collector import INTERVAL, FullPasses
 from uascall.control import ENGINE_TIMEOUT, ControlClient, ControlServer, NotRunning, default_path
-from uascall.engine import Engine, VirtualClock
+from uascall.engine import REALTIME_PRIORITY, Engine, VirtualClock
 from uascall.errors import UascallError
 from uascall.extra import MAX_EXTRA_CHANNELS
 from uascall.routing import RoutingBackend
@@ -399,8 +399,15 @@ def _offline_status(args: argparse.Namespace) -> Snapshot | None:
 @contextlib.contextmanager
 def _engine(args: argparse.Namespace) -> Iterator[Engine]:
     """The engine, in virtual time with --virtual (this thread an actor, so that time waits
-    for it)."""
+    for it), its thread at SCHED_FIFO with --realtime."""
     with Engine(VirtualClock() if args.virtual else None) as engine:
+        realtime = getattr(args, "realtime", None)  # (`demo` has no such option)
+        if realtime is not None:
+            if args.virtual:
+                raise UascallError("--realtime with --virtual: virtual time runs as fast "
+                                   "as the CPU allows, it has no deadline to keep; expected "
+                                   "one or the other")
+            engine.run_realtime(realtime)
         with engine.actor() if args.virtual else contextlib.nullcontext():
             yield engine
 
@@ -626,6 +633,12 @@ def _add_host_options(command: argparse.ArgumentParser, command_name: str) -> No
     command.add_argument("--virtual", action="store_true",
                          help="run in virtual time, as fast as the CPU allows (backends "
                          "with nothing real under them only: sim)")
+    command.add_argument("--realtime", type=int, nargs="?", const=REALTIME_PRIORITY,
+                         metavar="PRIORITY",
+                         help="run the engine thread (every call's signalling and 20 ms "
+                         "media) at SCHED_FIFO PRIORITY (default %(const)s; root or "
+                         "CAP_SYS_NICE), ahead of ordinary processes; application threads "
+                         "stay ordinary")
     command.add_argument("--control", metavar="PATH",
                          help="the control socket that `uascall channels` and `uascall "
                          f"monitor` read (default {default_path()}; none: no socket)")

@@ -47,6 +47,7 @@ import logging
 import math
 import os
 import queue
+import resource
 import select
 import threading
 import time
@@ -72,6 +73,10 @@ EPOLLERR = select.EPOLLERR
 #: unregistered and its owner told (a level-triggered fd whose handler fails before it
 #: reads would otherwise be dispatched again at once, for ever: a hot loop)
 MAX_FD_FAILURES = 5
+#: the engine thread's SCHED_FIFO priority with :meth:`Engine.run_realtime`: Asterisk's
+#: for its own (``-p``), below the kernel's threaded interrupts (50), so a card's
+#: interrupt still comes first
+REALTIME_PRIORITY = 10
 
 
 class DescriptorDropped(Error):
@@ -304,6 +309,32 @@ class Engine:
     def remove_shutdown_callback(self, callback: Callable[[], None]) -> None:
         with contextlib.suppress(ValueError):
             self._shutdown_callbacks.remove(callback)
+
+    # ------------------------------------------------------------------ scheduling
+    def run_realtime(self, priority: int = REALTIME_PRIORITY) -> None:
+        """Run the engine thread at SCHED_FIFO ``priority`` (1-99, Linux): ahead of every
+        ordinary process on the machine, so that none of them makes a 20 ms tick late,
+        as telephony servers run their media threads (``asterisk -p``). The threads it
+        starts (application threads, the pool's) stay ordinary (SCHED_RESET_ON_FORK):
+        an application busy in a loop must not hold a core from everything else.
+
+        Raises ArgumentError for a priority outside 1-99 and Error when the system
+        refuses (the thread needs root, CAP_SYS_NICE or ``ulimit -r`` of ``priority``).
+        """
+        if isinstance(priority, bool) or not isinstance(priority, int) \
+                or not 1 <= priority <= 99:
+            raise ArgumentError(f"realtime priority {priority!r}: expected 1 to 99 "
+                                "(SCHED_FIFO's range on Linux)")
+        try:
+            self.run(os.sched_setscheduler, 0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
+                     os.sched_param(priority))
+        except OSError as exc:
+            limit = resource.getrlimit(resource.RLIMIT_RTPRIO)[0]
+            raise Error(f"the engine thread cannot run at SCHED_FIFO priority {priority}: "
+                        f"{exc.strerror or exc} (expected root, CAP_SYS_NICE or an "
+                        f"RLIMIT_RTPRIO of {priority} or more, which is {limit} here: "
+                        "ulimit -r, or LimitRTPRIO= in a systemd unit)") from exc
+        log.info("engine %s runs at SCHED_FIFO priority %d", self.name, priority)
 
     # ------------------------------------------------------------------ time
     def time(self) -> float:

@@ -166,3 +166,12 @@ def test_max_setups_reaches_the_user_agent_and_a_bad_one_is_refused():
             engine.run(backend.stop)
         with pytest.raises(ArgumentError, match="max_setups -1: expected a number of calls"):
             backends.open_backend("sip", engine, **{**options, "max_setups": -1})
+
+
+def test_realtime_refuses_a_bad_priority_and_virtual_time_before_serving(capsys):
+    app = str(ROOT / "examples" / "early_media.py")
+    assert main(["run", app, "--backend", "sim", "--control", "none", "--realtime", "0"]) == 1
+    assert "realtime priority 0: expected 1 to 99" in capsys.readouterr().err
+    assert main(["run", app, "--backend", "sim", "--control", "none", "--virtual",
+                 "--realtime"]) == 1
+    assert "--realtime with --virtual" in capsys.readouterr().err

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import itertools
 import os
+import resource
 import socket
 import threading
 import time
@@ -361,3 +363,51 @@ def test_readiness_set_by_a_simulator_is_dispatched_like_epolls():
         assert engine.wait_until(lambda: len(calls) > 4, 1.0)
         engine.run(engine.remove_fd, fd)
     os.close(fd)
+
+
+def _policy() -> tuple[int, int]:
+    """The calling thread's scheduling policy (without SCHED_RESET_ON_FORK) and priority."""
+    return (os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK,
+            os.sched_getparam(0).sched_priority)
+
+
+def test_run_realtime_puts_the_engine_thread_alone_at_sched_fifo():
+    if os.geteuid() != 0 and resource.getrlimit(resource.RLIMIT_RTPRIO)[0] < 12:
+        pytest.skip("SCHED_FIFO needs root or an RLIMIT_RTPRIO of 12 (CI runs as root)")
+    ordinary = _policy()
+    with Engine() as engine:
+        engine.run_realtime(12)
+        assert engine.run(_policy) == (os.SCHED_FIFO, 12)
+        assert _policy() == ordinary  # the caller's thread is not the engine's
+
+        def started_here() -> tuple[int, int]:
+            seen: list[tuple[int, int]] = []
+            thread = threading.Thread(target=lambda: seen.append(_policy()))
+            thread.start()
+            thread.join()
+            return seen[0]
+        # threads the engine thread starts (the pool's, an application's) stay ordinary
+        assert engine.run(started_here) == (os.SCHED_OTHER, 0)
+        pooled: list[tuple[int, int]] = []
+        task = engine.run(engine.run_actor, lambda: pooled.append(_policy()))
+        task.join(10)
+        assert pooled == [(os.SCHED_OTHER, 0)]
+
+
+@pytest.mark.parametrize("priority", [0, 100, -1, True, 10.0, "10"])
+def test_run_realtime_refuses_a_priority_outside_fifos_range(priority):
+    with Engine() as engine, pytest.raises(ArgumentError, match="expected 1 to 99"):
+        engine.run_realtime(priority)
+
+
+def test_run_realtime_says_why_the_system_refused(monkeypatch):
+    def refused(*_args):
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+    monkeypatch.setattr(os, "sched_setscheduler", refused)
+    with Engine() as engine:
+        with pytest.raises(Error) as caught:
+            engine.run_realtime()
+        message = str(caught.value)
+        assert "SCHED_FIFO priority 10: Operation not permitted" in message
+        assert "RLIMIT_RTPRIO" in message and "ulimit -r" in message
+        assert engine.run(_policy)[0] == os.SCHED_OTHER  # and the engine runs on
