@@ -34,6 +34,7 @@ from __future__ import annotations
 import collections
 import logging
 import random
+import socket
 from collections.abc import Callable
 
 from uascall.backend import MediaPort
@@ -45,6 +46,7 @@ from uascall.media.source import FRAME_SECONDS
 from uascall.sip.jitter import JitterBuffer
 from uascall.sip.rtp import DtmfReceiver, RtpError, RtpPacket, RtpSender
 from uascall.sip.sdp import Negotiated
+from uascall.sip.spare import SpareSockets
 from uascall.sip.transport import (
     Address,
     IPNetwork,
@@ -137,13 +139,14 @@ class RtpStream(MediaPort):
     sounds_digits = True
 
     def __init__(self, engine: Engine, ticker: RtpTicker, endpoint_address: Address, *,
-                 allow: list[IPNetwork] | None, name: str, symmetric: bool = False) -> None:
+                 allow: list[IPNetwork] | None, name: str, symmetric: bool = False,
+                 make_socket: Callable[[int], socket.socket] | None = None) -> None:
         self.engine = engine
         self.ticker = ticker
         self.name = name
         self.symmetric = symmetric
         self.endpoint = UdpEndpoint(engine, endpoint_address, self._received, allow=allow,
-                                    max_size=2048, name=name)
+                                    max_size=2048, name=name, make_socket=make_socket)
         # the socket's own methods and counts, for the per-packet paths (see _send_next)
         self._sendto = self.endpoint.sock.sendto
         self._fileno = self.endpoint.sock.fileno  # below 0 once closed
@@ -458,14 +461,17 @@ class RtpStream(MediaPort):
 
 
 class RtpPorts:
-    """Hands out even UDP ports from a range (RTP on even, RTCP on odd: RFC 3550 11)."""
+    """Hands out even UDP ports from a range (RTP on even, RTCP on odd: RFC 3550 11),
+    their sockets made ahead by ``spare`` where given (:mod:`uascall.sip.spare`)."""
 
-    def __init__(self, first: int = 16384, last: int = 32767) -> None:
+    def __init__(self, first: int = 16384, last: int = 32767, *,
+                 spare: SpareSockets | None = None) -> None:
         if not (1024 <= first < last <= 65535):
             raise Error(f"RTP port range {first}-{last}; expected 1024 <= first < last "
                         "<= 65535")
         self.first = first + (first % 2)
         self.last = last
+        self.spare = spare
 
     def open(self, engine: Engine, ticker: RtpTicker, host: str, *,
              allow: list[IPNetwork] | None, name: str, symmetric: bool = False) -> RtpStream:
@@ -476,7 +482,8 @@ class RtpPorts:
             port = self.first + 2 * ((start + attempt * 7919) % span)
             try:
                 return RtpStream(engine, ticker, (host, port), allow=allow, name=name,
-                                 symmetric=symmetric)
+                                 symmetric=symmetric, make_socket=(
+                                     self.spare.take if self.spare is not None else None))
             except TransportError:
                 continue
         raise TransportError(f"{name}: no free RTP port in {self.first}-{self.last} on "

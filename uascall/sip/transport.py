@@ -150,7 +150,8 @@ class UdpEndpoint:
     def __init__(self, engine: Engine, address: Address, on_datagram: Callable[
                  [bytes, Address], None], *, allow: Iterable[IPNetwork] | None = None,
                  max_size: int = 65535, rcvbuf: int | None = None,
-                 measure_delay: bool = False, name: str = "udp") -> None:
+                 measure_delay: bool = False, name: str = "udp",
+                 make_socket: Callable[[int], socket.socket] | None = None) -> None:
         self.engine = engine
         self.name = name
         self.on_datagram = on_datagram
@@ -167,7 +168,9 @@ class UdpEndpoint:
         host, port = address
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.family = family
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        # (make_socket: one made ahead, off the engine thread: uascall/sip/spare.py)
+        sock = (make_socket(family) if make_socket is not None
+                else socket.socket(family, socket.SOCK_DGRAM))
         try:
             sock.setblocking(False)
             if family == socket.AF_INET6:

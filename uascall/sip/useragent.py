@@ -118,6 +118,7 @@ from uascall.sip.message import (
     warning,
 )
 from uascall.sip.sdp import CODECS, SdpError, parse_sdp
+from uascall.sip.spare import SpareSockets
 from uascall.sip.transaction import (
     DEFAULT_TIMERS,
     Action,
@@ -234,7 +235,7 @@ class UserAgent:
                 endpoint.close()
             raise
         self.ticker = RtpTicker(engine)
-        self.rtp_ports = RtpPorts(*settings.rtp_ports)
+        self.rtp_ports = RtpPorts(*settings.rtp_ports, spare=SpareSockets())
         self.server_tx: dict[tuple[str, str, str], ServerTransaction] = {}
         self.client_tx: dict[tuple[str, str], ClientTransaction] = {}
         self.dialogs: dict[tuple[str, str], SipCall] = {}
@@ -299,6 +300,8 @@ class UserAgent:
             self._log_overload(self.engine.time(), force=True)
         for endpoint in self.endpoints:
             endpoint.close()
+        if self.rtp_ports.spare is not None:
+            self.rtp_ports.spare.close()
 
     def drain(self) -> None:
         """Stop taking calls (503 to new INVITEs and to OPTIONS outside a dialog), the
