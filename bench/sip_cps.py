@@ -903,28 +903,30 @@ def machine() -> str:
 
 class LateTicks:
     """--app: the server's 20 ms ticks run more than 5 ms late (its RTP ticker's and its
-    media clock's), read through its control socket before and after each rung."""
+    media clock's), read through its control socket before and after each rung; with
+    several servers (the workers behind a proxy), their sum and the latest of any."""
 
-    def __init__(self, control: Path) -> None:
-        self.control = control
+    def __init__(self, *controls: Path) -> None:
+        self.controls = controls
         self.before = self.read()[0]
 
     def read(self) -> tuple[int, float]:
-        """(late ticks so far, the latest tick in ms); (0, 0) when the socket fails."""
+        """(late ticks so far, the latest tick in ms); a socket that fails adds (0, 0)."""
         sys.path.insert(0, str(ROOT))
         from uascall.control import ControlClient  # the bench runs from a checkout
-        try:
-            with ControlClient(self.control) as client:
-                counters = client.request("monitor")["counters"]
-        except Exception as exc:  # a benchmark reports, it does not stop for this
-            print(f"# cannot read {self.control}: {exc}", flush=True)
-            return 0, 0.0
-        late = counters.get("late_ticks", 0)
-        worst = 0.0
-        for part in counters.values():
-            if isinstance(part, dict):
-                late += part.get("late_ticks", 0)
-                worst = max(worst, part.get("max_tick_lateness_ms", 0.0))
+        late, worst = 0, 0.0
+        for control in self.controls:
+            try:
+                with ControlClient(control) as client:
+                    counters = client.request("monitor")["counters"]
+            except Exception as exc:  # a benchmark reports, it does not stop for this
+                print(f"# cannot read {control}: {exc}", flush=True)
+                continue
+            late += counters.get("late_ticks", 0)
+            for part in counters.values():
+                if isinstance(part, dict):
+                    late += part.get("late_ticks", 0)
+                    worst = max(worst, part.get("max_tick_lateness_ms", 0.0))
         return late, worst
 
     def check(self, result: RateResult) -> None:

@@ -68,6 +68,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -128,13 +129,17 @@ class Chain:
     """Kamailio in front of ``uascall run APP --backend sip --workers N``: started and
     stopped together (``with``)."""
 
-    def __init__(self, procs: Processes, workdir: Path, workers: int, *, log_level: int
-                 ) -> None:
+    def __init__(self, procs: Processes, workdir: Path, workers: int, *, log_level: int,
+                 app: Path = APP, options: Sequence[str] = ()) -> None:
         self.procs = procs
         self.workdir = workdir / f"chain-{workers}-{log_level}"
         self.workdir.mkdir(parents=True)
         self.count = workers
         self.log_level = log_level
+        self.app = app
+        self.options = list(options)
+        # uascall/workers.py gives worker I the control socket PATH.wI
+        self.control = self.workdir / "uascall.control"
         self.base = peers.free_udp_port(HOST, span=workers)
         self.ports = list(range(self.base, self.base + workers))
         self.supervisor: subprocess.Popen | None = None
@@ -156,9 +161,9 @@ class Chain:
         self.stop()
 
     def _start(self) -> None:
-        argv = [sys.executable, "-m", "uascall", "run", str(APP), "--backend", "sip",
+        argv = [sys.executable, "-m", "uascall", "run", str(self.app), "--backend", "sip",
                 "--workers", str(self.count), "--listen", self.address(self.base),
-                "--control", "none"]
+                "--control", str(self.control), *self.options]
         with open(self.workdir / "supervisor.log", "wb") as log:
             self.supervisor = self.procs.start(argv, cwd=ROOT, stdin=subprocess.DEVNULL,
                                                stdout=log, stderr=log)
@@ -184,6 +189,12 @@ class Chain:
         found = kamailio.workers_by_port(self.supervisor.pid)
         self.seen_workers.update(found.values())
         return found
+
+    def controls(self) -> list[Path]:
+        """Each worker's control socket."""
+        if self.count == 1:
+            return [self.control]
+        return [self.control.with_name(f"{self.control.name}.w{n}") for n in range(self.count)]
 
     def view(self) -> dict[str, str]:
         assert self.kam is not None
@@ -308,18 +319,32 @@ def failure_kinds(errors: str) -> str:
                                                           key=lambda item: -item[1]))
 
 
-def ladder(procs: Processes, workdir: Path, workers: int, rates: list[int], seconds: float
+def ladder(procs: Processes, workdir: Path, workers: int, rates: list[int], seconds: float,
+           app: Path | None = None, call_seconds: float = 0.0, realtime: bool = False
            ) -> tuple[int, Rung | None]:
     """The rates in order through Kamailio to ``workers`` workers until one fails;
-    (the best passing rate, its rung)."""
-    print(f"\n## kamailio_{workers}: SIPp -> Kamailio (one receiver, LOG_LEVEL 1) -> "
-          f"{workers} uascall worker{'s' if workers > 1 else ''} "
-          f"({APP.relative_to(ROOT)})\n{HEAD}\n{UNITS}", flush=True)
+    (the best passing rate, its rung). ``app``: that application instead of the bare
+    one, called as ``sip_cps.py --app`` calls it (its own BYE after about
+    ``call_seconds``; a rung fails on a late tick of any worker too)."""
+    shown = (app or APP).relative_to(ROOT) if (app or APP).is_relative_to(ROOT) else app
+    print(f"\n## {'app_' if app else ''}kamailio_{workers}: SIPp -> Kamailio (one receiver, "
+          f"LOG_LEVEL 1) -> {workers} uascall worker{'s' if workers > 1 else ''} ({shown}"
+          + (f", --max-setups {sip_cps.APP_MAX_SETUPS}, a rung fails on a 20 ms tick more "
+             f"than {sip_cps.LATE_MS} ms late in any worker too" if app else "")
+          + (", engine threads SCHED_FIFO (--realtime)" if realtime else "")
+          + f")\n{HEAD}\n{UNITS}", flush=True)
     best, best_rung = 0, None
-    with Chain(procs, workdir, workers, log_level=1) as chain:
+    options = ["--max-setups", str(sip_cps.APP_MAX_SETUPS)] if app else []
+    if realtime:
+        options.append("--realtime")
+    with Chain(procs, workdir, workers, log_level=1, app=app or APP,
+               options=options) as chain:
         assert chain.kam is not None
-        # sip_cps's scenario, its ACK and BYE along the route set
-        scenario = kamailio.proxied_scenario(sip_cps.UAC_SCENARIO.name, chain.workdir)
+        # sip_cps's scenario, its ACK (and the bare one's BYE) along the route set
+        scenario = kamailio.proxied_scenario(
+            (sip_cps.CALLEE_BYE_SCENARIO if app else sip_cps.UAC_SCENARIO).name,
+            chain.workdir)
+        late = sip_cps.LateTicks(*chain.controls()) if app else None
         for rate in rates:
             if not chain.alive():
                 print(f"{rate:6d}  the supervisor or Kamailio is no longer running; stopping")
@@ -327,7 +352,10 @@ def ladder(procs: Processes, workdir: Path, workers: int, rates: list[int], seco
             downs = len(chain.kam.lines(r"dispatcher: node \S+ down"))
             before, everyone, drops0 = chain.cpu(), every_process_cpu(), chain.drops()
             result = sip_cps.run_sipp_uac(procs, chain.workdir, chain.kam.port, rate,
-                                          seconds, None, scenario=scenario)
+                                          seconds, None, scenario=scenario,
+                                          call_seconds=call_seconds)
+            if late is not None:
+                late.check(result)
             workers_cpu, kamailio_cpu = chain.cpu().since(before)
             result.server_cpu = workers_cpu
             rung = Rung(result, workers_cpu, kamailio_cpu, cpu_since(everyone),
@@ -342,7 +370,7 @@ def ladder(procs: Processes, workdir: Path, workers: int, rates: list[int], seco
             if not result.passed:
                 break
             best, best_rung = rate, rung
-            time.sleep(2.0)  # the last calls end before the next rung
+            time.sleep(call_seconds + 2.0)  # the last calls end before the next rung
     return best, best_rung
 
 
@@ -573,6 +601,16 @@ def main() -> int:
     parser.add_argument("--failover-seconds", type=float, default=25.0, metavar="SECONDS",
                         help="how long SIPp calls in the failover run (default 25)")
     parser.add_argument("--skip", default="", help="leave out: ladders, failover")
+    parser.add_argument("--app", metavar="PATH", default="",
+                        help="the ladders with this application (e.g. examples/early_media"
+                        ".py), as sip_cps.py --app runs it; the results are app_kamailio_N "
+                        "and there is no failover run")
+    parser.add_argument("--call-seconds", type=float, default=10.0, metavar="S",
+                        help="--app: about how long the application holds a call (default "
+                        "%(default)s)")
+    parser.add_argument("--realtime", action="store_true",
+                        help="the ladders' workers run their engine threads at SCHED_FIFO "
+                        "(uascall run --realtime; root), as a telephony server would")
     parser.add_argument("--smoke", action="store_true",
                         help="seconds, not minutes: workers 1,2 at one low rate, a short "
                         "failover run")
@@ -589,6 +627,13 @@ def main() -> int:
     skip = {part.strip() for part in args.skip.split(",") if part.strip()}
     if skip - {"ladders", "failover"}:
         parser.error(f"--skip {args.skip}: expected ladders and/or failover")
+    app = Path(args.app).resolve() if args.app else None
+    if app is not None:
+        if not app.is_file():
+            parser.error(f"--app {args.app}: no such file")
+        if "ladders" in skip:
+            parser.error("--app measures the ladders: it cannot skip them")
+        skip.add("failover")  # the failover run's figures are the bare application's
     for tool in ("sipp", "kamcmd"):
         if shutil.which(tool) is None:
             parser.error(f"{tool} is not installed (Debian: apt-get install "
@@ -620,7 +665,8 @@ def main() -> int:
     try:
         if "ladders" not in skip:
             for n in workers:
-                best[n], rung = ladder(procs, workdir, n, rates, seconds)
+                best[n], rung = ladder(procs, workdir, n, rates, seconds, app,
+                                       args.call_seconds if app else 0.0, args.realtime)
                 if rung is not None:
                     rungs[n] = rung
                 else:  # not a figure: the chain does not work (exit 1, so CI sees it)
@@ -644,8 +690,11 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     if args.keep:
         print(f"# work directory kept: {workdir}")
-    figures = {f"kamailio_{n}": best.get(n, 0) for n in sorted({1, 2, *workers})}
-    figures["failover_lost_after_kill"] = lost_after_kill
+    if app is not None:
+        figures = {f"app_kamailio_{n}": best.get(n, 0) for n in workers}
+    else:
+        figures = {f"kamailio_{n}": best.get(n, 0) for n in sorted({1, 2, *workers})}
+        figures["failover_lost_after_kill"] = lost_after_kill
     print("RESULT " + " ".join(f"{name}={value}" for name, value in figures.items()))
     return code
 
