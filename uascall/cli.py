@@ -44,7 +44,7 @@ from uascall.backend import Backend, FarEndDriver, backend_class, known_backends
 from uascall.callgen import CallGenerator, Progress
 from uascall.collector import INTERVAL, FullPasses
 from uascall.control import ENGINE_TIMEOUT, ControlClient, ControlServer, NotRunning, default_path
-from uascall.engine import REALTIME_PRIORITY, Engine, VirtualClock
+from uascall.engine import REALTIME_PRIORITY, Engine, VirtualClock, check_realtime
 from uascall.errors import UascallError
 from uascall.extra import MAX_EXTRA_CHANNELS
 from uascall.routing import RoutingBackend
@@ -401,7 +401,7 @@ def _engine(args: argparse.Namespace) -> Iterator[Engine]:
     """The engine, in virtual time with --virtual (this thread an actor, so that time waits
     for it), its thread at SCHED_FIFO with --realtime."""
     with Engine(VirtualClock() if args.virtual else None) as engine:
-        realtime = getattr(args, "realtime", None)  # (`demo` has no such option)
+        realtime = _realtime(args)
         if realtime is not None:
             if args.virtual:
                 raise UascallError("--realtime with --virtual: virtual time runs as fast "
@@ -410,6 +410,26 @@ def _engine(args: argparse.Namespace) -> Iterator[Engine]:
             engine.run_realtime(realtime)
         with engine.actor() if args.virtual else contextlib.nullcontext():
             yield engine
+
+
+def _realtime_priority(text: str) -> int:
+    try:
+        priority = int(text)
+    except ValueError:
+        priority = 0
+    if not 1 <= priority <= 99:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 1 to 99 (SCHED_FIFO's range "
+                                         "on Linux)")
+    return priority
+
+
+def _realtime(args: argparse.Namespace) -> int | None:
+    """The engine thread's SCHED_FIFO priority asked for, or None (`demo` has no such
+    option)."""
+    priority = getattr(args, "realtime_priority", None)
+    if priority is None and getattr(args, "realtime", False):
+        priority = REALTIME_PRIORITY
+    return priority
 
 
 class _Stopped(threading.Event):
@@ -633,12 +653,13 @@ def _add_host_options(command: argparse.ArgumentParser, command_name: str) -> No
     command.add_argument("--virtual", action="store_true",
                          help="run in virtual time, as fast as the CPU allows (backends "
                          "with nothing real under them only: sim)")
-    command.add_argument("--realtime", type=int, nargs="?", const=REALTIME_PRIORITY,
-                         metavar="PRIORITY",
+    command.add_argument("--realtime", action="store_true",
                          help="run the engine thread (every call's signalling and 20 ms "
-                         "media) at SCHED_FIFO PRIORITY (default %(const)s; root or "
-                         "CAP_SYS_NICE), ahead of ordinary processes; application threads "
-                         "stay ordinary")
+                         "media) at SCHED_FIFO, ahead of ordinary processes (root or "
+                         "CAP_SYS_NICE); application threads stay ordinary")
+    command.add_argument("--realtime-priority", type=_realtime_priority, metavar="N",
+                         help=f"--realtime at priority N, 1 to 99 (default "
+                         f"{REALTIME_PRIORITY}, as asterisk -p)")
     command.add_argument("--control", metavar="PATH",
                          help="the control socket that `uascall channels` and `uascall "
                          f"monitor` read (default {default_path()}; none: no socket)")
@@ -658,6 +679,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "workers", 1) > 1:
             from uascall.workers import supervise
+            if _realtime(args) is not None:  # refused, every worker would be, for ever
+                check_realtime(_realtime(args))
             return supervise(list(sys.argv[1:] if argv is None else argv), args.workers)
         return args.func(args)
     except UascallError as exc:

@@ -79,6 +79,41 @@ MAX_FD_FAILURES = 5
 REALTIME_PRIORITY = 10
 
 
+def _go_realtime(priority: int) -> None:
+    """The calling thread at SCHED_FIFO ``priority``, the threads it starts ordinary;
+    ArgumentError or Error (saying how to allow it) when that cannot be."""
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 99:
+        raise ArgumentError(f"realtime priority {priority!r}: expected 1 to 99 "
+                            "(SCHED_FIFO's range on Linux)")
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
+                              os.sched_param(priority))
+    except OSError as exc:
+        limit = resource.getrlimit(resource.RLIMIT_RTPRIO)[0]
+        raise Error(f"the engine thread cannot run at SCHED_FIFO priority {priority}: "
+                    f"{exc.strerror or exc} (expected root, CAP_SYS_NICE or an "
+                    f"RLIMIT_RTPRIO of {priority} or more, which is {limit} here: ulimit "
+                    "-r, or LimitRTPRIO= in a systemd unit; in a container, a real-time "
+                    "budget too: cpu.rt_runtime_us)") from exc
+
+
+def check_realtime(priority: int = REALTIME_PRIORITY) -> None:
+    """Raise what :meth:`Engine.run_realtime` would, from a thread that tries it and
+    ends: for a supervisor to learn before it starts workers that would each fail."""
+    failure: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            _go_realtime(priority)
+        except (ArgumentError, Error) as exc:
+            failure.append(exc)
+    thread = threading.Thread(target=attempt, name="uascall-realtime-check")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
 class DescriptorDropped(Error):
     """Passed to an fd's ``on_error`` when the engine unregistered the fd because its
     handler kept failing; the handler's last exception is the ``__cause__``."""
@@ -321,19 +356,7 @@ class Engine:
         Raises ArgumentError for a priority outside 1-99 and Error when the system
         refuses (the thread needs root, CAP_SYS_NICE or ``ulimit -r`` of ``priority``).
         """
-        if isinstance(priority, bool) or not isinstance(priority, int) \
-                or not 1 <= priority <= 99:
-            raise ArgumentError(f"realtime priority {priority!r}: expected 1 to 99 "
-                                "(SCHED_FIFO's range on Linux)")
-        try:
-            self.run(os.sched_setscheduler, 0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
-                     os.sched_param(priority))
-        except OSError as exc:
-            limit = resource.getrlimit(resource.RLIMIT_RTPRIO)[0]
-            raise Error(f"the engine thread cannot run at SCHED_FIFO priority {priority}: "
-                        f"{exc.strerror or exc} (expected root, CAP_SYS_NICE or an "
-                        f"RLIMIT_RTPRIO of {priority} or more, which is {limit} here: "
-                        "ulimit -r, or LimitRTPRIO= in a systemd unit)") from exc
+        self.run(_go_realtime, priority)
         log.info("engine %s runs at SCHED_FIFO priority %d", self.name, priority)
 
     # ------------------------------------------------------------------ time

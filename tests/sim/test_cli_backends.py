@@ -15,7 +15,7 @@ import pytest
 from uascall import backend as backends
 from uascall.cli import _BackendGroup, build_parser, main
 from uascall.engine import Engine
-from uascall.errors import ArgumentError
+from uascall.errors import ArgumentError, Error
 
 from .plugin_backend import RefusingBackend
 
@@ -170,8 +170,27 @@ def test_max_setups_reaches_the_user_agent_and_a_bad_one_is_refused():
 
 def test_realtime_refuses_a_bad_priority_and_virtual_time_before_serving(capsys):
     app = str(ROOT / "examples" / "early_media.py")
-    assert main(["run", app, "--backend", "sim", "--control", "none", "--realtime", "0"]) == 1
-    assert "realtime priority 0: expected 1 to 99" in capsys.readouterr().err
+    for bad in ("0", "100", "ten"):
+        with pytest.raises(SystemExit):
+            main(["run", app, "--backend", "sim", "--realtime-priority", bad])
+        assert "expected 1 to 99" in capsys.readouterr().err
     assert main(["run", app, "--backend", "sim", "--control", "none", "--virtual",
                  "--realtime"]) == 1
     assert "--realtime with --virtual" in capsys.readouterr().err
+
+
+def test_workers_are_not_started_when_the_realtime_they_ask_for_is_refused(
+        monkeypatch, capsys):
+    from uascall import cli, workers
+
+    def refused(priority: int) -> None:
+        raise Error(f"the engine thread cannot run at SCHED_FIFO priority {priority}: "
+                    "Operation not permitted")
+    started = []
+    monkeypatch.setattr(cli, "check_realtime", refused)
+    monkeypatch.setattr(workers, "supervise", lambda *args: started.append(args) or 0)
+    app = str(ROOT / "examples" / "early_media.py")
+    assert main(["run", app, "--backend", "sip", "--workers", "2", "--realtime-priority",
+                 "20"]) == 1
+    assert "SCHED_FIFO priority 20: Operation not permitted" in capsys.readouterr().err
+    assert not started

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
+import threading
 import time
 
 import pytest
@@ -12,6 +14,7 @@ from uascall.engine import Engine
 from uascall.sip import spare as spare_module
 from uascall.sip.media import RtpPorts, RtpTicker
 from uascall.sip.spare import SpareSockets
+from uascall.sip.transport import TransportError
 
 
 def open_fds() -> int:
@@ -67,21 +70,62 @@ def test_rtp_streams_take_their_sockets_from_the_pool():
     spare.close()
 
 
-def test_a_filler_that_cannot_make_sockets_warns_once_and_the_engine_makes_its_own(
+def test_out_of_descriptors_the_spare_ones_are_given_back_with_one_warning(
         monkeypatch, caplog):
-    made = []
+    spare = SpareSockets(spare=4, interval=0.005, back_off=0.1)
+    spare.take(socket.AF_INET).close()
+    spare.take(socket.AF_INET6).close()  # both families: one warning all the same
+    wait_for(lambda: all(len(spare._ready[f]) == 4 for f in spare_module.FAMILIES))
+    real_socket = socket.socket
 
     def out_of_descriptors(family: int, kind: int) -> socket.socket:
-        raise OSError(24, "Too many open files")
-    spare = SpareSockets(spare=4, interval=0.005)
+        raise OSError(errno.EMFILE, "Too many open files")
     monkeypatch.setattr(spare_module.socket, "socket", out_of_descriptors)
+    held = [spare.take(socket.AF_INET)]  # the filler tops up, and finds none
+    wait_for(lambda: not any(spare._ready.values()))  # what it held is given back
+    time.sleep(0.05)  # within the back-off: it tries no more, warns no more
     with pytest.raises(OSError, match="Too many open files"):
         spare.take(socket.AF_INET)  # the engine's own try says why
-    time.sleep(0.05)  # the filler tries about ten times meanwhile
-    warnings = [r for r in caplog.records if "no UDP socket made ahead" in r.message]
+    monkeypatch.setattr(spare_module.socket, "socket", real_socket)
+    wait_for(lambda: all(len(spare._ready[f]) == 4 for f in spare_module.FAMILIES))
+    warnings = [r for r in caplog.records if "out of descriptors" in r.message]
     assert len(warnings) == 1
-    monkeypatch.undo()
-    made.append(spare.take(socket.AF_INET))
-    wait_for(lambda: len(spare._ready[socket.AF_INET]) == 4)  # it recovers by itself
     spare.close()
-    made[0].close()
+    held[0].close()
+
+
+def test_a_filler_that_cannot_start_is_tried_again_and_sockets_are_made_meanwhile(
+        monkeypatch):
+    spare = SpareSockets(spare=2, interval=0.005)
+    real_start = threading.Thread.start
+
+    def no_thread(self):
+        raise RuntimeError("can't start new thread")
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    first = spare.take(socket.AF_INET)  # made on the spot, no exception
+    assert spare._thread is None and spare.made_on_the_spot == 1
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    monkeypatch.setattr(spare_module, "RETRY_START", 0.0)
+    spare.take(socket.AF_INET).close()
+    assert spare._thread is not None
+    wait_for(lambda: len(spare._ready[socket.AF_INET]) == 2)
+    spare.close()
+    first.close()
+
+
+def test_a_stream_that_cannot_have_a_socket_says_why_at_once(monkeypatch):
+    def out_of_descriptors(family: int) -> socket.socket:
+        raise OSError(errno.EMFILE, "Too many open files")
+    with Engine() as engine:
+        ports = RtpPorts(20000, 60000)
+        ticker = RtpTicker(engine)
+        # another address than this machine's: no port of the range would bind
+        unbindable = r"cannot bind UDP 192\.0\.2\.1:\d+: Cannot assign"
+        with pytest.raises(TransportError, match=unbindable):
+            engine.run(ports.open, engine, ticker, "192.0.2.1", allow=None, name="rtp 1")
+        spare = SpareSockets(spare=1)
+        spare.take = out_of_descriptors  # type: ignore[method-assign]
+        ports.spare = spare
+        with pytest.raises(TransportError, match="rtp 2: cannot make a UDP socket: Too many"):
+            engine.run(ports.open, engine, ticker, "127.0.0.1", allow=None, name="rtp 2")
+        spare.close()

@@ -32,6 +32,7 @@ times, in the audio's own numbering (RFC 4733 2.5).
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import random
 import socket
@@ -478,13 +479,15 @@ class RtpPorts:
         """A stream bound to a free even port on ``host`` (tries random ports first)."""
         span = (self.last - self.first) // 2 + 1
         start = random.randrange(span)
-        for attempt in range(min(span, 64)):
+        tries = min(span, 64)
+        for attempt in range(tries):
             port = self.first + 2 * ((start + attempt * 7919) % span)
             try:
                 return RtpStream(engine, ticker, (host, port), allow=allow, name=name,
                                  symmetric=symmetric, make_socket=(
                                      self.spare.take if self.spare is not None else None))
-            except TransportError:
-                continue
+            except TransportError as exc:
+                if getattr(exc.__cause__, "errno", None) != errno.EADDRINUSE:
+                    raise  # no other port does better: no descriptor left, no such address
         raise TransportError(f"{name}: no free RTP port in {self.first}-{self.last} on "
-                             f"{host} after 64 tries")
+                             f"{host} after {tries} tries")

@@ -169,8 +169,12 @@ class UdpEndpoint:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.family = family
         # (make_socket: one made ahead, off the engine thread: uascall/sip/spare.py)
-        sock = (make_socket(family) if make_socket is not None
-                else socket.socket(family, socket.SOCK_DGRAM))
+        try:
+            sock = (make_socket(family) if make_socket is not None
+                    else socket.socket(family, socket.SOCK_DGRAM))
+        except OSError as exc:  # out of descriptors, or no such family here
+            raise TransportError(f"{name}: cannot make a UDP socket: "
+                                 f"{exc.strerror or exc}") from exc
         try:
             sock.setblocking(False)
             if family == socket.AF_INET6:
