@@ -940,6 +940,14 @@ class LateTicks:
             result.notes.append(f"no late tick (the latest so far {worst:.1f} ms)")
 
 
+def add_app_arguments(parser: argparse.ArgumentParser, app_help: str) -> None:
+    """--app and --call-seconds, as this benchmark and sip_scale.py take them."""
+    parser.add_argument("--app", metavar="PATH", default="", help=app_help)
+    parser.add_argument("--call-seconds", type=float, default=10.0, metavar="S",
+                        help="--app: about how long the application holds a call (default "
+                        "%(default)s)")
+
+
 def print_gc_stats(path: Path) -> None:
     """What --gc's wrapper wrote: the cyclic GC's passes over the whole server run."""
     try:
@@ -1051,13 +1059,9 @@ def main() -> int:
     parser.add_argument("--profile", type=int, default=0, metavar="RATE",
                         help="after the uascall ladder, one more run at RATE with py-spy "
                         "sampling the uascall process")
-    parser.add_argument("--app", metavar="PATH", default="",
-                        help="measure this application instead (e.g. examples/early_media.py"
-                        "): SIPp's scenario is uac_callee_bye.xml (the application hangs "
-                        "up); the result is app_cps")
-    parser.add_argument("--call-seconds", type=float, default=10.0, metavar="S",
-                        help="--app: about how long the application holds a call (default "
-                        "%(default)s)")
+    add_app_arguments(parser, "measure this application instead (e.g. examples/early_media"
+                      ".py): SIPp's scenario is uac_callee_bye.xml (the application hangs "
+                      "up); the result is app_cps")
     parser.add_argument("--gc", action="store_true",
                         help="time the uascall server's cyclic GC passes (gc.callbacks) and "
                         "print their counts, total and longest per generation")

@@ -601,13 +601,9 @@ def main() -> int:
     parser.add_argument("--failover-seconds", type=float, default=25.0, metavar="SECONDS",
                         help="how long SIPp calls in the failover run (default 25)")
     parser.add_argument("--skip", default="", help="leave out: ladders, failover")
-    parser.add_argument("--app", metavar="PATH", default="",
-                        help="the ladders with this application (e.g. examples/early_media"
-                        ".py), as sip_cps.py --app runs it; the results are app_kamailio_N "
-                        "and there is no failover run")
-    parser.add_argument("--call-seconds", type=float, default=10.0, metavar="S",
-                        help="--app: about how long the application holds a call (default "
-                        "%(default)s)")
+    sip_cps.add_app_arguments(parser, "the ladders with this application (e.g. examples/"
+                              "early_media.py), as sip_cps.py --app runs it; the results "
+                              "are app_kamailio_N and there is no failover run")
     parser.add_argument("--realtime", action="store_true",
                         help="the ladders' workers run their engine threads at SCHED_FIFO "
                         "(uascall run --realtime; root), as a telephony server would")
