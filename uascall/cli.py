@@ -44,8 +44,14 @@ from uascall.backend import Backend, FarEndDriver, backend_class, known_backends
 from uascall.callgen import CallGenerator, Progress
 from uascall.collector import INTERVAL, FullPasses
 from uascall.control import ENGINE_TIMEOUT, ControlClient, ControlServer, NotRunning, default_path
-from uascall.engine import REALTIME_PRIORITY, Engine, VirtualClock, check_realtime
-from uascall.errors import UascallError
+from uascall.engine import (
+    REALTIME_PRIORITY,
+    Engine,
+    VirtualClock,
+    check_realtime,
+    realtime_priority,
+)
+from uascall.errors import ArgumentError, UascallError
 from uascall.extra import MAX_EXTRA_CHANNELS
 from uascall.routing import RoutingBackend
 from uascall.stats import RunStats
@@ -414,13 +420,10 @@ def _engine(args: argparse.Namespace) -> Iterator[Engine]:
 
 def _realtime_priority(text: str) -> int:
     try:
-        priority = int(text)
-    except ValueError:
-        priority = 0
-    if not 1 <= priority <= 99:
+        return realtime_priority(int(text))
+    except (ValueError, ArgumentError):  # (ArgumentError is a ValueError too)
         raise argparse.ArgumentTypeError(f"{text!r}: expected 1 to 99 (SCHED_FIFO's range "
-                                         "on Linux)")
-    return priority
+                                         "on Linux)") from None
 
 
 def _realtime(args: argparse.Namespace) -> int | None:
@@ -679,8 +682,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "workers", 1) > 1:
             from uascall.workers import supervise
-            if _realtime(args) is not None:  # refused, every worker would be, for ever
-                check_realtime(_realtime(args))
+            priority = _realtime(args)
+            if priority is not None:  # refused, every worker would be, for ever
+                check_realtime(priority)
             return supervise(list(sys.argv[1:] if argv is None else argv), args.workers)
         return args.func(args)
     except UascallError as exc:

@@ -79,12 +79,18 @@ MAX_FD_FAILURES = 5
 REALTIME_PRIORITY = 10
 
 
-def _go_realtime(priority: int) -> None:
-    """The calling thread at SCHED_FIFO ``priority``, the threads it starts ordinary;
-    ArgumentError or Error (saying how to allow it) when that cannot be."""
+def realtime_priority(priority: object) -> int:
+    """``priority`` if SCHED_FIFO takes it (1-99 on Linux), else ArgumentError."""
     if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 99:
         raise ArgumentError(f"realtime priority {priority!r}: expected 1 to 99 "
                             "(SCHED_FIFO's range on Linux)")
+    return priority
+
+
+def _go_realtime(priority: int) -> None:
+    """The calling thread at SCHED_FIFO ``priority``, the threads it starts ordinary;
+    ArgumentError or Error (saying how to allow it) when that cannot be."""
+    realtime_priority(priority)
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
                               os.sched_param(priority))

@@ -480,12 +480,12 @@ class RtpPorts:
         span = (self.last - self.first) // 2 + 1
         start = random.randrange(span)
         tries = min(span, 64)
+        make_socket = self.spare.take if self.spare is not None else None
         for attempt in range(tries):
             port = self.first + 2 * ((start + attempt * 7919) % span)
             try:
                 return RtpStream(engine, ticker, (host, port), allow=allow, name=name,
-                                 symmetric=symmetric, make_socket=(
-                                     self.spare.take if self.spare is not None else None))
+                                 symmetric=symmetric, make_socket=make_socket)
             except TransportError as exc:
                 if getattr(exc.__cause__, "errno", None) != errno.EADDRINUSE:
                     raise  # no other port does better: no descriptor left, no such address
