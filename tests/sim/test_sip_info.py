@@ -10,7 +10,7 @@ import pytest
 from tests.sim.sip_peer import SipPeer, Uas, answered, calling_scripted_callee, sdp_offer
 from uascall.channel import State
 from uascall.sip.call import MAX_EARLY_DIALOGS
-from uascall.sip.info import InfoKey, InfoRefused, parse_dtmf_info
+from uascall.sip.info import HookFlash, InfoKey, InfoRefused, parse_dtmf_info
 from uascall.sip.message import Request, Response
 
 RELAY = "application/dtmf-relay"
@@ -29,6 +29,9 @@ RELAY = "application/dtmf-relay"
     (RELAY, "Signal=4\r\nDuration=" + "1" * 4301, InfoKey("4", 10_000)),  # past int()'s
     ("application/dtmf", "7\r\n", InfoKey("7", 250)),
     ("application/dtmf", "15", InfoKey("D", 250)),
+    (RELAY, "Signal=16\r\nDuration=500", HookFlash()),         # RFC 4733's Flash
+    (RELAY, "Signal=!", HookFlash()),                           # Asterisk's
+    ("application/dtmf", "16", HookFlash()),
     (None, "", None),                                           # a keep-alive
     (RELAY, "\r\n", None),
 ])
@@ -41,7 +44,7 @@ def test_the_bodies_phones_send_are_read(content_type, body, key):
     (None, "Signal=5", None, 415, "'none'"),
     (RELAY, "Signal=5", "dtmf", 469, "Info Package 'dtmf'"),
     (RELAY, "Signal=x\r\nDuration=100", None, 400, "Signal='x'"),
-    (RELAY, "Signal=16", None, 400, "Signal='16'"),
+    (RELAY, "Signal=17", None, 400, "Signal='17'"),
     (RELAY, "Duration=100", None, 400, "no Signal= line"),
     (RELAY, "Signal=5\r\nDuration=long", None, 400, "Duration='long'"),
     (RELAY, "Signal=5\r\nstray line", None, 400, "'stray line' is not name=value"),
@@ -92,6 +95,19 @@ def test_keys_sent_as_info_are_collected_and_each_info_is_answered(uas: Uas, pee
     assert keep_alive.status == 200
     time.sleep(0.3)
     assert channel.DTMFDetector.get_digits() == ""  # the keep-alive pressed nothing
+
+
+def test_a_hook_flash_sent_as_info_is_taken_and_presses_nothing(uas: Uas, peer: SipPeer):
+    """Signal=16 (RFC 4733's Flash) or Signal=! (Asterisk's) is a hook flash: 200, not a
+    400 for a key we do not know; no digit comes of it and the call goes on."""
+    channel = answered(uas, peer)
+    assert send_info(peer, "Signal=16\r\nDuration=500\r\n").status == 200
+    assert send_info(peer, "Signal=!").status == 200
+    time.sleep(0.3)
+    assert channel.DTMFDetector.get_digits() == ""
+    assert channel.state() is channel.State.ANSWERED
+    assert send_info(peer, "Signal=6").status == 200
+    assert channel.DTMFDetector.get_digits(count=1, seconds_predigits_timeout=2) == "6"
 
 
 def test_a_key_sent_by_info_and_heard_in_band_too_is_one_key(uas: Uas, peer: SipPeer):

@@ -80,7 +80,7 @@ from uascall.engine import Engine, TimerHandle
 from uascall.errors import Error, LocalProtocolError, RemoteProtocolError
 from uascall.sip import causes
 from uascall.sip.dialog import Dialog
-from uascall.sip.info import InfoRefused, parse_dtmf_info
+from uascall.sip.info import HookFlash, InfoRefused, parse_dtmf_info
 from uascall.sip.media import RtpStream
 from uascall.sip.message import (
     REASONS,
@@ -590,7 +590,8 @@ class SipCall(CallLeg):
     def info_received(self, info: Request, tx: NonInviteServerTransaction) -> None:
         """An INFO in the dialog: a key (``application/dtmf-relay`` or
         ``application/dtmf``), passed on as a telephone-event's would be, held for the
-        Duration it gives; one without a body is answered 200 and nothing more."""
+        Duration it gives; one without a body, or with a hook flash (nothing here acts on
+        one, as on an FXS port), is answered 200 and nothing more."""
         try:
             self._step(Event.RECEIVE_INFO)
         except RemoteProtocolError as refusal:
@@ -608,6 +609,9 @@ class SipCall(CallLeg):
             return
         self.host.respond(tx, make_response(info, 200, to_tag=self.local_tag))
         if key is None:
+            return
+        if isinstance(key, HookFlash):
+            log.info("%r: hook flash in an INFO (no transfer here; ignored)", self)
             return
         if self._info_key is not None:  # the key before it is up once this one is down
             self._disarm(_Timer.INFO_KEY_UP)

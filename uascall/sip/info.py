@@ -9,6 +9,10 @@ Two bodies are in use, both without an Info Package (RFC 6086's "legacy INFO usa
   ``#``, as some gateways send it) and ``Duration`` how long it was held, in ms;
 - ``application/dtmf``: the key alone (or its event number).
 
+A hook flash comes the same way, as ``Signal=16`` (RFC 4733's event 16, "Flash") or
+``Signal=!`` (the character Asterisk uses for it); it is taken (200) and reported as a
+:class:`HookFlash`, not refused: the far end did nothing wrong in sending it.
+
 :func:`parse_dtmf_info` reads one, sans I/O: the call answers the request and passes the
 key on. A body that is neither, or a request that names an Info Package, is refused with
 the status RFC 6086 gives (:class:`InfoRefused`).
@@ -31,6 +35,16 @@ MAX_DURATION_MS = 10_000
 MIN_DURATION_MS = 40
 
 
+#: what ``Signal`` says for a hook flash: RFC 4733's event number, and Asterisk's character
+FLASH_SIGNALS = ("16", "!")
+
+
+@dataclass(frozen=True, slots=True)
+class HookFlash:
+    """A hook flash from an INFO request (the far end's phone flashed its hook, or its
+    gateway passed one on)."""
+
+
 @dataclass(frozen=True, slots=True)
 class InfoKey:
     """A key from an INFO request: ``digit`` held for ``duration_ms``."""
@@ -51,12 +65,12 @@ class InfoRefused(Exception):
 
 
 def parse_dtmf_info(content_type: str | None, body: bytes, info_package: str | None = None,
-                    content_encoding: str | None = None) -> InfoKey | None:
-    """The key an INFO request carries, or None for one without a body (a keep-alive,
-    answered 200). Raises :class:`InfoRefused` for what we cannot take: an Info Package
-    (469 with an empty Recv-Info: we support none, RFC 6086 4.2.2), a body of another
-    type or encoding (415 with Accept or Accept-Encoding, RFC 3261 8.2.3), a malformed key
-    (400)."""
+                    content_encoding: str | None = None) -> InfoKey | HookFlash | None:
+    """The key an INFO request carries, a :class:`HookFlash`, or None for one without a
+    body (a keep-alive, answered 200). Raises :class:`InfoRefused` for what we cannot
+    take: an Info Package (469 with an empty Recv-Info: we support none, RFC 6086 4.2.2),
+    a body of another type or encoding (415 with Accept or Accept-Encoding, RFC 3261
+    8.2.3), a malformed key (400)."""
     if info_package is not None:
         raise InfoRefused(469, f"Info Package {info_package.strip()!r} is not supported; "
                                "DTMF is taken as legacy INFO without an Info Package",
@@ -76,6 +90,8 @@ def parse_dtmf_info(content_type: str | None, body: bytes, info_package: str | N
     except UnicodeDecodeError:
         raise InfoRefused(400, f"{kind} body is not ASCII text") from None
     if kind == "application/dtmf":
+        if text.strip() in FLASH_SIGNALS:
+            return HookFlash()
         return InfoKey(_key(text.strip(), kind), DEFAULT_DURATION_MS)
     fields: dict[str, str] = {}
     for line in text.splitlines():
@@ -86,6 +102,8 @@ def parse_dtmf_info(content_type: str | None, body: bytes, info_package: str | N
             raise InfoRefused(400, f"{kind} line {line.strip()[:40]!r} is not name=value")
     if "signal" not in fields:
         raise InfoRefused(400, f"{kind} body has no Signal= line")
+    if fields["signal"] in FLASH_SIGNALS:
+        return HookFlash()
     digit = _key(fields["signal"], kind)
     duration = fields.get("duration")
     if duration is None:
@@ -102,5 +120,5 @@ def _key(signal: str, kind: str) -> str:
         return signal.upper()
     if signal.isdigit() and len(signal) <= 2 and int(signal) < len(EVENT_DIGITS):  # event no.
         return EVENT_DIGITS[int(signal)]
-    raise InfoRefused(400, f"{kind} Signal={signal[:20]!r}; expected 0-9, *, #, A-D or an "
-                           "event number 0-15")
+    raise InfoRefused(400, f"{kind} Signal={signal[:20]!r}; expected 0-9, *, #, A-D, an "
+                           "event number 0-15, or 16 or ! for a hook flash")
