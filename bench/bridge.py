@@ -70,6 +70,7 @@ import logging
 import math
 import os
 import platform
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -89,6 +90,9 @@ from uascall.media.wav import parse_wav
 from uascall.sim.backend import SimBackend
 from uascall.sim.farend import FarEndCall
 from uascall.sim.kernel import SimKernel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # stalls from anywhere
+from stalls import StallWatch, stalled_near, summary  # bench/stalls.py
 
 FRAME = 160
 TICK = 0.020
@@ -222,6 +226,7 @@ class Arrivals:
             [] for _ in range(kernel.phases)]
         self.delays: list[float] = []
         self.late = 0
+        self.late_at: list[float] = []  # when each late frame was written
         self.frames = 0
         self.worst = 0.0
         self.unmatched = 0
@@ -251,10 +256,12 @@ class Arrivals:
         if not stamps:
             self.unmatched += 1
             return
-        delay = self.engine.time() - stamps.popleft()
+        now = self.engine.time()
+        delay = now - stamps.popleft()
         self.frames += 1
         if delay > LATE:
             self.late += 1
+            self.late_at.append(now)
         if delay > self.worst:
             self.worst = delay
         if len(self.delays) < 500_000:
@@ -262,6 +269,7 @@ class Arrivals:
 
     def reset(self) -> None:
         self.delays.clear()
+        self.late_at.clear()
         self.worst = 0.0
 
 
@@ -317,8 +325,10 @@ def run(pairs: int, seconds: float, *, warmup: float = 2.0, phases: int = 1,
     e1_pairs, t1_pairs = math.ceil(pairs / E1_CHANNELS), math.ceil(pairs / T1_CHANNELS)
     whole, e1_conf, t1_conf = span_confs(e1_pairs, t1_pairs)
     with Engine() as engine:
+        cpu = max(os.sched_getaffinity(0))
         if realtime:  # the engine thread alone (Linux: the calling thread's policy)
             engine.run(os.sched_setscheduler, 0, os.SCHED_FIFO, os.sched_param(10))
+            engine.run(os.sched_setaffinity, 0, {cpu})  # where its canary watches
         def make_kernel() -> SimKernel:
             kernel = SimKernel(engine, phases=phases)
             for _ in range(e1_pairs):
@@ -435,10 +445,13 @@ def run(pairs: int, seconds: float, *, warmup: float = 2.0, phases: int = 1,
         engine.sleep(warmup)
         gc.freeze()  # what a long-running server does after start-up
         engine.run(arrivals.reset)
+        watch = StallWatch(cpu).start() if realtime else None
         before = engine.run(snapshot)
         engine.sleep(seconds)
         after = engine.run(snapshot)
+        stalls = watch.stop() if watch is not None else None
         d = {k: after[k] - before[k] for k in before}
+        late_at = engine.run(lambda: list(arrivals.late_at))
         delays = engine.run(lambda: sorted(arrivals.delays))
         audio = check_audio({k: bytes(v) for k, v in talkers.heard.items()}, callers[0],
                             answerers[0], probe)
@@ -469,6 +482,10 @@ def run(pairs: int, seconds: float, *, warmup: float = 2.0, phases: int = 1,
         "delay_max_ms": 1e3 * delays[-1] if delays else 0.0,
         "late": int(late), "audio": audio, "answered": answered,
         "waited": d["waited"] / wall,
+        "stalls": None if stalls is None else summary(stalls),
+        "late_in_stalls": None if stalls is None else sum(
+            stalled_near(at, stalls) for at in late_at),
+        "cpu": cpu,
     }
 
 
@@ -505,7 +522,9 @@ def main() -> None:
     parser.add_argument("--realtime", action="store_true",
                         help="run the engine thread at SCHED_FIFO priority 10 (root), as a "
                              "telephony server on a shared machine would, so that other "
-                             "processes cannot hold it off a core")
+                             "processes cannot hold it off a core; it is pinned to the last "
+                             "CPU, where a canary (bench/stalls.py) notes when the CPU "
+                             "itself was not there")
     parser.add_argument("--smoke", action="store_true",
                         help="15 pairs for 1 s: a quick check that the benchmark runs")
     args = parser.parse_args()
@@ -527,6 +546,16 @@ def main() -> None:
                 realtime=args.realtime)
         passed = (r["late"] == 0 and r["uascall_io"] <= args.budget
                   and r["answered"] == 2 * n and r["audio"] == "ok")
+        stalls = r["stalls"]
+        if stalls is None:
+            machine = ""
+        else:
+            machine = (f"; CPU {r['cpu']} stalled {stalls['count']} times > 5 ms (its "
+                       f"canary's latest wake {1e3 * stalls['longest']:.1f} ms late, "
+                       f"{1e3 * stalls['total'] / r['wall']:.1f} ms/s lost)")
+            if r["delay_late"]:
+                machine += (f", {r['late_in_stalls']} of the {r['delay_late']} frames "
+                            "> 20 ms written within 0.1 s of a stall")
         print(f"{n:4d} pairs: uascall {100 * r['uascall_io']:5.1f} % of a core with the "
               f"device calls ({r['us_per_pair']:.0f} µs/s a pair), "
               f"{100 * r['uascall']:.1f} % without; engine thread {100 * r['thread']:5.1f} % "
@@ -537,7 +566,7 @@ def main() -> None:
               f"overruns {r['overruns']}, slips {r['slips']}, underruns {r['underruns']}); "
               f"delay p50 {r['delay_p50_ms']:.2f} p99 {r['delay_p99_ms']:.2f} max "
               f"{r['delay_max_ms']:.1f} ms; waited for a CPU {1e3 * r['waited']:.0f} ms/s; "
-              f"audio {r['audio']}; set-up {r['setup_s']:.1f} s"
+              f"audio {r['audio']}; set-up {r['setup_s']:.1f} s{machine}"
               f"{'' if passed else '  FAIL'}", flush=True)
         if passed:
             best = max(best, n)
