@@ -52,7 +52,11 @@ line's 20 ms, whatever uascall's own share. On a shared machine other
 processes hold the thread off its core (the engine thread's time runnable but waiting,
 from ``/proc/self/task/TID/schedstat``, is shown): ``--realtime`` runs the engine thread
 at SCHED_FIFO priority, as a telephony server would (a stall of the virtual machine
-itself, its host's doing, it cannot prevent).
+itself, its host's doing, it cannot prevent). With ``--realtime`` the engine thread is
+pinned to the last CPU, and a canary (``bench/stalls.py``: a process of its own at a
+higher SCHED_FIFO priority on that CPU, waking every millisecond) notes when the CPU
+itself was not there: the result line says how often it woke more than 5 ms late, and
+how many of the late frames were written within 0.1 s of such a stall.
 
     python bench/bridge.py [--pairs 60,120,240,360,480,600] [--seconds 10] [--realtime]
     python bench/bridge.py --smoke      # 15 pairs for 1 s: a check that it runs
