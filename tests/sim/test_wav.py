@@ -8,9 +8,11 @@ what we write check the writer the same way.
 from __future__ import annotations
 
 import array
+import errno
 import io
 import logging
 import math
+import os
 import struct
 import warnings
 import wave
@@ -19,7 +21,15 @@ import pytest
 
 from uascall.errors import ArgumentError, Error
 from uascall.media import g711
-from uascall.media.wav import ENCODINGS, WavAudio, parse_wav, read_wav, serialize_wav, write_wav
+from uascall.media.wav import (
+    ENCODINGS,
+    WavAudio,
+    WavWriter,
+    parse_wav,
+    read_wav,
+    serialize_wav,
+    write_wav,
+)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -303,3 +313,74 @@ def test_write_errors(tmp_path):
         serialize_wav([0, 0, 0], 8000, channels=2)
     with pytest.raises(Error, match=r"no-dir.*cannot write"):
         write_wav(tmp_path / "no-dir" / "x.wav", [0], 8000)
+
+
+class FillingDisk:
+    """A file on a disk with ``room`` bytes left: a write past the file's end takes what
+    fits (a short write), then fails with ENOSPC, as a raw file's does; bytes written
+    over the file's own take no room."""
+
+    def __init__(self, file, room: int) -> None:
+        self.file = file
+        self.room = room
+
+    def write(self, data) -> int:
+        over = max(0, os.fstat(self.file.fileno()).st_size - self.file.tell())
+        if over + self.room <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        taken = self.file.write(bytes(data[:over + self.room]))
+        self.room -= max(0, taken - over)
+        return taken
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+
+def riff_says_the_files_length(data: bytes) -> bool:
+    return struct.unpack_from("<I", data, 4)[0] == len(data) - 8
+
+
+@pytest.mark.parametrize("encoding", ["alaw", "pcm16"])
+def test_a_write_the_disk_refuses_is_taken_back(tmp_path, encoding, caplog):
+    """A full disk: the file is what it was before the write that failed, not that plus
+    the part of it that fitted, parsed as a chunk of its own."""
+    path = tmp_path / "rec.wav"
+    writer = WavWriter(path, encoding)
+    writer.write(b"\xd5" * 8000)
+    writer._file = FillingDisk(writer._file, room=900)
+    with pytest.raises(Error, match=r"rec\.wav: cannot write: No space left on device"):
+        writer.write(b"\x55" * 8000)
+    assert "could not cut" not in caplog.text
+    data = path.read_bytes()
+    assert riff_says_the_files_length(data)
+    assert len(parse_wav(data).samples) == 8000 // ENCODINGS[encoding][1]
+    assert writer.data_size == 8000
+    writer._file.room = 10**6  # room again: the recording goes on where it was
+    writer.write(b"\x55" * 2)
+    writer.close()
+    data = path.read_bytes()
+    assert riff_says_the_files_length(data) and data.endswith(b"\xd5\x55\x55")
+
+
+def test_an_odd_sized_file_is_padded_after_every_write_not_only_at_close(tmp_path):
+    path = tmp_path / "odd.wav"
+    writer = WavWriter(path, "alaw")
+    writer.write(b"\xd5" * 8001)
+    data = path.read_bytes()  # what a crash now would leave
+    assert riff_says_the_files_length(data) and len(data) % 2 == 0
+    assert len(parse_wav(data).samples) == 8001
+    writer.write(b"\x55")  # over the pad byte
+    data = path.read_bytes()
+    assert riff_says_the_files_length(data) and data.endswith(b"\xd5\x55")
+    assert len(parse_wav(data).samples) == 8002
+    writer.close()
+    assert path.read_bytes() == data
+
+
+def test_a_file_past_what_32_bit_sizes_say_is_an_error_not_a_struct_error(tmp_path):
+    writer = WavWriter(tmp_path / "big.wav", "pcm16")
+    assert writer.max_data_size % 2 == 0 and writer.max_data_size > 4_294_000_000
+    writer.data_size = writer.max_data_size - 2  # as if 4 GiB had been written
+    with pytest.raises(Error, match=r"big\.wav: 4294967\d+ bytes of samples; a WAV file "
+                                    r"holds at most 4294967\d+ \(its sizes are 32-bit\)"):
+        writer.write(b"\x00" * 4)

@@ -16,6 +16,7 @@ naming the file, what was found and what is supported.
 from __future__ import annotations
 
 import array
+import errno
 import logging
 import os
 import struct
@@ -338,6 +339,16 @@ def serialize_wav(samples: array.array | list[int], rate: int, encoding: str = "
     return _header(encoding, rate, channels, len(data)) + data + (b"\x00" if len(data) & 1 else b"")
 
 
+def _write_all(file: BinaryIO, data: bytes) -> None:
+    """All of ``data`` to an unbuffered file (whose write may take less than all)."""
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        if not written:  # None: a non-blocking file that would block; 0: nothing taken
+            raise OSError(errno.EIO, "the file took none of the bytes written")
+        view = view[written:]
+
+
 def _header(encoding: str, rate: int, channels: int, data_size: int) -> bytes:
     """Everything of a WAV file before its samples, for ``data_size`` bytes of them (the
     data chunk last, so that a file can grow at its end)."""
@@ -411,14 +422,16 @@ def write_wav(target: str | os.PathLike[str] | BinaryIO, samples: array.array | 
 
 
 class WavWriter:
-    """A mono WAV file written as it grows: :meth:`write` appends encoded bytes and
-    rewrites the header's sizes, so the file is complete and valid after every write
-    (a recording cut short by anything, a crash included, is readable up to the last
-    write); :meth:`close` adds the pad byte an odd-sized data chunk needs.
+    """A mono WAV file written as it grows: :meth:`write` appends encoded bytes (and the
+    pad byte an odd-sized data chunk needs) and rewrites the header's sizes, so the file
+    is complete and valid after every write (a recording cut short by anything, a crash
+    included, is readable up to the last write). A write that fails (a full disk) is
+    taken back: the file is cut to what it held before, with the header to match.
 
     ``encoding`` is "alaw", "ulaw" or "pcm16" (bytes as they go in the file: G.711
     codes, or little-endian s16). Raises :class:`~uascall.errors.Error` naming the file
-    when it cannot be created or written.
+    when it cannot be created or written, or would grow past what a WAV file's 32-bit
+    sizes can say (4 GiB).
     """
 
     def __init__(self, path: str | os.PathLike[str], encoding: str, rate: int = 8000) -> None:
@@ -430,11 +443,16 @@ class WavWriter:
         self.rate = rate
         self.data_size = 0
         self._width = ENCODINGS[encoding][1]
+        self._data_at = len(_header(encoding, rate, 1, 0))  # where the samples begin
+        # the RIFF size (4 bytes) counts everything after its own 8 bytes, pad included
+        self.max_data_size = (0xFFFFFFFF - (self._data_at - 8) - 1) // self._width \
+            * self._width
+        # unbuffered: a write that fails leaves nothing behind in a buffer to come out
+        # later, and the file can be cut back to what it held
         self._file: BinaryIO | None = None
         try:
-            self._file = open(self.path, "wb")
-            self._file.write(_header(encoding, rate, 1, 0))
-            self._file.flush()
+            self._file = open(self.path, "wb", buffering=0)
+            _write_all(self._file, _header(encoding, rate, 1, 0))
         except OSError as e:
             if self._file is not None:
                 self._file.close()
@@ -451,15 +469,32 @@ class WavWriter:
             raise Error(f"{self.path}: written after close()")
         if not data:
             return
+        size = self.data_size + len(data)
+        if size > self.max_data_size:
+            raise Error(f"{self.path}: {size} bytes of samples; a WAV file holds at most "
+                        f"{self.max_data_size} (its sizes are 32-bit)")
         try:
-            file.seek(0, os.SEEK_END)
-            file.write(data)
-            self.data_size += len(data)
+            file.seek(self._data_at + self.data_size)  # over the last write's pad byte
+            _write_all(file, data + b"\x00" if size & 1 else data)
             file.seek(0)
-            file.write(_header(self.encoding, self.rate, 1, self.data_size))
-            file.flush()
+            _write_all(file, _header(self.encoding, self.rate, 1, size))
         except OSError as e:
+            self._take_back()
             raise Error(f"{self.path}: cannot write: {e.strerror or e}") from e
+        self.data_size = size
+
+    def _take_back(self) -> None:
+        """After a failed write: the file as it was before it (best effort: the disk
+        that refused the write may refuse this too)."""
+        file = self._file
+        assert file is not None
+        try:
+            file.truncate(self._data_at + self.data_size + (self.data_size & 1))
+            file.seek(0)
+            _write_all(file, _header(self.encoding, self.rate, 1, self.data_size))
+        except OSError as e:
+            log.warning("%s: could not cut the file back to its last whole write: %s",
+                        self.path, e.strerror or e)
 
     def close(self) -> None:
         """Finish the file (idempotent)."""
@@ -467,9 +502,6 @@ class WavWriter:
         if file is None:
             return
         try:
-            if self.data_size & 1:
-                file.seek(0, os.SEEK_END)
-                file.write(b"\x00")
             file.close()
         except OSError as e:
             raise Error(f"{self.path}: cannot write: {e.strerror or e}") from e
