@@ -32,6 +32,7 @@ returned).
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
 import importlib.util
@@ -39,6 +40,7 @@ import inspect
 import itertools
 import logging
 import os
+import secrets
 import sqlite3
 import sys
 import threading
@@ -294,9 +296,20 @@ class CallRecords:
         return [CallRecord(*row) for row in rows]
 
 
+def new_run_id() -> str:
+    """Six random letters and digits (30 bits) naming one run of a host: in its instances'
+    ids, so that two runs (a restart, the workers of ``--workers``) never give two
+    instances one id, and the files an application names by it never overwrite another's."""
+    return base64.b32encode(secrets.token_bytes(4)).decode().lower()[:6]
+
+
 class AppHost:
     """Runs ``application``: an inbound one for every call ``backend`` offers, an outbound
     one each time :meth:`start_outbound` is called.
+
+    Each instance's id is ``NAME-RUN-N``: the application's name, :attr:`run_id` (random,
+    one per host) and a count from 1. Applications name files by it (``examples/ivr.py``
+    its recordings), so it must not come again after a restart or in another worker.
 
     ``media_dir`` holds the application's files (default: the application's own folder,
     ``media`` beside it if that exists); ``records`` is the SQLite file for call records
@@ -342,6 +355,8 @@ class AppHost:
         #: called with each record once it is made (on the thread that made it: the
         #: instance's, or shutdown()'s); what it raises is logged, never lost in a thread
         self.on_record: Callable[[CallRecord], None] | None = None
+        #: names this host's run in its instances' ids (:func:`new_run_id`)
+        self.run_id = new_run_id()
         self._ids = itertools.count(1)
         self._running: dict[str, _Instance] = {}
         self._lock = threading.Lock()
@@ -393,7 +408,7 @@ class AppHost:
 
     def _new_instance(self, channel: UASCallChannel, direction: str,
                       outbound_parameters: str = "") -> _Instance:
-        instance_id = f"{self.application.name}-{next(self._ids)}"
+        instance_id = f"{self.application.name}-{self.run_id}-{next(self._ids)}"
         extras = ExtraChannels(self.engine, self.backend, self.extra_channels,
                                media_clock=self.media_clock,
                                media_dir=self.file_man.media_dir, tts_voice=self.tts_voice,

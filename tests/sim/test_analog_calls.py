@@ -395,6 +395,6 @@ def test_the_ivr_example_answers_an_fxo_line(lines, tmp_path):
     engine.run(exchange.play, array.array("h", g711.ULAW.decode(caller.audio)))
     assert engine.wait_until(lambda: host.total_calls == 1, 60.0), host.running()
     assert [r.return_code for r in host.results] == [0]
-    message = read_wav(media / "recordings" / "message-ivr-1.wav")
+    message = read_wav(media / "recordings" / f"message-ivr-{host.run_id}-1.wav")
     assert 3.0 < message.duration < 5.0  # the caller's 3.4 s of speech, not silence
     assert audio.level_dbm0(list(message.samples), "alaw") > -35

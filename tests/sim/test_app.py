@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 import time
@@ -9,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from uascall.app import AppHost, Application, ApplicationError, CallRecords, FileManager
+from uascall.app import (
+    AppHost,
+    Application,
+    ApplicationError,
+    CallRecords,
+    FileManager,
+    new_run_id,
+)
 from uascall.engine import Engine, VirtualClock
 from uascall.errors import ArgumentError, Error
 from uascall.sim.backend import SimBackend
@@ -131,10 +139,11 @@ def test_shutdown_hangs_up_the_calls_and_records_every_instance(tmp_path):
                    for c in far)
         sys.modules["uascall_app_app"].release.set()
         assert host.join(T)
+    run = host.run_id
     assert sorted((r.instance_id, r.return_code) for r in host.results) == [
-        ("app-1", 7), ("app-2", -9)]
+        (f"app-{run}-1", 7), (f"app-{run}-2", -9)]
     assert sorted((r.instance_id, r.return_code) for r in CallRecords(records).all()) == [
-        ("app-1", 7), ("app-2", -9)]
+        (f"app-{run}-1", 7), (f"app-{run}-2", -9)]
 
 
 def test_a_call_left_up_is_hung_up_and_recorded(tmp_path):
@@ -147,13 +156,32 @@ def test_a_call_left_up_is_hung_up_and_recorded(tmp_path):
     """
     records = tmp_path / "calls.sqlite3"
     host, far = serve(tmp_path, body, calls=3, records=records)
-    assert sorted(r.instance_id for r in host.results) == ["app-1", "app-2", "app-3"]
+    ids = [f"app-{host.run_id}-{n}" for n in (1, 2, 3)]
+    assert sorted(r.instance_id for r in host.results) == ids
     assert {r.cause for r in host.results} == {"NORMAL"}
     assert all(c.call.cleared_by == "remote" and c.call.cause == 16 for c in far)
     stored = CallRecords(records).all()
-    assert sorted(r.instance_id for r in stored) == ["app-1", "app-2", "app-3"]
+    assert sorted(r.instance_id for r in stored) == ids
     assert {(r.caller, r.called, r.return_code, r.raw_cause) for r in stored} == {
         ("5552000", "5551000", 3, "16")}
+
+
+def test_instance_ids_do_not_come_again_in_another_run(tmp_path):
+    """A restarted server, or another worker of --workers, must not give an instance an
+    id used before: applications name their files by it (examples/ivr.py its
+    recordings), and one run's would overwrite another's."""
+    body = """
+    def main(channel, application_instance_id, file_man, my_log, application_parameters):
+        channel.answer()
+        return 0
+    """
+    first, _ = serve(tmp_path, body)
+    second, _ = serve(tmp_path, body)
+    [one], [two] = first.results, second.results
+    assert re.fullmatch(r"app-[a-z2-7]{6}-1", one.instance_id)
+    assert re.fullmatch(r"app-[a-z2-7]{6}-1", two.instance_id)
+    assert one.instance_id != two.instance_id
+    assert len({new_run_id() for _ in range(1000)}) == 1000
 
 
 def test_instances_run_in_parallel_threads(tmp_path):
@@ -219,7 +247,8 @@ def test_results_keep_the_last_records_and_totals_count_them_all(tmp_path):
     assert [r.return_code for r in host.results] == [3, 4]
     assert (host.total_calls, host.total_failures) == (4, 1)  # the failure was dropped
     records, calls, failures = host.result_totals()
-    assert [r.instance_id for r in records] == ["app-3", "app-4"] and (calls, failures) == (4, 1)
+    assert [r.instance_id for r in records] == [f"app-{host.run_id}-{n}" for n in (3, 4)]
+    assert (calls, failures) == (4, 1)
 
 
 @pytest.mark.parametrize("keep", [-1, 2.5, True])

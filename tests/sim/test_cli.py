@@ -158,7 +158,8 @@ def test_the_ivr_example_on_the_simulator_with_its_caller(capsys, tmp_path, virt
     assert keys == ["2", "1", "2", "3", "4", "#"]
     assert sum(note.startswith("barge-in:") for note in notes) == 2  # menu, PIN prompt
     assert "return code 0, cause NORMAL (16)" in out
-    message = wav.read_wav(media / "recordings" / "message-ivr-1.wav")
+    [recording] = (media / "recordings").glob("message-ivr-*-1.wav")  # ivr-RUN-1's
+    message = wav.read_wav(recording)
     assert message.encoding == "alaw"
     # the caller's 3.4 s of speech, from about 0.5 s into the recording, and 0.2 s after
     assert 3.6 < message.duration < 4.6

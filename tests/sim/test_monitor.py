@@ -5,6 +5,7 @@ then gone; q or Ctrl-C ends it with status 0."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from uascall.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
+#: the first call's row: the application "rings", a run of its host, call 1
+FIRST_CALL = re.compile(r"rings-[a-z2-7]{6}-1 ")
 
 
 
@@ -68,7 +71,7 @@ def control():
 
 
 def call_row(screen: str) -> str | None:
-    rows = [line for line in screen.splitlines() if line.startswith("rings-1 ")]
+    rows = [line for line in screen.splitlines() if FIRST_CALL.match(line)]
     return rows[0] if rows else None
 
 

@@ -109,7 +109,7 @@ def test_the_generator_keeps_its_rate_and_its_limit(virtual, tmp_path):
     assert offsets[:5] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4], abs=0.002)
     # then each start waits for an instance to end (answered after 1 s, a 0.5 s beep):
     # the sixth comes when the first ends, not 0.1 s after the fifth
-    first = next(r for r in sim.host.results if r.instance_id == "dialler-1")
+    first = next(r for r in sim.host.results if r.instance_id == f"dialler-{sim.host.run_id}-1")
     assert first.duration > 1.4 and offsets[5] == pytest.approx(first.duration, abs=0.005)
     assert all(b - a >= 0.1 - 0.002 for a, b in itertools.pairwise(offsets))
     assert peak[0] == 5 and summary.peak_running == 5

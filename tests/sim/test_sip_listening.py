@@ -335,7 +335,7 @@ def test_the_ivr_example_over_sip(tmp_path):
             peer.close()
         assert host.join(10)
         assert [r.return_code for r in host.results] == [0]
-        message = read_wav(tmp_path / "recordings" / "message-ivr-1.wav")
+        message = read_wav(tmp_path / "recordings" / f"message-ivr-{host.run_id}-1.wav")
         assert 3.0 < message.duration < 5.0
         assert audio.level_dbm0(list(message.samples), "alaw") > -35
     finally:
