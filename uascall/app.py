@@ -296,6 +296,10 @@ class CallRecords:
         return [CallRecord(*row) for row in rows]
 
 
+#: how often a drained host looks whether the proxy in front has been told (seconds)
+DRAIN_POLL = 0.1
+
+
 def new_run_id() -> str:
     """Six random letters and digits (30 bits) naming one run of a host: in its instances'
     ids, so that two runs (a restart, the workers of ``--workers``) never give two
@@ -579,13 +583,25 @@ class AppHost:
     def drain(self, timeout: float) -> bool:
         """Application thread: take no new calls (the backend drains, so that a proxy in
         front stops sending them; one that comes all the same is refused) and wait up to
-        ``timeout`` seconds for the calls up to end by themselves. True if none is left;
-        :meth:`shutdown` then ends the service."""
+        ``timeout`` seconds for the calls up to end by themselves, and for the proxy to
+        have been told (:meth:`Backend.drain_announced`: an idle node gone before the
+        proxy's next probe would be sent the next call all the same). True if no call is
+        left; :meth:`shutdown` then ends the service."""
         def stop_taking_calls() -> None:
             self.backend.on_incoming = self._refuse
             self.backend.drain()
+        deadline = time.monotonic() + timeout
         self.engine.run(stop_taking_calls)
-        return self.join(timeout)
+        if not self.join(timeout):
+            return False
+        while not self.engine.run(self.backend.drain_announced):
+            if time.monotonic() >= deadline:
+                self.log.info("drained, but no probe of the proxy in front was answered "
+                              "503 within %g s: it may send a call or two here before it "
+                              "finds this node gone", timeout)
+                break
+            time.sleep(DRAIN_POLL)
+        return True
 
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Application thread: end the service without losing a call or a record.

@@ -294,6 +294,13 @@ class Backend:
         asks (SIP: 503 to new INVITEs and to a proxy's OPTIONS probes). By default
         nothing: the host refuses the calls that still come."""
 
+    def drain_announced(self) -> bool:
+        """Engine thread, after :meth:`drain`: whether whoever sends us calls has been
+        told (SIP: a proxy that probes us has had a 503 since; one that never probed
+        needs no telling). Until then a drained host waits before it goes, or the proxy
+        sends the next call to a node that is gone. By default True."""
+        return True
+
     def prepare_call(self, call_to: str, route: str | None = None) -> Any:
         """Any thread but the engine's: what placing a call to ``call_to`` needs that may
         block (a host name to look up), done before :meth:`place_call` gets it as

@@ -226,14 +226,17 @@ def _serve(args: argparse.Namespace, engine: Engine, host: AppHost,
                 while not stopped.wait(1.0):
                     passes.poll()
             timeout = args.shutdown_timeout
+            drained = False
             if stopped.signum == signal.SIGTERM:
                 # A node leaving a pool: the proxy in front learns it from our 503s to its
                 # OPTIONS probes and sends the new calls elsewhere; the calls up go on.
                 print(f"uascall: SIGTERM: taking no new calls; the calls up have {timeout:g} "
                       "s to end (a second signal ends them at once)", file=sys.stderr)
-                if host.drain(timeout):
+                drained = host.drain(timeout)
+                if drained:
                     timeout = SHUTDOWN_GRACE
-            print("uascall: stopping; hanging up the calls still up", file=sys.stderr)
+            print("uascall: drained; stopping" if drained
+                  else "uascall: stopping; hanging up the calls still up", file=sys.stderr)
             if not host.shutdown(timeout):
                 print("uascall: some applications had not returned; recorded with "
                       "return code -9", file=sys.stderr)

@@ -135,6 +135,9 @@ class RoutingBackend(Backend):
         for backend in self.backends:
             backend.drain()
 
+    def drain_announced(self) -> bool:
+        return all(backend.drain_announced() for backend in self.backends)
+
     def stop(self) -> None:
         failure: BaseException | None = None
         for backend in self.backends:

@@ -24,9 +24,11 @@ supervisor only, which passes it on once to every worker: each does with it what
 on too (the workers then stop at once). A supervisor that is killed outright (SIGKILL, the
 OOM killer) cannot pass anything on: on Linux the kernel then sends each worker SIGTERM
 (``PR_SET_PDEATHSIG``), so that it drains and exits instead of holding its port against
-the supervisor started again. A worker that exits while nothing asked it
-to is started again on its port after :data:`RESTART_DELAY` seconds, doubled for each
+the supervisor started again. A worker that dies (a signal, a non-zero return code) is
+started again on its port after :data:`RESTART_DELAY` seconds, doubled for each
 exit within :data:`STABLE_AFTER` seconds of its start, up to :data:`MAX_RESTART_DELAY`.
+One that exits 0 was told to (a SIGTERM of its own: one node of the pool taken out for
+maintenance, drained): it is left stopped, and SIGHUP to the supervisor starts it again.
 The supervisor returns 0 once every worker has exited 0 after the stop, else 1.
 """
 
@@ -149,6 +151,9 @@ class Worker:
     delay: float = RESTART_DELAY
     starts: int = 0
     returncodes: list[int] = field(default_factory=list)
+    #: it stopped cleanly (return code 0: it was told to, a SIGTERM of its own to take it
+    #: out of service) and is left stopped until the supervisor gets SIGHUP
+    left: bool = False
 
     @property
     def alive(self) -> bool:
@@ -210,6 +215,13 @@ class Supervisor:
                 except ProcessLookupError:
                     pass
 
+    def revive(self) -> None:
+        """Start again the workers left stopped (SIGHUP)."""
+        for worker in self.workers:
+            if worker.left and not self.stopping:
+                worker.left = False
+                self._start(worker)
+
     def poll(self) -> bool:
         """Look after the workers once; False when they are all gone after a stop."""
         now = self.clock()
@@ -221,6 +233,12 @@ class Supervisor:
                 if self.stopping:
                     continue
                 ran = now - worker.started
+                if code == 0:
+                    worker.left = True
+                    log.info("worker %d stopped cleanly after %.1f s (it was told to); left "
+                             "stopped: SIGHUP to the supervisor (pid %d) starts it again",
+                             worker.number, ran, os.getpid())
+                    continue
                 if ran >= STABLE_AFTER or worker.starts == 1:
                     worker.delay = RESTART_DELAY
                 else:  # it keeps failing: do not spin
@@ -266,13 +284,18 @@ def supervise(argv: Sequence[str], count: int) -> int:
     def handler(signum: int, frame: object) -> None:
         supervisor.signal(signum)
 
+    hup: list[int] = []
     for signum in signals:
         signal.signal(signum, handler)
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: hup.append(1))
     try:
         supervisor.start()
         print(f"uascall: {count} workers started; stop them with Ctrl-C or SIGTERM",
               file=sys.stderr)
         while supervisor.poll():
+            if hup:  # here, not in the handler: starting a process there could deadlock
+                hup.clear()
+                supervisor.revive()
             time.sleep(POLL_INTERVAL)
     except BaseException:
         supervisor.signal(signal.SIGKILL)  # the supervisor failed: no orphans

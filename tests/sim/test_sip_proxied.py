@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
 from tests.sim.sip_peer import SipPeer, Uas, answer_through, answered, incoming
+from uascall.app import AppHost, Application
 from uascall.channel import State
 from uascall.sip.message import Request, Response, parse_message
 
@@ -116,6 +118,63 @@ def test_an_invite_with_max_forwards_0_is_served_as_it_has_arrived(uas, peer):
 
 
 # ---------------------------------------------------------------------- draining
+def drained_host(tmp_path) -> tuple[Uas, AppHost]:
+    app = tmp_path / "answers.py"
+    app.write_text('__uas_identify__ = "application"\n'
+                   "def main(channel, application_instance_id, file_man, my_log, params):\n"
+                   "    channel.answer()\n"
+                   "    return 0\n")
+    uas = Uas()
+    host = AppHost(uas.engine, uas.backend, Application.load(app), media_dir=tmp_path)
+    uas.engine.run(host.take_calls)
+    return uas, host
+
+
+def test_a_drained_node_waits_for_the_proxys_probe_to_see_503_before_it_goes(tmp_path):
+    """An idle node told to drain (SIGTERM) must not go before the proxy that probes it
+    has had a 503: gone first, it is still up in the proxy's view, and the next call is
+    sent to a closed port (a stock Kamailio waits out fr_timer, 30 s, then answers 408)."""
+    uas, host = drained_host(tmp_path)
+    prober = SipPeer(uas.address)
+    try:
+        prober.send(prober.request("OPTIONS"))
+        prober.expect(200, method="OPTIONS")
+        drained: list[bool] = []
+        waiting = threading.Thread(target=lambda: drained.append(host.drain(5.0)))
+        waiting.start()
+        time.sleep(0.5)
+        assert not drained  # no call is up, but the proxy does not know yet
+        prober.send(prober.request("OPTIONS", cseq=2))
+        prober.expect(503, method="OPTIONS")
+        waiting.join(2.0)
+        assert drained == [True]
+    finally:
+        prober.close()
+        uas.close()
+
+
+def test_a_drained_node_nobody_probes_goes_at_once_and_a_silent_proxy_only_so_long(
+        tmp_path):
+    uas, host = drained_host(tmp_path)
+    try:
+        started = time.monotonic()
+        assert host.drain(5.0) is True
+        assert time.monotonic() - started < 1.0
+    finally:
+        uas.close()
+    uas, host = drained_host(tmp_path)
+    prober = SipPeer(uas.address)
+    try:
+        prober.send(prober.request("OPTIONS"))
+        prober.expect(200, method="OPTIONS")
+        started = time.monotonic()
+        assert host.drain(0.5) is True  # the proxy probed once, then never again
+        assert 0.5 <= time.monotonic() - started < 1.5
+    finally:
+        prober.close()
+        uas.close()
+
+
 def test_draining_answers_options_and_new_invites_503_and_serves_the_calls_up(uas, peer):
     channel = answered(uas, peer)
     uas.engine.run(uas.backend.ua.drain)

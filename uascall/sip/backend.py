@@ -191,6 +191,9 @@ class SipBackend(Backend):
     def drain(self) -> None:
         self.ua.drain()
 
+    def drain_announced(self) -> bool:
+        return self.ua.drain_announced
+
     def _incoming(self, call: SipCall) -> bool:
         return self._offer(call)
 

@@ -260,6 +260,10 @@ class UserAgent:
         self._overload_reason = ""
         #: not taking new calls (see the module docstring's "Draining")
         self.draining = False
+        #: an OPTIONS came from outside a dialog: a proxy in front probes us
+        self.probed = False
+        #: one was answered 503 since drain(): the proxy knows we take no new calls
+        self.drain_told = False
         # one bound method for every transaction timer, not one object more per timer
         self._fire_timer = self._fire
         # the lingering transactions' last timers (64*T1, tens of thousands at once): one
@@ -309,7 +313,14 @@ class UserAgent:
         if not self.draining:
             log.info("draining: new calls and OPTIONS are answered 503 from now on; %d "
                      "calls up go on", len(self.calls))
+            self.drain_told = False
         self.draining = True
+
+    @property
+    def drain_announced(self) -> bool:
+        """After :meth:`drain`: whether a proxy that probes us has had a 503 since (True
+        when none has ever probed)."""
+        return not self.probed or self.drain_told
 
     def resume(self) -> None:
         """Take calls again after :meth:`drain` (engine thread)."""
@@ -476,8 +487,12 @@ class UserAgent:
         if method == "INVITE":
             self._new_call(request, source, endpoint, key)
         elif method == "OPTIONS":
-            answer = (self._unavailable(request) if self.draining
-                      else self._options_answer(request))
+            self.probed = True
+            if self.draining:
+                answer = self._unavailable(request)
+                self.drain_told = True
+            else:
+                answer = self._options_answer(request)
             self._answer_statelessly(request, answer, source, endpoint)
         else:  # BYE or INFO without a dialog
             self._answer_statelessly(request, self._reply(request, 481), source, endpoint)
