@@ -16,6 +16,9 @@ import array
 import errno
 import io
 import logging
+import os
+import shutil
+import struct
 import subprocess
 import threading
 
@@ -418,20 +421,69 @@ def test_a_full_queue_drops_and_counts_and_the_engine_never_waits(tmp_path, peer
     assert 5 <= len(trace.packets) == stats.records == len(tapped) - dropped
 
 
+def whole_blocks(path) -> list[int]:
+    """The type of each block of the pcapng file at ``path``, walked by hand (not by the
+    module under test): every block whole, its total length the same at both ends."""
+    data = path.read_bytes()
+    kinds = []
+    offset = 0
+    while offset < len(data):
+        assert offset + 12 <= len(data), f"{len(data) - offset} bytes at {offset}: a cut block"
+        kind, total = struct.unpack_from("<II", data, offset)
+        assert total >= 12 and total % 4 == 0, f"block at {offset}: length {total}"
+        assert offset + total <= len(data), (
+            f"block at {offset} declares {total} bytes; the file ends {len(data) - offset} "
+            "bytes after its start")
+        assert struct.unpack_from("<I", data, offset + total - 4)[0] == total
+        kinds.append(kind)
+        offset += total
+    assert kinds and kinds[0] == pcapng.BLOCK_SHB
+    if shutil.which("tshark"):
+        done = subprocess.run(["tshark", "-r", str(path)], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+    return kinds
+
+
+class SmallDisk:
+    """Files on a disk with room for ``room`` bytes in all, as write(2) on a full disk
+    does it: a write larger than the room left writes what fits and says how much (a
+    short write), the next one fails with ENOSPC. ``memory``: files in memory, written
+    to ``folder`` at close; else real files, cut back with a real ftruncate."""
+
+    def __init__(self, folder, room: int, memory: bool) -> None:
+        self.folder, self.room, self.memory = folder, room, memory
+
+    def used(self) -> int:
+        return sum(p.stat().st_size for p in self.folder.iterdir())
+
+    def open(self, name: str):
+        disk = self
+        path = self.folder / os.path.basename(name)
+        base = io.BytesIO if self.memory else io.FileIO
+
+        class File(base):
+            def write(self, data):
+                left = disk.room - disk.used() - (self.tell() if disk.memory else 0)
+                if left <= 0:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return super().write(bytes(data[:left]))
+
+            def close(self):
+                if disk.memory and not self.closed:
+                    path.write_bytes(self.getvalue())
+                super().close()
+
+        return File() if self.memory else File(str(path), "wb")
+
+
+@pytest.mark.parametrize("memory", [True, False], ids=["in-memory", "real-file"])
 def test_a_full_disk_stops_the_trace_with_one_warning_and_the_calls_go_on(
-        tmp_path, peer_factory, caplog):
+        tmp_path, peer_factory, caplog, memory):
     uas = Uas()
-
-    class FullDisk(io.BytesIO):
-        """A disk with room for 3000 bytes."""
-
-        def write(self, data):
-            if self.tell() + len(data) > 3000:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return super().write(data)
-
+    disk = SmallDisk(tmp_path, 3001, memory)  # not at a block's end: a block is cut short
     try:
-        tracer = Tracer(uas.engine, "full.pcapng", opener=lambda _name: FullDisk()).start()
+        tracer = Tracer(uas.engine, "full.pcapng", opener=disk.open).start()
         with caplog.at_level(logging.WARNING, logger="uascall.trace.tracer"):
             sip_traffic(uas, peer_factory, 4)  # more than 3000 bytes of SIP
             assert uas.engine.wait_until(lambda: bool(tracer.stats.failure), T)
@@ -443,6 +495,33 @@ def test_a_full_disk_stops_the_trace_with_one_warning_and_the_calls_go_on(
     assert "No space left on device" in stats.failure
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "tracing stopped (the calls go on)" in warnings[0].message
+    # the write the disk took part of was taken back: the file ends at its last whole
+    # block, as the stats say, and holds the packets they count
+    path = tmp_path / "full.pcapng"
+    kinds = whole_blocks(path)
+    assert 2000 < path.stat().st_size == stats.bytes < 3001
+    assert kinds.count(pcapng.BLOCK_EPB) == stats.records > 0
+    assert len(pcapng.read(str(path)).packets) == stats.records
+
+
+def test_a_full_disk_while_rotating_leaves_every_file_whole(tmp_path, peer_factory):
+    uas = Uas()
+    disk = SmallDisk(tmp_path, 10_001, memory=False)
+    path = tmp_path / "rot.pcapng"
+    try:
+        tracer = Tracer(uas.engine, str(path), max_bytes=4096, files=3,
+                        opener=disk.open).start()
+        sip_traffic(uas, peer_factory, 8)
+        assert uas.engine.wait_until(lambda: bool(tracer.stats.failure), T)
+        stats = tracer.stop()
+    finally:
+        uas.close()
+    assert "No space left on device" in stats.failure and stats.files >= 3
+    kept = sorted(tmp_path.iterdir())
+    assert len(kept) == 3
+    for each in kept:
+        whole_blocks(each)
+    assert path.stat().st_size == stats.bytes
 
 
 def test_a_failing_listener_is_removed_after_one_log_and_the_call_goes_on(

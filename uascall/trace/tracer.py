@@ -40,13 +40,18 @@ again): ``trace.pcapng`` is always the newest, ``trace.1.pcapng`` the one before
 
 Failures: an error writing the file (a full disk: ENOSPC) stops the trace with one
 warning, and the calls go on; so does a bug in the writer. :attr:`Tracer.stats` says how
-far it got.
+far it got. A write the disk took only part of is taken back: the file is cut to the end
+of its last whole block (pcapng readers refuse a file that ends inside one), and since it
+is written unbuffered nothing of that write is left in a buffer to come out at close.
 """
 
 from __future__ import annotations
 
 import array
+import bisect
 import collections
+import errno
+import itertools
 import logging
 import os
 import struct
@@ -192,8 +197,9 @@ class Tracer:
 
     Call :meth:`start` before the backends start (their devices are tapped only if they
     open them after it) and :meth:`stop` at the end (it writes what is queued). ``audio``
-    adds the B-channels' audio. ``opener(path)`` opens a file for writing (tests give a
-    file that fails).
+    adds the B-channels' audio. ``opener(path)`` opens a file for writing, unbuffered as
+    the default one (a buffer would keep part of a failed write to write at close); tests
+    give a file that fails.
     """
 
     def __init__(self, engine: Engine, path: str, *, max_bytes: int | None = None,
@@ -210,7 +216,10 @@ class Tracer:
         self.audio = audio
         self.queue_limit = queue_limit
         self.stats = TraceStats()
-        self._opener = opener or (lambda name: open(name, "wb"))
+        # unbuffered: a write that fails leaves nothing in a buffer to come out later,
+        # after the file was cut back to its last whole block (each write is a batch of
+        # blocks, so this costs no more system calls than a buffer would)
+        self._opener = opener or (lambda name: open(name, "wb", buffering=0))
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
         self._wake = threading.Event()
         self._stopping = False
@@ -439,12 +448,11 @@ class Tracer:
             return
         if self.max_bytes is None and len(self._interface_blocks) == self._described:
             # no limit to watch and no interface to describe: every block is a packet
-            data = b"".join(blocks)
-            self._file.write(data)
-            self.stats.bytes += len(data)
-            self.stats.records += len(blocks)
+            self._put(blocks, len(blocks))
             return
-        records = 0
+        batch: list[bytes] = []  # for the current file, written in one go
+        packets = 0
+        size = self.stats.bytes
         for block in blocks:
             kind = block[:4]
             if kind == _IDB_TYPE:
@@ -453,25 +461,68 @@ class Tracer:
                     continue  # the file was started after it, with it in its header
                 self._described = index + 1
             elif kind == _EPB_TYPE:
-                records += 1
-                if (self.max_bytes is not None
-                        and self.stats.bytes + len(block) > self.max_bytes
-                        and self.stats.bytes > self._header_bytes):
+                if (self.max_bytes is not None and size + len(block) > self.max_bytes
+                        and size > self._header_bytes):
+                    self._put(batch, packets)
+                    batch, packets = [], 0
                     self._rotate()
-            assert self._file is not None
-            self._file.write(block)
-            self.stats.bytes += len(block)
-        self.stats.records += records
+                    size = self.stats.bytes
+                packets += 1
+            batch.append(block)
+            size += len(block)
+        self._put(batch, packets)
+
+    def _put(self, blocks: list[bytes], packets: int) -> None:
+        """Write ``blocks`` (``packets`` of them packets) at the end of the current file.
+        When the disk takes only part of them (a full disk: a short write, then ENOSPC),
+        the file is cut back to the end of its last whole block and the error raised."""
+        if not blocks:
+            return
+        file = self._file
+        assert file is not None
+        data = blocks[0] if len(blocks) == 1 else b"".join(blocks)
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < len(data):
+                written = file.write(view[done:])
+                if not written:  # None: a non-blocking file that would block; 0: no room
+                    raise OSError(errno.EIO, "the file took none of the bytes written")
+                done += written
+        except OSError:
+            self._take_back(blocks, done)
+            raise
+        self.stats.bytes += len(data)
+        self.stats.records += packets
+
+    def _take_back(self, blocks: list[bytes], done: int) -> None:
+        """After a write of ``blocks`` that failed ``done`` bytes in: keep the blocks it
+        wrote whole and cut the file after them (best effort: the disk that refused the
+        write may refuse this too)."""
+        ends = list(itertools.accumulate(map(len, blocks)))
+        whole = bisect.bisect_right(ends, done)  # blocks written whole
+        if whole:
+            self.stats.bytes += ends[whole - 1]
+            self.stats.records += sum(block[:4] == _EPB_TYPE for block in blocks[:whole])
+        if done == (ends[whole - 1] if whole else 0):
+            return  # it failed between two blocks: nothing to cut
+        assert self._file is not None
+        try:
+            self._file.truncate(self.stats.bytes)
+        except (OSError, ValueError) as exc:
+            log.warning("trace %s: could not cut the file back to its last whole block "
+                        "(at byte %d): %s; readers will find it cut short", self.path,
+                        self.stats.bytes, getattr(exc, "strerror", None) or exc)
 
     def _open_file(self) -> None:
         self._file = self._opener(self.path)
         self.stats.files += 1
+        self.stats.bytes = 0
         header = pcapng.SectionHeader(f"uascall {__version__}").serialize()
         # every file is complete: the interfaces described so far are described again
-        self._file.write(header + b"".join(self._interface_blocks))
-        self._header_bytes = len(header) + sum(map(len, self._interface_blocks))
         self._described = len(self._interface_blocks)
-        self.stats.bytes = self._header_bytes
+        self._put([header, *self._interface_blocks], 0)
+        self._header_bytes = self.stats.bytes
 
     def _rotate(self) -> None:
         self._close_file()
