@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -388,14 +389,21 @@ class FarEndDriver:
     :meth:`Backend.command_line_far_end`): it places its calls once the host has started,
     then reports on them."""
 
+    #: Set by ``uascall run`` before :meth:`place_calls`: an event set when SIGINT or
+    #: SIGTERM asks the command to stop. A driver that watches it places no more calls
+    #: once it is set and returns without waiting for the calls up (the command gives
+    #: them --shutdown-timeout to end, then hangs them up); one that does not is waited
+    #: for, and its calls are refused meanwhile.
+    stopped: threading.Event | None = None
+
     def intro(self, host: Any) -> str:
         """What ``uascall demo`` prints before the calls (empty: nothing)."""
         return ""
 
     def place_calls(self, host: Any) -> None:
         """Place the calls the command line asked for and return once every one has
-        ended (an application thread, not the engine's). Raises Error when they cannot
-        be placed or do not end in time."""
+        ended, or at once when :attr:`stopped` is set (an application thread, not the
+        engine's). Raises Error when they cannot be placed or do not end in time."""
         raise NotImplementedError
 
     def report(self) -> None:

@@ -203,14 +203,21 @@ def _run(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, engine: Engine, host: AppHost,
            drivers: list[FarEndDriver]) -> None:
-    """`uascall run`'s calls: a far end's (the simulated exchange's), or whatever comes
-    until Ctrl-C."""
+    """`uascall run`'s calls: a far end's (the simulated exchange's), until they have
+    ended or a signal stops them, or whatever comes until Ctrl-C or SIGTERM."""
     if drivers:
-        # a far end's calls (the simulated exchange's), with whatever serves beside it
-        engine.run(host.start)
-        for driver in drivers:
-            driver.place_calls(host)
-        engine.run(host.stop)
+        # a far end's calls (the simulated exchange's), with whatever serves beside it;
+        # a signal stops them as it stops a server, without losing a call's record
+        with _until_interrupted() as stopped:
+            engine.run(host.start)
+            for driver in drivers:
+                driver.stopped = stopped
+                if not stopped.is_set():
+                    driver.place_calls(host)
+            if stopped.signum is not None:
+                _stop_placing(args, host, stopped.signum)
+            else:
+                engine.run(host.stop)
         for driver in drivers:
             driver.report()
     else:
@@ -240,6 +247,22 @@ def _serve(args: argparse.Namespace, engine: Engine, host: AppHost,
             if not host.shutdown(timeout):
                 print("uascall: some applications had not returned; recorded with "
                       "return code -9", file=sys.stderr)
+
+
+def _stop_placing(args: argparse.Namespace, host: AppHost, signum: int) -> None:
+    """After SIGINT or SIGTERM stopped a far end placing calls: the calls up get
+    --shutdown-timeout to end by themselves, then are hung up, and every instance is
+    recorded. Unlike a server's Ctrl-C, SIGINT waits too: these calls are a test's,
+    whose end (the caller's hang-up, the application's last words) is what it is for."""
+    timeout = args.shutdown_timeout
+    name = signal.Signals(signum).name
+    print(f"uascall: {name}: placing no new calls; the calls up have {timeout:g} s to end, "
+          "then are hung up (a second signal ends them at once)", file=sys.stderr)
+    if host.drain(timeout):
+        timeout = SHUTDOWN_GRACE
+    if not host.shutdown(timeout):
+        print("uascall: some applications had not returned; recorded with return code -9",
+              file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -655,7 +678,8 @@ def _add_host_options(command: argparse.ArgumentParser, command_name: str) -> No
                          help="on Ctrl-C, how long the applications get to return after "
                          "their calls are hung up; run on SIGTERM first takes no new calls "
                          "(SIP: 503, to a proxy's OPTIONS probes too) and gives the calls up "
-                         "this long to end before it hangs them up (default %(default)s)")
+                         "this long to end before it hangs them up, as it does on either "
+                         "signal while the simulator places --calls (default %(default)s)")
     command.add_argument("--virtual", action="store_true",
                          help="run in virtual time, as fast as the CPU allows (backends "
                          "with nothing real under them only: sim)")

@@ -6,7 +6,10 @@ import functools
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -179,3 +182,81 @@ def test_analog_options_reach_the_dahdi_backends_settings():
     default = _backend_options("dahdi", build_parser().parse_args(["run", "app.py"]))
     assert (default["analog"].dialing, default["analog"].answer_supervision) == (
         "dtmf", "none")
+
+
+LONG_CALL_APP = """\
+__uas_identify__ = "application"
+import pathlib
+
+def main(channel, application_instance_id, file_man, my_log, params):
+    channel.answer()
+    pathlib.Path(params).write_text("answered")  # the test's cue: the call is up
+    return 7 if channel.wait_for_idle() is channel.State.IDLE else 8
+"""
+
+
+def start_long_call(tmp_path, *options: str) -> tuple[subprocess.Popen, Path]:
+    """`uascall run` on the simulator in a process of its own, its one call up (the
+    caller plays a tone for 20 s and stays on the line): the process and its records."""
+    app = tmp_path / "long.py"
+    app.write_text(LONG_CALL_APP)
+    answered = tmp_path / "answered"
+    records = tmp_path / "calls.sqlite3"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "uascall", "run", str(app), "--backend", "sim", "--calls",
+         "1", "--caller", "tone 1000 20", "--records", str(records), "--param",
+         str(answered), "--control", "none", *options],
+        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        # a test run in the background may have SIGINT ignored, and its children with it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 30
+    while not answered.exists():
+        if child.poll() is not None or time.monotonic() > deadline:
+            child.kill()
+            out, err = child.communicate()
+            pytest.fail(f"the call was not answered (rc {child.returncode}): {out}{err}")
+        time.sleep(0.05)
+    return child, records
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_simulators_calls_and_keeps_their_records(tmp_path, signum):
+    child, records = start_long_call(tmp_path, "--shutdown-timeout", "1")
+    try:
+        sent = time.monotonic()
+        child.send_signal(signum)
+        out, err = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    # the call had 1 s to end, then was hung up: the application saw it and returned
+    assert child.returncode == 0, err
+    assert time.monotonic() - sent < 10
+    assert "Traceback" not in err
+    assert err.count(f"uascall: {signum.name}: placing no new calls; the calls up have 1 s "
+                     "to end, then are hung up") == 1, err
+    assert "return code 7, cause NORMAL (16)" in out
+    with sqlite3.connect(records) as db:
+        assert db.execute("SELECT return_code, cause FROM calls").fetchall() == [
+            (7, "NORMAL")]
+
+
+def test_a_second_signal_ends_the_simulators_run_at_once(tmp_path):
+    child, _records = start_long_call(tmp_path, "--shutdown-timeout", "60")
+    try:
+        child.send_signal(signal.SIGTERM)
+        for line in child.stderr:  # until the first one is taken
+            if "placing no new calls" in line:
+                break
+        else:
+            pytest.fail(f"the first SIGTERM was not taken (rc {child.wait()})")
+        sent = time.monotonic()
+        child.send_signal(signal.SIGTERM)
+        child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == -signal.SIGTERM and time.monotonic() - sent < 10

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,9 +112,9 @@ class ExchangeCalls(FarEndDriver):
                 f"from a real libpri exchange on a simulated {kind} span ({flavour})\n")
 
     def place_calls(self, host: AppHost) -> None:
-        """Let the exchange place the calls and wait until every one has cleared; with a
-        ladder, draw on it the Q.931 messages and what the application plays and hears
-        between them."""
+        """Let the exchange place the calls and wait until every one has cleared (or, once
+        :attr:`stopped` is set, place no more and return at once); with a ladder, draw on
+        it the Q.931 messages and what the application plays and hears between them."""
         backend, engine = self.backend, host.engine
         script = self.script if self.script is not None else host.application.sim_caller
         if script:
@@ -165,13 +166,20 @@ class ExchangeCalls(FarEndDriver):
         if script:
             far_end.script = rendered
         calls = self.calls
+        stopped = self.stopped or threading.Event()
         for n in range(self.calls_wanted):
+            if stopped.is_set():
+                break
             calls.append(engine.run(far_end.dial, self.called, calling=self.calling,
                                     calling_name=self.calling_name))
             if n + 1 < self.calls_wanted and self.interval:
-                engine.sleep(self.interval)
-        if not engine.wait_until(lambda: all(c.cleared for c in calls), self.timeout):
+                engine.wait_until(stopped.is_set, self.interval)  # a signal cuts it short
+        if not engine.wait_until(lambda: stopped.is_set() or all(c.cleared for c in calls),
+                                 self.timeout):
             raise UascallError(f"the calls did not end within {self.timeout} s")
+        if stopped.is_set():
+            # the command ends the calls up now; the ladder, still listening, shows how
+            return
         host.join(10)
         engine.sleep(0.05)  # let the last RELEASE COMPLETE cross, for the ladder
         if ladder is not None:
