@@ -9,10 +9,10 @@ takes them (``os.write`` on pyserial's descriptor: pyserial 3.5's own ``write`` 
 Initialisation: DLE ``!`` DLE ETX (a modem a host left in a voice state is brought back
 to commands; what it answers is dropped), ``ATZ``, ``ATE0``, ``ATI3`` (the chip, for the
 dialect), ``AT+FCLASS=?`` (class 8 must be listed: otherwise it is not a voice modem),
-``AT+FCLASS=8``, ``AT+VSM=?`` (the voice formats, chosen by name: G.711 mu-law, then
-A-law, then 8-bit unsigned linear, then 8-bit signed), ``AT+VSM=<n>,8000`` (with
-``,0,0`` on Conexant), ``AT+VLS=?`` (the telephone line's relay: 1 where listed, else
-2), ``AT+VCID=1`` (an ERROR there only means no caller ID).
+``AT+FCLASS=8``, ``AT+VSM=?`` (the voice formats, chosen by name among those of 8 bits
+per sample: G.711 mu-law, then A-law, then 8-bit unsigned linear, then 8-bit signed),
+``AT+VSM=<n>,8000`` (with ``,0,0`` on Conexant), ``AT+VLS=?`` (the telephone line's
+relay: 1 where listed, else 2), ``AT+VCID=1`` (an ERROR there only means no caller ID).
 
 Dialects, chosen from ``ATI3``'s answer or ``--modem-dialect``: ``conexant`` (CX93001
 and kin: ``AT+VSM=n,8000,0,0``, DLE ``!`` ends reception), ``usr`` (U.S. Robotics:
@@ -123,13 +123,20 @@ def dialect_of(identity: str) -> Dialect:
 
 
 def choose_format(vsm_list: list[str]) -> tuple[int, str]:
-    """(AT+VSM number, our format) from AT+VSM=?'s lines; Error when none fits."""
+    """(AT+VSM number, our format) from AT+VSM=?'s lines; Error when none fits.
+
+    V.253's lines are ``<cml>,"<name>",<bps>,<tm>,(<rates>),...``: only a ``bps`` of 8
+    can carry our one byte per sample (a "SIGNED PCM" of 16 bits is two). Lines without
+    a bits-per-sample field (U.S. Robotics: ``128,"8-BIT LINEAR",(8000)``) are judged by
+    the name alone."""
     found: dict[str, int] = {}
     for line in vsm_list:
-        match = re.match(r'\s*(\d+)\s*,\s*"([^"]*)"', line)
+        match = re.match(r'\s*(\d+)\s*,\s*"([^"]*)"\s*(?:,\s*(\d+)\b)?', line)
         if not match:
             continue
         number, name = int(match.group(1)), match.group(2).upper().replace(".", "")
+        if match.group(3) is not None and int(match.group(3)) != 8:
+            continue  # 16-bit linear, 4-bit ADPCM...: not one byte per sample
         if "ADPCM" in name or "16-BIT" in name or "16 BIT" in name:
             continue  # formats an 8-bit byte stream cannot be
         if "711U" in name or "ULAW" in name or "MU-LAW" in name:
@@ -144,7 +151,8 @@ def choose_format(vsm_list: list[str]) -> tuple[int, str]:
         if fmt in found:
             return found[fmt], fmt
     raise Error(f"AT+VSM=? listed no 8-bit PCM or G.711 format ({vsm_list!r}); expected "
-                "one of G.711U, G.711A, UNSIGNED PCM, SIGNED PCM or 8-BIT LINEAR")
+                "one of G.711U, G.711A, UNSIGNED PCM, SIGNED PCM or 8-BIT LINEAR with 8 "
+                "bits per sample")
 
 
 class ModemPort(MediaPort):

@@ -1,0 +1,136 @@
+"""The modem backend's AT dialogue against scripted modems, in virtual time: no pty, no
+line. Each test's modem differs from uascall's emulated CX93001 in one way that real
+modems do (numeric result codes, a +VIT timer, caller ID before the first ring...), as an
+outside V.253 emulator found; :class:`ScriptedModem` answers VoiceModem's commands from a
+table and notes what it was sent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from uascall.engine import Engine, VirtualClock
+from uascall.errors import Error
+from uascall.modem.backend import ModemBackend, ModemLeg, choose_format
+
+OK = b"\r\nOK\r\n"
+ERROR = b"\r\nERROR\r\n"
+ANSWERS: dict[str, bytes] = {
+    "ATI3": b"\r\nCX93001-EIS_V0.2002-V92\r\n" + OK,
+    "AT+FCLASS=?": b"\r\n0,1,1.0,2,8\r\n" + OK,
+    "AT+VSM=?": b'\r\n0,"SIGNED PCM",8,0,(8000),(0),(0)\r\n'
+                b'\r\n4,"G.711U",8,0,(8000),(0),(0)\r\n' + OK,
+    "AT+VLS=?": b"\r\n0,1,4,5\r\n" + OK,
+    "AT+VTR": b"\r\nCONNECT\r\n",
+}
+NUMERIC = {b"OK": b"0", b"CONNECT": b"1", b"RING": b"2", b"NO CARRIER": b"3",
+           b"ERROR": b"4"}
+#: how long the scripted modem takes to answer
+DELAY = 0.01
+
+
+class _NoSerial:
+    def close(self) -> None:
+        pass
+
+
+class ScriptedModem:
+    """A VoiceModem whose device is this script: each command line it sends is answered
+    from ``answers`` (a command's bytes, or a callable taking the command), else OK.
+    ``numeric``: results are V.250 numeric codes (``0\\r``) until a command sets V1.
+    In AT+VTR what it sends is kept; one of ``leaves`` (DLE codes) brings it back to
+    commands (DLE ETX, OK)."""
+
+    def __init__(self, engine: Engine, answers: dict[str, bytes | Callable[[str], bytes]]
+                 | None = None, *, numeric: bool = False, dialect: str | None = None,
+                 leaves: tuple[bytes, ...] = (b"\x10^",)) -> None:
+        self.engine = engine
+        self.answers: dict[str, bytes | Callable[[str], bytes]] = dict(ANSWERS)
+        self.answers.update(answers or {})
+        self.numeric = numeric
+        self.leaves = leaves
+        self.commands: list[str] = []
+        self.left_by: list[bytes] = []
+        self.voice = False
+        self.voice_in = bytearray()
+        self._line = bytearray()
+        self.offered: list[ModemLeg] = []
+        self.backend = ModemBackend(engine, modems=["/dev/ttySCRIPTED"], dialect=dialect)
+        self.backend.on_incoming = self.offered.append
+        modem = self.modem = self.backend.modems[0]
+        modem._send = self._from_host  # type: ignore[method-assign]
+
+        def open_it() -> None:
+            modem._serial = _NoSerial()
+            modem.state = "init"
+            modem._initialise()
+
+        engine.run(open_it)
+
+    def send(self, data: bytes) -> None:
+        """The modem sends ``data`` to the host (engine thread, or any with run)."""
+        self.engine.call_soon(self.modem._received, data)
+
+    def _reply(self, data: bytes) -> None:
+        if self.numeric:
+            for verbose, code in NUMERIC.items():
+                data = data.replace(b"\r\n" + verbose + b"\r\n", code + b"\r")
+        self.engine.call_later(DELAY, self.modem._received, data)
+
+    def _from_host(self, data: bytes) -> None:
+        if self.voice:
+            self.voice_in += data
+            for code in self.leaves:
+                if code in self.voice_in:
+                    self.voice = False
+                    self.left_by.append(code)
+                    self._reply(b"\x10\x03" + OK)
+                    return
+            return
+        self._line += data
+        while b"\r" in self._line:
+            line, _, rest = bytes(self._line).partition(b"\r")
+            self._line = bytearray(rest)
+            at = line.upper().find(b"AT")
+            if at < 0:
+                continue  # not a command (what the open sends to end a voice state)
+            command = line[at:].decode("ascii").upper()
+            self.commands.append(command)
+            if "V1" in command and not command.startswith("AT+"):
+                self.numeric = False
+            answer = self.answers.get(command, OK)
+            reply = answer(command) if callable(answer) else answer
+            if reply.endswith(b"CONNECT\r\n"):
+                self.voice = True
+                self.voice_in.clear()
+            if reply:
+                self._reply(reply)
+
+    def wait_idle(self, seconds: float = 5.0) -> None:
+        assert self.engine.wait_until(lambda: self.modem.idle, seconds), \
+            (self.modem.state, self.modem.last_error, self.commands)
+
+
+@pytest.fixture
+def engine():
+    with Engine(VirtualClock()) as engine, engine.actor():
+        yield engine
+
+
+def events(leg: ModemLeg) -> list:
+    return list(leg._unheard or [])
+
+
+# --------------------------------------------------------------------------- +VSM
+def test_a_16_bit_format_is_not_taken_for_an_8_bit_one():
+    """V.253 lists bits per sample after the name: a 16-bit "SIGNED PCM" carries two
+    bytes a sample, not our one."""
+    pcm16_first = ['0,"SIGNED PCM",16,0,(8000),(0),(0)', '1,"SIGNED PCM",8,0,(8000),(0),(0)']
+    assert choose_format(pcm16_first) == (1, "s8")
+    linear16 = ['0,"UNSIGNED PCM",16,0,(8000),(0),(0)', '3,"G.711U",16,0,(8000),(0),(0)']
+    with pytest.raises(Error, match=r"8 bits per sample"):
+        choose_format(linear16)
+    # without the field (U.S. Robotics' form), the name decides as before
+    assert choose_format(['130,"8-BIT ALAW",(8000)', '129,"16-BIT LINEAR",(8000)']) \
+        == (130, "alaw")
