@@ -134,3 +134,23 @@ def test_a_16_bit_format_is_not_taken_for_an_8_bit_one():
     # without the field (U.S. Robotics' form), the name decides as before
     assert choose_format(['130,"8-BIT ALAW",(8000)', '129,"16-BIT LINEAR",(8000)']) \
         == (130, "alaw")
+
+
+# --------------------------------------------------------------------------- V0
+def test_a_modem_whose_stored_profile_has_numeric_results_is_made_verbose(engine):
+    """ATZ answered ``0\\r`` (V0 in the stored profile) is OK; verbose codes are asked for
+    at once, as common drivers do (the tester's modem: "no answer to ATZ in 3 s")."""
+    scripted = ScriptedModem(engine, numeric=True)
+    scripted.wait_idle()
+    assert scripted.commands[:2] == ["ATZ", "ATE0V1"]
+    assert scripted.modem.format == "ulaw" and not scripted.modem.last_error
+
+
+def test_a_lone_digit_in_the_information_an_ati_or_a_query_gives_is_not_a_result(engine):
+    """A numeric code is read where a result is awaited, but not in the lines ATI3 or a
+    ``=?`` query answer with: those may be digits."""
+    scripted = ScriptedModem(engine, {"ATI3": b"\r\n0\r\n" + OK,
+                                      "AT+VLS=?": b"\r\n2\r\n" + OK})
+    scripted.wait_idle()
+    assert scripted.modem.identity == "0"
+    assert scripted.modem.line_relay == 2

@@ -7,8 +7,10 @@ takes them (``os.write`` on pyserial's descriptor: pyserial 3.5's own ``write`` 
 ``write_timeout=0`` spins on EAGAIN), so no serial call ever blocks the engine.
 
 Initialisation: DLE ``!`` DLE ETX (a modem a host left in a voice state is brought back
-to commands; what it answers is dropped), ``ATZ``, ``ATE0``, ``ATI3`` (the chip, for the
-dialect), ``AT+FCLASS=?`` (class 8 must be listed: otherwise it is not a voice modem),
+to commands; what it answers is dropped), ``ATZ``, ``ATE0V1`` (no echo, verbose results:
+a stored profile with V0 answers ATZ with ``0``, which is read as OK, as are the other
+V.250 numeric codes where a result is awaited), ``ATI3`` (the chip, for the dialect),
+``AT+FCLASS=?`` (class 8 must be listed: otherwise it is not a voice modem),
 ``AT+FCLASS=8``, ``AT+VSM=?`` (the voice formats, chosen by name among those of 8 bits
 per sample: G.711 mu-law, then A-law, then 8-bit unsigned linear, then 8-bit signed),
 ``AT+VSM=<n>,8000`` (with ``,0,0`` on Conexant), ``AT+VLS=?`` (the telephone line's
@@ -88,6 +90,10 @@ LINE_LIMIT = 4096
 SETTLE = 0.3
 FINAL = ("OK", "ERROR", "CONNECT", "VCON", "BUSY", "NO DIALTONE", "NO DIAL TONE",
          "NO ANSWER", "NO CARRIER")
+#: V.250's numeric result codes (V0), as a modem whose stored profile has V0 answers ATZ
+#: (after which ATE0V1 makes them verbose)
+NUMERIC_RESULTS = {"0": "OK", "1": "CONNECT", "2": "RING", "3": "NO CARRIER", "4": "ERROR",
+                   "6": "NO DIALTONE", "7": "BUSY", "8": "NO ANSWER"}
 DIAL_CAUSES = {"BUSY": Cause.BUSY, "NO ANSWER": Cause.NOANSWER,
                "NO DIALTONE": Cause.OUTOFORDER, "NO DIAL TONE": Cause.OUTOFORDER,
                "NO CARRIER": Cause.FAILED, "ERROR": Cause.FAILED}
@@ -153,6 +159,12 @@ def choose_format(vsm_list: list[str]) -> tuple[int, str]:
     raise Error(f"AT+VSM=? listed no 8-bit PCM or G.711 format ({vsm_list!r}); expected "
                 "one of G.711U, G.711A, UNSIGNED PCM, SIGNED PCM or 8-BIT LINEAR with 8 "
                 "bits per sample")
+
+
+def _answers_with_text(command: str) -> bool:
+    """Whether ``command``'s answer has information lines before its result."""
+    upper = command.upper()
+    return upper.startswith("ATI") or upper.endswith("?")
 
 
 class ModemPort(MediaPort):
@@ -471,7 +483,9 @@ class VoiceModem:
     def _initialise(self) -> None:
         self._settle_timer = None
         self._at("ATZ", self._expect_ok("ATZ"))
-        self._at("ATE0", self._expect_ok("ATE0"))
+        # echo off, and verbose results: a stored profile may have V0 (ATZ's own answer
+        # is then "0", which _text reads too)
+        self._at("ATE0V1", self._expect_ok("ATE0V1"))
         self._at("ATI3", self._identified)
         self._at("AT+FCLASS=?", self._classes)
 
@@ -552,6 +566,11 @@ class VoiceModem:
         upper = text.upper()
         if self._command is not None and upper == self._command[0].upper():
             return  # the echo of our command (echo is on until ATE0)
+        if upper in NUMERIC_RESULTS and self._command is not None \
+                and not _answers_with_text(self._command[0]):
+            # a lone digit where a result is awaited is a V0 code; not after ATI or a
+            # =? query, whose information lines may be digits
+            upper = NUMERIC_RESULTS[upper]
         if upper in FINAL:
             self._result(upper)
             return
