@@ -69,8 +69,27 @@ class ScriptedModem:
         engine.run(open_it)
 
     def send(self, data: bytes) -> None:
-        """The modem sends ``data`` to the host (engine thread, or any with run)."""
-        self.engine.call_soon(self.modem._received, data)
+        """The modem sends ``data`` to the host (from the test's thread)."""
+        self.engine.run(self.modem._received, data)
+
+    def _stream(self) -> None:
+        """In AT+VTR the modem sends 8000 samples a second (mu-law silence here)."""
+        if self.voice:
+            self.modem._received(b"\xff" * 160)
+            self.engine.call_later(0.02, self._stream)
+
+    def answered_call(self, *rings: bytes) -> ModemLeg:
+        """The modem rings (``rings``: what it sends, by default two RINGs), the call
+        offered is answered; the leg, once in AT+VTR."""
+        for ring in rings or (b"\r\nRING\r\n", b"\r\nRING\r\n"):
+            self.send(ring)
+            self.engine.sleep(0.5)
+        assert self.offered, ("no call offered", self.modem.state, self.commands)
+        leg = self.offered[-1]
+        self.engine.run(leg.answer)
+        assert self.engine.wait_until(lambda: self.modem.state == "connected", 2.0), \
+            (self.modem.state, self.modem.last_error, self.commands)
+        return leg
 
     def _reply(self, data: bytes) -> None:
         if self.numeric:
@@ -104,6 +123,7 @@ class ScriptedModem:
             if reply.endswith(b"CONNECT\r\n"):
                 self.voice = True
                 self.voice_in.clear()
+                self.engine.call_later(DELAY + 0.02, self._stream)
             if reply:
                 self._reply(reply)
 
@@ -154,3 +174,30 @@ def test_a_lone_digit_in_the_information_an_ati_or_a_query_gives_is_not_a_result
     scripted.wait_idle()
     assert scripted.modem.identity == "0"
     assert scripted.modem.line_relay == 2
+
+
+# --------------------------------------------------------------------------- +VIT
+def test_the_inactivity_timer_is_turned_off_in_voice_mode(engine):
+    """A +VIT timer (ZyXEL: 7 s) ends the voice data state when the host sends nothing:
+    AT+VIT=0 once in class 8."""
+    scripted = ScriptedModem(engine)
+    scripted.wait_idle()
+    assert "AT+VIT=0" in scripted.commands
+    assert scripted.commands.index("AT+VIT=0") > scripted.commands.index("AT+FCLASS=8")
+    assert not scripted.modem.inactivity_timer
+    scripted.answered_call()
+    engine.sleep(3.0)
+    assert scripted.voice_in == b""  # nothing played, nothing sent: the timer is off
+
+
+def test_a_modem_that_refuses_vit_0_is_kept_awake_with_silence(engine):
+    """AT+VIT=0 answered ERROR is no reason to give up the modem; in a call where nothing
+    is played, a frame of silence goes out every KEEPALIVE instead."""
+    scripted = ScriptedModem(engine, {"AT+VIT=0": ERROR})
+    scripted.wait_idle()
+    assert scripted.modem.inactivity_timer and not scripted.modem.last_error
+    leg = scripted.answered_call()
+    engine.sleep(3.0)
+    assert 4 * 160 <= len(scripted.voice_in) <= 8 * 160
+    assert set(scripted.voice_in) == {0xFF}  # mu-law silence, the modem's format
+    assert leg.live and scripted.modem.state == "connected"

@@ -11,10 +11,13 @@ to commands; what it answers is dropped), ``ATZ``, ``ATE0V1`` (no echo, verbose 
 a stored profile with V0 answers ATZ with ``0``, which is read as OK, as are the other
 V.250 numeric codes where a result is awaited), ``ATI3`` (the chip, for the dialect),
 ``AT+FCLASS=?`` (class 8 must be listed: otherwise it is not a voice modem),
-``AT+FCLASS=8``, ``AT+VSM=?`` (the voice formats, chosen by name among those of 8 bits
-per sample: G.711 mu-law, then A-law, then 8-bit unsigned linear, then 8-bit signed),
-``AT+VSM=<n>,8000`` (with ``,0,0`` on Conexant), ``AT+VLS=?`` (the telephone line's
-relay: 1 where listed, else 2), ``AT+VCID=1`` (an ERROR there only means no caller ID).
+``AT+FCLASS=8``, ``AT+VIT=0`` (no inactivity timer: ZyXEL's 7 s ends the voice state of
+a call where nothing is played; refused, it is kept awake with a frame of silence every
+half second when nothing is queued), ``AT+VSM=?`` (the voice formats, chosen by name
+among those of 8 bits per sample: G.711 mu-law, then A-law, then 8-bit unsigned linear,
+then 8-bit signed), ``AT+VSM=<n>,8000`` (with ``,0,0`` on Conexant), ``AT+VLS=?`` (the
+telephone line's relay: 1 where listed, else 2), ``AT+VCID=1`` (an ERROR there only
+means no caller ID).
 
 Dialects, chosen from ``ATI3``'s answer or ``--modem-dialect``: ``conexant`` (CX93001
 and kin: ``AT+VSM=n,8000,0,0``, DLE ``!`` ends reception), ``usr`` (U.S. Robotics:
@@ -65,6 +68,7 @@ from uascall.backend import (
 from uascall.dahdi.reopen import Reopener
 from uascall.engine import EPOLLIN, EPOLLOUT, Engine, TimerHandle
 from uascall.errors import ArgumentError, DeviceError, Error
+from uascall.media import g711
 from uascall.modem.dle import CAN, DLE, END, ETX, DleReader, converter, shield
 
 log = logging.getLogger(__name__)
@@ -85,6 +89,9 @@ RX_STALL = 3.0
 STALL_CHECK_LATE = 0.25
 RING_GONE = 8.0
 CALLER_ID_SETTLE = 0.3
+#: how often silence is sent in a call where nothing is played, to a modem that refused
+#: AT+VIT=0 (the shortest +VIT is 1 s)
+KEEPALIVE = 0.5
 LINE_LIMIT = 4096
 #: after the open, what the modem sends back is dropped this long (see start())
 SETTLE = 0.3
@@ -259,6 +266,8 @@ class VoiceModem:
         self.vsm = 1
         self.line_relay = 1
         self.caller_id = False
+        #: AT+VIT=0 was refused: the modem may leave the voice state when nothing is sent
+        self.inactivity_timer = False
         self.law = "ulaw"
         #: closed, init, idle, ringing, answering, dialling, connected, draining (the
         #: last audio playing out before the stop), stopping, ending, hanging up, failed
@@ -279,6 +288,8 @@ class VoiceModem:
         self._ring_timer: TimerHandle | None = None
         self._offer_timer: TimerHandle | None = None
         self._stall_timer: TimerHandle | None = None
+        self._keepalive_timer: TimerHandle | None = None
+        self._silence = b""  # a frame of silence in the modem's format, shielded
         self._settle_timer: TimerHandle | None = None
         self._discard_until = 0.0
         self._rings = 0
@@ -340,11 +351,11 @@ class VoiceModem:
 
     def _close(self, why: str, cause: Cause = Cause.OUTOFORDER, by: str = "span") -> None:
         for timer in (self._timeout, self._ring_timer, self._offer_timer, self._stall_timer,
-                      self._settle_timer):
+                      self._settle_timer, self._keepalive_timer):
             if timer is not None:
                 timer.cancel()
         self._timeout = self._ring_timer = self._offer_timer = self._stall_timer = None
-        self._settle_timer = None
+        self._settle_timer = self._keepalive_timer = None
         self._command = None
         self._queue.clear()
         leg, self.leg = self.leg, None
@@ -502,7 +513,17 @@ class VoiceModem:
                        "(voice): not a voice modem")
             return
         self._at("AT+FCLASS=8", self._expect_ok("AT+FCLASS=8"))
+        # a modem's inactivity timer (ZyXEL's +VIT is 7 s) ends the voice data state
+        # when the host sends nothing for that long: a call where nobody plays is cut
+        self._at("AT+VIT=0", self._inactivity_timer_set)
         self._at("AT+VSM=?", self._formats)
+
+    def _inactivity_timer_set(self, final: str, _lines: list[str]) -> None:
+        self.inactivity_timer = final != "OK"
+        if self.inactivity_timer:
+            log.info("modem %s: AT+VIT=0 answered %s: its inactivity timer, if it has "
+                     "one, stays; silence is sent in calls where nothing is played",
+                     self.path, final)
 
     def _formats(self, final: str, lines: list[str]) -> None:
         if final != "OK":
@@ -515,6 +536,9 @@ class VoiceModem:
             return
         self.law = self.format if self.format in ("ulaw", "alaw") else "ulaw"
         self._from_modem = converter(self.format, self.law)
+        silence = bytes((g711.codec(self.law).silence,)) * FRAME
+        table = converter(self.law, self.format)
+        self._silence = shield(silence.translate(table) if table else silence)
         self._at(f"AT+VSM={self.vsm},8000{self.dialect.vsm_suffix}",
                  self._expect_ok("AT+VSM"))
         self._at("AT+VLS=?", self._relays)
@@ -663,8 +687,20 @@ class VoiceModem:
         self._stream_start = self._last_rx = self.engine.time()
         self._tx_samples = self._rx_samples = self._rx_dropped = 0
         self._arm_stall_check(RX_STALL)
+        if self.inactivity_timer:
+            self._keepalive_timer = self.engine.call_later(KEEPALIVE, self._keep_alive)
         if leg is not None:
             leg._emit(LegAnswered())
+
+    def _keep_alive(self) -> None:
+        """A frame of silence when nothing is queued: the host's sending nothing is what
+        an inactivity timer that AT+VIT=0 did not turn off ends the voice state for."""
+        self._keepalive_timer = None
+        if self.state != "connected":
+            return
+        if self.tx_ahead() == 0:
+            self.send_audio(self._silence)
+        self._keepalive_timer = self.engine.call_later(KEEPALIVE, self._keep_alive)
 
     def _call_failed(self, why: str) -> None:
         log.warning("modem %s: %s; hanging up", self.path, why)
@@ -830,9 +866,10 @@ class VoiceModem:
 
     def _stop_voice(self) -> None:
         """End the voice state: DLE ! (or ^), then DLE ETX and OK come back."""
-        if self._stall_timer is not None:
-            self._stall_timer.cancel()
-            self._stall_timer = None
+        for timer in (self._stall_timer, self._keepalive_timer):
+            if timer is not None:
+                timer.cancel()
+        self._stall_timer = self._keepalive_timer = None
         if self.state == "connected":
             self.state = "stopping"
             self._send(self.dialect.stop_receive)
