@@ -154,10 +154,12 @@ def heard_tone(bench: Bench, player: UASCallChannel, listener: UASCallChannel,
                for at in range(0, len(samples) - 799, 400))
 
 
-def fxs_calls_the_modem(bench: Bench) -> tuple[UASCallChannel, UASCallChannel]:
+def fxs_calls_the_modem(bench: Bench, before: int = 0
+                        ) -> tuple[UASCallChannel, UASCallChannel]:
+    """``before``: the calls the modem was offered already."""
     caller = bench.channel(bench.dahdi, f"fxs:{FXS}")
     calling = in_thread(caller.call, "5550100", call_from="5551234")
-    called = bench.incoming(bench.at_modem)
+    called = bench.incoming(bench.at_modem, before)
     assert called.Details.call_from == "5551234"  # caller ID, read by the modem
     assert called.state() is State.CALL_INCOMING
     assert called.answer() is State.ANSWERED
@@ -223,6 +225,22 @@ def test_the_modem_calls_through_the_fxo_port_and_either_end_hangs_up(bench):
     assert called.wait_for_idle(T) is State.IDLE
 
 
+@pytest.mark.parametrize("stop_codes", [{"^"}, {"!"}])
+def test_the_modem_leaves_voice_duplex_whichever_stop_code_it_takes(bench, stop_codes):
+    """DLE ^ as Conexant's manual has it, or only DLE ! (receive abort): either way two
+    calls the modem hangs up each leave AT+VTR and go on hook."""
+    bench.phone_modem.vtr_stop_codes = stop_codes
+    modem = bench.modem(bench.phone_modem)
+    for call in range(2):
+        caller, called = fxs_calls_the_modem(bench, call)
+        called.hang_up()
+        assert caller.wait_for_idle(2 * T) is State.IDLE
+        assert bench.engine.wait_until(lambda: modem.idle, 2 * T), modem.last_error
+        assert not modem.last_error  # not closed and opened again to get it back
+        assert bench.phone_modem.mode == "command" and not bench.phone_modem.off_hook
+        bench.engine.sleep(1.0)
+
+
 def test_a_call_the_fxo_port_does_not_answer_is_noanswer(bench):
     bench.exchange_modem.s7 = 3.0
     caller = bench.channel(bench.modems, f"modem:{bench.exchange_modem.link}")
@@ -266,7 +284,7 @@ def test_voice_formats_are_chosen_by_name_whatever_the_chip_numbers_them():
         choose_format(['2,"4-BIT ADPCM",(8000)'])
     assert dialect_of("CX93001-EIS_V0.2002-V92").name == "conexant"
     assert dialect_of("U.S. Robotics 56K FAX USB V1.2.23").name == "usr"
-    assert dialect_of("Zoom V.92 USB").stop_receive == b"\x10^"
+    assert dialect_of("Zoom V.92 USB").name == "zoom"
     assert dialect_of("something else").name == "v253"
 
 

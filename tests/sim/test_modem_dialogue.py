@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
+from uascall.backend import Cause
 from uascall.engine import Engine, VirtualClock
 from uascall.errors import Error
 from uascall.modem.backend import ModemBackend, ModemLeg, choose_format
@@ -201,3 +202,46 @@ def test_a_modem_that_refuses_vit_0_is_kept_awake_with_silence(engine):
     assert 4 * 160 <= len(scripted.voice_in) <= 8 * 160
     assert set(scripted.voice_in) == {0xFF}  # mu-law silence, the modem's format
     assert leg.live and scripted.modem.state == "connected"
+
+
+# --------------------------------------------------------------------------- AT+VTR's end
+def hang_up(scripted: ScriptedModem, leg: ModemLeg) -> None:
+    scripted.engine.run(leg.release, Cause.NORMAL)
+
+
+@pytest.mark.parametrize("dialect", ["conexant", "usr", "zoom", "v253"])
+def test_a_modem_that_follows_the_manual_leaves_voice_duplex_on_dle_caret(engine, dialect):
+    """Conexant's and USR's AT references: DLE ^ ends AT+VTR (DLE ! is +VRX's receive
+    abort). A modem that takes only DLE ^ is back in command state at the first try."""
+    scripted = ScriptedModem(engine, dialect=dialect, leaves=(b"\x10^",))
+    scripted.wait_idle()
+    for _call in range(2):
+        hang_up(scripted, scripted.answered_call())
+        scripted.wait_idle(0.5)
+        assert scripted.left_by[-1] == b"\x10^"
+        assert scripted.commands[-1] == "ATH"
+
+
+@pytest.mark.parametrize("code", [b"\x10!", b"\x03"])
+def test_a_modem_that_ignores_dle_caret_is_sent_the_other_stop_codes(engine, code):
+    """A modem that keeps streaming after DLE ^ is sent DLE !, then DLE ETX, a second
+    apart, before it is given up; the code that worked goes first the next time."""
+    leaves = (b"\x10!",) if code == b"\x10!" else (b"\x10\x03",)
+    scripted = ScriptedModem(engine, leaves=leaves)
+    scripted.wait_idle()
+    hang_up(scripted, scripted.answered_call())
+    scripted.wait_idle(3.5)
+    assert scripted.left_by == [leaves[0]] and not scripted.modem.last_error
+    assert scripted.voice_in.startswith(b"\x10^")
+    hang_up(scripted, scripted.answered_call())
+    scripted.wait_idle(0.5)
+    assert scripted.voice_in.startswith(leaves[0]) and b"\x10^" not in scripted.voice_in
+
+
+def test_a_modem_that_stays_in_voice_duplex_whatever_it_is_sent_is_given_up(engine):
+    scripted = ScriptedModem(engine, leaves=())
+    scripted.wait_idle()
+    leg = scripted.answered_call()
+    hang_up(scripted, leg)
+    assert engine.wait_until(lambda: scripted.modem.state == "failed", 6.0)
+    assert "stayed in AT+VTR after DLE ^, DLE !, DLE ETX" in scripted.modem.last_error

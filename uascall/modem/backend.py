@@ -6,7 +6,7 @@ with the engine; reads take what is there, writes are queued and go out as the d
 takes them (``os.write`` on pyserial's descriptor: pyserial 3.5's own ``write`` with
 ``write_timeout=0`` spins on EAGAIN), so no serial call ever blocks the engine.
 
-Initialisation: DLE ``!`` DLE ETX (a modem a host left in a voice state is brought back
+Initialisation: DLE ``^`` DLE ``!`` DLE ETX (a modem a host left in a voice state is brought back
 to commands; what it answers is dropped), ``ATZ``, ``ATE0V1`` (no echo, verbose results:
 a stored profile with V0 answers ATZ with ``0``, which is read as OK, as are the other
 V.250 numeric codes where a result is awaited), ``ATI3`` (the chip, for the dialect),
@@ -20,9 +20,11 @@ telephone line's relay: 1 where listed, else 2), ``AT+VCID=1`` (an ERROR there o
 means no caller ID).
 
 Dialects, chosen from ``ATI3``'s answer or ``--modem-dialect``: ``conexant`` (CX93001
-and kin: ``AT+VSM=n,8000,0,0``, DLE ``!`` ends reception), ``usr`` (U.S. Robotics:
-``AT+VSM=n,8000``, DLE ``!``), ``zoom`` (DLE ``^``) and ``v253`` (anything else, as the
-recommendation says). Caller ID lines are read with or without spaces round ``=``.
+and kin: ``AT+VSM=n,8000,0,0``), ``usr`` (U.S. Robotics: ``AT+VSM=n,8000``), ``zoom`` and
+``v253`` (anything else, as the recommendation says). Each ends ``AT+VTR`` with DLE ``^``
+(Conexant's and U.S. Robotics' AT references); a modem still streaming a second later
+is sent DLE ``!`` (receive abort), then DLE ETX, before it is given up, and the code that
+worked is sent first from then on. Caller ID lines are read with or without spaces round ``=``.
 
 Calls: ``RING`` (and caller ID between the first two) is an incoming call, offered once
 its caller ID is in (or at the second ring without it); ``ring()`` signals nothing (an
@@ -34,8 +36,8 @@ its own detector hears in band), ``l`` (loop current interruption), ``b`` (busy 
 and ``d`` (dial tone) mean the far end hung up; ``s`` (silence) does too with
 ``silence_hangup``. Calls out: ``ATDT<number>;``: ``VCON``/``OK`` is the answer,
 ``BUSY`` → BUSY, ``NO ANSWER`` → NOANSWER, ``NO DIALTONE`` → OUTOFORDER (a dead line),
-``NO CARRIER`` and ``ERROR`` → FAILED. Hanging up: DLE ``!`` (DLE ``^`` on Zoom), then
-``ATH``.
+``NO CARRIER`` and ``ERROR`` → FAILED. Hanging up: the stop codes (see the dialects),
+then ``ATH``.
 
 Bad input: lines the modem should not send are logged and dropped; a line that never
 ends is cut at 4 KiB; audio that comes faster than 8000 samples a second (plus a
@@ -108,19 +110,32 @@ DIGITS = frozenset(b"0123456789*#ABCD")
 _LINE_END = re.compile(rb"[\r\n]")
 
 
+#: the shielded codes that may end AT+VTR, tried in turn (see VoiceModem._stop_voice):
+#: DLE ^ (what Conexant's and U.S. Robotics' AT references give for the voice duplex
+#: state), DLE ! (receive abort, for AT+VRX, which some modems honour in AT+VTR too),
+#: DLE ETX (the end of what the host sends: played out, then the state ends)
+STOP_CODES = (b"\x10^", b"\x10!", END)
+#: how long a stop code is given before the next is tried
+STOP_RETRY = 1.0
+
+
 @dataclass(frozen=True)
 class Dialect:
     name: str
     vsm_suffix: str  # after AT+VSM=<n>,8000
-    stop_receive: bytes  # DLE code that ends reception
+    stop_duplex: bytes  # the DLE code its manual says ends AT+VTR (the others follow)
 
 
 DIALECTS = {
-    "conexant": Dialect("conexant", ",0,0", b"\x10!"),
-    "usr": Dialect("usr", "", b"\x10!"),
+    "conexant": Dialect("conexant", ",0,0", b"\x10^"),
+    "usr": Dialect("usr", "", b"\x10^"),
     "zoom": Dialect("zoom", "", b"\x10^"),
-    "v253": Dialect("v253", "", b"\x10!"),
+    "v253": Dialect("v253", "", b"\x10^"),
 }
+
+
+def _code_name(code: bytes) -> str:
+    return "DLE ETX" if code == END else "DLE " + code[1:].decode("latin-1")
 
 
 def dialect_of(identity: str) -> Dialect:
@@ -290,6 +305,9 @@ class VoiceModem:
         self._stall_timer: TimerHandle | None = None
         self._keepalive_timer: TimerHandle | None = None
         self._silence = b""  # a frame of silence in the modem's format, shielded
+        self._stops_left: list[bytes] = []  # the stop codes yet to try (_stop_voice)
+        self._stops_sent: list[bytes] = []
+        self._stop_works: bytes | None = None  # the one that ended AT+VTR last time
         self._settle_timer: TimerHandle | None = None
         self._discard_until = 0.0
         self._rings = 0
@@ -329,9 +347,10 @@ class VoiceModem:
         self.state = "init"
         log.info("modem %s opened; initialising", self.path)
         # A host that died mid-call left the modem in a voice state, where ATZ is audio:
-        # end it (DLE ! and DLE ETX; in command mode a line that is not a command), and
+        # end it (every stop code at once: which one the modem takes is not known yet;
+        # in command mode they are a line that is not a command), and
         # drop what comes back before the first command.
-        self._send(self.dialect.stop_receive + END + b"\r")
+        self._send(b"".join(STOP_CODES) + b"\r")
         self._discard_until = self.engine.time() + SETTLE
         self._settle_timer = self.engine.call_later(SETTLE, self._initialise)
 
@@ -343,7 +362,7 @@ class VoiceModem:
         self._reopener.cancel()
         if self.state in ("connected", "draining", "stopping") \
                 and self._serial is not None:
-            self._send(self.dialect.stop_receive)
+            self._send(b"".join(STOP_CODES))
         if self.state not in ("closed", "init", "failed") and self._serial is not None:
             self._send(b"ATH\r")
             self._flush_out()
@@ -466,6 +485,14 @@ class VoiceModem:
             log.debug("modem %s: the timeout of %s ran %.2f s late: looking again once "
                       "the tty is read", self.path, command, late)
             self._arm_command_timeout(command, timeout, again=True)
+            return
+        if self.state == "stopping":
+            if self._stops_left:
+                self._next_stop()
+                return
+            self._fail("the modem stayed in AT+VTR after "
+                       + ", ".join(_code_name(c) for c in self._stops_sent)
+                       + "; expected DLE ETX and OK (the modem stopped answering)")
             return
         self._fail(f"no answer to {command} in {timeout:g} s; expected a result code "
                    "such as OK (the modem stopped answering)")
@@ -748,6 +775,8 @@ class VoiceModem:
                 self._deliver(audio)
                 audio = bytearray()
                 ended_by_us = self.state == "stopping"
+                if ended_by_us:
+                    self._stop_works = self._stops_sent[-1]  # first, next time
                 self.state = "ending"
                 if not ended_by_us:
                     self._remote_hang_up("the modem ended the voice data (DLE ETX)")
@@ -865,21 +894,38 @@ class VoiceModem:
             self._stop_voice()
 
     def _stop_voice(self) -> None:
-        """End the voice state: DLE ! (or ^), then DLE ETX and OK come back."""
+        """End the voice state: a stop code (STOP_CODES, the dialect's first), then DLE
+        ETX and OK come back; none within STOP_RETRY, the next code is tried."""
         for timer in (self._stall_timer, self._keepalive_timer):
             if timer is not None:
                 timer.cancel()
         self._stall_timer = self._keepalive_timer = None
-        if self.state == "connected":
-            self.state = "stopping"
-            self._send(self.dialect.stop_receive)
         # the OK after DLE ETX is this pseudo-command's result
         self._command = ("", lambda _final, _lines: self._on_hook())
         self._lines_seen = []
         if self._timeout is not None:
             self._timeout.cancel()
-        self._arm_command_timeout("DLE " + self.dialect.stop_receive[1:].decode(),
-                                  COMMAND_TIMEOUT)
+            self._timeout = None
+        if self.state != "connected":  # ending: the modem sent DLE ETX, its OK follows
+            self._arm_command_timeout("the end of the voice data", COMMAND_TIMEOUT)
+            return
+        self.state = "stopping"
+        # what the dialect's manual says first (or what worked last time), then the
+        # others: a modem that ignores one would stay off hook, its audio read as text
+        first = self._stop_works or self.dialect.stop_duplex
+        self._stops_left = [first] + [c for c in STOP_CODES if c != first]
+        self._stops_sent = []
+        self._next_stop()
+
+    def _next_stop(self) -> None:
+        code = self._stops_left.pop(0)
+        self._stops_sent.append(code)
+        if len(self._stops_sent) > 1:
+            log.info("modem %s: still in AT+VTR %g s after %s; trying %s", self.path,
+                     STOP_RETRY, _code_name(self._stops_sent[-2]), _code_name(code))
+        self._send(code)
+        self._arm_command_timeout(_code_name(code),
+                                  STOP_RETRY if self._stops_left else COMMAND_TIMEOUT)
 
     def _on_hook(self) -> None:
         self.state = "hanging up"

@@ -19,8 +19,10 @@ dialect goes. What a host sees of it here:
 - ``AT+VTX`` (play), ``AT+VRX`` (record) and ``AT+VTR`` (both at once) answer
   ``CONNECT``; in them 0x10 is DLE-shielded both ways. From the host: DLE DLE, DLE ETX
   (end of transmission: played out, then DLE ETX if receiving, then ``OK``), DLE CAN
-  (drop what is buffered), DLE ``!`` (end of reception). DLE ``^`` (Zoom's) is ignored,
-  as the CX93001 ignores it. To the host: DTMF digits ``0-9 * # A-D`` as they start,
+  (drop what is buffered), DLE ``!`` (end of reception), DLE ``^`` (the end of
+  ``AT+VTR``, as Conexant's AT reference has it; DLE ``!`` ends it too, unless
+  :attr:`EmulatedModem.vtr_stop_codes` says otherwise). To the host: DTMF digits
+  ``0-9 * # A-D`` as they start,
   ``b`` busy or congestion tone, ``d`` dial tone, ``s`` silence (``AT+VSD``'s time,
   5 s by default), ``l`` loop current interruption (the far end dropped battery: it
   hung up), ``u`` transmit underrun (once per underrun).
@@ -122,6 +124,10 @@ class EmulatedModem:
         self.fault: str | None = None
         #: every command line the host sent, for tests
         self.commands: list[str] = []
+        #: the DLE codes (their second byte) that end AT+VTR: ``^`` as Conexant's AT
+        #: reference has it, and ``!`` (receive abort), which chips honour there too;
+        #: tests narrow it to a modem that takes only one
+        self.vtr_stop_codes = {"^", "!"}
         self._master = -1
         self._slave = -1
         self._out = bytearray()
@@ -280,9 +286,11 @@ class EmulatedModem:
                 self._tx_ending = True  # played out, then OK (see _next_tx_frame)
             elif item == CAN:
                 self._tx.clear()
-            elif item == ord("!") and self.mode in ("rx", "duplex"):
+            elif item == ord("!") and self.mode == "rx":
                 self._end_voice()
-            # anything else (DLE ^ among them) is ignored, as the chip does
+            elif chr(item) in self.vtr_stop_codes and self.mode == "duplex":
+                self._end_voice()
+            # anything else is ignored, as the chip does
 
     def _command_bytes(self, data: bytes) -> None:
         for byte in data:
