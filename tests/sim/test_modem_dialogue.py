@@ -245,3 +245,41 @@ def test_a_modem_that_stays_in_voice_duplex_whatever_it_is_sent_is_given_up(engi
     hang_up(scripted, leg)
     assert engine.wait_until(lambda: scripted.modem.state == "failed", 6.0)
     assert "stayed in AT+VTR after DLE ^, DLE !, DLE ETX" in scripted.modem.last_error
+
+
+# --------------------------------------------------------------------------- caller ID
+EARLY_CALLER_ID = b"\r\nDATE = 1205\r\nTIME = 1403\r\nNMBR = 5551234\r\nNAME = Ann Smith\r\n"
+RING = b"\r\nRING\r\n"
+
+
+def test_caller_id_before_the_first_ring_is_the_calls(engine):
+    """UK/ETSI caller ID comes before the first RING: the call is offered with it at
+    that ring (it was dropped as 'unexpected' while idle)."""
+    scripted = ScriptedModem(engine)
+    scripted.wait_idle()
+    scripted.send(EARLY_CALLER_ID)
+    engine.sleep(0.5)
+    scripted.send(RING)
+    engine.sleep(0.1)
+    assert len(scripted.offered) == 1
+    leg = scripted.offered[0]
+    assert (leg.call_from, leg.calling_name) == ("5551234", "Ann Smith")
+    # and the next call, rung without it, does not inherit it
+    engine.sleep(9.0)  # the rings stop: the caller gave up
+    scripted.send(RING)
+    scripted.send(RING)
+    engine.sleep(0.1)
+    assert len(scripted.offered) == 2 and scripted.offered[1].call_from == ""
+
+
+def test_caller_id_with_no_ring_within_10_s_is_forgotten(engine):
+    scripted = ScriptedModem(engine)
+    scripted.wait_idle()
+    scripted.send(EARLY_CALLER_ID)
+    engine.sleep(10.5)
+    scripted.send(RING)
+    engine.sleep(0.5)
+    assert not scripted.offered  # no caller ID: offered at the second ring, without it
+    scripted.send(RING)
+    engine.sleep(0.1)
+    assert len(scripted.offered) == 1 and scripted.offered[0].call_from == ""

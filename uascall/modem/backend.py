@@ -20,24 +20,26 @@ telephone line's relay: 1 where listed, else 2), ``AT+VCID=1`` (an ERROR there o
 means no caller ID).
 
 Dialects, chosen from ``ATI3``'s answer or ``--modem-dialect``: ``conexant`` (CX93001
-and kin: ``AT+VSM=n,8000,0,0``), ``usr`` (U.S. Robotics: ``AT+VSM=n,8000``), ``zoom`` and
-``v253`` (anything else, as the recommendation says). Each ends ``AT+VTR`` with DLE ``^``
-(Conexant's and U.S. Robotics' AT references); a modem still streaming a second later
-is sent DLE ``!`` (receive abort), then DLE ETX, before it is given up, and the code that
-worked is sent first from then on. Caller ID lines are read with or without spaces round ``=``.
+and kin: ``AT+VSM=n,8000,0,0``), ``usr`` (U.S. Robotics: ``AT+VSM=n,8000``), ``zoom``
+and ``v253`` (anything else, as the recommendation says). Each ends ``AT+VTR`` with DLE
+``^`` (Conexant's and U.S. Robotics' AT references); a modem still streaming a second
+later is sent DLE ``!`` (receive abort), then DLE ETX, before it is given up, and the
+code that worked is sent first from then on. Caller ID lines are read with or without
+spaces round ``=``, between the first two rings (Bellcore) or before the first (UK,
+ETSI: kept for a ring up to 10 s later).
 
-Calls: ``RING`` (and caller ID between the first two) is an incoming call, offered once
-its caller ID is in (or at the second ring without it); ``ring()`` signals nothing (an
-analog line: no early media, as on an FXO port); ``answer()`` is ``AT+VLS=<line>`` then
-``AT+VTR`` (voice transmit and receive at once, needed for play, record and DTMF
-together). In ``AT+VTR``, what the modem sends is audio (to the leg's receive path, in
-G.711) and DLE events: digits are reported to the channel out of band (merged with what
-its own detector hears in band), ``l`` (loop current interruption), ``b`` (busy tone)
-and ``d`` (dial tone) mean the far end hung up; ``s`` (silence) does too with
-``silence_hangup``. Calls out: ``ATDT<number>;``: ``VCON``/``OK`` is the answer,
-``BUSY`` → BUSY, ``NO ANSWER`` → NOANSWER, ``NO DIALTONE`` → OUTOFORDER (a dead line),
-``NO CARRIER`` and ``ERROR`` → FAILED. Hanging up: the stop codes (see the dialects),
-then ``ATH``.
+Calls: ``RING`` (and caller ID between the first two, or before the first) is an
+incoming call, offered once its caller ID is in (at the first ring when it came before
+it; at the second without it); ``ring()`` signals nothing (an analog line: no early
+media, as on an FXO port); ``answer()`` is ``AT+VLS=<line>`` then ``AT+VTR`` (voice
+transmit and receive at once, needed for play, record and DTMF together). In ``AT+VTR``,
+what the modem sends is audio (to the leg's receive path, in G.711) and DLE events:
+digits are reported to the channel out of band (merged with what its own detector hears
+in band), ``l`` (loop current interruption), ``b`` (busy tone) and ``d`` (dial tone)
+mean the far end hung up; ``s`` (silence) does too with ``silence_hangup``. Calls out:
+``ATDT<number>;``: ``VCON``/``OK`` is the answer, ``BUSY`` → BUSY, ``NO ANSWER`` →
+NOANSWER, ``NO DIALTONE`` → OUTOFORDER (a dead line), ``NO CARRIER`` and ``ERROR`` →
+FAILED. Hanging up: the stop codes (see the dialects), then ``ATH``.
 
 Bad input: lines the modem should not send are logged and dropped; a line that never
 ends is cut at 4 KiB; audio that comes faster than 8000 samples a second (plus a
@@ -91,6 +93,8 @@ RX_STALL = 3.0
 STALL_CHECK_LATE = 0.25
 RING_GONE = 8.0
 CALLER_ID_SETTLE = 0.3
+#: caller ID that comes before the first ring (UK, ETSI) is kept for a ring this long
+EARLY_CALLER_ID = 10.0
 #: how often silence is sent in a call where nothing is played, to a modem that refused
 #: AT+VIT=0 (the shortest +VIT is 1 s)
 KEEPALIVE = 0.5
@@ -313,6 +317,8 @@ class VoiceModem:
         self._rings = 0
         self._refused = False
         self._cid: dict[str, str] = {}
+        self._early_cid: dict[str, str] = {}  # caller ID seen while idle (UK, ETSI)
+        self._early_cid_at = 0.0
         self._dle = DleReader()
         self._from_modem: bytes | None = None
         self._stream_start = 0.0
@@ -629,6 +635,13 @@ class VoiceModem:
             self._ring()
             return
         match = re.match(r"(DATE|TIME|NMBR|NAME|MESG)\s*=\s*(.*)$", text, re.IGNORECASE)
+        if match and self.state == "idle":
+            # UK/ETSI caller ID comes before the first ring: kept for it (_ring)
+            if self.engine.time() - self._early_cid_at > EARLY_CALLER_ID:
+                self._early_cid = {}
+            self._early_cid[match.group(1).upper()] = match.group(2).strip()
+            self._early_cid_at = self.engine.time()
+            return
         if match and self.state == "ringing":
             self._cid[match.group(1).upper()] = match.group(2).strip()
             if self._offer_timer is not None:
@@ -650,8 +663,12 @@ class VoiceModem:
         if self.state == "idle":
             self.state = "ringing"
             self._rings, self._cid, self._refused = 0, {}, False
+            if self._early_cid \
+                    and self.engine.time() - self._early_cid_at <= EARLY_CALLER_ID:
+                self._cid = self._early_cid  # it came before this ring: it is all in
+            self._early_cid = {}
         self._rings += 1
-        if self.leg is None and not self._refused and (not self.caller_id
+        if self.leg is None and not self._refused and (not self.caller_id or self._cid
                                                        or self._rings >= 2):
             self._offer()
 
