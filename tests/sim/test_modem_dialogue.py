@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from uascall.backend import Cause
+from uascall.backend import Cause, LegCleared
 from uascall.engine import Engine, VirtualClock
 from uascall.errors import Error
 from uascall.modem.backend import ModemBackend, ModemLeg, choose_format
@@ -283,3 +283,34 @@ def test_caller_id_with_no_ring_within_10_s_is_forgotten(engine):
     scripted.send(RING)
     engine.sleep(0.1)
     assert len(scripted.offered) == 1 and scripted.offered[0].call_from == ""
+
+
+# --------------------------------------------------------------------------- failed answer
+@pytest.mark.parametrize("failing", ["AT+VLS=1", "AT+VTR"])
+def test_a_call_whose_answer_failed_is_not_offered_again_while_it_rings_on(engine,
+                                                                           failing):
+    """AT+VLS=1 or AT+VTR answered ERROR: the call ends FAILED, and its rings that go on
+    are not a new call (it was offered again 7 s later, without caller ID); once the
+    rings stop for RING_GONE, the next ring is a new call."""
+    scripted = ScriptedModem(engine, {failing: ERROR})
+    scripted.wait_idle()
+    scripted.send(EARLY_CALLER_ID)
+    scripted.send(RING)
+    engine.sleep(0.1)
+    leg = scripted.offered[0]
+    engine.run(leg.answer)
+    engine.sleep(0.5)
+    assert isinstance(events(leg)[-1], LegCleared) and not leg.live
+    assert events(leg)[-1].cause is Cause.FAILED
+    scripted.wait_idle(1.0)
+    for _ring in range(4):  # the exchange rings on, every 6 s
+        engine.sleep(6.0)
+        scripted.send(RING)
+    engine.sleep(0.5)
+    assert len(scripted.offered) == 1
+    engine.sleep(9.0)  # the caller gave up; a new call
+    scripted.send(RING)
+    engine.sleep(0.1)
+    scripted.send(RING)
+    engine.sleep(0.1)
+    assert len(scripted.offered) == 2

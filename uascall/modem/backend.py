@@ -30,7 +30,8 @@ ETSI: kept for a ring up to 10 s later).
 
 Calls: ``RING`` (and caller ID between the first two, or before the first) is an
 incoming call, offered once its caller ID is in (at the first ring when it came before
-it; at the second without it); ``ring()`` signals nothing (an analog line: no early
+it; at the second without it), and not again after a failed answer while it rings on
+(until the rings stop for 8 s); ``ring()`` signals nothing (an analog line: no early
 media, as on an FXO port); ``answer()`` is ``AT+VLS=<line>`` then ``AT+VTR`` (voice
 transmit and receive at once, needed for play, record and DTMF together). In ``AT+VTR``,
 what the modem sends is audio (to the leg's receive path, in G.711) and DLE events:
@@ -316,6 +317,7 @@ class VoiceModem:
         self._discard_until = 0.0
         self._rings = 0
         self._refused = False
+        self._ignoring_rings = False  # the rings of a call whose answer failed
         self._cid: dict[str, str] = {}
         self._early_cid: dict[str, str] = {}  # caller ID seen while idle (UK, ETSI)
         self._early_cid_at = 0.0
@@ -381,6 +383,7 @@ class VoiceModem:
                 timer.cancel()
         self._timeout = self._ring_timer = self._offer_timer = self._stall_timer = None
         self._settle_timer = self._keepalive_timer = None
+        self._ignoring_rings = False
         self._command = None
         self._queue.clear()
         leg, self.leg = self.leg, None
@@ -657,6 +660,10 @@ class VoiceModem:
     def _ring(self) -> None:
         if self.state not in ("idle", "ringing"):
             return
+        if self._ignoring_rings:  # the call whose answer failed (_call_failed)
+            self._early_cid = {}
+            self._arm_ignored_rings()
+            return
         if self._ring_timer is not None:
             self._ring_timer.cancel()
         self._ring_timer = self.engine.call_later(RING_GONE, self._rings_stopped)
@@ -751,7 +758,21 @@ class VoiceModem:
         leg, self.leg = self.leg, None
         if leg is not None:
             leg._ended(Cause.FAILED, why, "local")
+            if leg.incoming:
+                # the line rings on after a failed answer: not a new call (one with no
+                # caller ID, the modem reports it once a call) until the rings stop
+                self._ignoring_rings = True
+                self._arm_ignored_rings()
         self._on_hook()
+
+    def _arm_ignored_rings(self) -> None:
+        if self._ring_timer is not None:
+            self._ring_timer.cancel()
+        self._ring_timer = self.engine.call_later(RING_GONE, self._ignored_rings_stopped)
+
+    def _ignored_rings_stopped(self) -> None:
+        self._ring_timer = None
+        self._ignoring_rings = False
 
     # ------------------------------------------------------------------ calls out
     def dial(self, number: str, call_from: str = "") -> ModemLeg:
