@@ -6,18 +6,19 @@ with the engine; reads take what is there, writes are queued and go out as the d
 takes them (``os.write`` on pyserial's descriptor: pyserial 3.5's own ``write`` with
 ``write_timeout=0`` spins on EAGAIN), so no serial call ever blocks the engine.
 
-Initialisation: DLE ``^`` DLE ``!`` DLE ETX (a modem a host left in a voice state is brought back
-to commands; what it answers is dropped), ``ATZ``, ``ATE0V1`` (no echo, verbose results:
-a stored profile with V0 answers ATZ with ``0``, which is read as OK, as are the other
-V.250 numeric codes where a result is awaited), ``ATI3`` (the chip, for the dialect),
-``AT+FCLASS=?`` (class 8 must be listed: otherwise it is not a voice modem),
-``AT+FCLASS=8``, ``AT+VIT=0`` (no inactivity timer: ZyXEL's 7 s ends the voice state of
-a call where nothing is played; refused, it is kept awake with a frame of silence every
-half second when nothing is queued), ``AT+VSM=?`` (the voice formats, chosen by name
-among those of 8 bits per sample: G.711 mu-law, then A-law, then 8-bit unsigned linear,
-then 8-bit signed), ``AT+VSM=<n>,8000`` (with ``,0,0`` on Conexant), ``AT+VLS=?`` (the
-telephone line's relay: 1 where listed, else 2), ``AT+VCID=1`` (an ERROR there only
-means no caller ID).
+Initialisation: DLE ``^`` DLE ``!`` DLE ETX (a modem a host left in a voice state is
+brought back to commands; what it answers is dropped), ``ATZ``, ``ATE0``, ``ATV1``
+(verbose results: a stored profile with V0 answers ATZ with ``0``, which is read as OK,
+as are the other V.250 numeric codes where a result is awaited; an ERROR to it is
+logged), ``ATI3`` (the chip, for the dialect), ``AT+FCLASS=?`` (class 8 must be listed:
+otherwise it is not a voice modem), ``AT+FCLASS=8``, ``AT+VIT=0`` (no inactivity timer:
+ZyXEL's 7 s ends the voice state of a call where nothing is played; an ERROR to it is
+logged; and as a modem may keep its timer all the same, a frame of silence goes out
+every half second of a call where nothing is queued), ``AT+VSM=?`` (the voice formats,
+chosen by name among those of 8 bits per sample: G.711 mu-law, then A-law, then 8-bit
+unsigned linear, then 8-bit signed), ``AT+VSM=<n>,8000`` (with ``,0,0`` on Conexant),
+``AT+VLS=?`` (the telephone line's relay: 1 where listed, else 2), ``AT+VCID=1`` (an
+ERROR there only means no caller ID).
 
 Dialects, chosen from ``ATI3``'s answer or ``--modem-dialect``: ``conexant`` (CX93001
 and kin: ``AT+VSM=n,8000,0,0``), ``usr`` (U.S. Robotics: ``AT+VSM=n,8000``), ``zoom``
@@ -96,8 +97,8 @@ RING_GONE = 8.0
 CALLER_ID_SETTLE = 0.3
 #: caller ID that comes before the first ring (UK, ETSI) is kept for a ring this long
 EARLY_CALLER_ID = 10.0
-#: how often silence is sent in a call where nothing is played, to a modem that refused
-#: AT+VIT=0 (the shortest +VIT is 1 s)
+#: how often silence is sent in a call where nothing is played, for a modem whose +VIT
+#: timer AT+VIT=0 did not turn off (the shortest +VIT is 1 s)
 KEEPALIVE = 0.5
 LINE_LIMIT = 4096
 #: after the open, what the modem sends back is dropped this long (see start())
@@ -105,7 +106,7 @@ SETTLE = 0.3
 FINAL = ("OK", "ERROR", "CONNECT", "VCON", "BUSY", "NO DIALTONE", "NO DIAL TONE",
          "NO ANSWER", "NO CARRIER")
 #: V.250's numeric result codes (V0), as a modem whose stored profile has V0 answers ATZ
-#: (after which ATE0V1 makes them verbose)
+#: (after which ATV1 makes them verbose)
 NUMERIC_RESULTS = {"0": "OK", "1": "CONNECT", "2": "RING", "3": "NO CARRIER", "4": "ERROR",
                    "6": "NO DIALTONE", "7": "BUSY", "8": "NO ANSWER"}
 DIAL_CAUSES = {"BUSY": Cause.BUSY, "NO ANSWER": Cause.NOANSWER,
@@ -530,11 +531,17 @@ class VoiceModem:
     def _initialise(self) -> None:
         self._settle_timer = None
         self._at("ATZ", self._expect_ok("ATZ"))
-        # echo off, and verbose results: a stored profile may have V0 (ATZ's own answer
-        # is then "0", which _text reads too)
-        self._at("ATE0V1", self._expect_ok("ATE0V1"))
+        self._at("ATE0", self._expect_ok("ATE0"))
+        # verbose results: a stored profile may have V0 (ATZ's own answer is then "0",
+        # which _text reads too). A command of its own: not every modem takes ATE0V1
+        self._at("ATV1", self._verbose_set)
         self._at("ATI3", self._identified)
         self._at("AT+FCLASS=?", self._classes)
+
+    def _verbose_set(self, final: str, _lines: list[str]) -> None:
+        if final != "OK":
+            log.info("modem %s: ATV1 answered %s; its numeric result codes are read as "
+                     "they come", self.path, final)
 
     def _identified(self, final: str, lines: list[str]) -> None:
         self.identity = " ".join(lines)
@@ -558,8 +565,8 @@ class VoiceModem:
         self.inactivity_timer = final != "OK"
         if self.inactivity_timer:
             log.info("modem %s: AT+VIT=0 answered %s: its inactivity timer, if it has "
-                     "one, stays; silence is sent in calls where nothing is played",
-                     self.path, final)
+                     "one, stays (the silence sent in calls where nothing is played "
+                     "keeps it from running out)", self.path, final)
 
     def _formats(self, final: str, lines: list[str]) -> None:
         if final != "OK":
@@ -738,14 +745,15 @@ class VoiceModem:
         self._stream_start = self._last_rx = self.engine.time()
         self._tx_samples = self._rx_samples = self._rx_dropped = 0
         self._arm_stall_check(RX_STALL)
-        if self.inactivity_timer:
-            self._keepalive_timer = self.engine.call_later(KEEPALIVE, self._keep_alive)
+        # in every call, not only where AT+VIT=0 was refused: a modem may take it and
+        # keep its timer all the same
+        self._keepalive_timer = self.engine.call_later(KEEPALIVE, self._keep_alive)
         if leg is not None:
             leg._emit(LegAnswered())
 
     def _keep_alive(self) -> None:
         """A frame of silence when nothing is queued: the host's sending nothing is what
-        an inactivity timer that AT+VIT=0 did not turn off ends the voice state for."""
+        an inactivity timer AT+VIT=0 did not turn off ends the voice state for."""
         self._keepalive_timer = None
         if self.state != "connected":
             return
