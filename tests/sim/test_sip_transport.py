@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from uascall.backend import open_backend
 from uascall.engine import Engine
+from uascall.errors import ArgumentError
 from uascall.sip import transport
 from uascall.sip.transport import UdpEndpoint, parse_networks
 
@@ -117,3 +119,12 @@ def test_the_time_a_datagram_queued_in_the_kernel_is_measured(engine):
     assert 0.25 < engine.run(lambda: ep.queue_delay) < 5
     assert [data for data, _ in got] == [b"now", b"waits"]
     engine.run(ep.close)
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:0", "[::]:0", "0:0"])
+def test_a_wildcard_listen_address_is_refused_at_start_up(engine, listen):
+    # We advertise the address we listen on (Contact, Via, SDP o=/c=), and 0.0.0.0 there
+    # tells a far end nothing (c=0.0.0.0 even means hold); "0" is 0.0.0.0 once bound.
+    with pytest.raises(ArgumentError, match=r"is a wildcard address.*expected the "
+                       r"address the far ends reach"):
+        open_backend("sip", engine, listen=["127.0.0.1:0", listen])

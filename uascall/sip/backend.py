@@ -10,7 +10,9 @@ Options (``uascall.open_backend("sip", engine, **options)``):
 
 ``listen``
     where to receive SIP: ``"127.0.0.1:5080"``, ``"[::1]:5080"``, or a list of them
-    (one UDP socket each; IPv4 and IPv6 side by side). Default ``127.0.0.1:5060``.
+    (one UDP socket each; IPv4 and IPv6 side by side). Default ``127.0.0.1:5060``. It is
+    the address we advertise (Contact, Via, SDP), so a wildcard (``0.0.0.0``, ``::``) is
+    refused: give the address the far ends reach.
 ``allow``
     the networks whose datagrams we accept (signalling and RTP), e.g.
     ``["192.0.2.0/24", "::1/128"]``; default loopback only. Others are dropped and logged
@@ -125,7 +127,8 @@ class SipBackend(Backend):
         group.add_argument("--listen", action="append", metavar="HOST:PORT",
                            help="where to receive SIP over UDP (repeatable, e.g. "
                            "127.0.0.1:5080 and [::1]:5080; default 127.0.0.1:5060 for run, "
-                           "any free port for call)")
+                           "any free port for call); an address the far ends reach, not "
+                           "0.0.0.0 or [::]: it goes into Contact, Via and SDP")
         group.add_argument("--allow", action="append", metavar="NETWORK",
                            help="accept SIP and RTP from this network (repeatable, e.g. "
                            "192.0.2.0/24; default loopback only)")

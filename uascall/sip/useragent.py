@@ -91,6 +91,7 @@ is its identity (Call-ID, tags, dialog, INVITE transaction, source) and
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import re
 import secrets
@@ -230,6 +231,7 @@ class UserAgent:
                     engine, address, self._make_receiver(index), allow=self.allow,
                     max_size=settings.max_message_size, rcvbuf=settings.rcvbuf,
                     measure_delay=True, name=f"sip {format_hostport(address)}"))
+                _refuse_wildcard(address, self.endpoints[-1].address)
         except BaseException:  # one address in use: the sockets opened so far go too
             for endpoint in self.endpoints:
                 endpoint.close()
@@ -884,6 +886,23 @@ def lookup(host: str, port: int) -> Address:
         info = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_DGRAM)
         address = info[0][4]
         return address[0], address[1]
+
+
+def _refuse_wildcard(asked: Address, bound: Address) -> None:
+    """Raise when we listen on a wildcard address (0.0.0.0, ::). The address we listen on
+    is the one we advertise (Contact, Via sent-by, SDP o= and c=), and a wildcard there
+    tells the far end nothing; in SDP, c=0.0.0.0 even means hold (RFC 3264 8.4). The
+    bound address is checked, so a name or a short form that stands for one is caught."""
+    try:
+        wildcard = ipaddress.ip_address(bound[0].partition("%")[0]).is_unspecified
+    except ValueError:
+        return
+    if wildcard:
+        raise ArgumentError(
+            f"sip backend: listen {format_hostport(asked)} is a wildcard address; uascall "
+            "advertises the address it listens on (Contact, Via, SDP c=, where 0.0.0.0 "
+            "means hold), so expected the address the far ends reach this machine at, "
+            "e.g. 192.0.2.10:5060 (repeat --listen for each address, IPv4 and IPv6)")
 
 
 def _accepts_sdp(value: str) -> bool:
