@@ -20,6 +20,7 @@ from tests.audio import decode, dominant_frequency
 from tests.sim.sip_peer import (
     SipPeer,
     Uas,
+    answer_through,
     answered,
     calling_scripted_callee,
     held_by,
@@ -137,6 +138,28 @@ def test_a_retransmitted_invite_gets_the_last_provisional_and_no_second_call(uas
     assert again.body == first.body and again.to.tag == first.to.tag
     with pytest.raises(queue.Empty):
         uas.calls.get(timeout=0.3)
+    channel.hang_up()
+
+
+def test_a_merged_invite_from_another_branch_gets_482_and_no_second_call(uas, peer):
+    """RFC 3261 8.2.2.2: the same INVITE (Call-ID, From tag, CSeq, no To-tag) under
+    another Via branch, as when a proxy forked it and both branches reached us, is a
+    merged request: 482, while a retransmission on the first branch is still absorbed."""
+    channel = incoming(uas, peer)
+    channel.ring()
+    peer.expect(180)
+    first_branch = peer.branch
+    merged = peer.invite_text.replace(first_branch, "z9hG4bK" + secrets.token_hex(6))
+    peer.send(merged)
+    loop = peer.expect(482)
+    assert "merged request" in loop.headers.get("Warning", "") and loop.to.tag
+    peer.send(peer.invite_text)  # the first branch again: a retransmission
+    peer.expect(180)
+    with pytest.raises(queue.Empty):
+        uas.calls.get(timeout=0.3)
+    answer_through(channel, peer)
+    peer.send(merged)  # the first is answered, its transaction still there
+    peer.expect(482)
     channel.hang_up()
 
 

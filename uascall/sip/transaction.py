@@ -185,6 +185,9 @@ class Transaction:
         self.user: Any = None
         self.handles: dict[str, Any] = {}
         self.key: Any = None
+        #: (server, request without a To-tag) its key in the driver's table of merged
+        #: requests (RFC 3261 8.2.2.2)
+        self.merge_key: Any = None
         #: (when it is due, timer name) while in an ExpiryQueue, else None
         self.lingering: tuple[float, str] | None = None
 

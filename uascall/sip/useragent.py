@@ -11,10 +11,13 @@ Datagrams from :class:`~uascall.sip.transport.UdpEndpoint` are parsed
 - CANCEL finds the INVITE's transaction: 200 for the CANCEL, then the call answers the
   INVITE 487 (481 when there is no such INVITE);
 - a new INVITE passes the checks RFC 3261 8.2 puts in order (method 405/501, URI scheme
-  416, Require 420, Content-Type 415, Accept 406), overload control (503 + Retry-After,
-  below) and the SDP offer check (400 for bad SDP, 488 when no codec we have was offered);
-  it then gets 100 Trying at once and becomes a :class:`~uascall.sip.call.SipCall` offered
-  to the backend's listener;
+  416, merged request 482, Require 420, Content-Type 415, Accept 406), overload control
+  (503 + Retry-After, below) and the SDP offer check (400 for bad SDP, 488 when no codec
+  we have was offered); it then gets 100 Trying at once and becomes a
+  :class:`~uascall.sip.call.SipCall` offered to the backend's listener. A merged request
+  is one with no To-tag whose Call-ID, From tag and CSeq are those of a transaction we
+  hold, under another branch (a request a proxy forked, come twice): 482 (RFC 3261
+  8.2.2.2), never a second call;
 - BYE, re-INVITE and INFO (keys: :mod:`uascall.sip.info`) go to their call through the
   dialog (481 when there is none);
   OPTIONS is answered 200 with what we allow and accept, in or out of a dialog (503 +
@@ -240,6 +243,9 @@ class UserAgent:
         self.rtp_ports = RtpPorts(*settings.rtp_ports, spare=SpareSockets())
         self.server_tx: dict[tuple[str, str, str], ServerTransaction] = {}
         self.client_tx: dict[tuple[str, str], ClientTransaction] = {}
+        #: (Call-ID, From tag, CSeq number, method) -> the server transaction of a request
+        #: without a To-tag, to tell merged requests (RFC 3261 8.2.2.2)
+        self.merge_keys: dict[tuple[str, str, int, str], ServerTransaction] = {}
         self.dialogs: dict[tuple[str, str], SipCall] = {}
         self.calls: set[SipCall] = set()
         self.setups = 0  # incoming calls not yet answered or cleared
@@ -295,6 +301,7 @@ class UserAgent:
             self._cancel_timers(tx)
         self.server_tx.clear()
         self.client_tx.clear()
+        self.merge_keys.clear()
         if self._lag_timer is not None:
             self._lag_timer.cancel()
         if self._lingering_timer is not None:
@@ -508,6 +515,9 @@ class UserAgent:
             tx = NonInviteServerTransaction(request, self.timers)
         tx.peer, tx.endpoint, tx.key = source, endpoint, key
         self.server_tx[key] = tx
+        if request.method != "CANCEL" and not request.to.tag:
+            tx.merge_key = _merge_key(request)
+            self.merge_keys[tx.merge_key] = tx
         return tx
 
     def _answer_statelessly(self, request: Request, response: Response, source: Address,
@@ -560,6 +570,15 @@ class UserAgent:
                                                       "agent does not offer; use sip:")])
         if scheme != "sip":
             return self._reply(request, 416)
+        if method != "CANCEL" and not request.to.tag:
+            merged = self.merge_keys.get(_merge_key(request))
+            if merged is not None:
+                # RFC 3261 8.2.2.2: the same request come again by another path (a proxy
+                # forked it and the branches met here; its retransmissions match the
+                # transaction and never get here). Taken, it would be a second call.
+                return self._reply(request, 482, [warning(
+                    "merged request: the same Call-ID, From tag and CSeq as a request "
+                    "being served, under another Via branch; expected one copy only")])
         if method not in ("ACK", "CANCEL"):
             unsupported = [tag for tag in request.headers.get_all("Require")
                            if tag.strip() and tag.strip() not in SUPPORTED_EXTENSIONS]
@@ -788,6 +807,8 @@ class UserAgent:
             key = tx.key if tx.key is not None else server_key(tx.request)
             if self.server_tx.get(key) is tx:
                 del self.server_tx[key]
+            if tx.merge_key is not None and self.merge_keys.get(tx.merge_key) is tx:
+                del self.merge_keys[tx.merge_key]
         elif isinstance(tx, ClientTransaction) and self.client_tx.get(tx.key) is tx:
             del self.client_tx[tx.key]
 
@@ -886,6 +907,12 @@ def lookup(host: str, port: int) -> Address:
         info = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_DGRAM)
         address = info[0][4]
         return address[0], address[1]
+
+
+def _merge_key(request: Request) -> tuple[str, str, int, str]:
+    """What a request and its merged copies share (RFC 3261 8.2.2.2)."""
+    number, method = request.cseq
+    return request.call_id, request.from_.tag or "", number, method
 
 
 def _refuse_wildcard(asked: Address, bound: Address) -> None:
