@@ -163,6 +163,60 @@ def test_a_merged_invite_from_another_branch_gets_482_and_no_second_call(uas, pe
     channel.hang_up()
 
 
+def _without_contact(text: str) -> str:
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if not line.startswith("Contact:"))
+
+
+@pytest.mark.parametrize(("contact", "why"), [
+    (None, "INVITE has no Contact"),
+    ("*", "Contact '*'"),
+    ("<tel:+15551234567>", "is a tel: URI"),
+    ("<sip:a@127.0.0.1:5070>, <sip:b@127.0.0.1:5071>", "has 2 Contact URIs"),
+    ("<sip:a@127.0.0.1:5070>\r\nContact: <sip:b@127.0.0.1:5071>",  # two header fields
+     "has 2 Contact URIs"),
+])
+def test_an_invite_whose_contact_is_not_one_sip_uri_gets_400_saying_why(
+        uas, peer, contact, why):
+    """RFC 3261 8.1.1.8: a dialog-creating request MUST have exactly one SIP or SIPS URI
+    in Contact; it is where our BYE goes. Taken, the BYE went to the From URI, a tel:
+    URI or the first of two."""
+    body = sdp_offer(peer.host, peer.rtp_port)
+    text = peer.request("INVITE", body=body, contact=contact)
+    peer.send(_without_contact(text) if contact is None else text)
+    refused = peer.expect(400)
+    warning = refused.headers.get("Warning") or ""
+    assert why in warning and "expected exactly one SIP or SIPS URI" in warning, warning
+    assert refused.to.tag
+    with pytest.raises(queue.Empty):
+        uas.calls.get(timeout=0.3)
+
+
+@pytest.mark.parametrize("contact", [
+    "*", "<tel:+15551234567>", "<sip:a@127.0.0.1:5070>, <sip:b@127.0.0.1:5071>"])
+def test_a_reinvite_whose_contact_is_not_one_sip_uri_gets_400_and_the_call_goes_on(
+        uas, peer, contact):
+    """A re-INVITE refreshes the target (RFC 3261 12.2.2): one whose Contact could not be
+    a target is refused 400 and changes nothing; our BYE still goes to the first Contact.
+    (A re-INVITE without Contact keeps the target: 12.2.1.1 says SHOULD.)"""
+    channel = answered(uas, peer)
+    peer.cseq += 1
+    branch = "z9hG4bK" + secrets.token_hex(6)
+    peer.send(peer.request("INVITE", branch=branch, cseq=peer.cseq, to_tag=peer.to_tag,
+                           body=sdp_offer(peer.host, peer.rtp_port), contact=contact))
+    refused = peer.expect(400, method="INVITE")
+    assert "expected exactly one SIP or SIPS URI" in (refused.headers.get("Warning") or "")
+    peer.send(peer.request("ACK", branch=branch, cseq=peer.cseq, to_tag=peer.to_tag))
+    assert channel.state() is State.ANSWERED
+    hung = threading.Thread(target=channel.hang_up)
+    hung.start()
+    bye = peer.expect("BYE")
+    assert bye.uri == f"sip:peer@{peer.hostport}"
+    peer.respond_to(bye, 200)
+    hung.join(5)
+    assert channel.state() is State.IDLE
+
+
 def test_the_200_is_retransmitted_until_the_ack(uas, peer):
     channel = incoming(uas, peer)
     thread = threading.Thread(target=channel.answer)

@@ -320,3 +320,15 @@ def test_reinvite_with_new_contact_refreshes_target() -> None:
     assert dialog.remote_target == "sip:alice@198.51.100.9:5080"
     dialog.check_request(their("INFO", 13, contact="<sip:elsewhere@203.0.113.1>"))
     assert dialog.remote_target == "sip:alice@198.51.100.9:5080"
+
+
+@pytest.mark.parametrize("contact", [
+    "*", "<tel:+15551234567>", "<sip:a@198.51.100.9>, <sip:b@198.51.100.9>"])
+def test_a_reinvite_whose_contact_cannot_be_a_target_is_400_and_changes_nothing(
+        contact: str) -> None:
+    dialog = Dialog.for_uas(invite(cseq=10), "uastag")
+    with pytest.raises(DialogError, match="expected exactly one SIP or SIPS URI") as info:
+        dialog.check_request(their("INVITE", 11, contact=contact))
+    assert info.value.status == 400
+    assert dialog.remote_target == "sip:alice@pc33.atlanta.example.com"
+    assert dialog.remote_seq == 10

@@ -168,10 +168,39 @@ class Dialog:
         if self.remote_seq is not None and number < self.remote_seq:
             raise DialogError(f"{method} CSeq {number} is lower than {self.remote_seq}, the "
                               "last one in this dialog; expected a higher number", 500)
+        # A re-INVITE is a target refresh (RFC 3261 12.2.2); one whose Contact could not
+        # be a target is refused before it changes anything, and the dialog goes on.
+        target = contact_target(request) if method == "INVITE" else None
         self.remote_seq = number
-        target = _contact_uri(request)
-        if target and method == "INVITE":
-            self.remote_target = target  # a target refresh (RFC 3261 12.2.2)
+        if target:
+            self.remote_target = target
+
+
+def contact_target(request: Request) -> str | None:
+    """The remote target a dialog-creating or target-refresh request names: its Contact,
+    which RFC 3261 8.1.1.8 wants to be exactly one SIP or SIPS URI; None without a
+    Contact (a re-INVITE SHOULD have one, 12.2.1.1; the caller decides for an INVITE
+    that makes a dialog). Raises DialogError(400) saying what was wrong: a ``*``, a
+    tel: (or other) URI or two URIs would leave our BYE nowhere, or at a guess."""
+    values = request.headers.get_all("Contact")
+    if not values:
+        return None
+    expected = ("expected exactly one SIP or SIPS URI, where requests in this dialog go "
+                "(RFC 3261 8.1.1.8)")
+    if len(values) > 1:
+        raise DialogError(f"{request.method} has {len(values)} Contact URIs; {expected}", 400)
+    if values[0].strip() == "*":
+        raise DialogError(f"{request.method} has Contact '*' (for REGISTER only); "
+                          f"{expected}", 400)
+    try:
+        uri = parse_name_addr(values[0]).uri
+    except SipParseError as exc:  # (the checks on receipt parsed it already)
+        raise DialogError(f"{request.method} Contact: {exc.reason}; {expected}", 400
+                          ) from None
+    if not uri.is_sip:
+        raise DialogError(f"{request.method} Contact {values[0]!r} is a {uri.scheme}: "
+                          f"URI; {expected}", 400)
+    return str(uri)
 
 
 def resolve(host: str, port: int) -> Address:

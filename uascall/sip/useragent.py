@@ -11,7 +11,9 @@ Datagrams from :class:`~uascall.sip.transport.UdpEndpoint` are parsed
 - CANCEL finds the INVITE's transaction: 200 for the CANCEL, then the call answers the
   INVITE 487 (481 when there is no such INVITE);
 - a new INVITE passes the checks RFC 3261 8.2 puts in order (method 405/501, URI scheme
-  416, merged request 482, Require 420, Content-Type 415, Accept 406), overload control
+  416, merged request 482, Require 420, Content-Type 415, Accept 406, then 400 unless its
+  Contact is exactly one SIP or SIPS URI, RFC 3261 8.1.1.8, or absent from an RFC 2543
+  INVITE), overload control
   (503 + Retry-After, below) and the SDP offer check (400 for bad SDP, 488 when no codec
   we have was offered); it then gets 100 Trying at once and becomes a
   :class:`~uascall.sip.call.SipCall` offered to the backend's listener. A merged request
@@ -107,7 +109,7 @@ from uascall import __version__
 from uascall.engine import Engine, TimerHandle
 from uascall.errors import ArgumentError
 from uascall.sip.call import ALLOW_HEADER, ALLOWED, CallHost, SipCall, codec_names
-from uascall.sip.dialog import DialogError, resolve
+from uascall.sip.dialog import DialogError, contact_target, resolve
 from uascall.sip.info import DTMF_BODIES
 from uascall.sip.media import RtpPorts, RtpStream, RtpTicker
 from uascall.sip.message import (
@@ -596,6 +598,23 @@ class UserAgent:
             if accept and not any(_accepts_sdp(value) for value in accept):
                 return self._reply(request, 406, [
                     warning("only application/sdp bodies are supported")])
+            if not request.to.tag:  # (a re-INVITE's: its dialog checks it, keeping it)
+                return self._contact_refusal(request)
+        return None
+
+    def _contact_refusal(self, invite: Request) -> Response | None:
+        """400 for a new INVITE whose Contact is not exactly one SIP or SIPS URI (RFC 3261
+        8.1.1.8): it is where our requests in the dialog (BYE) go, and the From URI, a
+        tel: URI or the first of two would be a guess. An RFC 2543 INVITE (no magic cookie
+        in its branch) may lack one, its From URI the target then (RFC 4475 3.4.1)."""
+        try:
+            target = contact_target(invite)
+        except DialogError as exc:
+            return self._reply(invite, 400, [warning(str(exc))])
+        if target is None and (invite.top_via.branch or "").startswith("z9hG4bK"):
+            return self._reply(invite, 400, [warning(
+                "INVITE has no Contact; expected exactly one SIP or SIPS URI, where "
+                "requests in this dialog go (RFC 3261 8.1.1.8)")])
         return None
 
     def _note_source(self, request: Request, source: Address) -> None:
