@@ -217,6 +217,29 @@ def test_a_reinvite_whose_contact_is_not_one_sip_uri_gets_400_and_the_call_goes_
     assert channel.state() is State.IDLE
 
 
+def test_a_reinvite_offering_only_another_codec_gets_488_and_the_call_keeps_its_own(
+        uas, peer):
+    """Deliberate (README, SIP): a re-INVITE is answered with the codec the call uses;
+    one offering only another (PCMU, which we support) gets 488 saying why, and the call
+    goes on unchanged (RFC 3261 14.2); an offer that includes ours is answered with it."""
+    channel = answered(uas, peer)  # offered 0 8 101: we chose PCMA (8)
+    for formats, status in (("0 101", 488), ("0 8 101", 200)):
+        peer.cseq += 1
+        branch = "z9hG4bK" + secrets.token_hex(6)
+        peer.send(peer.request("INVITE", branch=branch, cseq=peer.cseq, to_tag=peer.to_tag,
+                               body=sdp_offer(peer.host, peer.rtp_port, formats)))
+        answer = peer.expect(status, method="INVITE")
+        if status == 488:
+            warning = answer.headers.get("Warning") or ""
+            assert warning.startswith("305 ") and "we accept" in warning, warning
+            peer.send(peer.request("ACK", branch=branch, cseq=peer.cseq, to_tag=peer.to_tag))
+        else:
+            assert sdp_formats(answer.body) == ["8", "101"]
+            peer.ack(answer)
+        assert channel.state() is State.ANSWERED
+    channel.hang_up()
+
+
 def test_the_200_is_retransmitted_until_the_ack(uas, peer):
     channel = incoming(uas, peer)
     thread = threading.Thread(target=channel.answer)

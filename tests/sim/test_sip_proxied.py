@@ -106,6 +106,19 @@ def test_via_gets_received_and_rport_from_where_the_request_came(uas, peer):
     assert via.params["received"] == "127.0.0.1" and via.params["rport"] == str(peer.port)
 
 
+def test_a_response_goes_to_the_source_port_even_without_rport(uas, peer):
+    # Deliberate (README, SIP): RFC 3261 18.2.2 sends to the Via sent-by port when there
+    # is no rport; we answer where the request came from, as RFC 3581 does, so that a far
+    # end behind NAT (its sent-by a private address and port) hears us.
+    text = peer.request("OPTIONS").replace(
+        f"Via: SIP/2.0/UDP {peer.hostport};branch=",
+        f"Via: SIP/2.0/UDP {peer.host}:9;branch=")  # the discard port: nobody there
+    peer.send(text)
+    ok = peer.expect(200, method="OPTIONS")  # came to peer.port, the source
+    assert ok.top_via.port == 9
+    assert "rport" not in ok.top_via.params and "received" not in ok.top_via.params
+
+
 def test_an_invite_with_max_forwards_0_is_served_as_it_has_arrived(uas, peer):
     # Max-Forwards limits forwarding (RFC 3261 16.3 step 3, a proxy's check): a request
     # that reaches its destination with 0 left is served, not answered 483.
