@@ -46,6 +46,18 @@ def held_by(ua: UserAgent) -> list[str]:
         ("setups by source", dict(ua.setups_by_source))) if value]
 
 
+def settled(uas: Uas, timeout: float = 2.0) -> bool:
+    """True once ``uas`` holds no call, dialog or RTP stream any more (see
+    :func:`held_by`), waiting up to ``timeout`` for what the far end sent last to be
+    handled."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not uas.engine.run(held_by, uas.backend.ua):
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def sdp_offer(host: str, port: int, formats: str = "0 8 101", *, direction: str = "sendrecv"
               ) -> str:
     family = "IP6" if ":" in host else "IP4"

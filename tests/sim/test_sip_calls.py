@@ -23,10 +23,10 @@ from tests.sim.sip_peer import (
     answer_through,
     answered,
     calling_scripted_callee,
-    held_by,
     incoming,
     sdp_formats,
     sdp_offer,
+    settled,
 )
 from uascall.backend import Cause
 from uascall.channel import State, UASCallChannel
@@ -627,16 +627,6 @@ def test_get_digits_returns_on_hang_up_and_raises_once_idle(uas, peer):
 
 
 # ---------------------------------------------------------------------- nothing left over
-def settled(uas: Uas, timeout: float = 2.0) -> bool:
-    """True once the user agent holds no call, dialog or RTP stream any more."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not uas.engine.run(held_by, uas.backend.ua):
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def _caller_bye(uas, peer):
     channel = answered(uas, peer)
     peer.bye()
