@@ -83,7 +83,7 @@ def test_an_extra_channel_places_a_call_that_is_hung_up_when_main_returns(tmp_pa
                      "cause": "NORMAL", "raw_cause": "16", "seconds": noted["seconds"]}
     # released: the application cannot use them any more
     with pytest.raises(Exception, match=r"ExtraChannel\[0\]: application instance "
-                                        "extra-1 has ended"):
+                                        rf"extra-{host.run_id}-1 has ended"):
         kept["extras"][0]
 
 
