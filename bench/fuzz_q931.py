@@ -105,7 +105,9 @@ class Fuzzer:
             message = q931.LapdFrame.parse(frame).q931()
         except q931.Q931DecodeError:
             return
-        if message is not None and message.call_reference:
+        # a mangled frame may carry a longer call reference than PRI's two octets: only
+        # the ones a random message of ours can carry are kept
+        if message is not None and 0 < message.call_reference < 0x8000:
             self.call_refs.append(message.call_reference)
 
     def frame(self) -> bytes:

@@ -88,7 +88,11 @@ def test_the_screen_shows_a_call_ringing_answered_and_gone(control, tmp_path):
                            text=True)
     try:
         ringing = terminal.wait_for(lambda text: "ring_incoming" in (call_row(text) or ""))
-        answered = terminal.wait_for(lambda text: "answered" in (call_row(text) or ""))
+        # answered, and the caller's level measured: the screens before the first
+        # measurement show the row with the level blank (the far end's number then
+        # follows the duration), so the In column is looked for as what it is, in dBm0
+        answered = terminal.wait_for(lambda text: re.search(
+            r" answered +\d+:\d\d +-\d+ ", call_row(text) or "") is not None)
         gone = terminal.wait_for(lambda text: "By cause: NORMAL 1" in text
                                  and call_row(text) is None)
         assert terminal.ends_with_status("q") == 0
