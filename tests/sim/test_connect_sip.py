@@ -277,8 +277,10 @@ def test_a_sip_call_is_transferred_to_the_pri_exchange_and_taken_back(box, phone
     assert finished(recording) is caller.FileRecorder.Cause.TIMEOUT
     with wave.open(str(phone.media_dir / "target.wav")) as wav:
         heard = list(memoryview(wav.readframes(wav.getnframes())).cast("h"))
-    # the ringback stopped when the target answered (nothing of it was left queued)
-    assert audio.component_level_dbm0(heard[:800], 440, "ulaw") < -40  # it was -19
+    # the ringback stopped when the target answered (nothing of it was left queued: it
+    # was -19 when the box's stream kept five frames of it). The first 60 ms may hold the
+    # last frames of it sent before the answer, from the phone's jitter buffer (depth 3)
+    assert audio.component_level_dbm0(heard[480:1280], 440, "ulaw") < -40
     assert audio.dominant_frequency(audio.steady(heard, 941, "ulaw")) == pytest.approx(941, abs=3)
     # the target hangs up: the box has its caller back
     box.engine.run(target.hangup)
